@@ -1,0 +1,1 @@
+//! attention stage (see crate docs).

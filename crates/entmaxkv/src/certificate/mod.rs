@@ -1,0 +1,1 @@
+//! certificate stage (see crate docs).

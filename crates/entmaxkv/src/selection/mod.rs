@@ -1,0 +1,1 @@
+//! selection stage (see crate docs).

@@ -1,0 +1,1 @@
+//! stats stage (see crate docs).

@@ -1,0 +1,1 @@
+//! tau stage (see crate docs).
