@@ -46,13 +46,15 @@ impl std::str::FromStr for DType {
             "f32" | "fp32" | "float32" => Ok(DType::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(DType::F16),
             "bf16" | "bfloat16" => Ok(DType::Bf16),
-            other => Err(format!("unknown dtype `{other}` (expected f32, f16 or bf16)")),
+            other => Err(format!(
+                "unknown dtype `{other}` (expected f32, f16 or bf16)"
+            )),
         }
     }
 }
 
 /// A scalar that can be stored in the cache: converts to and from f32.
-pub trait KvElem: Copy + Send + Sync + Default + 'static {
+pub trait KvElem: Copy + Send + Sync + Default + Into<f64> + 'static {
     const DTYPE: DType;
     fn to_f32(self) -> f32;
     /// Round to nearest.
@@ -77,10 +79,21 @@ pub trait KvElem: Copy + Send + Sync + Default + 'static {
     }
     fn next_up(self) -> Self;
     fn next_down(self) -> Self;
+    /// Widens a slice (SIMD where the CPU has it).
+    #[inline]
+    fn slice_to_f32(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
 }
 
 impl KvElem for f32 {
     const DTYPE: DType = DType::F32;
+    #[inline]
+    fn slice_to_f32(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -115,6 +128,11 @@ fn step_bits16(bits: u16, up: bool) -> u16 {
 
 impl KvElem for f16 {
     const DTYPE: DType = DType::F16;
+    #[inline]
+    fn slice_to_f32(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
@@ -133,6 +151,13 @@ impl KvElem for f16 {
 
 impl KvElem for bf16 {
     const DTYPE: DType = DType::Bf16;
+    #[inline]
+    fn slice_to_f32(src: &[Self], dst: &mut [f32]) {
+        // bf16 → f32 is a 16-bit shift; this loop vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
+    }
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)

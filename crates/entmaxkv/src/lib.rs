@@ -15,15 +15,16 @@
 //! kernel space `z_i = (α−1)·s_i`, weights `p_i = [z_i − τ]_+^{1/(α−1)}`; α = 1 is softmax
 //! (and there τ is the log-sum-exp of the scores).
 
-pub mod error;
-pub mod dtype;
-pub mod cache;
-pub mod stats;
-pub mod selection;
-pub mod tau;
 pub mod attention;
+pub mod cache;
 pub mod certificate;
+pub mod dtype;
+pub mod error;
 pub mod metrics;
+pub mod selection;
+pub mod stats;
+pub mod synth;
+pub mod tau;
 
 pub use dtype::{DType, KvElem};
 pub use error::{Error, Result};

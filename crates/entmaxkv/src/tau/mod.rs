@@ -1,1 +1,2 @@
-//! tau stage (see crate docs).
+//! τ: the entmax threshold (interim bisection version; replaced by the exact solvers).
+pub mod entmax;

@@ -1,0 +1,319 @@
+//! The CPU decode kernel: one (sequence, kv head) group attends over a list of pages.
+//!
+//! One pass over K computes the scores of all G query heads of the group (each K row is
+//! read once for the group) into a workspace; τ is solved on the cached scores, never by
+//! re-reading K; V is read only for tokens with nonzero weight. Weights are renormalised so
+//! they sum to one over the tokens read, whatever the τ rule.
+//!
+//! Dense decode is this kernel over every page; sparse decode is the same kernel over the
+//! kept pages.
+
+use crate::dtype::KvElem;
+use crate::error::Result;
+use crate::tau::entmax::{entmax_threshold_f32, halley_correct};
+use serde::{Deserialize, Serialize};
+
+/// A page to read: pool page id, tokens used in it, sequence position of its first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRef {
+    pub page: u32,
+    pub len: u32,
+    pub start: u32,
+}
+
+/// How τ is obtained for the tokens a step reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TauMode {
+    /// τ solved exactly on the scores of the tokens read (default).
+    #[default]
+    Exact,
+    /// τ̂ from the selection stage used as is; weights then renormalised over the tokens
+    /// read. Cheapest, approximate: the support is `{z > τ̂}`, not the exact one.
+    Fixed,
+    /// τ̂ refined by this many safeguarded Halley steps on the scores read, then
+    /// renormalised. Between fixed and exact in cost and accuracy.
+    Corrected(u32),
+}
+
+/// Geometry of the pool the kernel reads.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolGeometry {
+    pub num_kv_heads: usize,
+    pub page_size: usize,
+    pub head_dim: usize,
+}
+
+impl PoolGeometry {
+    #[inline]
+    fn kv_offset(&self, page: u32, head: usize) -> usize {
+        (page as usize * self.num_kv_heads + head) * self.page_size * self.head_dim
+    }
+}
+
+/// Per-task scratch, sized once by the plan: no allocation inside a step.
+#[derive(Debug, Clone, Default)]
+pub struct Workspace {
+    /// `[G, max_tokens]` scores.
+    scores: Vec<f32>,
+    /// One page of K or V widened to f32: `[page_size, D]`.
+    rows: Vec<f32>,
+    /// Candidate scratch for the τ solve.
+    cand: Vec<f32>,
+    /// `[G, D]` f32 accumulators.
+    acc: Vec<f32>,
+}
+
+impl Workspace {
+    pub fn new(group: usize, max_tokens: usize, page_size: usize, head_dim: usize) -> Self {
+        Workspace {
+            scores: vec![0.0; group * max_tokens],
+            rows: vec![0.0; page_size * head_dim],
+            cand: Vec::with_capacity(max_tokens),
+            acc: vec![0.0; group * head_dim],
+        }
+    }
+
+    /// Grows (only ever grows) to hold `group × max_tokens` scores.
+    pub fn reserve(&mut self, group: usize, max_tokens: usize, page_size: usize, head_dim: usize) {
+        if self.scores.len() < group * max_tokens {
+            self.scores.resize(group * max_tokens, 0.0);
+        }
+        if self.rows.len() < page_size * head_dim {
+            self.rows.resize(page_size * head_dim, 0.0);
+        }
+        if self.cand.capacity() < max_tokens {
+            self.cand.reserve(max_tokens - self.cand.len());
+        }
+        if self.acc.len() < group * head_dim {
+            self.acc.resize(group * head_dim, 0.0);
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        4 * (self.scores.len() + self.rows.len() + self.cand.capacity() + self.acc.len())
+    }
+}
+
+/// One group's work: G query heads of one kv head over one page list.
+pub struct GroupTask<'a> {
+    pub kv_head: usize,
+    pub pages: &'a [PageRef],
+    /// `[G, D]` queries, already multiplied by the score scale.
+    pub q_scaled: &'a [f32],
+    /// `[G]` ALiBi slopes (zeros without ALiBi).
+    pub slopes: &'a [f32],
+    /// Position of the query (`len − 1`).
+    pub q_pos: f32,
+    /// `[G]` starting τ for fixed/corrected modes (z-space); ignored by exact.
+    pub tau_hat: Option<&'a [f64]>,
+}
+
+/// What a group's attention produced, per query head.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HeadResult {
+    /// τ used for the output (z-space; softmax: log-sum-exp).
+    pub tau: f64,
+    /// Tokens with nonzero weight.
+    pub support: u32,
+    /// Σ of the unnormalised weights at τ (1 for exact up to rounding).
+    pub mass: f64,
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let n = a.len().min(b.len());
+    let mut acc = [0.0f32; L];
+    let chunks = n / L;
+    for i in 0..chunks {
+        let (x, y) = (&a[i * L..i * L + L], &b[i * L..i * L + L]);
+        for j in 0..L {
+            acc[j] = x[j].mul_add(y[j], acc[j]);
+        }
+    }
+    let mut s = 0.0f32;
+    for &v in acc.iter() {
+        s += v;
+    }
+    for i in chunks * L..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+#[inline(always)]
+fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a = w.mul_add(b, *a);
+    }
+}
+
+/// `(z − τ)_+^β` for the common β exactly, others through powf.
+#[inline(always)]
+fn entmax_weight(z: f64, tau: f64, beta: f64, alpha_code: u8) -> f64 {
+    let x = z - tau;
+    if x <= 0.0 {
+        return 0.0;
+    }
+    match alpha_code {
+        2 => x,          // α = 2
+        15 => x * x,     // α = 1.5
+        13 => x * x * x, // α = 4/3
+        _ => x.powf(beta),
+    }
+}
+
+fn alpha_code(alpha: f64) -> u8 {
+    if alpha == 2.0 {
+        2
+    } else if alpha == 1.5 {
+        15
+    } else if (alpha - 4.0 / 3.0).abs() < 1e-15 {
+        13
+    } else {
+        0
+    }
+}
+
+/// Runs one group: scores → τ → weighted V sum. `out` is `[G, D]`, `res` is `[G]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group<T: KvElem>(
+    k: &[T],
+    v: &[T],
+    geom: PoolGeometry,
+    task: &GroupTask<'_>,
+    alpha: f64,
+    mode: TauMode,
+    ws: &mut Workspace,
+    out: &mut [f32],
+    res: &mut [HeadResult],
+) -> Result<()> {
+    let (ps, d) = (geom.page_size, geom.head_dim);
+    let g = task.slopes.len();
+    let n: usize = task.pages.iter().map(|p| p.len as usize).sum();
+    ws.reserve(g, n, ps, d);
+    let any_alibi = task.slopes.iter().any(|&s| s != 0.0);
+
+    // Pass 1: K, once for the whole group.
+    let mut idx = 0;
+    for p in task.pages {
+        let len = p.len as usize;
+        let off = geom.kv_offset(p.page, task.kv_head);
+        let rows = &mut ws.rows[..len * d];
+        T::slice_to_f32(&k[off..off + len * d], rows);
+        for t in 0..len {
+            let krow = &rows[t * d..(t + 1) * d];
+            let rel = (p.start as usize + t) as f32 - task.q_pos;
+            for hg in 0..g {
+                let mut s = dot(&task.q_scaled[hg * d..(hg + 1) * d], krow);
+                if any_alibi {
+                    s += task.slopes[hg] * rel;
+                }
+                ws.scores[hg * n + idx + t] = s;
+            }
+        }
+        idx += len;
+    }
+
+    // τ per head on the cached scores.
+    let code = alpha_code(alpha);
+    let a = alpha - 1.0;
+    let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
+    for hg in 0..g {
+        let sc = &ws.scores[hg * n..(hg + 1) * n];
+        let r = if alpha == 1.0 {
+            let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let sum: f64 = sc.iter().map(|&x| (x as f64 - m).exp()).sum();
+            HeadResult {
+                tau: m + sum.ln(),
+                support: n as u32,
+                mass: 1.0,
+            }
+        } else {
+            let tau = match mode {
+                TauMode::Exact => entmax_threshold_f32(sc, alpha, &mut ws.cand)?,
+                TauMode::Fixed => task.tau_hat.map_or(f64::NAN, |t| t[hg]),
+                TauMode::Corrected(it) => {
+                    let t0 = task.tau_hat.map_or(f64::NAN, |t| t[hg]);
+                    halley_correct(sc, alpha, t0, it as usize)
+                }
+            };
+            // Unnormalised mass at τ; an empty support (τ above every score read) falls
+            // back to the exact τ on the tokens read.
+            let mass_at = |tau: f64| -> (f64, u32) {
+                let mut m = 0.0;
+                let mut cnt = 0;
+                for &s in sc {
+                    let w = entmax_weight(a * s as f64, tau, beta, code);
+                    if w > 0.0 {
+                        m += w;
+                        cnt += 1;
+                    }
+                }
+                (m, cnt)
+            };
+            let (mut tau, mut mass_cnt) = (tau, (0.0, 0));
+            if tau.is_finite() {
+                mass_cnt = mass_at(tau);
+            }
+            if !tau.is_finite() || mass_cnt.1 == 0 {
+                tau = entmax_threshold_f32(sc, alpha, &mut ws.cand)?;
+                mass_cnt = mass_at(tau);
+            }
+            HeadResult {
+                tau,
+                support: mass_cnt.1,
+                mass: mass_cnt.0,
+            }
+        };
+        res[hg] = r;
+    }
+
+    // Pass 2: V, only where some head of the group has weight.
+    let acc = &mut ws.acc[..g * d];
+    acc.fill(0.0);
+    let mut idx = 0;
+    for p in task.pages {
+        let len = p.len as usize;
+        // Skip pages where no head has weight (entmax zeros): V is never touched there.
+        let mut any = false;
+        'scan: for hg in 0..g {
+            let sc = &ws.scores[hg * n + idx..hg * n + idx + len];
+            for &s in sc {
+                if alpha == 1.0 || a * s as f64 > res[hg].tau {
+                    any = true;
+                    break 'scan;
+                }
+            }
+        }
+        if any {
+            let off = geom.kv_offset(p.page, task.kv_head);
+            let rows = &mut ws.rows[..len * d];
+            T::slice_to_f32(&v[off..off + len * d], rows);
+            for hg in 0..g {
+                let r = res[hg];
+                let norm = if alpha == 1.0 { 1.0 } else { 1.0 / r.mass };
+                for t in 0..len {
+                    let s = ws.scores[hg * n + idx + t] as f64;
+                    let w = if alpha == 1.0 {
+                        (s - r.tau).exp()
+                    } else {
+                        entmax_weight(a * s, r.tau, beta, code) * norm
+                    };
+                    if w > 0.0 {
+                        axpy(
+                            &mut acc[hg * d..(hg + 1) * d],
+                            w as f32,
+                            &rows[t * d..(t + 1) * d],
+                        );
+                    }
+                }
+            }
+        }
+        idx += len;
+    }
+    out[..g * d].copy_from_slice(acc);
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Synthetic decode workloads: seeded q/k/v for tests, `check` and `bench`.
+//!
+//! iid N(0,1) is the original's test distribution and the worst case for page selection
+//! (no locality). The structured kinds mimic what real attention has: a sink on the first
+//! token, planted high-scoring pages, outlier channels, long runs of near-equal keys.
+
+use crate::cache::{CacheConfig, PagedKvCache, SeqId};
+use crate::error::Result;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+/// Which synthetic distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// iid standard normal q, k, v.
+    #[default]
+    Iid,
+    /// A sink key on token 0 aligned with q, a few planted pages of keys aligned with q,
+    /// two outlier channels, and runs of near-duplicate keys.
+    Structured,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "iid" => Ok(Workload::Iid),
+            "structured" => Ok(Workload::Structured),
+            o => Err(format!("unknown workload `{o}` (iid, structured)")),
+        }
+    }
+}
+
+/// A seeded generator of decode problems.
+pub struct Synth {
+    rng: StdRng,
+}
+
+impl Synth {
+    pub fn new(seed: u64) -> Self {
+        Synth {
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn normal(&mut self) -> f32 {
+        self.rng.sample(StandardNormal)
+    }
+
+    pub fn uniform(&mut self) -> f64 {
+        self.rng.random::<f64>()
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.rng.random_range(0..n)
+    }
+
+    /// `n` iid N(0,1) values.
+    pub fn normals(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+
+    /// Queries `[B, H, D]` and keys/values `[len, H_kv, D]` per sequence.
+    pub fn problem(
+        &mut self,
+        workload: Workload,
+        lens: &[usize],
+        num_heads: usize,
+        num_kv_heads: usize,
+        d: usize,
+    ) -> Problem {
+        let q = self.normals(lens.len() * num_heads * d);
+        let mut k = Vec::with_capacity(lens.len());
+        let mut v = Vec::with_capacity(lens.len());
+        for (b, &len) in lens.iter().enumerate() {
+            let mut kb = self.normals(len * num_kv_heads * d);
+            let vb = self.normals(len * num_kv_heads * d);
+            if workload == Workload::Structured {
+                let g = num_heads / num_kv_heads;
+                for kvh in 0..num_kv_heads {
+                    // Mean query direction of the group.
+                    let mut dir = vec![0.0f32; d];
+                    for hg in 0..g {
+                        let h = kvh * g + hg;
+                        for c in 0..d {
+                            dir[c] += q[(b * num_heads + h) * d + c] / g as f32;
+                        }
+                    }
+                    let norm = dir.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                    let at = |t: usize, c: usize| (t * num_kv_heads + kvh) * d + c;
+                    // Sink.
+                    for c in 0..d {
+                        kb[at(0, c)] = 4.0 * dir[c] / norm * (d as f32).sqrt() / 2.0;
+                    }
+                    // Planted pages: a few 16-token runs aligned with the query.
+                    for _ in 0..3 {
+                        if len < 64 {
+                            break;
+                        }
+                        let start = 1 + self.below(len - 17);
+                        let strength = 1.0 + 2.0 * self.uniform() as f32;
+                        for t in start..start + 16 {
+                            for c in 0..d {
+                                kb[at(t, c)] += strength * dir[c] / norm * (d as f32).sqrt() / 4.0;
+                            }
+                        }
+                    }
+                    // Outlier channels.
+                    for t in 0..len {
+                        kb[at(t, 0)] *= 6.0;
+                        kb[at(t, d / 2)] += 3.0;
+                    }
+                    // A run of near-equal keys.
+                    if len > 200 {
+                        let start = self.below(len - 100);
+                        for t in start + 1..start + 100 {
+                            for c in 0..d {
+                                let noise = 1e-3 * self.normal();
+                                kb[at(t, c)] = kb[at(start, c)] + noise;
+                            }
+                        }
+                    }
+                }
+            }
+            k.push(kb);
+            v.push(vb);
+        }
+        Problem {
+            q,
+            k,
+            v,
+            num_heads,
+            num_kv_heads,
+            d,
+        }
+    }
+}
+
+/// A generated problem: q `[B, H, D]`, per-sequence k/v `[len, H_kv, D]` (token-major).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub q: Vec<f32>,
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub d: usize,
+}
+
+impl Problem {
+    /// Builds a cache holding the problem's sequences (appending in chunks of `chunk`
+    /// tokens, 0 = all at once) and returns it with the sequence ids.
+    pub fn build_cache(
+        &self,
+        cfg: CacheConfig,
+        chunk: usize,
+    ) -> Result<(PagedKvCache, Vec<SeqId>)> {
+        let mut cache = PagedKvCache::new(cfg)?;
+        let hd = self.num_kv_heads * self.d;
+        let mut ids = Vec::with_capacity(self.k.len());
+        for (kb, vb) in self.k.iter().zip(&self.v) {
+            let id = cache.add_sequence();
+            let len = kb.len() / hd;
+            let step = if chunk == 0 { len.max(1) } else { chunk };
+            let mut t = 0;
+            while t < len {
+                let e = (t + step).min(len);
+                cache.append(
+                    id,
+                    &kb[t * hd..e * hd],
+                    &vb[t * hd..e * hd],
+                    crate::cache::ChunkLayout::TokenMajor,
+                )?;
+                t = e;
+            }
+            ids.push(id);
+        }
+        Ok((cache, ids))
+    }
+}
