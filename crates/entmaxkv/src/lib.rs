@@ -18,6 +18,7 @@
 pub mod attention;
 pub mod cache;
 pub mod certificate;
+pub mod decode;
 pub mod dtype;
 pub mod error;
 pub mod metrics;

@@ -178,6 +178,7 @@ fn alpha_code(alpha: f64) -> u8 {
 }
 
 /// Runs one group: scores → τ → weighted V sum. `out` is `[G, D]`, `res` is `[G]`.
+/// Returns the number of V rows read.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_group<T: KvElem>(
     k: &[T],
@@ -189,7 +190,7 @@ pub fn attend_group<T: KvElem>(
     ws: &mut Workspace,
     out: &mut [f32],
     res: &mut [HeadResult],
-) -> Result<()> {
+) -> Result<u64> {
     let (ps, d) = (geom.page_size, geom.head_dim);
     let g = task.slopes.len();
     let n: usize = task.pages.iter().map(|p| p.len as usize).sum();
@@ -275,6 +276,7 @@ pub fn attend_group<T: KvElem>(
     let acc = &mut ws.acc[..g * d];
     acc.fill(0.0);
     let mut idx = 0;
+    let mut v_rows = 0u64;
     for p in task.pages {
         let len = p.len as usize;
         // Skip pages where no head has weight (entmax zeros): V is never touched there.
@@ -289,6 +291,7 @@ pub fn attend_group<T: KvElem>(
             }
         }
         if any {
+            v_rows += len as u64;
             let off = geom.kv_offset(p.page, task.kv_head);
             let rows = &mut ws.rows[..len * d];
             T::slice_to_f32(&v[off..off + len * d], rows);
@@ -315,5 +318,5 @@ pub fn attend_group<T: KvElem>(
         idx += len;
     }
     out[..g * d].copy_from_slice(acc);
-    Ok(())
+    Ok(v_rows)
 }

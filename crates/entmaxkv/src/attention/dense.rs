@@ -130,7 +130,7 @@ impl DenseDecoder {
                         q_pos: lens[b] as f32 - 1.0,
                         tau_hat: None,
                     };
-                    attend_group(k, v, geom, &task, alpha, TauMode::Exact, ws, o, res)
+                    attend_group(k, v, geom, &task, alpha, TauMode::Exact, ws, o, res).map(|_| ())
                 })
         })?;
         Ok(&self.report)

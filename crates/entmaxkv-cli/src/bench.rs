@@ -1,0 +1,553 @@
+//! `entmaxkv bench`: times every decode method over a sweep of shapes on synthetic data,
+//! with the stage breakdown, bytes moved against the byte floor, and accuracy against the
+//! f64 oracle.
+
+use crate::meta::{provenance, Provenance};
+use crate::probe::{self, Bandwidth};
+use anyhow::{Context, Result as Res};
+use clap::Args;
+use entmaxkv::attention::cpu::TauMode;
+use entmaxkv::attention::oracle::oracle_decode;
+use entmaxkv::attention::AttentionParams;
+use entmaxkv::cache::{CacheConfig, StatsDType};
+use entmaxkv::decode::{DecodeConfig, Decoder, Method};
+use entmaxkv::metrics::compare;
+use entmaxkv::selection::gaussian::GaussianOpts;
+use entmaxkv::selection::topk::Budget;
+use entmaxkv::selection::GqaMode;
+use entmaxkv::synth::{Synth, Workload};
+use entmaxkv::DType;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Named sweep: default, original, figure, llama8b (explicit flags override it).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Context lengths (tokens), comma separated; K/M suffixes allowed (32K, 1M).
+    #[arg(long, value_delimiter = ',')]
+    pub contexts: Option<Vec<String>>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Query heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    #[arg(long)]
+    pub head_dim: Option<usize>,
+    /// K/V dtype: f32, f16, bf16.
+    #[arg(long)]
+    pub dtype: Option<DType>,
+    /// α values (entmax methods), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub alpha: Option<Vec<f64>>,
+    #[arg(long)]
+    pub page_size: Option<usize>,
+    /// Methods: dense-softmax, dense-entmax, topk-softmax, topk, gaussian-exact,
+    /// gaussian-fixed, gaussian-corrected.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<String>>,
+    /// Top-k budget as a fraction of the closed pages.
+    #[arg(long, value_delimiter = ',')]
+    pub budget: Option<Vec<f64>>,
+    /// per-head or shared page selection under GQA.
+    #[arg(long, default_value = "per-head")]
+    pub gqa: String,
+    /// iid or structured synthetic keys.
+    #[arg(long, default_value = "iid")]
+    pub workload: Workload,
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the f64 oracle comparison (faster on huge caches).
+    #[arg(long)]
+    pub no_accuracy: bool,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Write the table as CSV here.
+    #[arg(long)]
+    pub csv: Option<String>,
+}
+
+/// A fully resolved sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sweep {
+    pub preset: String,
+    pub contexts: Vec<usize>,
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub alphas: Vec<f64>,
+    pub page_size: usize,
+    pub methods: Vec<String>,
+    pub budgets: Vec<f64>,
+    pub gqa: GqaMode,
+    pub workload: Workload,
+}
+
+pub fn parse_tokens(s: &str) -> Res<usize> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1024),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().context(format!("bad context length `{s}`"))?;
+    Ok(n * mul)
+}
+
+const ALL_METHODS: &[&str] = &[
+    "dense-softmax",
+    "dense-entmax",
+    "topk-softmax",
+    "topk",
+    "gaussian-exact",
+    "gaussian-fixed",
+    "gaussian-corrected",
+];
+
+impl Sweep {
+    pub fn resolve(a: &BenchArgs) -> Res<Sweep> {
+        let preset = a.preset.clone().unwrap_or_else(|| "default".into());
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut sw = match preset.as_str() {
+            // Small enough for a 2-core CPU in well under two minutes.
+            "default" => Sweep {
+                preset: preset.clone(),
+                contexts: vec![4096, 32768, 131072],
+                batch: 1,
+                heads: 8,
+                kv_heads: 8,
+                head_dim: 64,
+                dtype: DType::F16,
+                alphas: vec![1.5],
+                page_size: 16,
+                methods: s(&[
+                    "dense-softmax",
+                    "dense-entmax",
+                    "topk-softmax",
+                    "topk",
+                    "gaussian-exact",
+                ]),
+                budgets: vec![0.125],
+                gqa: GqaMode::PerHead,
+                workload: Workload::Iid,
+            },
+            "original" => Sweep {
+                preset: preset.clone(),
+                contexts: vec![32768, 65536, 131072],
+                batch: 1,
+                heads: 8,
+                kv_heads: 8,
+                head_dim: 64,
+                dtype: DType::F16,
+                alphas: vec![1.5],
+                page_size: 16,
+                methods: s(ALL_METHODS),
+                budgets: vec![0.25],
+                gqa: GqaMode::PerHead,
+                workload: Workload::Iid,
+            },
+            "figure" => Sweep {
+                preset: preset.clone(),
+                contexts: vec![32768, 65536, 131072, 262144, 524288, 1048576],
+                batch: 1,
+                heads: 8,
+                kv_heads: 8,
+                head_dim: 64,
+                dtype: DType::F16,
+                alphas: vec![1.5],
+                page_size: 16,
+                methods: s(&[
+                    "dense-softmax",
+                    "topk-softmax",
+                    "dense-entmax",
+                    "topk",
+                    "gaussian-corrected",
+                ]),
+                budgets: vec![0.125],
+                gqa: GqaMode::PerHead,
+                workload: Workload::Iid,
+            },
+            "llama8b" => Sweep {
+                preset: preset.clone(),
+                contexts: vec![32768, 131072],
+                batch: 1,
+                heads: 32,
+                kv_heads: 8,
+                head_dim: 128,
+                dtype: DType::F16,
+                alphas: vec![1.5],
+                page_size: 16,
+                methods: s(&[
+                    "dense-softmax",
+                    "dense-entmax",
+                    "topk-softmax",
+                    "topk",
+                    "gaussian-exact",
+                ]),
+                budgets: vec![0.125],
+                gqa: GqaMode::Shared,
+                workload: Workload::Iid,
+            },
+            other => anyhow::bail!("unknown preset `{other}` (default, original, figure, llama8b)"),
+        };
+        if let Some(c) = &a.contexts {
+            sw.contexts = c.iter().map(|x| parse_tokens(x)).collect::<Res<_>>()?;
+        }
+        if let Some(x) = a.batch {
+            sw.batch = x;
+        }
+        if let Some(x) = a.heads {
+            sw.heads = x;
+            if a.kv_heads.is_none() {
+                sw.kv_heads = x;
+            }
+        }
+        if let Some(x) = a.kv_heads {
+            sw.kv_heads = x;
+        }
+        if let Some(x) = a.head_dim {
+            sw.head_dim = x;
+        }
+        if let Some(x) = a.dtype {
+            sw.dtype = x;
+        }
+        if let Some(x) = &a.alpha {
+            sw.alphas = x.clone();
+        }
+        if let Some(x) = a.page_size {
+            sw.page_size = x;
+        }
+        if let Some(x) = &a.methods {
+            for m in x {
+                if !ALL_METHODS.contains(&m.as_str()) {
+                    anyhow::bail!("unknown method `{m}` (one of {})", ALL_METHODS.join(", "));
+                }
+            }
+            sw.methods = x.clone();
+        }
+        if let Some(x) = &a.budget {
+            sw.budgets = x.clone();
+        }
+        sw.gqa = match a.gqa.as_str() {
+            "per-head" | "perhead" => GqaMode::PerHead,
+            "shared" => GqaMode::Shared,
+            o => anyhow::bail!("unknown --gqa `{o}` (per-head, shared)"),
+        };
+        if a.preset.as_deref() != Some("llama8b") || a.gqa != "per-head" {
+            // keep the preset's GQA mode unless asked
+        }
+        sw.workload = a.workload;
+        if sw.batch == 0 || sw.heads == 0 || sw.kv_heads == 0 || sw.head_dim == 0 {
+            anyhow::bail!("batch, heads, kv-heads and head-dim must be >= 1");
+        }
+        if sw.contexts.contains(&0) {
+            anyhow::bail!("context lengths must be >= 1");
+        }
+        Ok(sw)
+    }
+}
+
+/// One measured cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub method: String,
+    pub context: usize,
+    pub alpha: f64,
+    pub budget: Option<f64>,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub p90_ms: f64,
+    pub selection_ms: f64,
+    pub attention_ms: f64,
+    pub pages_kept_mean: f64,
+    pub pages_total: f64,
+    pub bytes_meta: u64,
+    pub bytes_k: u64,
+    pub bytes_v: u64,
+    /// The bytes the step must read over the measured read bandwidth.
+    pub floor_ms: f64,
+    pub achieved_gbs: f64,
+    pub rel: Option<f64>,
+    pub cosine: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub provenance: Provenance,
+    pub device: String,
+    pub bandwidth: Bandwidth,
+    pub sweep: Sweep,
+    pub cells: Vec<Cell>,
+}
+
+fn method_config(
+    name: &str,
+    alpha: f64,
+    budget: f64,
+    heads: usize,
+    gqa: GqaMode,
+) -> (DecodeConfig, Option<f64>) {
+    let entmax_alpha = alpha;
+    let (method, a, mode, b) = match name {
+        "dense-softmax" => (Method::Dense, 1.0, TauMode::Exact, None),
+        "dense-entmax" => (Method::Dense, entmax_alpha, TauMode::Exact, None),
+        "topk-softmax" => (
+            Method::TopK(Budget::Fraction(budget)),
+            1.0,
+            TauMode::Exact,
+            Some(budget),
+        ),
+        "topk" => (
+            Method::TopK(Budget::Fraction(budget)),
+            entmax_alpha,
+            TauMode::Exact,
+            Some(budget),
+        ),
+        "gaussian-exact" => (
+            Method::Gaussian(GaussianOpts::default()),
+            entmax_alpha,
+            TauMode::Exact,
+            None,
+        ),
+        "gaussian-fixed" => (
+            Method::Gaussian(GaussianOpts::default()),
+            entmax_alpha,
+            TauMode::Fixed,
+            None,
+        ),
+        "gaussian-corrected" => (
+            Method::Gaussian(GaussianOpts::default()),
+            entmax_alpha,
+            TauMode::Corrected(1),
+            None,
+        ),
+        _ => unreachable!("validated in Sweep::resolve"),
+    };
+    (
+        DecodeConfig::new(AttentionParams::new(heads, a), method)
+            .with_tau_mode(mode)
+            .with_gqa(gqa),
+        b,
+    )
+}
+
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+pub fn run(a: &BenchArgs) -> Res<BenchResult> {
+    if a.device != "cpu" {
+        anyhow::bail!(
+            "--device {}: only the cpu backend is built into this binary so far",
+            a.device
+        );
+    }
+    let sw = Sweep::resolve(a)?;
+    eprintln!("measuring memory bandwidth ...");
+    let bw = probe::measure(512 << 20, 5);
+    eprintln!(
+        "  copy {:.1} GB/s (read+write), read-only {:.1} GB/s",
+        bw.copy_gbs, bw.read_gbs
+    );
+    let mut cells = Vec::new();
+    let mut plan: Vec<(usize, f64, String, f64)> = Vec::new();
+    for &ctx in &sw.contexts {
+        for &alpha in &sw.alphas {
+            for m in &sw.methods {
+                let budgets: Vec<f64> = if m.starts_with("topk") {
+                    sw.budgets.clone()
+                } else {
+                    vec![0.0]
+                };
+                for b in budgets {
+                    plan.push((ctx, alpha, m.clone(), b));
+                }
+            }
+        }
+    }
+    let pb = ProgressBar::new(plan.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
+            .expect("static template"),
+    );
+    let mut syn = Synth::new(a.seed);
+    let mut current: Option<(
+        usize,
+        entmaxkv::cache::PagedKvCache,
+        Vec<entmaxkv::cache::SeqId>,
+        Vec<f32>,
+    )> = None;
+    for (ctx, alpha, m, budget) in plan {
+        pb.set_message(format!("{m} @ {ctx}"));
+        if current.as_ref().map(|c| c.0) != Some(ctx) {
+            drop(current.take()); // free the previous cache first
+            let lens = vec![ctx; sw.batch];
+            let prob = syn.problem(sw.workload, &lens, sw.heads, sw.kv_heads, sw.head_dim);
+            let pages = sw.batch * ctx.div_ceil(sw.page_size);
+            let cfg = CacheConfig::new(sw.kv_heads, sw.head_dim, pages)
+                .with_page_size(sw.page_size)
+                .with_kv_dtype(sw.dtype)
+                .with_stats_dtype(StatsDType::Kv);
+            let (cache, ids) = prob.build_cache(cfg, 0)?;
+            current = Some((ctx, cache, ids, prob.q));
+        }
+        let (_, cache, ids, q) = current.as_ref().expect("built above");
+        let (cfg, b) = method_config(&m, alpha, budget, sw.heads, sw.gqa);
+        let a_used = cfg.attention.alpha;
+        let mut dec = Decoder::new(cache, sw.batch, ctx, cfg)?;
+        let mut out = vec![0.0f32; q.len()];
+        for _ in 0..a.warmup {
+            dec.step(cache, ids, q, &mut out)?;
+        }
+        let mut times = Vec::with_capacity(a.iters);
+        let mut sel = Vec::with_capacity(a.iters);
+        let mut att = Vec::with_capacity(a.iters);
+        let mut last = None;
+        for _ in 0..a.iters.max(1) {
+            let t = Instant::now();
+            let rep = dec.step(cache, ids, q, &mut out)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            sel.push(rep.times.selection_ns as f64 / 1e6);
+            att.push(rep.times.attention_ns as f64 / 1e6);
+            last = Some(rep.clone());
+        }
+        let rep = last.expect("at least one iteration");
+        for v in [&mut times, &mut sel, &mut att] {
+            v.sort_by(|x, y| x.total_cmp(y));
+        }
+        let (rel, cosine) = if a.no_accuracy {
+            (None, None)
+        } else {
+            let mut p = AttentionParams::new(sw.heads, a_used);
+            p.scale = None;
+            let o = oracle_decode(cache, ids, q, &p)?;
+            let e = compare(&out, &o.out)?;
+            (Some(e.rel), Some(e.cosine))
+        };
+        let bytes = rep.bytes.total() as f64;
+        let median = quantile(&times, 0.5);
+        let n_heads = rep.heads.len() as f64;
+        cells.push(Cell {
+            method: m.clone(),
+            context: ctx,
+            alpha: a_used,
+            budget: b,
+            median_ms: median,
+            min_ms: times[0],
+            p90_ms: quantile(&times, 0.9),
+            selection_ms: quantile(&sel, 0.5),
+            attention_ms: quantile(&att, 0.5),
+            pages_kept_mean: rep.heads.iter().map(|h| h.pages_kept as f64).sum::<f64>() / n_heads,
+            pages_total: rep.heads.iter().map(|h| h.pages_total as f64).sum::<f64>() / n_heads,
+            bytes_meta: rep.bytes.meta,
+            bytes_k: rep.bytes.k,
+            bytes_v: rep.bytes.v,
+            floor_ms: bytes / (bw.read_gbs * 1e9) * 1e3,
+            achieved_gbs: bytes / (median * 1e-3) / 1e9,
+            rel,
+            cosine,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(BenchResult {
+        provenance: provenance(),
+        device: format!("cpu ({} threads)", rayon::current_num_threads()),
+        bandwidth: bw,
+        sweep: sw,
+        cells,
+    })
+}
+
+pub fn print_table(r: &BenchResult) {
+    println!(
+        "{:<20} {:>8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>9} {:>8}",
+        "method",
+        "context",
+        "alpha",
+        "median",
+        "p90",
+        "select",
+        "attend",
+        "floor",
+        "pages",
+        "GB/s",
+        "%bw",
+        "rel",
+        "cosine"
+    );
+    for c in &r.cells {
+        let name = match c.budget {
+            Some(b) => format!("{}@{}", c.method, b),
+            None => c.method.clone(),
+        };
+        println!(
+            "{:<20} {:>8} {:>5} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>6.3}ms {:>6.3}ms {:>11} {:>9.1} {:>7.0}% {:>9} {:>8}",
+            name,
+            c.context,
+            c.alpha,
+            c.median_ms,
+            c.p90_ms,
+            c.selection_ms,
+            c.attention_ms,
+            c.floor_ms,
+            format!("{:.0}/{:.0}", c.pages_kept_mean, c.pages_total),
+            c.achieved_gbs,
+            100.0 * c.achieved_gbs / r.bandwidth.read_gbs,
+            c.rel.map_or("-".into(), |x| format!("{x:.2e}")),
+            c.cosine.map_or("-".into(), |x| format!("{x:.6}")),
+        );
+    }
+    println!(
+        "{} | {} | read bandwidth {:.1} GB/s | {} | commit {}",
+        r.device,
+        r.provenance.machine,
+        r.bandwidth.read_gbs,
+        r.provenance.date_utc,
+        r.provenance.git_commit
+    );
+}
+
+pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
+    let mut s = String::from(
+        "method,context,alpha,budget,median_ms,min_ms,p90_ms,selection_ms,attention_ms,pages_kept_mean,pages_total,bytes_meta,bytes_k,bytes_v,floor_ms,achieved_gbs,rel,cosine\n",
+    );
+    for c in &r.cells {
+        s += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            c.method,
+            c.context,
+            c.alpha,
+            c.budget.map_or(String::new(), |b| b.to_string()),
+            c.median_ms,
+            c.min_ms,
+            c.p90_ms,
+            c.selection_ms,
+            c.attention_ms,
+            c.pages_kept_mean,
+            c.pages_total,
+            c.bytes_meta,
+            c.bytes_k,
+            c.bytes_v,
+            c.floor_ms,
+            c.achieved_gbs,
+            c.rel.map_or(String::new(), |x| x.to_string()),
+            c.cosine.map_or(String::new(), |x| x.to_string()),
+        );
+    }
+    std::fs::write(path, s).context(format!("writing {path}"))
+}

@@ -1,0 +1,334 @@
+//! The decode step: selection → τ → attention (→ certificate), planned once, run many.
+//!
+//! A [`Decoder`] is made once per batch shape: it sizes every workspace for the longest
+//! sequence it will see, so [`Decoder::step`] allocates nothing. A step runs in phases,
+//! each rayon-parallel over tasks and timed by wall clock: selection (page metadata only),
+//! attention (kept K once, τ on cached scores, V only for the support).
+
+use crate::attention::cpu::{
+    attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
+};
+use crate::attention::{validate_batch, AttentionParams};
+use crate::cache::{PagedKvCache, SeqId};
+use crate::error::{Error, Result};
+use crate::selection::gaussian::{self, GaussianOpts};
+use crate::selection::topk::{self, Budget};
+use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
+use crate::with_kv;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Which pages a step reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Every page (dense decode).
+    Dense,
+    /// Quest-style top-k by the key-range bound within a budget.
+    TopK(Budget),
+    /// Gaussian-aware adaptive selection.
+    Gaussian(GaussianOpts),
+}
+
+impl Method {
+    pub fn name(&self) -> String {
+        match self {
+            Method::Dense => "dense".into(),
+            Method::TopK(Budget::Tokens(t)) => format!("topk-{t}t"),
+            Method::TopK(Budget::Fraction(f)) => format!("topk-{f}"),
+            Method::Gaussian(_) => "gaussian".into(),
+        }
+    }
+}
+
+/// Everything a decoder needs besides the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeConfig {
+    pub attention: AttentionParams,
+    pub method: Method,
+    pub tau_mode: TauMode,
+    pub gqa: GqaMode,
+}
+
+impl DecodeConfig {
+    pub fn new(attention: AttentionParams, method: Method) -> Self {
+        DecodeConfig {
+            attention,
+            method,
+            tau_mode: TauMode::Exact,
+            gqa: GqaMode::PerHead,
+        }
+    }
+    pub fn with_tau_mode(mut self, m: TauMode) -> Self {
+        self.tau_mode = m;
+        self
+    }
+    pub fn with_gqa(mut self, g: GqaMode) -> Self {
+        self.gqa = g;
+        self
+    }
+}
+
+/// Per (b, h) outcome of a step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HeadReport {
+    /// τ used (z-space; softmax: log-sum-exp).
+    pub tau: f64,
+    /// τ̂ from the selector (NaN if none).
+    pub tau_hat: f64,
+    /// Tokens with nonzero weight.
+    pub support: u32,
+    /// Pages read (last page included) and pages in the sequence.
+    pub pages_kept: u32,
+    pub pages_total: u32,
+}
+
+/// Wall-clock time of each phase of a step, nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    pub selection_ns: u64,
+    pub attention_ns: u64,
+}
+
+/// Bytes a step read, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ByteCount {
+    /// Page statistics (and sketch) read by selection.
+    pub meta: u64,
+    /// Keys read.
+    pub k: u64,
+    /// Values read.
+    pub v: u64,
+}
+
+impl ByteCount {
+    pub fn total(&self) -> u64 {
+        self.meta + self.k + self.v
+    }
+}
+
+/// What a step reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepReport {
+    /// `[B, H]`.
+    pub heads: Vec<HeadReport>,
+    pub times: StageTimes,
+    pub bytes: ByteCount,
+}
+
+struct Task {
+    selection: Selection,
+    scratch: SelectScratch,
+    ws: Workspace,
+    results: Vec<HeadResult>,
+    out: Vec<f32>,
+    b: usize,
+    kv_head: usize,
+    /// First query head of the task.
+    h0: usize,
+    group: usize,
+    v_pages: u64,
+}
+
+/// A planned decode (see the module docs).
+pub struct Decoder {
+    cfg: DecodeConfig,
+    batch: usize,
+    tasks: Vec<Task>,
+    q_scaled: Vec<f32>,
+    slopes: Vec<f32>,
+    report: StepReport,
+}
+
+impl Decoder {
+    /// Plans steps over `batch` sequences of up to `max_tokens` tokens each.
+    pub fn new(
+        cache: &PagedKvCache,
+        batch: usize,
+        max_tokens: usize,
+        cfg: DecodeConfig,
+    ) -> Result<Self> {
+        const OP: &str = "Decoder::new";
+        cfg.attention.validate(OP, cache)?;
+        if batch == 0 {
+            return Err(Error::invalid(OP, "batch", 0, "must be >= 1"));
+        }
+        if let Method::TopK(b) = &cfg.method {
+            b.validate(OP)?;
+        }
+        let hkv = cache.num_kv_heads();
+        let h = cfg.attention.num_heads;
+        let g = cfg.attention.group_size(hkv);
+        let (ps, d) = (cache.page_size(), cache.head_dim());
+        let max_pages = max_tokens.div_ceil(ps).max(1);
+        let (per_task, n_tasks) = match cfg.gqa {
+            GqaMode::PerHead => (1, batch * h),
+            GqaMode::Shared => (g, batch * hkv),
+        };
+        let tasks = (0..n_tasks)
+            .map(|i| {
+                let per_b = n_tasks / batch;
+                let (b, j) = (i / per_b, i % per_b);
+                let h0 = j * per_task;
+                Task {
+                    selection: Selection::with_capacity(max_pages, per_task),
+                    scratch: SelectScratch::new(max_pages, d),
+                    ws: Workspace::new(per_task, max_tokens.max(1), ps, d),
+                    results: vec![HeadResult::default(); per_task],
+                    out: vec![0.0; per_task * d],
+                    b,
+                    kv_head: h0 / g,
+                    h0,
+                    group: per_task,
+                    v_pages: 0,
+                }
+            })
+            .collect();
+        Ok(Decoder {
+            batch,
+            tasks,
+            q_scaled: vec![0.0; batch * h * d],
+            slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
+            report: StepReport {
+                heads: vec![HeadReport::default(); batch * h],
+                ..Default::default()
+            },
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &DecodeConfig {
+        &self.cfg
+    }
+
+    /// Workspace bytes held by the plan.
+    pub fn workspace_bytes(&self) -> usize {
+        self.tasks.iter().map(|t| t.ws.bytes()).sum()
+    }
+
+    /// One decode step: `q` and `out` are `[B, H, D]`; sequence `b` is `seqs[b]`, its
+    /// query the last cached token.
+    pub fn step(
+        &mut self,
+        cache: &PagedKvCache,
+        seqs: &[SeqId],
+        q: &[f32],
+        out: &mut [f32],
+    ) -> Result<&StepReport> {
+        const OP: &str = "Decoder::step";
+        validate_batch(OP, cache, seqs, q, out.len(), &self.cfg.attention)?;
+        if seqs.len() != self.batch {
+            return Err(Error::Mismatch {
+                op: OP,
+                arg: "seqs.len()",
+                got: seqs.len(),
+                what: "the planned batch",
+                expected: self.batch,
+            });
+        }
+        let d = cache.head_dim();
+        let h = self.cfg.attention.num_heads;
+        let scale = self.cfg.attention.scale_for(d);
+        for (o, &x) in self.q_scaled.iter_mut().zip(q) {
+            *o = x * scale;
+        }
+        let views = seqs
+            .iter()
+            .map(|&id| cache.seq_op(OP, id))
+            .collect::<Result<Vec<_>>>()?;
+        let alpha = self.cfg.attention.alpha;
+        let (qs, slopes) = (&self.q_scaled, &self.slopes);
+        let method = &self.cfg.method;
+
+        // Phase 1: selection.
+        let t0 = Instant::now();
+        self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
+            let ctx = SelectionContext {
+                cache,
+                seq: views[t.b],
+                kv_head: t.kv_head,
+                q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
+                slopes: &slopes[t.h0..t.h0 + t.group],
+                alpha,
+            };
+            match method {
+                Method::Dense => {
+                    t.selection.reset(t.group);
+                    for i in 0..ctx.seq.pages.len() {
+                        t.selection.pages.push(ctx.page_ref(i));
+                    }
+                    Ok(())
+                }
+                Method::TopK(b) => topk::select(&ctx, *b, &mut t.scratch, &mut t.selection),
+                Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
+            }
+        })?;
+        let t1 = Instant::now();
+
+        // Phase 2: attention over the kept pages.
+        let geom = PoolGeometry {
+            num_kv_heads: cache.num_kv_heads(),
+            page_size: cache.page_size(),
+            head_dim: d,
+        };
+        let mode = self.cfg.tau_mode;
+        with_kv!(cache.kv(), |k, v| {
+            self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
+                let task = GroupTask {
+                    kv_head: t.kv_head,
+                    pages: &t.selection.pages,
+                    q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
+                    slopes: &slopes[t.h0..t.h0 + t.group],
+                    q_pos: views[t.b].len as f32 - 1.0,
+                    tau_hat: if mode == TauMode::Exact {
+                        None
+                    } else {
+                        Some(&t.selection.tau_hat)
+                    },
+                };
+                t.v_pages = attend_group(
+                    k,
+                    v,
+                    geom,
+                    &task,
+                    alpha,
+                    mode,
+                    &mut t.ws,
+                    &mut t.out,
+                    &mut t.results,
+                )?;
+                Ok(())
+            })
+        })?;
+        let t2 = Instant::now();
+
+        // Gather outputs and the report.
+        let kv_elem = cache.kv_dtype().size() as u64;
+        let mut bytes = ByteCount::default();
+        for t in &self.tasks {
+            let base = (t.b * h + t.h0) * d;
+            out[base..base + t.group * d].copy_from_slice(&t.out[..t.group * d]);
+            let kept_tokens: u64 = t.selection.pages.iter().map(|p| p.len as u64).sum();
+            bytes.meta += t.selection.meta_bytes as u64;
+            bytes.k += kept_tokens * d as u64 * kv_elem;
+            bytes.v += t.v_pages * d as u64 * kv_elem;
+            for hg in 0..t.group {
+                let r = t.results[hg];
+                self.report.heads[t.b * h + t.h0 + hg] = HeadReport {
+                    tau: r.tau,
+                    tau_hat: t.selection.tau_hat.get(hg).copied().unwrap_or(f64::NAN),
+                    support: r.support,
+                    pages_kept: t.selection.pages.len() as u32,
+                    pages_total: views[t.b].pages.len() as u32,
+                };
+            }
+        }
+        self.report.times = StageTimes {
+            selection_ns: (t1 - t0).as_nanos() as u64,
+            attention_ns: (t2 - t1).as_nanos() as u64,
+        };
+        self.report.bytes = bytes;
+        Ok(&self.report)
+    }
+}
