@@ -150,19 +150,60 @@ fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
     }
 }
 
-/// `(z − τ)_+^β` for the common β exactly, others through powf.
+/// e^x in f32 (Cephes polynomial, relative error ~1e-7), written so loops over slices
+/// vectorise; x below −87 gives 0.
 #[inline(always)]
-fn entmax_weight(z: f64, tau: f64, beta: f64, alpha_code: u8) -> f64 {
-    let x = z - tau;
-    if x <= 0.0 {
-        return 0.0;
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    let under = x < -87.0;
+    let x = x.clamp(-87.0, 88.0);
+    let fx = (x * LOG2E + 0.5).floor();
+    let r = x - fx * C1 - fx * C2;
+    let mut y = 1.987_569_1e-4f32;
+    y = y.mul_add(r, 1.398_199_9e-3);
+    y = y.mul_add(r, 8.333_452e-3);
+    y = y.mul_add(r, 4.166_579_6e-2);
+    y = y.mul_add(r, 1.666_666_5e-1);
+    y = y.mul_add(r, 5.000_000_1e-1);
+    y = y.mul_add(r * r, r + 1.0);
+    let pow2 = f32::from_bits(((fx as i32 + 127) as u32) << 23);
+    if under {
+        0.0
+    } else {
+        y * pow2
     }
-    match alpha_code {
-        2 => x,          // α = 2
-        15 => x * x,     // α = 1.5
-        13 => x * x * x, // α = 4/3
-        _ => x.powf(beta),
+}
+
+/// Overwrites `z − τ` by `(z − τ)_+^β` where `z = a·s`; returns (Σ weights, support).
+#[inline]
+fn entmax_weights_in_place(sc: &mut [f32], a: f32, tau: f32, beta: f32, alpha_code: u8) -> (f64, u32) {
+    let mut sum = 0.0f64;
+    let mut cnt = 0u32;
+    for chunk in sc.chunks_mut(256) {
+        let mut part = 0.0f32;
+        for x in chunk.iter_mut() {
+            let y = (a * *x - tau).max(0.0);
+            let w = match alpha_code {
+                2 => y,
+                15 => y * y,
+                13 => y * y * y,
+                _ => {
+                    if y > 0.0 {
+                        y.powf(beta)
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            cnt += (w > 0.0) as u32;
+            part += w;
+            *x = w;
+        }
+        sum += part as f64;
     }
+    (sum, cnt)
 }
 
 fn alpha_code(alpha: f64) -> u8 {
@@ -218,19 +259,27 @@ pub fn attend_group<T: KvElem>(
         idx += len;
     }
 
-    // τ per head on the cached scores.
+    // τ per head on the cached scores, then the scores become weights in place.
     let code = alpha_code(alpha);
     let a = alpha - 1.0;
     let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
     for hg in 0..g {
-        let sc = &ws.scores[hg * n..(hg + 1) * n];
-        let r = if alpha == 1.0 {
-            let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-            let sum: f64 = sc.iter().map(|&x| (x as f64 - m).exp()).sum();
+        let sc = &mut ws.scores[hg * n..(hg + 1) * n];
+        res[hg] = if alpha == 1.0 {
+            let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0f64;
+            for chunk in sc.chunks_mut(256) {
+                let mut part = 0.0f32;
+                for x in chunk.iter_mut() {
+                    *x = exp_f32(*x - m);
+                    part += *x;
+                }
+                sum += part as f64;
+            }
             HeadResult {
-                tau: m + sum.ln(),
+                tau: m as f64 + sum.ln(),
                 support: n as u32,
-                mass: 1.0,
+                mass: sum,
             }
         } else {
             let tau = match mode {
@@ -241,76 +290,38 @@ pub fn attend_group<T: KvElem>(
                     halley_correct(sc, alpha, t0, it as usize)
                 }
             };
-            // Unnormalised mass at τ; an empty support (τ above every score read) falls
-            // back to the exact τ on the tokens read.
-            let mass_at = |tau: f64| -> (f64, u32) {
-                let mut m = 0.0;
-                let mut cnt = 0;
-                for &s in sc {
-                    let w = entmax_weight(a * s as f64, tau, beta, code);
-                    if w > 0.0 {
-                        m += w;
-                        cnt += 1;
-                    }
-                }
-                (m, cnt)
-            };
-            let (mut tau, mut mass_cnt) = (tau, (0.0, 0));
-            if tau.is_finite() {
-                mass_cnt = mass_at(tau);
-            }
-            if !tau.is_finite() || mass_cnt.1 == 0 {
+            // An empty support at τ̂ (τ̂ above every score read) falls back to the exact τ
+            // on the tokens read.
+            let mut tau = tau;
+            if !tau.is_finite() || !sc.iter().any(|&s| a * s as f64 > tau) {
                 tau = entmax_threshold_f32(sc, alpha, &mut ws.cand)?;
-                mass_cnt = mass_at(tau);
             }
-            HeadResult {
-                tau,
-                support: mass_cnt.1,
-                mass: mass_cnt.0,
-            }
+            let (mass, support) =
+                entmax_weights_in_place(sc, a as f32, tau as f32, beta as f32, code);
+            HeadResult { tau, support, mass }
         };
-        res[hg] = r;
     }
 
-    // Pass 2: V, only where some head of the group has weight.
+    // Pass 2: V, only for pages where some head of the group has weight.
     let acc = &mut ws.acc[..g * d];
     acc.fill(0.0);
     let mut idx = 0;
     let mut v_rows = 0u64;
     for p in task.pages {
         let len = p.len as usize;
-        // Skip pages where no head has weight (entmax zeros): V is never touched there.
-        let mut any = false;
-        'scan: for hg in 0..g {
-            let sc = &ws.scores[hg * n + idx..hg * n + idx + len];
-            for &s in sc {
-                if alpha == 1.0 || a * s as f64 > res[hg].tau {
-                    any = true;
-                    break 'scan;
-                }
-            }
-        }
+        let any = (0..g).any(|hg| ws.scores[hg * n + idx..hg * n + idx + len].iter().any(|&w| w > 0.0));
         if any {
             v_rows += len as u64;
             let off = geom.kv_offset(p.page, task.kv_head);
             let rows = &mut ws.rows[..len * d];
             T::slice_to_f32(&v[off..off + len * d], rows);
             for hg in 0..g {
-                let r = res[hg];
-                let norm = if alpha == 1.0 { 1.0 } else { 1.0 / r.mass };
+                let norm = (1.0 / res[hg].mass) as f32;
+                let w = &ws.scores[hg * n + idx..hg * n + idx + len];
+                let acc_h = &mut acc[hg * d..(hg + 1) * d];
                 for t in 0..len {
-                    let s = ws.scores[hg * n + idx + t] as f64;
-                    let w = if alpha == 1.0 {
-                        (s - r.tau).exp()
-                    } else {
-                        entmax_weight(a * s, r.tau, beta, code) * norm
-                    };
-                    if w > 0.0 {
-                        axpy(
-                            &mut acc[hg * d..(hg + 1) * d],
-                            w as f32,
-                            &rows[t * d..(t + 1) * d],
-                        );
+                    if w[t] > 0.0 {
+                        axpy(acc_h, w[t] * norm, &rows[t * d..(t + 1) * d]);
                     }
                 }
             }
