@@ -701,20 +701,23 @@ mod tests {
 
     #[test]
     fn spec_closed_forms() {
-        // m1, m2, m3 of SPEC §4.6 at a benign point.
+        // m1, m2, m3 of SPEC §4.6 at a benign point. NB: the SPEC prints the φ term of m3 as
+        // (σ³ + 2μ²σ); the correct one (M_3 = t·M_2 + 2·M_1, checked against mpmath
+        // quadrature: 4.4795761644218385 here) is (2σ³ + μ²σ).
         let (mu, s) = (0.7f64, 1.3f64);
         let t = mu / s;
         let (ph, cdf) = (normal_pdf(t), normal_cdf(t));
         let m1 = mu * cdf + s * ph;
         let m2 = (mu * mu + s * s) * cdf + mu * s * ph;
-        let m3 = (mu.powi(3) + 3.0 * mu * s * s) * cdf + (s.powi(3) + 2.0 * mu * mu * s) * ph;
+        let m3 = (mu.powi(3) + 3.0 * mu * s * s) * cdf + (2.0 * s.powi(3) + mu * mu * s) * ph;
+        assert!((m3 - 4.479_576_164_421_838_5).abs() < 1e-13);
         for (beta, want, d1, d2) in [
             (1.0, m1, -cdf, ph / s),
             (2.0, m2, -2.0 * m1, 2.0 * cdf),
             (3.0, m3, -3.0 * m2, 6.0 * m1),
         ] {
             let m = trunc_gauss_moments(mu, s, beta).unwrap();
-            assert!((m.e - want).abs() < 1e-13 * want, "{beta}");
+            assert!((m.e - want).abs() < 1e-13 * want, "{beta} {} {want}", m.e);
             assert!((m.de_dtau - d1).abs() < 1e-13 * d1.abs(), "{beta}");
             assert!((m.d2e_dtau2 - d2).abs() < 1e-13 * d2.abs(), "{beta}");
         }
