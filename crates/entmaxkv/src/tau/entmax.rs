@@ -151,14 +151,13 @@ fn solve_halley<T: Copy + Into<f64>>(
     beta: f64,
     mut lo: f64,
     mut hi: f64,
-    t0: f64,
-    max_iter: usize,
 ) -> f64 {
     if hi <= lo {
         return lo;
     }
-    let mut t = t0.clamp(lo, hi);
-    for _ in 0..max_iter {
+    // G is convex for β ≥ 1, so Newton-type steps from the left end approach monotonically.
+    let mut t = lo;
+    for _ in 0..200 {
         let m = sums(cand, shift, a, beta, t);
         let f = m[0] - 1.0;
         if f == 0.0 {
@@ -269,7 +268,7 @@ fn solve_relative<T: Copy + Into<f64>>(cand: &mut [T], shift: f64, alpha: f64) -
             // τ ≥ z_max − 1 (p_max ≤ 1) and τ ≤ z_max − k^{−a} (k·p_max ≥ 1).
             let lo = -1.0;
             let hi = -(-a * (k as f64).ln()).exp();
-            solve_halley(cand, shift, a, beta, lo, hi, lo, 200)
+            solve_halley(cand, shift, a, beta, lo, hi)
         }
     }
 }

@@ -7,6 +7,9 @@
 //! approximations, 1969), which keeps ~1e-16 relative accuracy out to the underflow limit,
 //! and through log-space forms where even that underflows.
 
+// The rational-approximation coefficients are kept digit for digit as published.
+#![allow(clippy::excessive_precision)]
+
 use crate::error::{Error, Result};
 
 /// 1/√(2π).
