@@ -57,10 +57,19 @@ fn keeps_the_best_bounded_pages_and_the_last() {
     let (h, d, ps, len) = (2, 8, 4, 64);
     let mut syn = Synth::new(3);
     let prob = syn.problem(Workload::Structured, &[len], h, 1, d);
-    let cfg = CacheConfig::new(1, d, 16).with_page_size(ps).with_kv_dtype(DType::F32).with_stats_dtype(StatsDType::F32);
+    let cfg = CacheConfig::new(1, d, 16)
+        .with_page_size(ps)
+        .with_kv_dtype(DType::F32)
+        .with_stats_dtype(StatsDType::F32);
     let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
     let params = AttentionParams::new(h, 1.5);
-    let mut dec = Decoder::new(&cache, 1, len, DecodeConfig::new(params.clone(), Method::TopK(Budget::Tokens(12)))).unwrap();
+    let mut dec = Decoder::new(
+        &cache,
+        1,
+        len,
+        DecodeConfig::new(params.clone(), Method::TopK(Budget::Tokens(12))),
+    )
+    .unwrap();
     let mut out = vec![0.0; h * d];
     let rep = dec.step(&cache, &ids, &prob.q, &mut out).unwrap().clone();
     for r in &rep.heads {
@@ -73,7 +82,9 @@ fn keeps_the_best_bounded_pages_and_the_last() {
     let mut bounds: Vec<(f32, usize)> = (0..15)
         .map(|i| {
             let st = cache.page_stats(ids[0], i, 0).unwrap();
-            let u: f32 = (0..d).map(|c| (scale * prob.q[c] * st[0][c]).max(scale * prob.q[c] * st[1][c])).sum();
+            let u: f32 = (0..d)
+                .map(|c| (scale * prob.q[c] * st[0][c]).max(scale * prob.q[c] * st[1][c]))
+                .sum();
             (u, i)
         })
         .collect();
@@ -94,10 +105,15 @@ fn shared_gqa_reads_each_page_once_per_group() {
     let params = AttentionParams::new(hkv * g, 1.5);
     let mut k_bytes = Vec::new();
     for gqa in [GqaMode::PerHead, GqaMode::Shared] {
-        let c = DecodeConfig::new(params.clone(), Method::TopK(Budget::Fraction(0.25))).with_gqa(gqa);
+        let c =
+            DecodeConfig::new(params.clone(), Method::TopK(Budget::Fraction(0.25))).with_gqa(gqa);
         let mut dec = Decoder::new(&cache, 1, len, c).unwrap();
         let mut out = vec![0.0; hkv * g * d];
         k_bytes.push(dec.step(&cache, &ids, &prob.q, &mut out).unwrap().bytes.k);
     }
-    assert_eq!(k_bytes[0], g as u64 * k_bytes[1], "per-head reads each page G times");
+    assert_eq!(
+        k_bytes[0],
+        g as u64 * k_bytes[1],
+        "per-head reads each page G times"
+    );
 }

@@ -10,7 +10,7 @@
 
 use crate::dtype::KvElem;
 use crate::error::Result;
-use crate::tau::entmax::{entmax_threshold_f32, halley_correct};
+use crate::tau::{entmax_threshold_f32, halley_correct};
 use serde::{Deserialize, Serialize};
 
 /// A page to read: pool page id, tokens used in it, sequence position of its first token.
@@ -176,15 +176,23 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// Overwrites `z − τ` by `(z − τ)_+^β` where `z = a·s`; returns (Σ weights, support).
+/// Overwrites each score `s` by its weight `(a·s − τ)_+^β`; returns (Σ weights, support).
+/// `a·s − τ` is formed in f64: near the support boundary it cancels, and for β < 1 the
+/// weight amplifies that error.
 #[inline]
-fn entmax_weights_in_place(sc: &mut [f32], a: f32, tau: f32, beta: f32, alpha_code: u8) -> (f64, u32) {
+fn entmax_weights_in_place(
+    sc: &mut [f32],
+    a: f64,
+    tau: f64,
+    beta: f64,
+    alpha_code: u8,
+) -> (f64, u32) {
     let mut sum = 0.0f64;
     let mut cnt = 0u32;
     for chunk in sc.chunks_mut(256) {
-        let mut part = 0.0f32;
+        let mut part = 0.0f64;
         for x in chunk.iter_mut() {
-            let y = (a * *x - tau).max(0.0);
+            let y = (a * *x as f64 - tau).max(0.0);
             let w = match alpha_code {
                 2 => y,
                 15 => y * y,
@@ -199,9 +207,9 @@ fn entmax_weights_in_place(sc: &mut [f32], a: f32, tau: f32, beta: f32, alpha_co
             };
             cnt += (w > 0.0) as u32;
             part += w;
-            *x = w;
+            *x = w as f32;
         }
-        sum += part as f64;
+        sum += part;
     }
     (sum, cnt)
 }
@@ -287,7 +295,14 @@ pub fn attend_group<T: KvElem>(
                 TauMode::Fixed => task.tau_hat.map_or(f64::NAN, |t| t[hg]),
                 TauMode::Corrected(it) => {
                     let t0 = task.tau_hat.map_or(f64::NAN, |t| t[hg]);
-                    halley_correct(sc, alpha, t0, it as usize)
+                    if t0.is_finite() {
+                        // The corrections work in z-space: borrow the candidate scratch.
+                        ws.cand.clear();
+                        ws.cand.extend(sc.iter().map(|&s| (a * s as f64) as f32));
+                        halley_correct(&ws.cand, alpha, t0, it as usize)?
+                    } else {
+                        f64::NAN
+                    }
                 }
             };
             // An empty support at τ̂ (τ̂ above every score read) falls back to the exact τ
@@ -296,8 +311,7 @@ pub fn attend_group<T: KvElem>(
             if !tau.is_finite() || !sc.iter().any(|&s| a * s as f64 > tau) {
                 tau = entmax_threshold_f32(sc, alpha, &mut ws.cand)?;
             }
-            let (mass, support) =
-                entmax_weights_in_place(sc, a as f32, tau as f32, beta as f32, code);
+            let (mass, support) = entmax_weights_in_place(sc, a, tau, beta, code);
             HeadResult { tau, support, mass }
         };
     }
@@ -309,7 +323,11 @@ pub fn attend_group<T: KvElem>(
     let mut v_rows = 0u64;
     for p in task.pages {
         let len = p.len as usize;
-        let any = (0..g).any(|hg| ws.scores[hg * n + idx..hg * n + idx + len].iter().any(|&w| w > 0.0));
+        let any = (0..g).any(|hg| {
+            ws.scores[hg * n + idx..hg * n + idx + len]
+                .iter()
+                .any(|&w| w > 0.0)
+        });
         if any {
             v_rows += len as u64;
             let off = geom.kv_offset(p.page, task.kv_head);

@@ -7,7 +7,7 @@ use super::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
 use crate::dtype::KvElem;
 use crate::error::Result;
-use crate::tau::entmax::entmax;
+use crate::tau::entmax;
 use crate::with_kv;
 
 /// The oracle's answer for a batch: `out [B, H, D]`, `tau [B, H]`, `support [B, H]`.

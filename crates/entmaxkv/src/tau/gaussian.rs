@@ -1,0 +1,733 @@
+//! The distributional threshold τ̂ (SPEC §4.6, §5): solve the entmax normalisation in
+//! expectation, `Σ_p c_p·E[(aS_p − τ)_+^β] = 1` with `S_p ~ N(μ_p, σ_p²)`, before any
+//! score is read.
+//!
+//! Design:
+//! * All moments are carried as `ln E` plus the ratios `E'/E`, `E''/E`, and the solver
+//!   iterates on `h(τ) = ln F(τ)`. F spans hundreds of orders of magnitude across a bracket
+//!   (`n r^β` on the left, `e^{−r²/2σ²}` on the right) and the pages far below τ sit deep
+//!   in Gaussian tails, so linear-space sums underflow to garbage; log space does not, and
+//!   `ln F` is close to linear in τ in both the bulk and the tail, so Halley converges in a
+//!   handful of steps.
+//! * With `t = μ_Y/σ_Y`, `E[Y_+^β] = σ_Y^β·M_β(t)` where `M_ν(t) = ∫_0^∞ u^ν φ(u − t) du`.
+//!   For integer β ≤ 4 (α ∈ {2, 1.5, 4/3, 5/4}) `M` has closed forms in Φ, φ; they are used
+//!   for `t ≥ −2`, where their alternating terms lose at most ~2 digits. Below that,
+//!   `M_k = φ(t)·J_k(s)` (s = −t) with `J_0` the Mills ratio and the ratios `J_j/J_{j−1}` from
+//!   their continued fraction evaluated backwards — every term positive, no cancellation.
+//! * Any other β uses double-exponential quadrature of the same integrals (scaled by the
+//!   log of the integrand's peak, and in the variable `v = s·u` in the lower tail).
+//! * The derivatives use `dM_β/dt = β·M_{β−1}` and `d²M_β/dt² = β(M_β − t·M_{β−1})`, so only
+//!   orders > −1 are ever needed (the naive `E[Y_+^{β−2}]` diverges for α > 1.5).
+
+use super::normal::{mills_ratio, normal_cdf, normal_pdf, quantile_from_tails, LN_SQRT_2PI};
+use super::quad::integrate;
+use crate::error::{check_alpha, Error, Result};
+
+/// σ floor of the score model (as in the original): a zero-variance page is a point mass,
+/// which this floor approximates to ~1e-6 relative.
+pub const SIGMA_FLOOR: f64 = 1e-6;
+/// Floor of σ_Y = (α−1)σ, for α very close to 1.
+const SIGMA_Y_FLOOR: f64 = 1e-10;
+
+/// Solver controls for τ̂.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TauHatOpts {
+    /// Stop when `|F(τ) − 1| ≤ tol` (F is the expected Σp). Default 1e-6.
+    pub tol: f64,
+    /// Also stop when a step moves τ by at most `rtol·max(1, |τ|)`; 0 disables. Default 0.
+    pub rtol: f64,
+    /// Iteration cap (each iteration is one evaluation of F, F', F''). Default 120.
+    pub max_iter: usize,
+}
+
+impl Default for TauHatOpts {
+    fn default() -> Self {
+        TauHatOpts {
+            tol: 1e-6,
+            rtol: 0.0,
+            max_iter: 120,
+        }
+    }
+}
+
+/// A solved τ̂.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TauHat {
+    /// τ̂ in kernel space (α = 1: the log-normaliser in score space).
+    pub tau: f64,
+    /// Evaluations of F spent after bracketing (0 for the closed-form α = 1).
+    pub iterations: usize,
+    /// `F(τ̂) − 1`, the expected Σp minus one, at the returned τ̂.
+    pub residual: f64,
+}
+
+/// `E[Y_+^β]` of `Y ~ N(μ_Y, σ_Y²)` and its τ-derivatives (τ enters as `μ_Y = aμ − τ`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TruncGaussMoments {
+    /// `ln E[Y_+^β]`, finite even where `e` underflows (−∞ only for a point mass at ≤ 0).
+    pub ln_e: f64,
+    /// `E[Y_+^β]`.
+    pub e: f64,
+    /// `dE/dτ = −β·E[Y_+^{β−1}]`.
+    pub de_dtau: f64,
+    /// `d²E/dτ²` (finite for every β > 0, although `E[Y_+^{β−2}]` is not for β ≤ 1).
+    pub d2e_dtau2: f64,
+}
+
+/// Lanczos ln Γ(x), x > 0 (only used for a skip bound, ~1e-15 accurate).
+fn ln_gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = G[0];
+    for (i, g) in G.iter().enumerate().skip(1) {
+        a += g / (x + i as f64);
+    }
+    let t = x + 7.5;
+    LN_SQRT_2PI + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// β as a small integer when the closed forms apply.
+fn int_beta(beta: f64) -> Option<u32> {
+    let k = beta.round();
+    if (1.0..=4.0).contains(&k) && (beta - k).abs() <= 1e-12 * k {
+        Some(k as u32)
+    } else {
+        None
+    }
+}
+
+/// `(ln M_k(t), M_{k−1}/M_k, (M_k − t M_{k−1})/M_k)` for integer k ∈ 1..=4.
+fn std_moment_int(k: u32, t: f64) -> (f64, f64, f64) {
+    let k = k as usize;
+    if t >= -2.0 {
+        let ph = normal_pdf(t);
+        let mut m = [0.0f64; 5];
+        m[0] = normal_cdf(t);
+        m[1] = t * m[0] + ph;
+        for j in 1..k {
+            m[j + 1] = t * m[j] + j as f64 * m[j - 1];
+        }
+        let rho2 = if k == 1 {
+            ph / m[1]
+        } else {
+            (k - 1) as f64 * m[k - 2] / m[k]
+        };
+        (m[k].ln(), m[k - 1] / m[k], rho2)
+    } else {
+        let s = -t;
+        // Backward evaluation of r_j = J_j/J_{j−1} = j/(s + r_{j+1}); the truncation error
+        // decays like exp(−2s(√N − √k)), so N = 400/s² + 12 is below 1e-16 for s ≥ 2.
+        let n = ((400.0 / (s * s)) as usize + 12).min(200);
+        let mut r = 0.0;
+        let mut prod = 1.0;
+        let mut r_k = 0.0;
+        for j in (1..=n).rev() {
+            r = j as f64 / (s + r);
+            if j <= k {
+                prod *= r;
+                if j == k {
+                    r_k = r;
+                }
+            }
+        }
+        let ln_m = -0.5 * t * t - LN_SQRT_2PI + mills_ratio(s).ln() + prod.ln();
+        (ln_m, 1.0 / r_k, 1.0 + s / r_k)
+    }
+}
+
+/// The same triple for any β > 0 by double-exponential quadrature.
+fn std_moment_quad(beta: f64, t: f64) -> (f64, f64, f64) {
+    if t >= -1.0 {
+        // Peak of g(u) = β ln u − (u−t)²/2, g'' ≤ −1 so mass beyond ±40 of it is < e^{−800}.
+        let q = (t * t + 4.0 * beta).sqrt();
+        let u_star = if t >= 0.0 {
+            0.5 * (t + q)
+        } else {
+            2.0 * beta / (q - t)
+        };
+        let l = beta * u_star.ln() - 0.5 * (u_star - t) * (u_star - t);
+        let width = 1.0 / (1.0 + beta / (u_star * u_star)).sqrt();
+        let lower = (u_star - 40.0).max(0.0);
+        let [i0, i1, i2] = integrate(lower, u_star, width, |u: f64| {
+            if u <= 0.0 {
+                return [0.0; 3];
+            }
+            let e0 = (beta * u.ln() - 0.5 * (u - t) * (u - t) - l).exp();
+            let e1 = e0 / u;
+            [e0, e1, e1 * (u - t)]
+        });
+        (l + i0.ln() - LN_SQRT_2PI, i1 / i0, i2 / i0)
+    } else {
+        // M_β(t) = φ(t) s^{−β−1} ∫ v^β e^{−v − v²/(2s²)} dv with v = s·u.
+        let s = -t;
+        let s2 = s * s;
+        let v_star = 2.0 * beta / (1.0 + (1.0 + 4.0 * beta / s2).sqrt());
+        let l = beta * v_star.ln() - v_star - 0.5 * v_star * v_star / s2;
+        let width = 1.0 / (beta / (v_star * v_star) + 1.0 / s2).sqrt();
+        let [k0, k1] = integrate(0.0, v_star, width, |v: f64| {
+            if v <= 0.0 {
+                return [0.0; 2];
+            }
+            let e0 = (beta * v.ln() - v - 0.5 * v * v / s2 - l).exp();
+            [e0, e0 / v]
+        });
+        let ln_m = -0.5 * t * t - LN_SQRT_2PI - (beta + 1.0) * s.ln() + l + k0.ln();
+        let rho1 = s * k1 / k0;
+        (ln_m, rho1, 1.0 + s * rho1)
+    }
+}
+
+#[inline]
+fn std_moment(beta: f64, kint: Option<u32>, t: f64) -> (f64, f64, f64) {
+    match kint {
+        Some(k) => std_moment_int(k, t),
+        None => std_moment_quad(beta, t),
+    }
+}
+
+/// `E[Y_+^β]`, `dE/dτ`, `d²E/dτ²` for `Y ~ N(μ_Y, σ_Y²)`, `μ_Y = aμ − τ`, any β > 0.
+/// `σ_Y = 0` is the exact point mass.
+pub fn trunc_gauss_moments(mu_y: f64, sigma_y: f64, beta: f64) -> Result<TruncGaussMoments> {
+    const OP: &str = "tau::trunc_gauss_moments";
+    if !mu_y.is_finite() {
+        return Err(Error::invalid(OP, "mu_y", mu_y, "must be finite"));
+    }
+    if !(sigma_y.is_finite() && sigma_y >= 0.0) {
+        return Err(Error::invalid(
+            OP,
+            "sigma_y",
+            sigma_y,
+            "must be finite and >= 0",
+        ));
+    }
+    if !(beta.is_finite() && beta > 0.0) {
+        return Err(Error::invalid(OP, "beta", beta, "must be finite and > 0"));
+    }
+    if sigma_y == 0.0 {
+        if mu_y <= 0.0 {
+            return Ok(TruncGaussMoments {
+                ln_e: f64::NEG_INFINITY,
+                e: 0.0,
+                de_dtau: 0.0,
+                d2e_dtau2: 0.0,
+            });
+        }
+        let e = mu_y.powf(beta);
+        return Ok(TruncGaussMoments {
+            ln_e: beta * mu_y.ln(),
+            e,
+            de_dtau: -beta * e / mu_y,
+            d2e_dtau2: beta * (beta - 1.0) * e / (mu_y * mu_y),
+        });
+    }
+    let t = mu_y / sigma_y;
+    let (ln_m, rho1, rho2) = std_moment(beta, int_beta(beta), t);
+    let ln_e = beta * sigma_y.ln() + ln_m;
+    let e = ln_e.exp();
+    Ok(TruncGaussMoments {
+        ln_e,
+        e,
+        de_dtau: -beta / sigma_y * rho1 * e,
+        d2e_dtau2: beta / (sigma_y * sigma_y) * rho2 * e,
+    })
+}
+
+/// Online log-sum-exp of `c_p·E_p` with the matching sums of `E'_p`, `E''_p`.
+#[derive(Clone, Copy)]
+struct LogAcc {
+    m: f64,
+    s0: f64,
+    s1: f64,
+    s2: f64,
+}
+
+impl LogAcc {
+    fn new() -> Self {
+        LogAcc {
+            m: f64::NEG_INFINITY,
+            s0: 0.0,
+            s1: 0.0,
+            s2: 0.0,
+        }
+    }
+
+    /// Adds a term `e^w` with `E'/E = d1`, `E''/E = d2`.
+    #[inline]
+    fn add(&mut self, w: f64, d1: f64, d2: f64) {
+        if w > self.m {
+            let sc = (self.m - w).exp();
+            self.s0 *= sc;
+            self.s1 *= sc;
+            self.s2 *= sc;
+            self.m = w;
+        }
+        let e = (w - self.m).exp();
+        self.s0 += e;
+        self.s1 += e * d1;
+        self.s2 += e * d2;
+    }
+
+    /// `(ln F, F'/F, (ln F)'')`.
+    fn finish(&self) -> [f64; 3] {
+        let h = self.m + self.s0.ln();
+        let h1 = self.s1 / self.s0;
+        [h, h1, self.s2 / self.s0 - h1 * h1]
+    }
+}
+
+/// Per-solve constants of the score model.
+#[derive(Clone, Copy)]
+struct Model {
+    a: f64,
+    beta: f64,
+    kint: Option<u32>,
+    ln_gamma_b1: f64,
+}
+
+impl Model {
+    fn new(alpha: f64) -> Self {
+        let a = alpha - 1.0;
+        let beta = 1.0 / a;
+        Model {
+            a,
+            beta,
+            kint: int_beta(beta),
+            ln_gamma_b1: ln_gamma(beta + 1.0),
+        }
+    }
+
+    /// σ_Y of a component (σ floored as in the original).
+    #[inline]
+    fn sigma_y(&self, sigma: f64) -> f64 {
+        (self.a * sigma.max(SIGMA_FLOOR)).max(SIGMA_Y_FLOOR)
+    }
+
+    /// Adds `c·E[(aS − τ)_+^β]`, skipping terms provably below e^{−60} of the running max.
+    #[inline]
+    fn add(&self, acc: &mut LogAcc, ln_c: f64, mu: f64, sigma: f64, tau: f64) {
+        let sy = self.sigma_y(sigma);
+        let t = (self.a * mu - tau) / sy;
+        let base = ln_c + self.beta * sy.ln();
+        if t < -2.0 {
+            // J_β(s) ≤ Γ(β+1)/s^{β+1}
+            let s = -t;
+            let ub =
+                base - 0.5 * t * t - LN_SQRT_2PI + self.ln_gamma_b1 - (self.beta + 1.0) * s.ln();
+            if ub < acc.m - 60.0 {
+                return;
+            }
+        }
+        let (ln_m, rho1, rho2) = std_moment(self.beta, self.kint, t);
+        let d1 = -self.beta / sy * rho1;
+        let d2 = self.beta / (sy * sy) * rho2;
+        acc.add(base + ln_m, d1, d2);
+    }
+}
+
+fn check_opts(op: &'static str, opts: &TauHatOpts) -> Result<()> {
+    if !(opts.tol.is_finite() && opts.tol >= 0.0) {
+        return Err(Error::invalid(
+            op,
+            "opts.tol",
+            opts.tol,
+            "must be finite and >= 0",
+        ));
+    }
+    if !(opts.rtol.is_finite() && opts.rtol >= 0.0) {
+        return Err(Error::invalid(
+            op,
+            "opts.rtol",
+            opts.rtol,
+            "must be finite and >= 0",
+        ));
+    }
+    if opts.max_iter == 0 {
+        return Err(Error::invalid(op, "opts.max_iter", 0, "must be >= 1"));
+    }
+    Ok(())
+}
+
+/// Bracketed, safeguarded Halley on `h(τ) = ln F(τ)` (decreasing in τ).
+fn solve<E: Fn(f64) -> [f64; 3]>(
+    op: &'static str,
+    eval: E,
+    center: f64,
+    r0: f64,
+    opts: &TauHatOpts,
+) -> Result<TauHat> {
+    let bad = |what: &str, tau: f64| {
+        Error::invalid(
+            op,
+            "mu/sigma",
+            tau,
+            format!("the score model {what} (inputs too extreme for f64)"),
+        )
+    };
+    // Bracket: h(lo) ≥ 0 ≥ h(hi). F → ∞ as τ → −∞ and → 0 as τ → ∞, so expansion ends.
+    let mut step = r0;
+    let mut lo = center - step;
+    let mut h_lo = eval(lo)[0];
+    let mut tries = 0;
+    while h_lo < 0.0 || h_lo.is_nan() {
+        tries += 1;
+        if tries > 1100 || h_lo.is_nan() || !lo.is_finite() {
+            return Err(bad("could not be bracketed from below", lo));
+        }
+        lo -= step;
+        step *= 2.0;
+        h_lo = eval(lo)[0];
+    }
+    step = r0;
+    let mut hi = center + step;
+    let mut h_hi = eval(hi)[0];
+    tries = 0;
+    while h_hi > 0.0 || h_hi.is_nan() {
+        tries += 1;
+        if tries > 1100 || h_hi.is_nan() || !hi.is_finite() {
+            return Err(bad("could not be bracketed from above", hi));
+        }
+        hi += step;
+        step *= 2.0;
+        h_hi = eval(hi)[0];
+    }
+    if h_lo == 0.0 {
+        return Ok(TauHat {
+            tau: lo,
+            iterations: 0,
+            residual: 0.0,
+        });
+    }
+    if h_hi == 0.0 {
+        return Ok(TauHat {
+            tau: hi,
+            iterations: 0,
+            residual: 0.0,
+        });
+    }
+    // Start by regula falsi on h (nearly linear in τ), strictly inside.
+    let mut tau = lo + (hi - lo) * h_lo / (h_lo - h_hi);
+    if !(tau > lo && tau < hi) {
+        tau = 0.5 * (lo + hi);
+    }
+    let mut iterations = 0;
+    loop {
+        let [h, h1, h2] = eval(tau);
+        iterations += 1;
+        if h.is_nan() {
+            return Err(bad("evaluated to NaN", tau));
+        }
+        let residual = h.exp_m1();
+        if residual.abs() <= opts.tol || iterations >= opts.max_iter {
+            return Ok(TauHat {
+                tau,
+                iterations,
+                residual,
+            });
+        }
+        if h > 0.0 {
+            lo = tau;
+        } else {
+            hi = tau;
+        }
+        let newton = -h / h1;
+        let corr = 0.5 * h * h2 / (h1 * h1);
+        let mut next = if corr.is_finite() && corr.abs() < 0.5 {
+            tau + newton / (1.0 - corr)
+        } else {
+            tau + newton
+        };
+        if !(next > lo && next < hi) {
+            next = 0.5 * (lo + hi);
+        }
+        let width_done = hi - lo <= 4.0 * f64::EPSILON * lo.abs().max(hi.abs());
+        let step_done = opts.rtol > 0.0 && (next - tau).abs() <= opts.rtol * tau.abs().max(1.0);
+        tau = next;
+        if width_done || step_done {
+            let h = eval(tau)[0];
+            return Ok(TauHat {
+                tau,
+                iterations: iterations + 1,
+                residual: h.exp_m1(),
+            });
+        }
+    }
+}
+
+/// τ̂ for n scores drawn from `N(μ, σ²)`: solves `n·E[(aS − τ)_+^β] = 1`, τ in kernel space.
+/// α = 1 gives the softmax normaliser `log(n·E[e^S]) = ln n + μ + σ²/2` exactly.
+pub fn tau_hat_single(
+    mu: f64,
+    sigma: f64,
+    n: f64,
+    alpha: f64,
+    opts: &TauHatOpts,
+) -> Result<TauHat> {
+    const OP: &str = "tau::tau_hat_single";
+    check_alpha(OP, alpha)?;
+    check_opts(OP, opts)?;
+    if !mu.is_finite() {
+        return Err(Error::NonFinite {
+            op: OP,
+            arg: "mu",
+            index: 0,
+            value: mu,
+        });
+    }
+    if !(sigma.is_finite() && sigma >= 0.0) {
+        return Err(Error::invalid(
+            OP,
+            "sigma",
+            sigma,
+            "must be finite and >= 0",
+        ));
+    }
+    if !(n.is_finite() && n >= 1.0) {
+        return Err(Error::invalid(
+            OP,
+            "n",
+            n,
+            "the population size must be finite and >= 1",
+        ));
+    }
+    if alpha == 1.0 {
+        return Ok(TauHat {
+            tau: n.ln() + mu + 0.5 * sigma * sigma,
+            iterations: 0,
+            residual: 0.0,
+        });
+    }
+    let model = Model::new(alpha);
+    let ln_n = n.ln();
+    let r0 = model.sigma_y(sigma) * ((2.0 * (n + 1.0).ln()).sqrt() + 8.0);
+    solve(
+        OP,
+        |tau| {
+            let mut acc = LogAcc::new();
+            model.add(&mut acc, ln_n, mu, sigma, tau);
+            acc.finish()
+        },
+        model.a * mu,
+        r0,
+        opts,
+    )
+}
+
+/// τ̂ for a mixture of Gaussian components (pages; e.g. ALiBi-shifted means): solves
+/// `Σ_p c_p·E[(aS_p − τ)_+^β] = 1`. `counts[p]` tokens per component (0 = inactive), or
+/// `uniform_count` for every component when `counts` is `None`. The iteration allocates
+/// nothing and skips components provably negligible (deep below τ), so it scales to the
+/// 65 536 pages of a 1M-token context.
+pub fn tau_hat_mixture(
+    mu: &[f64],
+    sigma: &[f64],
+    counts: Option<&[f64]>,
+    uniform_count: f64,
+    alpha: f64,
+    opts: &TauHatOpts,
+) -> Result<TauHat> {
+    const OP: &str = "tau::tau_hat_mixture";
+    check_alpha(OP, alpha)?;
+    check_opts(OP, opts)?;
+    if mu.is_empty() {
+        return Err(Error::invalid(
+            OP,
+            "mu",
+            "[] (0 elements)",
+            "needs at least one component",
+        ));
+    }
+    let mismatch = |arg: &'static str, got: usize| Error::Mismatch {
+        op: OP,
+        arg,
+        got,
+        what: "mu.len()",
+        expected: mu.len(),
+    };
+    if sigma.len() != mu.len() {
+        return Err(mismatch("sigma.len()", sigma.len()));
+    }
+    crate::error::check_finite(OP, "mu", mu)?;
+    for (index, &s) in sigma.iter().enumerate() {
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(Error::invalid(
+                OP,
+                "sigma",
+                format!("{s} at index {index}"),
+                "must be finite and >= 0",
+            ));
+        }
+    }
+    match counts {
+        Some(c) => {
+            if c.len() != mu.len() {
+                return Err(mismatch("counts.len()", c.len()));
+            }
+            for (index, &x) in c.iter().enumerate() {
+                if !(x.is_finite() && x >= 0.0) {
+                    return Err(Error::invalid(
+                        OP,
+                        "counts",
+                        format!("{x} at index {index}"),
+                        "counts must be finite and >= 0",
+                    ));
+                }
+            }
+        }
+        None => {
+            if !(uniform_count.is_finite() && uniform_count > 0.0) {
+                return Err(Error::invalid(
+                    OP,
+                    "uniform_count",
+                    uniform_count,
+                    "must be finite and > 0",
+                ));
+            }
+        }
+    }
+    let count = |p: usize| counts.map_or(uniform_count, |c| c[p]);
+    let total: f64 = (0..mu.len()).map(count).sum();
+    if total.is_nan() || total <= 0.0 {
+        return Err(Error::invalid(
+            OP,
+            "counts",
+            total,
+            "no active component (all counts are 0)",
+        ));
+    }
+    if alpha == 1.0 {
+        // log Σ c_p e^{μ_p + σ_p²/2}
+        let mut acc = LogAcc::new();
+        for p in 0..mu.len() {
+            let c = count(p);
+            if c > 0.0 {
+                acc.add(c.ln() + mu[p] + 0.5 * sigma[p] * sigma[p], 0.0, 0.0);
+            }
+        }
+        return Ok(TauHat {
+            tau: acc.finish()[0],
+            iterations: 0,
+            residual: 0.0,
+        });
+    }
+    let model = Model::new(alpha);
+    let mut center = f64::NEG_INFINITY;
+    let mut sy_max: f64 = 0.0;
+    for p in 0..mu.len() {
+        if count(p) > 0.0 {
+            center = center.max(model.a * mu[p]);
+            sy_max = sy_max.max(model.sigma_y(sigma[p]));
+        }
+    }
+    let r0 = sy_max * ((2.0 * (total + 1.0).ln()).sqrt() + 8.0);
+    solve(
+        OP,
+        |tau| {
+            let mut acc = LogAcc::new();
+            for p in 0..mu.len() {
+                let c = count(p);
+                if c > 0.0 {
+                    model.add(&mut acc, c.ln(), mu[p], sigma[p], tau);
+                }
+            }
+            acc.finish()
+        },
+        center,
+        r0,
+        opts,
+    )
+}
+
+/// z-score of the maximum of a page of `page_size` iid normal scores at quantile q:
+/// `Φ⁻¹(q^{1/page_size})`. The selection stage keeps a page when its mean plus this many
+/// σ clears τ̂. Computed from the upper tail `1 − q^{1/ps} = −expm1(ln q / ps)` so that it
+/// keeps full precision as the quantile approaches 1.
+pub fn page_max_quantile_z(q: f64, page_size: usize) -> Result<f64> {
+    const OP: &str = "tau::page_max_quantile_z";
+    if !(q > 0.0 && q < 1.0) {
+        return Err(Error::invalid(
+            OP,
+            "q",
+            q,
+            "quantile must lie strictly inside (0, 1)",
+        ));
+    }
+    if page_size == 0 {
+        return Err(Error::invalid(OP, "page_size", 0, "must be >= 1"));
+    }
+    let l = q.ln() / page_size as f64;
+    Ok(quantile_from_tails(l.exp(), -l.exp_m1()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Closed forms / continued fraction vs quadrature on a wide t grid.
+    #[test]
+    fn integer_paths_match_quadrature() {
+        for k in 1..=4u32 {
+            let mut t = -60.0;
+            while t <= 60.0 {
+                let (l1, r1, q1) = std_moment_int(k, t);
+                let (l2, r2, q2) = std_moment_quad(k as f64, t);
+                let tol = 5e-12 * l1.abs().max(1.0);
+                assert!((l1 - l2).abs() < tol, "k={k} t={t}: ln M {l1} vs {l2}");
+                assert!(
+                    ((r1 - r2) / r1).abs() < 1e-9,
+                    "k={k} t={t}: rho1 {r1} vs {r2}"
+                );
+                assert!(
+                    (q1 - q2).abs() < 1e-8 * (q1.abs() + t.abs() * r1 + 1.0),
+                    "k={k} t={t}: rho2 {q1} vs {q2}"
+                );
+                t += 0.37;
+            }
+        }
+    }
+
+    #[test]
+    fn spec_closed_forms() {
+        // m1, m2, m3 of SPEC §4.6 at a benign point. NB: the SPEC prints the φ term of m3 as
+        // (σ³ + 2μ²σ); the correct one (M_3 = t·M_2 + 2·M_1, checked against mpmath
+        // quadrature: 4.4795761644218385 here) is (2σ³ + μ²σ).
+        let (mu, s) = (0.7f64, 1.3f64);
+        let t = mu / s;
+        let (ph, cdf) = (normal_pdf(t), normal_cdf(t));
+        let m1 = mu * cdf + s * ph;
+        let m2 = (mu * mu + s * s) * cdf + mu * s * ph;
+        let m3 = (mu.powi(3) + 3.0 * mu * s * s) * cdf + (2.0 * s.powi(3) + mu * mu * s) * ph;
+        assert!((m3 - 4.479_576_164_421_838).abs() < 1e-13);
+        for (beta, want, d1, d2) in [
+            (1.0, m1, -cdf, ph / s),
+            (2.0, m2, -2.0 * m1, 2.0 * cdf),
+            (3.0, m3, -3.0 * m2, 6.0 * m1),
+        ] {
+            let m = trunc_gauss_moments(mu, s, beta).unwrap();
+            assert!((m.e - want).abs() < 1e-13 * want, "{beta} {} {want}", m.e);
+            assert!((m.de_dtau - d1).abs() < 1e-13 * d1.abs(), "{beta}");
+            assert!((m.d2e_dtau2 - d2).abs() < 1e-13 * d2.abs(), "{beta}");
+        }
+    }
+
+    #[test]
+    fn quantile_z_values() {
+        let z = page_max_quantile_z(0.99, 16).unwrap();
+        assert!((z - 3.2259).abs() < 5e-5, "{z}");
+        let z = page_max_quantile_z(0.995, 16).unwrap();
+        assert!((z - 3.4199).abs() < 5e-5, "{z}");
+    }
+}
