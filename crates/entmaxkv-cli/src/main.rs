@@ -3,7 +3,9 @@
 //! Errors are printed as one readable line with a nonzero exit, never a backtrace.
 
 mod bench;
+mod check;
 mod meta;
+mod methods;
 mod probe;
 
 use clap::{Parser, Subcommand};
@@ -23,12 +25,15 @@ struct Cli {
 enum Cmd {
     /// Time dense and sparse decode methods on synthetic data (CPU by default).
     Bench(bench::BenchArgs),
+    /// Accuracy of every method against the f64 oracle; nonzero exit on a broken tolerance.
+    Check(check::CheckArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Bench(a) => run_bench(&a),
+        Cmd::Check(a) => run_check(&a),
     };
     if let Err(e) = res {
         eprintln!("entmaxkv: error: {e:#}");
@@ -46,6 +51,23 @@ fn run_bench(a: &bench::BenchArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.csv {
         bench::write_csv(&r, p)?;
         eprintln!("wrote {p}");
+    }
+    Ok(())
+}
+
+fn run_check(a: &check::CheckArgs) -> anyhow::Result<()> {
+    let r = check::run(a)?;
+    check::print_table(&r);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+        eprintln!("wrote {p}");
+    }
+    if r.failures > 0 {
+        anyhow::bail!(
+            "{} of {} rows broke their tolerance",
+            r.failures,
+            r.rows.len()
+        );
     }
     Ok(())
 }

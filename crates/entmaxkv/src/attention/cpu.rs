@@ -121,8 +121,10 @@ pub struct HeadResult {
     pub mass: f64,
 }
 
+/// f32 dot product with 16 independent accumulators, reduced as a tree (a sequential
+/// reduction of the accumulators would dominate at D = 64).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
     let n = a.len().min(b.len());
     let mut acc = [0.0f32; L];
@@ -133,12 +135,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[j] = x[j].mul_add(y[j], acc[j]);
         }
     }
-    let mut s = 0.0f32;
-    for &v in acc.iter() {
-        s += v;
+    let mut w = L / 2;
+    while w > 0 {
+        for j in 0..w {
+            acc[j] += acc[j + w];
+        }
+        w /= 2;
     }
+    let mut s = acc[0];
     for i in chunks * L..n {
-        s += a[i] * b[i];
+        s = a[i].mul_add(b[i], s);
     }
     s
 }
