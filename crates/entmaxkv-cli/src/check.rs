@@ -95,7 +95,7 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
         .iter()
         .map(|c| parse_tokens(c))
         .collect::<Result<Vec<_>>>()?;
-    if a.heads == 0 || a.heads % 4 != 0 {
+    if a.heads == 0 || !a.heads.is_multiple_of(4) {
         anyhow::bail!("--heads must be a positive multiple of 4 (GQA runs use heads/4 kv heads)");
     }
     let total = contexts.len() * a.dtypes.len() * 4 * a.alpha.len() * specs.len();
@@ -128,11 +128,10 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             let cfg = spec.config(alpha, a.heads, gmode, slopes.clone());
                             let used_alpha = cfg.attention.alpha;
                             let key = used_alpha.to_bits();
-                            if !oracle_for.contains_key(&key) {
-                                oracle_for.insert(
-                                    key,
-                                    oracle_decode(&cache, &ids, &prob.q, &cfg.attention)?,
-                                );
+                            if let std::collections::hash_map::Entry::Vacant(e) =
+                                oracle_for.entry(key)
+                            {
+                                e.insert(oracle_decode(&cache, &ids, &prob.q, &cfg.attention)?);
                             }
                             let oracle = &oracle_for[&key];
                             let mut dec = Decoder::new(&cache, 1, ctx, cfg)?;
