@@ -6,7 +6,7 @@
 
 use crate::cache::{CacheConfig, PagedKvCache, SeqId};
 use crate::error::Result;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -35,13 +35,13 @@ impl std::str::FromStr for Workload {
 
 /// A seeded generator of decode problems.
 pub struct Synth {
-    rng: StdRng,
+    rng: SmallRng,
 }
 
 impl Synth {
     pub fn new(seed: u64) -> Self {
         Synth {
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 

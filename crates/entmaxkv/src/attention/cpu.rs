@@ -152,7 +152,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Asks the CPU to start loading `bytes` bytes at `ptr` into cache. Kept pages are 1–4 KiB
 /// blocks at scattered addresses, which the hardware prefetcher does not run ahead into.
 #[inline(always)]
-fn prefetch<T>(data: &[T]) {
+pub fn prefetch<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -31,6 +31,20 @@ pub enum StatsStorage {
     Bf16([Vec<bf16>; 4]),
 }
 
+/// Dispatches generic code over the statistics storage type:
+/// `with_stats!(cache.stats(), |a| f(&a[Stat::Min as usize], ...))` instantiates the body for
+/// f32, f16 and bf16; `a` is `&[Vec<T>; 4]` indexed by [`Stat`].
+#[macro_export]
+macro_rules! with_stats {
+    ($st:expr, |$a:ident| $body:expr) => {
+        match $st {
+            $crate::stats::StatsStorage::F32($a) => $body,
+            $crate::stats::StatsStorage::F16($a) => $body,
+            $crate::stats::StatsStorage::Bf16($a) => $body,
+        }
+    };
+}
+
 /// A borrowed view of the statistics arrays in their storage type.
 #[derive(Debug, Clone, Copy)]
 pub enum StatsView<'a> {
