@@ -7,6 +7,7 @@ mod check;
 mod meta;
 mod methods;
 mod probe;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Accuracy of every method against the f64 oracle; nonzero exit on a broken tolerance.
     Check(check::CheckArgs),
+    /// Long append + decode run: statistics drift and memory growth.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -34,6 +37,7 @@ fn main() {
     let res = match cli.cmd {
         Cmd::Bench(a) => run_bench(&a),
         Cmd::Check(a) => run_check(&a),
+        Cmd::Soak(a) => run_soak(&a),
     };
     if let Err(e) = res {
         eprintln!("entmaxkv: error: {e:#}");
@@ -68,6 +72,26 @@ fn run_check(a: &check::CheckArgs) -> anyhow::Result<()> {
             r.failures,
             r.rows.len()
         );
+    }
+    Ok(())
+}
+
+fn run_soak(a: &soak::SoakArgs) -> anyhow::Result<()> {
+    let r = soak::run(a)?;
+    println!(
+        "phase A: {} steps in {:.1} s; {} page rows checked, max mean/std rel diff {:.2e}, min/max exact: {}; last step rel vs oracle {:.2e}",
+        r.steps, r.phase_a_seconds, r.pages_checked, r.max_stat_rel_diff, r.min_max_exact, r.last_step_rel
+    );
+    println!(
+        "phase B: {} steps in {:.1} s; {} sequences released; free pages / RSS MiB samples: {:?}; RSS growth after warm-up {:.2} MiB",
+        r.steps, r.phase_b_seconds, r.sequences_released, r.phase_b_samples, r.rss_growth_mib
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+        eprintln!("wrote {p}");
+    }
+    if !(r.min_max_exact && r.max_stat_rel_diff <= 1e-5 && r.last_step_rel <= 2e-3) {
+        anyhow::bail!("soak found statistics drift or a wrong result");
     }
     Ok(())
 }
