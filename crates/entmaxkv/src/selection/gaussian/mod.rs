@@ -164,9 +164,7 @@ impl GaussianOpts {
         TauHatOpts {
             tol: self.tau_tol,
             rtol: 0.0,
-            max_iter: self
-                .tau_max_iter
-                .unwrap_or(if mixture { 40 } else { 120 }),
+            max_iter: self.tau_max_iter.unwrap_or(if mixture { 40 } else { 120 }),
         }
     }
 
@@ -176,9 +174,7 @@ impl GaussianOpts {
         let smz = self
             .safety_margin_z
             .unwrap_or(if low { 0.01 } else { 0.05 } * sigma_g);
-        let q = self
-            .max_quantile
-            .unwrap_or(if low { 0.99 } else { 0.995 });
+        let q = self.max_quantile.unwrap_or(if low { 0.99 } else { 0.995 });
         (smz * sigma_g, q)
     }
 }
@@ -305,5 +301,7 @@ pub(crate) fn read_mean_std(ctx: &SelectionContext<'_>, i: usize, scratch: &mut 
     ctx.cache
         .stats()
         .read_row(Stat::Mean, base, &mut scratch.row0);
-    ctx.cache.stats().read_row(Stat::Std, base, &mut scratch.row1);
+    ctx.cache
+        .stats()
+        .read_row(Stat::Std, base, &mut scratch.row1);
 }
