@@ -122,7 +122,7 @@ pub struct HeadResult {
 }
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
     let n = a.len().min(b.len());
     let mut acc = [0.0f32; L];
@@ -144,7 +144,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+pub(crate) fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a = w.mul_add(b, *a);
     }
@@ -180,7 +180,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// `a·s − τ` is formed in f64: near the support boundary it cancels, and for β < 1 the
 /// weight amplifies that error.
 #[inline]
-fn entmax_weights_in_place(
+pub(crate) fn entmax_weights_in_place(
     sc: &mut [f32],
     a: f64,
     tau: f64,
@@ -214,7 +214,7 @@ fn entmax_weights_in_place(
     (sum, cnt)
 }
 
-fn alpha_code(alpha: f64) -> u8 {
+pub(crate) fn alpha_code(alpha: f64) -> u8 {
     if alpha == 2.0 {
         2
     } else if alpha == 1.5 {
