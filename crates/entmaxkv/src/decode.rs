@@ -429,7 +429,8 @@ impl Decoder {
                     slopes: &slopes[t.h0..t.h0 + t.group],
                     tau_kept: &t.tau_kept,
                 };
-                t.cert_bytes = certificate::check(cache, &task, alpha, level, scratch, &mut t.certs)?;
+                t.cert_bytes =
+                    certificate::check(cache, &task, alpha, level, scratch, &mut t.certs)?;
                 Ok(())
             })?;
         }

@@ -129,7 +129,11 @@ mod tests {
             let mut out = vec![0.0; d];
             decode_codes(&row, bits, &mut out);
             for c in 0..d {
-                assert_eq!(out[c], sketch::get_code(&row, c, bits) as f64, "bits {bits}");
+                assert_eq!(
+                    out[c],
+                    sketch::get_code(&row, c, bits) as f64,
+                    "bits {bits}"
+                );
             }
         }
     }

@@ -166,10 +166,18 @@ pub fn certified_select(
     let (d, ps) = (cache.head_dim(), cache.page_size());
     check_len(OP, "q_scaled", q_scaled.len(), &[g, d])?;
     if kv_head >= cache.num_kv_heads() {
-        return Err(Error::invalid(OP, "kv_head", kv_head, "kv head out of range"));
+        return Err(Error::invalid(
+            OP,
+            "kv_head",
+            kv_head,
+            "kv head out of range",
+        ));
     }
     if seq.len == 0 {
-        return Err(Error::EmptySequence { op: OP, id: seq.id.0 });
+        return Err(Error::EmptySequence {
+            op: OP,
+            id: seq.id.0,
+        });
     }
     let n = seq.len;
     let np = seq.pages.len();
@@ -197,7 +205,13 @@ pub fn certified_select(
         for hg in 0..g {
             let w = &q_scaled[hg * d..(hg + 1) * d];
             let pc = if bits > 0 {
-                page_consts(w, &ws.lo[..d], &ws.hi[..d], bits, &mut ws.ws[hg * d..(hg + 1) * d])
+                page_consts(
+                    w,
+                    &ws.lo[..d],
+                    &ws.hi[..d],
+                    bits,
+                    &mut ws.ws[hg * d..(hg + 1) * d],
+                )
             } else {
                 page_box(w, &ws.lo[..d], &ws.hi[..d])
             };
@@ -275,8 +289,7 @@ pub fn certified_select(
     for slot in 0..open_slot {
         let mut touched = false;
         for pos in slot * ps..(slot + 1) * ps {
-            let reach =
-                (0..g).any(|hg| a * ws.upper[hg * n + pos] + ws.marg[hg] > ws.tau_lb[hg]);
+            let reach = (0..g).any(|hg| a * ws.upper[hg * n + pos] + ws.marg[hg] > ws.tau_lb[hg]);
             if reach {
                 ws.cand.push(pos as u32);
                 touched = true;

@@ -104,7 +104,12 @@ pub fn check(
     const OP: &str = "certificate::check";
     crate::error::check_alpha(OP, alpha)?;
     if level == CertificateLevel::Off {
-        return Err(Error::invalid(OP, "level", "off", "a check needs page or token level"));
+        return Err(Error::invalid(
+            OP,
+            "level",
+            "off",
+            "a check needs page or token level",
+        ));
     }
     let g = task.slopes.len();
     let (d, ps) = (cache.head_dim(), cache.page_size());
@@ -120,7 +125,12 @@ pub fn check(
         });
     }
     if task.kv_head >= cache.num_kv_heads() {
-        return Err(Error::invalid(OP, "kv_head", task.kv_head, "kv head out of range"));
+        return Err(Error::invalid(
+            OP,
+            "kv_head",
+            task.kv_head,
+            "kv head out of range",
+        ));
     }
     let seq = task.seq;
     let np = seq.pages.len();
@@ -148,7 +158,12 @@ pub fn check(
     }
     for hg in 0..g {
         if !task.tau_kept[hg].is_finite() {
-            return Err(Error::invalid(OP, "tau_kept", task.tau_kept[hg], "must be finite"));
+            return Err(Error::invalid(
+                OP,
+                "tau_kept",
+                task.tau_kept[hg],
+                "must be finite",
+            ));
         }
     }
     if kept_tokens == seq.len {
@@ -233,7 +248,13 @@ pub fn check(
         for hg in 0..g {
             let w = &task.q_scaled[hg * d..(hg + 1) * d];
             s.pcs[hg] = if sketched {
-                page_consts(w, &s.lo[..d], &s.hi[..d], bits, &mut s.ws[hg * d..(hg + 1) * d])
+                page_consts(
+                    w,
+                    &s.lo[..d],
+                    &s.hi[..d],
+                    bits,
+                    &mut s.ws[hg * d..(hg + 1) * d],
+                )
             } else {
                 page_box(w, &s.lo[..d], &s.hi[..d])
             };

@@ -44,7 +44,9 @@ mod bounds;
 mod certified;
 mod check;
 
-pub use certified::{certified_attend, certified_decode_group, certified_select, CertifiedWorkspace};
+pub use certified::{
+    certified_attend, certified_decode_group, certified_select, CertifiedWorkspace,
+};
 pub use check::{check, CheckScratch, CheckTask};
 
 use serde::{Deserialize, Serialize};
