@@ -724,3 +724,89 @@ fn certified_reads_a_fraction_of_dense_on_structured_4k() {
     let m = compare(&out, &oracle.out).unwrap();
     assert!(m.rel <= 2e-3, "rel {}", m.rel);
 }
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Part 4 of the brief: candidates, bytes and certified fractions at 4K/32K
+/// (`cargo test --release -p entmaxkv --test certificate measure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure_certified() {
+    let (h, d, ps, alpha) = (8, 64, 16, 1.5);
+    println!("workload hkv gqa len batch bits | cand/head med p90 | certified bytes % of dense (meta sketch k v) | topk-1/8 certified page token | ms certified dense");
+    for wl in [Workload::Structured, Workload::Iid] {
+        for (len, batch) in [(4096usize, 8usize), (32768, 2)] {
+            for (hkv, gqa, bits) in [
+                (8, GqaMode::PerHead, 4u32),
+                (8, GqaMode::PerHead, 3),
+                (2, GqaMode::Shared, 4),
+            ] {
+                if wl == Workload::Iid && bits != 4 {
+                    continue;
+                }
+                let mut syn = Synth::new(42);
+                let prob = syn.problem(wl, &vec![len; batch], h, hkv, d);
+                let cfg = CacheConfig::new(hkv, d, batch * len.div_ceil(ps) + 1)
+                    .with_page_size(ps)
+                    .with_kv_dtype(DType::F16)
+                    .with_sketch_bits(bits);
+                let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+                let params = AttentionParams::new(h, alpha);
+                let mut out = vec![0.0; prob.q.len()];
+                let run = |m: Method, level: CertificateLevel, out: &mut [f32]| {
+                    let cfg = DecodeConfig::new(params.clone(), m)
+                        .with_gqa(gqa)
+                        .with_certificate(level);
+                    let mut dec = Decoder::new(&cache, batch, len, cfg).unwrap();
+                    dec.step(&cache, &ids, &prob.q, out).unwrap();
+                    let t = std::time::Instant::now();
+                    let rep = dec.step(&cache, &ids, &prob.q, out).unwrap().clone();
+                    (rep, t.elapsed().as_secs_f64() * 1e3)
+                };
+                let (cert, t_cert) = run(Method::Certified, CertificateLevel::Off, &mut out);
+                let mut dense_out = vec![0.0; prob.q.len()];
+                let (_, t_dense) = run(Method::Dense, CertificateLevel::Off, &mut dense_out);
+                let dd: Vec<f64> = dense_out.iter().map(|&x| x as f64).collect();
+                let rel = compare(&out, &dd).unwrap().rel;
+                assert!(rel <= 1e-5, "certified vs dense kernel rel {rel}");
+                let mut cands: Vec<f64> = cert.heads.iter().map(|r| r.candidates as f64).collect();
+                if gqa == GqaMode::Shared {
+                    cands = cands.iter().step_by(h / hkv).copied().collect();
+                }
+                let dense_bytes = dense_kv_bytes(&vec![len; batch], hkv, d, 2);
+                let b = cert.bytes;
+                let pct = |x: u64| 100.0 * x as f64 / dense_bytes as f64;
+                let mut frac = [0.0; 2];
+                for (i, level) in [CertificateLevel::Page, CertificateLevel::Token]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (rep, _) =
+                        run(Method::TopK(Budget::Fraction(0.125)), level, &mut dense_out);
+                    let n = rep.heads.len();
+                    frac[i] = rep
+                        .heads
+                        .iter()
+                        .filter(|r| r.certified == Some(true))
+                        .count() as f64
+                        / n as f64;
+                }
+                println!(
+                    "{wl:?} {hkv} {gqa:?} {len} {batch} b={bits} | {:.0} {:.0} | {:.1}% ({:.1} {:.1} {:.2} {:.3}) | {:.0}% {:.0}% | {t_cert:.2} {t_dense:.2}",
+                    quantile(&mut cands.clone(), 0.5),
+                    quantile(&mut cands, 0.9),
+                    pct(b.total()),
+                    pct(b.meta),
+                    pct(b.sketch),
+                    pct(b.k),
+                    pct(b.v),
+                    100.0 * frac[0],
+                    100.0 * frac[1],
+                );
+            }
+        }
+    }
+}

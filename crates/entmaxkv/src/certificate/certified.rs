@@ -45,8 +45,8 @@ pub struct CertifiedWorkspace {
     lo: Vec<f32>,
     hi: Vec<f32>,
     row: Vec<f32>,
-    ws: Vec<f64>,
-    codes: Vec<f64>,
+    ws: Vec<f32>,
+    codes: Vec<f32>,
     acc: Vec<f32>,
     pcs: Vec<PageConsts>,
     mag: Vec<f64>,
@@ -103,12 +103,7 @@ impl CertifiedWorkspace {
 
     /// Bytes held.
     pub fn bytes_held(&self) -> usize {
-        8 * (self.lower.len()
-            + self.upper.len()
-            + self.tau_f64.capacity()
-            + self.ws.len()
-            + self.codes.len()
-            + 3 * self.mag.len())
+        8 * (self.lower.len() + self.upper.len() + self.tau_f64.capacity() + 3 * self.mag.len())
             + 4 * (self.scores.len()
                 + self.open_scores.len()
                 + self.tau_f32.capacity()
@@ -116,6 +111,8 @@ impl CertifiedWorkspace {
                 + self.lo.len()
                 + self.hi.len()
                 + self.row.len()
+                + self.ws.len()
+                + self.codes.len()
                 + self.acc.len())
             + std::mem::size_of::<PageConsts>() * self.pcs.len()
     }

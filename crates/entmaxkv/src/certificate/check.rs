@@ -37,8 +37,8 @@ pub struct CheckScratch {
     lo: Vec<f32>,
     hi: Vec<f32>,
     /// `[G, D]` `w_d·step_d`.
-    ws: Vec<f64>,
-    codes: Vec<f64>,
+    ws: Vec<f32>,
+    codes: Vec<f32>,
     /// `[G]` per-head state.
     mag: Vec<f64>,
     marg: Vec<f64>,
@@ -80,8 +80,8 @@ impl CheckScratch {
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.keep.len()
-            + 8 * (self.page_u.len() + self.ws.len() + self.codes.len())
-            + 4 * (self.lo.len() + self.hi.len())
+            + 8 * self.page_u.len()
+            + 4 * (self.lo.len() + self.hi.len() + self.ws.len() + self.codes.len())
             + 80 * self.mag.len()
     }
 }
@@ -140,7 +140,7 @@ pub fn check(
     let mut kept_tokens = 0usize;
     for p in task.kept {
         let slot = p.start as usize / ps;
-        let ok = p.start as usize % ps == 0
+        let ok = (p.start as usize).is_multiple_of(ps)
             && slot < np
             && seq.pages[slot] == p.page
             && p.len as usize == seq.page_len(slot, ps)
