@@ -120,7 +120,9 @@ pub struct HeadReport {
     pub mass_bound: f64,
 }
 
-/// Wall-clock time of each phase of a step, nanoseconds.
+/// Wall-clock time of each phase of a step, nanoseconds. For `certified`, selection is the
+/// bound pass (statistics, sketch, open-page K, τ_lb, candidates) and attention the
+/// candidates' K, the τ solve and the support's V.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StageTimes {
     pub selection_ns: u64,

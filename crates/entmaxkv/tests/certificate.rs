@@ -448,7 +448,7 @@ proptest! {
     fn certified_strategy_equals_dense(
         alpha in prop_oneof![Just(4.0 / 3.0), Just(1.5), Just(2.0), Just(3.0)],
         dtype in dtype_strategy(),
-        bits in prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(8)],
+        bits in prop_oneof![4 => prop_oneof![Just(1u32), Just(2), Just(3), Just(4), Just(8)], 1 => Just(0u32)],
         wl in 0u8..3,
         hkv in 1usize..3,
         group in 1usize..4,
