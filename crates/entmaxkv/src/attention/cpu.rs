@@ -170,7 +170,7 @@ pub fn prefetch<T>(data: &[T]) {
 }
 
 #[inline(always)]
-fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+pub(crate) fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a = w.mul_add(b, *a);
     }
@@ -206,7 +206,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// `a·s − τ` is formed in f64: near the support boundary it cancels, and for β < 1 the
 /// weight amplifies that error.
 #[inline]
-fn entmax_weights_in_place(
+pub(crate) fn entmax_weights_in_place(
     sc: &mut [f32],
     a: f64,
     tau: f64,
@@ -240,7 +240,7 @@ fn entmax_weights_in_place(
     (sum, cnt)
 }
 
-fn alpha_code(alpha: f64) -> u8 {
+pub(crate) fn alpha_code(alpha: f64) -> u8 {
     if alpha == 2.0 {
         2
     } else if alpha == 1.5 {
