@@ -345,6 +345,10 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         }
         let (_, cache, ids, q) = current.as_ref().expect("built above");
         let spec = MethodSpec::parse(&m, budget)?;
+        if !spec.supports_alpha(alpha) {
+            pb.inc(1);
+            continue;
+        }
         let b = spec.budget;
         let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
         let a_used = cfg.attention.alpha;

@@ -120,6 +120,9 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             if spec.softmax && alpha != a.alpha[0] {
                                 continue; // softmax does not depend on α: run it once
                             }
+                            if !spec.supports_alpha(alpha) {
+                                continue; // certified is defined for α > 1 only
+                            }
                             let gmode = if gqa {
                                 GqaMode::Shared
                             } else {

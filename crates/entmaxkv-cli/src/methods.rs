@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use entmaxkv::attention::cpu::TauMode;
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::decode::{DecodeConfig, Method};
-use entmaxkv::selection::gaussian::GaussianOpts;
+use entmaxkv::selection::gaussian::{Criterion, GaussianOpts};
 use entmaxkv::selection::topk::Budget;
 use entmaxkv::selection::GqaMode;
 
@@ -20,6 +20,9 @@ pub const METHODS: &[&str] = &[
     "gaussian-exact",
     "gaussian-fixed",
     "gaussian-corrected",
+    "gaussian-robust",
+    "gaussian-robust-corrected",
+    "certified",
 ];
 
 /// A parsed method name.
@@ -80,6 +83,14 @@ impl MethodSpec {
                 false,
                 None,
             ),
+            "gaussian-robust" => (Method::Gaussian(robust()), TauMode::Exact, false, None),
+            "gaussian-robust-corrected" => (
+                Method::Gaussian(robust()),
+                TauMode::Corrected(1),
+                false,
+                None,
+            ),
+            "certified" => (Method::Certified, TauMode::Exact, false, None),
             _ => bail!(
                 "unknown method `{name}` (one of {}, optionally with -full)",
                 METHODS.join(", ")
@@ -91,11 +102,16 @@ impl MethodSpec {
         Ok(MethodSpec {
             name: name.to_string(),
             softmax,
-            exact: matches!(method, Method::Dense) || full,
+            exact: matches!(method, Method::Dense | Method::Certified) || full,
             budget: if full { Some(1.0) } else { b },
             method,
             tau_mode,
         })
+    }
+
+    /// Whether the method is defined at this α (`certified` needs α > 1).
+    pub fn supports_alpha(&self, alpha: f64) -> bool {
+        !(matches!(self.method, Method::Certified) && alpha <= 1.0)
     }
 
     /// The decoder configuration for `alpha` (ignored by softmax methods) and `heads`.
@@ -111,6 +127,13 @@ impl MethodSpec {
         DecodeConfig::new(p, self.method.clone())
             .with_tau_mode(self.tau_mode)
             .with_gqa(gqa)
+    }
+}
+
+fn robust() -> GaussianOpts {
+    GaussianOpts {
+        criterion: Criterion::Robust,
+        ..GaussianOpts::default()
     }
 }
 

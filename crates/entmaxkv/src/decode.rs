@@ -203,6 +203,9 @@ impl Decoder {
         if batch == 0 {
             return Err(Error::invalid(OP, "batch", 0, "must be >= 1"));
         }
+        if let Method::Gaussian(o) = &cfg.method {
+            o.validate(OP)?;
+        }
         if let Method::TopK(b) = &cfg.method {
             b.validate(OP)?;
         }
