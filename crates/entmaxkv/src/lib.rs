@@ -20,6 +20,10 @@ pub mod cache;
 pub mod certificate;
 pub mod decode;
 pub mod dtype;
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod error;
 pub mod metrics;
 pub mod selection;
