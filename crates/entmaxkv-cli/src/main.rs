@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod figure;
 mod meta;
 mod methods;
 mod probe;
@@ -28,6 +29,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Accuracy of every method against the f64 oracle; nonzero exit on a broken tolerance.
     Check(check::CheckArgs),
+    /// Plot a `bench --json` result: stacked stage bars relative to dense softmax, and a
+    /// Pareto plot of error vs time (SVG or PNG by the output's suffix).
+    Figure(figure::FigureArgs),
     /// Long append + decode run: statistics drift and memory growth.
     Soak(soak::SoakArgs),
 }
@@ -38,6 +42,11 @@ fn main() {
         Cmd::Bench(a) => run_bench(&a),
         Cmd::Check(a) => run_check(&a),
         Cmd::Soak(a) => run_soak(&a),
+        Cmd::Figure(a) => figure::run(&a).map(|files| {
+            for f in files {
+                eprintln!("wrote {f}");
+            }
+        }),
     };
     if let Err(e) = res {
         eprintln!("entmaxkv: error: {e:#}");
