@@ -11,6 +11,7 @@ pub mod eval;
 pub mod gguf;
 pub mod model;
 pub mod tokenizer;
+pub mod trace;
 
 pub use attention::{AttentionShape, DecodeAttention, DenseAttention};
 pub use error::{Error, Result};
@@ -18,3 +19,4 @@ pub use eval::{first_tokens, perplexity, DataFiles, Perplexity};
 pub use gguf::{sha256_file, verify_sha256, GgufFile, SMOLLM2_GGUF_NAME, SMOLLM2_GGUF_SHA256};
 pub use model::{nll_of, Config, LayerQkv, Model, RopeLayout};
 pub use tokenizer::Tokenizer;
+pub use trace::{capture_traces, sidecar_path, LayerTrace, Trace, TraceDtype, TraceMeta, TraceSpec, TRACE_FORMAT};

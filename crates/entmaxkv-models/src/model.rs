@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{verify_sha256, GgufFile};
 use crate::tokenizer::Tokenizer;
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -314,7 +315,7 @@ impl Model {
         let (h, t, d) = q.dims3()?;
         let hk = self.cfg.n_kv_heads;
         let g = h / hk;
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = 1.0 / (d as f32).sqrt();
         let qg = q.reshape((hk, g, t, d))?;
         let chunk = self.attn_chunk.max(1);
         let mut outs = Vec::with_capacity(t.div_ceil(chunk));
@@ -325,18 +326,28 @@ impl Model {
             let qc = qg.narrow(2, c0, c)?.contiguous()?.reshape((hk, g * c, d))?;
             let kc = k.narrow(1, 0, c1)?;
             let vc = v.narrow(1, 0, c1)?;
-            let s = (qc.matmul(&kc.t()?)? * scale)?.reshape((hk, g, c, c1))?;
-            let mask: Vec<f32> = (0..c)
-                .flat_map(|i| {
-                    (0..c1).map(move |j| if j > c0 + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            let mask = Tensor::from_vec(mask, (c, c1), &Device::Cpu)?;
-            let s = s.broadcast_add(&mask)?;
-            let m = s.max_keepdim(D::Minus1)?;
-            let e = s.broadcast_sub(&m)?.exp()?;
-            let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
-            let o = p.reshape((hk, g * c, c1))?.matmul(&vc)?;
+            // Scores via gemm, then a fused causal softmax per row in plain Rust (one pass
+            // over the valid prefix instead of several masked tensor passes).
+            let mut sc = qc.matmul(&kc.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            sc.par_chunks_mut(c1).enumerate().for_each(|(r, row)| {
+                let valid = c0 + (r % c) + 1;
+                let (keep, masked) = row.split_at_mut(valid);
+                let mut m = f32::NEG_INFINITY;
+                for x in keep.iter_mut() {
+                    *x *= scale;
+                    m = m.max(*x);
+                }
+                let mut z = 0f32;
+                for x in keep.iter_mut() {
+                    *x = (*x - m).exp();
+                    z += *x;
+                }
+                let inv = 1.0 / z;
+                keep.iter_mut().for_each(|x| *x *= inv);
+                masked.fill(0.0);
+            });
+            let p = Tensor::from_vec(sc, (hk, g * c, c1), &Device::Cpu)?;
+            let o = p.matmul(&vc)?;
             outs.push(o.reshape((h, c, d))?);
             c0 = c1;
         }
