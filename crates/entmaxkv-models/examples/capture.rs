@@ -3,13 +3,20 @@
 //! `cargo run --release -p entmaxkv-models --example capture -- \
 //!     [--text kjv|jargon|PATH] [--tokens 8192] [--layers all|0,15,29] [--last 4 | --positions 100,200] \
 //!     [--dtype f16|f32] [--bos] [--out .data/traces/kjv-8k.safetensors]`
-use entmaxkv_models::{capture_traces, first_tokens, DataFiles, Model, Trace, TraceDtype, TraceSpec};
+use entmaxkv_models::{
+    capture_traces, first_tokens, DataFiles, Model, Trace, TraceDtype, TraceSpec,
+};
 use std::path::PathBuf;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let files = DataFiles::default_location();
     let text_arg = get("--text").unwrap_or_else(|| "kjv".into());
     let text_path = match text_arg.as_str() {
@@ -17,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "jargon" => files.jargon.clone(),
         p => PathBuf::from(p),
     };
-    let n: usize = get("--tokens").map(|s| s.parse()).transpose()?.unwrap_or(8192);
+    let n: usize = get("--tokens")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(8192);
     let bos = args.iter().any(|a| a == "--bos");
     let dtype = match get("--dtype").as_deref() {
         Some("f32") => TraceDtype::F32,
@@ -27,12 +37,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::load(&files.gguf)?;
     let layers: Vec<usize> = match get("--layers").as_deref() {
         None | Some("all") => (0..model.config().n_layers).collect(),
-        Some(s) => s.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>()?,
+        Some(s) => s
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()?,
     };
     let text = DataFiles::read_text(&text_path)?;
     let tokens = first_tokens(&model, &text, n, bos)?;
     let positions: Vec<usize> = match get("--positions") {
-        Some(s) => s.split(',').map(|x| x.trim().parse()).collect::<Result<_, _>>()?,
+        Some(s) => s
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()?,
         None => TraceSpec::last_positions(
             tokens.len(),
             get("--last").map(|s| s.parse()).transpose()?.unwrap_or(4),
@@ -50,7 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dtype,
         source: format!(
             "{} tokens 0..{n}{}",
-            text_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            text_path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             if bos { " (BOS prepended)" } else { "" }
         ),
         bos,
@@ -69,6 +88,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let t1 = Instant::now();
     let tr = Trace::load(&out)?;
-    println!("reloaded in {:.2}s: {} layers", t1.elapsed().as_secs_f64(), tr.layers.len());
+    println!(
+        "reloaded in {:.2}s: {} layers",
+        t1.elapsed().as_secs_f64(),
+        tr.layers.len()
+    );
     Ok(())
 }

@@ -5,10 +5,7 @@ use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1024);
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1024);
     let bos = args.iter().any(|a| a == "--bos");
     let files = DataFiles::default_location();
     if !files.missing().is_empty() {
@@ -19,7 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.iter().any(|a| a == "--half-split") {
         model.set_rope_layout(RopeLayout::HalfSplit);
     }
-    println!("loaded in {:.2}s: {:?}", t0.elapsed().as_secs_f64(), model.config());
+    println!(
+        "loaded in {:.2}s: {:?}",
+        t0.elapsed().as_secs_f64(),
+        model.config()
+    );
     for (name, path) in [("kjv", &files.kjv), ("jargon", &files.jargon)] {
         let text = DataFiles::read_text(path)?;
         let t1 = Instant::now();

@@ -65,8 +65,7 @@ pub struct DenseAttention {
 impl DenseAttention {
     /// Empty caches for every layer.
     pub fn new(shape: AttentionShape) -> Result<Self> {
-        if shape.n_kv_heads == 0 || shape.head_dim == 0 || shape.n_heads % shape.n_kv_heads != 0
-        {
+        if shape.n_kv_heads == 0 || shape.head_dim == 0 || shape.n_heads % shape.n_kv_heads != 0 {
             return Err(Error::invalid(
                 "DenseAttention::new",
                 "shape",

@@ -19,4 +19,6 @@ pub use eval::{first_tokens, perplexity, DataFiles, Perplexity};
 pub use gguf::{sha256_file, verify_sha256, GgufFile, SMOLLM2_GGUF_NAME, SMOLLM2_GGUF_SHA256};
 pub use model::{nll_of, Config, LayerQkv, Model, RopeLayout};
 pub use tokenizer::Tokenizer;
-pub use trace::{capture_traces, sidecar_path, LayerTrace, Trace, TraceDtype, TraceMeta, TraceSpec, TRACE_FORMAT};
+pub use trace::{
+    capture_traces, sidecar_path, LayerTrace, Trace, TraceDtype, TraceMeta, TraceSpec, TRACE_FORMAT,
+};

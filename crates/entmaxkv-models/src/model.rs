@@ -59,8 +59,7 @@ impl Config {
             n_heads
         };
         let d_model = f.meta_usize(&k("embedding_length"))?;
-        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0
-        {
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0 {
             return Err(Error::BadMetadata {
                 key: k("attention.head_count"),
                 reason: format!(
@@ -254,7 +253,10 @@ impl Model {
             return Err(Error::invalid(
                 op,
                 "tokens",
-                format!("token {t} at index {i} >= vocab size {}", self.cfg.vocab_size),
+                format!(
+                    "token {t} at index {i} >= vocab size {}",
+                    self.cfg.vocab_size
+                ),
             ));
         }
         Ok(())
@@ -398,7 +400,10 @@ impl Model {
                 v: &v,
             })?;
             let a = self.causal_attention(&q, &k, &v)?;
-            let a = a.transpose(0, 1)?.contiguous()?.reshape((t, h * self.cfg.head_dim))?;
+            let a = a
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((t, h * self.cfg.head_dim))?;
             x = (x + linear(&a, &layer.wo)?)?;
             x = (&x + self.mlp(layer, &x)?)?;
         }
@@ -516,6 +521,9 @@ impl Model {
 pub fn nll_of(logits: &[f32], target: u32) -> f64 {
     let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
     let z: f64 = logits.iter().map(|&l| (l as f64 - m).exp()).sum();
-    let lt = logits.get(target as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64;
+    let lt = logits
+        .get(target as usize)
+        .copied()
+        .unwrap_or(f32::NEG_INFINITY) as f64;
     m + z.ln() - lt
 }

@@ -203,7 +203,10 @@ pub fn capture_traces(
         }
         let l = lq.layer;
         // [H, T, D] -> [H, P, D] -> [P, H, D]
-        let q = lq.q.index_select(&pos_ids, 1)?.transpose(0, 1)?.contiguous()?;
+        let q =
+            lq.q.index_select(&pos_ids, 1)?
+                .transpose(0, 1)?
+                .contiguous()?;
         store.push((format!("q.{l}"), encode(&q, spec.dtype)?));
         store.push((format!("k.{l}"), encode(lq.k, spec.dtype)?));
         store.push((format!("v.{l}"), encode(lq.v, spec.dtype)?));
@@ -280,7 +283,9 @@ fn to_f32(path: &Path, name: &str, st: &SafeTensors<'_>, shape: &[usize]) -> Res
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect()),
-        other => Err(bad(format!("tensor `{name}` has dtype {other:?}, expected f32/f16"))),
+        other => Err(bad(format!(
+            "tensor `{name}` has dtype {other:?}, expected f32/f16"
+        ))),
     }
 }
 
@@ -304,7 +309,12 @@ impl Trace {
                 .metadata()
                 .as_ref()
                 .and_then(|m| m.get("entmaxkv_trace").cloned())
-                .ok_or_else(|| bad(format!("no sidecar {} and no header metadata", side.display())))?
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no sidecar {} and no header metadata",
+                        side.display()
+                    ))
+                })?
         };
         let meta: TraceMeta = serde_json::from_str(&json)?;
         if meta.format != TRACE_FORMAT {

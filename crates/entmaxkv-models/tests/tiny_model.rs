@@ -22,7 +22,10 @@ fn config_and_shapes() {
     let m = Model::load(&p).unwrap();
     let c = m.config();
     assert_eq!(c.n_layers, LAYERS);
-    assert_eq!((c.n_heads, c.n_kv_heads, c.head_dim), (HEADS, KV_HEADS, HEAD_DIM));
+    assert_eq!(
+        (c.n_heads, c.n_kv_heads, c.head_dim),
+        (HEADS, KV_HEADS, HEAD_DIM)
+    );
     assert_eq!(c.d_ff, D_FF);
     assert_eq!(c.vocab_size, vocab_size());
     assert!(c.tied_embeddings);
@@ -142,10 +145,22 @@ fn trace_rejects_bad_spec() {
         bos: false,
     };
     let bad = [
-        TraceSpec { positions: vec![8], ..base.clone() },
-        TraceSpec { positions: vec![], ..base.clone() },
-        TraceSpec { layers: vec![LAYERS], ..base.clone() },
-        TraceSpec { layers: vec![], ..base.clone() },
+        TraceSpec {
+            positions: vec![8],
+            ..base.clone()
+        },
+        TraceSpec {
+            positions: vec![],
+            ..base.clone()
+        },
+        TraceSpec {
+            layers: vec![LAYERS],
+            ..base.clone()
+        },
+        TraceSpec {
+            layers: vec![],
+            ..base.clone()
+        },
     ];
     for s in bad {
         assert!(matches!(
@@ -193,7 +208,10 @@ fn bad_inputs_are_errors_not_panics() {
         drop_meta: Some("llama.block_count".into()),
         ..Default::default()
     });
-    assert!(matches!(Model::load(&p), Err(Error::MissingMetadata { .. })));
+    assert!(matches!(
+        Model::load(&p),
+        Err(Error::MissingMetadata { .. })
+    ));
 
     let (_d, p) = tiny(&Tweak::default());
     assert!(matches!(
@@ -203,9 +221,15 @@ fn bad_inputs_are_errors_not_panics() {
     let sha = sha256_file(&p).unwrap();
     let m = Model::load_verified(&p, &sha).unwrap();
     let v = vocab_size() as u32;
-    assert!(matches!(m.forward(&[0, v]), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        m.forward(&[0, v]),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert!(matches!(m.forward(&[]), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(m.token_nlls(&[3]), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        m.token_nlls(&[3]),
+        Err(Error::InvalidArgument { .. })
+    ));
     let mut attn = DenseAttention::new(m.attention_shape()).unwrap();
     assert!(matches!(
         m.decode_nlls(&[1, 2, 3], 3, &mut attn),

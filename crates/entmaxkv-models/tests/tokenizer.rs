@@ -61,7 +61,10 @@ fn round_trip_and_specials() {
     }
     assert_eq!(tok.decode(&[1, 2]).unwrap(), "<|im_start|><|im_end|>");
     assert!(tok.decode(&[tok.vocab_size() as u32]).is_err());
-    assert_eq!(tok.encode_with_special("x").unwrap(), tok.encode("x").unwrap());
+    assert_eq!(
+        tok.encode_with_special("x").unwrap(),
+        tok.encode("x").unwrap()
+    );
     // A split multi-byte char is not valid UTF-8: decode errs, decode_lossy does not.
     let ids = tok.encode("é").unwrap();
     assert_eq!(ids.len(), 2);

@@ -30,7 +30,10 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
         tokens.push(t.to_string());
         types.push(1);
     }
-    let merges = ["Ġ t", "h e", "Ġt he"].iter().map(|s| s.to_string()).collect();
+    let merges = ["Ġ t", "h e", "Ġt he"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     (tokens, merges, types)
 }
 
@@ -91,16 +94,34 @@ pub fn write_tiny_gguf(path: &Path, tweak: &Tweak) {
                 (rng.tensor(&[D_MODEL], 0.1) + 1.0).unwrap(),
             ),
             (format!("blk.{l}.attn_q.weight"), rng.tensor(&q_shape, s)),
-            (format!("blk.{l}.attn_k.weight"), rng.tensor(&[dkv, D_MODEL], s)),
-            (format!("blk.{l}.attn_v.weight"), rng.tensor(&[dkv, D_MODEL], s)),
-            (format!("blk.{l}.attn_output.weight"), rng.tensor(&[D_MODEL, dq], s)),
+            (
+                format!("blk.{l}.attn_k.weight"),
+                rng.tensor(&[dkv, D_MODEL], s),
+            ),
+            (
+                format!("blk.{l}.attn_v.weight"),
+                rng.tensor(&[dkv, D_MODEL], s),
+            ),
+            (
+                format!("blk.{l}.attn_output.weight"),
+                rng.tensor(&[D_MODEL, dq], s),
+            ),
             (
                 format!("blk.{l}.ffn_norm.weight"),
                 (rng.tensor(&[D_MODEL], 0.1) + 1.0).unwrap(),
             ),
-            (format!("blk.{l}.ffn_gate.weight"), rng.tensor(&[D_FF, D_MODEL], s)),
-            (format!("blk.{l}.ffn_up.weight"), rng.tensor(&[D_FF, D_MODEL], s)),
-            (format!("blk.{l}.ffn_down.weight"), rng.tensor(&[D_MODEL, D_FF], s)),
+            (
+                format!("blk.{l}.ffn_gate.weight"),
+                rng.tensor(&[D_FF, D_MODEL], s),
+            ),
+            (
+                format!("blk.{l}.ffn_up.weight"),
+                rng.tensor(&[D_FF, D_MODEL], s),
+            ),
+            (
+                format!("blk.{l}.ffn_down.weight"),
+                rng.tensor(&[D_MODEL, D_FF], s),
+            ),
         ]);
     }
     tensors.retain(|(n, _)| Some(n) != tweak.drop_tensor.as_ref());
@@ -115,12 +136,24 @@ pub fn write_tiny_gguf(path: &Path, tweak: &Tweak) {
         ("llama.block_count".into(), Value::U32(LAYERS as u32)),
         ("llama.embedding_length".into(), Value::U32(D_MODEL as u32)),
         ("llama.feed_forward_length".into(), Value::U32(D_FF as u32)),
-        ("llama.attention.head_count".into(), Value::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv".into(), Value::U32(KV_HEADS as u32)),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(HEADS as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(KV_HEADS as u32),
+        ),
         ("llama.context_length".into(), Value::U32(256)),
         ("llama.rope.freq_base".into(), Value::F32(10000.0)),
-        ("llama.rope.dimension_count".into(), Value::U32(HEAD_DIM as u32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(1e-5)),
+        (
+            "llama.rope.dimension_count".into(),
+            Value::U32(HEAD_DIM as u32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
         ("llama.vocab_size".into(), Value::U32(v as u32)),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
