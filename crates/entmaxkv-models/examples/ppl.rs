@@ -1,5 +1,5 @@
 //! Perplexity of SmolLM2 on the fetched texts:
-//! `cargo run --release -p entmaxkv-models --example ppl -- [N_TOKENS] [--bos] [--half-split]`.
+//! `cargo run --release -p entmaxkv-models --example ppl -- [N_TOKENS] [--bos] [--half-split] [--no-digit-split]`.
 use entmaxkv_models::{first_tokens, perplexity, DataFiles, Model, RopeLayout};
 use std::time::Instant;
 
@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = Model::load(&files.gguf)?;
     if args.iter().any(|a| a == "--half-split") {
         model.set_rope_layout(RopeLayout::HalfSplit);
+    }
+    if args.iter().any(|a| a == "--no-digit-split") {
+        model.tokenizer_mut().set_split_digits(false);
     }
     println!(
         "loaded in {:.2}s: {:?}",

@@ -235,6 +235,10 @@ impl Model {
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
+    /// Mutable tokenizer (e.g. [`Tokenizer::set_split_digits`]).
+    pub fn tokenizer_mut(&mut self) -> &mut Tokenizer {
+        &mut self.tokenizer
+    }
     pub fn attention_shape(&self) -> AttentionShape {
         self.cfg.attention_shape()
     }

@@ -230,6 +230,14 @@ impl Tokenizer {
     pub fn add_eos(&self) -> bool {
         self.add_eos
     }
+    /// Switch the pre-tokenizer: `true` = `smollm` (isolate every `\p{N}` char first; what
+    /// the GGUF's `tokenizer.ggml.pre = "smollm"` and llama.cpp / HF specify), `false` =
+    /// plain GPT-2 regex (digits grouped as ` ?\p{N}+`). Only for comparisons with tools
+    /// that ignore the digit split.
+    pub fn set_split_digits(&mut self, split: bool) {
+        self.pre = if split { "smollm" } else { "gpt-2" }.to_string();
+    }
+
     /// Pre-tokenizer name (`smollm` or `gpt-2`).
     pub fn pre_tokenizer(&self) -> &str {
         &self.pre
