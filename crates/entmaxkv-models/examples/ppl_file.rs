@@ -5,10 +5,20 @@ use entmaxkv_models::{perplexity, DataFiles, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let file = args.first().ok_or("usage: ppl_file FILE [N] [--windows K] [--bos]")?;
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let file = args
+        .first()
+        .ok_or("usage: ppl_file FILE [N] [--windows K] [--bos]")?;
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let windows: usize = get("--windows").map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let windows: usize = get("--windows")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1);
     let bos = args.iter().any(|a| a == "--bos");
     let mut model = Model::load(DataFiles::default_location().gguf)?;
     if args.iter().any(|a| a == "--no-digit-split") {
@@ -17,13 +27,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = std::fs::read_to_string(file)?;
     let all = model.tokenizer().encode(&text)?;
     for k in 0..windows {
-        let Some(w) = all.get(k * n..(k + 1) * n) else { break };
+        let Some(w) = all.get(k * n..(k + 1) * n) else {
+            break;
+        };
         let mut toks = w.to_vec();
         if bos {
             toks.insert(0, model.tokenizer().bos_id().ok_or("no BOS")?);
         }
         let p = perplexity(&model, &toks)?;
-        println!("{file}: tokens {}..{} bos={bos} ppl {:.4}", k * n, (k + 1) * n, p.ppl);
+        println!(
+            "{file}: tokens {}..{} bos={bos} ppl {:.4}",
+            k * n,
+            (k + 1) * n,
+            p.ppl
+        );
     }
     Ok(())
 }

@@ -115,7 +115,11 @@ fn real_perplexity_and_decode_path() {
     let kt2 = first_tokens(&m2, &kjv, 1024, false).unwrap();
     let p2 = perplexity(&m2, &kt2).unwrap();
     eprintln!("KJV ppl, GPT-2 pre-tokenizer: {:.4}", p2.ppl);
-    assert!((p2.ppl - 3.6724).abs() < 0.02, "KJV ppl (gpt-2 pre) {}", p2.ppl);
+    assert!(
+        (p2.ppl - 3.6724).abs() < 0.02,
+        "KJV ppl (gpt-2 pre) {}",
+        p2.ppl
+    );
     drop(m2);
 
     // Decode path through DenseAttention: prefill 992 tokens, step the last 32.
