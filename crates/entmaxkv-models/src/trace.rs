@@ -363,20 +363,29 @@ impl Trace {
 }
 
 impl LayerTrace {
-    /// Query of head `h` at the `i`-th stored position: `[head_dim]`.
-    pub fn query(&self, meta: &TraceMeta, i: usize, h: usize) -> &[f32] {
+    /// Query of head `h` at the `i`-th stored position: `[head_dim]` (None if out of range).
+    pub fn query(&self, meta: &TraceMeta, i: usize, h: usize) -> Option<&[f32]> {
+        if h >= meta.n_heads {
+            return None;
+        }
         let d = meta.head_dim;
         let o = (i * meta.n_heads + h) * d;
-        &self.q[o..o + d]
+        self.q.get(o..o + d)
     }
-    /// Keys of kv head `kvh` for tokens `0..n`: `[n, head_dim]` (`n <= n_tokens`).
-    pub fn keys(&self, meta: &TraceMeta, kvh: usize, n: usize) -> &[f32] {
-        let (t, d) = (meta.n_tokens, meta.head_dim);
-        &self.k[kvh * t * d..kvh * t * d + n.min(t) * d]
+    /// Keys of kv head `kvh` for tokens `0..n`: `[n, head_dim]` (None if out of range).
+    pub fn keys(&self, meta: &TraceMeta, kvh: usize, n: usize) -> Option<&[f32]> {
+        rows(&self.k, meta, kvh, n)
     }
-    /// Values of kv head `kvh` for tokens `0..n`: `[n, head_dim]`.
-    pub fn values(&self, meta: &TraceMeta, kvh: usize, n: usize) -> &[f32] {
-        let (t, d) = (meta.n_tokens, meta.head_dim);
-        &self.v[kvh * t * d..kvh * t * d + n.min(t) * d]
+    /// Values of kv head `kvh` for tokens `0..n`: `[n, head_dim]` (None if out of range).
+    pub fn values(&self, meta: &TraceMeta, kvh: usize, n: usize) -> Option<&[f32]> {
+        rows(&self.v, meta, kvh, n)
     }
+}
+
+fn rows<'a>(x: &'a [f32], meta: &TraceMeta, kvh: usize, n: usize) -> Option<&'a [f32]> {
+    let (t, d) = (meta.n_tokens, meta.head_dim);
+    if kvh >= meta.n_kv_heads || n > t {
+        return None;
+    }
+    x.get(kvh * t * d..kvh * t * d + n * d)
 }

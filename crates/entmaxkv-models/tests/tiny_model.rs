@@ -122,8 +122,13 @@ fn trace_round_trip_f32_and_f16() {
             for (a, b) in lt.k.iter().zip(&rec.prefill_k[l]) {
                 assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{a} vs {b}");
             }
-            assert_eq!(lt.keys(&tr.meta, 1, 5).len(), 5 * HEAD_DIM);
-            assert_eq!(lt.query(&tr.meta, 2, 3).len(), HEAD_DIM);
+            assert_eq!(lt.keys(&tr.meta, 1, 5).unwrap().len(), 5 * HEAD_DIM);
+            assert_eq!(lt.values(&tr.meta, 1, 40).unwrap().len(), 40 * HEAD_DIM);
+            assert_eq!(lt.query(&tr.meta, 2, 3).unwrap().len(), HEAD_DIM);
+            assert!(lt.query(&tr.meta, 3, 0).is_none());
+            assert!(lt.query(&tr.meta, 0, HEADS).is_none());
+            assert!(lt.keys(&tr.meta, KV_HEADS, 1).is_none());
+            assert!(lt.keys(&tr.meta, 0, 41).is_none());
         }
         // Without the sidecar the header copy is used.
         std::fs::remove_file(sidecar_path(&out)).unwrap();
