@@ -38,20 +38,13 @@ pub fn perplexity(model: &Model, tokens: &[u32]) -> Result<Perplexity> {
     Perplexity::from_nlls(&model.token_nlls(tokens)?)
 }
 
-/// Tokenise `text` and keep the first `n` tokens (error if the text is shorter),
+/// Tokenise `text` and keep its first `n` tokens (error if the text is shorter),
 /// optionally prepending the tokenizer's BOS (then `n + 1` tokens are returned).
 pub fn first_tokens(model: &Model, text: &str, n: usize, bos: bool) -> Result<Vec<u32>> {
-    // Tokenise a prefix generous enough for n tokens (>= 1 byte per token).
-    let mut end = text.len().min(n.saturating_mul(8).max(64));
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut ids = model.tokenizer().encode(&text[..end])?;
-    if ids.len() < n + 1 && end < text.len() {
-        ids = model.tokenizer().encode(text)?;
-    }
-    // The last token of a truncated prefix may be cut mid-word: require one spare token.
-    if ids.len() < n + usize::from(end < text.len()) {
+    // The whole text is tokenised (under a second for the KJV) so the first n tokens are
+    // exactly those of the full text, with no boundary effects from cutting it.
+    let mut ids = model.tokenizer().encode(text)?;
+    if ids.len() < n {
         return Err(Error::invalid(
             "first_tokens",
             "n",
