@@ -4,7 +4,7 @@ use crate::attention::{AttentionShape, DecodeAttention};
 use crate::error::{Error, Result};
 use crate::gguf::{verify_sha256, GgufFile};
 use crate::tokenizer::Tokenizer;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Storage, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -467,25 +467,38 @@ impl Model {
 
     /// One decode step: feed `token` at absolute position `pos` (= tokens already cached),
     /// routing attention through `attn`; returns the next-token logits `[V]`.
+    ///
+    /// Runs in plain Rust on the f32 weights (rayon gemv): candle's gemm is slow for a
+    /// single row.
     pub fn step(&self, token: u32, pos: usize, attn: &mut dyn DecodeAttention) -> Result<Vec<f32>> {
         self.check_tokens("Model::step", &[token])?;
         let (h, hk, d) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.head_dim);
-        let ids = Tensor::from_vec(vec![token], 1, &Device::Cpu)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
+        let dm = self.cfg.d_model;
+        let t = token as usize;
+        let eps = self.cfg.rms_eps;
+        let mut x = with_f32(&self.embed, |e| e[t * dm..(t + 1) * dm].to_vec())?;
         let mut out = vec![0f32; h * d];
         for (l, layer) in self.layers.iter().enumerate() {
-            let hn = self.rms_norm(&x, &layer.attn_norm)?;
-            let mut q = linear(&hn, &layer.wq)?.flatten_all()?.to_vec1::<f32>()?;
-            let mut k = linear(&hn, &layer.wk)?.flatten_all()?.to_vec1::<f32>()?;
-            let v = linear(&hn, &layer.wv)?.flatten_all()?.to_vec1::<f32>()?;
+            let hn = with_f32(&layer.attn_norm, |w| rms_norm_vec(&x, w, eps))?;
+            let mut q = gemv(&layer.wq, &hn)?;
+            let mut k = gemv(&layer.wk, &hn)?;
+            let v = gemv(&layer.wv, &hn)?;
             self.rope_inplace(&mut q, 1, h, pos);
             self.rope_inplace(&mut k, 1, hk, pos);
             attn.step(l, &q, &k, &v, &mut out)?;
-            let a = Tensor::from_slice(&out, (1, h * d), &Device::Cpu)?;
-            x = (x + linear(&a, &layer.wo)?)?;
-            x = (&x + self.mlp(layer, &x)?)?;
+            let o = gemv(&layer.wo, &out)?;
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let hn = with_f32(&layer.ffn_norm, |w| rms_norm_vec(&x, w, eps))?;
+            let mut g = gemv(&layer.w_gate, &hn)?;
+            let u = gemv(&layer.w_up, &hn)?;
+            g.iter_mut()
+                .zip(&u)
+                .for_each(|(a, b)| *a = *a / (1.0 + (-*a).exp()) * b);
+            let dn = gemv(&layer.w_down, &g)?;
+            x.iter_mut().zip(&dn).for_each(|(a, b)| *a += b);
         }
-        Ok(self.logits(&x)?.flatten_all()?.to_vec1::<f32>()?)
+        let hn = with_f32(&self.output_norm, |w| rms_norm_vec(&x, w, eps))?;
+        gemv(self.output.as_ref().unwrap_or(&self.embed), &hn)
     }
 
     /// Decode-path NLLs: prefill `tokens[..prefix]` through `attn`, then step token by token.
@@ -519,6 +532,64 @@ impl Model {
     pub fn dtype(&self) -> DType {
         self.embed.dtype()
     }
+}
+
+/// Run `f` on the contiguous f32 data of a CPU tensor (no copy).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (st, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*st else {
+        return Err(Error::invalid("with_f32", "tensor", "not on the CPU"));
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let (a, b) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| Error::invalid("with_f32", "tensor", "not contiguous"))?;
+    Ok(f(&data[a..b]))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `W x` for a row-major `[out, in]` weight tensor.
+fn gemv(w: &Tensor, x: &[f32]) -> Result<Vec<f32>> {
+    let (rows, cols) = w.dims2()?;
+    if x.len() != cols {
+        return Err(Error::invalid(
+            "gemv",
+            "x",
+            format!("has {} elements, weight is [{rows}, {cols}]", x.len()),
+        ));
+    }
+    with_f32(w, |w| {
+        let mut y = vec![0f32; rows];
+        y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
+            for (i, yi) in ys.iter_mut().enumerate() {
+                let r = c * 256 + i;
+                *yi = dot(&w[r * cols..(r + 1) * cols], x);
+            }
+        });
+        y
+    })
+}
+
+fn rms_norm_vec(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(w).map(|(a, b)| a * inv * b).collect()
 }
 
 /// `-log softmax(logits)[target]`, in f64.
