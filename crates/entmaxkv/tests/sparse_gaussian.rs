@@ -534,7 +534,7 @@ fn bad_knobs_are_rejected_by_name() {
     ];
     let len = 100;
     let prob = Synth::new(1).problem(Workload::Iid, &[len], 2, 2, 16);
-    let (cache, ids) = build(&prob, len, None);
+    let (cache, _ids) = build(&prob, len, None);
     for (opts, knob) in cases {
         match opts.validate("test") {
             Err(Error::InvalidArgument { op, arg, .. }) => {
@@ -542,10 +542,9 @@ fn bad_knobs_are_rejected_by_name() {
             }
             other => panic!("{knob}: {other:?}"),
         }
-        let cfg = DecodeConfig::new(AttentionParams::new(2, 1.5), Method::Gaussian(opts));
-        let mut dec = Decoder::new(&cache, 1, len, cfg).unwrap();
-        let mut out = vec![0.0; 2 * 16];
-        match dec.step(&cache, &ids, &prob.q, &mut out) {
+        // Rejected when the decoder is planned, before any step runs.
+        let cfg = DecodeConfig::new(AttentionParams::new(2, 1.5), Method::Gaussian(opts.clone()));
+        match Decoder::new(&cache, 1, len, cfg) {
             Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, knob),
             other => panic!("{knob}: {:?}", other.map(|_| ())),
         }
