@@ -319,10 +319,9 @@ impl Decoder {
         for (o, &x) in self.q_scaled.iter_mut().zip(q) {
             *o = x * scale;
         }
-        let views = seqs
-            .iter()
-            .map(|&id| cache.seq_op(OP, id))
-            .collect::<Result<Vec<_>>>()?;
+        // Block tables are looked up per task (no per-step allocation); `validate_batch`
+        // has already checked every id.
+        let view = |b: usize| cache.seq_op(OP, seqs[b]);
         let alpha = self.cfg.attention.alpha;
         let (qs, slopes) = (&self.q_scaled, &self.slopes);
         let method = &self.cfg.method;
@@ -332,7 +331,7 @@ impl Decoder {
         self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
             let ctx = SelectionContext {
                 cache,
-                seq: views[t.b],
+                seq: view(t.b)?,
                 kv_head: t.kv_head,
                 q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
                 slopes: &slopes[t.h0..t.h0 + t.group],
@@ -377,7 +376,7 @@ impl Decoder {
                 if let Some(cw) = t.certified.as_mut() {
                     t.v_pages = certified_attend(
                         cache,
-                        views[t.b],
+                        view(t.b)?,
                         t.kv_head,
                         q_t,
                         &slopes[t.h0..t.h0 + t.group],
@@ -393,7 +392,7 @@ impl Decoder {
                     pages: &t.selection.pages,
                     q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
                     slopes: &slopes[t.h0..t.h0 + t.group],
-                    q_pos: views[t.b].len as f32 - 1.0,
+                    q_pos: view(t.b)?.len as f32 - 1.0,
                     tau_hat: if mode == TauMode::Exact {
                         None
                     } else {
@@ -427,7 +426,7 @@ impl Decoder {
                     *tk = r.tau;
                 }
                 let task = CheckTask {
-                    seq: views[t.b],
+                    seq: view(t.b)?,
                     kv_head: t.kv_head,
                     kept: &t.selection.pages,
                     q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
@@ -448,7 +447,7 @@ impl Decoder {
             let base = (t.b * h + t.h0) * d;
             out[base..base + t.group * d].copy_from_slice(&t.out[..t.group * d]);
             bytes.v += t.v_pages * d as u64 * kv_elem;
-            let pages_total = views[t.b].pages.len() as u32;
+            let pages_total = view(t.b)?.pages.len() as u32;
             if let Some(cw) = &t.certified {
                 let bb = cw.bound_bytes();
                 bytes.meta += bb.meta;
