@@ -246,6 +246,22 @@ impl Sweep {
         if sw.contexts.contains(&0) {
             anyhow::bail!("context lengths must be >= 1");
         }
+        if sw.page_size == 0 {
+            anyhow::bail!("--page-size must be >= 1");
+        }
+        if !sw.heads.is_multiple_of(sw.kv_heads) {
+            anyhow::bail!(
+                "--heads {} is not a multiple of --kv-heads {}",
+                sw.heads,
+                sw.kv_heads
+            );
+        }
+        if let Some(a) = sw.alphas.iter().find(|a| !a.is_finite() || **a < 1.0) {
+            anyhow::bail!("--alpha {a}: alpha must be finite and >= 1");
+        }
+        if let Some(b) = sw.budgets.iter().find(|b| !(**b > 0.0 && **b <= 1.0)) {
+            anyhow::bail!("--budget {b}: a budget fraction must be in (0, 1]");
+        }
         Ok(sw)
     }
 }
