@@ -149,6 +149,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// How many kept pages ahead of the one being read K is prefetched (pages are 1–4 KiB).
+const PREFETCH_PAGES: usize = 6;
+
 /// Asks the CPU to start loading `bytes` bytes at `ptr` into cache. Kept pages are 1–4 KiB
 /// blocks at scattered addresses, which the hardware prefetcher does not run ahead into.
 #[inline(always)]
@@ -280,7 +283,7 @@ pub fn attend_group<T: KvElem>(
     };
     for (i, p) in task.pages.iter().enumerate() {
         let len = p.len as usize;
-        if let Some(next) = task.pages.get(i + 2) {
+        if let Some(next) = task.pages.get(i + PREFETCH_PAGES) {
             prefetch(&k[block(next)]);
         }
         let off = geom.kv_offset(p.page, task.kv_head);

@@ -298,6 +298,16 @@ fn push_kept(ctx: &SelectionContext<'_>, keep: &[bool], out: &mut Selection) {
 /// Reads the mean and std rows of closed page `i` into `scratch.row0` / `row1`.
 pub(crate) fn read_mean_std(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
     let base = ctx.cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+    // Rows of consecutive pages are scattered through the pool: fetch a few pages ahead.
+    if let Some(&next) = ctx.seq.pages.get(i + 4) {
+        let nb = ctx.cache.stats_offset(next, ctx.kv_head);
+        ctx.cache
+            .stats()
+            .prefetch_row(Stat::Mean, nb, ctx.cache.head_dim());
+        ctx.cache
+            .stats()
+            .prefetch_row(Stat::Std, nb, ctx.cache.head_dim());
+    }
     ctx.cache
         .stats()
         .read_row(Stat::Mean, base, &mut scratch.row0);

@@ -25,18 +25,34 @@ pub fn page_moments(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> 
         read_mean_std(ctx, i, scratch);
         for hg in 0..g {
             let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let (mut mu, mut var) = (0.0f64, 0.0f64);
-            for c in 0..d {
-                let qc = q[c] as f64;
-                let s = scratch.row1[c] as f64;
-                mu += qc * scratch.row0[c] as f64;
-                var += qc * qc * s * s;
-            }
-            scratch.mu[hg * closed + i] = mu;
-            scratch.sd[hg * closed + i] = var.sqrt();
+            let (mu, var) = mean_var(q, &scratch.row0, &scratch.row1);
+            scratch.mu[hg * closed + i] = mu as f64;
+            scratch.sd[hg * closed + i] = (var as f64).sqrt();
         }
     }
     closed * 2 * ctx.cache.stats().row_bytes(d)
+}
+
+/// `(Σ q_d·m_d, Σ (q_d·s_d)²)` with eight f32 lanes (vectorises; the model is an estimate,
+/// f32 is ample).
+#[inline]
+fn mean_var(q: &[f32], m: &[f32], s: &[f32]) -> (f32, f32) {
+    let (mut am, mut av) = ([0.0f32; 8], [0.0f32; 8]);
+    let (qc, mc, sc) = (q.chunks_exact(8), m.chunks_exact(8), s.chunks_exact(8));
+    let (qr, mr, sr) = (qc.remainder(), mc.remainder(), sc.remainder());
+    for ((q8, m8), s8) in qc.zip(mc).zip(sc) {
+        for j in 0..8 {
+            am[j] = q8[j].mul_add(m8[j], am[j]);
+            let x = q8[j] * s8[j];
+            av[j] = x.mul_add(x, av[j]);
+        }
+    }
+    let (mut mu, mut var) = (am.iter().sum::<f32>(), av.iter().sum::<f32>());
+    for j in 0..qr.len() {
+        mu += qr[j] * mr[j];
+        var += (qr[j] * sr[j]) * (qr[j] * sr[j]);
+    }
+    (mu, var)
 }
 
 /// One head's model after [`head_model`].
