@@ -18,7 +18,10 @@
 //!
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
-use super::bounds::{alibi, decode_codes, page_box, page_consts, token_bounds, PageConsts};
+use super::bounds::{
+    alibi, decode_codes, page_box, page_consts, split_even_odd, token_bounds, token_bounds_4bit,
+    PageConsts,
+};
 use super::{margin, z_scale, CertBytes, BOUND_ERR};
 use crate::attention::cpu::{alpha_code, axpy, dot, entmax_weights_in_place, HeadResult};
 use crate::cache::{PagedKvCache, SeqView};
@@ -46,6 +49,9 @@ pub struct CertifiedWorkspace {
     hi: Vec<f32>,
     row: Vec<f32>,
     ws: Vec<f32>,
+    /// `[G, D/2]` even and odd channels of `ws` (the 4-bit fast path).
+    ws_even: Vec<f32>,
+    ws_odd: Vec<f32>,
     codes: Vec<f32>,
     acc: Vec<f32>,
     pcs: Vec<PageConsts>,
@@ -84,6 +90,8 @@ impl CertifiedWorkspace {
         grow(&mut self.hi, d);
         grow(&mut self.row, d);
         grow(&mut self.ws, group * d);
+        grow(&mut self.ws_even, group * d.div_ceil(2));
+        grow(&mut self.ws_odd, group * d.div_ceil(2));
         grow(&mut self.codes, d);
         grow(&mut self.acc, group * d);
         grow(&mut self.pcs, group);
@@ -192,10 +200,22 @@ pub fn certified_select(
     ws.bytes = CertBytes::default();
     ws.mag[..g].fill(0.0);
 
+    // 4-bit codes with an even D (the default) skip unpacking: see `dot_nibbles`.
+    let nib = bits == 4 && d % 2 == 0;
+    let h2 = d / 2;
     // Closed pages: statistics and sketch only.
     for slot in 0..open_slot {
         let page = seq.pages[slot];
         let base = cache.stats_offset(page, kv_head);
+        if let Some(&next) = seq.pages.get(slot + 4) {
+            let nb = cache.stats_offset(next, kv_head);
+            stats.prefetch_row(Stat::Min, nb, d);
+            stats.prefetch_row(Stat::Max, nb, d);
+            if bits > 0 {
+                let sb = cache.sketch_offset(next, kv_head);
+                crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
+            }
+        }
         stats.read_row(Stat::Min, base, &mut ws.lo[..d]);
         stats.read_row(Stat::Max, base, &mut ws.hi[..d]);
         ws.bytes.meta += 2 * stat_row;
@@ -214,20 +234,34 @@ pub fn certified_select(
             };
             ws.mag[hg] = ws.mag[hg].max(pc.mag);
             ws.pcs[hg] = pc;
+            if nib {
+                split_even_odd(
+                    &ws.ws[hg * d..(hg + 1) * d],
+                    &mut ws.ws_even[hg * h2..(hg + 1) * h2],
+                    &mut ws.ws_odd[hg * h2..(hg + 1) * h2],
+                );
+            }
         }
         let sk_base = cache.sketch_offset(page, kv_head);
         if bits > 0 {
             ws.bytes.sketch += (ps * rb) as u64;
         }
         for t in 0..ps {
-            if bits > 0 {
-                let row = &cache.sketch()[sk_base + t * rb..sk_base + (t + 1) * rb];
+            let row = &cache.sketch()[sk_base + t * rb..sk_base + (t + 1) * rb];
+            if bits > 0 && !nib {
                 decode_codes(row, bits, &mut ws.codes[..d]);
             }
             let pos = slot * ps + t;
             for hg in 0..g {
                 let pc = &ws.pcs[hg];
-                let (l, u) = if bits > 0 {
+                let (l, u) = if nib {
+                    token_bounds_4bit(
+                        pc,
+                        &ws.ws_even[hg * h2..(hg + 1) * h2],
+                        &ws.ws_odd[hg * h2..(hg + 1) * h2],
+                        row,
+                    )
+                } else if bits > 0 {
                     token_bounds(pc, &ws.ws[hg * d..(hg + 1) * d], &ws.codes[..d])
                 } else {
                     (pc.box_lo, pc.box_hi)
