@@ -11,8 +11,15 @@ use libfuzzer_sys::fuzz_target;
 #[derive(Debug, Arbitrary)]
 enum Op {
     Add,
-    Append { seq: u8, n: u8, head_major: bool, bad: u8 },
-    Release { seq: u8 },
+    Append {
+        seq: u8,
+        n: u8,
+        head_major: bool,
+        bad: u8,
+    },
+    Release {
+        seq: u8,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -28,19 +35,36 @@ struct Input {
 
 fuzz_target!(|inp: Input| {
     let dtype = [DType::F32, DType::F16, DType::Bf16][inp.dtype as usize % 3];
-    let (ps, hkv, d) = (1 + inp.ps as usize % 20, 1 + inp.hkv as usize % 3, 1 + inp.d as usize % 24);
+    let (ps, hkv, d) = (
+        1 + inp.ps as usize % 20,
+        1 + inp.hkv as usize % 3,
+        1 + inp.d as usize % 24,
+    );
     let cfg = CacheConfig::new(hkv, d, 1 + inp.pages as usize % 64)
         .with_page_size(ps)
         .with_kv_dtype(dtype)
-        .with_stats_dtype(if inp.f32_stats { StatsDType::F32 } else { StatsDType::Kv });
+        .with_stats_dtype(if inp.f32_stats {
+            StatsDType::F32
+        } else {
+            StatsDType::Kv
+        });
     let mut cache = PagedKvCache::new(cfg).unwrap();
     let mut ids: Vec<SeqId> = Vec::new();
     let mut x = 0.37f32;
     for op in inp.ops.iter().take(64) {
         match *op {
             Op::Add => ids.push(cache.add_sequence()),
-            Op::Append { seq, n, head_major, bad } => {
-                let id = if ids.is_empty() { SeqId(1_000_000) } else { ids[seq as usize % ids.len()] };
+            Op::Append {
+                seq,
+                n,
+                head_major,
+                bad,
+            } => {
+                let id = if ids.is_empty() {
+                    SeqId(1_000_000)
+                } else {
+                    ids[seq as usize % ids.len()]
+                };
                 let n = n as usize % 40;
                 let mut k: Vec<f32> = (0..n * hkv * d)
                     .map(|_| {
@@ -52,7 +76,11 @@ fuzz_target!(|inp: Input| {
                 if bad % 7 == 0 && !k.is_empty() {
                     k[0] = f32::NAN;
                 }
-                let layout = if head_major { ChunkLayout::HeadMajor } else { ChunkLayout::TokenMajor };
+                let layout = if head_major {
+                    ChunkLayout::HeadMajor
+                } else {
+                    ChunkLayout::TokenMajor
+                };
                 let before = cache.clone();
                 if cache.append(id, &k, &v, layout).is_err() {
                     assert!(cache == before, "rejected append changed the cache");
@@ -75,7 +103,9 @@ fuzz_target!(|inp: Input| {
             for h in 0..hkv {
                 let mut keys = vec![0.0f32; n * d];
                 for t in 0..n {
-                    cache.read_key(id, i * ps + t, h, &mut keys[t * d..(t + 1) * d]).unwrap();
+                    cache
+                        .read_key(id, i * ps + t, h, &mut keys[t * d..(t + 1) * d])
+                        .unwrap();
                 }
                 let r = reference_stats(&keys, d);
                 let got = cache.page_stats(id, i, h).unwrap();
@@ -84,7 +114,10 @@ fuzz_target!(|inp: Input| {
                     if inp.f32_stats {
                         for st in 2..4 {
                             let (g, e) = (got[st][c] as f64, r[st][c]);
-                            assert!((g - e).abs() <= 1e-5 * e.abs().max(1e-3), "stat drift {g} vs {e}");
+                            assert!(
+                                (g - e).abs() <= 1e-5 * e.abs().max(1e-3),
+                                "stat drift {g} vs {e}"
+                            );
                         }
                     }
                 }

@@ -28,7 +28,10 @@ fuzz_target!(|inp: Input| {
     }
     let Ok(e) = entmax(&s, alpha) else {
         // Only overflow of (α−1)·max may be refused.
-        assert!(s.iter().any(|x| ((alpha - 1.0) * x).abs() > 1e300), "refused finite input");
+        assert!(
+            s.iter().any(|x| ((alpha - 1.0) * x).abs() > 1e300),
+            "refused finite input"
+        );
         return;
     };
     let sum: f64 = e.p.iter().sum();
@@ -56,6 +59,9 @@ fuzz_target!(|inp: Input| {
         let t32 = entmax_threshold_f32(&s32, alpha, &mut scratch).expect("finite f32 input");
         let s64: Vec<f64> = s32.iter().map(|&x| x as f64).collect();
         let t64 = entmax(&s64, alpha).unwrap().tau;
-        assert!((t32 - t64).abs() <= 1e-6 * t64.abs().max(1.0), "{t32} vs {t64}");
+        assert!(
+            (t32 - t64).abs() <= 1e-6 * t64.abs().max(1.0),
+            "{t32} vs {t64}"
+        );
     }
 });

@@ -39,7 +39,11 @@ fuzz_target!(|inp: Input| {
     // Generic α costs a quadrature per component and iteration (milliseconds for a large
     // mixture); keep those mixtures small so the campaign explores inputs, not one slow solve.
     let special = FAST.contains(&alpha);
-    let comps: Vec<_> = inp.comps.iter().take(if special { 32 } else { 2 }).collect();
+    let comps: Vec<_> = inp
+        .comps
+        .iter()
+        .take(if special { 32 } else { 2 })
+        .collect();
     let mu: Vec<f64> = comps.iter().map(|c| c.0).collect();
     let sigma: Vec<f64> = comps.iter().map(|c| c.1).collect();
     let counts: Vec<f64> = comps.iter().map(|c| (c.2 % 17) as f64).collect();
