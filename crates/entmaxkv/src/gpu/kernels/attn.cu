@@ -1,0 +1,803 @@
+// Paged split-K decode attention over a list of pages per task (attention/cpu.rs).
+//
+// A task is one sequence, one kv head and TG query heads (the whole GQA group for dense or
+// shared selection, one head for per-head selection). Its page list (all pages, or the kept
+// slots of a selection, last page last) is split into `nch` chunks; CTA (chunk, task) reads
+// the K rows of its chunk once for all TG heads.
+//
+// α > 1 (entmax), two kernels:
+//   attn_entmax_scores  K -> scores in shared memory -> chunk max -> the chunk's candidates
+//                       (z > z_chunkmax − 1, the only tokens that can carry weight) written
+//                       compactly. The last CTA of a task solves τ per head on the cached
+//                       candidates (histogram bracket + safeguarded Halley on
+//                       G = (Σ(d−t)_+^β)^{1/β} − 1, as tau/entmax.rs), then, when the
+//                       support is small, gathers V for it and writes the output.
+//   attn_entmax_values  only for heads whose support was large: V for the support,
+//                       split over chunks, plain-sum combine (τ is global), last CTA sums.
+// α = 1 (softmax), one kernel:
+//   attn_softmax        scores, chunk max, exp, V for every token; the last CTA merges the
+//                       chunks by log-sum-exp.
+// Every sum has a fixed order (no float atomics): results are deterministic.
+
+struct AttnParams {
+    const kv_t* k;
+    const kv_t* v;
+    const u32* block_tables;
+    const int* seq_lens;
+    const int* rows;         // [B] cache row of batch entry b
+    const u32* lists;        // [tasks, list_stride] page slots; null = every page
+    const int* list_counts;  // [tasks]
+    const float* q;          // [B, H, D]
+    const float* slopes;     // [H] or null
+    float* cand_s;           // [tasks, nch, TG, caprows]
+    u32* cand_pos;           // same
+    int* cand_cnt;           // [tasks, nch, TG]
+    float* chunk_max;        // [tasks, nch, TG]
+    u32* counters;           // [tasks]
+    u32* vcounters;          // [tasks]
+    int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
+    float* part_o;           // [tasks, nch, TG, D]
+    float* part_m;           // [tasks, nch, TG]
+    float* part_l;           // [tasks, nch, TG]
+    int* part_flag;          // [tasks, nch, TG]
+    float* head_m;           // [B, H] max score (s-space)
+    float* head_t;           // [B, H] τ relative to (α−1)·max
+    float* head_inv;         // [B, H] 1 / Σ weights
+    double* tau;             // [B, H] τ (z-space; softmax: log-sum-exp)
+    int* support;            // [B, H]
+    float* out;              // [B, H, D]
+    double a_d;              // α − 1
+    double beta_d;           // 1 / (α − 1)
+    float scale;
+    float a;
+    float beta;
+    int alpha_code;          // 1 softmax, 2 sparsemax, 15 entmax15, 13 (α = 4/3), 0 generic
+    int num_heads;
+    int num_kv_heads;
+    int group;
+    int tasks_per_b;
+    int page_size;
+    int bt_stride;
+    int list_stride;
+    int nch;
+    int ppc_max;
+    int cap;                 // candidates the solver holds in shared memory
+    int small_support;       // the solver CTA gathers V itself up to this support
+    int has_alibi;
+};
+#ifdef EXPECT_ATTN_SIZE
+static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
+#endif
+
+struct TaskInfo {
+    int b, h0, kvh, row, len, npages, n;
+};
+
+__device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task) {
+    TaskInfo t;
+    t.b = task / p.tasks_per_b;
+    const int j = task - t.b * p.tasks_per_b;
+    t.h0 = j * TG;
+    t.kvh = t.h0 / p.group;
+    t.row = p.rows[t.b];
+    t.len = p.seq_lens[t.row];
+    t.npages = (t.len + p.page_size - 1) / p.page_size;
+    t.n = p.lists ? p.list_counts[task] : t.npages;
+    return t;
+}
+
+// Pages [pbeg, pend) of the task's list go to chunk c.
+__device__ __forceinline__ void chunk_range(const AttnParams& p, int n, int c, int& pbeg, int& pend) {
+    int ppc = (n + p.nch - 1) / p.nch;
+    if (ppc < 1) ppc = 1;
+    if (ppc > p.ppc_max) ppc = p.ppc_max;
+    pbeg = c * ppc;
+    pend = min(n, pbeg + ppc);
+}
+
+// x^β and the next two powers for the Halley sums (tau/entmax.rs `powers`).
+__device__ __forceinline__ void powers3(float x, int code, float beta, float& p0, float& p1, float& p2) {
+    if (code == 2) {
+        p0 = x; p1 = 1.f; p2 = 1.f / x;
+    } else if (code == 15) {
+        p0 = x * x; p1 = x; p2 = 1.f;
+    } else if (code == 13) {
+        p1 = x * x; p0 = p1 * x; p2 = x;
+    } else {
+        p0 = powf(x, beta); p1 = p0 / x; p2 = p1 / x;
+    }
+}
+__device__ __forceinline__ float weight_of(float x, int code, float beta) {
+    if (code == 2) return x;
+    if (code == 15) return x * x;
+    if (code == 13) return x * x * x;
+    return powf(x, beta);
+}
+__device__ __forceinline__ double pow_beta_d(double x, int code, double beta) {
+    if (code == 2) return x;
+    if (code == 15) return x * x;
+    if (code == 13) return x * x * x;
+    return pow(x, beta);
+}
+
+// One safeguarded Halley step on G = A0^{1/β} − 1 (tau/entmax.rs `g_halley_step`).
+__device__ double g_halley_step(double t, double a0, double a1, double a2, double beta) {
+    if (!(a0 > 0.0 && a1 > 0.0)) return __longlong_as_double(0x7ff8000000000000LL);
+    double r;
+    if (beta == 1.0) r = a0;
+    else if (beta == 2.0) r = sqrt(a0);
+    else r = pow(a0, 1.0 / beta);
+    const double g = r - 1.0;
+    const double g1 = -r * a1 / a0;
+    const double g2 = beta == 1.0 ? 0.0 : (beta - 1.0) * (r / a0) * (a2 - a1 * a1 / a0);
+    const double newton = -g / g1;
+    const double corr = 0.5 * g * g2 / (g1 * g1);
+    const double step = (isfinite(corr) && fabs(corr) < 0.5) ? newton / (1.0 - corr) : newton;
+    return t + step;
+}
+
+__device__ __forceinline__ void load_q(const AttnParams& p, int b, int h0, int lane, float (&qr)[TG][COLS]) {
+#pragma unroll
+    for (int g = 0; g < TG; ++g) {
+        const float* qh = p.q + ((size_t)b * p.num_heads + h0 + g) * HEAD_DIM;
+#pragma unroll
+        for (int i = 0; i < CPL; ++i) {
+            const int ch = lane + i * LANES;
+#pragma unroll
+            for (int j = 0; j < KV_VEC; ++j)
+                qr[g][i * KV_VEC + j] = ch < CHUNKS ? qh[ch * KV_VEC + j] * p.scale : 0.f;
+        }
+    }
+}
+
+__device__ __forceinline__ const kv_t* kv_row(const kv_t* pool, const AttnParams& p, u32 page, int kvh, int tt) {
+    return pool + ((size_t)page * p.num_kv_heads + kvh) * (size_t)p.page_size * HEAD_DIM + (size_t)tt * HEAD_DIM;
+}
+
+// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
+// sequence end). s_page / s_slot hold the chunk's page ids and slots.
+__device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
+    const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+    const int ps = p.page_size;
+    const float qpos = (float)ti.len - 1.0f;
+    for (int base = 0; base < nrows; base += ROWGROUPS * UNROLL) {
+        uint4 buf[UNROLL][CPL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = base + u * ROWGROUPS + rg;
+            if (r < nrows) {
+                const int pi = r / ps;
+                const kv_t* rowp = kv_row(p.k, p, s_page[pi], ti.kvh, r - pi * ps);
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) {
+                    const int ch = lane + i * LANES;
+                    buf[u][i] = ch < CHUNKS ? ld_stream16(rowp, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = base + u * ROWGROUPS + rg;
+            float acc[TG];
+#pragma unroll
+            for (int g = 0; g < TG; ++g) acc[g] = 0.f;
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                float x[KV_VEC];
+                KV::unpack(buf[u][i], x);
+#pragma unroll
+                for (int g = 0; g < TG; ++g)
+#pragma unroll
+                    for (int j = 0; j < KV_VEC; ++j) acc[g] = fmaf(qr[g][i * KV_VEC + j], x[j], acc[g]);
+            }
+#pragma unroll
+            for (int off = LANES / 2; off > 0; off >>= 1)
+#pragma unroll
+                for (int g = 0; g < TG; ++g) acc[g] += __shfl_xor_sync(FULL_MASK, acc[g], off);
+            if (lane == 0 && r < nrows) {
+                const int pi = r / ps;
+                const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
+                const bool valid = pos < ti.len;
+#pragma unroll
+                for (int g = 0; g < TG; ++g) {
+                    float s = acc[g];
+                    if (p.has_alibi) s += p.slopes[ti.h0 + g] * ((float)pos - qpos);
+                    sc[g * caprows + r] = valid ? s : neg_inf();
+                }
+            }
+        }
+    }
+}
+
+// Loads the chunk's page ids and slots into shared memory.
+__device__ __forceinline__ void load_chunk_pages(const AttnParams& p, int task, const TaskInfo& ti, int pbeg,
+                                                 int npg, u32* s_page, u32* s_slot) {
+    for (int i = threadIdx.x; i < npg; i += BLOCK) {
+        const u32 slot = p.lists ? p.lists[(size_t)task * p.list_stride + pbeg + i] : (u32)(pbeg + i);
+        s_slot[i] = slot;
+        s_page[i] = p.block_tables[(size_t)ti.row * p.bt_stride + slot];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// V gather for a (pos, w) list in shared memory: acc over the list, cross-row-group sum in
+// `red` (ROWGROUPS * HEAD_DIM floats), result (times `mul`) to dst[0..D) by the first
+// threads. Rows are assigned to thread groups by index: deterministic.
+__device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpos, const float* lw, int nsup,
+                         float* red, float mul, float* dst) {
+    const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+    const int ps = p.page_size;
+    float acc[COLS];
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) acc[j] = 0.f;
+    for (int base = 0; base < nsup; base += ROWGROUPS * UNROLL) {
+        uint4 buf[UNROLL][CPL];
+        float w[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = base + u * ROWGROUPS + rg;
+            w[u] = 0.f;
+            if (r < nsup) {
+                const u32 pos = lpos[r];
+                const u32 slot = pos / (u32)ps;
+                const u32 page = p.block_tables[(size_t)ti.row * p.bt_stride + slot];
+                const kv_t* rowp = kv_row(p.v, p, page, ti.kvh, (int)(pos - slot * ps));
+                w[u] = lw[r];
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) {
+                    const int ch = lane + i * LANES;
+                    buf[u][i] = ch < CHUNKS ? ld_nc16(rowp, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                float x[KV_VEC];
+                KV::unpack(buf[u][i], x);
+#pragma unroll
+                for (int j = 0; j < KV_VEC; ++j) acc[i * KV_VEC + j] = fmaf(w[u], x[j], acc[i * KV_VEC + j]);
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+        const int ch = lane + i * LANES;
+        if (ch < CHUNKS) {
+#pragma unroll
+            for (int j = 0; j < KV_VEC; ++j) red[rg * HEAD_DIM + ch * KV_VEC + j] = acc[i * KV_VEC + j];
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) {
+        float s = 0.f;
+        for (int r = 0; r < ROWGROUPS; ++r) s += red[r * HEAD_DIM + c];
+        dst[c] = s * mul;
+    }
+    __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------
+// The τ solve of one head, run by the last CTA of a task.
+
+struct SolveCtx {
+    int task, g;
+    float M;
+    bool in_smem;
+    int n;           // candidates with d > −1
+    const float* d;  // shared: d = (α−1)(s − M), when in_smem
+    const u32* pos;  // shared: positions, when in_smem
+};
+
+__device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int ci, int g) {
+    return ((size_t)task * p.nch + ci) * TG + g;
+}
+
+// Calls f(d) for every candidate of the head, each thread for a fixed subset in a fixed
+// order (deterministic sums).
+template <class F> __device__ void for_each_cand(const AttnParams& p, const SolveCtx& sc, int caprows, F f) {
+    if (sc.in_smem) {
+        for (int i = threadIdx.x; i < sc.n; i += BLOCK) f(sc.d[i]);
+        return;
+    }
+    for (int ci = 0; ci < p.nch; ++ci) {
+        const size_t idx = slot_index(p, sc.task, ci, sc.g);
+        const float cm = __ldcg(p.chunk_max + idx);
+        if (!(p.a * (cm - sc.M) > -1.0f)) continue;
+        const int cnt = __ldcg(p.cand_cnt + idx);
+        const float* cs = p.cand_s + idx * (size_t)caprows;
+        for (int k = threadIdx.x; k < cnt; k += BLOCK) {
+            const float dd = p.a * (__ldcg(cs + k) - sc.M);
+            if (dd > -1.0f) f(dd);
+        }
+    }
+}
+
+// Sums (Σx^β, Σx^{β−1}, Σx^{β−2}) over x = d − t > 0, and the support size.
+__device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows, double t, double& A0, double& A1,
+                            double& A2, int& support) {
+    const float tf = (float)t;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    int cnt = 0;
+    const int code = p.alpha_code;
+    const float beta = p.beta;
+    for_each_cand(p, sc, caprows, [&](float dd) {
+        const float x = dd - tf;
+        if (x > 0.f) {
+            float p0, p1, p2;
+            powers3(x, code, beta, p0, p1, p2);
+            s0 += p0;
+            s1 += p1;
+            s2 += p2;
+            ++cnt;
+        }
+    });
+    A0 = s0;
+    A1 = s1;
+    A2 = s2;
+    block_sum3<BLOCK>(A0, A1, A2);
+    support = block_sum_int<BLOCK>(cnt);
+}
+
+// Solves the relative threshold t ∈ [−1, −n^{−(α−1)}]; returns it and the mass at it.
+__device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, double& mass, int& support) {
+    __shared__ int s_hist[256];
+    __shared__ int s_j;
+    const double beta = p.beta_d;
+    const int code = p.alpha_code;
+    for (int i = threadIdx.x; i < 256; i += BLOCK) s_hist[i] = 0;
+    __syncthreads();
+    for_each_cand(p, sc, caprows, [&](float dd) {
+        int bin = (int)((dd + 1.0f) * 256.0f);
+        bin = bin < 0 ? 0 : (bin > 255 ? 255 : bin);
+        atomicAdd(&s_hist[bin], 1);
+    });
+    __syncthreads();
+    // Largest bin edge e_j = −1 + j/256 whose lower bound of F is still ≥ 0 (warp 0).
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        int lo = 0, hi = 255;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            double f = 0.0;
+            for (int i = mid + 1 + lane; i < 256; i += 32) {
+                const int c = s_hist[i];
+                if (c) f += (double)c * pow_beta_d((double)(i - mid) / 256.0, code, beta);
+            }
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+            if (f - 1.0 >= 0.0) lo = mid;
+            else hi = mid - 1;
+        }
+        if (lane == 0) s_j = lo;
+    }
+    __syncthreads();
+    const int j = s_j > 0 ? s_j - 1 : 0;  // one bin of slack for the f32 binning
+    double lo = -1.0 + (double)j / 256.0;
+    double hi = -exp(-p.a_d * log((double)(sc.n > 0 ? sc.n : 1)));
+    double t = lo;
+    double A0, A1, A2;
+    int sup;
+    if (hi > lo) {
+        for (int it = 0; it < 60; ++it) {
+            halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+            const double f = A0 - 1.0;
+            if (f == 0.0) break;
+            if (f > 0.0) lo = t;
+            else hi = t;
+            double next = g_halley_step(t, A0, A1, A2, beta);
+            if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+            const bool conv = fabs(next - t) <= 1e-7 || hi - lo <= 1e-7;
+            t = next;
+            if (conv) break;
+        }
+    }
+    halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+    mass = A0;
+    support = sup;
+    return t;
+}
+
+// The last CTA of a task: τ per head, then V for small supports.
+__device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
+    __shared__ int s_surv[NCH_MAX];
+    __shared__ int s_small;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float* d_buf = reinterpret_cast<float*>(dyn);
+    u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        // Global max over the chunk maxima.
+        float M = neg_inf();
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) M = fmaxf(M, __ldcg(p.chunk_max + slot_index(p, task, ci, g)));
+        M = block_max<BLOCK>(M);
+        // Survivors (d > −1 against the global max) per chunk, then their offsets.
+        for (int ci = warp; ci < p.nch; ci += NWARPS) {
+            const size_t idx = slot_index(p, task, ci, g);
+            const float cm = __ldcg(p.chunk_max + idx);
+            int surv = 0;
+            if (p.a * (cm - M) > -1.0f) {
+                const int cnt = __ldcg(p.cand_cnt + idx);
+                const float* cs = p.cand_s + idx * (size_t)caprows;
+                for (int k0 = 0; k0 < cnt; k0 += 32) {
+                    const int k = k0 + lane;
+                    const bool kp = k < cnt && p.a * (__ldcg(cs + k) - M) > -1.0f;
+                    surv += __popc(__ballot_sync(FULL_MASK, kp));
+                }
+            }
+            if (lane == 0) s_surv[ci] = surv;
+        }
+        __syncthreads();
+        const int per = (p.nch + BLOCK - 1) / BLOCK;
+        const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
+        int local = 0;
+        for (int ci = cb; ci < ce; ++ci) local += s_surv[ci];
+        int n_c;
+        int off = block_excl_scan<BLOCK>(local, &n_c);
+        for (int ci = cb; ci < ce; ++ci) {
+            const int v = s_surv[ci];
+            s_surv[ci] = off;
+            off += v;
+        }
+        __syncthreads();
+        SolveCtx sc;
+        sc.task = task;
+        sc.g = g;
+        sc.M = M;
+        sc.n = n_c;
+        sc.in_smem = n_c <= p.cap;
+        sc.d = d_buf;
+        sc.pos = pos_buf;
+        if (sc.in_smem) {
+            for (int ci = warp; ci < p.nch; ci += NWARPS) {
+                const size_t idx = slot_index(p, task, ci, g);
+                const float cm = __ldcg(p.chunk_max + idx);
+                if (!(p.a * (cm - M) > -1.0f)) continue;
+                int o = s_surv[ci];
+                const int cnt = __ldcg(p.cand_cnt + idx);
+                const float* cs = p.cand_s + idx * (size_t)caprows;
+                const u32* cp = p.cand_pos + idx * (size_t)caprows;
+                for (int k0 = 0; k0 < cnt; k0 += 32) {
+                    const int k = k0 + lane;
+                    float dd = 0.f;
+                    bool kp = false;
+                    if (k < cnt) {
+                        dd = p.a * (__ldcg(cs + k) - M);
+                        kp = dd > -1.0f;
+                    }
+                    const u32 m = __ballot_sync(FULL_MASK, kp);
+                    if (kp) {
+                        const int at = o + __popc(m & ((1u << lane) - 1u));
+                        d_buf[at] = dd;
+                        pos_buf[at] = __ldcg(cp + k);
+                    }
+                    o += __popc(m);
+                }
+            }
+        }
+        __syncthreads();
+        double mass;
+        int sup;
+        const double t = solve_t(p, sc, caprows, mass, sup);
+        const float inv = (float)(1.0 / mass);
+        if (threadIdx.x == 0) {
+            p.head_m[bh] = M;
+            p.head_t[bh] = (float)t;
+            p.head_inv[bh] = inv;
+            p.tau[bh] = p.a_d * (double)M + t;
+            p.support[bh] = sup;
+            s_small = (sc.in_smem && sup <= p.small_support) ? 1 : 0;
+            p.vflag[bh] = s_small ? 0 : 1;
+        }
+        __syncthreads();
+        if (s_small) {
+            // Support list (pos, w) in candidate order, into s_surv's storage.
+            u32* lpos = reinterpret_cast<u32*>(s_surv);
+            float* lw = reinterpret_cast<float*>(s_surv + NCH_MAX / 2);
+            const float tf = (float)t;
+            const int per2 = (n_c + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per2, ie = min(ib + per2, n_c);
+            int cnt = 0;
+            for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
+            int tot;
+            int o = block_excl_scan<BLOCK>(cnt, &tot);
+            for (int i = ib; i < ie; ++i) {
+                const float x = d_buf[i] - tf;
+                if (x > 0.f) {
+                    lpos[o] = pos_buf[i];
+                    lw[o] = weight_of(x, p.alpha_code, p.beta);
+                    ++o;
+                }
+            }
+            __syncthreads();
+            gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM);
+        }
+        __syncthreads();
+    }
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem max(TG * caprows, 2 * cap) * 4 bytes.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ u32 s_page[PPC_CAP];
+    __shared__ u32 s_slot[PPC_CAP];
+    float* sc = reinterpret_cast<float*>(dyn);
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    const int caprows = p.ppc_max * p.page_size;
+    int pbeg, pend;
+    chunk_range(p, ti.n, c, pbeg, pend);
+    if (pbeg < pend) {
+        const int npg = pend - pbeg;
+        const int nrows = npg * p.page_size;
+        load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
+        float qr[TG][COLS];
+        load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
+        __syncthreads();
+        score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+        __syncthreads();
+        for (int g = 0; g < TG; ++g) {
+            const float* sg = sc + g * caprows;
+            float m = neg_inf();
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) m = fmaxf(m, sg[r]);
+            m = block_max<BLOCK>(m);
+            const int per = (nrows + BLOCK - 1) / BLOCK;
+            const int rb = threadIdx.x * per, re = min(rb + per, nrows);
+            int cnt = 0;
+            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - m) > -1.0f) ? 1 : 0;
+            int total;
+            int o = block_excl_scan<BLOCK>(cnt, &total);
+            const size_t idx = slot_index(p, task, c, g);
+            float* cs = p.cand_s + idx * (size_t)caprows;
+            u32* cp = p.cand_pos + idx * (size_t)caprows;
+            for (int r = rb; r < re; ++r) {
+                const float s = sg[r];
+                if (p.a * (s - m) > -1.0f) {
+                    const int pi = r / p.page_size;
+                    cs[o] = s;
+                    cp[o] = s_slot[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
+                    ++o;
+                }
+            }
+            if (threadIdx.x == 0) {
+                p.chunk_max[idx] = m;
+                p.cand_cnt[idx] = total;
+            }
+        }
+    } else if (threadIdx.x < TG) {
+        const size_t idx = slot_index(p, task, c, threadIdx.x);
+        p.chunk_max[idx] = neg_inf();
+        p.cand_cnt[idx] = 0;
+    }
+    if (!last_block_of(p.counters + task, p.nch)) return;
+    solve_task(p, task, ti, dyn, caprows);
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS * HEAD_DIM) * 4.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    int any = 0;
+#pragma unroll
+    for (int g = 0; g < TG; ++g) any |= p.vflag[ti.b * p.num_heads + ti.h0 + g];
+    if (!any) return;
+    const int caprows = p.ppc_max * p.page_size;
+    u32* lpos = reinterpret_cast<u32*>(dyn);
+    float* lw = reinterpret_cast<float*>(dyn) + caprows;
+    float* red = reinterpret_cast<float*>(dyn) + 2 * caprows;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        if (!p.vflag[bh]) continue;
+        const size_t idx = slot_index(p, task, c, g);
+        const int cnt = p.cand_cnt[idx];
+        const float M = p.head_m[bh], tf = p.head_t[bh];
+        const float* cs = p.cand_s + idx * (size_t)caprows;
+        const u32* cp = p.cand_pos + idx * (size_t)caprows;
+        const int per = (cnt + BLOCK - 1) / BLOCK;
+        const int ib = threadIdx.x * per, ie = min(ib + per, cnt);
+        int n = 0;
+        for (int i = ib; i < ie; ++i) n += (p.a * (cs[i] - M) - tf > 0.f) ? 1 : 0;
+        int tot;
+        int o = block_excl_scan<BLOCK>(n, &tot);
+        for (int i = ib; i < ie; ++i) {
+            const float x = p.a * (cs[i] - M) - tf;
+            if (x > 0.f) {
+                lpos[o] = cp[i];
+                lw[o] = weight_of(x, p.alpha_code, p.beta);
+                ++o;
+            }
+        }
+        __syncthreads();
+        if (tot > 0) gather_v(p, ti, lpos, lw, tot, red, 1.0f, p.part_o + idx * HEAD_DIM);
+        if (threadIdx.x == 0) p.part_flag[idx] = tot > 0 ? 1 : 0;
+        __syncthreads();
+    }
+    if (!last_block_of(p.vcounters + task, p.nch)) return;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        if (!p.vflag[bh]) continue;
+        const float inv = p.head_inv[bh];
+        for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+            float s = 0.f;
+            for (int ci = 0; ci < p.nch; ++ci) {
+                const size_t idx = slot_index(p, task, ci, g);
+                if (__ldcg(p.part_flag + idx)) s += __ldcg(p.part_o + idx * HEAD_DIM + col);
+            }
+            p.out[(size_t)bh * HEAD_DIM + col] = s * inv;
+        }
+    }
+    if (threadIdx.x == 0) p.vcounters[task] = 0;
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem (TG * caprows + ROWGROUPS * HEAD_DIM) * 4.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ u32 s_page[PPC_CAP];
+    __shared__ u32 s_slot[PPC_CAP];
+    const int caprows = p.ppc_max * p.page_size;
+    float* sc = reinterpret_cast<float*>(dyn);
+    float* red = sc + TG * caprows;
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    int pbeg, pend;
+    chunk_range(p, ti.n, c, pbeg, pend);
+    if (pbeg < pend) {
+        const int npg = pend - pbeg;
+        const int nrows = npg * p.page_size;
+        load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
+        {
+            float qr[TG][COLS];
+            load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
+            __syncthreads();
+            score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+        }
+        __syncthreads();
+        for (int g = 0; g < TG; ++g) {
+            float* sg = sc + g * caprows;
+            float m = neg_inf();
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) m = fmaxf(m, sg[r]);
+            m = block_max<BLOCK>(m);
+            double l = 0.0, z1 = 0.0, z2 = 0.0;
+            float lf = 0.f;
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) {
+                const float w = __expf(sg[r] - m);  // −inf rows -> 0
+                sg[r] = w;
+                lf += w;
+            }
+            l = lf;
+            block_sum3<BLOCK>(l, z1, z2);
+            if (threadIdx.x == 0) {
+                const size_t idx = slot_index(p, task, c, g);
+                p.part_m[idx] = m;
+                p.part_l[idx] = (float)l;
+            }
+        }
+        __syncthreads();
+        // V for every row, all TG heads at once.
+        const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+        const int ps = p.page_size;
+        float acc[TG][COLS];
+#pragma unroll
+        for (int g = 0; g < TG; ++g)
+#pragma unroll
+            for (int j = 0; j < COLS; ++j) acc[g][j] = 0.f;
+        for (int base = 0; base < nrows; base += ROWGROUPS * UNROLL) {
+            uint4 buf[UNROLL][CPL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int r = base + u * ROWGROUPS + rg;
+                bool ok = false;
+                int pi = 0;
+                if (r < nrows) {
+                    pi = r / ps;
+                    ok = (int)s_slot[pi] * ps + (r - pi * ps) < ti.len;
+                }
+                if (ok) {
+                    const kv_t* rowp = kv_row(p.v, p, s_page[pi], ti.kvh, r - pi * ps);
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) {
+                        const int ch = lane + i * LANES;
+                        buf[u][i] = ch < CHUNKS ? ld_stream16(rowp, ch) : zero4();
+                    }
+                } else {
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int r = base + u * ROWGROUPS + rg;
+                if (r < nrows) {
+                    float w[TG];
+#pragma unroll
+                    for (int g = 0; g < TG; ++g) w[g] = sc[g * caprows + r];
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) {
+                        float x[KV_VEC];
+                        KV::unpack(buf[u][i], x);
+#pragma unroll
+                        for (int g = 0; g < TG; ++g)
+#pragma unroll
+                            for (int j = 0; j < KV_VEC; ++j)
+                                acc[g][i * KV_VEC + j] = fmaf(w[g], x[j], acc[g][i * KV_VEC + j]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < TG; ++g) {
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                const int ch = lane + i * LANES;
+                if (ch < CHUNKS) {
+#pragma unroll
+                    for (int j = 0; j < KV_VEC; ++j) red[rg * HEAD_DIM + ch * KV_VEC + j] = acc[g][i * KV_VEC + j];
+                }
+            }
+            __syncthreads();
+            const size_t idx = slot_index(p, task, c, g);
+            for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+                float s = 0.f;
+                for (int r = 0; r < ROWGROUPS; ++r) s += red[r * HEAD_DIM + col];
+                p.part_o[idx * HEAD_DIM + col] = s;
+            }
+            __syncthreads();
+        }
+    } else if (threadIdx.x < TG) {
+        const size_t idx = slot_index(p, task, c, threadIdx.x);
+        p.part_m[idx] = neg_inf();
+        p.part_l[idx] = 0.f;
+    }
+    if (!last_block_of(p.counters + task, p.nch)) return;
+    // Log-sum-exp merge of the chunks, in chunk order.
+    float* esc = sc;  // nch scale factors
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        float M = neg_inf();
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) M = fmaxf(M, __ldcg(p.part_m + slot_index(p, task, ci, g)));
+        M = block_max<BLOCK>(M);
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
+            const size_t idx = slot_index(p, task, ci, g);
+            const float l = __ldcg(p.part_l + idx);
+            esc[ci] = l > 0.f ? __expf(__ldcg(p.part_m + idx) - M) : 0.f;
+        }
+        __syncthreads();
+        double L = 0.0, z1 = 0.0, z2 = 0.0;
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
+            const size_t idx = slot_index(p, task, ci, g);
+            L += (double)__ldcg(p.part_l + idx) * (double)esc[ci];
+        }
+        block_sum3<BLOCK>(L, z1, z2);
+        const float invL = (float)(1.0 / L);
+        for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+            float s = 0.f;
+            for (int ci = 0; ci < p.nch; ++ci) {
+                const float e = esc[ci];
+                if (e > 0.f) s = fmaf(__ldcg(p.part_o + slot_index(p, task, ci, g) * HEAD_DIM + col), e, s);
+            }
+            p.out[(size_t)bh * HEAD_DIM + col] = s * invL;
+        }
+        if (threadIdx.x == 0) {
+            p.tau[bh] = (double)M + log(L);
+            p.head_m[bh] = M;
+            p.head_t[bh] = 0.f;
+            p.head_inv[bh] = invL;
+            const int last_len = ti.len - (ti.npages - 1) * p.page_size;
+            p.support[bh] = (ti.n - 1) * p.page_size + last_len;
+            p.vflag[bh] = 0;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}

@@ -1,0 +1,239 @@
+// Top-k page selection on the device (selection/topk.rs): the key-range bound of every
+// closed page, then an exact top-k (higher bound first, ties to the lower page) by a
+// three-digit radix select over order-preserving keys, written as an ascending slot list
+// with the last page appended. No host round trip.
+
+struct TopkParams {
+    const st_t* kmin;
+    const st_t* kmax;
+    const u32* block_tables;
+    const int* seq_lens;
+    const int* rows;      // [B]
+    const float* q;       // [B, H, D]
+    const float* slopes;  // [H] or null
+    u32* keys;            // [tasks, list_stride] ordered bound per closed page
+    u32* lists;           // [tasks, list_stride] kept slots
+    int* list_counts;     // [tasks]
+    double budget_frac;
+    float scale;
+    int budget_mode;      // 0: fraction of closed pages, 1: tokens
+    int budget_tokens;
+    int num_heads;
+    int num_kv_heads;
+    int group;            // H / H_kv
+    int per_head;         // 1: a task per query head; 0: a task per kv head (shared)
+    int page_size;
+    int bt_stride;
+    int list_stride;
+    int ppb;              // closed pages per scoring CTA
+    int has_alibi;
+};
+#ifdef EXPECT_TOPK_SIZE
+static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
+#endif
+
+// Budget::pages(closed, page_size), bit for bit.
+__device__ __forceinline__ int topk_budget_pages(const TopkParams& p, int closed) {
+    if (p.budget_mode == 1) {
+        const int k = p.budget_tokens / p.page_size;
+        return k < closed ? k : closed;
+    }
+    const double x = ceil(p.budget_frac * (double)closed);
+    long long k = x > 0.0 ? (long long)x : 0;  // `as usize` saturates at 0
+    const long long hi = closed > 1 ? closed : 1;
+    if (k < 1) k = 1;
+    if (k > hi) k = hi;
+    if (k > closed) k = closed;
+    return (int)k;
+}
+
+// grid (ceil(max_pages / ppb), B * H_kv), block BLOCK. Dynamic smem: group * HEAD_DIM floats.
+extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams p) {
+    extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
+    const int b = blockIdx.y / p.num_kv_heads;
+    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int npages = (len + ps - 1) / ps;
+    const int closed = npages - 1;
+    const int k = topk_budget_pages(p, closed);
+    if (k >= closed) return;
+    const int p0 = blockIdx.x * p.ppb;
+    if (p0 >= closed) return;
+    const int p1 = min(closed, p0 + p.ppb);
+    const int G = p.group;
+    const int h0 = kvh * G;
+    for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
+        qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
+    __syncthreads();
+    const float qpos = (float)(len - 1);
+    const int lane = threadIdx.x % ST_LANES;
+    const int rg = threadIdx.x / ST_LANES;
+    for (int pi0 = p0; pi0 < p1; pi0 += 2 * ST_ROWGROUPS) {
+        uint4 mn[2][ST_CPL], mx[2][ST_CPL];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const int pi = pi0 + u * ST_ROWGROUPS + rg;
+            if (pi < p1) {
+                const u32 page = p.block_tables[(size_t)row * p.bt_stride + pi];
+                const size_t base = ((size_t)page * p.num_kv_heads + kvh) * HEAD_DIM;
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    const int ch = lane + i * ST_LANES;
+                    mn[u][i] = ch < ST_CHUNKS ? ld_nc16(p.kmin + base, ch) : zero4();
+                    mx[u][i] = ch < ST_CHUNKS ? ld_nc16(p.kmax + base, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    mn[u][i] = zero4();
+                    mx[u][i] = zero4();
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const int pi = pi0 + u * ST_ROWGROUPS + rg;
+            float lo[ST_CPL][ST_VEC], hi[ST_CPL][ST_VEC];
+#pragma unroll
+            for (int i = 0; i < ST_CPL; ++i) {
+                ST::unpack(mn[u][i], lo[i]);
+                ST::unpack(mx[u][i], hi[i]);
+            }
+            const float last_pos = (float)(pi * ps + ps - 1);
+            float best = neg_inf();
+            for (int g = 0; g < G; ++g) {
+                const float* qg = qs + g * HEAD_DIM;
+                float acc = 0.f;
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    const int ch = lane + i * ST_LANES;
+                    if (ch < ST_CHUNKS) {
+#pragma unroll
+                        for (int j = 0; j < ST_VEC; ++j) {
+                            const float qv = qg[ch * ST_VEC + j];
+                            acc += fmaxf(qv * lo[i][j], qv * hi[i][j]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int off = ST_LANES / 2; off > 0; off >>= 1)
+                    acc += __shfl_xor_sync(FULL_MASK, acc, off);
+                if (p.has_alibi) acc += p.slopes[h0 + g] * (last_pos - qpos);
+                if (p.per_head) {
+                    if (lane == 0 && pi < p1)
+                        p.keys[((size_t)b * p.num_heads + h0 + g) * p.list_stride + pi] = ordered_key(acc);
+                } else {
+                    best = fmaxf(best, acc);
+                }
+            }
+            if (!p.per_head && lane == 0 && pi < p1)
+                p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = ordered_key(best);
+        }
+    }
+}
+
+constexpr int SEL_THREADS = 1024;
+
+// grid (tasks), block SEL_THREADS.
+extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
+    __shared__ int hist[2048];
+    __shared__ int s_digit, s_cum, s_found;
+    __shared__ u32 s_idx;
+    const int task = blockIdx.x;
+    const int tpb = p.per_head ? p.num_heads : p.num_kv_heads;
+    const int b = task / tpb;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int npages = (len + ps - 1) / ps;
+    const int closed = npages - 1;
+    const int k = topk_budget_pages(p, closed);
+    u32* L = p.lists + (size_t)task * p.list_stride;
+    const int tid = threadIdx.x;
+    if (k >= closed) {
+        for (int i = tid; i < npages; i += SEL_THREADS) L[i] = (u32)i;
+        if (tid == 0) p.list_counts[task] = npages;
+        return;
+    }
+    if (k == 0) {
+        if (tid == 0) {
+            L[0] = (u32)closed;
+            p.list_counts[task] = 1;
+        }
+        return;
+    }
+    const u32* K = p.keys + (size_t)task * p.list_stride;
+    u32 prefix = 0, mask = 0;
+    int rem = k, cnt_eq = 0;
+    for (int pass = 0; pass < 3; ++pass) {
+        const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0);
+        const int bins = pass == 2 ? 1024 : 2048;
+        for (int i = tid; i < 2048; i += SEL_THREADS) hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < closed; i += SEL_THREADS) {
+            const u32 key = K[i];
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (u32)(bins - 1)], 1);
+        }
+        __syncthreads();
+        // Descending digit order: thread t covers descending positions 2t, 2t+1.
+        const int j0 = 2 * tid, j1 = 2 * tid + 1;
+        const int c0 = j0 < bins ? hist[bins - 1 - j0] : 0;
+        const int c1 = j1 < bins ? hist[bins - 1 - j1] : 0;
+        int tot;
+        const int ex = block_excl_scan<SEL_THREADS>(c0 + c1, &tot);
+        if (ex < rem && rem <= ex + c0) {
+            s_digit = bins - 1 - j0;
+            s_cum = ex;
+        } else if (ex + c0 < rem && rem <= ex + c0 + c1) {
+            s_digit = bins - 1 - j1;
+            s_cum = ex + c0;
+        }
+        __syncthreads();
+        const int dgt = s_digit;
+        rem -= s_cum;
+        cnt_eq = hist[dgt];
+        prefix |= ((u32)dgt) << shift;
+        mask |= ((u32)(bins - 1)) << shift;
+        __syncthreads();
+    }
+    const u32 T = prefix;
+    // `rem` keys equal to T are kept, the lowest pages first.
+    u32 thr = 0xffffffffu;
+    if (rem < cnt_eq) {
+        if (tid == 0) s_found = 0;
+        int cum = 0;
+        for (int base = 0; base < closed; base += SEL_THREADS) {
+            const int i = base + tid;
+            const int f = (i < closed && K[i] == T) ? 1 : 0;
+            int t2;
+            const int e = block_excl_scan<SEL_THREADS>(f, &t2);
+            if (f && cum + e + 1 == rem) {
+                s_idx = (u32)i;
+                s_found = 1;
+            }
+            cum += t2;
+            __syncthreads();
+            if (s_found) break;
+        }
+        thr = s_idx;
+    }
+    int cum = 0;
+    for (int base = 0; base < closed; base += SEL_THREADS) {
+        const int i = base + tid;
+        bool keep = false;
+        if (i < closed) {
+            const u32 key = K[i];
+            keep = key > T || (key == T && (u32)i <= thr);
+        }
+        int t2;
+        const int e = block_excl_scan<SEL_THREADS>(keep ? 1 : 0, &t2);
+        if (keep) L[cum + e] = (u32)i;
+        cum += t2;
+    }
+    if (tid == 0) {
+        L[cum] = (u32)closed;
+        p.list_counts[task] = cum + 1;
+    }
+}
