@@ -3,6 +3,7 @@
 //! Errors are printed as one readable line with a nonzero exit, never a backtrace.
 
 mod bench;
+mod gpu_bench;
 mod meta;
 mod probe;
 
@@ -21,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Time dense and sparse decode methods on synthetic data (CPU by default).
+    /// Time dense and sparse decode methods on synthetic data (CPU by default, `--device cuda`).
     Bench(bench::BenchArgs),
 }
 

@@ -338,10 +338,16 @@ impl PagedKvCache {
     }
 
     /// The open-page accumulators of a sequence: `(mean, m2, min, max)`, each `[H_kv·D]`.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn open_accumulators(&self, id: SeqId) -> Option<(&[f64], &[f64], &[f32], &[f32])> {
-        self.seqs
-            .get(&id.0)
-            .map(|s| (&s.open.mean[..], &s.open.m2[..], &s.open.min[..], &s.open.max[..]))
+        self.seqs.get(&id.0).map(|s| {
+            (
+                &s.open.mean[..],
+                &s.open.m2[..],
+                &s.open.min[..],
+                &s.open.max[..],
+            )
+        })
     }
 
     pub(crate) fn seq_op(&self, op: &'static str, id: SeqId) -> Result<SeqView<'_>> {

@@ -82,7 +82,7 @@ pub(crate) fn check_gpu_config(op: &'static str, cfg: &CacheConfig) -> Result<()
         ("kv dtype", cfg.kv_dtype),
         ("stats dtype", cfg.resolved_stats_dtype()),
     ] {
-        if (d * dt.size()) % 16 != 0 {
+        if !(d * dt.size()).is_multiple_of(16) {
             return Err(Error::Unsupported {
                 op,
                 what: format!(
@@ -169,7 +169,12 @@ impl DeviceKvCache {
                 ));
             }
             if s.len > i32::MAX as usize {
-                return Err(Error::invalid(OP, "len", s.len, "sequences above 2^31 tokens"));
+                return Err(Error::invalid(
+                    OP,
+                    "len",
+                    s.len,
+                    "sequences above 2^31 tokens",
+                ));
             }
             bt[row * bt_stride..row * bt_stride + s.pages.len()].copy_from_slice(s.pages);
             lens[row] = s.len as i32;

@@ -51,7 +51,10 @@ impl Gpu {
                 .unwrap_or_else(|_| Err("CUDA initialisation panicked".into()))
         })
         .clone()
-        .map_err(|reason| Error::NoCuda { op: "Gpu::get", reason })
+        .map_err(|reason| Error::NoCuda {
+            op: "Gpu::get",
+            reason,
+        })
     }
 
     pub fn info(&self) -> &DeviceInfo {
@@ -67,10 +70,11 @@ impl Gpu {
     pub(crate) fn alloc<T: Copy>(self: &Arc<Self>, len: usize) -> Result<DevBuf<T>> {
         self.bind()?;
         let bytes = (len.max(1)) * std::mem::size_of::<T>();
-        let ptr = unsafe { result::malloc_sync(bytes) }.map_err(|e| match cuda_err("alloc", e) {
-            Error::DeviceOutOfMemory { op, .. } => Error::DeviceOutOfMemory { op, bytes },
-            other => other,
-        })?;
+        let ptr =
+            unsafe { result::malloc_sync(bytes) }.map_err(|e| match cuda_err("alloc", e) {
+                Error::DeviceOutOfMemory { op, .. } => Error::DeviceOutOfMemory { op, bytes },
+                other => other,
+            })?;
         Ok(DevBuf {
             ptr,
             len,
@@ -132,8 +136,7 @@ fn init() -> std::result::Result<Arc<Gpu>, String> {
     }
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(
-            "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
-                .into(),
+            "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH".into(),
         );
     }
     let ctx = CudaContext::new(0).map_err(|e| format!("context: {e:?}"))?;
@@ -204,7 +207,11 @@ impl<T: Copy> DevBuf<T> {
                 "DevBuf::write_at",
                 "src",
                 src.len(),
-                format!("{} elements at {at} exceed the buffer of {}", src.len(), self.len),
+                format!(
+                    "{} elements at {at} exceed the buffer of {}",
+                    src.len(),
+                    self.len
+                ),
             ));
         }
         if src.is_empty() {
@@ -225,7 +232,11 @@ impl<T: Copy> DevBuf<T> {
                 "DevBuf::read_at",
                 "dst",
                 dst.len(),
-                format!("{} elements at {at} exceed the buffer of {}", dst.len(), self.len),
+                format!(
+                    "{} elements at {at} exceed the buffer of {}",
+                    dst.len(),
+                    self.len
+                ),
             ));
         }
         if dst.is_empty() {
@@ -357,8 +368,8 @@ impl Graph {
         }
         .map_err(|e| cuda_err("begin capture", e))?;
         let res = enqueue();
-        let graph =
-            unsafe { result::stream::end_capture(stream.raw) }.map_err(|e| cuda_err("end capture", e));
+        let graph = unsafe { result::stream::end_capture(stream.raw) }
+            .map_err(|e| cuda_err("end capture", e));
         res?;
         let graph = graph?;
         if graph.is_null() {
@@ -367,13 +378,14 @@ impl Graph {
                 msg: "capture produced no graph".into(),
             });
         }
-        let exec = match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = unsafe { result::graph::destroy(graph) };
-                return Err(cuda_err("instantiate", e));
-            }
-        };
+        let exec =
+            match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = unsafe { result::graph::destroy(graph) };
+                    return Err(cuda_err("instantiate", e));
+                }
+            };
         unsafe { result::graph::upload(exec, stream.raw) }.map_err(|e| cuda_err("upload", e))?;
         Ok(Graph {
             graph,
@@ -433,6 +445,7 @@ impl ModuleKey {
                 "topk_score",
                 "topk_select",
                 "attn_entmax_scores",
+                "attn_entmax_solve",
                 "attn_entmax_values",
                 "attn_softmax",
             ],
@@ -487,8 +500,9 @@ pub(crate) fn compile(key: &ModuleKey, cc: (i32, i32)) -> Result<String> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(Error::NoCuda {
             op: "nvrtc",
-            reason: "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
-                .into(),
+            reason:
+                "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
+                    .into(),
         });
     }
     let (src, options) = key.source_and_options(cc);
@@ -577,6 +591,13 @@ pub(crate) unsafe fn launch<P>(
     params: &P,
 ) -> Result<()> {
     let mut args = [params as *const P as *mut c_void];
-    result::launch_kernel(func, grid, (block, 1, 1), smem as u32, stream.raw, &mut args)
-        .map_err(|e| cuda_err("launch", e))
+    result::launch_kernel(
+        func,
+        grid,
+        (block, 1, 1),
+        smem as u32,
+        stream.raw,
+        &mut args,
+    )
+    .map_err(|e| cuda_err("launch", e))
 }

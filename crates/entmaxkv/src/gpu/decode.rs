@@ -7,8 +7,10 @@
 //! * top-k only: `topk_score` (the key-range bound of every closed page, one pass over a kv
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
-//! * α > 1: `attn_entmax_scores` (K once, candidates, τ in the last CTA of each task, V for
-//!   small supports), `attn_entmax_values` (V for large supports; exits at once otherwise);
+//! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
+//!   `attn_entmax_solve` (survivors against the final maximum; the last CTA of each task
+//!   solves τ and gathers V for small supports), `attn_entmax_values` (V for large
+//!   supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //!
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
@@ -38,7 +40,7 @@ const SEL_THREADS: u32 = 1024;
 const PPC_CAP: usize = 256;
 const NCH_MAX: usize = 2048;
 const SMALL_SUPPORT: usize = 1024;
-/// Dynamic shared memory of `attn_entmax_scores`: candidate capacity of the τ solve.
+/// Dynamic shared memory of `attn_entmax_solve`: candidate capacity of the τ solve.
 const SCORES_DYN: usize = 40 * 1024;
 /// The dynamic shared-memory limit set on the attention kernels.
 const DYN_LIMIT: usize = 96 * 1024;
@@ -73,6 +75,7 @@ pub struct GpuDecoder {
     tasks: usize,
     nch: usize,
     dyn_scores: usize,
+    dyn_solve: usize,
     dyn_values: usize,
     dyn_softmax: usize,
     attn: AttnParams,
@@ -119,7 +122,12 @@ impl GpuDecoder {
             return Err(Error::invalid(OP, "seqs", "[]", "at least one sequence"));
         }
         if max_tokens == 0 || max_tokens > i32::MAX as usize {
-            return Err(Error::invalid(OP, "max_tokens", max_tokens, "must be in 1..2^31"));
+            return Err(Error::invalid(
+                OP,
+                "max_tokens",
+                max_tokens,
+                "must be in 1..2^31",
+            ));
         }
         let mut rows_host = Vec::with_capacity(seqs.len());
         for (i, id) in seqs.iter().enumerate() {
@@ -158,7 +166,9 @@ impl GpuDecoder {
         if tg > 8 {
             return Err(Error::Unsupported {
                 op: OP,
-                what: format!("GQA groups of {tg} query heads per kv head (the GPU kernels take up to 8)"),
+                what: format!(
+                    "GQA groups of {tg} query heads per kv head (the GPU kernels take up to 8)"
+                ),
             });
         }
         let module = gpu.module(ModuleKey::Decode {
@@ -167,7 +177,12 @@ impl GpuDecoder {
             head_dim: d,
             tg,
         })?;
-        for k in ["attn_entmax_scores", "attn_entmax_values", "attn_softmax"] {
+        for k in [
+            "attn_entmax_scores",
+            "attn_entmax_solve",
+            "attn_entmax_values",
+            "attn_softmax",
+        ] {
             module.set_max_dynamic_smem(k, DYN_LIMIT)?;
         }
 
@@ -196,12 +211,14 @@ impl GpuDecoder {
         let ppc_max = max_pages.div_ceil(nch);
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
         let caprows = ppc_max * ps;
-        let dyn_scores = (tg * caprows * 4).max(SCORES_DYN);
-        let cap = dyn_scores / 8;
+        let dyn_scores = tg * caprows * 4;
+        let dyn_solve = SCORES_DYN.max(red_floats * 4);
+        let cap = dyn_solve / 8;
         let dyn_values = (2 * caprows + red_floats) * 4;
         let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
         for (what, bytes) in [
             ("scores", dyn_scores),
+            ("solve", dyn_solve),
             ("values", dyn_values),
             ("softmax", dyn_softmax),
         ] {
@@ -247,8 +264,10 @@ impl GpuDecoder {
                     Budget::Fraction(f) => (0, f, 0),
                     Budget::Tokens(t) => (1, 0.0, t.min(i32::MAX as usize) as i32),
                 };
-                let keys = gpu.alloc::<u32>(tasks * max_pages)?;
-                let lists = gpu.alloc::<u32>(tasks * max_pages)?;
+                // Rows padded to 16 bytes: topk_select reads keys as 4-wide vectors.
+                let stride = max_pages.next_multiple_of(4);
+                let keys = gpu.alloc::<u32>(tasks * stride)?;
+                let lists = gpu.alloc::<u32>(tasks * stride)?;
                 let counts = gpu.zeros::<i32>(tasks)?;
                 let per_b = (target.div_ceil(batch * hkv)).max(1);
                 let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
@@ -273,7 +292,7 @@ impl GpuDecoder {
                     per_head: (tg == 1) as i32,
                     page_size: ps as i32,
                     bt_stride: bufs.bt_stride as i32,
-                    list_stride: max_pages as i32,
+                    list_stride: stride as i32,
                     ppb: ppb as i32,
                     has_alibi: slopes.is_some() as i32,
                 };
@@ -301,7 +320,7 @@ impl GpuDecoder {
             cand_s: alloc(cand_n * 4, false)?,
             cand_pos: alloc(cand_n * 4, false)?,
             cand_cnt: alloc(slot_n * 4, false)?,
-            chunk_max: alloc(slot_n * 4, false)?,
+            gmax: alloc(tasks * tg * 4, true)?,
             counters: alloc(tasks * 4, true)?,
             vcounters: alloc(tasks * 4, true)?,
             vflag: alloc(batch * heads * 4, true)?,
@@ -327,7 +346,7 @@ impl GpuDecoder {
             tasks_per_b: tasks_per_b as i32,
             page_size: ps as i32,
             bt_stride: bufs.bt_stride as i32,
-            list_stride: max_pages as i32,
+            list_stride: topk.as_ref().map_or(0, |t| t.params.list_stride),
             nch: nch as i32,
             ppc_max: ppc_max as i32,
             cap: cap as i32,
@@ -353,6 +372,7 @@ impl GpuDecoder {
             tasks,
             nch,
             dyn_scores,
+            dyn_solve,
             dyn_values,
             dyn_softmax,
             attn,
@@ -399,7 +419,12 @@ impl GpuDecoder {
     /// Checks that `cache` is the planned one and every bound sequence fits the plan.
     fn check(&self, op: &'static str, cache: &DeviceKvCache) -> Result<()> {
         if !Arc::ptr_eq(&self.bufs, &cache.bufs) {
-            return Err(Error::invalid(op, "cache", "?", "not the cache this decoder was planned on"));
+            return Err(Error::invalid(
+                op,
+                "cache",
+                "?",
+                "not the cache this decoder was planned on",
+            ));
         }
         for (id, &row) in self.seqs.iter().zip(&self.rows_host) {
             if cache.seq_row(*id)? != row {
@@ -414,7 +439,10 @@ impl GpuDecoder {
                     op,
                     "seqs",
                     id,
-                    format!("holds {len} tokens, the plan was made for {}", self.max_tokens),
+                    format!(
+                        "holds {len} tokens, the plan was made for {}",
+                        self.max_tokens
+                    ),
                 ));
             }
         }
@@ -472,10 +500,39 @@ impl GpuDecoder {
                 let grid = (self.nch as u32, self.tasks as u32, 1);
                 unsafe {
                     if self.softmax {
-                        launch(m.func("attn_softmax"), grid, BLOCK, self.dyn_softmax, s, &self.attn)?;
+                        launch(
+                            m.func("attn_softmax"),
+                            grid,
+                            BLOCK,
+                            self.dyn_softmax,
+                            s,
+                            &self.attn,
+                        )?;
                     } else {
-                        launch(m.func("attn_entmax_scores"), grid, BLOCK, self.dyn_scores, s, &self.attn)?;
-                        launch(m.func("attn_entmax_values"), grid, BLOCK, self.dyn_values, s, &self.attn)?;
+                        launch(
+                            m.func("attn_entmax_scores"),
+                            grid,
+                            BLOCK,
+                            self.dyn_scores,
+                            s,
+                            &self.attn,
+                        )?;
+                        launch(
+                            m.func("attn_entmax_solve"),
+                            grid,
+                            BLOCK,
+                            self.dyn_solve,
+                            s,
+                            &self.attn,
+                        )?;
+                        launch(
+                            m.func("attn_entmax_values"),
+                            grid,
+                            BLOCK,
+                            self.dyn_values,
+                            s,
+                            &self.attn,
+                        )?;
                     }
                 }
             }
@@ -535,7 +592,12 @@ impl GpuDecoder {
     /// every slot for dense decode.
     pub fn kept_slots(&self, cache: &DeviceKvCache, task: usize) -> Result<Vec<u32>> {
         if task >= self.tasks {
-            return Err(Error::invalid("GpuDecoder::kept_slots", "task", task, "out of range"));
+            return Err(Error::invalid(
+                "GpuDecoder::kept_slots",
+                "task",
+                task,
+                "out of range",
+            ));
         }
         match &self.topk {
             None => {
@@ -547,7 +609,8 @@ impl GpuDecoder {
                 let mut c = [0i32];
                 t.counts.read_at(&self.stream, task, &mut c)?;
                 let mut v = vec![0u32; c[0].max(0) as usize];
-                t.lists.read_at(&self.stream, task * (t.params.list_stride as usize), &mut v)?;
+                t.lists
+                    .read_at(&self.stream, task * (t.params.list_stride as usize), &mut v)?;
                 Ok(v)
             }
         }
@@ -577,7 +640,11 @@ impl GpuDecoder {
             let b = task / per_b;
             let len = cache.seq_len(self.seqs[b])?;
             let npages = len.div_ceil(ps);
-            let kept = if self.topk.is_some() { counts[task] as usize } else { npages };
+            let kept = if self.topk.is_some() {
+                counts[task] as usize
+            } else {
+                npages
+            };
             let last = len - (npages - 1) * ps;
             let tokens = ((kept.max(1) - 1) * ps + last) as u64;
             bytes.k += tokens * d * self.kv_size as u64;
@@ -618,7 +685,12 @@ impl GpuDecoder {
     }
 
     /// One step: queries in, output out, report back (replays the graph if captured).
-    pub fn step(&mut self, cache: &DeviceKvCache, q: &[f32], out: &mut [f32]) -> Result<&StepReport> {
+    pub fn step(
+        &mut self,
+        cache: &DeviceKvCache,
+        q: &[f32],
+        out: &mut [f32],
+    ) -> Result<&StepReport> {
         self.set_query(q)?;
         self.replay(cache)?;
         self.read_output(out)?;

@@ -73,7 +73,7 @@ pub(crate) struct AttnParams {
     pub cand_s: u64,
     pub cand_pos: u64,
     pub cand_cnt: u64,
-    pub chunk_max: u64,
+    pub gmax: u64,
     pub counters: u64,
     pub vcounters: u64,
     pub vflag: u64,

@@ -41,7 +41,14 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
             &seed as *const u32 as *mut std::ffi::c_void,
         ];
         unsafe {
-            cudarc::driver::result::launch_kernel(m.func("probe_fill"), (blocks, 1, 1), (256, 1, 1), 0, stream.raw, &mut args)
+            cudarc::driver::result::launch_kernel(
+                m.func("probe_fill"),
+                (blocks, 1, 1),
+                (256, 1, 1),
+                0,
+                stream.raw,
+                &mut args,
+            )
         }
         .map_err(|e| super::ctx::cuda_err("probe_fill", e))
     };
@@ -63,7 +70,14 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
         ];
         e0.record(stream)?;
         unsafe {
-            cudarc::driver::result::launch_kernel(m.func("probe_read"), (blocks, 1, 1), (512, 1, 1), 0, stream.raw, &mut args)
+            cudarc::driver::result::launch_kernel(
+                m.func("probe_read"),
+                (blocks, 1, 1),
+                (512, 1, 1),
+                0,
+                stream.raw,
+                &mut args,
+            )
         }
         .map_err(|e| super::ctx::cuda_err("probe_read", e))?;
         e1.record(stream)?;
@@ -76,7 +90,14 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
         ];
         e0.record(stream)?;
         unsafe {
-            cudarc::driver::result::launch_kernel(m.func("probe_copy"), (blocks, 1, 1), (512, 1, 1), 0, stream.raw, &mut args)
+            cudarc::driver::result::launch_kernel(
+                m.func("probe_copy"),
+                (blocks, 1, 1),
+                (512, 1, 1),
+                0,
+                stream.raw,
+                &mut args,
+            )
         }
         .map_err(|e| super::ctx::cuda_err("probe_copy", e))?;
         e1.record(stream)?;

@@ -5,15 +5,19 @@
 // slots of a selection, last page last) is split into `nch` chunks; CTA (chunk, task) reads
 // the K rows of its chunk once for all TG heads.
 //
-// α > 1 (entmax), two kernels:
-//   attn_entmax_scores  K -> scores in shared memory -> chunk max -> the chunk's candidates
-//                       (z > z_chunkmax − 1, the only tokens that can carry weight) written
-//                       compactly. The last CTA of a task solves τ per head on the cached
-//                       candidates (histogram bracket + safeguarded Halley on
-//                       G = (Σ(d−t)_+^β)^{1/β} − 1, as tau/entmax.rs), then, when the
-//                       support is small, gathers V for it and writes the output.
+// α > 1 (entmax), three kernels:
+//   attn_entmax_scores  K -> scores in shared memory -> chunk max, folded into a running
+//                       per-head maximum (integer atomicMax on order-preserving keys) ->
+//                       the chunk's candidates, z > z_running_max − 1 (a superset of the
+//                       only tokens that can carry weight), written compactly.
+//   attn_entmax_solve   every chunk keeps its candidates with z > z_max − 1 against the
+//                       final maximum; the last CTA of a task gathers them (chunk order),
+//                       solves τ per head (histogram bracket + safeguarded Halley on
+//                       G = (Σ(d−t)_+^β)^{1/β} − 1, as tau/entmax.rs) and, when the support
+//                       is small, gathers V for it and writes the output.
 //   attn_entmax_values  only for heads whose support was large: V for the support,
 //                       split over chunks, plain-sum combine (τ is global), last CTA sums.
+//                       Exits at once otherwise.
 // α = 1 (softmax), one kernel:
 //   attn_softmax        scores, chunk max, exp, V for every token; the last CTA merges the
 //                       chunks by log-sum-exp.
@@ -32,7 +36,7 @@ struct AttnParams {
     float* cand_s;           // [tasks, nch, TG, caprows]
     u32* cand_pos;           // same
     int* cand_cnt;           // [tasks, nch, TG]
-    float* chunk_max;        // [tasks, nch, TG]
+    u32* gmax;               // [tasks, TG] running max score key (0 between steps)
     u32* counters;           // [tasks]
     u32* vcounters;          // [tasks]
     int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
@@ -289,13 +293,16 @@ __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpo
 // ---------------------------------------------------------------------------------------
 // The τ solve of one head, run by the last CTA of a task.
 
+__device__ __forceinline__ float key_to_float(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
 struct SolveCtx {
     int task, g;
     float M;
     bool in_smem;
     int n;           // candidates with d > −1
     const float* d;  // shared: d = (α−1)(s − M), when in_smem
-    const u32* pos;  // shared: positions, when in_smem
 };
 
 __device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int ci, int g) {
@@ -311,14 +318,9 @@ template <class F> __device__ void for_each_cand(const AttnParams& p, const Solv
     }
     for (int ci = 0; ci < p.nch; ++ci) {
         const size_t idx = slot_index(p, sc.task, ci, sc.g);
-        const float cm = __ldcg(p.chunk_max + idx);
-        if (!(p.a * (cm - sc.M) > -1.0f)) continue;
         const int cnt = __ldcg(p.cand_cnt + idx);
         const float* cs = p.cand_s + idx * (size_t)caprows;
-        for (int k = threadIdx.x; k < cnt; k += BLOCK) {
-            const float dd = p.a * (__ldcg(cs + k) - sc.M);
-            if (dd > -1.0f) f(dd);
-        }
+        for (int k = threadIdx.x; k < cnt; k += BLOCK) f(p.a * (__ldcg(cs + k) - sc.M));
     }
 }
 
@@ -407,47 +409,33 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     return t;
 }
 
-// The last CTA of a task: τ per head, then V for small supports.
+// The last CTA of a task: per head, gather the survivors (chunk order), τ, then V for
+// small supports.
 __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
-    __shared__ int s_surv[NCH_MAX];
+    __shared__ int s_off[NCH_MAX + 1];
     __shared__ int s_small;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float* d_buf = reinterpret_cast<float*>(dyn);
     u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
     for (int g = 0; g < TG; ++g) {
         const int bh = ti.b * p.num_heads + ti.h0 + g;
-        // Global max over the chunk maxima.
-        float M = neg_inf();
-        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) M = fmaxf(M, __ldcg(p.chunk_max + slot_index(p, task, ci, g)));
-        M = block_max<BLOCK>(M);
-        // Survivors (d > −1 against the global max) per chunk, then their offsets.
-        for (int ci = warp; ci < p.nch; ci += NWARPS) {
-            const size_t idx = slot_index(p, task, ci, g);
-            const float cm = __ldcg(p.chunk_max + idx);
-            int surv = 0;
-            if (p.a * (cm - M) > -1.0f) {
-                const int cnt = __ldcg(p.cand_cnt + idx);
-                const float* cs = p.cand_s + idx * (size_t)caprows;
-                for (int k0 = 0; k0 < cnt; k0 += 32) {
-                    const int k = k0 + lane;
-                    const bool kp = k < cnt && p.a * (__ldcg(cs + k) - M) > -1.0f;
-                    surv += __popc(__ballot_sync(FULL_MASK, kp));
-                }
-            }
-            if (lane == 0) s_surv[ci] = surv;
-        }
-        __syncthreads();
+        const float M = key_to_float(__ldcg(p.gmax + (size_t)task * TG + g));
+        // Survivor counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
         int local = 0;
-        for (int ci = cb; ci < ce; ++ci) local += s_surv[ci];
+        for (int ci = cb; ci < ce; ++ci) {
+            const int v = __ldcg(p.cand_cnt + slot_index(p, task, ci, g));
+            s_off[ci] = v;
+            local += v;
+        }
         int n_c;
         int off = block_excl_scan<BLOCK>(local, &n_c);
         for (int ci = cb; ci < ce; ++ci) {
-            const int v = s_surv[ci];
-            s_surv[ci] = off;
+            const int v = s_off[ci];
+            s_off[ci] = off;
             off += v;
         }
+        if (threadIdx.x == 0) s_off[p.nch] = n_c;
         __syncthreads();
         SolveCtx sc;
         sc.task = task;
@@ -456,31 +444,41 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
         sc.n = n_c;
         sc.in_smem = n_c <= p.cap;
         sc.d = d_buf;
-        sc.pos = pos_buf;
         if (sc.in_smem) {
-            for (int ci = warp; ci < p.nch; ci += NWARPS) {
-                const size_t idx = slot_index(p, task, ci, g);
-                const float cm = __ldcg(p.chunk_max + idx);
-                if (!(p.a * (cm - M) > -1.0f)) continue;
-                int o = s_surv[ci];
-                const int cnt = __ldcg(p.cand_cnt + idx);
-                const float* cs = p.cand_s + idx * (size_t)caprows;
-                const u32* cp = p.cand_pos + idx * (size_t)caprows;
-                for (int k0 = 0; k0 < cnt; k0 += 32) {
-                    const int k = k0 + lane;
-                    float dd = 0.f;
-                    bool kp = false;
-                    if (k < cnt) {
-                        dd = p.a * (__ldcg(cs + k) - M);
-                        kp = dd > -1.0f;
+            // Flattened gather: element j lives in the chunk whose offset range holds it.
+            constexpr int GU = 4;
+            for (int j0 = 0; j0 < n_c; j0 += BLOCK * GU) {
+                int jj[GU];
+                size_t src[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    jj[u] = j0 + u * BLOCK + threadIdx.x;
+                    src[u] = 0;
+                    if (jj[u] < n_c) {
+                        int lo = 0, hi = p.nch - 1;  // largest ci with s_off[ci] <= j
+                        while (lo < hi) {
+                            const int mid = (lo + hi + 1) >> 1;
+                            if (s_off[mid] <= jj[u]) lo = mid;
+                            else hi = mid - 1;
+                        }
+                        src[u] = slot_index(p, task, lo, g) * (size_t)caprows + (size_t)(jj[u] - s_off[lo]);
                     }
-                    const u32 m = __ballot_sync(FULL_MASK, kp);
-                    if (kp) {
-                        const int at = o + __popc(m & ((1u << lane) - 1u));
-                        d_buf[at] = dd;
-                        pos_buf[at] = __ldcg(cp + k);
+                }
+                float sv[GU];
+                u32 pv[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    if (jj[u] < n_c) {
+                        sv[u] = __ldcg(p.cand_s + src[u]);
+                        pv[u] = __ldcg(p.cand_pos + src[u]);
                     }
-                    o += __popc(m);
+                }
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    if (jj[u] < n_c) {
+                        d_buf[jj[u]] = p.a * (sv[u] - M);
+                        pos_buf[jj[u]] = pv[u];
+                    }
                 }
             }
         }
@@ -500,9 +498,9 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
         }
         __syncthreads();
         if (s_small) {
-            // Support list (pos, w) in candidate order, into s_surv's storage.
-            u32* lpos = reinterpret_cast<u32*>(s_surv);
-            float* lw = reinterpret_cast<float*>(s_surv + NCH_MAX / 2);
+            // Support list (pos, w) in candidate order, into s_off's storage.
+            u32* lpos = reinterpret_cast<u32*>(s_off);
+            float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
             const int per2 = (n_c + BLOCK - 1) / BLOCK;
             const int ib = threadIdx.x * per2, ie = min(ib + per2, n_c);
@@ -525,11 +523,12 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
     }
 }
 
-// grid (nch, tasks), block BLOCK, dynamic smem max(TG * caprows, 2 * cap) * 4 bytes.
+// grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
     __shared__ u32 s_slot[PPC_CAP];
+    __shared__ float s_run;
     float* sc = reinterpret_cast<float*>(dyn);
     const int task = blockIdx.y, c = blockIdx.x;
     const TaskInfo ti = task_info(p, task);
@@ -550,10 +549,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
             float m = neg_inf();
             for (int r = threadIdx.x; r < nrows; r += BLOCK) m = fmaxf(m, sg[r]);
             m = block_max<BLOCK>(m);
+            if (threadIdx.x == 0) {
+                // Fold into the running max; candidates are taken against the larger value.
+                const u32 mk = ordered_key(m);
+                const u32 old = atomicMax(p.gmax + (size_t)task * TG + g, mk);
+                s_run = old > mk ? key_to_float(old) : m;
+            }
+            __syncthreads();
+            const float R = s_run;
             const int per = (nrows + BLOCK - 1) / BLOCK;
             const int rb = threadIdx.x * per, re = min(rb + per, nrows);
             int cnt = 0;
-            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - m) > -1.0f) ? 1 : 0;
+            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - R) > -1.0f) ? 1 : 0;
             int total;
             int o = block_excl_scan<BLOCK>(cnt, &total);
             const size_t idx = slot_index(p, task, c, g);
@@ -561,25 +568,67 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
             u32* cp = p.cand_pos + idx * (size_t)caprows;
             for (int r = rb; r < re; ++r) {
                 const float s = sg[r];
-                if (p.a * (s - m) > -1.0f) {
+                if (p.a * (s - R) > -1.0f) {
                     const int pi = r / p.page_size;
                     cs[o] = s;
                     cp[o] = s_slot[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
                     ++o;
                 }
             }
-            if (threadIdx.x == 0) {
-                p.chunk_max[idx] = m;
-                p.cand_cnt[idx] = total;
-            }
+            if (threadIdx.x == 0) p.cand_cnt[idx] = total;
         }
     } else if (threadIdx.x < TG) {
-        const size_t idx = slot_index(p, task, c, threadIdx.x);
-        p.chunk_max[idx] = neg_inf();
-        p.cand_cnt[idx] = 0;
+        p.cand_cnt[slot_index(p, task, c, threadIdx.x)] = 0;
+    }
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem max(2 * cap, ROWGROUPS * HEAD_DIM) * 4.
+// Each chunk keeps its candidates with d > −1 against the final maximum (in place, in
+// order, through shared memory); the last CTA of the task solves.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    const int caprows = p.ppc_max * p.page_size;
+    float* ws = reinterpret_cast<float*>(dyn);
+    u32* wp = reinterpret_cast<u32*>(dyn) + p.cap;
+    for (int g = 0; g < TG; ++g) {
+        const size_t idx = slot_index(p, task, c, g);
+        const int cnt = p.cand_cnt[idx];
+        if (cnt == 0) continue;  // uniform
+        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+        float* cs = p.cand_s + idx * (size_t)caprows;
+        u32* cp = p.cand_pos + idx * (size_t)caprows;
+        int kept = 0;
+        for (int w0 = 0; w0 < cnt; w0 += p.cap) {
+            const int wn = min(p.cap, cnt - w0);
+            for (int i = threadIdx.x; i < wn; i += BLOCK) {
+                ws[i] = cs[w0 + i];
+                wp[i] = cp[w0 + i];
+            }
+            __syncthreads();
+            const int per = (wn + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per, ie = min(ib + per, wn);
+            int n = 0;
+            for (int i = ib; i < ie; ++i) n += (p.a * (ws[i] - M) > -1.0f) ? 1 : 0;
+            int tot;
+            int o = kept + block_excl_scan<BLOCK>(n, &tot);
+            for (int i = ib; i < ie; ++i) {
+                if (p.a * (ws[i] - M) > -1.0f) {
+                    cs[o] = ws[i];
+                    cp[o] = wp[i];
+                    ++o;
+                }
+            }
+            kept += tot;
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) p.cand_cnt[idx] = kept;
     }
     if (!last_block_of(p.counters + task, p.nch)) return;
     solve_task(p, task, ti, dyn, caprows);
+    __syncthreads();
+    if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
     if (threadIdx.x == 0) p.counters[task] = 0;
 }
 

@@ -136,10 +136,31 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
 
 constexpr int SEL_THREADS = 1024;
 
-// grid (tasks), block SEL_THREADS.
+// Calls f(key, i) for i in [beg, end) of a 16-byte-aligned key row, 8 vector loads in
+// flight per thread. `beg` is a multiple of 4; the row is allocated to a multiple of 4.
+template <class F> __device__ __forceinline__ void for_keys(const u32* K, int beg, int end, F f) {
+    for (int i0 = beg; i0 < end; i0 += 32) {
+        uint4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + 4 * u;
+            v[u] = i < end ? *reinterpret_cast<const uint4*>(K + i) : zero4();
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + 4 * u;
+            if (i < end) f(v[u].x, i);
+            if (i + 1 < end) f(v[u].y, i + 1);
+            if (i + 2 < end) f(v[u].z, i + 2);
+            if (i + 3 < end) f(v[u].w, i + 3);
+        }
+    }
+}
+
+// grid (tasks), block SEL_THREADS. Thread t owns keys [t·per, t·per + per).
 extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
     __shared__ int hist[2048];
-    __shared__ int s_digit, s_cum, s_found;
+    __shared__ int s_digit, s_cum;
     __shared__ u32 s_idx;
     const int task = blockIdx.x;
     const int tpb = p.per_head ? p.num_heads : p.num_kv_heads;
@@ -165,6 +186,8 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         return;
     }
     const u32* K = p.keys + (size_t)task * p.list_stride;
+    const int per = (((closed + SEL_THREADS - 1) / SEL_THREADS) + 3) & ~3;
+    const int beg = min(tid * per, closed), end = min(beg + per, closed);
     u32 prefix = 0, mask = 0;
     int rem = k, cnt_eq = 0;
     for (int pass = 0; pass < 3; ++pass) {
@@ -172,10 +195,9 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         const int bins = pass == 2 ? 1024 : 2048;
         for (int i = tid; i < 2048; i += SEL_THREADS) hist[i] = 0;
         __syncthreads();
-        for (int i = tid; i < closed; i += SEL_THREADS) {
-            const u32 key = K[i];
+        for_keys(K, beg, end, [&](u32 key, int) {
             if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (u32)(bins - 1)], 1);
-        }
+        });
         __syncthreads();
         // Descending digit order: thread t covers descending positions 2t, 2t+1.
         const int j0 = 2 * tid, j1 = 2 * tid + 1;
@@ -202,38 +224,32 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     // `rem` keys equal to T are kept, the lowest pages first.
     u32 thr = 0xffffffffu;
     if (rem < cnt_eq) {
-        if (tid == 0) s_found = 0;
-        int cum = 0;
-        for (int base = 0; base < closed; base += SEL_THREADS) {
-            const int i = base + tid;
-            const int f = (i < closed && K[i] == T) ? 1 : 0;
-            int t2;
-            const int e = block_excl_scan<SEL_THREADS>(f, &t2);
-            if (f && cum + e + 1 == rem) {
-                s_idx = (u32)i;
-                s_found = 1;
-            }
-            cum += t2;
-            __syncthreads();
-            if (s_found) break;
+        int mine = 0;
+        for_keys(K, beg, end, [&](u32 key, int) { mine += key == T ? 1 : 0; });
+        int t2;
+        const int e = block_excl_scan<SEL_THREADS>(mine, &t2);
+        if (e < rem && rem <= e + mine) {
+            int seen = e;
+            for_keys(K, beg, end, [&](u32 key, int i) {
+                if (key == T) {
+                    ++seen;
+                    if (seen == rem) s_idx = (u32)i;
+                }
+            });
         }
+        __syncthreads();
         thr = s_idx;
     }
-    int cum = 0;
-    for (int base = 0; base < closed; base += SEL_THREADS) {
-        const int i = base + tid;
-        bool keep = false;
-        if (i < closed) {
-            const u32 key = K[i];
-            keep = key > T || (key == T && (u32)i <= thr);
-        }
-        int t2;
-        const int e = block_excl_scan<SEL_THREADS>(keep ? 1 : 0, &t2);
-        if (keep) L[cum + e] = (u32)i;
-        cum += t2;
-    }
+    const auto keep = [&](u32 key, int i) { return key > T || (key == T && (u32)i <= thr); };
+    int mine = 0;
+    for_keys(K, beg, end, [&](u32 key, int i) { mine += keep(key, i) ? 1 : 0; });
+    int total;
+    int o = block_excl_scan<SEL_THREADS>(mine, &total);
+    for_keys(K, beg, end, [&](u32 key, int i) {
+        if (keep(key, i)) L[o++] = (u32)i;
+    });
     if (tid == 0) {
-        L[cum] = (u32)closed;
-        p.list_counts[task] = cum + 1;
+        L[total] = (u32)closed;
+        p.list_counts[task] = total + 1;
     }
 }
