@@ -289,6 +289,9 @@ pub struct Cell {
     /// Dense softmax torch SDPA on the same shape, same run (GPU, `--sdpa-json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdpa_ms: Option<f64>,
+    /// (GPU) Median time of each kernel of the step, events between launches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_ms: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -466,6 +469,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             rel,
             cosine,
             sdpa_ms: None,
+            kernel_ms: Vec::new(),
         });
         pb.inc(1);
     }

@@ -201,6 +201,30 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         &time_it(&gpu, &dev, &flush, 2, a.iters, &|| att_graph.launch())?,
                         0.5,
                     );
+                    // Per kernel: events between the launches of plain (ungraphed) steps.
+                    let names = dec.kernel_names();
+                    let evs = (0..=names.len())
+                        .map(|_| Event::new(&gpu))
+                        .collect::<entmaxkv::Result<Vec<_>>>()?;
+                    let mut per: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+                    for it in 0..a.iters.max(1) + 2 {
+                        flush.run(dev.stream())?;
+                        dec.enqueue_timed(&dev, &evs)?;
+                        dev.stream().sync()?;
+                        if it >= 2 {
+                            for (i, v) in per.iter_mut().enumerate() {
+                                v.push(evs[i].elapsed_ms(&evs[i + 1])? as f64);
+                            }
+                        }
+                    }
+                    let kernel_ms: Vec<(String, f64)> = names
+                        .iter()
+                        .zip(per.iter_mut())
+                        .map(|(n, v)| {
+                            v.sort_by(|x, y| x.total_cmp(y));
+                            (n.to_string(), quantile(v, 0.5))
+                        })
+                        .collect();
                     // The stage graphs ran after the full step: run it once more for the report.
                     dec.replay(&dev)?;
                     let mut out = vec![0.0f32; prob.q.len()];
@@ -253,15 +277,21 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         rel,
                         cosine,
                         sdpa_ms,
+                        kernel_ms,
                     };
                     eprintln!(
-                        "  {:<14} a={:<5} {:>8.4} ms (p90 {:.4}), floor {:.4} ms{}",
+                        "  {:<14} a={:<5} {:>8.4} ms (p90 {:.4}), floor {:.4} ms{} | {}",
                         m,
                         a_used,
                         median,
                         cell.p90_ms,
                         cell.floor_ms,
-                        sdpa_ms.map_or(String::new(), |s| format!(", SDPA {s:.4} ms"))
+                        sdpa_ms.map_or(String::new(), |s| format!(", SDPA {s:.4} ms")),
+                        cell.kernel_ms
+                            .iter()
+                            .map(|(n, t)| format!("{n} {t:.4}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                     cells.push(cell);
                 }

@@ -272,9 +272,11 @@ fn every_method_alpha_and_dtype_matches_cpu() {
             }
         }
     }
-    eprintln!(
-        "worst output rel {:.3e}, worst tau rel {:.3e}",
-        worst.0, worst.1
+    let _ = writeln!(
+        std::io::stderr(),
+        "every_method: worst output rel {:.3e}, worst tau rel {:.3e}",
+        worst.0,
+        worst.1
     );
 }
 

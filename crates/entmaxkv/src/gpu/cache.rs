@@ -329,18 +329,6 @@ impl DeviceKvCache {
             }
             if s.len.is_multiple_of(ps) {
                 needed += 1;
-                if s.pages.len() >= self.bufs.bt_stride {
-                    return Err(Error::invalid(
-                        OP,
-                        "seqs",
-                        id,
-                        format!(
-                            "the sequence owns {} pages, the device block-table row holds {}",
-                            s.pages.len(),
-                            self.bufs.bt_stride
-                        ),
-                    ));
-                }
             }
             if s.len + 1 > i32::MAX as usize {
                 return Err(Error::invalid(OP, "seqs", id, "sequence at 2^31 tokens"));
@@ -353,6 +341,21 @@ impl DeviceKvCache {
                 free: self.free.len(),
                 capacity: self.cfg.num_pages,
             });
+        }
+        for id in seqs {
+            let s = self.seq(OP, *id)?;
+            if s.len.is_multiple_of(ps) && s.pages.len() >= self.bufs.bt_stride {
+                return Err(Error::invalid(
+                    OP,
+                    "seqs",
+                    id,
+                    format!(
+                        "the sequence owns {} pages, the device block-table row holds {}",
+                        s.pages.len(),
+                        self.bufs.bt_stride
+                    ),
+                ));
+            }
         }
         // Staging buffers (grown, never per token once large enough).
         if self.staging.as_ref().is_none_or(|s| s.cap < b) {

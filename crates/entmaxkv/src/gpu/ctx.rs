@@ -445,6 +445,7 @@ impl ModuleKey {
                 "topk_score",
                 "topk_select",
                 "attn_entmax_scores",
+                "attn_entmax_filter",
                 "attn_entmax_solve",
                 "attn_entmax_values",
                 "attn_softmax",

@@ -8,16 +8,17 @@
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
-//!   `attn_entmax_solve` (survivors against the final maximum; the last CTA of each task
-//!   solves τ and gathers V for small supports), `attn_entmax_values` (V for large
-//!   supports; exits at once otherwise);
+//!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
+//!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
+//!   last CTA of each task solves τ and gathers V for small supports),
+//!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //!
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
 //! the same graph serves every step while the sequences grow (up to the planned length).
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
-use super::ctx::{launch, DevBuf, Gpu, Graph, Module, ModuleKey, Stream};
+use super::ctx::{launch, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
 use super::params::{AttnParams, TopkParams};
 use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
@@ -179,6 +180,7 @@ impl GpuDecoder {
         })?;
         for k in [
             "attn_entmax_scores",
+            "attn_entmax_filter",
             "attn_entmax_solve",
             "attn_entmax_values",
             "attn_softmax",
@@ -206,7 +208,7 @@ impl GpuDecoder {
                 ),
             });
         }
-        let target = 4 * gpu.info().sm_count;
+        let target = 16 * gpu.info().sm_count;
         let nch = need.max(target.div_ceil(tasks)).min(max_pages).min(NCH_MAX);
         let ppc_max = max_pages.div_ceil(nch);
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
@@ -321,6 +323,9 @@ impl GpuDecoder {
             cand_pos: alloc(cand_n * 4, false)?,
             cand_cnt: alloc(slot_n * 4, false)?,
             gmax: alloc(tasks * tg * 4, true)?,
+            hist: alloc(tasks * tg * 256 * 4, true)?,
+            bounds: alloc(tasks * tg * 2 * 4, true)?,
+            counters2: alloc(tasks * 4, true)?,
             counters: alloc(tasks * 4, true)?,
             vcounters: alloc(tasks * 4, true)?,
             vflag: alloc(batch * heads * 4, true)?,
@@ -469,75 +474,86 @@ impl GpuDecoder {
         self.launch_stage(stage)
     }
 
-    fn launch_stage(&self, stage: Stage) -> Result<()> {
-        self.gpu.bind()?;
+    /// The kernels of a stage, in launch order.
+    fn kernels(&self, stage: Stage) -> &'static [&'static str] {
+        match stage {
+            Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            Stage::Selection => &[],
+            Stage::Attention if self.softmax => &["attn_softmax"],
+            Stage::Attention => &[
+                "attn_entmax_scores",
+                "attn_entmax_filter",
+                "attn_entmax_solve",
+                "attn_entmax_values",
+            ],
+        }
+    }
+
+    /// Names of the kernels of a step, in launch order.
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        let mut v = self.kernels(Stage::Selection).to_vec();
+        v.extend_from_slice(self.kernels(Stage::Attention));
+        v
+    }
+
+    fn launch_kernel(&self, name: &'static str) -> Result<()> {
         let m = &self.module;
         let s = &self.stream;
-        match stage {
-            Stage::Selection => {
-                if let Some(t) = &self.topk {
-                    unsafe {
-                        launch(
-                            m.func("topk_score"),
-                            (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1),
-                            BLOCK,
-                            t.smem,
-                            s,
-                            &t.params,
-                        )?;
-                        launch(
-                            m.func("topk_select"),
-                            (self.tasks as u32, 1, 1),
-                            SEL_THREADS,
-                            0,
-                            s,
-                            &t.params,
-                        )?;
-                    }
-                }
-            }
-            Stage::Attention => {
-                let grid = (self.nch as u32, self.tasks as u32, 1);
-                unsafe {
-                    if self.softmax {
-                        launch(
-                            m.func("attn_softmax"),
-                            grid,
-                            BLOCK,
-                            self.dyn_softmax,
-                            s,
-                            &self.attn,
-                        )?;
+        let grid = (self.nch as u32, self.tasks as u32, 1);
+        unsafe {
+            match name {
+                "topk_score" | "topk_select" => {
+                    let t = self.topk.as_ref().expect("top-k plan");
+                    if name == "topk_score" {
+                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
+                        launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
                     } else {
-                        launch(
-                            m.func("attn_entmax_scores"),
-                            grid,
-                            BLOCK,
-                            self.dyn_scores,
-                            s,
-                            &self.attn,
-                        )?;
-                        launch(
-                            m.func("attn_entmax_solve"),
-                            grid,
-                            BLOCK,
-                            self.dyn_solve,
-                            s,
-                            &self.attn,
-                        )?;
-                        launch(
-                            m.func("attn_entmax_values"),
-                            grid,
-                            BLOCK,
-                            self.dyn_values,
-                            s,
-                            &self.attn,
-                        )?;
+                        let g = (self.tasks as u32, 1, 1);
+                        launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
                     }
                 }
+                "attn_softmax" => {
+                    launch(m.func(name), grid, BLOCK, self.dyn_softmax, s, &self.attn)
+                }
+                "attn_entmax_scores" => {
+                    launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
+                }
+                "attn_entmax_values" => {
+                    launch(m.func(name), grid, BLOCK, self.dyn_values, s, &self.attn)
+                }
+                _ => launch(m.func(name), grid, BLOCK, self.dyn_solve, s, &self.attn),
             }
         }
+    }
+
+    fn launch_stage(&self, stage: Stage) -> Result<()> {
+        self.gpu.bind()?;
+        for &k in self.kernels(stage) {
+            self.launch_kernel(k)?;
+        }
         Ok(())
+    }
+
+    /// Queues a step with `events[i]` recorded before kernel `i` of [`Self::kernel_names`]
+    /// and the last event after the last kernel (per-kernel timings; not for capture).
+    pub fn enqueue_timed(&self, cache: &DeviceKvCache, events: &[Event]) -> Result<()> {
+        self.check("GpuDecoder::enqueue_timed", cache)?;
+        let names = self.kernel_names();
+        if events.len() != names.len() + 1 {
+            return Err(Error::Mismatch {
+                op: "GpuDecoder::enqueue_timed",
+                arg: "events.len()",
+                got: events.len(),
+                what: "kernels + 1",
+                expected: names.len() + 1,
+            });
+        }
+        self.gpu.bind()?;
+        for (i, k) in names.iter().enumerate() {
+            events[i].record(&self.stream)?;
+            self.launch_kernel(k)?;
+        }
+        events[names.len()].record(&self.stream)
     }
 
     /// Queues a whole step (asynchronous).

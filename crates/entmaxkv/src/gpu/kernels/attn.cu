@@ -5,19 +5,24 @@
 // slots of a selection, last page last) is split into `nch` chunks; CTA (chunk, task) reads
 // the K rows of its chunk once for all TG heads.
 //
-// α > 1 (entmax), three kernels:
+// α > 1 (entmax), four kernels:
 //   attn_entmax_scores  K -> scores in shared memory -> chunk max, folded into a running
 //                       per-head maximum (integer atomicMax on order-preserving keys) ->
 //                       the chunk's candidates, z > z_running_max − 1 (a superset of the
 //                       only tokens that can carry weight), written compactly.
-//   attn_entmax_solve   every chunk keeps its candidates with z > z_max − 1 against the
-//                       final maximum; the last CTA of a task gathers them (chunk order),
-//                       solves τ per head (histogram bracket + safeguarded Halley on
-//                       G = (Σ(d−t)_+^β)^{1/β} − 1, as tau/entmax.rs) and, when the support
-//                       is small, gathers V for it and writes the output.
-//   attn_entmax_values  only for heads whose support was large: V for the support,
-//                       split over chunks, plain-sum combine (τ is global), last CTA sums.
-//                       Exits at once otherwise.
+//   attn_entmax_filter  every chunk keeps its candidates with d = z − z_max > −1 against the
+//                       final maximum and adds them to a per-head 256-bin count histogram of
+//                       d (integer atomics); the last CTA of a task turns the histogram into
+//                       a bracket [lo, hi] of the relative threshold t (count bounds of
+//                       Σ(d−t)_+^β, one bin of slack each side).
+//   attn_entmax_solve   every chunk keeps its candidates with d > lo (the only ones that can
+//                       carry weight); the last CTA gathers them (chunk order), solves t by
+//                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
+//                       (tau/entmax.rs) and, when the support is small, gathers V for it and
+//                       writes the output.
+//   attn_entmax_values  only for heads whose support was large: V for the support, split over
+//                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
+//                       otherwise.
 // α = 1 (softmax), one kernel:
 //   attn_softmax        scores, chunk max, exp, V for every token; the last CTA merges the
 //                       chunks by log-sum-exp.
@@ -37,6 +42,9 @@ struct AttnParams {
     u32* cand_pos;           // same
     int* cand_cnt;           // [tasks, nch, TG]
     u32* gmax;               // [tasks, TG] running max score key (0 between steps)
+    int* hist;               // [tasks, TG, HIST_BINS] survivor histogram (0 between steps)
+    float* bounds;           // [tasks, TG, 2] bracket (lo, hi) of t relative to (α−1)·max
+    u32* counters2;          // [tasks]
     u32* counters;           // [tasks]
     u32* vcounters;          // [tasks]
     int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
@@ -291,36 +299,106 @@ __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpo
 }
 
 // ---------------------------------------------------------------------------------------
-// The τ solve of one head, run by the last CTA of a task.
+// The τ solve.
+
+constexpr int HIST_BINS = 256;
 
 __device__ __forceinline__ float key_to_float(u32 k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+__device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int ci, int g) {
+    return ((size_t)task * p.nch + ci) * TG + g;
+}
+
+// Keeps, in place and in order, the chunk's candidates with (α−1)(s − M) > thr; optionally
+// counts them into `hist_smem` (HIST_BINS bins of d ∈ (−1, 0]). Staged through `ws`/`wp`
+// (cap elements each). Returns the count kept.
+__device__ int compact_chunk(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
+                             float* ws, u32* wp) {
+    const int cnt = p.cand_cnt[idx];
+    float* cs = p.cand_s + idx * (size_t)caprows;
+    u32* cp = p.cand_pos + idx * (size_t)caprows;
+    int kept = 0;
+    for (int w0 = 0; w0 < cnt; w0 += p.cap) {
+        const int wn = min(p.cap, cnt - w0);
+        for (int i = threadIdx.x; i < wn; i += BLOCK) {
+            ws[i] = cs[w0 + i];
+            wp[i] = cp[w0 + i];
+        }
+        __syncthreads();
+        const int per = (wn + BLOCK - 1) / BLOCK;
+        const int ib = threadIdx.x * per, ie = min(ib + per, wn);
+        int n = 0;
+        for (int i = ib; i < ie; ++i) {
+            const float d = p.a * (ws[i] - M);
+            if (d > thr) {
+                ++n;
+                if (hist_smem) {
+                    int bin = (int)((d + 1.0f) * (float)HIST_BINS);
+                    bin = bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
+                    atomicAdd(&hist_smem[bin], 1);
+                }
+            }
+        }
+        int tot;
+        int o = kept + block_excl_scan<BLOCK>(n, &tot);
+        for (int i = ib; i < ie; ++i) {
+            if (p.a * (ws[i] - M) > thr) {
+                cs[o] = ws[i];
+                cp[o] = wp[i];
+                ++o;
+            }
+        }
+        kept += tot;
+        __syncthreads();
+    }
+    return kept;
 }
 
 struct SolveCtx {
     int task, g;
     float M;
     bool in_smem;
-    int n;           // candidates with d > −1
-    const float* d;  // shared: d = (α−1)(s − M), when in_smem
+    int n;            // candidates gathered
+    const float* d;   // shared: d = (α−1)(s − M), when in_smem
+    const int* off;   // shared: chunk offsets of the candidates (nch + 1)
 };
 
-__device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int ci, int g) {
-    return ((size_t)task * p.nch + ci) * TG + g;
+// Chunk of flattened candidate j: the largest ci with off[ci] <= j.
+__device__ __forceinline__ int chunk_of(const int* off, int nch, int j) {
+    int lo = 0, hi = nch - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (off[mid] <= j) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
 }
 
 // Calls f(d) for every candidate of the head, each thread for a fixed subset in a fixed
-// order (deterministic sums).
+// order (deterministic sums). From shared memory, or else straight from the chunk lists
+// (flattened over chunks, four loads in flight per thread).
 template <class F> __device__ void for_each_cand(const AttnParams& p, const SolveCtx& sc, int caprows, F f) {
     if (sc.in_smem) {
         for (int i = threadIdx.x; i < sc.n; i += BLOCK) f(sc.d[i]);
         return;
     }
-    for (int ci = 0; ci < p.nch; ++ci) {
-        const size_t idx = slot_index(p, sc.task, ci, sc.g);
-        const int cnt = __ldcg(p.cand_cnt + idx);
-        const float* cs = p.cand_s + idx * (size_t)caprows;
-        for (int k = threadIdx.x; k < cnt; k += BLOCK) f(p.a * (__ldcg(cs + k) - sc.M));
+    constexpr int GU = 4;
+    for (int j0 = 0; j0 < sc.n; j0 += BLOCK * GU) {
+        float sv[GU];
+#pragma unroll
+        for (int u = 0; u < GU; ++u) {
+            const int j = j0 + u * BLOCK + threadIdx.x;
+            sv[u] = 0.f;
+            if (j < sc.n) {
+                const int ci = chunk_of(sc.off, p.nch, j);
+                sv[u] = __ldcg(p.cand_s + slot_index(p, sc.task, ci, sc.g) * (size_t)caprows + (j - sc.off[ci]));
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; ++u)
+            if (j0 + u * BLOCK + (int)threadIdx.x < sc.n) f(p.a * (sv[u] - sc.M));
     }
 }
 
@@ -350,42 +428,10 @@ __device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows
     support = block_sum_int<BLOCK>(cnt);
 }
 
-// Solves the relative threshold t ∈ [−1, −n^{−(α−1)}]; returns it and the mass at it.
-__device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, double& mass, int& support) {
-    __shared__ int s_hist[256];
-    __shared__ int s_j;
+// Solves the relative threshold t in the bracket [lo, hi]; returns it and the mass at it.
+__device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, double lo, double hi,
+                          double& mass, int& support) {
     const double beta = p.beta_d;
-    const int code = p.alpha_code;
-    for (int i = threadIdx.x; i < 256; i += BLOCK) s_hist[i] = 0;
-    __syncthreads();
-    for_each_cand(p, sc, caprows, [&](float dd) {
-        int bin = (int)((dd + 1.0f) * 256.0f);
-        bin = bin < 0 ? 0 : (bin > 255 ? 255 : bin);
-        atomicAdd(&s_hist[bin], 1);
-    });
-    __syncthreads();
-    // Largest bin edge e_j = −1 + j/256 whose lower bound of F is still ≥ 0 (warp 0).
-    if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
-        int lo = 0, hi = 255;
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            double f = 0.0;
-            for (int i = mid + 1 + lane; i < 256; i += 32) {
-                const int c = s_hist[i];
-                if (c) f += (double)c * pow_beta_d((double)(i - mid) / 256.0, code, beta);
-            }
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
-            if (f - 1.0 >= 0.0) lo = mid;
-            else hi = mid - 1;
-        }
-        if (lane == 0) s_j = lo;
-    }
-    __syncthreads();
-    const int j = s_j > 0 ? s_j - 1 : 0;  // one bin of slack for the f32 binning
-    double lo = -1.0 + (double)j / 256.0;
-    double hi = -exp(-p.a_d * log((double)(sc.n > 0 ? sc.n : 1)));
     double t = lo;
     double A0, A1, A2;
     int sup;
@@ -409,8 +455,49 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     return t;
 }
 
-// The last CTA of a task: per head, gather the survivors (chunk order), τ, then V for
-// small supports.
+// Count bounds of F(t) = Σ(d−t)_+^β − 1 at the bin edges e_j = −1 + j/HIST_BINS give a
+// bracket of the root (warp 0 of the calling CTA; one bin of slack on each side).
+__device__ void hist_bracket(const AttnParams& p, const int* h, float& lo_out, float& hi_out) {
+    const int lane = threadIdx.x & 31;
+    const double beta = p.beta_d;
+    const int code = p.alpha_code;
+    // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
+    int lo = 0, hi = HIST_BINS - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        double f = 0.0;
+        for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) {
+            const int c = h[i];
+            if (c) f += (double)c * pow_beta_d((double)(i - mid) / HIST_BINS, code, beta);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f >= 1.0) lo = mid;
+        else hi = mid - 1;
+    }
+    const int jl = lo;
+    // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
+    lo = 0;
+    hi = HIST_BINS;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        double f = 0.0;
+        for (int i = mid + lane; i < HIST_BINS; i += 32) {
+            const int c = h[i];
+            if (c) f += (double)c * pow_beta_d((double)(i + 1 - mid) / HIST_BINS, code, beta);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f < 1.0) hi = mid;
+        else lo = mid + 1;
+    }
+    const int ju = lo;
+    lo_out = -1.0f + (float)(jl > 0 ? jl - 1 : 0) / HIST_BINS;
+    hi_out = fminf(0.0f, -1.0f + (float)(ju + 1) / HIST_BINS);
+}
+
+// The last CTA of a task: per head, gather the kept candidates (chunk order), τ, then V
+// for small supports.
 __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
     __shared__ int s_off[NCH_MAX + 1];
     __shared__ int s_small;
@@ -419,7 +506,9 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
     for (int g = 0; g < TG; ++g) {
         const int bh = ti.b * p.num_heads + ti.h0 + g;
         const float M = key_to_float(__ldcg(p.gmax + (size_t)task * TG + g));
-        // Survivor counts per chunk (loaded in parallel), then their offsets.
+        const float blo = __ldcg(p.bounds + ((size_t)task * TG + g) * 2);
+        const float bhi = __ldcg(p.bounds + ((size_t)task * TG + g) * 2 + 1);
+        // Candidate counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
         int local = 0;
@@ -444,40 +533,36 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
         sc.n = n_c;
         sc.in_smem = n_c <= p.cap;
         sc.d = d_buf;
+        sc.off = s_off;
         if (sc.in_smem) {
-            // Flattened gather: element j lives in the chunk whose offset range holds it.
+            // Flattened gather, four loads in flight per thread.
             constexpr int GU = 4;
             for (int j0 = 0; j0 < n_c; j0 += BLOCK * GU) {
-                int jj[GU];
                 size_t src[GU];
 #pragma unroll
                 for (int u = 0; u < GU; ++u) {
-                    jj[u] = j0 + u * BLOCK + threadIdx.x;
+                    const int j = j0 + u * BLOCK + threadIdx.x;
                     src[u] = 0;
-                    if (jj[u] < n_c) {
-                        int lo = 0, hi = p.nch - 1;  // largest ci with s_off[ci] <= j
-                        while (lo < hi) {
-                            const int mid = (lo + hi + 1) >> 1;
-                            if (s_off[mid] <= jj[u]) lo = mid;
-                            else hi = mid - 1;
-                        }
-                        src[u] = slot_index(p, task, lo, g) * (size_t)caprows + (size_t)(jj[u] - s_off[lo]);
+                    if (j < n_c) {
+                        const int ci = chunk_of(s_off, p.nch, j);
+                        src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
                     }
                 }
                 float sv[GU];
                 u32 pv[GU];
 #pragma unroll
                 for (int u = 0; u < GU; ++u) {
-                    if (jj[u] < n_c) {
+                    if (j0 + u * BLOCK + (int)threadIdx.x < n_c) {
                         sv[u] = __ldcg(p.cand_s + src[u]);
                         pv[u] = __ldcg(p.cand_pos + src[u]);
                     }
                 }
 #pragma unroll
                 for (int u = 0; u < GU; ++u) {
-                    if (jj[u] < n_c) {
-                        d_buf[jj[u]] = p.a * (sv[u] - M);
-                        pos_buf[jj[u]] = pv[u];
+                    const int j = j0 + u * BLOCK + threadIdx.x;
+                    if (j < n_c) {
+                        d_buf[j] = p.a * (sv[u] - M);
+                        pos_buf[j] = pv[u];
                     }
                 }
             }
@@ -485,7 +570,9 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
         __syncthreads();
         double mass;
         int sup;
-        const double t = solve_t(p, sc, caprows, mass, sup);
+        // t <= −k^{−(α−1)} for any k >= the support size: the kept count bounds it.
+        const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
+        const double t = solve_t(p, sc, caprows, (double)blo, fmin((double)bhi, hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
         if (threadIdx.x == 0) {
             p.head_m[bh] = M;
@@ -582,9 +669,50 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
     }
 }
 
-// grid (nch, tasks), block BLOCK, dynamic smem max(2 * cap, ROWGROUPS * HEAD_DIM) * 4.
-// Each chunk keeps its candidates with d > −1 against the final maximum (in place, in
-// order, through shared memory); the last CTA of the task solves.
+// grid (nch, tasks), block BLOCK, dynamic smem 2 * cap * 4.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ int s_hist[HIST_BINS];
+    const int task = blockIdx.y, c = blockIdx.x;
+    const int caprows = p.ppc_max * p.page_size;
+    float* ws = reinterpret_cast<float*>(dyn);
+    u32* wp = reinterpret_cast<u32*>(dyn) + p.cap;
+    for (int g = 0; g < TG; ++g) {
+        const size_t idx = slot_index(p, task, c, g);
+        if (p.cand_cnt[idx] == 0) continue;  // uniform
+        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) s_hist[i] = 0;
+        __syncthreads();
+        const int kept = compact_chunk(p, idx, caprows, M, -1.0f, s_hist, ws, wp);
+        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK)
+            if (s_hist[i]) atomicAdd(gh + i, s_hist[i]);
+        if (threadIdx.x == 0) p.cand_cnt[idx] = kept;
+        __syncthreads();
+    }
+    if (!last_block_of(p.counters + task, p.nch)) return;
+    for (int g = 0; g < TG; ++g) {
+        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
+            s_hist[i] = __ldcg(gh + i);
+            gh[i] = 0;
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) {
+            float lo, hi;
+            hist_bracket(p, s_hist, lo, hi);
+            if (threadIdx.x == 0) {
+                p.bounds[((size_t)task * TG + g) * 2] = lo;
+                p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem 2 * cap * 4.
+// Each chunk keeps its candidates with d > lo (in place, in order); the last CTA solves.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     const int task = blockIdx.y, c = blockIdx.x;
@@ -594,42 +722,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const Attn
     u32* wp = reinterpret_cast<u32*>(dyn) + p.cap;
     for (int g = 0; g < TG; ++g) {
         const size_t idx = slot_index(p, task, c, g);
-        const int cnt = p.cand_cnt[idx];
-        if (cnt == 0) continue;  // uniform
+        if (p.cand_cnt[idx] == 0) continue;  // uniform
         const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-        float* cs = p.cand_s + idx * (size_t)caprows;
-        u32* cp = p.cand_pos + idx * (size_t)caprows;
-        int kept = 0;
-        for (int w0 = 0; w0 < cnt; w0 += p.cap) {
-            const int wn = min(p.cap, cnt - w0);
-            for (int i = threadIdx.x; i < wn; i += BLOCK) {
-                ws[i] = cs[w0 + i];
-                wp[i] = cp[w0 + i];
-            }
-            __syncthreads();
-            const int per = (wn + BLOCK - 1) / BLOCK;
-            const int ib = threadIdx.x * per, ie = min(ib + per, wn);
-            int n = 0;
-            for (int i = ib; i < ie; ++i) n += (p.a * (ws[i] - M) > -1.0f) ? 1 : 0;
-            int tot;
-            int o = kept + block_excl_scan<BLOCK>(n, &tot);
-            for (int i = ib; i < ie; ++i) {
-                if (p.a * (ws[i] - M) > -1.0f) {
-                    cs[o] = ws[i];
-                    cp[o] = wp[i];
-                    ++o;
-                }
-            }
-            kept += tot;
-            __syncthreads();
-        }
+        const float lo = p.bounds[((size_t)task * TG + g) * 2];
+        const int kept = compact_chunk(p, idx, caprows, M, lo, nullptr, ws, wp);
         if (threadIdx.x == 0) p.cand_cnt[idx] = kept;
+        __syncthreads();
     }
-    if (!last_block_of(p.counters + task, p.nch)) return;
+    if (!last_block_of(p.counters2 + task, p.nch)) return;
     solve_task(p, task, ti, dyn, caprows);
     __syncthreads();
     if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
-    if (threadIdx.x == 0) p.counters[task] = 0;
+    if (threadIdx.x == 0) p.counters2[task] = 0;
 }
 
 // grid (nch, tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS * HEAD_DIM) * 4.

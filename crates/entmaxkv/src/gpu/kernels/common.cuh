@@ -122,7 +122,6 @@ __host__ __device__ constexpr int cmin(int a, int b) { return a < b ? a : b; }
 
 // Threads per CTA of the attention and top-k scoring kernels.
 constexpr int BLOCK = 256;
-constexpr int NWARPS = BLOCK / 32;
 
 // A K/V row is HEAD_DIM elements, read as 16-byte chunks by LANES consecutive lanes.
 constexpr int KV_VEC = 16 / KV::BYTES;
@@ -131,7 +130,7 @@ constexpr int LANES = cmin(pow2_ceil(CHUNKS), 32);
 constexpr int CPL = (CHUNKS + LANES - 1) / LANES;  // chunks per lane
 constexpr int COLS = CPL * KV_VEC;                 // columns per lane
 constexpr int ROWGROUPS = BLOCK / LANES;           // rows a CTA reads at once
-constexpr int UNROLL = 4;                          // rows per thread in flight
+constexpr int UNROLL = 8;                          // rows per thread in flight
 static_assert(HEAD_DIM * KV::BYTES % 16 == 0, "HEAD_DIM * sizeof(kv) must be a multiple of 16");
 
 // Statistics rows, same scheme.

@@ -67,17 +67,20 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
     for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
         qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
     __syncthreads();
+    __shared__ u32 s_pages[256];
+    for (int i = threadIdx.x; i < p1 - p0; i += BLOCK) s_pages[i] = p.block_tables[(size_t)row * p.bt_stride + p0 + i];
+    __syncthreads();
     const float qpos = (float)(len - 1);
     const int lane = threadIdx.x % ST_LANES;
     const int rg = threadIdx.x / ST_LANES;
-    for (int pi0 = p0; pi0 < p1; pi0 += 2 * ST_ROWGROUPS) {
-        uint4 mn[2][ST_CPL], mx[2][ST_CPL];
+    constexpr int PU = 4;  // pages in flight per row group
+    for (int pi0 = p0; pi0 < p1; pi0 += PU * ST_ROWGROUPS) {
+        uint4 mn[PU][ST_CPL], mx[PU][ST_CPL];
 #pragma unroll
-        for (int u = 0; u < 2; ++u) {
+        for (int u = 0; u < PU; ++u) {
             const int pi = pi0 + u * ST_ROWGROUPS + rg;
             if (pi < p1) {
-                const u32 page = p.block_tables[(size_t)row * p.bt_stride + pi];
-                const size_t base = ((size_t)page * p.num_kv_heads + kvh) * HEAD_DIM;
+                const size_t base = ((size_t)s_pages[pi - p0] * p.num_kv_heads + kvh) * HEAD_DIM;
 #pragma unroll
                 for (int i = 0; i < ST_CPL; ++i) {
                     const int ch = lane + i * ST_LANES;
@@ -93,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
             }
         }
 #pragma unroll
-        for (int u = 0; u < 2; ++u) {
+        for (int u = 0; u < PU; ++u) {
             const int pi = pi0 + u * ST_ROWGROUPS + rg;
             float lo[ST_CPL][ST_VEC], hi[ST_CPL][ST_VEC];
 #pragma unroll
@@ -188,15 +191,42 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     const u32* K = p.keys + (size_t)task * p.list_stride;
     const int per = (((closed + SEL_THREADS - 1) / SEL_THREADS) + 3) & ~3;
     const int beg = min(tid * per, closed), end = min(beg + per, closed);
+    // Key range, so the radix digits span the keys actually present (iid bounds share
+    // their sign, exponent and leading mantissa bits).
+    __shared__ u32 s_mn[32], s_mx[32];
+    u32 kmn = 0xffffffffu, kmx = 0u;
+    for_keys(K, beg, end, [&](u32 key, int) {
+        kmn = min(kmn, key);
+        kmx = max(kmx, key);
+    });
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        kmn = min(kmn, __shfl_xor_sync(FULL_MASK, kmn, off));
+        kmx = max(kmx, __shfl_xor_sync(FULL_MASK, kmx, off));
+    }
+    if ((tid & 31) == 0) {
+        s_mn[tid >> 5] = kmn;
+        s_mx[tid >> 5] = kmx;
+    }
+    __syncthreads();
+    kmn = s_mn[0];
+    kmx = s_mx[0];
+    for (int w = 1; w < SEL_THREADS / 32; ++w) {
+        kmn = min(kmn, s_mn[w]);
+        kmx = max(kmx, s_mx[w]);
+    }
+    const u32 range = kmx - kmn;
     u32 prefix = 0, mask = 0;
-    int rem = k, cnt_eq = 0;
-    for (int pass = 0; pass < 3; ++pass) {
-        const int shift = pass == 0 ? 21 : (pass == 1 ? 10 : 0);
-        const int bins = pass == 2 ? 1024 : 2048;
+    int rem = k, cnt_eq = closed;
+    // Radix select on key − kmin, 11 bits at a time from the top bit of the range.
+    for (int hi_bit = range ? 32 - __clz(range) : 0; hi_bit > 0;) {
+        const int shift = hi_bit > 11 ? hi_bit - 11 : 0;
+        const int bins = 1 << (hi_bit - shift);
         for (int i = tid; i < 2048; i += SEL_THREADS) hist[i] = 0;
         __syncthreads();
         for_keys(K, beg, end, [&](u32 key, int) {
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (u32)(bins - 1)], 1);
+            const u32 kk = key - kmn;
+            if ((kk & mask) == prefix) atomicAdd(&hist[(kk >> shift) & (u32)(bins - 1)], 1);
         });
         __syncthreads();
         // Descending digit order: thread t covers descending positions 2t, 2t+1.
@@ -218,8 +248,10 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         cnt_eq = hist[dgt];
         prefix |= ((u32)dgt) << shift;
         mask |= ((u32)(bins - 1)) << shift;
+        hi_bit = shift;
         __syncthreads();
     }
+    prefix += kmn;
     const u32 T = prefix;
     // `rem` keys equal to T are kept, the lowest pages first.
     u32 thr = 0xffffffffu;
