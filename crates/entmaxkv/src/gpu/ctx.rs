@@ -559,6 +559,19 @@ impl Module {
         self.funcs[name]
     }
 
+    /// Resident CTAs per multiprocessor for a launch shape.
+    pub(crate) fn occupancy(&self, name: &'static str, block: u32, smem: usize) -> Result<usize> {
+        let n = unsafe {
+            result::occupancy::max_active_block_per_multiprocessor(
+                self.func(name),
+                block as i32,
+                smem,
+            )
+        }
+        .map_err(|e| cuda_err("occupancy", e))?;
+        Ok(n.max(1) as usize)
+    }
+
     /// Allows a kernel more than 48 KB of dynamic shared memory.
     pub(crate) fn set_max_dynamic_smem(&self, name: &'static str, bytes: usize) -> Result<()> {
         unsafe {

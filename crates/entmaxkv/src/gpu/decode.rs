@@ -41,6 +41,8 @@ const SEL_THREADS: u32 = 1024;
 const PPC_CAP: usize = 256;
 const NCH_MAX: usize = 2048;
 const SMALL_SUPPORT: usize = 1024;
+/// Chunks per CTA of the filter, solve and values kernels (one warp each).
+const CPB: usize = 8;
 /// Dynamic shared memory of `attn_entmax_solve`: candidate capacity of the τ solve.
 const SCORES_DYN: usize = 40 * 1024;
 /// The dynamic shared-memory limit set on the attention kernels.
@@ -208,7 +210,15 @@ impl GpuDecoder {
                 ),
             });
         }
-        let target = 16 * gpu.info().sm_count;
+        // One resident wave of attention CTAs when the context is short; more chunks only
+        // when a chunk would exceed its shared-memory page budget.
+        let main_kernel = if softmax {
+            "attn_softmax"
+        } else {
+            "attn_entmax_scores"
+        };
+        let occ = module.occupancy(main_kernel, BLOCK, (tg * ppc_lim * ps + red_floats) * 4)?;
+        let target = occ * gpu.info().sm_count;
         let nch = need.max(target.div_ceil(tasks)).min(max_pages).min(NCH_MAX);
         let ppc_max = max_pages.div_ceil(nch);
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
@@ -271,7 +281,7 @@ impl GpuDecoder {
                 let keys = gpu.alloc::<u32>(tasks * stride)?;
                 let lists = gpu.alloc::<u32>(tasks * stride)?;
                 let counts = gpu.zeros::<i32>(tasks)?;
-                let per_b = (target.div_ceil(batch * hkv)).max(1);
+                let per_b = ((8 * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
                 let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
                 let params = TopkParams {
                     kmin: bufs.stats[0].ptr(),
@@ -500,6 +510,7 @@ impl GpuDecoder {
         let m = &self.module;
         let s = &self.stream;
         let grid = (self.nch as u32, self.tasks as u32, 1);
+        let grid8 = (self.nch.div_ceil(CPB) as u32, self.tasks as u32, 1);
         unsafe {
             match name {
                 "topk_score" | "topk_select" => {
@@ -518,10 +529,12 @@ impl GpuDecoder {
                 "attn_entmax_scores" => {
                     launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
                 }
+                // One warp per chunk, CPB chunks per CTA.
+                "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
                 "attn_entmax_values" => {
-                    launch(m.func(name), grid, BLOCK, self.dyn_values, s, &self.attn)
+                    launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn)
                 }
-                _ => launch(m.func(name), grid, BLOCK, self.dyn_solve, s, &self.attn),
+                _ => launch(m.func(name), grid8, BLOCK, self.dyn_solve, s, &self.attn),
             }
         }
     }

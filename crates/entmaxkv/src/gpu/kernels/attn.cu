@@ -166,6 +166,35 @@ __device__ __forceinline__ const kv_t* kv_row(const kv_t* pool, const AttnParams
     return pool + ((size_t)page * p.num_kv_heads + kvh) * (size_t)p.page_size * HEAD_DIM + (size_t)tt * HEAD_DIM;
 }
 
+// Reduce-scatter of N per-lane partial sums over groups of L lanes: afterwards the lane
+// holds the complete sums of rows held + i (i < RS_KEEP) in v[0..RS_KEEP). N − 1 shuffles
+// per lane for N rows instead of N·log2(L). Returns `held`.
+template <int N, int L> __device__ __forceinline__ int reduce_scatter(float (&v)[N], int lane) {
+    int held = 0;
+#pragma unroll
+    for (int s = 0; (L >> (s + 1)) >= 1; ++s) {
+        const int o = L >> (s + 1);
+        const int c = N >> s;  // values still held before this step
+        if (c > 1) {
+            const int h = c >> 1;
+            const bool up = (lane & o) != 0;
+#pragma unroll
+            for (int i = 0; i < h; ++i) {
+                const float send = up ? v[i] : v[i + h];
+                const float keep = up ? v[i + h] : v[i];
+                v[i] = keep + __shfl_xor_sync(FULL_MASK, send, o);
+            }
+            if (up) held += h;
+        } else {
+            v[0] += __shfl_xor_sync(FULL_MASK, v[0], o);
+        }
+    }
+    return held;
+}
+// Rows each lane ends with, and the lane bits over which copies are duplicated.
+constexpr int RS_KEEP = UNROLL >= LANES ? UNROLL / LANES : 1;
+constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
+
 // Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
 // sequence end). s_page / s_slot hold the chunk's page ids and slots.
 __device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
@@ -191,12 +220,11 @@ __device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, c
                 for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
             }
         }
+        float acc[TG][UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            const int r = base + u * ROWGROUPS + rg;
-            float acc[TG];
 #pragma unroll
-            for (int g = 0; g < TG; ++g) acc[g] = 0.f;
+            for (int g = 0; g < TG; ++g) acc[g][u] = 0.f;
 #pragma unroll
             for (int i = 0; i < CPL; ++i) {
                 float x[KV_VEC];
@@ -204,21 +232,28 @@ __device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, c
 #pragma unroll
                 for (int g = 0; g < TG; ++g)
 #pragma unroll
-                    for (int j = 0; j < KV_VEC; ++j) acc[g] = fmaf(qr[g][i * KV_VEC + j], x[j], acc[g]);
+                    for (int j = 0; j < KV_VEC; ++j) acc[g][u] = fmaf(qr[g][i * KV_VEC + j], x[j], acc[g][u]);
             }
+        }
+        int held = 0;
 #pragma unroll
-            for (int off = LANES / 2; off > 0; off >>= 1)
+        for (int g = 0; g < TG; ++g) held = reduce_scatter<UNROLL, LANES>(acc[g], lane);
+        // Lane `lane` now holds the full sums of rows (slots) held + i, i < RS_KEEP; lanes
+        // that differ only in the low RS_DUP bits hold the same rows and only one writes.
+        if ((lane & RS_DUP) == 0) {
 #pragma unroll
-                for (int g = 0; g < TG; ++g) acc[g] += __shfl_xor_sync(FULL_MASK, acc[g], off);
-            if (lane == 0 && r < nrows) {
-                const int pi = r / ps;
-                const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
-                const bool valid = pos < ti.len;
+            for (int i = 0; i < RS_KEEP; ++i) {
+                const int r = base + (held + i) * ROWGROUPS + rg;
+                if (r < nrows) {
+                    const int pi = r / ps;
+                    const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
+                    const bool valid = pos < ti.len;
 #pragma unroll
-                for (int g = 0; g < TG; ++g) {
-                    float s = acc[g];
-                    if (p.has_alibi) s += p.slopes[ti.h0 + g] * ((float)pos - qpos);
-                    sc[g * caprows + r] = valid ? s : neg_inf();
+                    for (int g = 0; g < TG; ++g) {
+                        float s = acc[g][i];
+                        if (p.has_alibi) s += p.slopes[ti.h0 + g] * ((float)pos - qpos);
+                        sc[g * caprows + r] = valid ? s : neg_inf();
+                    }
                 }
             }
         }
@@ -311,47 +346,50 @@ __device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int 
     return ((size_t)task * p.nch + ci) * TG + g;
 }
 
-// Keeps, in place and in order, the chunk's candidates with (α−1)(s − M) > thr; optionally
-// counts them into `hist_smem` (HIST_BINS bins of d ∈ (−1, 0]). Staged through `ws`/`wp`
-// (cap elements each). Returns the count kept.
-__device__ int compact_chunk(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
-                             float* ws, u32* wp) {
+// Chunks per CTA of the filter, solve and values kernels (one warp per chunk).
+constexpr int CPB = BLOCK / 32;
+
+// One warp keeps, in place and in order, the chunk's candidates with (α−1)(s − M) > thr;
+// optionally counts them into `hist_smem` (HIST_BINS bins of d ∈ (−1, 0]). Returns the
+// count kept (in every lane).
+__device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem) {
+    const int lane = threadIdx.x & 31;
     const int cnt = p.cand_cnt[idx];
     float* cs = p.cand_s + idx * (size_t)caprows;
     u32* cp = p.cand_pos + idx * (size_t)caprows;
     int kept = 0;
-    for (int w0 = 0; w0 < cnt; w0 += p.cap) {
-        const int wn = min(p.cap, cnt - w0);
-        for (int i = threadIdx.x; i < wn; i += BLOCK) {
-            ws[i] = cs[w0 + i];
-            wp[i] = cp[w0 + i];
-        }
-        __syncthreads();
-        const int per = (wn + BLOCK - 1) / BLOCK;
-        const int ib = threadIdx.x * per, ie = min(ib + per, wn);
-        int n = 0;
-        for (int i = ib; i < ie; ++i) {
-            const float d = p.a * (ws[i] - M);
-            if (d > thr) {
-                ++n;
-                if (hist_smem) {
-                    int bin = (int)((d + 1.0f) * (float)HIST_BINS);
-                    bin = bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
-                    atomicAdd(&hist_smem[bin], 1);
-                }
+    constexpr int WU = 4;
+    for (int k0 = 0; k0 < cnt; k0 += 32 * WU) {
+        float sv[WU];
+        u32 pv[WU];
+#pragma unroll
+        for (int u = 0; u < WU; ++u) {
+            const int k = k0 + u * 32 + lane;
+            sv[u] = 0.f;
+            pv[u] = 0u;
+            if (k < cnt) {
+                sv[u] = cs[k];
+                pv[u] = cp[k];
             }
         }
-        int tot;
-        int o = kept + block_excl_scan<BLOCK>(n, &tot);
-        for (int i = ib; i < ie; ++i) {
-            if (p.a * (ws[i] - M) > thr) {
-                cs[o] = ws[i];
-                cp[o] = wp[i];
-                ++o;
+#pragma unroll
+        for (int u = 0; u < WU; ++u) {
+            const int k = k0 + u * 32 + lane;
+            const float d = p.a * (sv[u] - M);
+            const bool keep = k < cnt && d > thr;
+            if (keep && hist_smem) {
+                int bin = (int)((d + 1.0f) * (float)HIST_BINS);
+                bin = bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
+                atomicAdd(&hist_smem[bin], 1);
             }
+            const u32 m = __ballot_sync(FULL_MASK, keep);
+            if (keep) {
+                const int at = kept + __popc(m & ((1u << lane) - 1u));
+                cs[at] = sv[u];
+                cp[at] = pv[u];
+            }
+            kept += __popc(m);
         }
-        kept += tot;
-        __syncthreads();
     }
     return kept;
 }
@@ -669,38 +707,38 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
     }
 }
 
-// grid (nch, tasks), block BLOCK, dynamic smem 2 * cap * 4.
+// grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
-    extern __shared__ __align__(16) unsigned char dyn[];
-    __shared__ int s_hist[HIST_BINS];
-    const int task = blockIdx.y, c = blockIdx.x;
+    __shared__ int s_hist[TG][HIST_BINS];
+    const int task = blockIdx.y;
     const int caprows = p.ppc_max * p.page_size;
-    float* ws = reinterpret_cast<float*>(dyn);
-    u32* wp = reinterpret_cast<u32*>(dyn) + p.cap;
-    for (int g = 0; g < TG; ++g) {
-        const size_t idx = slot_index(p, task, c, g);
-        if (p.cand_cnt[idx] == 0) continue;  // uniform
-        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) s_hist[i] = 0;
-        __syncthreads();
-        const int kept = compact_chunk(p, idx, caprows, M, -1.0f, s_hist, ws, wp);
-        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
-        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK)
-            if (s_hist[i]) atomicAdd(gh + i, s_hist[i]);
-        if (threadIdx.x == 0) p.cand_cnt[idx] = kept;
-        __syncthreads();
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) (&s_hist[0][0])[i] = 0;
+    __syncthreads();
+    if (c < p.nch) {
+        for (int g = 0; g < TG; ++g) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g]);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
     }
-    if (!last_block_of(p.counters + task, p.nch)) return;
+    __syncthreads();
+    for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) {
+        const int v = (&s_hist[0][0])[i];
+        if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
+    }
+    if (!last_block_of(p.counters + task, gridDim.x)) return;
     for (int g = 0; g < TG; ++g) {
         int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
         for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
-            s_hist[i] = __ldcg(gh + i);
+            s_hist[0][i] = __ldcg(gh + i);
             gh[i] = 0;
         }
         __syncthreads();
         if (threadIdx.x < 32) {
             float lo, hi;
-            hist_bracket(p, s_hist, lo, hi);
+            hist_bracket(p, s_hist[0], lo, hi);
             if (threadIdx.x == 0) {
                 p.bounds[((size_t)task * TG + g) * 2] = lo;
                 p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
@@ -711,35 +749,35 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
     if (threadIdx.x == 0) p.counters[task] = 0;
 }
 
-// grid (nch, tasks), block BLOCK, dynamic smem 2 * cap * 4.
-// Each chunk keeps its candidates with d > lo (in place, in order); the last CTA solves.
+// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem 2 * cap * 4.
+// Warp w keeps chunk blockIdx.x·CPB + w's candidates with d > lo; the last CTA solves.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
-    const int task = blockIdx.y, c = blockIdx.x;
+    const int task = blockIdx.y;
     const TaskInfo ti = task_info(p, task);
     const int caprows = p.ppc_max * p.page_size;
-    float* ws = reinterpret_cast<float*>(dyn);
-    u32* wp = reinterpret_cast<u32*>(dyn) + p.cap;
-    for (int g = 0; g < TG; ++g) {
-        const size_t idx = slot_index(p, task, c, g);
-        if (p.cand_cnt[idx] == 0) continue;  // uniform
-        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-        const float lo = p.bounds[((size_t)task * TG + g) * 2];
-        const int kept = compact_chunk(p, idx, caprows, M, lo, nullptr, ws, wp);
-        if (threadIdx.x == 0) p.cand_cnt[idx] = kept;
-        __syncthreads();
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    if (c < p.nch) {
+        for (int g = 0; g < TG; ++g) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const float lo = p.bounds[((size_t)task * TG + g) * 2];
+            const int kept = warp_compact(p, idx, caprows, M, lo, nullptr);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
     }
-    if (!last_block_of(p.counters2 + task, p.nch)) return;
+    if (!last_block_of(p.counters2 + task, gridDim.x)) return;
     solve_task(p, task, ti, dyn, caprows);
     __syncthreads();
     if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
     if (threadIdx.x == 0) p.counters2[task] = 0;
 }
 
-// grid (nch, tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS * HEAD_DIM) * 4.
+// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
+// HEAD_DIM) * 4. CTA x handles chunks x·CPB .. x·CPB + CPB − 1.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
-    const int task = blockIdx.y, c = blockIdx.x;
+    const int task = blockIdx.y;
     const TaskInfo ti = task_info(p, task);
     int any = 0;
 #pragma unroll
@@ -749,34 +787,36 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
     u32* lpos = reinterpret_cast<u32*>(dyn);
     float* lw = reinterpret_cast<float*>(dyn) + caprows;
     float* red = reinterpret_cast<float*>(dyn) + 2 * caprows;
-    for (int g = 0; g < TG; ++g) {
-        const int bh = ti.b * p.num_heads + ti.h0 + g;
-        if (!p.vflag[bh]) continue;
-        const size_t idx = slot_index(p, task, c, g);
-        const int cnt = p.cand_cnt[idx];
-        const float M = p.head_m[bh], tf = p.head_t[bh];
-        const float* cs = p.cand_s + idx * (size_t)caprows;
-        const u32* cp = p.cand_pos + idx * (size_t)caprows;
-        const int per = (cnt + BLOCK - 1) / BLOCK;
-        const int ib = threadIdx.x * per, ie = min(ib + per, cnt);
-        int n = 0;
-        for (int i = ib; i < ie; ++i) n += (p.a * (cs[i] - M) - tf > 0.f) ? 1 : 0;
-        int tot;
-        int o = block_excl_scan<BLOCK>(n, &tot);
-        for (int i = ib; i < ie; ++i) {
-            const float x = p.a * (cs[i] - M) - tf;
-            if (x > 0.f) {
-                lpos[o] = cp[i];
-                lw[o] = weight_of(x, p.alpha_code, p.beta);
-                ++o;
+    for (int c = blockIdx.x * CPB; c < min(p.nch, (int)(blockIdx.x + 1) * CPB); ++c) {
+        for (int g = 0; g < TG; ++g) {
+            const int bh = ti.b * p.num_heads + ti.h0 + g;
+            if (!p.vflag[bh]) continue;
+            const size_t idx = slot_index(p, task, c, g);
+            const int cnt = p.cand_cnt[idx];
+            const float M = p.head_m[bh], tf = p.head_t[bh];
+            const float* cs = p.cand_s + idx * (size_t)caprows;
+            const u32* cp = p.cand_pos + idx * (size_t)caprows;
+            const int per = (cnt + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per, ie = min(ib + per, cnt);
+            int n = 0;
+            for (int i = ib; i < ie; ++i) n += (p.a * (cs[i] - M) - tf > 0.f) ? 1 : 0;
+            int tot;
+            int o = block_excl_scan<BLOCK>(n, &tot);
+            for (int i = ib; i < ie; ++i) {
+                const float x = p.a * (cs[i] - M) - tf;
+                if (x > 0.f) {
+                    lpos[o] = cp[i];
+                    lw[o] = weight_of(x, p.alpha_code, p.beta);
+                    ++o;
+                }
             }
+            __syncthreads();
+            if (tot > 0) gather_v(p, ti, lpos, lw, tot, red, 1.0f, p.part_o + idx * HEAD_DIM);
+            if (threadIdx.x == 0) p.part_flag[idx] = tot > 0 ? 1 : 0;
+            __syncthreads();
         }
-        __syncthreads();
-        if (tot > 0) gather_v(p, ti, lpos, lw, tot, red, 1.0f, p.part_o + idx * HEAD_DIM);
-        if (threadIdx.x == 0) p.part_flag[idx] = tot > 0 ? 1 : 0;
-        __syncthreads();
     }
-    if (!last_block_of(p.vcounters + task, p.nch)) return;
+    if (!last_block_of(p.vcounters + task, gridDim.x)) return;
     for (int g = 0; g < TG; ++g) {
         const int bh = ti.b * p.num_heads + ti.h0 + g;
         if (!p.vflag[bh]) continue;

@@ -139,32 +139,85 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
 
 constexpr int SEL_THREADS = 1024;
 
-// Calls f(key, i) for i in [beg, end) of a 16-byte-aligned key row, 8 vector loads in
-// flight per thread. `beg` is a multiple of 4; the row is allocated to a multiple of 4.
-template <class F> __device__ __forceinline__ void for_keys(const u32* K, int beg, int end, F f) {
-    for (int i0 = beg; i0 < end; i0 += 32) {
+// Warp-contiguous key ranges: warp w owns [w·WR, (w+1)·WR) (WR a multiple of 1024); each
+// step the warp reads 1024 consecutive keys as 8 coalesced 512-byte vector loads and calls
+// f(key, i, valid) on every lane for keys i = base + u·128 + 4·lane + e, in index order
+// within the lane's group of 4 (order across lanes is by the caller's scans).
+template <class F> __device__ __forceinline__ void warp_keys(const u32* K, int beg, int end, F f) {
+    const int lane = threadIdx.x & 31;
+    for (int i0 = beg; i0 < end; i0 += 1024) {
         uint4 v[8];
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
-            const int i = i0 + 4 * u;
+            const int i = i0 + u * 128 + 4 * lane;
             v[u] = i < end ? *reinterpret_cast<const uint4*>(K + i) : zero4();
         }
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
-            const int i = i0 + 4 * u;
-            if (i < end) f(v[u].x, i);
-            if (i + 1 < end) f(v[u].y, i + 1);
-            if (i + 2 < end) f(v[u].z, i + 2);
-            if (i + 3 < end) f(v[u].w, i + 3);
+            const int i = i0 + u * 128 + 4 * lane;
+            f(v[u].x, i, i < end);
+            f(v[u].y, i + 1, i + 1 < end);
+            f(v[u].z, i + 2, i + 2 < end);
+            f(v[u].w, i + 3, i + 3 < end);
         }
     }
 }
 
-// grid (tasks), block SEL_THREADS. Thread t owns keys [t·per, t·per + per).
+// Keeps the keys selected by `keep(key, i)` in index order: per-warp counts, a block scan of
+// the warp totals, then in-warp ballots. Writes L[0..total) and returns total.
+template <class P> __device__ int compact_keys(const u32* K, int beg, int end, u32* L, P keep) {
+    __shared__ int s_wt[32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int mine = 0;
+    warp_keys(K, beg, end, [&](u32 key, int i, bool ok) { mine += (ok && keep(key, i)) ? 1 : 0; });
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mine += __shfl_xor_sync(FULL_MASK, mine, off);
+    int total;
+    const int wbase = block_excl_scan<SEL_THREADS>(lane == 0 ? mine : 0, &total);
+    if (lane == 0) s_wt[w] = wbase;
+    __syncthreads();
+    int o = s_wt[w];
+    // Index order: groups of 128 keys, inside a group lane-major (4 consecutive keys a lane).
+    for (int i0 = beg; i0 < end; i0 += 1024) {
+        uint4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            v[u] = i < end ? *reinterpret_cast<const uint4*>(K + i) : zero4();
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            const u32 kk[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+            int f[4], n = 0;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                f[e] = (i + e < end && keep(kk[e], i + e)) ? 1 : 0;
+                n += f[e];
+            }
+            // Exclusive scan of n over the warp's lanes.
+            int x = n;
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) {
+                const int y = __shfl_up_sync(FULL_MASK, x, off);
+                if (lane >= off) x += y;
+            }
+            int at = o + x - n;
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (f[e]) L[at++] = (u32)(i + e);
+            o += __shfl_sync(FULL_MASK, x, 31);
+        }
+    }
+    return total;
+}
+
+// grid (tasks), block SEL_THREADS.
 extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
     __shared__ int hist[2048];
     __shared__ int s_digit, s_cum;
     __shared__ u32 s_idx;
+    __shared__ u32 s_mn[32], s_mx[32];
     const int task = blockIdx.x;
     const int tpb = p.per_head ? p.num_heads : p.num_kv_heads;
     const int b = task / tpb;
@@ -175,7 +228,7 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     const int closed = npages - 1;
     const int k = topk_budget_pages(p, closed);
     u32* L = p.lists + (size_t)task * p.list_stride;
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     if (k >= closed) {
         for (int i = tid; i < npages; i += SEL_THREADS) L[i] = (u32)i;
         if (tid == 0) p.list_counts[task] = npages;
@@ -189,29 +242,31 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         return;
     }
     const u32* K = p.keys + (size_t)task * p.list_stride;
-    const int per = (((closed + SEL_THREADS - 1) / SEL_THREADS) + 3) & ~3;
-    const int beg = min(tid * per, closed), end = min(beg + per, closed);
+    constexpr int NW = SEL_THREADS / 32;
+    const int WR = ((closed + NW - 1) / NW + 1023) & ~1023;
+    const int beg = min(warp * WR, closed), end = min(beg + WR, closed);
     // Key range, so the radix digits span the keys actually present (iid bounds share
     // their sign, exponent and leading mantissa bits).
-    __shared__ u32 s_mn[32], s_mx[32];
     u32 kmn = 0xffffffffu, kmx = 0u;
-    for_keys(K, beg, end, [&](u32 key, int) {
-        kmn = min(kmn, key);
-        kmx = max(kmx, key);
+    warp_keys(K, beg, end, [&](u32 key, int, bool ok) {
+        if (ok) {
+            kmn = min(kmn, key);
+            kmx = max(kmx, key);
+        }
     });
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
         kmn = min(kmn, __shfl_xor_sync(FULL_MASK, kmn, off));
         kmx = max(kmx, __shfl_xor_sync(FULL_MASK, kmx, off));
     }
-    if ((tid & 31) == 0) {
-        s_mn[tid >> 5] = kmn;
-        s_mx[tid >> 5] = kmx;
+    if (lane == 0) {
+        s_mn[warp] = kmn;
+        s_mx[warp] = kmx;
     }
     __syncthreads();
     kmn = s_mn[0];
     kmx = s_mx[0];
-    for (int w = 1; w < SEL_THREADS / 32; ++w) {
+    for (int w = 1; w < NW; ++w) {
         kmn = min(kmn, s_mn[w]);
         kmx = max(kmx, s_mx[w]);
     }
@@ -224,9 +279,9 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         const int bins = 1 << (hi_bit - shift);
         for (int i = tid; i < 2048; i += SEL_THREADS) hist[i] = 0;
         __syncthreads();
-        for_keys(K, beg, end, [&](u32 key, int) {
+        warp_keys(K, beg, end, [&](u32 key, int, bool ok) {
             const u32 kk = key - kmn;
-            if ((kk & mask) == prefix) atomicAdd(&hist[(kk >> shift) & (u32)(bins - 1)], 1);
+            if (ok && (kk & mask) == prefix) atomicAdd(&hist[(kk >> shift) & (u32)(bins - 1)], 1);
         });
         __syncthreads();
         // Descending digit order: thread t covers descending positions 2t, 2t+1.
@@ -251,35 +306,19 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         hi_bit = shift;
         __syncthreads();
     }
-    prefix += kmn;
-    const u32 T = prefix;
-    // `rem` keys equal to T are kept, the lowest pages first.
+    const u32 T = prefix + kmn;
+    // `rem` keys equal to T are kept, the lowest pages first: the index of the rem-th tie.
     u32 thr = 0xffffffffu;
     if (rem < cnt_eq) {
-        int mine = 0;
-        for_keys(K, beg, end, [&](u32 key, int) { mine += key == T ? 1 : 0; });
-        int t2;
-        const int e = block_excl_scan<SEL_THREADS>(mine, &t2);
-        if (e < rem && rem <= e + mine) {
-            int seen = e;
-            for_keys(K, beg, end, [&](u32 key, int i) {
-                if (key == T) {
-                    ++seen;
-                    if (seen == rem) s_idx = (u32)i;
-                }
-            });
-        }
+        // The ties in index order (into L, overwritten below); the rem-th is the last kept.
+        compact_keys(K, beg, end, L, [&](u32 key, int) { return key == T; });
+        __syncthreads();
+        if (tid == 0) s_idx = L[rem - 1];
         __syncthreads();
         thr = s_idx;
     }
-    const auto keep = [&](u32 key, int i) { return key > T || (key == T && (u32)i <= thr); };
-    int mine = 0;
-    for_keys(K, beg, end, [&](u32 key, int i) { mine += keep(key, i) ? 1 : 0; });
-    int total;
-    int o = block_excl_scan<SEL_THREADS>(mine, &total);
-    for_keys(K, beg, end, [&](u32 key, int i) {
-        if (keep(key, i)) L[o++] = (u32)i;
-    });
+    const int total =
+        compact_keys(K, beg, end, L, [&](u32 key, int i) { return key > T || (key == T && (u32)i <= thr); });
     if (tid == 0) {
         L[total] = (u32)closed;
         p.list_counts[task] = total + 1;
