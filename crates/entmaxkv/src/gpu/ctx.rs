@@ -432,8 +432,19 @@ pub(crate) enum ModuleKey {
         stats: DType,
         head_dim: usize,
         tg: usize,
+        /// K/V rows each thread has in flight (8 unless `ENTMAXKV_UNROLL` says otherwise).
+        unroll: usize,
     },
     Probe,
+}
+
+/// K/V rows in flight per thread: 8, or `ENTMAXKV_UNROLL` (1, 2, 4, 8 or 16) for experiments.
+pub(crate) fn unroll_rows() -> usize {
+    std::env::var("ENTMAXKV_UNROLL")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|u| [1, 2, 4, 8, 16].contains(u))
+        .unwrap_or(8)
 }
 
 impl ModuleKey {
@@ -446,7 +457,6 @@ impl ModuleKey {
                 "topk_select",
                 "attn_entmax_scores",
                 "attn_entmax_filter",
-                "attn_entmax_solve",
                 "attn_entmax_values",
                 "attn_softmax",
             ],
@@ -466,6 +476,7 @@ impl ModuleKey {
                 stats,
                 head_dim,
                 tg,
+                unroll,
             } => {
                 let code = |d: DType| match d {
                     DType::F32 => 0,
@@ -476,6 +487,7 @@ impl ModuleKey {
                 opts.push(format!("-DST_T={}", code(stats)));
                 opts.push(format!("-DHEAD_DIM={head_dim}"));
                 opts.push(format!("-DTG={tg}"));
+                opts.push(format!("-DUNROLL_ROWS={unroll}"));
                 opts.push(format!(
                     "-DEXPECT_ATTN_SIZE={}",
                     std::mem::size_of::<super::params::AttnParams>()

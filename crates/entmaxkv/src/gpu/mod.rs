@@ -39,6 +39,7 @@ pub fn compile_check(
             stats,
             head_dim,
             tg,
+            unroll: ctx::unroll_rows(),
         };
         sizes.push(ctx::compile(&key, cc)?.len());
     }

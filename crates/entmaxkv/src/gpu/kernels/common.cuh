@@ -130,7 +130,10 @@ constexpr int LANES = cmin(pow2_ceil(CHUNKS), 32);
 constexpr int CPL = (CHUNKS + LANES - 1) / LANES;  // chunks per lane
 constexpr int COLS = CPL * KV_VEC;                 // columns per lane
 constexpr int ROWGROUPS = BLOCK / LANES;           // rows a CTA reads at once
-constexpr int UNROLL = 8;                          // rows per thread in flight
+#ifndef UNROLL_ROWS
+#define UNROLL_ROWS 8
+#endif
+constexpr int UNROLL = UNROLL_ROWS;                // rows per thread in flight
 static_assert(HEAD_DIM * KV::BYTES % 16 == 0, "HEAD_DIM * sizeof(kv) must be a multiple of 16");
 
 // Statistics rows, same scheme.

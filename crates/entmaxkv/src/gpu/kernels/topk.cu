@@ -138,6 +138,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
 }
 
 constexpr int SEL_THREADS = 1024;
+constexpr int SEL_STAGE = 8192;  // keys staged in shared memory (32 KB)
 
 // Warp-contiguous key ranges: warp w owns [w·WR, (w+1)·WR) (WR a multiple of 1024); each
 // step the warp reads 1024 consecutive keys as 8 coalesced 512-byte vector loads and calls
@@ -241,7 +242,15 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
         }
         return;
     }
+    // Short key rows are staged in shared memory once; every pass then reads them there.
+    __shared__ __align__(16) u32 s_keys[SEL_STAGE];
     const u32* K = p.keys + (size_t)task * p.list_stride;
+    if (closed <= SEL_STAGE) {
+        for (int i = tid * 4; i < closed; i += SEL_THREADS * 4)
+            *reinterpret_cast<uint4*>(s_keys + i) = *reinterpret_cast<const uint4*>(K + i);
+        __syncthreads();
+        K = s_keys;
+    }
     constexpr int NW = SEL_THREADS / 32;
     const int WR = ((closed + NW - 1) / NW + 1023) & ~1023;
     const int beg = min(warp * WR, closed), end = min(beg + WR, closed);
