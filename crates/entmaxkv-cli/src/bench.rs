@@ -3,17 +3,15 @@
 //! f64 oracle.
 
 use crate::meta::{provenance, Provenance};
+use crate::methods::{MethodSpec, METHODS};
 use crate::probe::{self, Bandwidth};
 use anyhow::{Context, Result as Res};
 use clap::Args;
-use entmaxkv::attention::cpu::TauMode;
 use entmaxkv::attention::oracle::oracle_decode;
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, StatsDType};
-use entmaxkv::decode::{DecodeConfig, Decoder, Method};
+use entmaxkv::decode::Decoder;
 use entmaxkv::metrics::compare;
-use entmaxkv::selection::gaussian::GaussianOpts;
-use entmaxkv::selection::topk::Budget;
 use entmaxkv::selection::GqaMode;
 use entmaxkv::synth::{Synth, Workload};
 use entmaxkv::DType;
@@ -56,9 +54,9 @@ pub struct BenchArgs {
     /// Top-k budget as a fraction of the closed pages.
     #[arg(long, value_delimiter = ',')]
     pub budget: Option<Vec<f64>>,
-    /// per-head or shared page selection under GQA.
-    #[arg(long, default_value = "per-head")]
-    pub gqa: String,
+    /// per-head or shared page selection under GQA (default: the preset's).
+    #[arg(long)]
+    pub gqa: Option<String>,
     /// iid or structured synthetic keys.
     #[arg(long, default_value = "iid")]
     pub workload: Workload,
@@ -100,6 +98,14 @@ pub struct Sweep {
     pub workload: Workload,
 }
 
+pub fn parse_gqa(s: &str) -> Res<GqaMode> {
+    Ok(match s {
+        "per-head" | "perhead" => GqaMode::PerHead,
+        "shared" => GqaMode::Shared,
+        o => anyhow::bail!("unknown --gqa `{o}` (per-head, shared)"),
+    })
+}
+
 pub fn parse_tokens(s: &str) -> Res<usize> {
     let s = s.trim();
     let (num, mul) = match s.chars().last() {
@@ -110,16 +116,6 @@ pub fn parse_tokens(s: &str) -> Res<usize> {
     let n: usize = num.parse().context(format!("bad context length `{s}`"))?;
     Ok(n * mul)
 }
-
-const ALL_METHODS: &[&str] = &[
-    "dense-softmax",
-    "dense-entmax",
-    "topk-softmax",
-    "topk",
-    "gaussian-exact",
-    "gaussian-fixed",
-    "gaussian-corrected",
-];
 
 impl Sweep {
     pub fn resolve(a: &BenchArgs) -> Res<Sweep> {
@@ -158,7 +154,7 @@ impl Sweep {
                 dtype: DType::F16,
                 alphas: vec![1.5],
                 page_size: 16,
-                methods: s(ALL_METHODS),
+                methods: s(METHODS),
                 budgets: vec![0.25],
                 gqa: GqaMode::PerHead,
                 workload: Workload::Iid,
@@ -236,22 +232,15 @@ impl Sweep {
         }
         if let Some(x) = &a.methods {
             for m in x {
-                if !ALL_METHODS.contains(&m.as_str()) {
-                    anyhow::bail!("unknown method `{m}` (one of {})", ALL_METHODS.join(", "));
-                }
+                MethodSpec::parse(m, 0.125)?;
             }
             sw.methods = x.clone();
         }
         if let Some(x) = &a.budget {
             sw.budgets = x.clone();
         }
-        sw.gqa = match a.gqa.as_str() {
-            "per-head" | "perhead" => GqaMode::PerHead,
-            "shared" => GqaMode::Shared,
-            o => anyhow::bail!("unknown --gqa `{o}` (per-head, shared)"),
-        };
-        if a.preset.as_deref() != Some("llama8b") || a.gqa != "per-head" {
-            // keep the preset's GQA mode unless asked
+        if let Some(g) = &a.gqa {
+            sw.gqa = parse_gqa(g)?;
         }
         sw.workload = a.workload;
         if sw.batch == 0 || sw.heads == 0 || sw.kv_heads == 0 || sw.head_dim == 0 {
@@ -259,6 +248,22 @@ impl Sweep {
         }
         if sw.contexts.contains(&0) {
             anyhow::bail!("context lengths must be >= 1");
+        }
+        if sw.page_size == 0 {
+            anyhow::bail!("--page-size must be >= 1");
+        }
+        if !sw.heads.is_multiple_of(sw.kv_heads) {
+            anyhow::bail!(
+                "--heads {} is not a multiple of --kv-heads {}",
+                sw.heads,
+                sw.kv_heads
+            );
+        }
+        if let Some(a) = sw.alphas.iter().find(|a| !a.is_finite() || **a < 1.0) {
+            anyhow::bail!("--alpha {a}: alpha must be finite and >= 1");
+        }
+        if let Some(b) = sw.budgets.iter().find(|b| !(**b > 0.0 && **b <= 1.0)) {
+            anyhow::bail!("--budget {b}: a budget fraction must be in (0, 1]");
         }
         Ok(sw)
     }
@@ -301,57 +306,6 @@ pub struct BenchResult {
     pub bandwidth: Bandwidth,
     pub sweep: Sweep,
     pub cells: Vec<Cell>,
-}
-
-pub(crate) fn method_config(
-    name: &str,
-    alpha: f64,
-    budget: f64,
-    heads: usize,
-    gqa: GqaMode,
-) -> (DecodeConfig, Option<f64>) {
-    let entmax_alpha = alpha;
-    let (method, a, mode, b) = match name {
-        "dense-softmax" => (Method::Dense, 1.0, TauMode::Exact, None),
-        "dense-entmax" => (Method::Dense, entmax_alpha, TauMode::Exact, None),
-        "topk-softmax" => (
-            Method::TopK(Budget::Fraction(budget)),
-            1.0,
-            TauMode::Exact,
-            Some(budget),
-        ),
-        "topk" => (
-            Method::TopK(Budget::Fraction(budget)),
-            entmax_alpha,
-            TauMode::Exact,
-            Some(budget),
-        ),
-        "gaussian-exact" => (
-            Method::Gaussian(GaussianOpts::default()),
-            entmax_alpha,
-            TauMode::Exact,
-            None,
-        ),
-        "gaussian-fixed" => (
-            Method::Gaussian(GaussianOpts::default()),
-            entmax_alpha,
-            TauMode::Fixed,
-            None,
-        ),
-        "gaussian-corrected" => (
-            Method::Gaussian(GaussianOpts::default()),
-            entmax_alpha,
-            TauMode::Corrected(1),
-            None,
-        ),
-        _ => unreachable!("validated in Sweep::resolve"),
-    };
-    (
-        DecodeConfig::new(AttentionParams::new(heads, a), method)
-            .with_tau_mode(mode)
-            .with_gqa(gqa),
-        b,
-    )
 }
 
 fn quantile(sorted: &[f64], p: f64) -> f64 {
@@ -414,7 +368,13 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             current = Some((ctx, cache, ids, prob.q));
         }
         let (_, cache, ids, q) = current.as_ref().expect("built above");
-        let (cfg, b) = method_config(&m, alpha, budget, sw.heads, sw.gqa);
+        let spec = MethodSpec::parse(&m, budget)?;
+        if !spec.supports_alpha(alpha) {
+            pb.inc(1);
+            continue;
+        }
+        let b = spec.budget;
+        let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
         let a_used = cfg.attention.alpha;
         let mut dec = Decoder::new(cache, sw.batch, ctx, cfg)?;
         let mut out = vec![0.0f32; q.len()];

@@ -170,7 +170,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         );
         for &alpha in &sw.alphas {
             for m in &sw.methods {
-                if m.starts_with("gaussian") {
+                if m.starts_with("gaussian") || m == "certified" {
                     eprintln!("  {m}: not on the GPU yet, skipped");
                     continue;
                 }
@@ -180,7 +180,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     vec![0.0]
                 };
                 for budget in budgets {
-                    let (cfg, b) = crate::bench::method_config(m, alpha, budget, sw.heads, sw.gqa);
+                    let spec = crate::methods::MethodSpec::parse(m, budget)?;
+                    let b = spec.budget;
+                    let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
                     let a_used = cfg.attention.alpha;
                     let mut dec = GpuDecoder::new(&dev, &prob.ids, ctx, cfg)?;
                     dec.set_query(&prob.q)?;

@@ -3,9 +3,13 @@
 //! Errors are printed as one readable line with a nonzero exit, never a backtrace.
 
 mod bench;
+mod check;
+mod figure;
 mod gpu_bench;
 mod meta;
+mod methods;
 mod probe;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -24,12 +28,26 @@ struct Cli {
 enum Cmd {
     /// Time dense and sparse decode methods on synthetic data (CPU by default, `--device cuda`).
     Bench(bench::BenchArgs),
+    /// Accuracy of every method against the f64 oracle; nonzero exit on a broken tolerance.
+    Check(check::CheckArgs),
+    /// Plot a `bench --json` result: stacked stage bars relative to dense softmax, and a
+    /// Pareto plot of error vs time (SVG or PNG by the output's suffix).
+    Figure(figure::FigureArgs),
+    /// Long append + decode run: statistics drift and memory growth.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Bench(a) => run_bench(&a),
+        Cmd::Check(a) => run_check(&a),
+        Cmd::Soak(a) => run_soak(&a),
+        Cmd::Figure(a) => figure::run(&a).map(|files| {
+            for f in files {
+                eprintln!("wrote {f}");
+            }
+        }),
     };
     if let Err(e) = res {
         eprintln!("entmaxkv: error: {e:#}");
@@ -47,6 +65,43 @@ fn run_bench(a: &bench::BenchArgs) -> anyhow::Result<()> {
     if let Some(p) = &a.csv {
         bench::write_csv(&r, p)?;
         eprintln!("wrote {p}");
+    }
+    Ok(())
+}
+
+fn run_check(a: &check::CheckArgs) -> anyhow::Result<()> {
+    let r = check::run(a)?;
+    check::print_table(&r);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+        eprintln!("wrote {p}");
+    }
+    if r.failures > 0 {
+        anyhow::bail!(
+            "{} of {} rows broke their tolerance",
+            r.failures,
+            r.rows.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_soak(a: &soak::SoakArgs) -> anyhow::Result<()> {
+    let r = soak::run(a)?;
+    println!(
+        "phase A: {} steps in {:.1} s; {} page rows checked, max mean/std rel diff {:.2e}, min/max exact: {}; last step rel vs oracle {:.2e}",
+        r.steps, r.phase_a_seconds, r.pages_checked, r.max_stat_rel_diff, r.min_max_exact, r.last_step_rel
+    );
+    println!(
+        "phase B: {} steps in {:.1} s; {} sequences released; free pages / RSS MiB samples: {:?}; RSS growth after warm-up {:.2} MiB",
+        r.steps, r.phase_b_seconds, r.sequences_released, r.phase_b_samples, r.rss_growth_mib
+    );
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+        eprintln!("wrote {p}");
+    }
+    if !(r.min_max_exact && r.max_stat_rel_diff <= 1e-5 && r.last_step_rel <= 2e-3) {
+        anyhow::bail!("soak found statistics drift or a wrong result");
     }
     Ok(())
 }

@@ -3,13 +3,24 @@
 //! A [`Decoder`] is made once per batch shape: it sizes every workspace for the longest
 //! sequence it will see, so [`Decoder::step`] allocates nothing. A step runs in phases,
 //! each rayon-parallel over tasks and timed by wall clock: selection (page metadata only),
-//! attention (kept K once, τ on cached scores, V only for the support).
+//! attention (kept K once, τ on cached scores, V only for the support), and optionally a
+//! certificate ([`crate::certificate`]) that proves per head whether the kept pages hold the
+//! whole dense support.
+//!
+//! [`Method::Certified`] is exact dense α-entmax (α > 1) at a fraction of the bytes: its
+//! selection phase bounds every token's score from the key sketch and picks the tokens that
+//! can reach the threshold; its attention phase reads K of those tokens only and V of the
+//! support only ([`crate::certificate::certified_select`], `certified_attend`).
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
 };
 use crate::attention::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
+use crate::certificate::{
+    self, certified_attend, certified_select, CertBytes, CertificateLevel, CertifiedWorkspace,
+    CheckScratch, CheckTask, HeadCertificate,
+};
 use crate::error::{Error, Result};
 use crate::selection::gaussian::{self, GaussianOpts};
 use crate::selection::topk::{self, Budget};
@@ -29,6 +40,10 @@ pub enum Method {
     TopK(Budget),
     /// Gaussian-aware adaptive selection.
     Gaussian(GaussianOpts),
+    /// Exact dense α-entmax (α > 1) from the key sketch: K only for the tokens whose
+    /// score bound can reach a proven lower bound of τ, V only for the support. τ is always
+    /// solved exactly (the τ mode is ignored); α = 1 is [`Error::Unsupported`].
+    Certified,
 }
 
 impl Method {
@@ -38,6 +53,7 @@ impl Method {
             Method::TopK(Budget::Tokens(t)) => format!("topk-{t}t"),
             Method::TopK(Budget::Fraction(f)) => format!("topk-{f}"),
             Method::Gaussian(_) => "gaussian".into(),
+            Method::Certified => "certified".into(),
         }
     }
 }
@@ -49,6 +65,9 @@ pub struct DecodeConfig {
     pub method: Method,
     pub tau_mode: TauMode,
     pub gqa: GqaMode,
+    /// Certificate run after attention (methods other than `certified`; default off).
+    #[serde(default)]
+    pub certificate: CertificateLevel,
 }
 
 impl DecodeConfig {
@@ -58,6 +77,7 @@ impl DecodeConfig {
             method,
             tau_mode: TauMode::Exact,
             gqa: GqaMode::PerHead,
+            certificate: CertificateLevel::Off,
         }
     }
     pub fn with_tau_mode(mut self, m: TauMode) -> Self {
@@ -66,6 +86,12 @@ impl DecodeConfig {
     }
     pub fn with_gqa(mut self, g: GqaMode) -> Self {
         self.gqa = g;
+        self
+    }
+    /// Adds a certificate phase (page or token level) after attention. With α > 1 it
+    /// needs the exact τ of the kept tokens, so the τ mode must be exact.
+    pub fn with_certificate(mut self, level: CertificateLevel) -> Self {
+        self.certificate = level;
         self
     }
 }
@@ -79,32 +105,48 @@ pub struct HeadReport {
     pub tau_hat: f64,
     /// Tokens with nonzero weight.
     pub support: u32,
-    /// Pages read (last page included) and pages in the sequence.
+    /// Pages read (last page included) and pages in the sequence. For `certified`: pages
+    /// with at least one K row read.
     pub pages_kept: u32,
     pub pages_total: u32,
+    /// Whether the output provably equals dense attention: `Some` when a certificate ran
+    /// (always `Some(true)` for `certified`), `None` otherwise.
+    pub certified: Option<bool>,
+    /// `certified`: tokens whose K was read (candidates plus the open page). Certificate:
+    /// dropped tokens the bounds could not exclude. 0 when nothing ran.
+    pub candidates: u32,
+    /// Proven upper bound of the dense attention mass on the tokens not read (softmax:
+    /// the α = 1 deliverable); 0 for `certified`; NaN when no certificate ran.
+    pub mass_bound: f64,
 }
 
-/// Wall-clock time of each phase of a step, nanoseconds.
+/// Wall-clock time of each phase of a step, nanoseconds. For `certified`, selection is the
+/// bound pass (statistics, sketch, open-page K, τ_lb, candidates) and attention the
+/// candidates' K, the τ solve and the support's V.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StageTimes {
     pub selection_ns: u64,
     pub attention_ns: u64,
+    /// The certificate phase (0 when off).
+    pub certificate_ns: u64,
 }
 
 /// Bytes a step read, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct ByteCount {
-    /// Page statistics (and sketch) read by selection.
+    /// Page statistics read by selection and the certificate.
     pub meta: u64,
     /// Keys read.
     pub k: u64,
     /// Values read.
     pub v: u64,
+    /// Per-token key-sketch rows read (`certified`, token-level certificate).
+    pub sketch: u64,
 }
 
 impl ByteCount {
     pub fn total(&self) -> u64 {
-        self.meta + self.k + self.v
+        self.meta + self.k + self.v + self.sketch
     }
 }
 
@@ -129,6 +171,13 @@ struct Task {
     h0: usize,
     group: usize,
     v_pages: u64,
+    /// `certified` strategy state (only for that method).
+    certified: Option<CertifiedWorkspace>,
+    /// Certificate scratch and results (only with a certificate).
+    check: Option<CheckScratch>,
+    certs: Vec<HeadCertificate>,
+    cert_bytes: CertBytes,
+    tau_kept: Vec<f64>,
 }
 
 /// A planned decode (see the module docs).
@@ -154,8 +203,28 @@ impl Decoder {
         if batch == 0 {
             return Err(Error::invalid(OP, "batch", 0, "must be >= 1"));
         }
+        if let Method::Gaussian(o) = &cfg.method {
+            o.validate(OP)?;
+        }
         if let Method::TopK(b) = &cfg.method {
             b.validate(OP)?;
+        }
+        let is_certified = cfg.method == Method::Certified;
+        if is_certified && cfg.attention.alpha == 1.0 {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "method `certified` needs alpha > 1 (exact softmax reads every token: \
+                       use dense; for alpha = 1 a certificate bounds the mass a selector drops)"
+                    .into(),
+            });
+        }
+        let check = !is_certified && cfg.certificate != CertificateLevel::Off;
+        if check && cfg.attention.alpha > 1.0 && cfg.tau_mode != TauMode::Exact {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: "a certificate needs the exact tau of the kept tokens (tau mode exact)"
+                    .into(),
+            });
         }
         let hkv = cache.num_kv_heads();
         let h = cfg.attention.num_heads;
@@ -174,7 +243,11 @@ impl Decoder {
                 Task {
                     selection: Selection::with_capacity(max_pages, per_task),
                     scratch: SelectScratch::new(max_pages, d),
-                    ws: Workspace::new(per_task, max_tokens.max(1), ps, d),
+                    ws: if is_certified {
+                        Workspace::default()
+                    } else {
+                        Workspace::new(per_task, max_tokens.max(1), ps, d)
+                    },
                     results: vec![HeadResult::default(); per_task],
                     out: vec![0.0; per_task * d],
                     b,
@@ -182,6 +255,12 @@ impl Decoder {
                     h0,
                     group: per_task,
                     v_pages: 0,
+                    certified: is_certified
+                        .then(|| CertifiedWorkspace::new(per_task, max_tokens.max(1), ps, d)),
+                    check: check.then(|| CheckScratch::new(per_task, max_pages, d)),
+                    certs: vec![HeadCertificate::default(); per_task],
+                    cert_bytes: CertBytes::default(),
+                    tau_kept: vec![0.0; per_task],
                 }
             })
             .collect();
@@ -204,7 +283,14 @@ impl Decoder {
 
     /// Workspace bytes held by the plan.
     pub fn workspace_bytes(&self) -> usize {
-        self.tasks.iter().map(|t| t.ws.bytes()).sum()
+        self.tasks
+            .iter()
+            .map(|t| {
+                t.ws.bytes()
+                    + t.certified.as_ref().map_or(0, |c| c.bytes_held())
+                    + t.check.as_ref().map_or(0, |c| c.bytes())
+            })
+            .sum()
     }
 
     /// One decode step: `q` and `out` are `[B, H, D]`; sequence `b` is `seqs[b]`, its
@@ -233,10 +319,9 @@ impl Decoder {
         for (o, &x) in self.q_scaled.iter_mut().zip(q) {
             *o = x * scale;
         }
-        let views = seqs
-            .iter()
-            .map(|&id| cache.seq_op(OP, id))
-            .collect::<Result<Vec<_>>>()?;
+        // Block tables are looked up per task (no per-step allocation); `validate_batch`
+        // has already checked every id.
+        let view = |b: usize| cache.seq_op(OP, seqs[b]);
         let alpha = self.cfg.attention.alpha;
         let (qs, slopes) = (&self.q_scaled, &self.slopes);
         let method = &self.cfg.method;
@@ -246,7 +331,7 @@ impl Decoder {
         self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
             let ctx = SelectionContext {
                 cache,
-                seq: views[t.b],
+                seq: view(t.b)?,
                 kv_head: t.kv_head,
                 q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
                 slopes: &slopes[t.h0..t.h0 + t.group],
@@ -262,6 +347,18 @@ impl Decoder {
                 }
                 Method::TopK(b) => topk::select(&ctx, *b, &mut t.scratch, &mut t.selection),
                 Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
+                Method::Certified => {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    certified_select(
+                        cache,
+                        ctx.seq,
+                        t.kv_head,
+                        ctx.q_scaled,
+                        ctx.slopes,
+                        alpha,
+                        ws,
+                    )
+                }
             }
         })?;
         let t1 = Instant::now();
@@ -275,12 +372,27 @@ impl Decoder {
         let mode = self.cfg.tau_mode;
         with_kv!(cache.kv(), |k, v| {
             self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
+                let q_t = &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d];
+                if let Some(cw) = t.certified.as_mut() {
+                    t.v_pages = certified_attend(
+                        cache,
+                        view(t.b)?,
+                        t.kv_head,
+                        q_t,
+                        &slopes[t.h0..t.h0 + t.group],
+                        alpha,
+                        cw,
+                        &mut t.out,
+                        &mut t.results,
+                    )?;
+                    return Ok(());
+                }
                 let task = GroupTask {
                     kv_head: t.kv_head,
                     pages: &t.selection.pages,
                     q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
                     slopes: &slopes[t.h0..t.h0 + t.group],
-                    q_pos: views[t.b].len as f32 - 1.0,
+                    q_pos: view(t.b)?.len as f32 - 1.0,
                     tau_hat: if mode == TauMode::Exact {
                         None
                     } else {
@@ -303,30 +415,85 @@ impl Decoder {
         })?;
         let t2 = Instant::now();
 
+        // Phase 3: the certificate of the kept pages (other methods, when asked for).
+        let level = self.cfg.certificate;
+        if self.tasks.iter().any(|t| t.check.is_some()) {
+            self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
+                let Some(scratch) = t.check.as_mut() else {
+                    return Ok(());
+                };
+                for (tk, r) in t.tau_kept.iter_mut().zip(&t.results) {
+                    *tk = r.tau;
+                }
+                let task = CheckTask {
+                    seq: view(t.b)?,
+                    kv_head: t.kv_head,
+                    kept: &t.selection.pages,
+                    q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
+                    slopes: &slopes[t.h0..t.h0 + t.group],
+                    tau_kept: &t.tau_kept,
+                };
+                t.cert_bytes =
+                    certificate::check(cache, &task, alpha, level, scratch, &mut t.certs)?;
+                Ok(())
+            })?;
+        }
+        let t3 = Instant::now();
+
         // Gather outputs and the report.
         let kv_elem = cache.kv_dtype().size() as u64;
         let mut bytes = ByteCount::default();
         for t in &self.tasks {
             let base = (t.b * h + t.h0) * d;
             out[base..base + t.group * d].copy_from_slice(&t.out[..t.group * d]);
+            bytes.v += t.v_pages * d as u64 * kv_elem;
+            let pages_total = view(t.b)?.pages.len() as u32;
+            if let Some(cw) = &t.certified {
+                let bb = cw.bound_bytes();
+                bytes.meta += bb.meta;
+                bytes.sketch += bb.sketch;
+                bytes.k += cw.candidates() as u64 * d as u64 * kv_elem;
+                for hg in 0..t.group {
+                    let r = t.results[hg];
+                    self.report.heads[t.b * h + t.h0 + hg] = HeadReport {
+                        tau: r.tau,
+                        tau_hat: f64::NAN,
+                        support: r.support,
+                        pages_kept: cw.pages_touched(),
+                        pages_total,
+                        certified: Some(true),
+                        candidates: cw.candidates() as u32,
+                        mass_bound: 0.0,
+                    };
+                }
+                continue;
+            }
             let kept_tokens: u64 = t.selection.pages.iter().map(|p| p.len as u64).sum();
             bytes.meta += t.selection.meta_bytes as u64;
             bytes.k += kept_tokens * d as u64 * kv_elem;
-            bytes.v += t.v_pages * d as u64 * kv_elem;
+            if t.check.is_some() {
+                bytes.meta += t.cert_bytes.meta;
+                bytes.sketch += t.cert_bytes.sketch;
+            }
             for hg in 0..t.group {
                 let r = t.results[hg];
+                let c = t.check.is_some().then(|| t.certs[hg]);
                 self.report.heads[t.b * h + t.h0 + hg] = HeadReport {
                     tau: r.tau,
                     tau_hat: t.selection.tau_hat.get(hg).copied().unwrap_or(f64::NAN),
                     support: r.support,
                     pages_kept: t.selection.pages.len() as u32,
-                    pages_total: views[t.b].pages.len() as u32,
+                    pages_total,
+                    certified: c.map(|c| c.certified),
+                    candidates: c.map_or(0, |c| c.candidates),
+                    mass_bound: c.map_or(f64::NAN, |c| c.mass_bound),
                 };
             }
         }
         self.report.times = StageTimes {
             selection_ns: (t1 - t0).as_nanos() as u64,
             attention_ns: (t2 - t1).as_nanos() as u64,
+            certificate_ns: (t3 - t2).as_nanos() as u64,
         };
         self.report.bytes = bytes;
         Ok(&self.report)

@@ -21,6 +21,10 @@ pub mod cache;
 pub mod certificate;
 pub mod decode;
 pub mod dtype;
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod error;
 pub mod gpu;
 pub mod metrics;

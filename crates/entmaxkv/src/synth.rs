@@ -6,7 +6,7 @@
 
 use crate::cache::{CacheConfig, PagedKvCache, SeqId};
 use crate::error::Result;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,10 @@ pub enum Workload {
     /// A sink key on token 0 aligned with q, a few planted pages of keys aligned with q,
     /// two outlier channels, and runs of near-duplicate keys.
     Structured,
+    /// Hard cases for score bounds: exact ties at the top score, 16-token blocks of one
+    /// repeated key (zero key range), a channel 50× larger than the rest, and a crowd of
+    /// near-equal keys whose scores sit near the entmax threshold.
+    Adversarial,
 }
 
 impl std::str::FromStr for Workload {
@@ -28,20 +32,23 @@ impl std::str::FromStr for Workload {
         match s {
             "iid" => Ok(Workload::Iid),
             "structured" => Ok(Workload::Structured),
-            o => Err(format!("unknown workload `{o}` (iid, structured)")),
+            "adversarial" => Ok(Workload::Adversarial),
+            o => Err(format!(
+                "unknown workload `{o}` (iid, structured, adversarial)"
+            )),
         }
     }
 }
 
 /// A seeded generator of decode problems.
 pub struct Synth {
-    rng: StdRng,
+    rng: SmallRng,
 }
 
 impl Synth {
     pub fn new(seed: u64) -> Self {
         Synth {
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 
@@ -124,6 +131,9 @@ impl Synth {
                     }
                 }
             }
+            if workload == Workload::Adversarial {
+                self.adversarial(&mut kb, &q, b, len, num_heads, num_kv_heads, d);
+            }
             k.push(kb);
             v.push(vb);
         }
@@ -134,6 +144,65 @@ impl Synth {
             num_heads,
             num_kv_heads,
             d,
+        }
+    }
+}
+
+impl Synth {
+    /// The [`Workload::Adversarial`] edits of one sequence's keys `[len, H_kv, D]`.
+    #[allow(clippy::too_many_arguments)]
+    fn adversarial(
+        &mut self,
+        kb: &mut [f32],
+        q: &[f32],
+        b: usize,
+        len: usize,
+        num_heads: usize,
+        num_kv_heads: usize,
+        d: usize,
+    ) {
+        let g = num_heads / num_kv_heads;
+        for kvh in 0..num_kv_heads {
+            let at = |t: usize, c: usize| (t * num_kv_heads + kvh) * d + c;
+            let h = kvh * g + self.below(g);
+            let qh = &q[(b * num_heads + h) * d..(b * num_heads + h + 1) * d];
+            let norm = qh.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            let scale = (d as f32).sqrt();
+            // Exact ties at the top: a few tokens share one key aligned with a query.
+            let strength = 1.0 + 2.0 * self.uniform() as f32;
+            for _ in 0..3.min(len) {
+                let t = self.below(len);
+                for c in 0..d {
+                    kb[at(t, c)] = strength * qh[c] / norm * scale / 2.0;
+                }
+            }
+            // Blocks of one repeated key: zero key range on every channel.
+            let mut t0 = 0;
+            while t0 + 16 <= len {
+                if self.below(4) == 0 {
+                    for t in t0 + 1..t0 + 16 {
+                        for c in 0..d {
+                            kb[at(t, c)] = kb[at(t0, c)];
+                        }
+                    }
+                }
+                t0 += 16;
+            }
+            // One huge channel.
+            let big = self.below(d);
+            for t in 0..len {
+                kb[at(t, big)] *= 50.0;
+            }
+            // A crowd of near-equal keys with scores near the threshold.
+            if len >= 80 {
+                let start = self.below(len - 64);
+                let base = 0.5 + self.uniform() as f32;
+                for t in start..start + 64 {
+                    for c in 0..d {
+                        kb[at(t, c)] = base * qh[c] / norm * scale / 2.0 + 1e-3 * self.normal();
+                    }
+                }
+            }
         }
     }
 }

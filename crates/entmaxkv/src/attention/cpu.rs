@@ -121,8 +121,10 @@ pub struct HeadResult {
     pub mass: f64,
 }
 
+/// f32 dot product with 16 independent accumulators, reduced as a tree (a sequential
+/// reduction of the accumulators would dominate at D = 64).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
     let n = a.len().min(b.len());
     let mut acc = [0.0f32; L];
@@ -133,18 +135,45 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[j] = x[j].mul_add(y[j], acc[j]);
         }
     }
-    let mut s = 0.0f32;
-    for &v in acc.iter() {
-        s += v;
+    let mut w = L / 2;
+    while w > 0 {
+        for j in 0..w {
+            acc[j] += acc[j + w];
+        }
+        w /= 2;
     }
+    let mut s = acc[0];
     for i in chunks * L..n {
-        s += a[i] * b[i];
+        s = a[i].mul_add(b[i], s);
     }
     s
 }
 
+/// How many kept pages ahead of the one being read K is prefetched (pages are 1–4 KiB).
+const PREFETCH_PAGES: usize = 6;
+
+/// Asks the CPU to start loading `bytes` bytes at `ptr` into cache. Kept pages are 1–4 KiB
+/// blocks at scattered addresses, which the hardware prefetcher does not run ahead into.
 #[inline(always)]
-fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults and `off` stays inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+#[inline(always)]
+pub(crate) fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
     for (a, &b) in acc.iter_mut().zip(x) {
         *a = w.mul_add(b, *a);
     }
@@ -180,7 +209,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// `a·s − τ` is formed in f64: near the support boundary it cancels, and for β < 1 the
 /// weight amplifies that error.
 #[inline]
-fn entmax_weights_in_place(
+pub(crate) fn entmax_weights_in_place(
     sc: &mut [f32],
     a: f64,
     tau: f64,
@@ -214,7 +243,7 @@ fn entmax_weights_in_place(
     (sum, cnt)
 }
 
-fn alpha_code(alpha: f64) -> u8 {
+pub(crate) fn alpha_code(alpha: f64) -> u8 {
     if alpha == 2.0 {
         2
     } else if alpha == 1.5 {
@@ -248,8 +277,15 @@ pub fn attend_group<T: KvElem>(
 
     // Pass 1: K, once for the whole group.
     let mut idx = 0;
-    for p in task.pages {
+    let block = |p: &PageRef| {
+        let off = geom.kv_offset(p.page, task.kv_head);
+        off..off + p.len as usize * d
+    };
+    for (i, p) in task.pages.iter().enumerate() {
         let len = p.len as usize;
+        if let Some(next) = task.pages.get(i + PREFETCH_PAGES) {
+            prefetch(&k[block(next)]);
+        }
         let off = geom.kv_offset(p.page, task.kv_head);
         let rows = &mut ws.rows[..len * d];
         T::slice_to_f32(&k[off..off + len * d], rows);

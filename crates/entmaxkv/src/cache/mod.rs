@@ -194,15 +194,30 @@ impl SeqView<'_> {
 }
 
 /// A paged KV cache on the host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PagedKvCache {
     cfg: CacheConfig,
     kv: KvStorage,
     stats: StatsStorage,
     sketch: Vec<u8>,
+    /// Scratch: the stored keys of the chunk being appended, widened (`[H_kv, n, D]`).
+    chunk_f32: Vec<f32>,
     free: Vec<u32>,
     seqs: BTreeMap<u64, Sequence>,
     next_id: u64,
+}
+
+/// Equality of everything observable (scratch buffers excluded).
+impl PartialEq for PagedKvCache {
+    fn eq(&self, o: &Self) -> bool {
+        self.cfg == o.cfg
+            && self.kv == o.kv
+            && self.stats == o.stats
+            && self.sketch == o.sketch
+            && self.free == o.free
+            && self.seqs == o.seqs
+            && self.next_id == o.next_id
+    }
 }
 
 impl PagedKvCache {
@@ -243,6 +258,7 @@ impl PagedKvCache {
             kv,
             stats,
             sketch: vec![0; sketch_len],
+            chunk_f32: Vec::new(),
             free,
             seqs: BTreeMap::new(),
             next_id: 0,
@@ -455,12 +471,19 @@ impl PagedKvCache {
                 }
             });
             // Merge the stored (rounded) keys of this chunk into the open-page accumulators.
-            let base_page = page as usize * kvh * ps * d;
-            let kv = &self.kv;
+            let chunk = &mut self.chunk_f32;
+            chunk.resize(kvh * take * d, 0.0);
+            for h in 0..kvh {
+                let src = (page as usize * kvh + h) * ps * d + slot * d;
+                with_kv!(&self.kv, |kk, _vv| KvElem::slice_to_f32(
+                    &kk[src..src + take * d],
+                    &mut chunk[h * take * d..(h + 1) * take * d]
+                ));
+            }
+            let chunk = &self.chunk_f32;
             seq.open.merge_chunk(take, |t, i| {
                 let (h, c) = (i / d, i % d);
-                let off = base_page + (h * ps + slot + t) * d + c;
-                with_kv!(kv, |kk, _vv| kk[off].to_f32())
+                chunk[(h * take + t) * d + c]
             });
             seq.len += take;
             t0 += take;
@@ -548,21 +571,20 @@ impl PagedKvCache {
         let rb = sketch::row_bytes(d, bits);
         let mut lo = vec![0.0f32; d];
         let mut hi = vec![0.0f32; d];
-        let mut key = vec![0.0f32; d];
+        let mut keys = vec![0.0f32; ps * d];
         for h in 0..kvh {
             let sb = self.stats_offset(page, h);
             self.stats.read_row(Stat::Min, sb, &mut lo);
             self.stats.read_row(Stat::Max, sb, &mut hi);
             let kb = self.kv_offset(page, h);
+            with_kv!(&self.kv, |kk, _vv| KvElem::slice_to_f32(
+                &kk[kb..kb + ps * d],
+                &mut keys
+            ));
             let skb = self.sketch_offset(page, h);
             for t in 0..ps {
-                with_kv!(&self.kv, |kk, _vv| {
-                    for c in 0..d {
-                        key[c] = kk[kb + t * d + c].to_f32();
-                    }
-                });
                 let out = &mut self.sketch[skb + t * rb..skb + (t + 1) * rb];
-                sketch::encode_row(&key, &lo, &hi, bits, out);
+                sketch::encode_row(&keys[t * d..(t + 1) * d], &lo, &hi, bits, out);
             }
         }
     }

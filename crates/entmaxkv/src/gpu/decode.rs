@@ -153,6 +153,12 @@ impl GpuDecoder {
                     what: "Gaussian selection on the GPU is not implemented yet".into(),
                 })
             }
+            Method::Certified => {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: "the certified strategy on the GPU is not implemented yet".into(),
+                })
+            }
         };
         let gpu = cache.gpu().clone();
         let batch = seqs.len();
@@ -694,6 +700,9 @@ impl GpuDecoder {
                     support: sup[i] as u32,
                     pages_kept: kept as u32,
                     pages_total: npages as u32,
+                    certified: None,
+                    candidates: 0,
+                    mass_bound: f64::NAN,
                 };
                 if !self.softmax {
                     bytes.v += sup[i] as u64 * d * self.kv_size as u64;

@@ -101,6 +101,15 @@ pub struct SelectScratch {
     pub row1: Vec<f32>,
     /// Slot flags.
     pub keep: Vec<bool>,
+    /// `[G, pages]` per-head page values (Gaussian: μ_p, σ_p).
+    pub mu: Vec<f64>,
+    pub sd: Vec<f64>,
+    /// Per-head values (Gaussian: τ̂, τ_floor, …).
+    pub head: Vec<f64>,
+    /// Per-token f32 values (Gaussian robust: score lower bounds).
+    pub tok: Vec<f32>,
+    /// Scratch of an exact τ solve on `tok`.
+    pub tok_scratch: Vec<f32>,
 }
 
 impl SelectScratch {
@@ -112,6 +121,27 @@ impl SelectScratch {
             row0: vec![0.0; d],
             row1: vec![0.0; d],
             keep: Vec::with_capacity(max_pages),
+            mu: Vec::new(),
+            sd: Vec::new(),
+            head: Vec::new(),
+            tok: Vec::new(),
+            tok_scratch: Vec::new(),
         }
+    }
+
+    /// Grows (never shrinks) the per-head page arrays to hold `group × pages` values, so a
+    /// selector allocates at most on the first call of a plan, never afterwards.
+    pub fn reserve_pages(&mut self, group: usize, pages: usize) {
+        fn grow<T>(v: &mut Vec<T>, n: usize) {
+            if v.capacity() < n {
+                v.reserve(n - v.len());
+            }
+        }
+        grow(&mut self.mu, group * pages);
+        grow(&mut self.sd, group * pages);
+        grow(&mut self.a, pages);
+        grow(&mut self.b, pages);
+        grow(&mut self.keep, pages);
+        grow(&mut self.head, 4 * group);
     }
 }

@@ -7,6 +7,8 @@
 //! page. (The original added an unscaled q·k bound to a scaled ALiBi bias: SPEC §8.1.4.)
 
 use super::{SelectScratch, Selection, SelectionContext};
+use crate::attention::cpu::prefetch;
+use crate::dtype::KvElem;
 use crate::error::{Error, Result};
 use crate::stats::Stat;
 use serde::{Deserialize, Serialize};
@@ -50,29 +52,68 @@ impl Budget {
 /// group maximum into `scratch.scored` (one entry per closed page). Returns metadata bytes read.
 pub fn page_bounds(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> usize {
     let cache = ctx.cache;
+    let closed = ctx.closed_pages();
+    scratch.scored.clear();
+    let (lo, hi) = (&mut scratch.row0, &mut scratch.row1);
+    crate::with_stats!(cache.stats(), |a| bounds_typed(
+        ctx,
+        &a[Stat::Min as usize],
+        &a[Stat::Max as usize],
+        lo,
+        hi,
+        &mut scratch.scored
+    ));
+    closed * 2 * cache.stats().row_bytes(cache.head_dim())
+}
+
+fn bounds_typed<T: KvElem>(
+    ctx: &SelectionContext<'_>,
+    kmin: &[T],
+    kmax: &[T],
+    lo: &mut [f32],
+    hi: &mut [f32],
+    scored: &mut Vec<(f32, u32)>,
+) {
+    let cache = ctx.cache;
     let (d, ps) = (cache.head_dim(), cache.page_size());
     let g = ctx.group();
-    let closed = ctx.closed_pages();
     let q_pos = ctx.q_pos() as f32;
-    scratch.scored.clear();
-    for i in 0..closed {
+    for i in 0..ctx.closed_pages() {
         let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-        cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-        cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+        if let Some(&next) = ctx.seq.pages.get(i + 4) {
+            let nb = cache.stats_offset(next, ctx.kv_head);
+            prefetch(&kmin[nb..nb + d]);
+            prefetch(&kmax[nb..nb + d]);
+        }
+        T::slice_to_f32(&kmin[base..base + d], lo);
+        T::slice_to_f32(&kmax[base..base + d], hi);
         let last_pos = (i * ps + ps - 1) as f32;
         let mut best = f32::NEG_INFINITY;
         for hg in 0..g {
             let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let mut u = 0.0f32;
-            for c in 0..d {
-                u += (q[c] * scratch.row0[c]).max(q[c] * scratch.row1[c]);
-            }
-            u += ctx.slopes[hg] * (last_pos - q_pos);
+            let u = box_bound(q, lo, hi) + ctx.slopes[hg] * (last_pos - q_pos);
             best = best.max(u);
         }
-        scratch.scored.push((best, i as u32));
+        scored.push((best, i as u32));
     }
-    closed * 2 * cache.stats().row_bytes(d)
+}
+
+/// `Σ_d max(q_d·lo_d, q_d·hi_d)`: the largest `q·k` over the box `lo ≤ k ≤ hi`.
+#[inline]
+pub fn box_bound(q: &[f32], lo: &[f32], hi: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (qc, lc, hc) = (q.chunks_exact(8), lo.chunks_exact(8), hi.chunks_exact(8));
+    let (qr, lr, hr) = (qc.remainder(), lc.remainder(), hc.remainder());
+    for ((q8, l8), h8) in qc.zip(lc).zip(hc) {
+        for j in 0..8 {
+            acc[j] += (q8[j] * l8[j]).max(q8[j] * h8[j]);
+        }
+    }
+    let mut u = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for j in 0..qr.len() {
+        u += (qr[j] * lr[j]).max(qr[j] * hr[j]);
+    }
+    u
 }
 
 /// Top-k selection for one task.

@@ -31,6 +31,20 @@ pub enum StatsStorage {
     Bf16([Vec<bf16>; 4]),
 }
 
+/// Dispatches generic code over the statistics storage type:
+/// `with_stats!(cache.stats(), |a| f(&a[Stat::Min as usize], ...))` instantiates the body for
+/// f32, f16 and bf16; `a` is `&[Vec<T>; 4]` indexed by [`Stat`].
+#[macro_export]
+macro_rules! with_stats {
+    ($st:expr, |$a:ident| $body:expr) => {
+        match $st {
+            $crate::stats::StatsStorage::F32($a) => $body,
+            $crate::stats::StatsStorage::F16($a) => $body,
+            $crate::stats::StatsStorage::Bf16($a) => $body,
+        }
+    };
+}
+
 /// A borrowed view of the statistics arrays in their storage type.
 #[derive(Debug, Clone, Copy)]
 pub enum StatsView<'a> {
@@ -85,13 +99,22 @@ impl StatsStorage {
         }
     }
 
+    /// Starts loading one statistic row (`d` values at `base`) into cache.
+    #[inline]
+    pub fn prefetch_row(&self, stat: Stat, base: usize, d: usize) {
+        use crate::attention::cpu::prefetch;
+        match self {
+            StatsStorage::F32(a) => prefetch(&a[stat as usize][base..base + d]),
+            StatsStorage::F16(a) => prefetch(&a[stat as usize][base..base + d]),
+            StatsStorage::Bf16(a) => prefetch(&a[stat as usize][base..base + d]),
+        }
+    }
+
     /// Reads one statistic row as f32 into `out` (length D).
+    #[inline]
     pub fn read_row(&self, stat: Stat, base: usize, out: &mut [f32]) {
         fn get<T: KvElem>(a: &[Vec<T>; 4], stat: Stat, base: usize, out: &mut [f32]) {
-            let row = &a[stat as usize][base..base + out.len()];
-            for (o, x) in out.iter_mut().zip(row) {
-                *o = x.to_f32();
-            }
+            T::slice_to_f32(&a[stat as usize][base..base + out.len()], out);
         }
         match self {
             StatsStorage::F32(a) => get(a, stat, base, out),

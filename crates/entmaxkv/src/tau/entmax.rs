@@ -365,6 +365,23 @@ pub fn entmax_threshold_f32(scores: &[f32], alpha: f64, scratch: &mut Vec<f32>) 
     Ok(a * smax + t)
 }
 
+/// [`entmax_threshold_f32`] on an f64 score buffer (e.g. rigorous score bounds that must
+/// not be rounded to f32): same exact solve, `scratch` reused without allocation.
+pub fn entmax_threshold_f64(scores: &[f64], alpha: f64, scratch: &mut Vec<f64>) -> Result<f64> {
+    const OP: &str = "tau::entmax_threshold_f64";
+    check_alpha(OP, alpha)?;
+    check_nonempty(OP, "scores", scores.len())?;
+    let smax = finite_max(OP, "scores", scores)?;
+    if alpha == 1.0 {
+        return Ok(logsumexp(scores, smax));
+    }
+    let a = alpha - 1.0;
+    scratch.clear();
+    scratch.extend(scores.iter().copied().filter(|&s| a * (s - smax) > -1.0));
+    let t = solve_relative(scratch.as_mut_slice(), smax, alpha);
+    Ok(a * smax + t)
+}
+
 /// Writes `p_i = [(α−1)s_i − τ]_+^{1/(α−1)}` (α = 1: `exp(s_i − τ)`) into `out` and returns
 /// Σp in f64 — callers renormalise or check it instead of trusting τ blindly.
 pub fn entmax_weights_f32(scores: &[f32], alpha: f64, tau: f64, out: &mut [f32]) -> Result<f64> {

@@ -504,8 +504,17 @@ pub fn tau_hat_single(
         ));
     }
     if alpha == 1.0 {
+        let tau = n.ln() + mu + 0.5 * sigma * sigma;
+        if !tau.is_finite() {
+            return Err(Error::invalid(
+                OP,
+                "sigma",
+                sigma,
+                "log n + mu + sigma^2/2 overflows f64",
+            ));
+        }
         return Ok(TauHat {
-            tau: n.ln() + mu + 0.5 * sigma * sigma,
+            tau,
             iterations: 0,
             residual: 0.0,
         });
@@ -617,8 +626,17 @@ pub fn tau_hat_mixture(
                 acc.add(c.ln() + mu[p] + 0.5 * sigma[p] * sigma[p], 0.0, 0.0);
             }
         }
+        let tau = acc.finish()[0];
+        if !tau.is_finite() {
+            return Err(Error::invalid(
+                OP,
+                "sigma",
+                "(mixture)",
+                "log sum c_p exp(mu_p + sigma_p^2/2) is not finite",
+            ));
+        }
         return Ok(TauHat {
-            tau: acc.finish()[0],
+            tau,
             iterations: 0,
             residual: 0.0,
         });
