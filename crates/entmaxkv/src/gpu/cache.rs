@@ -116,7 +116,7 @@ impl DeviceKvCache {
             stats: cfg.resolved_stats_dtype(),
             head_dim: cfg.head_dim,
             tg: 1,
-            unroll: super::ctx::unroll_rows(),
+            unroll: super::ctx::unroll_rows(1),
         })?;
         let live = host.sequences();
         let max_rows = if opts.max_seqs == 0 {

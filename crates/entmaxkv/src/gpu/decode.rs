@@ -8,10 +8,10 @@
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
-//!   `attn_entmax_filter` (candidates against the final maximum and their count histogram;
-//!   the last CTA of each task brackets τ from the histogram, gathers the candidates inside
-//!   the bracket, solves τ and gathers V for small supports), `attn_entmax_values` (V for
-//!   large supports; exits at once otherwise);
+//!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
+//!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
+//!   last CTA of each task solves τ and gathers V for small supports),
+//!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //!
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
@@ -41,8 +41,6 @@ const SEL_THREADS: u32 = 1024;
 const PPC_CAP: usize = 256;
 const NCH_MAX: usize = 2048;
 const SMALL_SUPPORT: usize = 1024;
-/// Words of the solver's survivor bitmap (kernels/attn.cu BITMAP_WORDS).
-const BITMAP_WORDS: usize = 2048;
 /// Chunks per CTA of the filter, solve and values kernels (one warp each).
 const CPB: usize = 8;
 /// Dynamic shared memory of `attn_entmax_solve`: candidate capacity of the τ solve.
@@ -187,11 +185,12 @@ impl GpuDecoder {
             stats: ccfg.resolved_stats_dtype(),
             head_dim: d,
             tg,
-            unroll: super::ctx::unroll_rows(),
+            unroll: super::ctx::unroll_rows(tg),
         })?;
         for k in [
             "attn_entmax_scores",
             "attn_entmax_filter",
+            "attn_entmax_solve",
             "attn_entmax_values",
             "attn_softmax",
         ] {
@@ -238,9 +237,8 @@ impl GpuDecoder {
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
         let caprows = ppc_max * ps;
         let dyn_scores = tg * caprows * 4;
-        let cap = SCORES_DYN.max(red_floats * 4) / 8;
-        // Candidates (d, position) and the survivor bitmap with its word offsets.
-        let dyn_solve = cap * 8 + 2 * BITMAP_WORDS * 4;
+        let dyn_solve = SCORES_DYN.max(red_floats * 4);
+        let cap = dyn_solve / 8;
         let dyn_values = (2 * caprows + red_floats) * 4;
         let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
         for (what, bytes) in [
@@ -349,6 +347,8 @@ impl GpuDecoder {
             cand_cnt: alloc(slot_n * 4, false)?,
             gmax: alloc(tasks * tg * 4, true)?,
             hist: alloc(tasks * tg * 256 * 4, true)?,
+            bounds: alloc(tasks * tg * 2 * 4, true)?,
+            counters2: alloc(tasks * 4, true)?,
             counters: alloc(tasks * 4, true)?,
             vcounters: alloc(tasks * 4, true)?,
             vflag: alloc(batch * heads * 4, true)?,
@@ -506,6 +506,7 @@ impl GpuDecoder {
             Stage::Attention => &[
                 "attn_entmax_scores",
                 "attn_entmax_filter",
+                "attn_entmax_solve",
                 "attn_entmax_values",
             ],
         }
@@ -542,10 +543,11 @@ impl GpuDecoder {
                     launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
                 }
                 // One warp per chunk, CPB chunks per CTA.
-                "attn_entmax_filter" => {
-                    launch(m.func(name), grid8, BLOCK, self.dyn_solve, s, &self.attn)
+                "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
+                "attn_entmax_values" => {
+                    launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn)
                 }
-                _ => launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn),
+                _ => launch(m.func(name), grid8, BLOCK, self.dyn_solve, s, &self.attn),
             }
         }
     }

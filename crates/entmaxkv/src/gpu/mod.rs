@@ -39,7 +39,7 @@ pub fn compile_check(
             stats,
             head_dim,
             tg,
-            unroll: ctx::unroll_rows(),
+            unroll: ctx::unroll_rows(tg),
         };
         sizes.push(ctx::compile(&key, cc)?.len());
     }

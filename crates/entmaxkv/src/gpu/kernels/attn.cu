@@ -5,19 +5,21 @@
 // slots of a selection, last page last) is split into `nch` chunks; CTA (chunk, task) reads
 // the K rows of its chunk once for all TG heads.
 //
-// α > 1 (entmax), three kernels:
+// α > 1 (entmax), four kernels:
 //   attn_entmax_scores  K -> scores in shared memory -> chunk max, folded into a running
 //                       per-head maximum (integer atomicMax on order-preserving keys) ->
 //                       the chunk's candidates, z > z_running_max − 1 (a superset of the
 //                       only tokens that can carry weight), written compactly.
-//   attn_entmax_filter  one warp per chunk keeps the candidates with d = z − z_max > −1
-//                       against the final maximum and adds them to a per-head 256-bin count
-//                       histogram of d (integer atomics). The last CTA of a task turns the
-//                       histogram into a bracket [lo, hi] of the relative threshold t (count
-//                       bounds of Σ(d−t)_+^β), gathers the survivors with d > lo in chunk order
-//                       (ranks from a bitmap), solves t by safeguarded Halley on
-//                       G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket (tau/entmax.rs) and, when
-//                       the support is small, gathers V for it and writes the output.
+//   attn_entmax_filter  every chunk keeps its candidates with d = z − z_max > −1 against the
+//                       final maximum and adds them to a per-head 256-bin count histogram of
+//                       d (integer atomics); the last CTA of a task turns the histogram into
+//                       a bracket [lo, hi] of the relative threshold t (count bounds of
+//                       Σ(d−t)_+^β, one bin of slack each side).
+//   attn_entmax_solve   every chunk keeps its candidates with d > lo (the only ones that can
+//                       carry weight); the last CTA gathers them (chunk order), solves t by
+//                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
+//                       (tau/entmax.rs) and, when the support is small, gathers V for it and
+//                       writes the output.
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
 //                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
 //                       otherwise.
@@ -41,6 +43,8 @@ struct AttnParams {
     int* cand_cnt;           // [tasks, nch, TG]
     u32* gmax;               // [tasks, TG] running max score key (0 between steps)
     int* hist;               // [tasks, TG, HIST_BINS] survivor histogram (0 between steps)
+    float* bounds;           // [tasks, TG, 2] bracket (lo, hi) of t relative to (α−1)·max
+    u32* counters2;          // [tasks]
     u32* counters;           // [tasks]
     u32* vcounters;          // [tasks]
     int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
@@ -522,26 +526,19 @@ __device__ void hist_bracket(const AttnParams& p, const int* h, float& lo_out, f
     __syncthreads();
 }
 
-// Survivors the last CTA can rank through its bitmap.
-constexpr int BITMAP_WORDS = 2048;
-
-// The last CTA of a task: per head, the bracket from the survivor histogram, the survivors
-// inside it gathered in chunk order (ranked through a bitmap), τ, then V for small supports.
-// `hists` holds the task's TG histograms (shared memory).
-__device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows,
-                           const int (*hists)[HIST_BINS]) {
+// The last CTA of a task: per head, gather the kept candidates (chunk order), τ, then V
+// for small supports.
+__device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
     __shared__ int s_off[NCH_MAX + 1];
     __shared__ int s_small;
     float* d_buf = reinterpret_cast<float*>(dyn);
     u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
-    u32* bits = pos_buf + p.cap;              // BITMAP_WORDS
-    int* wofs = reinterpret_cast<int*>(bits + BITMAP_WORDS);  // BITMAP_WORDS
     for (int g = 0; g < TG; ++g) {
         const int bh = ti.b * p.num_heads + ti.h0 + g;
         const float M = key_to_float(__ldcg(p.gmax + (size_t)task * TG + g));
-        float blo, bhi;
-        hist_bracket(p, hists[g], blo, bhi);
-        // Survivor counts per chunk (loaded in parallel), then their offsets.
+        const float blo = __ldcg(p.bounds + ((size_t)task * TG + g) * 2);
+        const float bhi = __ldcg(p.bounds + ((size_t)task * TG + g) * 2 + 1);
+        // Candidate counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
         int local = 0;
@@ -550,99 +547,60 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
             s_off[ci] = v;
             local += v;
         }
-        int n_all;
-        int off = block_excl_scan<BLOCK>(local, &n_all);
+        int n_c;
+        int off = block_excl_scan<BLOCK>(local, &n_c);
         for (int ci = cb; ci < ce; ++ci) {
             const int v = s_off[ci];
             s_off[ci] = off;
             off += v;
         }
-        if (threadIdx.x == 0) s_off[p.nch] = n_all;
+        if (threadIdx.x == 0) s_off[p.nch] = n_c;
         __syncthreads();
         SolveCtx sc;
         sc.task = task;
         sc.g = g;
         sc.M = M;
-        sc.n = n_all;
-        sc.in_smem = false;
+        sc.n = n_c;
+        sc.in_smem = n_c <= p.cap;
         sc.d = d_buf;
         sc.off = s_off;
-        int n_c = n_all;  // candidates inside the bracket (when ranked)
-        if (n_all <= 32 * BITMAP_WORDS) {
-            // Flags of d > lo over the flattened survivors, then their ranks (chunk order).
-            const int nw = (n_all + 31) >> 5;
-            for (int i = threadIdx.x; i < nw; i += BLOCK) bits[i] = 0u;
-            __syncthreads();
+        if (sc.in_smem) {
+            // Flattened gather, four loads in flight per thread.
             constexpr int GU = 4;
-            for (int j0 = 0; j0 < n_all; j0 += BLOCK * GU) {
-                float sv[GU];
+            for (int j0 = 0; j0 < n_c; j0 += BLOCK * GU) {
+                size_t src[GU];
 #pragma unroll
                 for (int u = 0; u < GU; ++u) {
                     const int j = j0 + u * BLOCK + threadIdx.x;
-                    sv[u] = -pos_inf();
-                    if (j < n_all) {
+                    src[u] = 0;
+                    if (j < n_c) {
                         const int ci = chunk_of(s_off, p.nch, j);
-                        sv[u] = __ldcg(p.cand_s + slot_index(p, task, ci, g) * (size_t)caprows + (j - s_off[ci]));
+                        src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
+                    }
+                }
+                float sv[GU];
+                u32 pv[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    if (j0 + u * BLOCK + (int)threadIdx.x < n_c) {
+                        sv[u] = __ldcg(p.cand_s + src[u]);
+                        pv[u] = __ldcg(p.cand_pos + src[u]);
                     }
                 }
 #pragma unroll
                 for (int u = 0; u < GU; ++u) {
                     const int j = j0 + u * BLOCK + threadIdx.x;
-                    if (j < n_all && p.a * (sv[u] - M) > blo) atomicOr(&bits[j >> 5], 1u << (j & 31));
-                }
-            }
-            __syncthreads();
-            const int wper = (nw + BLOCK - 1) / BLOCK;
-            const int wb = threadIdx.x * wper, we = min(wb + wper, nw);
-            int wl = 0;
-            for (int i = wb; i < we; ++i) wl += __popc(bits[i]);
-            int wo = block_excl_scan<BLOCK>(wl, &n_c);
-            for (int i = wb; i < we; ++i) {
-                wofs[i] = wo;
-                wo += __popc(bits[i]);
-            }
-            __syncthreads();
-            if (n_c <= p.cap) {
-                for (int j0 = 0; j0 < n_all; j0 += BLOCK * GU) {
-                    size_t src[GU];
-                    bool f[GU];
-#pragma unroll
-                    for (int u = 0; u < GU; ++u) {
-                        const int j = j0 + u * BLOCK + threadIdx.x;
-                        f[u] = j < n_all && ((bits[j >> 5] >> (j & 31)) & 1u);
-                        src[u] = 0;
-                        if (f[u]) {
-                            const int ci = chunk_of(s_off, p.nch, j);
-                            src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
-                        }
-                    }
-                    float sv[GU];
-                    u32 pv[GU];
-#pragma unroll
-                    for (int u = 0; u < GU; ++u) {
-                        if (f[u]) {
-                            sv[u] = __ldcg(p.cand_s + src[u]);
-                            pv[u] = __ldcg(p.cand_pos + src[u]);
-                        }
-                    }
-#pragma unroll
-                    for (int u = 0; u < GU; ++u) {
-                        if (f[u]) {
-                            const int j = j0 + u * BLOCK + threadIdx.x;
-                            const int at = wofs[j >> 5] + __popc(bits[j >> 5] & ((1u << (j & 31)) - 1u));
-                            d_buf[at] = p.a * (sv[u] - M);
-                            pos_buf[at] = pv[u];
-                        }
+                    if (j < n_c) {
+                        d_buf[j] = p.a * (sv[u] - M);
+                        pos_buf[j] = pv[u];
                     }
                 }
-                sc.in_smem = true;
-                sc.n = n_c;
             }
         }
         __syncthreads();
         double mass;
         int sup;
-        // t <= −k^{−(α−1)} for any k >= the support size: the in-bracket count bounds it.
+        // t <= −k^{−(α−1)} for any k >= the support size: the kept count bounds it.
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
         const double t = solve_t(p, sc, caprows, (double)blo, fmin((double)bhi, hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
@@ -661,8 +619,8 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
             u32* lpos = reinterpret_cast<u32*>(s_off);
             float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
-            const int per2 = (sc.n + BLOCK - 1) / BLOCK;
-            const int ib = threadIdx.x * per2, ie = min(ib + per2, sc.n);
+            const int per2 = (n_c + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per2, ie = min(ib + per2, n_c);
             int cnt = 0;
             for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
             int tot;
@@ -741,11 +699,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
     }
 }
 
-// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem 2·cap·4 + 2·BITMAP_WORDS·4.
-// Warp w keeps chunk blockIdx.x·CPB + w's candidates with d > −1 against the final maximum
-// and counts them into the task's histogram; the last CTA of the task solves.
+// grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
-    extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ int s_hist[TG][HIST_BINS];
     const int task = blockIdx.y;
     const int caprows = p.ppc_max * p.page_size;
@@ -766,17 +721,46 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
         if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
     }
     if (!last_block_of(p.counters + task, gridDim.x)) return;
-    int* gh = p.hist + (size_t)task * TG * HIST_BINS;
-    for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) {
-        (&s_hist[0][0])[i] = __ldcg(gh + i);
-        gh[i] = 0;
+    for (int g = 0; g < TG; ++g) {
+        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
+            s_hist[0][i] = __ldcg(gh + i);
+            gh[i] = 0;
+        }
+        __syncthreads();
+        float lo, hi;
+        hist_bracket(p, s_hist[0], lo, hi);
+        if (threadIdx.x == 0) {
+            p.bounds[((size_t)task * TG + g) * 2] = lo;
+            p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
+        }
+        __syncthreads();
     }
-    __syncthreads();
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}
+
+// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem 2 * cap * 4.
+// Warp w keeps chunk blockIdx.x·CPB + w's candidates with d > lo; the last CTA solves.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    const int task = blockIdx.y;
     const TaskInfo ti = task_info(p, task);
-    solve_task(p, task, ti, dyn, caprows, s_hist);
+    const int caprows = p.ppc_max * p.page_size;
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    if (c < p.nch) {
+        for (int g = 0; g < TG; ++g) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const float lo = p.bounds[((size_t)task * TG + g) * 2];
+            const int kept = warp_compact(p, idx, caprows, M, lo, nullptr);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
+    }
+    if (!last_block_of(p.counters2 + task, gridDim.x)) return;
+    solve_task(p, task, ti, dyn, caprows);
     __syncthreads();
     if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
-    if (threadIdx.x == 0) p.counters[task] = 0;
+    if (threadIdx.x == 0) p.counters2[task] = 0;
 }
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
