@@ -494,36 +494,44 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
 }
 
 // Count bounds of F(t) = Σ(d−t)_+^β − 1 at the bin edges e_j = −1 + j/HIST_BINS give a
-// bracket of the root (all threads; every edge evaluated at once; one bin of slack each
-// side for the f32 binning).
+// bracket of the root (warp 0 of the calling CTA; one bin of slack on each side).
 __device__ void hist_bracket(const AttnParams& p, const int* h, float& lo_out, float& hi_out) {
-    __shared__ int s_jl, s_ju;
-    if (threadIdx.x == 0) {
-        s_jl = 0;
-        s_ju = HIST_BINS;
-    }
-    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const double beta = p.beta_d;
     const int code = p.alpha_code;
-    const float beta = p.beta;
-    for (int j = threadIdx.x; j < HIST_BINS; j += BLOCK) {
-        // F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 and F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1.
-        float flo = 0.f, fhi = 0.f;
-        for (int i = j; i < HIST_BINS; ++i) {
+    // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
+    int lo = 0, hi = HIST_BINS - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        double f = 0.0;
+        for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) {
             const int c = h[i];
-            if (c) {
-                const float w_lo = (float)(i - j) / HIST_BINS, w_hi = (float)(i + 1 - j) / HIST_BINS;
-                if (i > j) flo += (float)c * weight_of(w_lo, code, beta);
-                fhi += (float)c * weight_of(w_hi, code, beta);
-            }
+            if (c) f += (double)c * pow_beta_d((double)(i - mid) / HIST_BINS, code, beta);
         }
-        if (flo >= 1.0f) atomicMax(&s_jl, j);   // root >= e_j
-        if (fhi < 1.0f) atomicMin(&s_ju, j);    // root < e_j
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f >= 1.0) lo = mid;
+        else hi = mid - 1;
     }
-    __syncthreads();
-    const int jl = s_jl, ju = s_ju;
+    const int jl = lo;
+    // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
+    lo = 0;
+    hi = HIST_BINS;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        double f = 0.0;
+        for (int i = mid + lane; i < HIST_BINS; i += 32) {
+            const int c = h[i];
+            if (c) f += (double)c * pow_beta_d((double)(i + 1 - mid) / HIST_BINS, code, beta);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f < 1.0) hi = mid;
+        else lo = mid + 1;
+    }
+    const int ju = lo;
     lo_out = -1.0f + (float)(jl > 0 ? jl - 1 : 0) / HIST_BINS;
     hi_out = fminf(0.0f, -1.0f + (float)(ju + 1) / HIST_BINS);
-    __syncthreads();
 }
 
 // The last CTA of a task: per head, gather the kept candidates (chunk order), τ, then V
@@ -728,11 +736,13 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
             gh[i] = 0;
         }
         __syncthreads();
-        float lo, hi;
-        hist_bracket(p, s_hist[0], lo, hi);
-        if (threadIdx.x == 0) {
-            p.bounds[((size_t)task * TG + g) * 2] = lo;
-            p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
+        if (threadIdx.x < 32) {
+            float lo, hi;
+            hist_bracket(p, s_hist[0], lo, hi);
+            if (threadIdx.x == 0) {
+                p.bounds[((size_t)task * TG + g) * 2] = lo;
+                p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
+            }
         }
         __syncthreads();
     }
