@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// Write the table as CSV here.
     #[arg(long)]
     pub csv: Option<String>,
+    /// (cuda) Merge torch SDPA timings from `bench/sdpa_baseline.py --json` into the table.
+    #[arg(long)]
+    pub sdpa_json: Option<String>,
 }
 
 /// A fully resolved sweep.
@@ -288,6 +291,12 @@ pub struct Cell {
     pub achieved_gbs: f64,
     pub rel: Option<f64>,
     pub cosine: Option<f64>,
+    /// Dense softmax torch SDPA on the same shape, same run (GPU, `--sdpa-json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdpa_ms: Option<f64>,
+    /// (GPU) Median time of each kernel of the step, events between launches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_ms: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,11 +313,10 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(a: &BenchArgs) -> Res<BenchResult> {
-    if a.device != "cpu" {
-        anyhow::bail!(
-            "--device {}: only the cpu backend is built into this binary so far",
-            a.device
-        );
+    match a.device.as_str() {
+        "cpu" => {}
+        "cuda" | "gpu" => return crate::gpu_bench::run(a),
+        d => anyhow::bail!("--device {d}: expected cpu or cuda"),
     }
     let sw = Sweep::resolve(a)?;
     eprintln!("measuring memory bandwidth ...");
@@ -420,6 +428,8 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             achieved_gbs: bytes / (median * 1e-3) / 1e9,
             rel,
             cosine,
+            sdpa_ms: None,
+            kernel_ms: Vec::new(),
         });
         pb.inc(1);
     }
@@ -434,8 +444,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
 }
 
 pub fn print_table(r: &BenchResult) {
+    let sdpa = r.cells.iter().any(|c| c.sdpa_ms.is_some());
     println!(
-        "{:<20} {:>8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>9} {:>8}",
+        "{:<20} {:>8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>9} {:>8}{}",
         "method",
         "context",
         "alpha",
@@ -448,15 +459,21 @@ pub fn print_table(r: &BenchResult) {
         "GB/s",
         "%bw",
         "rel",
-        "cosine"
+        "cosine",
+        if sdpa { "      sdpa  vs-sdpa" } else { "" }
     );
     for c in &r.cells {
         let name = match c.budget {
             Some(b) => format!("{}@{}", c.method, b),
             None => c.method.clone(),
         };
+        let vs = match (sdpa, c.sdpa_ms) {
+            (true, Some(s)) => format!(" {:>7.4}ms {:>7.2}x", s, s / c.median_ms),
+            (true, None) => format!(" {:>9} {:>8}", "-", "-"),
+            _ => String::new(),
+        };
         println!(
-            "{:<20} {:>8} {:>5} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>6.3}ms {:>6.3}ms {:>11} {:>9.1} {:>7.0}% {:>9} {:>8}",
+            "{:<20} {:>8} {:>5} {:>7.4}ms {:>7.4}ms {:>7.4}ms {:>6.4}ms {:>6.4}ms {:>11} {:>9.1} {:>7.0}% {:>9} {:>8}{}",
             name,
             c.context,
             c.alpha,
@@ -470,6 +487,7 @@ pub fn print_table(r: &BenchResult) {
             100.0 * c.achieved_gbs / r.bandwidth.read_gbs,
             c.rel.map_or("-".into(), |x| format!("{x:.2e}")),
             c.cosine.map_or("-".into(), |x| format!("{x:.6}")),
+            vs,
         );
     }
     println!(

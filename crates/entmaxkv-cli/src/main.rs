@@ -5,6 +5,7 @@
 mod bench;
 mod check;
 mod figure;
+mod gpu_bench;
 mod meta;
 mod methods;
 mod probe;
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Time dense and sparse decode methods on synthetic data (CPU by default).
+    /// Time dense and sparse decode methods on synthetic data (CPU by default, `--device cuda`).
     Bench(bench::BenchArgs),
     /// Accuracy of every method against the f64 oracle; nonzero exit on a broken tolerance.
     Check(check::CheckArgs),

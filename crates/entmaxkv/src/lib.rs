@@ -9,7 +9,8 @@
 //! * [`selection`] — which pages a step reads: top-k (key-range bound) and Gaussian-aware;
 //! * [`tau`] — the entmax threshold: exact solves on score vectors and the distributional τ̂;
 //! * [`attention`] — the f64 oracle, dense and sparse decode over kept pages;
-//! * [`certificate`] — proofs that the kept tokens hold the whole dense support.
+//! * [`certificate`] — proofs that the kept tokens hold the whole dense support;
+//! * [`gpu`] — the CUDA backend (device cache, planned decode steps, CUDA graphs).
 //!
 //! Conventions (as in the original's SPEC §2.1): scores are `s_i = scale·q·k_i (+ ALiBi)`,
 //! kernel space `z_i = (α−1)·s_i`, weights `p_i = [z_i − τ]_+^{1/(α−1)}`; α = 1 is softmax
@@ -25,6 +26,7 @@ pub mod dtype;
 pub struct ReadmeDoctests;
 
 pub mod error;
+pub mod gpu;
 pub mod metrics;
 pub mod selection;
 pub mod stats;

@@ -62,8 +62,12 @@ impl AttentionParams {
 
     /// Validates against a cache; `op` names the calling operation.
     pub fn validate(&self, op: &'static str, cache: &PagedKvCache) -> Result<()> {
+        self.validate_for(op, cache.num_kv_heads())
+    }
+
+    /// Validates against a cache with `hkv` kv heads (any backend).
+    pub fn validate_for(&self, op: &'static str, hkv: usize) -> Result<()> {
         check_alpha(op, self.alpha)?;
-        let hkv = cache.num_kv_heads();
         if self.num_heads == 0 || !self.num_heads.is_multiple_of(hkv) {
             return Err(Error::Mismatch {
                 op,

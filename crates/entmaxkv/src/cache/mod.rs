@@ -343,6 +343,29 @@ impl PagedKvCache {
         self.seq_op("seq", id)
     }
 
+    /// The free-page stack (the next page handed out is the last entry).
+    pub(crate) fn free_list(&self) -> &[u32] {
+        &self.free
+    }
+
+    /// The id the next [`PagedKvCache::add_sequence`] returns.
+    pub(crate) fn next_seq_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// The open-page accumulators of a sequence: `(mean, m2, min, max)`, each `[H_kv·D]`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn open_accumulators(&self, id: SeqId) -> Option<(&[f64], &[f64], &[f32], &[f32])> {
+        self.seqs.get(&id.0).map(|s| {
+            (
+                &s.open.mean[..],
+                &s.open.m2[..],
+                &s.open.min[..],
+                &s.open.max[..],
+            )
+        })
+    }
+
     pub(crate) fn seq_op(&self, op: &'static str, id: SeqId) -> Result<SeqView<'_>> {
         let s = self
             .seqs

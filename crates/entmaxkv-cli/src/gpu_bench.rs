@@ -1,0 +1,317 @@
+//! `entmaxkv bench --device cuda`: the bench sweep on the GPU.
+//!
+//! Per cell: a [`GpuDecoder`] is planned, its step captured in a CUDA graph, and each timed
+//! replay is bracketed by CUDA events with the L2 cache flushed before it (so no step reads
+//! the previous step's cache lines); median, min and p90 over the replays. Stage times are
+//! separate graphs (selection, attention) timed the same way. Bytes moved come from the
+//! step report (page metadata, kept K, V rows read) and are compared with the byte floor at
+//! the read bandwidth measured in the same run (`probe_read`, a 16-byte-load reduction).
+//! `--sdpa-json` merges the timings of `bench/sdpa_baseline.py` (torch SDPA on the same
+//! shapes) so the table shows each method against dense softmax SDPA.
+
+use crate::bench::{BenchArgs, BenchResult, Cell, Sweep};
+use crate::meta::provenance;
+use crate::probe::Bandwidth;
+use anyhow::{Context, Result as Res};
+use entmaxkv::attention::oracle::oracle_decode;
+use entmaxkv::attention::AttentionParams;
+use entmaxkv::cache::{CacheConfig, ChunkLayout, PagedKvCache, SeqId, StatsDType};
+use entmaxkv::gpu::probe::{self as gprobe, L2Flush};
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Event, Gpu, GpuDecoder, Stage};
+use entmaxkv::metrics::compare;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+/// One row of `bench/sdpa_baseline.py`'s JSON.
+#[derive(Debug, Clone, Deserialize)]
+struct SdpaRow {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    context: usize,
+    median_ms: f64,
+}
+
+/// Deterministic N(0,1) values from a counter (splitmix64 + Box–Muller), filled in parallel.
+fn normals(seed: u64, n: usize) -> Vec<f32> {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut v = vec![0.0f32; n];
+    v.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let base = (ci as u64) << 16;
+            for (i, pair) in chunk.chunks_mut(2).enumerate() {
+                let j = base + 2 * i as u64;
+                let u1 = ((mix(seed ^ mix(j)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let u2 = ((mix(seed ^ mix(j + 1)) >> 11) as f64) / (1u64 << 53) as f64;
+                let r = (-2.0 * u1.ln()).sqrt();
+                let (s, c) = (2.0 * std::f64::consts::PI * u2).sin_cos();
+                pair[0] = (r * c) as f32;
+                if pair.len() > 1 {
+                    pair[1] = (r * s) as f32;
+                }
+            }
+        });
+    v
+}
+
+struct Problem {
+    host: PagedKvCache,
+    ids: Vec<SeqId>,
+    q: Vec<f32>,
+}
+
+fn build(sw: &Sweep, ctx: usize, seed: u64) -> Res<Problem> {
+    let hd = sw.kv_heads * sw.head_dim;
+    let pages = sw.batch * ctx.div_ceil(sw.page_size);
+    let cfg = CacheConfig::new(sw.kv_heads, sw.head_dim, pages)
+        .with_page_size(sw.page_size)
+        .with_kv_dtype(sw.dtype)
+        .with_stats_dtype(StatsDType::Kv);
+    let mut host = PagedKvCache::new(cfg)?;
+    let mut ids = Vec::new();
+    let chunk = 1 << 16;
+    for b in 0..sw.batch {
+        let id = host.add_sequence();
+        let mut t = 0;
+        while t < ctx {
+            let e = (t + chunk).min(ctx);
+            let s = seed
+                .wrapping_mul(1000)
+                .wrapping_add((b * 1_000_000 + t) as u64);
+            let k = normals(s.wrapping_mul(2), (e - t) * hd);
+            let v = normals(s.wrapping_mul(2) + 1, (e - t) * hd);
+            host.append(id, &k, &v, ChunkLayout::TokenMajor)?;
+            t = e;
+        }
+        ids.push(id);
+    }
+    let q = normals(seed ^ 0x5151, sw.batch * sw.heads * sw.head_dim);
+    Ok(Problem { host, ids, q })
+}
+
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+/// Times `launch` with the L2 flushed before each call; returns sorted milliseconds.
+fn time_it(
+    gpu: &std::sync::Arc<Gpu>,
+    dev: &DeviceKvCache,
+    flush: &L2Flush,
+    warmup: usize,
+    iters: usize,
+    launch: &dyn Fn() -> entmaxkv::Result<()>,
+) -> Res<Vec<f64>> {
+    let s = dev.stream();
+    for _ in 0..warmup {
+        flush.run(s)?;
+        launch()?;
+    }
+    s.sync()?;
+    let (e0, e1) = (Event::new(gpu)?, Event::new(gpu)?);
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        flush.run(s)?;
+        e0.record(s)?;
+        launch()?;
+        e1.record(s)?;
+        t.push(e0.elapsed_ms(&e1)? as f64);
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t)
+}
+
+pub fn run(a: &BenchArgs) -> Res<BenchResult> {
+    let sw = Sweep::resolve(a)?;
+    let gpu = Gpu::get().context("--device cuda")?;
+    let info = gpu.info().clone();
+    eprintln!(
+        "device: {} (cc {}.{}, {} SMs, {:.1} GiB, L2 {} MiB, driver {})",
+        info.name,
+        info.cc.0,
+        info.cc.1,
+        info.sm_count,
+        info.total_mem as f64 / (1u64 << 30) as f64,
+        info.l2_bytes >> 20,
+        info.driver_version
+    );
+    let sdpa: Vec<SdpaRow> = match &a.sdpa_json {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {p}"))?,
+        )
+        .with_context(|| format!("parsing {p}"))?,
+        None => Vec::new(),
+    };
+    let probe_stream = gpu.stream()?;
+    let bw = gprobe::measure(&gpu, &probe_stream, 2 << 30, 10)?;
+    eprintln!(
+        "  device bandwidth: read {:.1} GB/s, copy {:.1} GB/s (read+write)",
+        bw.read_gbs, bw.copy_gbs
+    );
+    drop(probe_stream);
+    let mut cells = Vec::new();
+    for (ci, &ctx) in sw.contexts.iter().enumerate() {
+        // The dense f64 reference depends on the context and α only: computed once each.
+        let mut oracles: Vec<(f64, Vec<f64>)> = Vec::new();
+        let t0 = std::time::Instant::now();
+        let prob = build(&sw, ctx, a.seed + ci as u64)?;
+        let dev = DeviceKvCache::upload(&prob.host, DeviceCacheOptions::default())?;
+        let flush = L2Flush::new(&gpu)?;
+        eprintln!(
+            "context {ctx}: cache built and uploaded in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        for &alpha in &sw.alphas {
+            for m in &sw.methods {
+                if m.starts_with("gaussian") || m == "certified" {
+                    eprintln!("  {m}: not on the GPU yet, skipped");
+                    continue;
+                }
+                let budgets: Vec<f64> = if m.starts_with("topk") {
+                    sw.budgets.clone()
+                } else {
+                    vec![0.0]
+                };
+                for budget in budgets {
+                    let spec = crate::methods::MethodSpec::parse(m, budget)?;
+                    let b = spec.budget;
+                    let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
+                    let a_used = cfg.attention.alpha;
+                    let mut dec = GpuDecoder::new(&dev, &prob.ids, ctx, cfg)?;
+                    dec.set_query(&prob.q)?;
+                    dec.capture(&dev)?;
+                    let times =
+                        time_it(&gpu, &dev, &flush, a.warmup, a.iters, &|| dec.replay(&dev))?;
+                    let sel = if b.is_some() {
+                        let g = dec.capture_stage(&dev, Stage::Selection)?;
+                        quantile(
+                            &time_it(&gpu, &dev, &flush, 2, a.iters, &|| g.launch())?,
+                            0.5,
+                        )
+                    } else {
+                        0.0
+                    };
+                    let att_graph = dec.capture_stage(&dev, Stage::Attention)?;
+                    let att = quantile(
+                        &time_it(&gpu, &dev, &flush, 2, a.iters, &|| att_graph.launch())?,
+                        0.5,
+                    );
+                    // Per kernel: events between the launches of plain (ungraphed) steps.
+                    let names = dec.kernel_names();
+                    let evs = (0..=names.len())
+                        .map(|_| Event::new(&gpu))
+                        .collect::<entmaxkv::Result<Vec<_>>>()?;
+                    let mut per: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+                    for it in 0..a.iters.max(1) + 2 {
+                        flush.run(dev.stream())?;
+                        dec.enqueue_timed(&dev, &evs)?;
+                        dev.stream().sync()?;
+                        if it >= 2 {
+                            for (i, v) in per.iter_mut().enumerate() {
+                                v.push(evs[i].elapsed_ms(&evs[i + 1])? as f64);
+                            }
+                        }
+                    }
+                    let kernel_ms: Vec<(String, f64)> = names
+                        .iter()
+                        .zip(per.iter_mut())
+                        .map(|(n, v)| {
+                            v.sort_by(|x, y| x.total_cmp(y));
+                            (n.to_string(), quantile(v, 0.5))
+                        })
+                        .collect();
+                    // The stage graphs ran after the full step: run it once more for the report.
+                    dec.replay(&dev)?;
+                    let mut out = vec![0.0f32; prob.q.len()];
+                    dec.read_output(&mut out)?;
+                    let rep = dec.report(&dev)?.clone();
+                    let (rel, cosine) = if a.no_accuracy {
+                        (None, None)
+                    } else {
+                        if !oracles.iter().any(|o| o.0 == a_used) {
+                            let p = AttentionParams::new(sw.heads, a_used);
+                            let o = oracle_decode(&prob.host, &prob.ids, &prob.q, &p)?;
+                            oracles.push((a_used, o.out));
+                        }
+                        let o = &oracles.iter().find(|o| o.0 == a_used).expect("pushed").1;
+                        let e = compare(&out, o)?;
+                        (Some(e.rel), Some(e.cosine))
+                    };
+                    let bytes = rep.bytes.total() as f64;
+                    let median = quantile(&times, 0.5);
+                    let n = rep.heads.len() as f64;
+                    let sdpa_ms = sdpa
+                        .iter()
+                        .find(|r| {
+                            r.batch == sw.batch
+                                && r.heads == sw.heads
+                                && r.kv_heads == sw.kv_heads
+                                && r.head_dim == sw.head_dim
+                                && r.context == ctx
+                        })
+                        .map(|r| r.median_ms);
+                    let cell = Cell {
+                        method: m.clone(),
+                        context: ctx,
+                        alpha: a_used,
+                        budget: b,
+                        median_ms: median,
+                        min_ms: times[0],
+                        p90_ms: quantile(&times, 0.9),
+                        selection_ms: sel,
+                        attention_ms: att,
+                        pages_kept_mean: rep.heads.iter().map(|h| h.pages_kept as f64).sum::<f64>()
+                            / n,
+                        pages_total: rep.heads.iter().map(|h| h.pages_total as f64).sum::<f64>()
+                            / n,
+                        bytes_meta: rep.bytes.meta,
+                        bytes_k: rep.bytes.k,
+                        bytes_v: rep.bytes.v,
+                        floor_ms: bytes / (bw.read_gbs * 1e9) * 1e3,
+                        achieved_gbs: bytes / (median * 1e-3) / 1e9,
+                        rel,
+                        cosine,
+                        sdpa_ms,
+                        kernel_ms,
+                    };
+                    eprintln!(
+                        "  {:<14} a={:<5} {:>8.4} ms (p90 {:.4}), floor {:.4} ms{} | {}",
+                        m,
+                        a_used,
+                        median,
+                        cell.p90_ms,
+                        cell.floor_ms,
+                        sdpa_ms.map_or(String::new(), |s| format!(", SDPA {s:.4} ms")),
+                        cell.kernel_ms
+                            .iter()
+                            .map(|(n, t)| format!("{n} {t:.4}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    cells.push(cell);
+                }
+            }
+        }
+    }
+    Ok(BenchResult {
+        provenance: provenance(),
+        device: format!(
+            "{} (cc {}.{}, {} SMs, driver {})",
+            info.name, info.cc.0, info.cc.1, info.sm_count, info.driver_version
+        ),
+        bandwidth: Bandwidth {
+            copy_gbs: bw.copy_gbs,
+            read_gbs: bw.read_gbs,
+            bytes: bw.bytes,
+        },
+        sweep: sw,
+        cells,
+    })
+}

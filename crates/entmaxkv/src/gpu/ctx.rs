@@ -1,0 +1,633 @@
+//! Device, context, streams, events, device buffers and the NVRTC module cache: thin,
+//! typed wrappers over the CUDA driver API (through cudarc's `result`/`sys` layers).
+//!
+//! Nothing here panics when CUDA is missing: the driver library, a device and NVRTC are
+//! probed first and their absence is [`Error::NoCuda`].
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use cudarc::driver::{result, sys, CudaContext, DriverError};
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub(crate) fn cuda_err(op: &'static str, e: DriverError) -> Error {
+    if e.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+        return Error::DeviceOutOfMemory { op, bytes: 0 };
+    }
+    Error::Cuda {
+        op,
+        msg: format!("{e:?}"),
+    }
+}
+
+/// What the device reports about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub cc: (i32, i32),
+    pub sm_count: usize,
+    pub total_mem: usize,
+    pub l2_bytes: usize,
+    pub driver_version: i32,
+}
+
+/// The process's CUDA device 0: context, properties and compiled modules.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    info: DeviceInfo,
+    modules: Mutex<HashMap<ModuleKey, Arc<Module>>>,
+}
+
+static GPU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
+
+impl Gpu {
+    /// The device, initialised on first use. [`Error::NoCuda`] when there is no driver, no
+    /// device or no NVRTC (the reason says which); never panics.
+    pub fn get() -> Result<Arc<Gpu>> {
+        GPU.get_or_init(|| {
+            std::panic::catch_unwind(init)
+                .unwrap_or_else(|_| Err("CUDA initialisation panicked".into()))
+        })
+        .clone()
+        .map_err(|reason| Error::NoCuda {
+            op: "Gpu::get",
+            reason,
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Makes the context current on the calling thread.
+    pub(crate) fn bind(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| cuda_err("bind", e))
+    }
+
+    /// Allocates `len` elements (uninitialised).
+    pub(crate) fn alloc<T: Copy>(self: &Arc<Self>, len: usize) -> Result<DevBuf<T>> {
+        self.bind()?;
+        let bytes = (len.max(1)) * std::mem::size_of::<T>();
+        let ptr =
+            unsafe { result::malloc_sync(bytes) }.map_err(|e| match cuda_err("alloc", e) {
+                Error::DeviceOutOfMemory { op, .. } => Error::DeviceOutOfMemory { op, bytes },
+                other => other,
+            })?;
+        Ok(DevBuf {
+            ptr,
+            len,
+            gpu: self.clone(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Allocates and zero-fills.
+    pub(crate) fn zeros<T: Copy>(self: &Arc<Self>, len: usize) -> Result<DevBuf<T>> {
+        let b = self.alloc::<T>(len)?;
+        unsafe { result::memset_d8_sync(b.ptr, 0, b.bytes().max(1)) }
+            .map_err(|e| cuda_err("memset", e))?;
+        Ok(b)
+    }
+
+    /// Allocates and copies `src` in.
+    pub(crate) fn upload<T: Copy>(self: &Arc<Self>, src: &[T]) -> Result<DevBuf<T>> {
+        let b = self.alloc::<T>(src.len())?;
+        if !src.is_empty() {
+            unsafe { result::memcpy_htod_sync(b.ptr, src) }.map_err(|e| cuda_err("upload", e))?;
+        }
+        Ok(b)
+    }
+
+    /// The module for a kernel configuration, compiled by NVRTC on first use.
+    pub(crate) fn module(&self, key: ModuleKey) -> Result<Arc<Module>> {
+        let mut map = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = map.get(&key) {
+            return Ok(m.clone());
+        }
+        self.bind()?;
+        let ptx = compile(&key, self.info.cc)?;
+        let m = Arc::new(Module::load(&ptx, key.kernel_names())?);
+        map.insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// A new non-blocking stream.
+    pub fn stream(self: &Arc<Self>) -> Result<Arc<Stream>> {
+        self.bind()?;
+        let raw = result::stream::create(result::stream::StreamKind::NonBlocking)
+            .map_err(|e| cuda_err("stream", e))?;
+        Ok(Arc::new(Stream {
+            raw,
+            gpu: self.clone(),
+        }))
+    }
+}
+
+fn init() -> std::result::Result<Arc<Gpu>, String> {
+    if !unsafe { sys::is_culib_present() } {
+        return Err("the CUDA driver library (libcuda.so) is not installed".into());
+    }
+    result::init().map_err(|e| format!("cuInit failed: {e:?}"))?;
+    let n = result::device::get_count().map_err(|e| format!("cuDeviceGetCount: {e:?}"))?;
+    if n < 1 {
+        return Err("the driver reports no CUDA device".into());
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(
+            "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH".into(),
+        );
+    }
+    let ctx = CudaContext::new(0).map_err(|e| format!("context: {e:?}"))?;
+    // Every launch and copy is on our own streams and ordered by them.
+    unsafe { ctx.disable_event_tracking() };
+    let attr = |a| ctx.attribute(a).map_err(|e| format!("attribute: {e:?}"));
+    use sys::CUdevice_attribute_enum as A;
+    let mut drv = 0i32;
+    unsafe { sys::cuDriverGetVersion(&mut drv) };
+    let info = DeviceInfo {
+        name: ctx.name().map_err(|e| format!("name: {e:?}"))?,
+        cc: ctx
+            .compute_capability()
+            .map_err(|e| format!("compute capability: {e:?}"))?,
+        sm_count: attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize,
+        total_mem: ctx.total_mem().map_err(|e| format!("total mem: {e:?}"))?,
+        l2_bytes: attr(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize,
+        driver_version: drv,
+    };
+    if info.cc.0 < 8 {
+        return Err(format!(
+            "device {} has compute capability {}.{}; entmaxkv needs 8.0 or newer",
+            info.name, info.cc.0, info.cc.1
+        ));
+    }
+    Ok(Arc::new(Gpu {
+        ctx,
+        info,
+        modules: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// A device allocation of `len` elements of `T`, freed on drop.
+pub struct DevBuf<T: Copy> {
+    ptr: sys::CUdeviceptr,
+    len: usize,
+    gpu: Arc<Gpu>,
+    _t: std::marker::PhantomData<T>,
+}
+
+// Device memory is addressed by value; access goes through stream-ordered driver calls.
+unsafe impl<T: Copy> Send for DevBuf<T> {}
+unsafe impl<T: Copy> Sync for DevBuf<T> {}
+
+impl<T: Copy> DevBuf<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+    /// The raw device address (for kernel parameter structs).
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+    /// Address of element `i`.
+    pub fn ptr_at(&self, i: usize) -> u64 {
+        self.ptr + (i * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Copies `src` to elements `at..at + src.len()` (synchronous with respect to `stream`).
+    pub fn write_at(&self, stream: &Stream, at: usize, src: &[T]) -> Result<()> {
+        if at + src.len() > self.len {
+            return Err(Error::invalid(
+                "DevBuf::write_at",
+                "src",
+                src.len(),
+                format!(
+                    "{} elements at {at} exceed the buffer of {}",
+                    src.len(),
+                    self.len
+                ),
+            ));
+        }
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.gpu.bind()?;
+        unsafe {
+            result::memcpy_htod_async(self.ptr_at(at), src, stream.raw)
+                .map_err(|e| cuda_err("write", e))?;
+        }
+        stream.sync()
+    }
+
+    /// Copies elements `at..at + dst.len()` out (synchronous).
+    pub fn read_at(&self, stream: &Stream, at: usize, dst: &mut [T]) -> Result<()> {
+        if at + dst.len() > self.len {
+            return Err(Error::invalid(
+                "DevBuf::read_at",
+                "dst",
+                dst.len(),
+                format!(
+                    "{} elements at {at} exceed the buffer of {}",
+                    dst.len(),
+                    self.len
+                ),
+            ));
+        }
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.gpu.bind()?;
+        stream.sync()?;
+        unsafe {
+            result::memcpy_dtoh_async(dst, self.ptr_at(at), stream.raw)
+                .map_err(|e| cuda_err("read", e))?;
+        }
+        stream.sync()
+    }
+
+    /// The whole buffer on the host.
+    pub fn to_vec(&self, stream: &Stream) -> Result<Vec<T>>
+    where
+        T: Default,
+    {
+        let mut v = vec![T::default(); self.len];
+        self.read_at(stream, 0, &mut v)?;
+        Ok(v)
+    }
+
+    /// Sets every byte to `byte` (asynchronous on `stream`; capturable).
+    pub fn memset_async(&self, stream: &Stream, byte: u8) -> Result<()> {
+        self.gpu.bind()?;
+        unsafe { result::memset_d8_async(self.ptr, byte, self.bytes().max(1), stream.raw) }
+            .map_err(|e| cuda_err("memset", e))
+    }
+}
+
+impl<T: Copy> Drop for DevBuf<T> {
+    fn drop(&mut self) {
+        if self.gpu.bind().is_ok() {
+            let _ = unsafe { result::free_sync(self.ptr) };
+        }
+    }
+}
+
+/// A CUDA stream.
+pub struct Stream {
+    pub(crate) raw: sys::CUstream,
+    gpu: Arc<Gpu>,
+}
+
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl Stream {
+    /// Waits for everything queued on the stream; reports asynchronous kernel faults.
+    pub fn sync(&self) -> Result<()> {
+        self.gpu.bind()?;
+        unsafe { result::stream::synchronize(self.raw) }.map_err(|e| cuda_err("sync", e))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.gpu.bind().is_ok() {
+            let _ = unsafe { result::stream::synchronize(self.raw) };
+            let _ = unsafe { result::stream::destroy(self.raw) };
+        }
+    }
+}
+
+/// A CUDA event, for timing.
+pub struct Event {
+    raw: sys::CUevent,
+    gpu: Arc<Gpu>,
+}
+
+unsafe impl Send for Event {}
+
+impl Event {
+    pub fn new(gpu: &Arc<Gpu>) -> Result<Event> {
+        gpu.bind()?;
+        let raw = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map_err(|e| cuda_err("event", e))?;
+        Ok(Event {
+            raw,
+            gpu: gpu.clone(),
+        })
+    }
+    pub fn record(&self, stream: &Stream) -> Result<()> {
+        self.gpu.bind()?;
+        unsafe { result::event::record(self.raw, stream.raw) }.map_err(|e| cuda_err("record", e))
+    }
+    /// Milliseconds from `self` to `end` (both recorded and complete).
+    pub fn elapsed_ms(&self, end: &Event) -> Result<f32> {
+        self.gpu.bind()?;
+        unsafe {
+            result::event::synchronize(end.raw).map_err(|e| cuda_err("event sync", e))?;
+            result::event::elapsed(self.raw, end.raw).map_err(|e| cuda_err("elapsed", e))
+        }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if self.gpu.bind().is_ok() {
+            let _ = unsafe { result::event::destroy(self.raw) };
+        }
+    }
+}
+
+/// A captured, instantiated CUDA graph, replayed on the stream it was captured on.
+pub struct Graph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: Arc<Stream>,
+}
+
+unsafe impl Send for Graph {}
+
+impl Graph {
+    /// Captures everything `enqueue` puts on `stream` (which must do no synchronous work).
+    pub(crate) fn capture(
+        stream: &Arc<Stream>,
+        enqueue: impl FnOnce() -> Result<()>,
+    ) -> Result<Graph> {
+        stream.gpu.bind()?;
+        stream.sync()?;
+        unsafe {
+            result::stream::begin_capture(
+                stream.raw,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(|e| cuda_err("begin capture", e))?;
+        let res = enqueue();
+        let graph = unsafe { result::stream::end_capture(stream.raw) }
+            .map_err(|e| cuda_err("end capture", e));
+        res?;
+        let graph = graph?;
+        if graph.is_null() {
+            return Err(Error::Cuda {
+                op: "capture",
+                msg: "capture produced no graph".into(),
+            });
+        }
+        let exec =
+            match unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) } {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = unsafe { result::graph::destroy(graph) };
+                    return Err(cuda_err("instantiate", e));
+                }
+            };
+        unsafe { result::graph::upload(exec, stream.raw) }.map_err(|e| cuda_err("upload", e))?;
+        Ok(Graph {
+            graph,
+            exec,
+            stream: stream.clone(),
+        })
+    }
+
+    /// Replays the graph on its stream (asynchronous).
+    pub fn launch(&self) -> Result<()> {
+        self.stream.gpu.bind()?;
+        unsafe { result::graph::launch(self.exec, self.stream.raw) }
+            .map_err(|e| cuda_err("graph launch", e))
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        if self.stream.gpu.bind().is_ok() {
+            unsafe {
+                let _ = result::stream::synchronize(self.stream.raw);
+                let _ = result::graph::exec_destroy(self.exec);
+                let _ = result::graph::destroy(self.graph);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Modules
+
+const COMMON_SRC: &str = include_str!("kernels/common.cuh");
+const CACHE_SRC: &str = include_str!("kernels/cache.cu");
+const TOPK_SRC: &str = include_str!("kernels/topk.cu");
+const ATTN_SRC: &str = include_str!("kernels/attn.cu");
+const PROBE_SRC: &str = include_str!("kernels/probe.cu");
+
+/// Which compiled module: the decode kernels are specialised on the element types, the
+/// head dimension and the query heads per attention task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ModuleKey {
+    Decode {
+        kv: DType,
+        stats: DType,
+        head_dim: usize,
+        tg: usize,
+        /// K/V rows each thread has in flight (8 unless `ENTMAXKV_UNROLL` says otherwise).
+        unroll: usize,
+    },
+    Probe,
+}
+
+/// K/V rows in flight per thread for `tg` query heads per task: 8 for one head, 4 for GQA
+/// groups (their q and accumulators take the registers; measured on an H100: 84% instead of
+/// 72% of read bandwidth at 32q/8kv, D = 128). `ENTMAXKV_UNROLL` (1, 2, 4, 8 or 16)
+/// overrides it for experiments.
+pub(crate) fn unroll_rows(tg: usize) -> usize {
+    std::env::var("ENTMAXKV_UNROLL")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|u| [1, 2, 4, 8, 16].contains(u))
+        .unwrap_or(if tg > 1 { 4 } else { 8 })
+}
+
+impl ModuleKey {
+    pub(crate) fn kernel_names(&self) -> &'static [&'static str] {
+        match self {
+            ModuleKey::Decode { .. } => &[
+                "cache_append",
+                "cache_advance",
+                "topk_score",
+                "topk_select",
+                "attn_entmax_scores",
+                "attn_entmax_filter",
+                "attn_entmax_solve",
+                "attn_entmax_values",
+                "attn_softmax",
+            ],
+            ModuleKey::Probe => &["probe_read", "probe_copy", "probe_fill"],
+        }
+    }
+
+    /// Full source and NVRTC options for compute capability `cc`.
+    pub(crate) fn source_and_options(&self, cc: (i32, i32)) -> (String, Vec<String>) {
+        let mut opts = vec![
+            format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
+            "--std=c++17".to_string(),
+        ];
+        let src = match *self {
+            ModuleKey::Decode {
+                kv,
+                stats,
+                head_dim,
+                tg,
+                unroll,
+            } => {
+                let code = |d: DType| match d {
+                    DType::F32 => 0,
+                    DType::F16 => 1,
+                    DType::Bf16 => 2,
+                };
+                opts.push(format!("-DKV_T={}", code(kv)));
+                opts.push(format!("-DST_T={}", code(stats)));
+                opts.push(format!("-DHEAD_DIM={head_dim}"));
+                opts.push(format!("-DTG={tg}"));
+                opts.push(format!("-DUNROLL_ROWS={unroll}"));
+                opts.push(format!(
+                    "-DEXPECT_ATTN_SIZE={}",
+                    std::mem::size_of::<super::params::AttnParams>()
+                ));
+                opts.push(format!(
+                    "-DEXPECT_TOPK_SIZE={}",
+                    std::mem::size_of::<super::params::TopkParams>()
+                ));
+                opts.push(format!(
+                    "-DEXPECT_APPEND_SIZE={}",
+                    std::mem::size_of::<super::params::AppendParams>()
+                ));
+                format!("{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{ATTN_SRC}\n")
+            }
+            ModuleKey::Probe => PROBE_SRC.to_string(),
+        };
+        (src, opts)
+    }
+}
+
+/// Compiles a module's source to PTX with NVRTC (no device needed).
+pub(crate) fn compile(key: &ModuleKey, cc: (i32, i32)) -> Result<String> {
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::NoCuda {
+            op: "nvrtc",
+            reason:
+                "NVRTC (libnvrtc.so) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
+                    .into(),
+        });
+    }
+    let (src, options) = key.source_and_options(cc);
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        name: Some("entmaxkv.cu".into()),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { log, options, .. } => Error::Cuda {
+            op: "nvrtc",
+            msg: format!(
+                "compiling {key:?} with {options:?} failed:\n{}",
+                log.to_string_lossy()
+            ),
+        },
+        other => Error::Cuda {
+            op: "nvrtc",
+            msg: format!("{other:?}"),
+        },
+    })?;
+    Ok(ptx.to_src())
+}
+
+/// A loaded module and its kernels.
+pub(crate) struct Module {
+    raw: sys::CUmodule,
+    funcs: HashMap<&'static str, sys::CUfunction>,
+}
+
+unsafe impl Send for Module {}
+unsafe impl Sync for Module {}
+
+impl Module {
+    fn load(ptx: &str, names: &'static [&'static str]) -> Result<Module> {
+        let image = CString::new(ptx).map_err(|_| Error::Cuda {
+            op: "module load",
+            msg: "PTX holds a NUL byte".into(),
+        })?;
+        let raw = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(|e| cuda_err("module load", e))?;
+        let mut funcs = HashMap::new();
+        for &n in names {
+            let cname = CString::new(n).expect("static kernel name");
+            let f = unsafe { result::module::get_function(raw, cname) }
+                .map_err(|e| cuda_err("get function", e))?;
+            funcs.insert(n, f);
+        }
+        Ok(Module { raw, funcs })
+    }
+
+    pub(crate) fn func(&self, name: &'static str) -> sys::CUfunction {
+        self.funcs[name]
+    }
+
+    /// Resident CTAs per multiprocessor for a launch shape.
+    pub(crate) fn occupancy(&self, name: &'static str, block: u32, smem: usize) -> Result<usize> {
+        let n = unsafe {
+            result::occupancy::max_active_block_per_multiprocessor(
+                self.func(name),
+                block as i32,
+                smem,
+            )
+        }
+        .map_err(|e| cuda_err("occupancy", e))?;
+        Ok(n.max(1) as usize)
+    }
+
+    /// Allows a kernel more than 48 KB of dynamic shared memory.
+    pub(crate) fn set_max_dynamic_smem(&self, name: &'static str, bytes: usize) -> Result<()> {
+        unsafe {
+            result::function::set_function_attribute(
+                self.func(name),
+                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+        }
+        .map_err(|e| cuda_err("set smem", e))
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        let _ = unsafe { result::module::unload(self.raw) };
+    }
+}
+
+/// Launches `func` with one by-value parameter struct.
+///
+/// # Safety
+/// `P` must be the `#[repr(C)]` mirror of the kernel's parameter struct and every pointer
+/// in it valid for what the kernel does.
+pub(crate) unsafe fn launch<P>(
+    func: sys::CUfunction,
+    grid: (u32, u32, u32),
+    block: u32,
+    smem: usize,
+    stream: &Stream,
+    params: &P,
+) -> Result<()> {
+    let mut args = [params as *const P as *mut c_void];
+    result::launch_kernel(
+        func,
+        grid,
+        (block, 1, 1),
+        smem as u32,
+        stream.raw,
+        &mut args,
+    )
+    .map_err(|e| cuda_err("launch", e))
+}

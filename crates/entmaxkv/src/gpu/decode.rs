@@ -1,0 +1,744 @@
+//! The GPU decode step: a plan per shape ([`GpuDecoder`]) owns every workspace and launch
+//! shape; a step is a fixed sequence of kernel launches on the cache's stream with no host
+//! synchronisation and no allocation, so it can be captured once into a CUDA graph and
+//! replayed ([`GpuDecoder::capture`], [`GpuDecoder::replay`]).
+//!
+//! Launch sequence of a step:
+//! * top-k only: `topk_score` (the key-range bound of every closed page, one pass over a kv
+//!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
+//!   list with the last page appended);
+//! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
+//!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
+//!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
+//!   last CTA of each task solves τ and gathers V for small supports),
+//!   `attn_entmax_values` (V for large supports; exits at once otherwise);
+//! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
+//!
+//! The plan binds a batch of sequences; lengths are read from the device at run time, so
+//! the same graph serves every step while the sequences grow (up to the planned length).
+
+use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
+use super::ctx::{launch, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
+use super::params::{AttnParams, TopkParams};
+use crate::cache::SeqId;
+use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
+use crate::error::{check_finite, check_len, Error, Result};
+use crate::selection::topk::Budget;
+use crate::selection::GqaMode;
+use std::sync::Arc;
+
+/// Which part of a step to launch (for stage timings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Page selection (nothing for dense decode).
+    Selection,
+    /// Attention over the selected pages.
+    Attention,
+}
+
+const BLOCK: u32 = 256;
+const SEL_THREADS: u32 = 1024;
+const PPC_CAP: usize = 256;
+const NCH_MAX: usize = 2048;
+const SMALL_SUPPORT: usize = 1024;
+/// Chunks per CTA of the filter, solve and values kernels (one warp each).
+const CPB: usize = 8;
+/// Dynamic shared memory of `attn_entmax_solve`: candidate capacity of the τ solve.
+const SCORES_DYN: usize = 40 * 1024;
+/// The dynamic shared-memory limit set on the attention kernels.
+const DYN_LIMIT: usize = 96 * 1024;
+
+struct TopkPlan {
+    params: TopkParams,
+    grid_x: u32,
+    smem: usize,
+    keys: DevBuf<u32>,
+    lists: DevBuf<u32>,
+    counts: DevBuf<i32>,
+}
+
+/// A planned GPU decode step (see the module docs).
+pub struct GpuDecoder {
+    gpu: Arc<Gpu>,
+    stream: Arc<Stream>,
+    bufs: Arc<CacheBufs>,
+    module: Arc<Module>,
+    cfg: DecodeConfig,
+    seqs: Vec<SeqId>,
+    rows_host: Vec<usize>,
+    max_tokens: usize,
+    heads: usize,
+    hkv: usize,
+    d: usize,
+    ps: usize,
+    kv_size: usize,
+    st_size: usize,
+    softmax: bool,
+    tg: usize,
+    tasks: usize,
+    nch: usize,
+    dyn_scores: usize,
+    dyn_solve: usize,
+    dyn_values: usize,
+    dyn_softmax: usize,
+    attn: AttnParams,
+    topk: Option<TopkPlan>,
+    _rows: DevBuf<i32>,
+    q: DevBuf<f32>,
+    out: DevBuf<f32>,
+    _slopes: Option<DevBuf<f32>>,
+    tau: DevBuf<f64>,
+    support: DevBuf<i32>,
+    work: Vec<DevBuf<u8>>,
+    graph: Option<Graph>,
+    report: StepReport,
+}
+
+fn alpha_code(alpha: f64) -> i32 {
+    if alpha == 1.0 {
+        1
+    } else if alpha == 2.0 {
+        2
+    } else if alpha == 1.5 {
+        15
+    } else if (alpha - 4.0 / 3.0).abs() < 1e-15 {
+        13
+    } else {
+        0
+    }
+}
+
+impl GpuDecoder {
+    /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
+    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1.
+    pub fn new(
+        cache: &DeviceKvCache,
+        seqs: &[SeqId],
+        max_tokens: usize,
+        cfg: DecodeConfig,
+    ) -> Result<GpuDecoder> {
+        const OP: &str = "GpuDecoder::new";
+        let ccfg = cache.config().clone();
+        check_gpu_config(OP, &ccfg)?;
+        cfg.attention.validate_for(OP, ccfg.num_kv_heads)?;
+        if seqs.is_empty() {
+            return Err(Error::invalid(OP, "seqs", "[]", "at least one sequence"));
+        }
+        if max_tokens == 0 || max_tokens > i32::MAX as usize {
+            return Err(Error::invalid(
+                OP,
+                "max_tokens",
+                max_tokens,
+                "must be in 1..2^31",
+            ));
+        }
+        let mut rows_host = Vec::with_capacity(seqs.len());
+        for (i, id) in seqs.iter().enumerate() {
+            if seqs[..i].contains(id) {
+                return Err(Error::invalid(OP, "seqs", id, "sequence listed twice"));
+            }
+            rows_host.push(cache.seq_row(*id)?);
+        }
+        let budget = match &cfg.method {
+            Method::Dense => None,
+            Method::TopK(b) => {
+                b.validate(OP)?;
+                Some(*b)
+            }
+            Method::Gaussian(_) => {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: "Gaussian selection on the GPU is not implemented yet".into(),
+                })
+            }
+            Method::Certified => {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: "the certified strategy on the GPU is not implemented yet".into(),
+                })
+            }
+        };
+        let gpu = cache.gpu().clone();
+        let batch = seqs.len();
+        let heads = cfg.attention.num_heads;
+        let hkv = ccfg.num_kv_heads;
+        let group = heads / hkv;
+        let (d, ps) = (ccfg.head_dim, ccfg.page_size);
+        let kv_size = ccfg.kv_dtype.size();
+        let st_size = ccfg.resolved_stats_dtype().size();
+        let alpha = cfg.attention.alpha;
+        let softmax = alpha == 1.0;
+        let per_head = budget.is_some() && cfg.gqa == GqaMode::PerHead;
+        let tg = if per_head { 1 } else { group };
+        let tasks_per_b = heads / tg;
+        let tasks = batch * tasks_per_b;
+        if tg > 8 {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: format!(
+                    "GQA groups of {tg} query heads per kv head (the GPU kernels take up to 8)"
+                ),
+            });
+        }
+        let module = gpu.module(ModuleKey::Decode {
+            kv: ccfg.kv_dtype,
+            stats: ccfg.resolved_stats_dtype(),
+            head_dim: d,
+            tg,
+            unroll: super::ctx::unroll_rows(tg),
+        })?;
+        for k in [
+            "attn_entmax_scores",
+            "attn_entmax_filter",
+            "attn_entmax_solve",
+            "attn_entmax_values",
+            "attn_softmax",
+        ] {
+            module.set_max_dynamic_smem(k, DYN_LIMIT)?;
+        }
+
+        // Launch shapes.
+        let lanes = (d * kv_size / 16).next_power_of_two().min(32);
+        let red_floats = (BLOCK as usize / lanes) * d;
+        let max_pages = max_tokens.div_ceil(ps).max(1);
+        let ppc_lim = (32768 / (tg * ps * 4)).min(128);
+        if ppc_lim == 0 {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: format!("page_size {ps} with {tg} heads per task (a chunk needs one page)"),
+            });
+        }
+        let need = max_pages.div_ceil(ppc_lim);
+        if need > NCH_MAX {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: format!(
+                    "{max_tokens} tokens per sequence need {need} chunks per task (at most {NCH_MAX})"
+                ),
+            });
+        }
+        // One resident wave of attention CTAs when the context is short; more chunks only
+        // when a chunk would exceed its shared-memory page budget.
+        let main_kernel = if softmax {
+            "attn_softmax"
+        } else {
+            "attn_entmax_scores"
+        };
+        let occ = module.occupancy(main_kernel, BLOCK, (tg * ppc_lim * ps + red_floats) * 4)?;
+        // `ENTMAXKV_WAVES` (default 1) resident waves of chunks, for experiments.
+        let waves = std::env::var("ENTMAXKV_WAVES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&w| (1..=16).contains(&w))
+            .unwrap_or(1);
+        let target = waves * occ * gpu.info().sm_count;
+        let nch = need.max(target.div_ceil(tasks)).min(max_pages).min(NCH_MAX);
+        let ppc_max = max_pages.div_ceil(nch);
+        debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
+        let caprows = ppc_max * ps;
+        let dyn_scores = tg * caprows * 4;
+        let dyn_solve = SCORES_DYN.max(red_floats * 4);
+        let cap = dyn_solve / 8;
+        let dyn_values = (2 * caprows + red_floats) * 4;
+        let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
+        for (what, bytes) in [
+            ("scores", dyn_scores),
+            ("solve", dyn_solve),
+            ("values", dyn_values),
+            ("softmax", dyn_softmax),
+        ] {
+            if bytes > DYN_LIMIT {
+                return Err(Error::Unsupported {
+                    op: OP,
+                    what: format!(
+                        "the {what} kernel would need {bytes} bytes of shared memory (page_size {ps})"
+                    ),
+                });
+            }
+        }
+
+        let stream = cache.stream().clone();
+        let rows: Vec<i32> = rows_host.iter().map(|&r| r as i32).collect();
+        let rows_dev = gpu.upload(&rows)?;
+        let q = gpu.zeros::<f32>(batch * heads * d)?;
+        let out = gpu.zeros::<f32>(batch * heads * d)?;
+        let slopes = match &cfg.attention.alibi_slopes {
+            Some(s) => Some(gpu.upload(s)?),
+            None => None,
+        };
+        let tau = gpu.zeros::<f64>(batch * heads)?;
+        let support = gpu.zeros::<i32>(batch * heads)?;
+        let slot_n = tasks * nch * tg;
+        let mut work: Vec<DevBuf<u8>> = Vec::new();
+        let mut alloc = |bytes: usize, zero: bool| -> Result<u64> {
+            let b = if zero {
+                gpu.zeros::<u8>(bytes)?
+            } else {
+                gpu.alloc::<u8>(bytes)?
+            };
+            let p = b.ptr();
+            work.push(b);
+            Ok(p)
+        };
+        let cand_n = if softmax { 1 } else { slot_n * caprows };
+        let bufs = cache.bufs.clone();
+        let topk = match budget {
+            None => None,
+            Some(b) => {
+                let (mode, frac, tokens) = match b {
+                    Budget::Fraction(f) => (0, f, 0),
+                    Budget::Tokens(t) => (1, 0.0, t.min(i32::MAX as usize) as i32),
+                };
+                // Rows padded to 16 bytes: topk_select reads keys as 4-wide vectors.
+                let stride = max_pages.next_multiple_of(4);
+                let keys = gpu.alloc::<u32>(tasks * stride)?;
+                let lists = gpu.alloc::<u32>(tasks * stride)?;
+                let counts = gpu.zeros::<i32>(tasks)?;
+                let per_b = ((8 * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
+                let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
+                let params = TopkParams {
+                    kmin: bufs.stats[0].ptr(),
+                    kmax: bufs.stats[1].ptr(),
+                    block_tables: bufs.block_tables.ptr(),
+                    seq_lens: bufs.lens.ptr(),
+                    rows: rows_dev.ptr(),
+                    q: q.ptr(),
+                    slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
+                    keys: keys.ptr(),
+                    lists: lists.ptr(),
+                    list_counts: counts.ptr(),
+                    budget_frac: frac,
+                    scale: cfg.attention.scale_for(d),
+                    budget_mode: mode,
+                    budget_tokens: tokens,
+                    num_heads: heads as i32,
+                    num_kv_heads: hkv as i32,
+                    group: group as i32,
+                    per_head: (tg == 1) as i32,
+                    page_size: ps as i32,
+                    bt_stride: bufs.bt_stride as i32,
+                    list_stride: stride as i32,
+                    ppb: ppb as i32,
+                    has_alibi: slopes.is_some() as i32,
+                };
+                Some(TopkPlan {
+                    params,
+                    grid_x: max_pages.div_ceil(ppb) as u32,
+                    smem: group * d * 4,
+                    keys,
+                    lists,
+                    counts,
+                })
+            }
+        };
+        let a = alpha - 1.0;
+        let attn = AttnParams {
+            k: bufs.k.ptr(),
+            v: bufs.v.ptr(),
+            block_tables: bufs.block_tables.ptr(),
+            seq_lens: bufs.lens.ptr(),
+            rows: rows_dev.ptr(),
+            lists: topk.as_ref().map_or(0, |t| t.lists.ptr()),
+            list_counts: topk.as_ref().map_or(0, |t| t.counts.ptr()),
+            q: q.ptr(),
+            slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
+            cand_s: alloc(cand_n * 4, false)?,
+            cand_pos: alloc(cand_n * 4, false)?,
+            cand_cnt: alloc(slot_n * 4, false)?,
+            gmax: alloc(tasks * tg * 4, true)?,
+            hist: alloc(tasks * tg * 256 * 4, true)?,
+            bounds: alloc(tasks * tg * 2 * 4, true)?,
+            counters2: alloc(tasks * 4, true)?,
+            counters: alloc(tasks * 4, true)?,
+            vcounters: alloc(tasks * 4, true)?,
+            vflag: alloc(batch * heads * 4, true)?,
+            part_o: alloc(slot_n * d * 4, false)?,
+            part_m: alloc(slot_n * 4, false)?,
+            part_l: alloc(slot_n * 4, false)?,
+            part_flag: alloc(slot_n * 4, false)?,
+            head_m: alloc(batch * heads * 4, true)?,
+            head_t: alloc(batch * heads * 4, true)?,
+            head_inv: alloc(batch * heads * 4, true)?,
+            tau: tau.ptr(),
+            support: support.ptr(),
+            out: out.ptr(),
+            a_d: a,
+            beta_d: if softmax { 1.0 } else { 1.0 / a },
+            scale: cfg.attention.scale_for(d),
+            a: a as f32,
+            beta: if softmax { 1.0 } else { (1.0 / a) as f32 },
+            alpha_code: alpha_code(alpha),
+            num_heads: heads as i32,
+            num_kv_heads: hkv as i32,
+            group: group as i32,
+            tasks_per_b: tasks_per_b as i32,
+            page_size: ps as i32,
+            bt_stride: bufs.bt_stride as i32,
+            list_stride: topk.as_ref().map_or(0, |t| t.params.list_stride),
+            nch: nch as i32,
+            ppc_max: ppc_max as i32,
+            cap: cap as i32,
+            small_support: SMALL_SUPPORT as i32,
+            has_alibi: slopes.is_some() as i32,
+        };
+        Ok(GpuDecoder {
+            gpu,
+            stream,
+            bufs,
+            module,
+            seqs: seqs.to_vec(),
+            rows_host,
+            max_tokens,
+            heads,
+            hkv,
+            d,
+            ps,
+            kv_size,
+            st_size,
+            softmax,
+            tg,
+            tasks,
+            nch,
+            dyn_scores,
+            dyn_solve,
+            dyn_values,
+            dyn_softmax,
+            attn,
+            topk,
+            _rows: rows_dev,
+            q,
+            out,
+            _slopes: slopes,
+            tau,
+            support,
+            work,
+            graph: None,
+            report: StepReport {
+                heads: vec![HeadReport::default(); batch * heads],
+                ..Default::default()
+            },
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &DecodeConfig {
+        &self.cfg
+    }
+    pub fn batch(&self) -> usize {
+        self.seqs.len()
+    }
+    /// The stream the step runs on (the cache's).
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+    /// Device bytes of the plan's workspaces.
+    pub fn workspace_bytes(&self) -> usize {
+        self.work.iter().map(|b| b.bytes()).sum::<usize>()
+            + self
+                .topk
+                .as_ref()
+                .map_or(0, |t| t.keys.bytes() + t.lists.bytes() + t.counts.bytes())
+    }
+    /// Chunks per task and tasks: the attention grid.
+    pub fn grid(&self) -> (usize, usize) {
+        (self.nch, self.tasks)
+    }
+
+    /// Checks that `cache` is the planned one and every bound sequence fits the plan.
+    fn check(&self, op: &'static str, cache: &DeviceKvCache) -> Result<()> {
+        if !Arc::ptr_eq(&self.bufs, &cache.bufs) {
+            return Err(Error::invalid(
+                op,
+                "cache",
+                "?",
+                "not the cache this decoder was planned on",
+            ));
+        }
+        for (id, &row) in self.seqs.iter().zip(&self.rows_host) {
+            if cache.seq_row(*id)? != row {
+                return Err(Error::UnknownSequence { op, id: id.0 });
+            }
+            let len = cache.seq_len(*id)?;
+            if len == 0 {
+                return Err(Error::EmptySequence { op, id: id.0 });
+            }
+            if len > self.max_tokens {
+                return Err(Error::invalid(
+                    op,
+                    "seqs",
+                    id,
+                    format!(
+                        "holds {len} tokens, the plan was made for {}",
+                        self.max_tokens
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the queries `[B, H, D]` (f32, unscaled) to the device.
+    pub fn set_query(&mut self, q: &[f32]) -> Result<()> {
+        const OP: &str = "GpuDecoder::set_query";
+        check_len(OP, "q", q.len(), &[self.seqs.len(), self.heads, self.d])?;
+        check_finite(OP, "q", q)?;
+        self.q.write_at(&self.stream, 0, q)
+    }
+
+    /// Fills the output with NaN (tests: every element must be written by a step).
+    pub fn poison_output(&self) -> Result<()> {
+        self.out.memset_async(&self.stream, 0xff)?;
+        self.stream.sync()
+    }
+
+    /// Queues one stage of a step on the stream (asynchronous).
+    pub fn enqueue_stage(&self, cache: &DeviceKvCache, stage: Stage) -> Result<()> {
+        self.check("GpuDecoder::enqueue_stage", cache)?;
+        self.launch_stage(stage)
+    }
+
+    /// The kernels of a stage, in launch order.
+    fn kernels(&self, stage: Stage) -> &'static [&'static str] {
+        match stage {
+            Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            Stage::Selection => &[],
+            Stage::Attention if self.softmax => &["attn_softmax"],
+            Stage::Attention => &[
+                "attn_entmax_scores",
+                "attn_entmax_filter",
+                "attn_entmax_solve",
+                "attn_entmax_values",
+            ],
+        }
+    }
+
+    /// Names of the kernels of a step, in launch order.
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        let mut v = self.kernels(Stage::Selection).to_vec();
+        v.extend_from_slice(self.kernels(Stage::Attention));
+        v
+    }
+
+    fn launch_kernel(&self, name: &'static str) -> Result<()> {
+        let m = &self.module;
+        let s = &self.stream;
+        let grid = (self.nch as u32, self.tasks as u32, 1);
+        let grid8 = (self.nch.div_ceil(CPB) as u32, self.tasks as u32, 1);
+        unsafe {
+            match name {
+                "topk_score" | "topk_select" => {
+                    let t = self.topk.as_ref().expect("top-k plan");
+                    if name == "topk_score" {
+                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
+                        launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
+                    } else {
+                        let g = (self.tasks as u32, 1, 1);
+                        launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
+                    }
+                }
+                "attn_softmax" => {
+                    launch(m.func(name), grid, BLOCK, self.dyn_softmax, s, &self.attn)
+                }
+                "attn_entmax_scores" => {
+                    launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
+                }
+                // One warp per chunk, CPB chunks per CTA.
+                "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
+                "attn_entmax_values" => {
+                    launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn)
+                }
+                _ => launch(m.func(name), grid8, BLOCK, self.dyn_solve, s, &self.attn),
+            }
+        }
+    }
+
+    fn launch_stage(&self, stage: Stage) -> Result<()> {
+        self.gpu.bind()?;
+        for &k in self.kernels(stage) {
+            self.launch_kernel(k)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a step with `events[i]` recorded before kernel `i` of [`Self::kernel_names`]
+    /// and the last event after the last kernel (per-kernel timings; not for capture).
+    pub fn enqueue_timed(&self, cache: &DeviceKvCache, events: &[Event]) -> Result<()> {
+        self.check("GpuDecoder::enqueue_timed", cache)?;
+        let names = self.kernel_names();
+        if events.len() != names.len() + 1 {
+            return Err(Error::Mismatch {
+                op: "GpuDecoder::enqueue_timed",
+                arg: "events.len()",
+                got: events.len(),
+                what: "kernels + 1",
+                expected: names.len() + 1,
+            });
+        }
+        self.gpu.bind()?;
+        for (i, k) in names.iter().enumerate() {
+            events[i].record(&self.stream)?;
+            self.launch_kernel(k)?;
+        }
+        events[names.len()].record(&self.stream)
+    }
+
+    /// Queues a whole step (asynchronous).
+    pub fn enqueue(&self, cache: &DeviceKvCache) -> Result<()> {
+        self.check("GpuDecoder::enqueue", cache)?;
+        self.launch_stage(Stage::Selection)?;
+        self.launch_stage(Stage::Attention)
+    }
+
+    /// Captures a step into a CUDA graph kept by the plan; [`Self::replay`] runs it.
+    pub fn capture(&mut self, cache: &DeviceKvCache) -> Result<()> {
+        self.check("GpuDecoder::capture", cache)?;
+        self.graph = None;
+        let g = Graph::capture(&self.stream, || {
+            self.launch_stage(Stage::Selection)?;
+            self.launch_stage(Stage::Attention)
+        })?;
+        self.graph = Some(g);
+        Ok(())
+    }
+
+    /// Captures one stage into a separate graph (stage timings).
+    pub fn capture_stage(&self, cache: &DeviceKvCache, stage: Stage) -> Result<Graph> {
+        self.check("GpuDecoder::capture_stage", cache)?;
+        Graph::capture(&self.stream, || self.launch_stage(stage))
+    }
+
+    /// Replays the captured step (asynchronous); plain launches if none was captured.
+    pub fn replay(&self, cache: &DeviceKvCache) -> Result<()> {
+        self.check("GpuDecoder::replay", cache)?;
+        match &self.graph {
+            Some(g) => g.launch(),
+            None => {
+                self.launch_stage(Stage::Selection)?;
+                self.launch_stage(Stage::Attention)
+            }
+        }
+    }
+
+    /// Waits for the queued work and copies the output `[B, H, D]` out.
+    pub fn read_output(&self, out: &mut [f32]) -> Result<()> {
+        check_len(
+            "GpuDecoder::read_output",
+            "out",
+            out.len(),
+            &[self.seqs.len(), self.heads, self.d],
+        )?;
+        self.out.read_at(&self.stream, 0, out)
+    }
+
+    /// The kept page slots of task `task` after a top-k step (token order, last page last);
+    /// every slot for dense decode.
+    pub fn kept_slots(&self, cache: &DeviceKvCache, task: usize) -> Result<Vec<u32>> {
+        if task >= self.tasks {
+            return Err(Error::invalid(
+                "GpuDecoder::kept_slots",
+                "task",
+                task,
+                "out of range",
+            ));
+        }
+        match &self.topk {
+            None => {
+                let b = task / (self.tasks / self.seqs.len());
+                let n = cache.seq_len(self.seqs[b])?.div_ceil(self.ps);
+                Ok((0..n as u32).collect())
+            }
+            Some(t) => {
+                let mut c = [0i32];
+                t.counts.read_at(&self.stream, task, &mut c)?;
+                let mut v = vec![0u32; c[0].max(0) as usize];
+                t.lists
+                    .read_at(&self.stream, task * (t.params.list_stride as usize), &mut v)?;
+                Ok(v)
+            }
+        }
+    }
+
+    /// Tasks of a step: `(b, first query head, heads)`; a task's pages are shared by its heads.
+    pub fn task_heads(&self, task: usize) -> (usize, usize, usize) {
+        let per_b = self.tasks / self.seqs.len();
+        (task / per_b, (task % per_b) * self.tg, self.tg)
+    }
+
+    /// Reads τ, support and pages kept of the last step (waits for it).
+    pub fn report(&mut self, cache: &DeviceKvCache) -> Result<&StepReport> {
+        let bh = self.seqs.len() * self.heads;
+        let mut tau = vec![0.0f64; bh];
+        let mut sup = vec![0i32; bh];
+        self.tau.read_at(&self.stream, 0, &mut tau)?;
+        self.support.read_at(&self.stream, 0, &mut sup)?;
+        let mut counts = vec![0i32; self.tasks];
+        if let Some(t) = &self.topk {
+            t.counts.read_at(&self.stream, 0, &mut counts)?;
+        }
+        let per_b = self.tasks / self.seqs.len();
+        let mut bytes = ByteCount::default();
+        let (d, ps) = (self.d as u64, self.ps);
+        for task in 0..self.tasks {
+            let b = task / per_b;
+            let len = cache.seq_len(self.seqs[b])?;
+            let npages = len.div_ceil(ps);
+            let kept = if self.topk.is_some() {
+                counts[task] as usize
+            } else {
+                npages
+            };
+            let last = len - (npages - 1) * ps;
+            let tokens = ((kept.max(1) - 1) * ps + last) as u64;
+            bytes.k += tokens * d * self.kv_size as u64;
+            if self.softmax {
+                bytes.v += tokens * d * self.kv_size as u64;
+            }
+            let h0 = (task % per_b) * self.tg;
+            for g in 0..self.tg {
+                let i = b * self.heads + h0 + g;
+                self.report.heads[i] = HeadReport {
+                    tau: tau[i],
+                    tau_hat: f64::NAN,
+                    support: sup[i] as u32,
+                    pages_kept: kept as u32,
+                    pages_total: npages as u32,
+                    certified: None,
+                    candidates: 0,
+                    mass_bound: f64::NAN,
+                };
+                if !self.softmax {
+                    bytes.v += sup[i] as u64 * d * self.kv_size as u64;
+                }
+            }
+        }
+        if let Some(t) = &self.topk {
+            // The bound reads each closed page's min and max once per (sequence, kv head).
+            for &id in &self.seqs {
+                let len = cache.seq_len(id)?;
+                let closed = len.div_ceil(ps).saturating_sub(1);
+                let k = match (t.params.budget_mode, t.params.budget_frac) {
+                    (1, _) => ((t.params.budget_tokens as usize) / ps).min(closed),
+                    (_, f) => Budget::Fraction(f).pages(closed, ps),
+                };
+                if k < closed {
+                    bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
+                }
+            }
+        }
+        self.report.bytes = bytes;
+        Ok(&self.report)
+    }
+
+    /// One step: queries in, output out, report back (replays the graph if captured).
+    pub fn step(
+        &mut self,
+        cache: &DeviceKvCache,
+        q: &[f32],
+        out: &mut [f32],
+    ) -> Result<&StepReport> {
+        self.set_query(q)?;
+        self.replay(cache)?;
+        self.read_output(out)?;
+        self.report(cache)
+    }
+}

@@ -1,0 +1,996 @@
+// Paged split-K decode attention over a list of pages per task (attention/cpu.rs).
+//
+// A task is one sequence, one kv head and TG query heads (the whole GQA group for dense or
+// shared selection, one head for per-head selection). Its page list (all pages, or the kept
+// slots of a selection, last page last) is split into `nch` chunks; CTA (chunk, task) reads
+// the K rows of its chunk once for all TG heads.
+//
+// α > 1 (entmax), four kernels:
+//   attn_entmax_scores  K -> scores in shared memory -> chunk max, folded into a running
+//                       per-head maximum (integer atomicMax on order-preserving keys) ->
+//                       the chunk's candidates, z > z_running_max − 1 (a superset of the
+//                       only tokens that can carry weight), written compactly.
+//   attn_entmax_filter  every chunk keeps its candidates with d = z − z_max > −1 against the
+//                       final maximum and adds them to a per-head 256-bin count histogram of
+//                       d (integer atomics); the last CTA of a task turns the histogram into
+//                       a bracket [lo, hi] of the relative threshold t (count bounds of
+//                       Σ(d−t)_+^β, one bin of slack each side).
+//   attn_entmax_solve   every chunk keeps its candidates with d > lo (the only ones that can
+//                       carry weight); the last CTA gathers them (chunk order), solves t by
+//                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
+//                       (tau/entmax.rs) and, when the support is small, gathers V for it and
+//                       writes the output.
+//   attn_entmax_values  only for heads whose support was large: V for the support, split over
+//                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
+//                       otherwise.
+// α = 1 (softmax), one kernel:
+//   attn_softmax        scores, chunk max, exp, V for every token; the last CTA merges the
+//                       chunks by log-sum-exp.
+// Every sum has a fixed order (no float atomics): results are deterministic.
+
+struct AttnParams {
+    const kv_t* k;
+    const kv_t* v;
+    const u32* block_tables;
+    const int* seq_lens;
+    const int* rows;         // [B] cache row of batch entry b
+    const u32* lists;        // [tasks, list_stride] page slots; null = every page
+    const int* list_counts;  // [tasks]
+    const float* q;          // [B, H, D]
+    const float* slopes;     // [H] or null
+    float* cand_s;           // [tasks, nch, TG, caprows]
+    u32* cand_pos;           // same
+    int* cand_cnt;           // [tasks, nch, TG]
+    u32* gmax;               // [tasks, TG] running max score key (0 between steps)
+    int* hist;               // [tasks, TG, HIST_BINS] survivor histogram (0 between steps)
+    float* bounds;           // [tasks, TG, 2] bracket (lo, hi) of t relative to (α−1)·max
+    u32* counters2;          // [tasks]
+    u32* counters;           // [tasks]
+    u32* vcounters;          // [tasks]
+    int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
+    float* part_o;           // [tasks, nch, TG, D]
+    float* part_m;           // [tasks, nch, TG]
+    float* part_l;           // [tasks, nch, TG]
+    int* part_flag;          // [tasks, nch, TG]
+    float* head_m;           // [B, H] max score (s-space)
+    float* head_t;           // [B, H] τ relative to (α−1)·max
+    float* head_inv;         // [B, H] 1 / Σ weights
+    double* tau;             // [B, H] τ (z-space; softmax: log-sum-exp)
+    int* support;            // [B, H]
+    float* out;              // [B, H, D]
+    double a_d;              // α − 1
+    double beta_d;           // 1 / (α − 1)
+    float scale;
+    float a;
+    float beta;
+    int alpha_code;          // 1 softmax, 2 sparsemax, 15 entmax15, 13 (α = 4/3), 0 generic
+    int num_heads;
+    int num_kv_heads;
+    int group;
+    int tasks_per_b;
+    int page_size;
+    int bt_stride;
+    int list_stride;
+    int nch;
+    int ppc_max;
+    int cap;                 // candidates the solver holds in shared memory
+    int small_support;       // the solver CTA gathers V itself up to this support
+    int has_alibi;
+};
+#ifdef EXPECT_ATTN_SIZE
+static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
+#endif
+
+struct TaskInfo {
+    int b, h0, kvh, row, len, npages, n;
+};
+
+__device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task) {
+    TaskInfo t;
+    t.b = task / p.tasks_per_b;
+    const int j = task - t.b * p.tasks_per_b;
+    t.h0 = j * TG;
+    t.kvh = t.h0 / p.group;
+    t.row = p.rows[t.b];
+    t.len = p.seq_lens[t.row];
+    t.npages = (t.len + p.page_size - 1) / p.page_size;
+    t.n = p.lists ? p.list_counts[task] : t.npages;
+    return t;
+}
+
+// Pages [pbeg, pend) of the task's list go to chunk c.
+__device__ __forceinline__ void chunk_range(const AttnParams& p, int n, int c, int& pbeg, int& pend) {
+    int ppc = (n + p.nch - 1) / p.nch;
+    if (ppc < 1) ppc = 1;
+    if (ppc > p.ppc_max) ppc = p.ppc_max;
+    pbeg = c * ppc;
+    pend = min(n, pbeg + ppc);
+}
+
+// x^β and the next two powers for the Halley sums (tau/entmax.rs `powers`).
+__device__ __forceinline__ void powers3(float x, int code, float beta, float& p0, float& p1, float& p2) {
+    if (code == 2) {
+        p0 = x; p1 = 1.f; p2 = 1.f / x;
+    } else if (code == 15) {
+        p0 = x * x; p1 = x; p2 = 1.f;
+    } else if (code == 13) {
+        p1 = x * x; p0 = p1 * x; p2 = x;
+    } else {
+        p0 = powf(x, beta); p1 = p0 / x; p2 = p1 / x;
+    }
+}
+__device__ __forceinline__ float weight_of(float x, int code, float beta) {
+    if (code == 2) return x;
+    if (code == 15) return x * x;
+    if (code == 13) return x * x * x;
+    return powf(x, beta);
+}
+__device__ __forceinline__ double pow_beta_d(double x, int code, double beta) {
+    if (code == 2) return x;
+    if (code == 15) return x * x;
+    if (code == 13) return x * x * x;
+    return pow(x, beta);
+}
+
+// One safeguarded Halley step on G = A0^{1/β} − 1 (tau/entmax.rs `g_halley_step`).
+__device__ double g_halley_step(double t, double a0, double a1, double a2, double beta) {
+    if (!(a0 > 0.0 && a1 > 0.0)) return __longlong_as_double(0x7ff8000000000000LL);
+    double r;
+    if (beta == 1.0) r = a0;
+    else if (beta == 2.0) r = sqrt(a0);
+    else r = pow(a0, 1.0 / beta);
+    const double g = r - 1.0;
+    const double g1 = -r * a1 / a0;
+    const double g2 = beta == 1.0 ? 0.0 : (beta - 1.0) * (r / a0) * (a2 - a1 * a1 / a0);
+    const double newton = -g / g1;
+    const double corr = 0.5 * g * g2 / (g1 * g1);
+    const double step = (isfinite(corr) && fabs(corr) < 0.5) ? newton / (1.0 - corr) : newton;
+    return t + step;
+}
+
+__device__ __forceinline__ void load_q(const AttnParams& p, int b, int h0, int lane, float (&qr)[TG][COLS]) {
+#pragma unroll
+    for (int g = 0; g < TG; ++g) {
+        const float* qh = p.q + ((size_t)b * p.num_heads + h0 + g) * HEAD_DIM;
+#pragma unroll
+        for (int i = 0; i < CPL; ++i) {
+            const int ch = lane + i * LANES;
+#pragma unroll
+            for (int j = 0; j < KV_VEC; ++j)
+                qr[g][i * KV_VEC + j] = ch < CHUNKS ? qh[ch * KV_VEC + j] * p.scale : 0.f;
+        }
+    }
+}
+
+__device__ __forceinline__ const kv_t* kv_row(const kv_t* pool, const AttnParams& p, u32 page, int kvh, int tt) {
+    return pool + ((size_t)page * p.num_kv_heads + kvh) * (size_t)p.page_size * HEAD_DIM + (size_t)tt * HEAD_DIM;
+}
+
+// Reduce-scatter of N per-lane partial sums over groups of L lanes: afterwards the lane
+// holds the complete sums of rows held + i (i < RS_KEEP) in v[0..RS_KEEP). N − 1 shuffles
+// per lane for N rows instead of N·log2(L). Returns `held`.
+template <int N, int L> __device__ __forceinline__ int reduce_scatter(float (&v)[N], int lane) {
+    int held = 0;
+#pragma unroll
+    for (int s = 0; (L >> (s + 1)) >= 1; ++s) {
+        const int o = L >> (s + 1);
+        const int c = N >> s;  // values still held before this step
+        if (c > 1) {
+            const int h = c >> 1;
+            const bool up = (lane & o) != 0;
+#pragma unroll
+            for (int i = 0; i < h; ++i) {
+                const float send = up ? v[i] : v[i + h];
+                const float keep = up ? v[i + h] : v[i];
+                v[i] = keep + __shfl_xor_sync(FULL_MASK, send, o);
+            }
+            if (up) held += h;
+        } else {
+            v[0] += __shfl_xor_sync(FULL_MASK, v[0], o);
+        }
+    }
+    return held;
+}
+// Rows each lane ends with, and the lane bits over which copies are duplicated.
+constexpr int RS_KEEP = UNROLL >= LANES ? UNROLL / LANES : 1;
+constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
+
+// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
+// sequence end). s_page / s_slot hold the chunk's page ids and slots.
+__device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
+    const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+    const int ps = p.page_size;
+    const float qpos = (float)ti.len - 1.0f;
+    for (int base = 0; base < nrows; base += ROWGROUPS * UNROLL) {
+        uint4 buf[UNROLL][CPL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = base + u * ROWGROUPS + rg;
+            if (r < nrows) {
+                const int pi = r / ps;
+                const kv_t* rowp = kv_row(p.k, p, s_page[pi], ti.kvh, r - pi * ps);
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) {
+                    const int ch = lane + i * LANES;
+                    buf[u][i] = ch < CHUNKS ? ld_stream16(rowp, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+            }
+        }
+        float acc[TG][UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+            for (int g = 0; g < TG; ++g) acc[g][u] = 0.f;
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                float x[KV_VEC];
+                KV::unpack(buf[u][i], x);
+#pragma unroll
+                for (int g = 0; g < TG; ++g)
+#pragma unroll
+                    for (int j = 0; j < KV_VEC; ++j) acc[g][u] = fmaf(qr[g][i * KV_VEC + j], x[j], acc[g][u]);
+            }
+        }
+        int held = 0;
+#pragma unroll
+        for (int g = 0; g < TG; ++g) held = reduce_scatter<UNROLL, LANES>(acc[g], lane);
+        // Lane `lane` now holds the full sums of rows (slots) held + i, i < RS_KEEP; lanes
+        // that differ only in the low RS_DUP bits hold the same rows and only one writes.
+        if ((lane & RS_DUP) == 0) {
+#pragma unroll
+            for (int i = 0; i < RS_KEEP; ++i) {
+                const int r = base + (held + i) * ROWGROUPS + rg;
+                if (r < nrows) {
+                    const int pi = r / ps;
+                    const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
+                    const bool valid = pos < ti.len;
+#pragma unroll
+                    for (int g = 0; g < TG; ++g) {
+                        float s = acc[g][i];
+                        if (p.has_alibi) s += p.slopes[ti.h0 + g] * ((float)pos - qpos);
+                        sc[g * caprows + r] = valid ? s : neg_inf();
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Loads the chunk's page ids and slots into shared memory.
+__device__ __forceinline__ void load_chunk_pages(const AttnParams& p, int task, const TaskInfo& ti, int pbeg,
+                                                 int npg, u32* s_page, u32* s_slot) {
+    for (int i = threadIdx.x; i < npg; i += BLOCK) {
+        const u32 slot = p.lists ? p.lists[(size_t)task * p.list_stride + pbeg + i] : (u32)(pbeg + i);
+        s_slot[i] = slot;
+        s_page[i] = p.block_tables[(size_t)ti.row * p.bt_stride + slot];
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// V gather for a (pos, w) list in shared memory: acc over the list, cross-row-group sum in
+// `red` (ROWGROUPS * HEAD_DIM floats), result (times `mul`) to dst[0..D) by the first
+// threads. Rows are assigned to thread groups by index: deterministic.
+__device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpos, const float* lw, int nsup,
+                         float* red, float mul, float* dst) {
+    const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+    const int ps = p.page_size;
+    float acc[COLS];
+#pragma unroll
+    for (int j = 0; j < COLS; ++j) acc[j] = 0.f;
+    for (int base = 0; base < nsup; base += ROWGROUPS * UNROLL) {
+        uint4 buf[UNROLL][CPL];
+        float w[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int r = base + u * ROWGROUPS + rg;
+            w[u] = 0.f;
+            if (r < nsup) {
+                const u32 pos = lpos[r];
+                const u32 slot = pos / (u32)ps;
+                const u32 page = p.block_tables[(size_t)ti.row * p.bt_stride + slot];
+                const kv_t* rowp = kv_row(p.v, p, page, ti.kvh, (int)(pos - slot * ps));
+                w[u] = lw[r];
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) {
+                    const int ch = lane + i * LANES;
+                    buf[u][i] = ch < CHUNKS ? ld_nc16(rowp, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                float x[KV_VEC];
+                KV::unpack(buf[u][i], x);
+#pragma unroll
+                for (int j = 0; j < KV_VEC; ++j) acc[i * KV_VEC + j] = fmaf(w[u], x[j], acc[i * KV_VEC + j]);
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < CPL; ++i) {
+        const int ch = lane + i * LANES;
+        if (ch < CHUNKS) {
+#pragma unroll
+            for (int j = 0; j < KV_VEC; ++j) red[rg * HEAD_DIM + ch * KV_VEC + j] = acc[i * KV_VEC + j];
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) {
+        float s = 0.f;
+        for (int r = 0; r < ROWGROUPS; ++r) s += red[r * HEAD_DIM + c];
+        dst[c] = s * mul;
+    }
+    __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------
+// The τ solve.
+
+constexpr int HIST_BINS = 256;
+
+__device__ __forceinline__ float key_to_float(u32 k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+__device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int ci, int g) {
+    return ((size_t)task * p.nch + ci) * TG + g;
+}
+
+// Chunks per CTA of the filter, solve and values kernels (one warp per chunk).
+constexpr int CPB = BLOCK / 32;
+
+// One warp keeps, in place and in order, the chunk's candidates with (α−1)(s − M) > thr;
+// optionally counts them into `hist_smem` (HIST_BINS bins of d ∈ (−1, 0]). Returns the
+// count kept (in every lane).
+__device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem) {
+    const int lane = threadIdx.x & 31;
+    const int cnt = p.cand_cnt[idx];
+    float* cs = p.cand_s + idx * (size_t)caprows;
+    u32* cp = p.cand_pos + idx * (size_t)caprows;
+    int kept = 0;
+    constexpr int WU = 4;
+    for (int k0 = 0; k0 < cnt; k0 += 32 * WU) {
+        float sv[WU];
+        u32 pv[WU];
+#pragma unroll
+        for (int u = 0; u < WU; ++u) {
+            const int k = k0 + u * 32 + lane;
+            sv[u] = 0.f;
+            pv[u] = 0u;
+            if (k < cnt) {
+                sv[u] = cs[k];
+                pv[u] = cp[k];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < WU; ++u) {
+            const int k = k0 + u * 32 + lane;
+            const float d = p.a * (sv[u] - M);
+            const bool keep = k < cnt && d > thr;
+            if (keep && hist_smem) {
+                int bin = (int)((d + 1.0f) * (float)HIST_BINS);
+                bin = bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
+                atomicAdd(&hist_smem[bin], 1);
+            }
+            const u32 m = __ballot_sync(FULL_MASK, keep);
+            if (keep) {
+                const int at = kept + __popc(m & ((1u << lane) - 1u));
+                cs[at] = sv[u];
+                cp[at] = pv[u];
+            }
+            kept += __popc(m);
+        }
+    }
+    return kept;
+}
+
+struct SolveCtx {
+    int task, g;
+    float M;
+    bool in_smem;
+    int n;            // candidates gathered
+    const float* d;   // shared: d = (α−1)(s − M), when in_smem
+    const int* off;   // shared: chunk offsets of the candidates (nch + 1)
+};
+
+// Chunk of flattened candidate j: the largest ci with off[ci] <= j.
+__device__ __forceinline__ int chunk_of(const int* off, int nch, int j) {
+    int lo = 0, hi = nch - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        if (off[mid] <= j) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// Calls f(d) for every candidate of the head, each thread for a fixed subset in a fixed
+// order (deterministic sums). From shared memory, or else straight from the chunk lists
+// (flattened over chunks, four loads in flight per thread).
+template <class F> __device__ void for_each_cand(const AttnParams& p, const SolveCtx& sc, int caprows, F f) {
+    if (sc.in_smem) {
+        for (int i = threadIdx.x; i < sc.n; i += BLOCK) f(sc.d[i]);
+        return;
+    }
+    constexpr int GU = 4;
+    for (int j0 = 0; j0 < sc.n; j0 += BLOCK * GU) {
+        float sv[GU];
+#pragma unroll
+        for (int u = 0; u < GU; ++u) {
+            const int j = j0 + u * BLOCK + threadIdx.x;
+            sv[u] = 0.f;
+            if (j < sc.n) {
+                const int ci = chunk_of(sc.off, p.nch, j);
+                sv[u] = __ldcg(p.cand_s + slot_index(p, sc.task, ci, sc.g) * (size_t)caprows + (j - sc.off[ci]));
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; ++u)
+            if (j0 + u * BLOCK + (int)threadIdx.x < sc.n) f(p.a * (sv[u] - sc.M));
+    }
+}
+
+// Sums (Σx^β, Σx^{β−1}, Σx^{β−2}) over x = d − t > 0, and the support size.
+__device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows, double t, double& A0, double& A1,
+                            double& A2, int& support) {
+    const float tf = (float)t;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    int cnt = 0;
+    const int code = p.alpha_code;
+    const float beta = p.beta;
+    for_each_cand(p, sc, caprows, [&](float dd) {
+        const float x = dd - tf;
+        if (x > 0.f) {
+            float p0, p1, p2;
+            powers3(x, code, beta, p0, p1, p2);
+            s0 += p0;
+            s1 += p1;
+            s2 += p2;
+            ++cnt;
+        }
+    });
+    A0 = s0;
+    A1 = s1;
+    A2 = s2;
+    block_sum3<BLOCK>(A0, A1, A2);
+    support = block_sum_int<BLOCK>(cnt);
+}
+
+// Solves the relative threshold t in the bracket [lo, hi]; returns it and the mass at it.
+__device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, double lo, double hi,
+                          double& mass, int& support) {
+    const double beta = p.beta_d;
+    double t = lo;
+    double A0, A1, A2;
+    int sup;
+    if (hi > lo) {
+        for (int it = 0; it < 60; ++it) {
+            halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+            const double f = A0 - 1.0;
+            if (f == 0.0) break;
+            if (f > 0.0) lo = t;
+            else hi = t;
+            double next = g_halley_step(t, A0, A1, A2, beta);
+            if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+            const bool conv = fabs(next - t) <= 1e-7 || hi - lo <= 1e-7;
+            t = next;
+            if (conv) break;
+        }
+    }
+    halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+    mass = A0;
+    support = sup;
+    return t;
+}
+
+// Count bounds of F(t) = Σ(d−t)_+^β − 1 at the bin edges e_j = −1 + j/HIST_BINS give a
+// bracket of the root (warp 0 of the calling CTA; one bin of slack on each side).
+__device__ void hist_bracket(const AttnParams& p, const int* h, float& lo_out, float& hi_out) {
+    const int lane = threadIdx.x & 31;
+    const double beta = p.beta_d;
+    const int code = p.alpha_code;
+    // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
+    int lo = 0, hi = HIST_BINS - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) >> 1;
+        double f = 0.0;
+        for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) {
+            const int c = h[i];
+            if (c) f += (double)c * pow_beta_d((double)(i - mid) / HIST_BINS, code, beta);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f >= 1.0) lo = mid;
+        else hi = mid - 1;
+    }
+    const int jl = lo;
+    // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
+    lo = 0;
+    hi = HIST_BINS;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        double f = 0.0;
+        for (int i = mid + lane; i < HIST_BINS; i += 32) {
+            const int c = h[i];
+            if (c) f += (double)c * pow_beta_d((double)(i + 1 - mid) / HIST_BINS, code, beta);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+        if (f < 1.0) hi = mid;
+        else lo = mid + 1;
+    }
+    const int ju = lo;
+    lo_out = -1.0f + (float)(jl > 0 ? jl - 1 : 0) / HIST_BINS;
+    hi_out = fminf(0.0f, -1.0f + (float)(ju + 1) / HIST_BINS);
+}
+
+// The last CTA of a task: per head, gather the kept candidates (chunk order), τ, then V
+// for small supports.
+__device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
+    __shared__ int s_off[NCH_MAX + 1];
+    __shared__ int s_small;
+    float* d_buf = reinterpret_cast<float*>(dyn);
+    u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        const float M = key_to_float(__ldcg(p.gmax + (size_t)task * TG + g));
+        const float blo = __ldcg(p.bounds + ((size_t)task * TG + g) * 2);
+        const float bhi = __ldcg(p.bounds + ((size_t)task * TG + g) * 2 + 1);
+        // Candidate counts per chunk (loaded in parallel), then their offsets.
+        const int per = (p.nch + BLOCK - 1) / BLOCK;
+        const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
+        int local = 0;
+        for (int ci = cb; ci < ce; ++ci) {
+            const int v = __ldcg(p.cand_cnt + slot_index(p, task, ci, g));
+            s_off[ci] = v;
+            local += v;
+        }
+        int n_c;
+        int off = block_excl_scan<BLOCK>(local, &n_c);
+        for (int ci = cb; ci < ce; ++ci) {
+            const int v = s_off[ci];
+            s_off[ci] = off;
+            off += v;
+        }
+        if (threadIdx.x == 0) s_off[p.nch] = n_c;
+        __syncthreads();
+        SolveCtx sc;
+        sc.task = task;
+        sc.g = g;
+        sc.M = M;
+        sc.n = n_c;
+        sc.in_smem = n_c <= p.cap;
+        sc.d = d_buf;
+        sc.off = s_off;
+        if (sc.in_smem) {
+            // Flattened gather, four loads in flight per thread.
+            constexpr int GU = 4;
+            for (int j0 = 0; j0 < n_c; j0 += BLOCK * GU) {
+                size_t src[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    const int j = j0 + u * BLOCK + threadIdx.x;
+                    src[u] = 0;
+                    if (j < n_c) {
+                        const int ci = chunk_of(s_off, p.nch, j);
+                        src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
+                    }
+                }
+                float sv[GU];
+                u32 pv[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    if (j0 + u * BLOCK + (int)threadIdx.x < n_c) {
+                        sv[u] = __ldcg(p.cand_s + src[u]);
+                        pv[u] = __ldcg(p.cand_pos + src[u]);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    const int j = j0 + u * BLOCK + threadIdx.x;
+                    if (j < n_c) {
+                        d_buf[j] = p.a * (sv[u] - M);
+                        pos_buf[j] = pv[u];
+                    }
+                }
+            }
+        }
+        __syncthreads();
+        double mass;
+        int sup;
+        // t <= −k^{−(α−1)} for any k >= the support size: the kept count bounds it.
+        const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
+        const double t = solve_t(p, sc, caprows, (double)blo, fmin((double)bhi, hi_n), mass, sup);
+        const float inv = (float)(1.0 / mass);
+        if (threadIdx.x == 0) {
+            p.head_m[bh] = M;
+            p.head_t[bh] = (float)t;
+            p.head_inv[bh] = inv;
+            p.tau[bh] = p.a_d * (double)M + t;
+            p.support[bh] = sup;
+            s_small = (sc.in_smem && sup <= p.small_support) ? 1 : 0;
+            p.vflag[bh] = s_small ? 0 : 1;
+        }
+        __syncthreads();
+        if (s_small) {
+            // Support list (pos, w) in candidate order, into s_off's storage.
+            u32* lpos = reinterpret_cast<u32*>(s_off);
+            float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
+            const float tf = (float)t;
+            const int per2 = (n_c + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per2, ie = min(ib + per2, n_c);
+            int cnt = 0;
+            for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
+            int tot;
+            int o = block_excl_scan<BLOCK>(cnt, &tot);
+            for (int i = ib; i < ie; ++i) {
+                const float x = d_buf[i] - tf;
+                if (x > 0.f) {
+                    lpos[o] = pos_buf[i];
+                    lw[o] = weight_of(x, p.alpha_code, p.beta);
+                    ++o;
+                }
+            }
+            __syncthreads();
+            gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM);
+        }
+        __syncthreads();
+    }
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ u32 s_page[PPC_CAP];
+    __shared__ u32 s_slot[PPC_CAP];
+    __shared__ float s_run;
+    float* sc = reinterpret_cast<float*>(dyn);
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    const int caprows = p.ppc_max * p.page_size;
+    int pbeg, pend;
+    chunk_range(p, ti.n, c, pbeg, pend);
+    if (pbeg < pend) {
+        const int npg = pend - pbeg;
+        const int nrows = npg * p.page_size;
+        load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
+        float qr[TG][COLS];
+        load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
+        __syncthreads();
+        score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+        __syncthreads();
+        for (int g = 0; g < TG; ++g) {
+            const float* sg = sc + g * caprows;
+            float m = neg_inf();
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) m = fmaxf(m, sg[r]);
+            m = block_max<BLOCK>(m);
+            if (threadIdx.x == 0) {
+                // Fold into the running max; candidates are taken against the larger value.
+                const u32 mk = ordered_key(m);
+                const u32 old = atomicMax(p.gmax + (size_t)task * TG + g, mk);
+                s_run = old > mk ? key_to_float(old) : m;
+            }
+            __syncthreads();
+            const float R = s_run;
+            const int per = (nrows + BLOCK - 1) / BLOCK;
+            const int rb = threadIdx.x * per, re = min(rb + per, nrows);
+            int cnt = 0;
+            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - R) > -1.0f) ? 1 : 0;
+            int total;
+            int o = block_excl_scan<BLOCK>(cnt, &total);
+            const size_t idx = slot_index(p, task, c, g);
+            float* cs = p.cand_s + idx * (size_t)caprows;
+            u32* cp = p.cand_pos + idx * (size_t)caprows;
+            for (int r = rb; r < re; ++r) {
+                const float s = sg[r];
+                if (p.a * (s - R) > -1.0f) {
+                    const int pi = r / p.page_size;
+                    cs[o] = s;
+                    cp[o] = s_slot[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
+                    ++o;
+                }
+            }
+            if (threadIdx.x == 0) p.cand_cnt[idx] = total;
+        }
+    } else if (threadIdx.x < TG) {
+        p.cand_cnt[slot_index(p, task, c, threadIdx.x)] = 0;
+    }
+}
+
+// grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
+    __shared__ int s_hist[TG][HIST_BINS];
+    const int task = blockIdx.y;
+    const int caprows = p.ppc_max * p.page_size;
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) (&s_hist[0][0])[i] = 0;
+    __syncthreads();
+    if (c < p.nch) {
+        for (int g = 0; g < TG; ++g) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g]);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) {
+        const int v = (&s_hist[0][0])[i];
+        if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
+    }
+    if (!last_block_of(p.counters + task, gridDim.x)) return;
+    for (int g = 0; g < TG; ++g) {
+        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
+            s_hist[0][i] = __ldcg(gh + i);
+            gh[i] = 0;
+        }
+        __syncthreads();
+        if (threadIdx.x < 32) {
+            float lo, hi;
+            hist_bracket(p, s_hist[0], lo, hi);
+            if (threadIdx.x == 0) {
+                p.bounds[((size_t)task * TG + g) * 2] = lo;
+                p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}
+
+// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem 2 * cap * 4.
+// Warp w keeps chunk blockIdx.x·CPB + w's candidates with d > lo; the last CTA solves.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    const int task = blockIdx.y;
+    const TaskInfo ti = task_info(p, task);
+    const int caprows = p.ppc_max * p.page_size;
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    if (c < p.nch) {
+        for (int g = 0; g < TG; ++g) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const float lo = p.bounds[((size_t)task * TG + g) * 2];
+            const int kept = warp_compact(p, idx, caprows, M, lo, nullptr);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
+    }
+    if (!last_block_of(p.counters2 + task, gridDim.x)) return;
+    solve_task(p, task, ti, dyn, caprows);
+    __syncthreads();
+    if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
+    if (threadIdx.x == 0) p.counters2[task] = 0;
+}
+
+// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
+// HEAD_DIM) * 4. CTA x handles chunks x·CPB .. x·CPB + CPB − 1.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    const int task = blockIdx.y;
+    const TaskInfo ti = task_info(p, task);
+    int any = 0;
+#pragma unroll
+    for (int g = 0; g < TG; ++g) any |= p.vflag[ti.b * p.num_heads + ti.h0 + g];
+    if (!any) return;
+    const int caprows = p.ppc_max * p.page_size;
+    u32* lpos = reinterpret_cast<u32*>(dyn);
+    float* lw = reinterpret_cast<float*>(dyn) + caprows;
+    float* red = reinterpret_cast<float*>(dyn) + 2 * caprows;
+    for (int c = blockIdx.x * CPB; c < min(p.nch, (int)(blockIdx.x + 1) * CPB); ++c) {
+        for (int g = 0; g < TG; ++g) {
+            const int bh = ti.b * p.num_heads + ti.h0 + g;
+            if (!p.vflag[bh]) continue;
+            const size_t idx = slot_index(p, task, c, g);
+            const int cnt = p.cand_cnt[idx];
+            const float M = p.head_m[bh], tf = p.head_t[bh];
+            const float* cs = p.cand_s + idx * (size_t)caprows;
+            const u32* cp = p.cand_pos + idx * (size_t)caprows;
+            const int per = (cnt + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per, ie = min(ib + per, cnt);
+            int n = 0;
+            for (int i = ib; i < ie; ++i) n += (p.a * (cs[i] - M) - tf > 0.f) ? 1 : 0;
+            int tot;
+            int o = block_excl_scan<BLOCK>(n, &tot);
+            for (int i = ib; i < ie; ++i) {
+                const float x = p.a * (cs[i] - M) - tf;
+                if (x > 0.f) {
+                    lpos[o] = cp[i];
+                    lw[o] = weight_of(x, p.alpha_code, p.beta);
+                    ++o;
+                }
+            }
+            __syncthreads();
+            if (tot > 0) gather_v(p, ti, lpos, lw, tot, red, 1.0f, p.part_o + idx * HEAD_DIM);
+            if (threadIdx.x == 0) p.part_flag[idx] = tot > 0 ? 1 : 0;
+            __syncthreads();
+        }
+    }
+    if (!last_block_of(p.vcounters + task, gridDim.x)) return;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        if (!p.vflag[bh]) continue;
+        const float inv = p.head_inv[bh];
+        for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+            float s = 0.f;
+            for (int ci = 0; ci < p.nch; ++ci) {
+                const size_t idx = slot_index(p, task, ci, g);
+                if (__ldcg(p.part_flag + idx)) s += __ldcg(p.part_o + idx * HEAD_DIM + col);
+            }
+            p.out[(size_t)bh * HEAD_DIM + col] = s * inv;
+        }
+    }
+    if (threadIdx.x == 0) p.vcounters[task] = 0;
+}
+
+// grid (nch, tasks), block BLOCK, dynamic smem (TG * caprows + ROWGROUPS * HEAD_DIM) * 4.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ u32 s_page[PPC_CAP];
+    __shared__ u32 s_slot[PPC_CAP];
+    const int caprows = p.ppc_max * p.page_size;
+    float* sc = reinterpret_cast<float*>(dyn);
+    float* red = sc + TG * caprows;
+    const int task = blockIdx.y, c = blockIdx.x;
+    const TaskInfo ti = task_info(p, task);
+    int pbeg, pend;
+    chunk_range(p, ti.n, c, pbeg, pend);
+    if (pbeg < pend) {
+        const int npg = pend - pbeg;
+        const int nrows = npg * p.page_size;
+        load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
+        {
+            float qr[TG][COLS];
+            load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
+            __syncthreads();
+            score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+        }
+        __syncthreads();
+        for (int g = 0; g < TG; ++g) {
+            float* sg = sc + g * caprows;
+            float m = neg_inf();
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) m = fmaxf(m, sg[r]);
+            m = block_max<BLOCK>(m);
+            double l = 0.0, z1 = 0.0, z2 = 0.0;
+            float lf = 0.f;
+            for (int r = threadIdx.x; r < nrows; r += BLOCK) {
+                const float w = __expf(sg[r] - m);  // −inf rows -> 0
+                sg[r] = w;
+                lf += w;
+            }
+            l = lf;
+            block_sum3<BLOCK>(l, z1, z2);
+            if (threadIdx.x == 0) {
+                const size_t idx = slot_index(p, task, c, g);
+                p.part_m[idx] = m;
+                p.part_l[idx] = (float)l;
+            }
+        }
+        __syncthreads();
+        // V for every row, all TG heads at once.
+        const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
+        const int ps = p.page_size;
+        float acc[TG][COLS];
+#pragma unroll
+        for (int g = 0; g < TG; ++g)
+#pragma unroll
+            for (int j = 0; j < COLS; ++j) acc[g][j] = 0.f;
+        for (int base = 0; base < nrows; base += ROWGROUPS * UNROLL) {
+            uint4 buf[UNROLL][CPL];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int r = base + u * ROWGROUPS + rg;
+                bool ok = false;
+                int pi = 0;
+                if (r < nrows) {
+                    pi = r / ps;
+                    ok = (int)s_slot[pi] * ps + (r - pi * ps) < ti.len;
+                }
+                if (ok) {
+                    const kv_t* rowp = kv_row(p.v, p, s_page[pi], ti.kvh, r - pi * ps);
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) {
+                        const int ch = lane + i * LANES;
+                        buf[u][i] = ch < CHUNKS ? ld_stream16(rowp, ch) : zero4();
+                    }
+                } else {
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) buf[u][i] = zero4();
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int r = base + u * ROWGROUPS + rg;
+                if (r < nrows) {
+                    float w[TG];
+#pragma unroll
+                    for (int g = 0; g < TG; ++g) w[g] = sc[g * caprows + r];
+#pragma unroll
+                    for (int i = 0; i < CPL; ++i) {
+                        float x[KV_VEC];
+                        KV::unpack(buf[u][i], x);
+#pragma unroll
+                        for (int g = 0; g < TG; ++g)
+#pragma unroll
+                            for (int j = 0; j < KV_VEC; ++j)
+                                acc[g][i * KV_VEC + j] = fmaf(w[g], x[j], acc[g][i * KV_VEC + j]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < TG; ++g) {
+#pragma unroll
+            for (int i = 0; i < CPL; ++i) {
+                const int ch = lane + i * LANES;
+                if (ch < CHUNKS) {
+#pragma unroll
+                    for (int j = 0; j < KV_VEC; ++j) red[rg * HEAD_DIM + ch * KV_VEC + j] = acc[g][i * KV_VEC + j];
+                }
+            }
+            __syncthreads();
+            const size_t idx = slot_index(p, task, c, g);
+            for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+                float s = 0.f;
+                for (int r = 0; r < ROWGROUPS; ++r) s += red[r * HEAD_DIM + col];
+                p.part_o[idx * HEAD_DIM + col] = s;
+            }
+            __syncthreads();
+        }
+    } else if (threadIdx.x < TG) {
+        const size_t idx = slot_index(p, task, c, threadIdx.x);
+        p.part_m[idx] = neg_inf();
+        p.part_l[idx] = 0.f;
+    }
+    if (!last_block_of(p.counters + task, p.nch)) return;
+    // Log-sum-exp merge of the chunks, in chunk order.
+    float* esc = sc;  // nch scale factors
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        float M = neg_inf();
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) M = fmaxf(M, __ldcg(p.part_m + slot_index(p, task, ci, g)));
+        M = block_max<BLOCK>(M);
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
+            const size_t idx = slot_index(p, task, ci, g);
+            const float l = __ldcg(p.part_l + idx);
+            esc[ci] = l > 0.f ? __expf(__ldcg(p.part_m + idx) - M) : 0.f;
+        }
+        __syncthreads();
+        double L = 0.0, z1 = 0.0, z2 = 0.0;
+        for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
+            const size_t idx = slot_index(p, task, ci, g);
+            L += (double)__ldcg(p.part_l + idx) * (double)esc[ci];
+        }
+        block_sum3<BLOCK>(L, z1, z2);
+        const float invL = (float)(1.0 / L);
+        for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+            float s = 0.f;
+            for (int ci = 0; ci < p.nch; ++ci) {
+                const float e = esc[ci];
+                if (e > 0.f) s = fmaf(__ldcg(p.part_o + slot_index(p, task, ci, g) * HEAD_DIM + col), e, s);
+            }
+            p.out[(size_t)bh * HEAD_DIM + col] = s * invL;
+        }
+        if (threadIdx.x == 0) {
+            p.tau[bh] = (double)M + log(L);
+            p.head_m[bh] = M;
+            p.head_t[bh] = 0.f;
+            p.head_inv[bh] = invL;
+            const int last_len = ti.len - (ti.npages - 1) * p.page_size;
+            p.support[bh] = (ti.n - 1) * p.page_size + last_len;
+            p.vflag[bh] = 0;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) p.counters[task] = 0;
+}

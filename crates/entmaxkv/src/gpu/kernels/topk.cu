@@ -1,0 +1,335 @@
+// Top-k page selection on the device (selection/topk.rs): the key-range bound of every
+// closed page, then an exact top-k (higher bound first, ties to the lower page) by a
+// three-digit radix select over order-preserving keys, written as an ascending slot list
+// with the last page appended. No host round trip.
+
+struct TopkParams {
+    const st_t* kmin;
+    const st_t* kmax;
+    const u32* block_tables;
+    const int* seq_lens;
+    const int* rows;      // [B]
+    const float* q;       // [B, H, D]
+    const float* slopes;  // [H] or null
+    u32* keys;            // [tasks, list_stride] ordered bound per closed page
+    u32* lists;           // [tasks, list_stride] kept slots
+    int* list_counts;     // [tasks]
+    double budget_frac;
+    float scale;
+    int budget_mode;      // 0: fraction of closed pages, 1: tokens
+    int budget_tokens;
+    int num_heads;
+    int num_kv_heads;
+    int group;            // H / H_kv
+    int per_head;         // 1: a task per query head; 0: a task per kv head (shared)
+    int page_size;
+    int bt_stride;
+    int list_stride;
+    int ppb;              // closed pages per scoring CTA
+    int has_alibi;
+};
+#ifdef EXPECT_TOPK_SIZE
+static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
+#endif
+
+// Budget::pages(closed, page_size), bit for bit.
+__device__ __forceinline__ int topk_budget_pages(const TopkParams& p, int closed) {
+    if (p.budget_mode == 1) {
+        const int k = p.budget_tokens / p.page_size;
+        return k < closed ? k : closed;
+    }
+    const double x = ceil(p.budget_frac * (double)closed);
+    long long k = x > 0.0 ? (long long)x : 0;  // `as usize` saturates at 0
+    const long long hi = closed > 1 ? closed : 1;
+    if (k < 1) k = 1;
+    if (k > hi) k = hi;
+    if (k > closed) k = closed;
+    return (int)k;
+}
+
+// grid (ceil(max_pages / ppb), B * H_kv), block BLOCK. Dynamic smem: group * HEAD_DIM floats.
+extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams p) {
+    extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
+    const int b = blockIdx.y / p.num_kv_heads;
+    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int npages = (len + ps - 1) / ps;
+    const int closed = npages - 1;
+    const int k = topk_budget_pages(p, closed);
+    if (k >= closed) return;
+    const int p0 = blockIdx.x * p.ppb;
+    if (p0 >= closed) return;
+    const int p1 = min(closed, p0 + p.ppb);
+    const int G = p.group;
+    const int h0 = kvh * G;
+    for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
+        qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
+    __syncthreads();
+    __shared__ u32 s_pages[256];
+    for (int i = threadIdx.x; i < p1 - p0; i += BLOCK) s_pages[i] = p.block_tables[(size_t)row * p.bt_stride + p0 + i];
+    __syncthreads();
+    const float qpos = (float)(len - 1);
+    const int lane = threadIdx.x % ST_LANES;
+    const int rg = threadIdx.x / ST_LANES;
+    constexpr int PU = 4;  // pages in flight per row group
+    for (int pi0 = p0; pi0 < p1; pi0 += PU * ST_ROWGROUPS) {
+        uint4 mn[PU][ST_CPL], mx[PU][ST_CPL];
+#pragma unroll
+        for (int u = 0; u < PU; ++u) {
+            const int pi = pi0 + u * ST_ROWGROUPS + rg;
+            if (pi < p1) {
+                const size_t base = ((size_t)s_pages[pi - p0] * p.num_kv_heads + kvh) * HEAD_DIM;
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    const int ch = lane + i * ST_LANES;
+                    mn[u][i] = ch < ST_CHUNKS ? ld_nc16(p.kmin + base, ch) : zero4();
+                    mx[u][i] = ch < ST_CHUNKS ? ld_nc16(p.kmax + base, ch) : zero4();
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    mn[u][i] = zero4();
+                    mx[u][i] = zero4();
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PU; ++u) {
+            const int pi = pi0 + u * ST_ROWGROUPS + rg;
+            float lo[ST_CPL][ST_VEC], hi[ST_CPL][ST_VEC];
+#pragma unroll
+            for (int i = 0; i < ST_CPL; ++i) {
+                ST::unpack(mn[u][i], lo[i]);
+                ST::unpack(mx[u][i], hi[i]);
+            }
+            const float last_pos = (float)(pi * ps + ps - 1);
+            float best = neg_inf();
+            for (int g = 0; g < G; ++g) {
+                const float* qg = qs + g * HEAD_DIM;
+                float acc = 0.f;
+#pragma unroll
+                for (int i = 0; i < ST_CPL; ++i) {
+                    const int ch = lane + i * ST_LANES;
+                    if (ch < ST_CHUNKS) {
+#pragma unroll
+                        for (int j = 0; j < ST_VEC; ++j) {
+                            const float qv = qg[ch * ST_VEC + j];
+                            acc += fmaxf(qv * lo[i][j], qv * hi[i][j]);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int off = ST_LANES / 2; off > 0; off >>= 1)
+                    acc += __shfl_xor_sync(FULL_MASK, acc, off);
+                if (p.has_alibi) acc += p.slopes[h0 + g] * (last_pos - qpos);
+                if (p.per_head) {
+                    if (lane == 0 && pi < p1)
+                        p.keys[((size_t)b * p.num_heads + h0 + g) * p.list_stride + pi] = ordered_key(acc);
+                } else {
+                    best = fmaxf(best, acc);
+                }
+            }
+            if (!p.per_head && lane == 0 && pi < p1)
+                p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = ordered_key(best);
+        }
+    }
+}
+
+constexpr int SEL_THREADS = 1024;
+constexpr int SEL_STAGE = 8192;  // keys staged in shared memory (32 KB)
+
+// Warp-contiguous key ranges: warp w owns [w·WR, (w+1)·WR) (WR a multiple of 1024); each
+// step the warp reads 1024 consecutive keys as 8 coalesced 512-byte vector loads and calls
+// f(key, i, valid) on every lane for keys i = base + u·128 + 4·lane + e, in index order
+// within the lane's group of 4 (order across lanes is by the caller's scans).
+template <class F> __device__ __forceinline__ void warp_keys(const u32* K, int beg, int end, F f) {
+    const int lane = threadIdx.x & 31;
+    for (int i0 = beg; i0 < end; i0 += 1024) {
+        uint4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            v[u] = i < end ? *reinterpret_cast<const uint4*>(K + i) : zero4();
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            f(v[u].x, i, i < end);
+            f(v[u].y, i + 1, i + 1 < end);
+            f(v[u].z, i + 2, i + 2 < end);
+            f(v[u].w, i + 3, i + 3 < end);
+        }
+    }
+}
+
+// Keeps the keys selected by `keep(key, i)` in index order: per-warp counts, a block scan of
+// the warp totals, then in-warp ballots. Writes L[0..total) and returns total.
+template <class P> __device__ int compact_keys(const u32* K, int beg, int end, u32* L, P keep) {
+    __shared__ int s_wt[32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int mine = 0;
+    warp_keys(K, beg, end, [&](u32 key, int i, bool ok) { mine += (ok && keep(key, i)) ? 1 : 0; });
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) mine += __shfl_xor_sync(FULL_MASK, mine, off);
+    int total;
+    const int wbase = block_excl_scan<SEL_THREADS>(lane == 0 ? mine : 0, &total);
+    if (lane == 0) s_wt[w] = wbase;
+    __syncthreads();
+    int o = s_wt[w];
+    // Index order: groups of 128 keys, inside a group lane-major (4 consecutive keys a lane).
+    for (int i0 = beg; i0 < end; i0 += 1024) {
+        uint4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            v[u] = i < end ? *reinterpret_cast<const uint4*>(K + i) : zero4();
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int i = i0 + u * 128 + 4 * lane;
+            const u32 kk[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+            int f[4], n = 0;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                f[e] = (i + e < end && keep(kk[e], i + e)) ? 1 : 0;
+                n += f[e];
+            }
+            // Exclusive scan of n over the warp's lanes.
+            int x = n;
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) {
+                const int y = __shfl_up_sync(FULL_MASK, x, off);
+                if (lane >= off) x += y;
+            }
+            int at = o + x - n;
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (f[e]) L[at++] = (u32)(i + e);
+            o += __shfl_sync(FULL_MASK, x, 31);
+        }
+    }
+    return total;
+}
+
+// grid (tasks), block SEL_THREADS.
+extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
+    __shared__ int hist[2048];
+    __shared__ int s_digit, s_cum;
+    __shared__ u32 s_idx;
+    __shared__ u32 s_mn[32], s_mx[32];
+    const int task = blockIdx.x;
+    const int tpb = p.per_head ? p.num_heads : p.num_kv_heads;
+    const int b = task / tpb;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int npages = (len + ps - 1) / ps;
+    const int closed = npages - 1;
+    const int k = topk_budget_pages(p, closed);
+    u32* L = p.lists + (size_t)task * p.list_stride;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    if (k >= closed) {
+        for (int i = tid; i < npages; i += SEL_THREADS) L[i] = (u32)i;
+        if (tid == 0) p.list_counts[task] = npages;
+        return;
+    }
+    if (k == 0) {
+        if (tid == 0) {
+            L[0] = (u32)closed;
+            p.list_counts[task] = 1;
+        }
+        return;
+    }
+    // Short key rows are staged in shared memory once; every pass then reads them there.
+    __shared__ __align__(16) u32 s_keys[SEL_STAGE];
+    const u32* K = p.keys + (size_t)task * p.list_stride;
+    if (closed <= SEL_STAGE) {
+        for (int i = tid * 4; i < closed; i += SEL_THREADS * 4)
+            *reinterpret_cast<uint4*>(s_keys + i) = *reinterpret_cast<const uint4*>(K + i);
+        __syncthreads();
+        K = s_keys;
+    }
+    constexpr int NW = SEL_THREADS / 32;
+    const int WR = ((closed + NW - 1) / NW + 1023) & ~1023;
+    const int beg = min(warp * WR, closed), end = min(beg + WR, closed);
+    // Key range, so the radix digits span the keys actually present (iid bounds share
+    // their sign, exponent and leading mantissa bits).
+    u32 kmn = 0xffffffffu, kmx = 0u;
+    warp_keys(K, beg, end, [&](u32 key, int, bool ok) {
+        if (ok) {
+            kmn = min(kmn, key);
+            kmx = max(kmx, key);
+        }
+    });
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        kmn = min(kmn, __shfl_xor_sync(FULL_MASK, kmn, off));
+        kmx = max(kmx, __shfl_xor_sync(FULL_MASK, kmx, off));
+    }
+    if (lane == 0) {
+        s_mn[warp] = kmn;
+        s_mx[warp] = kmx;
+    }
+    __syncthreads();
+    kmn = s_mn[0];
+    kmx = s_mx[0];
+    for (int w = 1; w < NW; ++w) {
+        kmn = min(kmn, s_mn[w]);
+        kmx = max(kmx, s_mx[w]);
+    }
+    const u32 range = kmx - kmn;
+    u32 prefix = 0, mask = 0;
+    int rem = k, cnt_eq = closed;
+    // Radix select on key − kmin, 11 bits at a time from the top bit of the range.
+    for (int hi_bit = range ? 32 - __clz(range) : 0; hi_bit > 0;) {
+        const int shift = hi_bit > 11 ? hi_bit - 11 : 0;
+        const int bins = 1 << (hi_bit - shift);
+        for (int i = tid; i < 2048; i += SEL_THREADS) hist[i] = 0;
+        __syncthreads();
+        warp_keys(K, beg, end, [&](u32 key, int, bool ok) {
+            const u32 kk = key - kmn;
+            if (ok && (kk & mask) == prefix) atomicAdd(&hist[(kk >> shift) & (u32)(bins - 1)], 1);
+        });
+        __syncthreads();
+        // Descending digit order: thread t covers descending positions 2t, 2t+1.
+        const int j0 = 2 * tid, j1 = 2 * tid + 1;
+        const int c0 = j0 < bins ? hist[bins - 1 - j0] : 0;
+        const int c1 = j1 < bins ? hist[bins - 1 - j1] : 0;
+        int tot;
+        const int ex = block_excl_scan<SEL_THREADS>(c0 + c1, &tot);
+        if (ex < rem && rem <= ex + c0) {
+            s_digit = bins - 1 - j0;
+            s_cum = ex;
+        } else if (ex + c0 < rem && rem <= ex + c0 + c1) {
+            s_digit = bins - 1 - j1;
+            s_cum = ex + c0;
+        }
+        __syncthreads();
+        const int dgt = s_digit;
+        rem -= s_cum;
+        cnt_eq = hist[dgt];
+        prefix |= ((u32)dgt) << shift;
+        mask |= ((u32)(bins - 1)) << shift;
+        hi_bit = shift;
+        __syncthreads();
+    }
+    const u32 T = prefix + kmn;
+    // `rem` keys equal to T are kept, the lowest pages first: the index of the rem-th tie.
+    u32 thr = 0xffffffffu;
+    if (rem < cnt_eq) {
+        // The ties in index order (into L, overwritten below); the rem-th is the last kept.
+        compact_keys(K, beg, end, L, [&](u32 key, int) { return key == T; });
+        __syncthreads();
+        if (tid == 0) s_idx = L[rem - 1];
+        __syncthreads();
+        thr = s_idx;
+    }
+    const int total =
+        compact_keys(K, beg, end, L, [&](u32 key, int i) { return key > T || (key == T && (u32)i <= thr); });
+    if (tid == 0) {
+        L[total] = (u32)closed;
+        p.list_counts[task] = total + 1;
+    }
+}

@@ -1,0 +1,47 @@
+//! The CUDA backend: the decode pipeline of the CPU crate on an NVIDIA GPU.
+//!
+//! * [`DeviceKvCache`] — the paged KV cache in device memory (uploaded from a host
+//!   [`crate::cache::PagedKvCache`], grown by a device append kernel that also maintains the
+//!   page statistics and the key sketch);
+//! * [`GpuDecoder`] — a planned decode step (dense or top-k; softmax or α-entmax), a fixed
+//!   sequence of kernel launches with caller-owned workspaces, capturable in a CUDA graph;
+//! * [`probe`] — device bandwidth probes for benchmarks.
+//!
+//! Kernels are CUDA C sources in `gpu/kernels/`, compiled by NVRTC at first use for the
+//! device's compute capability and cached per process. The crate builds and runs without
+//! CUDA: [`Gpu::get`] then returns [`crate::Error::NoCuda`].
+//!
+//! The GPU path matches the CPU pipeline: the same pages kept (ties aside), τ to ~1e-7, and
+//! outputs to f32 accumulation-order rounding. Every reduction has a fixed order, so a step
+//! is bitwise deterministic.
+
+pub mod cache;
+mod ctx;
+pub mod decode;
+mod params;
+pub mod probe;
+
+pub use cache::{DeviceCacheOptions, DeviceKvCache};
+pub use ctx::{DevBuf, DeviceInfo, Event, Gpu, Graph, Stream};
+pub use decode::{GpuDecoder, Stage};
+
+/// Compiles every kernel module a configuration set needs to PTX for compute capability
+/// `cc`, without a device (needs NVRTC only). Returns the PTX sizes. Used by tests to catch
+/// kernel compile errors on machines without a GPU.
+pub fn compile_check(
+    configs: &[(crate::DType, crate::DType, usize, usize)],
+    cc: (i32, i32),
+) -> crate::Result<Vec<usize>> {
+    let mut sizes = vec![ctx::compile(&ctx::ModuleKey::Probe, cc)?.len()];
+    for &(kv, stats, head_dim, tg) in configs {
+        let key = ctx::ModuleKey::Decode {
+            kv,
+            stats,
+            head_dim,
+            tg,
+            unroll: ctx::unroll_rows(tg),
+        };
+        sizes.push(ctx::compile(&key, cc)?.len());
+    }
+    Ok(sizes)
+}

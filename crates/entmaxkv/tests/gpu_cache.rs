@@ -1,0 +1,221 @@
+//! The device cache against the host cache: an upload holds identical bytes, and N device
+//! appends leave the device pool (K, V, statistics, sketch, lengths, block tables) equal to
+//! a host cache given the same appends. Skips loudly without a GPU.
+
+use entmaxkv::cache::{CacheConfig, ChunkLayout, PagedKvCache, SeqId, StatsDType};
+use entmaxkv::gpu::cache::host_bytes;
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Gpu};
+use entmaxkv::synth::Synth;
+use entmaxkv::{DType, Error};
+use std::io::Write;
+
+fn gpu_or_skip(test: &str) -> bool {
+    match Gpu::get() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                matches!(e, Error::NoCuda { .. }),
+                "expected NoCuda, got {e:?}"
+            );
+            // Written to the process stderr directly so the harness does not capture it.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: no CUDA device: {e} ({test})");
+            false
+        }
+    }
+}
+
+fn assert_same(host: &PagedKvCache, dev: &DeviceKvCache, what: &str) {
+    let (hk, hv, hs, hsk) = host_bytes(host);
+    let (dk, dv) = dev.download_kv().unwrap();
+    let ds = dev.download_stats().unwrap();
+    let dsk = dev.download_sketch().unwrap();
+    assert!(
+        hk == dk,
+        "{what}: K differs at byte {:?}",
+        hk.iter().zip(&dk).position(|(a, b)| a != b)
+    );
+    assert!(hv == dv, "{what}: V differs");
+    for i in 0..4 {
+        assert!(
+            hs[i] == ds[i],
+            "{what}: statistic {i} differs at byte {:?}",
+            hs[i].iter().zip(&ds[i]).position(|(a, b)| a != b)
+        );
+    }
+    assert!(
+        hsk == dsk,
+        "{what}: sketch differs at byte {:?}",
+        hsk.iter().zip(&dsk).position(|(a, b)| a != b)
+    );
+    for id in host.sequences() {
+        let s = host.seq(id).unwrap();
+        assert_eq!(
+            dev.seq_len(id).unwrap(),
+            s.len,
+            "{what}: host-mirror length of {id}"
+        );
+        assert_eq!(
+            dev.download_len(id).unwrap(),
+            s.len,
+            "{what}: device length of {id}"
+        );
+        assert_eq!(
+            dev.seq_pages(id).unwrap(),
+            s.pages,
+            "{what}: mirror block table of {id}"
+        );
+        assert_eq!(
+            dev.download_block_table(id).unwrap(),
+            s.pages,
+            "{what}: device block table of {id}"
+        );
+    }
+}
+
+fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, seed: u64) {
+    let hkv = 2;
+    let lens = [0usize, 5, 16, 37];
+    let cfg = CacheConfig::new(hkv, d, 256)
+        .with_page_size(ps)
+        .with_kv_dtype(kv)
+        .with_stats_dtype(stats)
+        .with_sketch_bits(bits);
+    let mut host = PagedKvCache::new(cfg).unwrap();
+    let mut syn = Synth::new(seed);
+    let mut ids = Vec::new();
+    for &l in &lens {
+        let id = host.add_sequence();
+        if l > 0 {
+            let k: Vec<f32> = syn
+                .normals(l * hkv * d)
+                .iter()
+                .map(|x| x * 3.0 + 0.5)
+                .collect();
+            let v = syn.normals(l * hkv * d);
+            // Prefill in uneven chunks (Chan merges), as a model would.
+            let mut t = 0;
+            while t < l {
+                let e = (t + 7).min(l);
+                host.append(
+                    id,
+                    &k[t * hkv * d..e * hkv * d],
+                    &v[t * hkv * d..e * hkv * d],
+                    ChunkLayout::TokenMajor,
+                )
+                .unwrap();
+                t = e;
+            }
+        }
+        ids.push(id);
+    }
+    let what = format!("{kv} stats {stats:?} ps {ps} bits {bits} d {d}");
+    let mut dev = DeviceKvCache::upload(
+        &host,
+        DeviceCacheOptions {
+            max_seqs: 6,
+            max_pages_per_seq: 0,
+        },
+    )
+    .unwrap();
+    assert_same(&host, &dev, &format!("upload {what}"));
+    let steps = 2 * ps + 3;
+    for step in 0..steps {
+        // All sequences but, every third step, the last one.
+        let batch: Vec<SeqId> = if step % 3 == 2 {
+            ids[..3].to_vec()
+        } else {
+            ids.clone()
+        };
+        let k: Vec<f32> = syn
+            .normals(batch.len() * hkv * d)
+            .iter()
+            .map(|x| x * 2.0 - 0.25)
+            .collect();
+        let v = syn.normals(batch.len() * hkv * d);
+        for (b, id) in batch.iter().enumerate() {
+            let r = b * hkv * d..(b + 1) * hkv * d;
+            host.append(*id, &k[r.clone()], &v[r], ChunkLayout::TokenMajor)
+                .unwrap();
+        }
+        dev.append(&batch, &k, &v).unwrap();
+    }
+    assert_same(&host, &dev, &format!("after {steps} appends, {what}"));
+    // Release one sequence, add a new one on both sides, append to it.
+    host.release(ids[1]).unwrap();
+    dev.release(ids[1]).unwrap();
+    let nh = host.add_sequence();
+    let nd = dev.add_sequence().unwrap();
+    assert_eq!(nh, nd);
+    for _ in 0..ps + 2 {
+        let k = syn.normals(hkv * d);
+        let v = syn.normals(hkv * d);
+        host.append(nh, &k, &v, ChunkLayout::TokenMajor).unwrap();
+        dev.append(&[nd], &k, &v).unwrap();
+    }
+    assert_same(&host, &dev, &format!("after release/add, {what}"));
+}
+
+#[test]
+fn device_appends_match_host_appends() {
+    if !gpu_or_skip("device_appends_match_host_appends") {
+        return;
+    }
+    let mut seed = 7;
+    for kv in [DType::F16, DType::Bf16, DType::F32] {
+        for stats in [StatsDType::Kv, StatsDType::F32] {
+            for (ps, bits, d) in [(16, 4, 64), (7, 3, 64), (16, 0, 128), (1, 8, 64)] {
+                seed += 1;
+                check_appends(kv, stats, ps, bits, d, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn append_rejects_bad_input_without_changes() {
+    if !gpu_or_skip("append_rejects_bad_input_without_changes") {
+        return;
+    }
+    let cfg = CacheConfig::new(1, 64, 2).with_page_size(4);
+    let mut host = PagedKvCache::new(cfg).unwrap();
+    let id = host.add_sequence();
+    let mut dev = DeviceKvCache::upload(&host, DeviceCacheOptions::default()).unwrap();
+    let ok = vec![0.5f32; 64];
+    let mut bad = ok.clone();
+    bad[3] = f32::NAN;
+    assert!(matches!(
+        dev.append(&[id], &bad, &ok),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        dev.append(&[id], &ok[..63], &ok),
+        Err(Error::Length { .. })
+    ));
+    assert!(matches!(
+        dev.append(&[SeqId(99)], &ok, &ok),
+        Err(Error::UnknownSequence { .. })
+    ));
+    assert_eq!(dev.seq_len(id).unwrap(), 0);
+    for _ in 0..8 {
+        dev.append(&[id], &ok, &ok).unwrap();
+    }
+    // Two pages of 4 tokens are the whole pool.
+    assert!(matches!(
+        dev.append(&[id], &ok, &ok),
+        Err(Error::OutOfPages { .. })
+    ));
+    assert_eq!(dev.seq_len(id).unwrap(), 8);
+    assert_eq!(dev.download_len(id).unwrap(), 8);
+}
+
+#[test]
+fn unsupported_head_dim_is_a_typed_error() {
+    if !gpu_or_skip("unsupported_head_dim_is_a_typed_error") {
+        return;
+    }
+    let host = PagedKvCache::new(CacheConfig::new(1, 12, 4)).unwrap();
+    assert!(matches!(
+        DeviceKvCache::upload(&host, DeviceCacheOptions::default()),
+        Err(Error::Unsupported { .. })
+    ));
+}
