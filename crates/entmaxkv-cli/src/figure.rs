@@ -33,6 +33,9 @@ struct Cell {
     #[serde(default)]
     certificate_ms: f64,
     rel: Option<f64>,
+    /// torch SDPA on the same shape, merged by `bench --sdpa-json`.
+    #[serde(default)]
+    sdpa_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +70,7 @@ fn register_font() -> Result<()> {
             }
         }
     }
-    bail!("no TrueType font found for PNG text (install fonts-dejavu-core, or write .svg)")
+    bail!("no TrueType font found for the figure text (install fonts-dejavu-core)")
 }
 
 fn register_font_bytes(bytes: &'static [u8]) -> std::result::Result<(), ()> {
@@ -83,7 +86,24 @@ fn label(c: &Cell) -> String {
 
 pub fn run(a: &FigureArgs) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(&a.input).with_context(|| format!("reading {}", a.input))?;
-    let inp: Input = serde_json::from_str(&text).with_context(|| format!("parsing {}", a.input))?;
+    let mut inp: Input =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", a.input))?;
+    // SDPA times merged into the cells become one external bar per context.
+    for c in &inp.cells {
+        if let Some(ms) = c.sdpa_ms {
+            if !inp
+                .external
+                .iter()
+                .any(|e| e.name == "torch SDPA" && e.context == c.context)
+            {
+                inp.external.push(External {
+                    name: "torch SDPA".into(),
+                    context: c.context,
+                    median_ms: ms,
+                });
+            }
+        }
+    }
     let alpha = a
         .alpha
         .or_else(|| inp.cells.iter().find(|c| c.alpha != 1.0).map(|c| c.alpha))
@@ -115,9 +135,8 @@ pub fn run(a: &FigureArgs) -> Result<Vec<String>> {
         v
     };
     let png = a.output.ends_with(".png");
-    if png {
-        register_font()?;
-    }
+    // Text is measured with the registered font in both backends.
+    register_font()?;
     let pareto = a
         .output
         .rsplit_once('.')
@@ -202,28 +221,32 @@ where
             ymax = ymax.max(e.median_ms / b * 1.1);
         }
     }
+    // Headroom for the value labels and the legend lines.
+    let ymax = ymax * 1.15;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
-        .x_label_area_size(40)
+        .x_label_area_size(20)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..contexts.len() as f64 * slot, 0f64..ymax)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(contexts.len())
-        .x_label_formatter(&|x| {
-            let i = (x / slot).floor() as usize;
-            contexts.get(i).map_or(String::new(), |&c| {
-                if c >= 1 << 20 {
-                    format!("{}M", c >> 20)
-                } else {
-                    format!("{}K", c >> 10)
-                }
-            })
-        })
+        .x_labels(0)
         .y_desc("time / dense softmax")
         .draw()?;
+    for (ci, &c) in contexts.iter().enumerate() {
+        let name = if c >= 1 << 20 {
+            format!("{}M tokens", c >> 20)
+        } else {
+            format!("{}K tokens", c >> 10)
+        };
+        chart.draw_series(std::iter::once(Text::new(
+            name,
+            (ci as f64 * slot + slot / 2.0 - 1.0, ymax * 0.965),
+            ("sans-serif", 15),
+        )))?;
+    }
     for (ci, &ctx) in contexts.iter().enumerate() {
         let Some(&b) = base.get(&ctx) else { continue };
         for (mi, m) in methods.iter().enumerate() {
