@@ -6,24 +6,28 @@
 //! √D times what the per-channel variances suggest, so the page holding the sink — often
 //! most of the attention mass — looks far below τ̂ and is dropped (MEASURED.md, SmolLM2).
 //!
-//! Test, per query head h, in z-space:
-//! 1. τ̂_h from the same Gaussian model, without the margin shrink.
+//! Test, per query head h, in z-space (a = α − 1):
+//! 1. τ̂_h from the same Gaussian model, without the margin shrink. It only decides which
+//!    pages are bounded first; it never drops a page by itself.
 //! 2. Box bound `u_p = Σ_d max(q_d·min_d, q_d·max_d) + max ALiBi bias in the page`: every
-//!    key of the page scores ≤ u_p. A page with `a·u_p ≤ τ̂_h` for every head is dropped
-//!    without reading more.
-//! 3. For the other pages, the per-token key sketch gives rigorous score intervals
-//!    `[l_t, u_t]` (`stats::sketch::dot_bounds`, plus the token's exact ALiBi bias).
-//! 4. `τ_lb,h` = the exact entmax threshold of the lower bounds `l_t` of those tokens. Entmax
-//!    τ grows with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous
-//!    floor that, unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
-//! 5. Keep the page iff some head has `a·max_t u_t > T_h = max(τ̂_h, τ_lb,h)`.
-//!    The first `sink_pages` pages are always kept.
+//!    key of the page scores ≤ u_p.
+//! 3. Pass 1: the pages with `a·u_p > τ̂_h` for some head, plus the first `sink_pages`
+//!    pages, get per-token score intervals `[l_t, u_t]` from the key sketch
+//!    (`stats::sketch::dot_bounds`, plus the token's exact ALiBi bias).
+//! 4. `τ_lb,h` = the exact entmax threshold of those lower bounds `l_t`. Entmax τ grows
+//!    with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous floor that,
+//!    unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
+//! 5. Pass 2: every page not bounded yet whose box reaches `τ_lb` (`a·u_p > τ_lb,h`) is
+//!    bounded too, and `τ_lb` is recomputed over all bounded tokens (it can only rise).
+//! 6. Keep the page iff some head has `a·max_t u_t > τ_lb,h`; the first `sink_pages` pages
+//!    are always kept. The kept pages then provably hold the whole dense support.
 //!
-//! With `T_h = τ_lb,h` alone the kept pages would provably hold the whole dense support;
-//! τ̂ tightens that on unstructured keys (where `τ_lb` trails the truth by the sketch's
-//! slack) at the risk the original already takes: τ̂ above the true τ drops tokens with
-//! scores in `(τ, τ̂)` whose bounds are below τ̂. `out.tau_hat` receives `T_h`.
-//! Without a sketch (`sketch_bits = 0`) the box bound is the test and `T_h = τ̂_h`.
+//! Why τ̂ no longer sets the threshold: on SmolLM2 traces the Gaussian τ̂ sits above the
+//! true τ in a few percent of the (layer, head, query) cases (light-tailed real scores: the
+//! mixture's tail predicts more high scores than there are), and testing against
+//! `max(τ̂, τ_lb)` then dropped the whole support except the sink (cosine down to −0.5).
+//! `out.tau_hat` receives `τ_lb,h`. Without a sketch (`sketch_bits = 0`) the intervals are
+//! the page box (`[Σ min, Σ max]` per token), which is still rigorous, only looser.
 
 use super::{model, GaussianOpts};
 use crate::error::Result;
@@ -44,78 +48,60 @@ pub fn select(
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
     let a = ctx.alpha - 1.0;
-    let q_pos = ctx.q_pos();
-    let bits = cache.config().sketch_bits;
 
+    // head[hg] = τ̂ (pass-1 hint), then τ_lb.
     scratch.head.clear();
     for hg in 0..g {
         let m = model::head_model(ctx, opts, scratch, hg)?;
         scratch.head.push(m.tau_hat);
     }
-    // From here on `mu` holds, per head and page, the best upper bound of the page's
-    // max score (box, then sketch), and `tok` the lower bounds `[G, candidate tokens]`.
+    // From here on `mu` holds, per head and page, the best upper bound of the page's max
+    // score (box, then sketch), `sd` the box lower bound, `b` whether the page was bounded
+    // per token, and `tok` the token lower bounds `[G, bounded tokens]`.
     let max_tokens = closed * ps;
     if scratch.tok.capacity() < g * max_tokens {
         scratch.tok.reserve(g * max_tokens - scratch.tok.len());
     }
     scratch.tok.clear();
     scratch.tok.resize(g * max_tokens, f32::NEG_INFINITY);
-    let mut n_tok = 0usize;
+    scratch.b.clear();
+    scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
     scratch.keep.resize(closed, false);
     let row_b = cache.stats().row_bytes(d);
-    let sk_row = sketch::row_bytes(d, bits);
     let mut meta = out.meta_bytes + closed * 2 * row_b;
+    let sinks = opts.sink_pages.min(closed);
 
+    // Box bounds of every closed page.
     for i in 0..closed {
-        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-        cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-        cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
-        let start = (i * ps) as f64;
-        let mut candidate = false;
-        for hg in 0..g {
-            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let slope = ctx.slopes[hg] as f64;
-            let mut u = 0.0f64;
-            for c in 0..d {
-                let qc = q[c] as f64;
-                u += (qc * scratch.row0[c] as f64).max(qc * scratch.row1[c] as f64);
-            }
-            let bias_max = (slope * (start - q_pos)).max(slope * (start + (ps - 1) as f64 - q_pos));
-            u += bias_max;
-            scratch.mu[hg * closed + i] = u;
-            candidate |= a * u > scratch.head[hg];
+        box_bounds(ctx, i, scratch);
+    }
+    // Pass 1: pages the Gaussian τ̂ points at, and the sink pages.
+    let mut n_tok = 0usize;
+    for i in 0..closed {
+        let hinted = i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
+        if hinted {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
         }
-        if !candidate || bits == 0 {
-            continue;
+    }
+    tau_lower_bounds(ctx, n_tok, scratch)?;
+    // Pass 2: every page whose box still reaches τ_lb.
+    let mut added = false;
+    for i in 0..closed {
+        if scratch.b[i] == 0.0 && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]) {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+            added = true;
         }
-        let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-        meta += ps * sk_row;
-        for hg in 0..g {
-            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let slope = ctx.slopes[hg] as f64;
-            let mut best = f64::NEG_INFINITY;
-            for t in 0..ps {
-                let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
-                let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
-                let bias = slope * (start + t as f64 - q_pos);
-                best = best.max(hi + bias);
-                scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
-            }
-            scratch.mu[hg * closed + i] = best.min(scratch.mu[hg * closed + i]);
-        }
-        n_tok += ps;
+    }
+    if added {
+        tau_lower_bounds(ctx, n_tok, scratch)?;
     }
     out.meta_bytes = meta;
 
     for hg in 0..g {
-        let mut thr = scratch.head[hg];
-        if n_tok > 0 {
-            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
-            let lb = entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?;
-            thr = thr.max(lb);
-        }
-        scratch.head[hg] = thr;
+        let thr = scratch.head[hg];
         out.tau_hat[hg] = thr;
         for i in 0..closed {
             if a * scratch.mu[hg * closed + i] > thr {
@@ -123,10 +109,97 @@ pub fn select(
             }
         }
     }
-    for k in scratch.keep.iter_mut().take(opts.sink_pages.min(closed)) {
+    for k in scratch.keep.iter_mut().take(sinks) {
         *k = true;
     }
     super::push_kept(ctx, &scratch.keep, out);
+    Ok(())
+}
+
+/// Box bounds of closed page `i` for every head: upper into `mu`, lower into `sd`.
+fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let closed = ctx.closed_pages();
+    let q_pos = ctx.q_pos();
+    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
+    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    let start = (i * ps) as f64;
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let slope = ctx.slopes[hg] as f64;
+        let (mut u, mut l) = (0.0f64, 0.0f64);
+        for c in 0..d {
+            let qc = q[c] as f64;
+            let (x, y) = (qc * scratch.row0[c] as f64, qc * scratch.row1[c] as f64);
+            u += x.max(y);
+            l += x.min(y);
+        }
+        let (b0, b1) = (slope * (start - q_pos), slope * (start + (ps - 1) as f64 - q_pos));
+        scratch.mu[hg * closed + i] = u + b0.max(b1);
+        scratch.sd[hg * closed + i] = l + b0.min(b1);
+    }
+}
+
+/// Per-token bounds of closed page `i` (sketch, or the box without one): lower bounds go to
+/// `tok[hg][n_tok..n_tok + page_size]`, the page's best upper bound to `mu`. Marks the page
+/// bounded and returns the sketch bytes read.
+fn token_bounds(
+    ctx: &SelectionContext<'_>,
+    i: usize,
+    n_tok: usize,
+    scratch: &mut SelectScratch,
+) -> usize {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ps;
+    let bits = cache.config().sketch_bits;
+    let q_pos = ctx.q_pos();
+    let start = (i * ps) as f64;
+    scratch.b[i] = 1.0;
+    if bits == 0 {
+        for hg in 0..ctx.group() {
+            let lo = f32_down(scratch.sd[hg * closed + i]);
+            scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
+        }
+        return 0;
+    }
+    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
+    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    let sk_row = sketch::row_bytes(d, bits);
+    let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let slope = ctx.slopes[hg] as f64;
+        let mut best = f64::NEG_INFINITY;
+        for t in 0..ps {
+            let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
+            let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
+            let bias = slope * (start + t as f64 - q_pos);
+            best = best.max(hi + bias);
+            scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
+        }
+        let m = &mut scratch.mu[hg * closed + i];
+        *m = best.min(*m);
+    }
+    ps * sk_row
+}
+
+/// `head[hg]` ← the exact entmax threshold of the first `n_tok` token lower bounds (a
+/// rigorous lower bound of the true τ), or −∞ when nothing was bounded.
+fn tau_lower_bounds(ctx: &SelectionContext<'_>, n_tok: usize, scratch: &mut SelectScratch) -> Result<()> {
+    let max_tokens = ctx.closed_pages() * ctx.cache.page_size();
+    for hg in 0..ctx.group() {
+        scratch.head[hg] = if n_tok > 0 {
+            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
+            entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?
+        } else {
+            f64::NEG_INFINITY
+        };
+    }
     Ok(())
 }
 
