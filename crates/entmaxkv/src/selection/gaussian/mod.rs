@@ -45,7 +45,7 @@ pub enum Criterion {
     /// one coherent outlier key (an attention sink) by up to √D, which then gets dropped.
     #[default]
     Original,
-    /// Outlier-proof (see [`robust`]): τ̂ unshrunk, raised to a rigorous lower bound of the
+    /// Outlier-proof (see [`robust`]): τ̂ unshrunk, trusted only where it passes a necessary mass test, raised to a rigorous lower bound of the
     /// true τ, against rigorous per-token score upper bounds; sink pages always kept.
     Robust,
 }

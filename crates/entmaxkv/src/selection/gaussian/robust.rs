@@ -7,8 +7,7 @@
 //! most of the attention mass — looks far below τ̂ and is dropped (MEASURED.md, SmolLM2).
 //!
 //! Test, per query head h, in z-space (a = α − 1):
-//! 1. τ̂_h from the same Gaussian model, without the margin shrink. It only decides which
-//!    pages are bounded first; it never drops a page by itself.
+//! 1. τ̂_h from the same Gaussian model, without the margin shrink.
 //! 2. Box bound `u_p = Σ_d max(q_d·min_d, q_d·max_d) + max ALiBi bias in the page`: every
 //!    key of the page scores ≤ u_p.
 //! 3. Pass 1: the pages with `a·u_p > τ̂_h` for some head, plus the first `sink_pages`
@@ -17,17 +16,23 @@
 //! 4. `τ_lb,h` = the exact entmax threshold of those lower bounds `l_t`. Entmax τ grows
 //!    with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous floor that,
 //!    unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
-//! 5. Pass 2: every page not bounded yet whose box reaches `τ_lb` (`a·u_p > τ_lb,h`) is
-//!    bounded too, and `τ_lb` is recomputed over all bounded tokens (it can only rise).
-//! 6. Keep the page iff some head has `a·max_t u_t > τ_lb,h`; the first `sink_pages` pages
-//!    are always kept. The kept pages then provably hold the whole dense support.
+//! 5. Trust test of τ̂: `τ̂_h ≤ τ_true` needs `Σ_t [a·u_t − τ̂_h]_+^{1/a} ≥ 1` over the
+//!    bounded tokens (every other token's box is below τ̂). Threshold
+//!    `T_h = max(τ̂_h, τ_lb,h)` where τ̂ passes, else `T_h = τ_lb,h`.
+//! 6. Pass 2: every page not bounded yet whose box reaches `T_h` is bounded too, and
+//!    `τ_lb` is recomputed over all bounded tokens (it can only rise).
+//! 7. Keep the page iff some head has `a·max_t u_t > T_h`; the first `sink_pages` pages
+//!    are always kept.
 //!
-//! Why τ̂ no longer sets the threshold: on SmolLM2 traces the Gaussian τ̂ sits above the
-//! true τ in a few percent of the (layer, head, query) cases (light-tailed real scores: the
-//! mixture's tail predicts more high scores than there are), and testing against
-//! `max(τ̂, τ_lb)` then dropped the whole support except the sink (cosine down to −0.5).
-//! `out.tau_hat` receives `τ_lb,h`. Without a sketch (`sketch_bits = 0`) the intervals are
-//! the page box (`[Σ min, Σ max]` per token), which is still rigorous, only looser.
+//! Where τ̂ failed its test the kept pages provably hold the whole dense support. Where it
+//! passed, τ̂ tightens the selection on unstructured keys (where `τ_lb` trails the truth by
+//! the sketch's slack) at the risk the original takes: a τ̂ above the true τ drops tokens
+//! with scores in `(τ, τ̂)`. The test is necessary, not sufficient, but it catches the
+//! failure seen on SmolLM2 traces: there the Gaussian τ̂ sits above the true τ in a few
+//! percent of (layer, head, query) cases (real scores are lighter-tailed than the page
+//! mixture), and testing against `max(τ̂, τ_lb)` alone dropped the whole support except
+//! the sink (cosine down to −0.5; MODELS.md). `out.tau_hat` receives `T_h`. Without a
+//! sketch (`sketch_bits = 0`) the token intervals are the page box, rigorous but looser.
 
 use super::{model, GaussianOpts};
 use crate::error::Result;
@@ -59,11 +64,11 @@ pub fn select(
     // score (box, then sketch), `sd` the box lower bound, `b` whether the page was bounded
     // per token, and `tok` the token lower bounds `[G, bounded tokens]`.
     let max_tokens = closed * ps;
-    if scratch.tok.capacity() < g * max_tokens {
-        scratch.tok.reserve(g * max_tokens - scratch.tok.len());
+    if scratch.tok.capacity() < 2 * g * max_tokens {
+        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
     }
     scratch.tok.clear();
-    scratch.tok.resize(g * max_tokens, f32::NEG_INFINITY);
+    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
     scratch.b.clear();
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
@@ -85,11 +90,29 @@ pub fn select(
             n_tok += ps;
         }
     }
+    // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
+    // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
+    // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
+    scratch.head.resize(3 * g, 0.0);
+    for hg in 0..g {
+        let ups = &scratch.tok[(g + hg) * max_tokens..(g + hg) * max_tokens + n_tok];
+        scratch.head[g + hg] = mass_at_least_one(ups, ctx.alpha, scratch.head[hg]) as u8 as f64;
+        scratch.head[2 * g + hg] = scratch.head[hg];
+    }
     tau_lower_bounds(ctx, n_tok, scratch)?;
-    // Pass 2: every page whose box still reaches τ_lb.
+    let threshold = |s: &SelectScratch, hg: usize| {
+        if s.head[g + hg] > 0.0 {
+            s.head[hg].max(s.head[2 * g + hg])
+        } else {
+            s.head[hg]
+        }
+    };
+    // Pass 2: every page whose box still reaches the threshold.
     let mut added = false;
     for i in 0..closed {
-        if scratch.b[i] == 0.0 && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]) {
+        if scratch.b[i] == 0.0
+            && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > threshold(scratch, hg))
+        {
             meta += token_bounds(ctx, i, n_tok, scratch);
             n_tok += ps;
             added = true;
@@ -98,6 +121,10 @@ pub fn select(
     if added {
         tau_lower_bounds(ctx, n_tok, scratch)?;
     }
+    for hg in 0..g {
+        scratch.head[hg] = threshold(scratch, hg);
+    }
+    scratch.head.truncate(g);
     out.meta_bytes = meta;
 
     for hg in 0..g {
@@ -162,7 +189,11 @@ fn token_bounds(
     if bits == 0 {
         for hg in 0..ctx.group() {
             let lo = f32_down(scratch.sd[hg * closed + i]);
+            let hi = f32_up(scratch.mu[hg * closed + i]);
+            let g = ctx.group();
             scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
+            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps]
+                .fill(hi);
         }
         return 0;
     }
@@ -181,6 +212,7 @@ fn token_bounds(
             let bias = slope * (start + t as f64 - q_pos);
             best = best.max(hi + bias);
             scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
+            scratch.tok[(ctx.group() + hg) * max_tokens + n_tok + t] = f32_up(hi + bias);
         }
         let m = &mut scratch.mu[hg * closed + i];
         *m = best.min(*m);
@@ -201,6 +233,28 @@ fn tau_lower_bounds(ctx: &SelectionContext<'_>, n_tok: usize, scratch: &mut Sele
         };
     }
     Ok(())
+}
+
+/// Whether `Σ_t [(α−1)·u_t − τ]_+^{1/(α−1)} ≥ 1` (early exit).
+fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
+    let a = alpha - 1.0;
+    let beta = 1.0 / a;
+    let mut m = 0.0f64;
+    for &u in ups {
+        let z = a * u as f64 - tau;
+        if z > 0.0 {
+            m += z.powf(beta);
+            if m >= 1.0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// `x` rounded to an f32 that is ≥ x, so an upper bound stays one.
+fn f32_up(x: f64) -> f32 {
+    -f32_down(-x)
 }
 
 /// `x` rounded to an f32 that is ≤ x, so a lower bound stays one.
