@@ -33,8 +33,7 @@ pub struct FetchArgs {
 
 /// Runs `scripts/fetch_models.sh` of this source tree.
 pub fn fetch(a: &FetchArgs) -> Result<()> {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch_models.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch_models.sh");
     if !script.is_file() {
         bail!("fetch script not found at {}", script.display());
     }
@@ -362,11 +361,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                     dense_argmax = am.clone();
                     dense_ppl = ppl;
                 }
-                let agree = am
-                    .iter()
-                    .zip(&dense_argmax)
-                    .filter(|(x, y)| x == y)
-                    .count() as f64
+                let agree = am.iter().zip(&dense_argmax).filter(|(x, y)| x == y).count() as f64
                     / am.len() as f64;
                 let tot = attn.totals();
                 let secs = ts.elapsed().as_secs_f64();

@@ -278,7 +278,11 @@ fn summ(cases: &[&Case]) -> Summ {
             .then(|| cert.iter().filter(|&&b| b).count() as f64 / cert.len() as f64),
         mass_bound: (!mb.is_empty()).then(|| summarize(&mb)),
         bytes_frac: cases.iter().map(|c| c.bytes as f64).sum::<f64>()
-            / cases.iter().map(|c| c.dense_bytes as f64).sum::<f64>().max(1.0),
+            / cases
+                .iter()
+                .map(|c| c.dense_bytes as f64)
+                .sum::<f64>()
+                .max(1.0),
         bytes_per_head_step: cases.iter().map(|c| c.bytes as f64).sum::<f64>() / n,
         page0_dropped: cases.iter().filter(|c| !c.page0_kept).count() as f64 / n,
     }
@@ -404,7 +408,10 @@ fn append_range(
 ) -> Result<()> {
     let (hk, t, d) = (meta.n_kv_heads, meta.n_tokens, meta.head_dim);
     let n = to - from;
-    let (mut kc, mut vc) = (Vec::with_capacity(hk * n * d), Vec::with_capacity(hk * n * d));
+    let (mut kc, mut vc) = (
+        Vec::with_capacity(hk * n * d),
+        Vec::with_capacity(hk * n * d),
+    );
     for h in 0..hk {
         kc.extend_from_slice(&k[(h * t + from) * d..(h * t + to) * d]);
         vc.extend_from_slice(&v[(h * t + from) * d..(h * t + to) * d]);
@@ -436,7 +443,9 @@ fn selected_pages(
     let mut sel = Selection::with_capacity(view.pages.len(), 1);
     match method {
         Method::Dense => {
-            return Ok(Some((0..view.pages.len()).map(|i| ctx.page_ref(i)).collect()));
+            return Ok(Some(
+                (0..view.pages.len()).map(|i| ctx.page_ref(i)).collect(),
+            ));
         }
         Method::TopK(b) => topk::select(&ctx, *b, scratch, &mut sel)?,
         Method::Gaussian(o) => gaussian::select(&ctx, o, scratch, &mut sel)?,
@@ -465,7 +474,8 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
         let (h, hk, d, ps) = (meta.n_heads, meta.n_kv_heads, meta.head_dim, a.page_size);
         let g = h / hk;
         let scale = meta.scale;
-        let mut positions: Vec<(usize, usize)> = meta.positions.iter().copied().enumerate().collect();
+        let mut positions: Vec<(usize, usize)> =
+            meta.positions.iter().copied().enumerate().collect();
         positions.sort_by_key(|&(_, p)| p);
         let layers: Vec<usize> = match &a.layers {
             Some(l) => l.clone(),
@@ -703,13 +713,9 @@ fn sink_summary(trace: &str, alpha: f64, layer: Option<usize>, v: &[&SinkCase]) 
         dropped_mass: summarize(&dropped.iter().map(|s| s.page0_mass).collect::<Vec<_>>()),
         dropped_sd_ratio: summarize(&dropped.iter().map(|s| sd(s)).collect::<Vec<_>>()),
         dropped_z_needed: summarize(&dropped.iter().map(|s| s.z_needed).collect::<Vec<_>>()),
-        dropped_max_above_tau_hat: dropped
-            .iter()
-            .filter(|s| s.max_true > s.tau_hat)
-            .count() as f64
+        dropped_max_above_tau_hat: dropped.iter().filter(|s| s.max_true > s.tau_hat).count() as f64
             / nd,
-        dropped_argmax_token0: dropped.iter().filter(|s| s.argmax_token == 0).count() as f64
-            / nd,
+        dropped_argmax_token0: dropped.iter().filter(|s| s.argmax_token == 0).count() as f64 / nd,
         all_sd_ratio: summarize(&v.iter().map(|s| sd(s)).collect::<Vec<_>>()),
         all_z_needed: summarize(&v.iter().map(|s| s.z_needed).collect::<Vec<_>>()),
     }
@@ -757,11 +763,14 @@ fn sink_case(
     let n = p0.len() as f64;
     let mean = p0.iter().sum::<f64>() / n;
     let sd_true = (p0.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
-    let (argmax_token, max_true) = p0
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |b, (i, x)| if x > b.1 { (i, x) } else { b });
+    let (argmax_token, max_true) =
+        p0.iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, x)| if x > b.1 { (i, x) } else { b },
+            );
     let a = alpha - 1.0;
     let mut sel_scratch = SelectScratch::new(view.pages.len(), d);
     let kept = |crit: Criterion, sc: &mut SelectScratch| -> Result<bool> {
@@ -824,7 +833,18 @@ pub fn print_tables(r: &TraceEvalResult) {
     println!("sink page (page 0) under the original Gaussian criterion:");
     println!(
         "{:<10} {:>4} {:>6} | {:>5} {:>5} | {:>8} {:>9} {:>9} {:>8} {:>8} | {:>9} {:>9}",
-        "trace", "α", "layer", "drop", "rob", "mass med", "sd× med", "z need", ">τ̂", "tok0", "all sd×", "all z"
+        "trace",
+        "α",
+        "layer",
+        "drop",
+        "rob",
+        "mass med",
+        "sd× med",
+        "z need",
+        ">τ̂",
+        "tok0",
+        "all sd×",
+        "all z"
     );
     for s in &r.sink {
         println!(

@@ -133,11 +133,17 @@ fn small_real_model_path() {
     assert_eq!(dense["method"], "dense-softmax");
     // The decode path with an f16 cache reproduces the f32 teacher-forced perplexity.
     let d = dense["ppl"].as_f64().unwrap();
-    assert!((d / tf - 1.0).abs() < 0.01, "decode ppl {d} vs teacher-forced {tf}");
+    assert!(
+        (d / tf - 1.0).abs() < 0.01,
+        "decode ppl {d} vs teacher-forced {tf}"
+    );
     assert_eq!(dense["greedy_agreement"], 1.0);
     // A full budget is dense.
     let full = &rows[2];
-    assert!((full["ppl"].as_f64().unwrap() / d - 1.0).abs() < 1e-4, "{full}");
+    assert!(
+        (full["ppl"].as_f64().unwrap() / d - 1.0).abs() < 1e-4,
+        "{full}"
+    );
     assert!(rows[1]["pages_kept_frac"].as_f64().unwrap() < 0.5);
     assert_eq!(r["needle"].as_array().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(&tmp);

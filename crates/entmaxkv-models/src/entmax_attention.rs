@@ -240,7 +240,11 @@ impl DecodeAttention for EntmaxKvAttention {
         out: &mut [f32],
     ) -> Result<()> {
         const OP: &str = "EntmaxKvAttention::step";
-        let (h, hk, d) = (self.shape.n_heads, self.shape.n_kv_heads, self.shape.head_dim);
+        let (h, hk, d) = (
+            self.shape.n_heads,
+            self.shape.n_kv_heads,
+            self.shape.head_dim,
+        );
         check_len(OP, "q", q.len(), h * d)?;
         check_len(OP, "k_new", k_new.len(), hk * d)?;
         check_len(OP, "v_new", v_new.len(), hk * d)?;
@@ -249,7 +253,11 @@ impl DecodeAttention for EntmaxKvAttention {
         let elem = self.opts.kv_dtype.size() as u64;
         let n = self.layers.len();
         let Some(l) = self.layers.get_mut(layer) else {
-            return Err(Error::invalid(OP, "layer", format!("{layer} >= n_layers {n}")));
+            return Err(Error::invalid(
+                OP,
+                "layer",
+                format!("{layer} >= n_layers {n}"),
+            ));
         };
         let s = match l.seq {
             Some(s) => s,
@@ -308,7 +316,9 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-1, 1).
     fn noise(seed: u64, n: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 x = x
@@ -325,12 +335,9 @@ mod tests {
         let (h, hk, d) = (s.n_heads, s.n_kv_heads, s.head_dim);
         let mut dense = DenseAttention::new(s).unwrap();
         let cfg = DecodeConfig::new(AttentionParams::new(h, 1.0), method);
-        let mut ek = EntmaxKvAttention::new(
-            s,
-            cfg,
-            EntmaxKvOptions::new(DType::F32, prompt + steps),
-        )
-        .unwrap();
+        let mut ek =
+            EntmaxKvAttention::new(s, cfg, EntmaxKvOptions::new(DType::F32, prompt + steps))
+                .unwrap();
         let mut worst = 0f32;
         for layer in 0..s.n_layers {
             let k = noise(10 + layer as u64, hk * prompt * d);
@@ -379,8 +386,14 @@ mod tests {
         let k = noise(1, hk * 256 * d);
         ek.prefill(0, &k, &k, 256).unwrap();
         let mut out = vec![0f32; s.n_heads * d];
-        ek.step(0, &noise(2, s.n_heads * d), &noise(3, hk * d), &noise(4, hk * d), &mut out)
-            .unwrap();
+        ek.step(
+            0,
+            &noise(2, s.n_heads * d),
+            &noise(3, hk * d),
+            &noise(4, hk * d),
+            &mut out,
+        )
+        .unwrap();
         let t = ek.layer_totals(0).unwrap();
         assert_eq!(t.steps, 1);
         // 17 pages: 16 closed, 2 kept (1/8) plus the open page.

@@ -84,7 +84,8 @@ pub fn select(
     // Pass 1: pages the Gaussian τ̂ points at, and the sink pages.
     let mut n_tok = 0usize;
     for i in 0..closed {
-        let hinted = i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
+        let hinted =
+            i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
         if hinted {
             meta += token_bounds(ctx, i, n_tok, scratch);
             n_tok += ps;
@@ -163,7 +164,10 @@ fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch)
             u += x.max(y);
             l += x.min(y);
         }
-        let (b0, b1) = (slope * (start - q_pos), slope * (start + (ps - 1) as f64 - q_pos));
+        let (b0, b1) = (
+            slope * (start - q_pos),
+            slope * (start + (ps - 1) as f64 - q_pos),
+        );
         scratch.mu[hg * closed + i] = u + b0.max(b1);
         scratch.sd[hg * closed + i] = l + b0.min(b1);
     }
@@ -192,8 +196,7 @@ fn token_bounds(
             let hi = f32_up(scratch.mu[hg * closed + i]);
             let g = ctx.group();
             scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
-            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps]
-                .fill(hi);
+            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps].fill(hi);
         }
         return 0;
     }
@@ -222,7 +225,11 @@ fn token_bounds(
 
 /// `head[hg]` ← the exact entmax threshold of the first `n_tok` token lower bounds (a
 /// rigorous lower bound of the true τ), or −∞ when nothing was bounded.
-fn tau_lower_bounds(ctx: &SelectionContext<'_>, n_tok: usize, scratch: &mut SelectScratch) -> Result<()> {
+fn tau_lower_bounds(
+    ctx: &SelectionContext<'_>,
+    n_tok: usize,
+    scratch: &mut SelectScratch,
+) -> Result<()> {
     let max_tokens = ctx.closed_pages() * ctx.cache.page_size();
     for hg in 0..ctx.group() {
         scratch.head[hg] = if n_tok > 0 {
