@@ -871,8 +871,9 @@ fn plot(r: &TraceEvalResult, path: &std::path::Path) -> Result<()> {
     use plotters::prelude::*;
     let p = path.to_string_lossy().to_string();
     let w = 560 * alphas_of(r).len().max(1) as u32;
+    // Text is laid out with ab_glyph for SVG too, so the font is needed either way.
+    crate::figure::register_font()?;
     if p.ends_with(".png") {
-        crate::figure::register_font()?;
         draw_panels(r, BitMapBackend::new(&p, (w, 560)).into_drawing_area())
     } else {
         draw_panels(r, SVGBackend::new(&p, (w, 560)).into_drawing_area())

@@ -144,6 +144,105 @@ pub fn select(
     Ok(())
 }
 
+/// Dense attention mass the softmax mode may drop, in total over a head's dropped pages.
+pub const SOFTMAX_DROP_MASS: f64 = 1e-3;
+
+/// Softmax (α = 1) mode: no threshold to predict, so pages are dropped only with a proven
+/// bound on the attention mass they can carry. With `L` a rigorous lower bound of the
+/// log-sum-exp of all scores (from sketch lower bounds of the tokens bounded so far), a
+/// page's mass is at most `len·exp(max_t u_t − L)`; a page is dropped iff that is at most
+/// [`SOFTMAX_DROP_MASS`] / closed pages, so the dropped pages provably carry at most
+/// [`SOFTMAX_DROP_MASS`] of the mass per head. Pass 1 bounds the sink pages and the pages
+/// whose box bound is within 2 of the head's best box; pass 2 every page whose box cannot
+/// be dropped against `L`; `L` is then recomputed over all bounded tokens. `out.tau_hat`
+/// is NaN (attention solves the log-sum-exp exactly).
+pub fn select_softmax(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let max_tokens = closed * ps;
+    scratch.mu.clear();
+    scratch.mu.resize(g * closed, 0.0);
+    scratch.sd.clear();
+    scratch.sd.resize(g * closed, 0.0);
+    if scratch.tok.capacity() < 2 * g * max_tokens {
+        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
+    }
+    scratch.tok.clear();
+    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    scratch.b.clear();
+    scratch.b.resize(closed, 0.0);
+    scratch.keep.clear();
+    scratch.keep.resize(closed, false);
+    scratch.head.clear();
+    scratch.head.resize(2 * g, f64::NEG_INFINITY);
+    let sinks = opts.sink_pages.min(closed);
+    let mut meta = closed * 2 * cache.stats().row_bytes(d);
+    for i in 0..closed {
+        box_bounds(ctx, i, scratch);
+    }
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        // Overflowed statistics: no bound, read everything.
+        out.meta_bytes = meta;
+        scratch.keep.fill(true);
+        super::push_kept(ctx, &scratch.keep, out);
+        return Ok(());
+    }
+    for hg in 0..g {
+        scratch.head[g + hg] = scratch.mu[hg * closed..(hg + 1) * closed]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+    }
+    let mut n_tok = 0usize;
+    for i in 0..closed {
+        let hinted =
+            i < sinks || (0..g).any(|hg| scratch.mu[hg * closed + i] >= scratch.head[g + hg] - 2.0);
+        if hinted {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+        }
+    }
+    tau_lower_bounds(ctx, n_tok, scratch)?;
+    let per_page = SOFTMAX_DROP_MASS / closed as f64;
+    let mut added = false;
+    for i in 0..closed {
+        if scratch.b[i] == 0.0
+            && (0..g).any(|hg| {
+                ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page
+            })
+        {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+            added = true;
+        }
+    }
+    if added {
+        tau_lower_bounds(ctx, n_tok, scratch)?;
+    }
+    out.meta_bytes = meta;
+    // Keep test: `mu` now holds each page's best upper bound (sketch max where bounded).
+    for hg in 0..g {
+        out.tau_hat[hg] = f64::NAN;
+        for i in 0..closed {
+            if ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page {
+                scratch.keep[i] = true;
+            }
+        }
+    }
+    for k in scratch.keep.iter_mut().take(sinks) {
+        *k = true;
+    }
+    super::push_kept(ctx, &scratch.keep, out);
+    Ok(())
+}
+
 /// Box bounds of closed page `i` for every head: upper into `mu`, lower into `sd`.
 fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
     let cache = ctx.cache;
