@@ -113,6 +113,9 @@ pub struct TraceEvalArgs {
     /// Every (layer, head, query) case as JSON lines.
     #[arg(long)]
     pub cases: Option<PathBuf>,
+    /// Every sink-diagnosis case (page 0 under the Gaussian model) as JSON lines.
+    #[arg(long)]
+    pub sink_cases: Option<PathBuf>,
     /// Plot of error vs pages kept (.svg or .png), one panel per α.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -305,6 +308,7 @@ pub struct SinkCase {
     pub sd_diag: f64,
     /// The std of the 16 actual scores q·k in the page (full covariance) and their max.
     pub sd_true: f64,
+    pub mean_true: f64,
     pub max_true: f64,
     /// The original's likely max `μ + z_page·σ_diag` and z_page.
     pub z_page: f64,
@@ -347,6 +351,18 @@ pub struct SinkSummary {
     /// The same ratios over every case.
     pub all_sd_ratio: Summary,
     pub all_z_needed: Summary,
+    /// z_page of the original's likely max (median over cases).
+    pub z_page: f64,
+    /// Dropped cases where page 0 carries more than half the dense mass ("heavy"), and over
+    /// them: sd_true / sd_diag, z_needed, the sink's z within the page's own score std
+    /// `(max_true − mean) / sd_true` (≤ √(n−1) = 3.87 for 16 tokens), `(max_true −
+    /// likely_max) / sd_diag`, and the fraction with max_true above τ̂.
+    pub heavy_dropped: usize,
+    pub heavy_sd_ratio: Summary,
+    pub heavy_z_needed: Summary,
+    pub heavy_z_true: Summary,
+    pub heavy_gap: Summary,
+    pub heavy_max_above_tau_hat: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -669,6 +685,13 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
             groups.push(mk(Some(l), &cs));
         }
     }
+    if let Some(p) = &a.sink_cases {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(p)?);
+        for s in &sinks {
+            writeln!(w, "{}", serde_json::to_string(s)?)?;
+        }
+    }
     let mut sink = Vec::new();
     let mut skeys: BTreeMap<(String, u64), Vec<&SinkCase>> = BTreeMap::new();
     for s in &sinks {
@@ -702,6 +725,7 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
 fn sink_summary(trace: &str, alpha: f64, layer: Option<usize>, v: &[&SinkCase]) -> SinkSummary {
     let dropped: Vec<&&SinkCase> = v.iter().filter(|s| !s.kept_original).collect();
     let sd = |s: &SinkCase| s.sd_true / s.sd_diag.max(1e-30);
+    let heavy: Vec<&&SinkCase> = dropped.iter().copied().filter(|s| s.page0_mass > 0.5).collect();
     let nd = dropped.len().max(1) as f64;
     SinkSummary {
         trace: trace.to_string(),
@@ -718,6 +742,24 @@ fn sink_summary(trace: &str, alpha: f64, layer: Option<usize>, v: &[&SinkCase]) 
         dropped_argmax_token0: dropped.iter().filter(|s| s.argmax_token == 0).count() as f64 / nd,
         all_sd_ratio: summarize(&v.iter().map(|s| sd(s)).collect::<Vec<_>>()),
         all_z_needed: summarize(&v.iter().map(|s| s.z_needed).collect::<Vec<_>>()),
+        z_page: summarize(&v.iter().map(|s| s.z_page).collect::<Vec<_>>()).median,
+        heavy_dropped: heavy.len(),
+        heavy_sd_ratio: summarize(&heavy.iter().map(|s| sd(s)).collect::<Vec<_>>()),
+        heavy_z_needed: summarize(&heavy.iter().map(|s| s.z_needed).collect::<Vec<_>>()),
+        heavy_z_true: summarize(
+            &heavy
+                .iter()
+                .map(|s| (s.max_true - s.mean_true) / s.sd_true.max(1e-30))
+                .collect::<Vec<_>>(),
+        ),
+        heavy_gap: summarize(
+            &heavy
+                .iter()
+                .map(|s| (s.max_true - s.likely_max) / s.sd_diag.max(1e-30))
+                .collect::<Vec<_>>(),
+        ),
+        heavy_max_above_tau_hat: heavy.iter().filter(|s| s.max_true > s.tau_hat).count() as f64
+            / heavy.len().max(1) as f64,
     }
 }
 
@@ -790,6 +832,7 @@ fn sink_case(
         mu,
         sd_diag,
         sd_true,
+        mean_true: mean,
         max_true,
         z_page,
         likely_max: mu + z_page * sd_diag,
@@ -863,6 +906,24 @@ pub fn print_tables(r: &TraceEvalResult) {
             s.all_sd_ratio.median,
             s.all_z_needed.median,
         );
+        if s.heavy_dropped > 0 {
+            println!(
+                "  heavy {:>3} | sd× {:.2} [{:.2}, {:.2}] | z need {:.2} [{:.2}, {:.2}] | z true {:.2} [{:.2}, {:.2}] | gap {:.2} | >τ̂ {:.0}% | z_page {:.2}",
+                s.heavy_dropped,
+                s.heavy_sd_ratio.median,
+                s.heavy_sd_ratio.min,
+                s.heavy_sd_ratio.max,
+                s.heavy_z_needed.median,
+                s.heavy_z_needed.min,
+                s.heavy_z_needed.max,
+                s.heavy_z_true.median,
+                s.heavy_z_true.min,
+                s.heavy_z_true.max,
+                s.heavy_gap.median,
+                100.0 * s.heavy_max_above_tau_hat,
+                s.z_page
+            );
+        }
     }
 }
 
