@@ -725,7 +725,11 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
 fn sink_summary(trace: &str, alpha: f64, layer: Option<usize>, v: &[&SinkCase]) -> SinkSummary {
     let dropped: Vec<&&SinkCase> = v.iter().filter(|s| !s.kept_original).collect();
     let sd = |s: &SinkCase| s.sd_true / s.sd_diag.max(1e-30);
-    let heavy: Vec<&&SinkCase> = dropped.iter().copied().filter(|s| s.page0_mass > 0.5).collect();
+    let heavy: Vec<&&SinkCase> = dropped
+        .iter()
+        .copied()
+        .filter(|s| s.page0_mass > 0.5)
+        .collect();
     let nd = dropped.len().max(1) as f64;
     SinkSummary {
         trace: trace.to_string(),
