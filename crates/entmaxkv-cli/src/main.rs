@@ -4,12 +4,14 @@
 
 mod bench;
 mod check;
+mod eval;
 mod figure;
 mod gpu_bench;
 mod meta;
 mod methods;
 mod probe;
 mod soak;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +37,13 @@ enum Cmd {
     Figure(figure::FigureArgs),
     /// Long append + decode run: statistics drift and memory growth.
     Soak(soak::SoakArgs),
+    /// Fetch the SmolLM2 GGUF and the texts (runs scripts/fetch_models.sh).
+    Fetch(eval::FetchArgs),
+    /// Capture Q/K/V traces from SmolLM2, or evaluate every method on them.
+    Trace(trace::TraceArgs),
+    /// SmolLM2 decoding with dense vs sparse attention: perplexity, greedy agreement,
+    /// needle in a haystack.
+    Eval(eval::EvalArgs),
 }
 
 fn main() {
@@ -43,6 +52,9 @@ fn main() {
         Cmd::Bench(a) => run_bench(&a),
         Cmd::Check(a) => run_check(&a),
         Cmd::Soak(a) => run_soak(&a),
+        Cmd::Fetch(a) => eval::fetch(&a),
+        Cmd::Trace(a) => trace::run(&a),
+        Cmd::Eval(a) => eval::run(&a),
         Cmd::Figure(a) => figure::run(&a).map(|files| {
             for f in files {
                 eprintln!("wrote {f}");

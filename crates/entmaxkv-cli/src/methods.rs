@@ -22,6 +22,7 @@ pub const METHODS: &[&str] = &[
     "gaussian-corrected",
     "gaussian-robust",
     "gaussian-robust-corrected",
+    "robust-softmax",
     "certified",
 ];
 
@@ -90,6 +91,9 @@ impl MethodSpec {
                 false,
                 None,
             ),
+            // α = 1: the robust criterion's softmax mode (drops pages with a proven bound
+            // of 1e-3 on the mass they carry).
+            "robust-softmax" => (Method::Gaussian(robust()), TauMode::Exact, true, None),
             "certified" => (Method::Certified, TauMode::Exact, false, None),
             _ => bail!(
                 "unknown method `{name}` (one of {}, optionally with -full)",

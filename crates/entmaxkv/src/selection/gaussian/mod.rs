@@ -45,7 +45,7 @@ pub enum Criterion {
     /// one coherent outlier key (an attention sink) by up to √D, which then gets dropped.
     #[default]
     Original,
-    /// Outlier-proof (see [`robust`]): τ̂ unshrunk, raised to a rigorous lower bound of the
+    /// Outlier-proof (see [`robust`]): τ̂ unshrunk, trusted only where it passes a necessary mass test, raised to a rigorous lower bound of the
     /// true τ, against rigorous per-token score upper bounds; sink pages always kept.
     Robust,
 }
@@ -199,13 +199,17 @@ pub fn select(
             out.pages.push(ctx.page_ref(i));
         }
     };
-    // Nothing to drop (a single page), or softmax (full support: no page can be dropped
-    // without losing mass, and there is no threshold to predict).
-    if closed == 0 || ctx.alpha == 1.0 {
+    // Nothing to drop (a single page), or softmax with the original criterion (full
+    // support: no page can be dropped without losing mass, and there is no threshold to
+    // predict). The robust criterion has a softmax mode (bounded dropped mass).
+    if closed == 0 || (ctx.alpha == 1.0 && opts.criterion == Criterion::Original) {
         keep_all(out);
         return Ok(());
     }
     scratch.reserve_pages(g, closed);
+    if ctx.alpha == 1.0 {
+        return robust::select_softmax(ctx, opts, scratch, out);
+    }
     out.meta_bytes = model::page_moments(ctx, scratch);
     if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
         // Overflowed statistics (keys beyond the stats dtype): no model, read everything.

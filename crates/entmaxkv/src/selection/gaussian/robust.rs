@@ -6,24 +6,33 @@
 //! √D times what the per-channel variances suggest, so the page holding the sink — often
 //! most of the attention mass — looks far below τ̂ and is dropped (MEASURED.md, SmolLM2).
 //!
-//! Test, per query head h, in z-space:
+//! Test, per query head h, in z-space (a = α − 1):
 //! 1. τ̂_h from the same Gaussian model, without the margin shrink.
 //! 2. Box bound `u_p = Σ_d max(q_d·min_d, q_d·max_d) + max ALiBi bias in the page`: every
-//!    key of the page scores ≤ u_p. A page with `a·u_p ≤ τ̂_h` for every head is dropped
-//!    without reading more.
-//! 3. For the other pages, the per-token key sketch gives rigorous score intervals
-//!    `[l_t, u_t]` (`stats::sketch::dot_bounds`, plus the token's exact ALiBi bias).
-//! 4. `τ_lb,h` = the exact entmax threshold of the lower bounds `l_t` of those tokens. Entmax
-//!    τ grows with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous
-//!    floor that, unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
-//! 5. Keep the page iff some head has `a·max_t u_t > T_h = max(τ̂_h, τ_lb,h)`.
-//!    The first `sink_pages` pages are always kept.
+//!    key of the page scores ≤ u_p.
+//! 3. Pass 1: the pages with `a·u_p > τ̂_h` for some head, plus the first `sink_pages`
+//!    pages, get per-token score intervals `[l_t, u_t]` from the key sketch
+//!    (`stats::sketch::dot_bounds`, plus the token's exact ALiBi bias).
+//! 4. `τ_lb,h` = the exact entmax threshold of those lower bounds `l_t`. Entmax τ grows
+//!    with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous floor that,
+//!    unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
+//! 5. Trust test of τ̂: `τ̂_h ≤ τ_true` needs `Σ_t [a·u_t − τ̂_h]_+^{1/a} ≥ 1` over the
+//!    bounded tokens (every other token's box is below τ̂). Threshold
+//!    `T_h = max(τ̂_h, τ_lb,h)` where τ̂ passes, else `T_h = τ_lb,h`.
+//! 6. Pass 2: every page not bounded yet whose box reaches `T_h` is bounded too, and
+//!    `τ_lb` is recomputed over all bounded tokens (it can only rise).
+//! 7. Keep the page iff some head has `a·max_t u_t > T_h`; the first `sink_pages` pages
+//!    are always kept.
 //!
-//! With `T_h = τ_lb,h` alone the kept pages would provably hold the whole dense support;
-//! τ̂ tightens that on unstructured keys (where `τ_lb` trails the truth by the sketch's
-//! slack) at the risk the original already takes: τ̂ above the true τ drops tokens with
-//! scores in `(τ, τ̂)` whose bounds are below τ̂. `out.tau_hat` receives `T_h`.
-//! Without a sketch (`sketch_bits = 0`) the box bound is the test and `T_h = τ̂_h`.
+//! Where τ̂ failed its test the kept pages provably hold the whole dense support. Where it
+//! passed, τ̂ tightens the selection on unstructured keys (where `τ_lb` trails the truth by
+//! the sketch's slack) at the risk the original takes: a τ̂ above the true τ drops tokens
+//! with scores in `(τ, τ̂)`. The test is necessary, not sufficient, but it catches the
+//! failure seen on SmolLM2 traces: there the Gaussian τ̂ sits above the true τ in a few
+//! percent of (layer, head, query) cases (real scores are lighter-tailed than the page
+//! mixture), and testing against `max(τ̂, τ_lb)` alone dropped the whole support except
+//! the sink (cosine down to −0.5; MODELS.md). `out.tau_hat` receives `T_h`. Without a
+//! sketch (`sketch_bits = 0`) the token intervals are the page box, rigorous but looser.
 
 use super::{model, GaussianOpts};
 use crate::error::Result;
@@ -44,78 +53,83 @@ pub fn select(
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
     let a = ctx.alpha - 1.0;
-    let q_pos = ctx.q_pos();
-    let bits = cache.config().sketch_bits;
 
+    // head[hg] = τ̂ (pass-1 hint), then τ_lb.
     scratch.head.clear();
     for hg in 0..g {
         let m = model::head_model(ctx, opts, scratch, hg)?;
         scratch.head.push(m.tau_hat);
     }
-    // From here on `mu` holds, per head and page, the best upper bound of the page's
-    // max score (box, then sketch), and `tok` the lower bounds `[G, candidate tokens]`.
+    // From here on `mu` holds, per head and page, the best upper bound of the page's max
+    // score (box, then sketch), `sd` the box lower bound, `b` whether the page was bounded
+    // per token, and `tok` the token lower bounds `[G, bounded tokens]`.
     let max_tokens = closed * ps;
-    if scratch.tok.capacity() < g * max_tokens {
-        scratch.tok.reserve(g * max_tokens - scratch.tok.len());
+    if scratch.tok.capacity() < 2 * g * max_tokens {
+        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
     }
     scratch.tok.clear();
-    scratch.tok.resize(g * max_tokens, f32::NEG_INFINITY);
-    let mut n_tok = 0usize;
+    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    scratch.b.clear();
+    scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
     scratch.keep.resize(closed, false);
     let row_b = cache.stats().row_bytes(d);
-    let sk_row = sketch::row_bytes(d, bits);
     let mut meta = out.meta_bytes + closed * 2 * row_b;
+    let sinks = opts.sink_pages.min(closed);
 
+    // Box bounds of every closed page.
     for i in 0..closed {
-        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-        cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-        cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
-        let start = (i * ps) as f64;
-        let mut candidate = false;
-        for hg in 0..g {
-            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let slope = ctx.slopes[hg] as f64;
-            let mut u = 0.0f64;
-            for c in 0..d {
-                let qc = q[c] as f64;
-                u += (qc * scratch.row0[c] as f64).max(qc * scratch.row1[c] as f64);
-            }
-            let bias_max = (slope * (start - q_pos)).max(slope * (start + (ps - 1) as f64 - q_pos));
-            u += bias_max;
-            scratch.mu[hg * closed + i] = u;
-            candidate |= a * u > scratch.head[hg];
-        }
-        if !candidate || bits == 0 {
-            continue;
-        }
-        let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-        meta += ps * sk_row;
-        for hg in 0..g {
-            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let slope = ctx.slopes[hg] as f64;
-            let mut best = f64::NEG_INFINITY;
-            for t in 0..ps {
-                let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
-                let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
-                let bias = slope * (start + t as f64 - q_pos);
-                best = best.max(hi + bias);
-                scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
-            }
-            scratch.mu[hg * closed + i] = best.min(scratch.mu[hg * closed + i]);
-        }
-        n_tok += ps;
+        box_bounds(ctx, i, scratch);
     }
+    // Pass 1: pages the Gaussian τ̂ points at, and the sink pages.
+    let mut n_tok = 0usize;
+    for i in 0..closed {
+        let hinted =
+            i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
+        if hinted {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+        }
+    }
+    // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
+    // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
+    // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
+    scratch.head.resize(3 * g, 0.0);
+    for hg in 0..g {
+        let ups = &scratch.tok[(g + hg) * max_tokens..(g + hg) * max_tokens + n_tok];
+        scratch.head[g + hg] = mass_at_least_one(ups, ctx.alpha, scratch.head[hg]) as u8 as f64;
+        scratch.head[2 * g + hg] = scratch.head[hg];
+    }
+    tau_lower_bounds(ctx, n_tok, scratch)?;
+    let threshold = |s: &SelectScratch, hg: usize| {
+        if s.head[g + hg] > 0.0 {
+            s.head[hg].max(s.head[2 * g + hg])
+        } else {
+            s.head[hg]
+        }
+    };
+    // Pass 2: every page whose box still reaches the threshold.
+    let mut added = false;
+    for i in 0..closed {
+        if scratch.b[i] == 0.0
+            && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > threshold(scratch, hg))
+        {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+            added = true;
+        }
+    }
+    if added {
+        tau_lower_bounds(ctx, n_tok, scratch)?;
+    }
+    for hg in 0..g {
+        scratch.head[hg] = threshold(scratch, hg);
+    }
+    scratch.head.truncate(g);
     out.meta_bytes = meta;
 
     for hg in 0..g {
-        let mut thr = scratch.head[hg];
-        if n_tok > 0 {
-            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
-            let lb = entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?;
-            thr = thr.max(lb);
-        }
-        scratch.head[hg] = thr;
+        let thr = scratch.head[hg];
         out.tau_hat[hg] = thr;
         for i in 0..closed {
             if a * scratch.mu[hg * closed + i] > thr {
@@ -123,11 +137,230 @@ pub fn select(
             }
         }
     }
-    for k in scratch.keep.iter_mut().take(opts.sink_pages.min(closed)) {
+    for k in scratch.keep.iter_mut().take(sinks) {
         *k = true;
     }
     super::push_kept(ctx, &scratch.keep, out);
     Ok(())
+}
+
+/// Dense attention mass the softmax mode may drop, in total over a head's dropped pages.
+pub const SOFTMAX_DROP_MASS: f64 = 1e-3;
+
+/// Softmax (α = 1) mode: no threshold to predict, so pages are dropped only with a proven
+/// bound on the attention mass they can carry. With `L` a rigorous lower bound of the
+/// log-sum-exp of all scores (from sketch lower bounds of the tokens bounded so far), a
+/// page's mass is at most `len·exp(max_t u_t − L)`; a page is dropped iff that is at most
+/// [`SOFTMAX_DROP_MASS`] / closed pages, so the dropped pages provably carry at most
+/// [`SOFTMAX_DROP_MASS`] of the mass per head. Pass 1 bounds the sink pages and the pages
+/// whose box bound is within 2 of the head's best box; pass 2 every page whose box cannot
+/// be dropped against `L`; `L` is then recomputed over all bounded tokens. `out.tau_hat`
+/// is NaN (attention solves the log-sum-exp exactly).
+pub fn select_softmax(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let max_tokens = closed * ps;
+    scratch.mu.clear();
+    scratch.mu.resize(g * closed, 0.0);
+    scratch.sd.clear();
+    scratch.sd.resize(g * closed, 0.0);
+    if scratch.tok.capacity() < 2 * g * max_tokens {
+        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
+    }
+    scratch.tok.clear();
+    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    scratch.b.clear();
+    scratch.b.resize(closed, 0.0);
+    scratch.keep.clear();
+    scratch.keep.resize(closed, false);
+    scratch.head.clear();
+    scratch.head.resize(2 * g, f64::NEG_INFINITY);
+    let sinks = opts.sink_pages.min(closed);
+    let mut meta = closed * 2 * cache.stats().row_bytes(d);
+    for i in 0..closed {
+        box_bounds(ctx, i, scratch);
+    }
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        // Overflowed statistics: no bound, read everything.
+        out.meta_bytes = meta;
+        scratch.keep.fill(true);
+        super::push_kept(ctx, &scratch.keep, out);
+        return Ok(());
+    }
+    for hg in 0..g {
+        scratch.head[g + hg] = scratch.mu[hg * closed..(hg + 1) * closed]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+    }
+    let mut n_tok = 0usize;
+    for i in 0..closed {
+        let hinted =
+            i < sinks || (0..g).any(|hg| scratch.mu[hg * closed + i] >= scratch.head[g + hg] - 2.0);
+        if hinted {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+        }
+    }
+    tau_lower_bounds(ctx, n_tok, scratch)?;
+    let per_page = SOFTMAX_DROP_MASS / closed as f64;
+    let mut added = false;
+    for i in 0..closed {
+        if scratch.b[i] == 0.0
+            && (0..g).any(|hg| {
+                ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page
+            })
+        {
+            meta += token_bounds(ctx, i, n_tok, scratch);
+            n_tok += ps;
+            added = true;
+        }
+    }
+    if added {
+        tau_lower_bounds(ctx, n_tok, scratch)?;
+    }
+    out.meta_bytes = meta;
+    // Keep test: `mu` now holds each page's best upper bound (sketch max where bounded).
+    for hg in 0..g {
+        out.tau_hat[hg] = f64::NAN;
+        for i in 0..closed {
+            if ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page {
+                scratch.keep[i] = true;
+            }
+        }
+    }
+    for k in scratch.keep.iter_mut().take(sinks) {
+        *k = true;
+    }
+    super::push_kept(ctx, &scratch.keep, out);
+    Ok(())
+}
+
+/// Box bounds of closed page `i` for every head: upper into `mu`, lower into `sd`.
+fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let closed = ctx.closed_pages();
+    let q_pos = ctx.q_pos();
+    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
+    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    let start = (i * ps) as f64;
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let slope = ctx.slopes[hg] as f64;
+        let (mut u, mut l) = (0.0f64, 0.0f64);
+        for c in 0..d {
+            let qc = q[c] as f64;
+            let (x, y) = (qc * scratch.row0[c] as f64, qc * scratch.row1[c] as f64);
+            u += x.max(y);
+            l += x.min(y);
+        }
+        let (b0, b1) = (
+            slope * (start - q_pos),
+            slope * (start + (ps - 1) as f64 - q_pos),
+        );
+        scratch.mu[hg * closed + i] = u + b0.max(b1);
+        scratch.sd[hg * closed + i] = l + b0.min(b1);
+    }
+}
+
+/// Per-token bounds of closed page `i` (sketch, or the box without one): lower bounds go to
+/// `tok[hg][n_tok..n_tok + page_size]`, the page's best upper bound to `mu`. Marks the page
+/// bounded and returns the sketch bytes read.
+fn token_bounds(
+    ctx: &SelectionContext<'_>,
+    i: usize,
+    n_tok: usize,
+    scratch: &mut SelectScratch,
+) -> usize {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ps;
+    let bits = cache.config().sketch_bits;
+    let q_pos = ctx.q_pos();
+    let start = (i * ps) as f64;
+    scratch.b[i] = 1.0;
+    if bits == 0 {
+        for hg in 0..ctx.group() {
+            let lo = f32_down(scratch.sd[hg * closed + i]);
+            let hi = f32_up(scratch.mu[hg * closed + i]);
+            let g = ctx.group();
+            scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
+            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps].fill(hi);
+        }
+        return 0;
+    }
+    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
+    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    let sk_row = sketch::row_bytes(d, bits);
+    let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let slope = ctx.slopes[hg] as f64;
+        let mut best = f64::NEG_INFINITY;
+        for t in 0..ps {
+            let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
+            let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
+            let bias = slope * (start + t as f64 - q_pos);
+            best = best.max(hi + bias);
+            scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
+            scratch.tok[(ctx.group() + hg) * max_tokens + n_tok + t] = f32_up(hi + bias);
+        }
+        let m = &mut scratch.mu[hg * closed + i];
+        *m = best.min(*m);
+    }
+    ps * sk_row
+}
+
+/// `head[hg]` ← the exact entmax threshold of the first `n_tok` token lower bounds (a
+/// rigorous lower bound of the true τ), or −∞ when nothing was bounded.
+fn tau_lower_bounds(
+    ctx: &SelectionContext<'_>,
+    n_tok: usize,
+    scratch: &mut SelectScratch,
+) -> Result<()> {
+    let max_tokens = ctx.closed_pages() * ctx.cache.page_size();
+    for hg in 0..ctx.group() {
+        scratch.head[hg] = if n_tok > 0 {
+            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
+            entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?
+        } else {
+            f64::NEG_INFINITY
+        };
+    }
+    Ok(())
+}
+
+/// Whether `Σ_t [(α−1)·u_t − τ]_+^{1/(α−1)} ≥ 1` (early exit).
+fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
+    let a = alpha - 1.0;
+    let beta = 1.0 / a;
+    let mut m = 0.0f64;
+    for &u in ups {
+        let z = a * u as f64 - tau;
+        if z > 0.0 {
+            m += z.powf(beta);
+            if m >= 1.0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// `x` rounded to an f32 that is ≥ x, so an upper bound stays one.
+fn f32_up(x: f64) -> f32 {
+    -f32_down(-x)
 }
 
 /// `x` rounded to an f32 that is ≤ x, so a lower bound stays one.
