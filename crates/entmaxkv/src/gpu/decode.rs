@@ -20,14 +20,14 @@
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
 use super::ctx::{launch, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
 use super::params::{AttnParams, GaussParams, TopkParams};
-use crate::cache::SeqId;
 use crate::attention::cpu::TauMode;
+use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::selection::gaussian::{Criterion, GaussianOpts};
 use crate::selection::topk::Budget;
-use crate::tau::page_max_quantile_z;
 use crate::selection::GqaMode;
+use crate::tau::page_max_quantile_z;
 use std::sync::Arc;
 
 /// Which part of a step to launch (for stage timings).
