@@ -7,6 +7,11 @@
 //! * top-k only: `topk_score` (the key-range bound of every closed page, one pass over a kv
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
+//! * Gaussian only: `gauss_moments` (μ_p and σ_p² of every closed page for each query head
+//!   of a kv head's group, one pass over its mean/std rows), `gauss_select` (one CTA per
+//!   task: head moments μ_g, σ_g with a two-pass variance, τ̂ by Newton on ln M_β in
+//!   standardised space, the original criterion's margins, the τ clamp, and the kept pages
+//!   packed by a block scan into the top-k slot-list format);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
 //!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
