@@ -8,10 +8,11 @@ use entmaxkv::cache::{CacheConfig, PagedKvCache, SeqId, StatsDType};
 use entmaxkv::decode::{DecodeConfig, Decoder, Method};
 use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Gpu, GpuDecoder};
 use entmaxkv::metrics::compare;
-use entmaxkv::selection::gaussian::GaussianOpts;
+use entmaxkv::selection::gaussian::{self, Criterion, GaussianOpts};
 use entmaxkv::selection::topk::{self, Budget};
 use entmaxkv::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use entmaxkv::synth::{Synth, Workload};
+use entmaxkv::tau::page_max_quantile_z;
 use entmaxkv::{DType, Error};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -196,6 +197,10 @@ fn check(c: &Case) -> (f64, f64) {
         }
     }
 
+    if let Method::Gaussian(opts) = &c.method {
+        check_gaussian(c, &bt, &gd, &dev, &rep, opts, &mut skip);
+    }
+
     let mut worst = (0.0f64, 0.0f64);
     for i in 0..b * h {
         if skip[i] {
@@ -244,6 +249,101 @@ fn check(c: &Case) -> (f64, f64) {
         );
     }
     worst
+}
+
+/// Gaussian selection: the GPU keeps the CPU selector's pages (a page on the other side
+/// only at a near-tie of its test, whose heads are then not compared further), the last
+/// page last, and τ̂ (after the clamp) within 1e-5 relative of the CPU's.
+#[allow(clippy::too_many_arguments)]
+fn check_gaussian(
+    c: &Case,
+    bt: &Built,
+    gd: &GpuDecoder,
+    dev: &DeviceKvCache,
+    rep: &entmaxkv::decode::StepReport,
+    opts: &GaussianOpts,
+    skip: &mut [bool],
+) {
+    let (d, h) = (c.d, c.heads);
+    let scale = bt.cfg.attention.scale_for(d);
+    let qs: Vec<f32> = bt.q.iter().map(|x| x * scale).collect();
+    let slopes: Vec<f32> = (0..h).map(|i| bt.cfg.attention.slope(i)).collect();
+    let group = h / c.hkv;
+    let a = c.alpha - 1.0;
+    let (_, tasks) = gd.grid();
+    for task in 0..tasks {
+        let (bi, h0, tg) = gd.task_heads(task);
+        let ctx = SelectionContext {
+            cache: &bt.host,
+            seq: bt.host.seq(bt.ids[bi]).unwrap(),
+            kv_head: h0 / group,
+            q_scaled: &qs[(bi * h + h0) * d..(bi * h + h0 + tg) * d],
+            slopes: &slopes[h0..h0 + tg],
+            alpha: c.alpha,
+        };
+        let mut scratch = SelectScratch::new(8192, d);
+        let mut sel = Selection::default();
+        gaussian::select(&ctx, opts, &mut scratch, &mut sel).unwrap();
+        let cpu_set: BTreeSet<u32> = sel.pages.iter().map(|p| p.start / c.ps as u32).collect();
+        let gpu_list = gd.kept_slots(dev, task).unwrap();
+        let gpu_set: BTreeSet<u32> = gpu_list.iter().copied().collect();
+        assert_eq!(gpu_list.len(), gpu_set.len(), "{c:?}: duplicate slots");
+        assert!(
+            gpu_list.windows(2).all(|w| w[0] < w[1]),
+            "{c:?}: task {task} slots not ascending"
+        );
+        assert_eq!(
+            *gpu_list.last().unwrap() as usize,
+            ctx.seq.pages.len() - 1,
+            "{c:?}: the last page must be the last entry (task {task})"
+        );
+        let closed = ctx.seq.pages.len() - 1;
+        if cpu_set != gpu_set {
+            // Every differing page must sit at its test's threshold for some head.
+            for &slot in cpu_set.symmetric_difference(&gpu_set) {
+                let i = slot as usize;
+                let mut nearest = f64::INFINITY;
+                for hg in 0..tg {
+                    let mu = &scratch.mu[hg * closed..(hg + 1) * closed];
+                    let sd = &scratch.sd[hg * closed..(hg + 1) * closed];
+                    let n = closed as f64;
+                    let mg = mu.iter().sum::<f64>() / n;
+                    let vg = mu.iter().map(|m| (m - mg) * (m - mg)).sum::<f64>() / n
+                        + sd.iter().map(|s| s * s).sum::<f64>() / n;
+                    let q = if vg.sqrt() < 1.5 { 0.99 } else { 0.995 };
+                    let z = page_max_quantile_z(q, c.ps).unwrap();
+                    let floor = scratch.head[2 * hg + 1];
+                    let gap = (a * (mu[i] + z * sd[i]) - floor).abs() / floor.abs().max(1.0);
+                    nearest = nearest.min(gap);
+                }
+                assert!(
+                    nearest <= 1e-4,
+                    "{c:?}: task {task} page {slot} kept by one side only, {nearest:.2e} from its threshold"
+                );
+            }
+            for g in 0..tg {
+                skip[bi * h + h0 + g] = true;
+            }
+        }
+        for g in 0..tg {
+            let i = bi * h + h0 + g;
+            assert_eq!(
+                rep.heads[i].pages_kept as usize,
+                gpu_set.len(),
+                "{c:?}: report pages_kept"
+            );
+            let (gt, ct) = (rep.heads[i].tau_hat, sel.tau_hat[g]);
+            if ct.is_nan() {
+                assert!(gt.is_nan(), "{c:?}: head {i}: tau_hat gpu {gt}, cpu NaN");
+            } else if !skip[i] {
+                let e = (gt - ct).abs() / ct.abs().max(1e-12);
+                assert!(
+                    e <= 1e-5,
+                    "{c:?}: head {i}: tau_hat gpu {gt} cpu {ct} (rel {e:.2e})"
+                );
+            }
+        }
+    }
 }
 
 fn methods() -> Vec<Method> {
@@ -444,12 +544,27 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
     let c = Case::new(DType::F16, 1.5, Method::Dense);
     let bt = build(&c);
     let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
-    let gauss = bt.cfg.clone();
-    let gauss = DecodeConfig::new(gauss.attention, Method::Gaussian(GaussianOpts::default()));
+    let robust = Method::Gaussian(GaussianOpts::default().with_criterion(Criterion::Robust));
+    let gauss = DecodeConfig::new(bt.cfg.attention.clone(), robust);
     assert!(matches!(
         GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, gauss),
         Err(Error::Unsupported { .. })
     ));
+    let dflt = Method::Gaussian(GaussianOpts::default());
+    for cfg in [
+        DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt.clone()),
+        DecodeConfig::new(bt.cfg.attention.clone(), dflt.clone())
+            .with_tau_mode(entmaxkv::attention::cpu::TauMode::Fixed),
+        DecodeConfig::new(
+            bt.cfg.attention.clone().with_alibi(vec![0.5; c.heads]),
+            dflt.clone(),
+        ),
+    ] {
+        assert!(matches!(
+            GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg),
+            Err(Error::Unsupported { .. })
+        ));
+    }
     let mut gd = GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()).unwrap();
     let mut bad = bt.q.clone();
     bad[0] = f32::INFINITY;
@@ -459,4 +574,45 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
         Err(Error::Length { .. })
     ));
     assert!(GpuDecoder::new(&dev, &[SeqId(1234)], 10, bt.cfg.clone()).is_err());
+}
+
+/// Gaussian-aware selection (original criterion, exact τ) on the GPU against the CPU
+/// selector and pipeline: α 4/3, 1.5, 2; GQA off, per-head and shared; lengths at and
+/// around page boundaries, one page only, and a 20K-token context.
+#[test]
+fn gaussian_selection_matches_cpu() {
+    if !gpu_or_skip("gaussian_selection_matches_cpu") {
+        return;
+    }
+    let g = Method::Gaussian(GaussianOpts::default());
+    let mut worst = (0.0f64, 0.0f64);
+    for alpha in [1.5, 2.0, 4.0 / 3.0] {
+        for (hkv, heads, gqa) in [
+            (2, 2, GqaMode::PerHead),
+            (2, 8, GqaMode::PerHead),
+            (2, 8, GqaMode::Shared),
+        ] {
+            let mut c = Case::new(DType::F16, alpha, g.clone());
+            c.hkv = hkv;
+            c.heads = heads;
+            c.gqa = gqa;
+            c.lens = vec![1, 16, 17, 32, 300, 1000, 4096, 20_000];
+            c.seed = 11;
+            let w = check(&c);
+            worst = (worst.0.max(w.0), worst.1.max(w.1));
+        }
+    }
+    let mut c = Case::new(DType::F32, 1.5, g.clone());
+    c.stats = StatsDType::F32;
+    c.workload = Workload::Structured;
+    c.lens = vec![5000, 777];
+    let w = check(&c);
+    worst = (worst.0.max(w.0), worst.1.max(w.1));
+    // Written to the process stderr directly so the harness does not capture it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "gaussian: worst output rel {:.2e}, worst tau rel {:.2e}",
+        worst.0,
+        worst.1
+    );
 }

@@ -420,6 +420,7 @@ impl Drop for Graph {
 const COMMON_SRC: &str = include_str!("kernels/common.cuh");
 const CACHE_SRC: &str = include_str!("kernels/cache.cu");
 const TOPK_SRC: &str = include_str!("kernels/topk.cu");
+const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
 const PROBE_SRC: &str = include_str!("kernels/probe.cu");
 
@@ -458,6 +459,8 @@ impl ModuleKey {
                 "cache_advance",
                 "topk_score",
                 "topk_select",
+                "gauss_moments",
+                "gauss_select",
                 "attn_entmax_scores",
                 "attn_entmax_filter",
                 "attn_entmax_solve",
@@ -501,10 +504,14 @@ impl ModuleKey {
                     std::mem::size_of::<super::params::TopkParams>()
                 ));
                 opts.push(format!(
+                    "-DEXPECT_GAUSS_SIZE={}",
+                    std::mem::size_of::<super::params::GaussParams>()
+                ));
+                opts.push(format!(
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
-                format!("{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{ATTN_SRC}\n")
+                format!("{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n")
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),
         };

@@ -7,6 +7,11 @@
 //! * top-k only: `topk_score` (the key-range bound of every closed page, one pass over a kv
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
+//! * Gaussian only: `gauss_moments` (μ_p and σ_p² of every closed page for each query head
+//!   of a kv head's group, one pass over its mean/std rows), `gauss_select` (one CTA per
+//!   task: head moments μ_g, σ_g with a two-pass variance, τ̂ by Newton on ln M_β in
+//!   standardised space, the original criterion's margins, the τ clamp, and the kept pages
+//!   packed by a block scan into the top-k slot-list format);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
 //!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
@@ -19,12 +24,15 @@
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
 use super::ctx::{launch, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
-use super::params::{AttnParams, TopkParams};
+use super::params::{AttnParams, GaussParams, TopkParams};
+use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
 use crate::error::{check_finite, check_len, Error, Result};
+use crate::selection::gaussian::{Criterion, GaussianOpts};
 use crate::selection::topk::Budget;
 use crate::selection::GqaMode;
+use crate::tau::page_max_quantile_z;
 use std::sync::Arc;
 
 /// Which part of a step to launch (for stage timings).
@@ -57,6 +65,17 @@ struct TopkPlan {
     counts: DevBuf<i32>,
 }
 
+struct GaussPlan {
+    params: GaussParams,
+    grid_x: u32,
+    smem: usize,
+    mu: DevBuf<f32>,
+    var: DevBuf<f32>,
+    lists: DevBuf<u32>,
+    counts: DevBuf<i32>,
+    tau_hat: DevBuf<f64>,
+}
+
 /// A planned GPU decode step (see the module docs).
 pub struct GpuDecoder {
     gpu: Arc<Gpu>,
@@ -83,6 +102,7 @@ pub struct GpuDecoder {
     dyn_softmax: usize,
     attn: AttnParams,
     topk: Option<TopkPlan>,
+    gauss: Option<GaussPlan>,
     _rows: DevBuf<i32>,
     q: DevBuf<f32>,
     out: DevBuf<f32>,
@@ -110,7 +130,9 @@ fn alpha_code(alpha: f64) -> i32 {
 
 impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
-    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1.
+    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1, and
+    /// [`Method::Gaussian`] with the original criterion, no ALiBi, α ∈ {4/3, 1.5, 2} and the
+    /// exact τ mode (anything else is [`Error::Unsupported`]).
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],
@@ -139,17 +161,34 @@ impl GpuDecoder {
             }
             rows_host.push(cache.seq_row(*id)?);
         }
+        let mut gauss_opts: Option<GaussianOpts> = None;
         let budget = match &cfg.method {
             Method::Dense => None,
             Method::TopK(b) => {
                 b.validate(OP)?;
                 Some(*b)
             }
-            Method::Gaussian(_) => {
-                return Err(Error::Unsupported {
-                    op: OP,
-                    what: "Gaussian selection on the GPU is not implemented yet".into(),
-                })
+            Method::Gaussian(o) => {
+                o.validate(OP)?;
+                let why = if o.criterion != Criterion::Original {
+                    Some("the robust Gaussian criterion")
+                } else if cfg.attention.alibi_slopes.is_some() {
+                    Some("Gaussian selection with ALiBi (the page mixture)")
+                } else if ![2, 13, 15].contains(&alpha_code(cfg.attention.alpha)) {
+                    Some("Gaussian selection for alpha other than 4/3, 1.5 and 2")
+                } else if cfg.tau_mode != TauMode::Exact {
+                    Some("Gaussian selection with the fixed or corrected tau modes")
+                } else {
+                    None
+                };
+                if let Some(w) = why {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        what: format!("{w} on the GPU is not implemented"),
+                    });
+                }
+                gauss_opts = Some(o.clone());
+                None
             }
             Method::Certified => {
                 return Err(Error::Unsupported {
@@ -168,7 +207,7 @@ impl GpuDecoder {
         let st_size = ccfg.resolved_stats_dtype().size();
         let alpha = cfg.attention.alpha;
         let softmax = alpha == 1.0;
-        let per_head = budget.is_some() && cfg.gqa == GqaMode::PerHead;
+        let per_head = (budget.is_some() || gauss_opts.is_some()) && cfg.gqa == GqaMode::PerHead;
         let tg = if per_head { 1 } else { group };
         let tasks_per_b = heads / tg;
         let tasks = batch * tasks_per_b;
@@ -331,6 +370,76 @@ impl GpuDecoder {
                 })
             }
         };
+        let gauss = match &gauss_opts {
+            None => None,
+            Some(o) => {
+                let stride = max_pages.next_multiple_of(4);
+                let mu = gpu.alloc::<f32>(batch * heads * stride)?;
+                let var = gpu.alloc::<f32>(batch * heads * stride)?;
+                let lists = gpu.alloc::<u32>(tasks * stride)?;
+                let counts = gpu.zeros::<i32>(tasks)?;
+                let tau_hat = gpu.zeros::<f64>(batch * heads)?;
+                let per_b = ((8 * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
+                let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
+                let (zp_low, zp_high) = match o.max_quantile {
+                    Some(q) => {
+                        let z = page_max_quantile_z(q, ps)?;
+                        (z, z)
+                    }
+                    None => (
+                        page_max_quantile_z(0.99, ps)?,
+                        page_max_quantile_z(0.995, ps)?,
+                    ),
+                };
+                let params = GaussParams {
+                    smean: bufs.stats[2].ptr(),
+                    sstd: bufs.stats[3].ptr(),
+                    block_tables: bufs.block_tables.ptr(),
+                    seq_lens: bufs.lens.ptr(),
+                    rows: rows_dev.ptr(),
+                    q: q.ptr(),
+                    mu: mu.ptr(),
+                    var: var.ptr(),
+                    lists: lists.ptr(),
+                    list_counts: counts.ptr(),
+                    tau_hat: tau_hat.ptr(),
+                    a: alpha - 1.0,
+                    zp_low,
+                    zp_high,
+                    z_clamp: page_max_quantile_z(o.tau_clamp_page_max_quantile, ps)?,
+                    excess_frac: o.threshold_excess_margin_fraction,
+                    clamp_scale: o.tau_clamp_sigma_scale,
+                    smz: o.safety_margin_z.unwrap_or(-1.0),
+                    scale: cfg.attention.scale_for(d),
+                    kint: (1.0 / (alpha - 1.0)).round() as i32,
+                    clamp_tau: o.clamp_tau as i32,
+                    num_heads: heads as i32,
+                    num_kv_heads: hkv as i32,
+                    group: group as i32,
+                    tg: tg as i32,
+                    page_size: ps as i32,
+                    bt_stride: bufs.bt_stride as i32,
+                    list_stride: stride as i32,
+                    ws_stride: stride as i32,
+                    ppb: ppb as i32,
+                };
+                Some(GaussPlan {
+                    params,
+                    grid_x: max_pages.div_ceil(ppb) as u32,
+                    smem: group * d * 4,
+                    mu,
+                    var,
+                    lists,
+                    counts,
+                    tau_hat,
+                })
+            }
+        };
+        let (sel_lists, sel_counts, sel_stride) = match (&topk, &gauss) {
+            (Some(t), _) => (t.lists.ptr(), t.counts.ptr(), t.params.list_stride),
+            (_, Some(g)) => (g.lists.ptr(), g.counts.ptr(), g.params.list_stride),
+            _ => (0, 0, 0),
+        };
         let a = alpha - 1.0;
         let attn = AttnParams {
             k: bufs.k.ptr(),
@@ -338,8 +447,8 @@ impl GpuDecoder {
             block_tables: bufs.block_tables.ptr(),
             seq_lens: bufs.lens.ptr(),
             rows: rows_dev.ptr(),
-            lists: topk.as_ref().map_or(0, |t| t.lists.ptr()),
-            list_counts: topk.as_ref().map_or(0, |t| t.counts.ptr()),
+            lists: sel_lists,
+            list_counts: sel_counts,
             q: q.ptr(),
             slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
             cand_s: alloc(cand_n * 4, false)?,
@@ -374,7 +483,7 @@ impl GpuDecoder {
             tasks_per_b: tasks_per_b as i32,
             page_size: ps as i32,
             bt_stride: bufs.bt_stride as i32,
-            list_stride: topk.as_ref().map_or(0, |t| t.params.list_stride),
+            list_stride: sel_stride,
             nch: nch as i32,
             ppc_max: ppc_max as i32,
             cap: cap as i32,
@@ -405,6 +514,7 @@ impl GpuDecoder {
             dyn_softmax,
             attn,
             topk,
+            gauss,
             _rows: rows_dev,
             q,
             out,
@@ -438,6 +548,18 @@ impl GpuDecoder {
                 .topk
                 .as_ref()
                 .map_or(0, |t| t.keys.bytes() + t.lists.bytes() + t.counts.bytes())
+            + self.gauss.as_ref().map_or(0, |g| {
+                g.mu.bytes() + g.var.bytes() + g.lists.bytes() + g.counts.bytes()
+            })
+    }
+
+    /// The kept-slot lists and counts of the selection, if any: (lists, counts, stride).
+    fn sel_lists(&self) -> Option<(&DevBuf<u32>, &DevBuf<i32>, usize)> {
+        match (&self.topk, &self.gauss) {
+            (Some(t), _) => Some((&t.lists, &t.counts, t.params.list_stride as usize)),
+            (_, Some(g)) => Some((&g.lists, &g.counts, g.params.list_stride as usize)),
+            _ => None,
+        }
     }
     /// Chunks per task and tasks: the attention grid.
     pub fn grid(&self) -> (usize, usize) {
@@ -501,6 +623,7 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &'static [&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            Stage::Selection if self.gauss.is_some() => &["gauss_moments", "gauss_select"],
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
             Stage::Attention => &[
@@ -529,6 +652,16 @@ impl GpuDecoder {
                 "topk_score" | "topk_select" => {
                     let t = self.topk.as_ref().expect("top-k plan");
                     if name == "topk_score" {
+                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
+                        launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
+                    } else {
+                        let g = (self.tasks as u32, 1, 1);
+                        launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
+                    }
+                }
+                "gauss_moments" | "gauss_select" => {
+                    let t = self.gauss.as_ref().expect("Gaussian plan");
+                    if name == "gauss_moments" {
                         let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
                         launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
                     } else {
@@ -641,18 +774,17 @@ impl GpuDecoder {
                 "out of range",
             ));
         }
-        match &self.topk {
+        match self.sel_lists() {
             None => {
                 let b = task / (self.tasks / self.seqs.len());
                 let n = cache.seq_len(self.seqs[b])?.div_ceil(self.ps);
                 Ok((0..n as u32).collect())
             }
-            Some(t) => {
+            Some((lists, counts, stride)) => {
                 let mut c = [0i32];
-                t.counts.read_at(&self.stream, task, &mut c)?;
+                counts.read_at(&self.stream, task, &mut c)?;
                 let mut v = vec![0u32; c[0].max(0) as usize];
-                t.lists
-                    .read_at(&self.stream, task * (t.params.list_stride as usize), &mut v)?;
+                lists.read_at(&self.stream, task * stride, &mut v)?;
                 Ok(v)
             }
         }
@@ -672,9 +804,14 @@ impl GpuDecoder {
         self.tau.read_at(&self.stream, 0, &mut tau)?;
         self.support.read_at(&self.stream, 0, &mut sup)?;
         let mut counts = vec![0i32; self.tasks];
-        if let Some(t) = &self.topk {
-            t.counts.read_at(&self.stream, 0, &mut counts)?;
+        if let Some((_, c, _)) = self.sel_lists() {
+            c.read_at(&self.stream, 0, &mut counts)?;
         }
+        let mut tau_hat = vec![f64::NAN; bh];
+        if let Some(g) = &self.gauss {
+            g.tau_hat.read_at(&self.stream, 0, &mut tau_hat)?;
+        }
+        let selected = self.sel_lists().is_some();
         let per_b = self.tasks / self.seqs.len();
         let mut bytes = ByteCount::default();
         let (d, ps) = (self.d as u64, self.ps);
@@ -682,7 +819,7 @@ impl GpuDecoder {
             let b = task / per_b;
             let len = cache.seq_len(self.seqs[b])?;
             let npages = len.div_ceil(ps);
-            let kept = if self.topk.is_some() {
+            let kept = if selected {
                 counts[task] as usize
             } else {
                 npages
@@ -698,7 +835,7 @@ impl GpuDecoder {
                 let i = b * self.heads + h0 + g;
                 self.report.heads[i] = HeadReport {
                     tau: tau[i],
-                    tau_hat: f64::NAN,
+                    tau_hat: tau_hat[i],
                     support: sup[i] as u32,
                     pages_kept: kept as u32,
                     pages_total: npages as u32,
@@ -723,6 +860,13 @@ impl GpuDecoder {
                 if k < closed {
                     bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
                 }
+            }
+        }
+        if self.gauss.is_some() {
+            // The moments read each closed page's mean and std once per (sequence, kv head).
+            for &id in &self.seqs {
+                let closed = cache.seq_len(id)?.div_ceil(ps).saturating_sub(1);
+                bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
             }
         }
         self.report.bytes = bytes;

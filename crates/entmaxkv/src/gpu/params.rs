@@ -60,6 +60,41 @@ pub(crate) struct TopkParams {
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GaussParams {
+    pub smean: u64,
+    pub sstd: u64,
+    pub block_tables: u64,
+    pub seq_lens: u64,
+    pub rows: u64,
+    pub q: u64,
+    pub mu: u64,
+    pub var: u64,
+    pub lists: u64,
+    pub list_counts: u64,
+    pub tau_hat: u64,
+    pub a: f64,
+    pub zp_low: f64,
+    pub zp_high: f64,
+    pub z_clamp: f64,
+    pub excess_frac: f64,
+    pub clamp_scale: f64,
+    pub smz: f64,
+    pub scale: f32,
+    pub kint: i32,
+    pub clamp_tau: i32,
+    pub num_heads: i32,
+    pub num_kv_heads: i32,
+    pub group: i32,
+    pub tg: i32,
+    pub page_size: i32,
+    pub bt_stride: i32,
+    pub list_stride: i32,
+    pub ws_stride: i32,
+    pub ppb: i32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AttnParams {
     pub k: u64,
     pub v: u64,
