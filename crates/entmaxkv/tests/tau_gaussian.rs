@@ -408,3 +408,20 @@ fn bad_input_is_typed() {
     inv(trunc_gauss_moments(0.0, -1.0, 2.0), "sigma_y");
     inv(trunc_gauss_moments(0.0, 1.0, 0.0), "beta");
 }
+
+/// Found by fuzzing: a mixture at the edge of the f64 range used to return τ = +∞ as Ok.
+#[test]
+fn extreme_mixture_is_a_typed_error_not_infinite_tau() {
+    let r = tau_hat_mixture(
+        &[1.5685753823798637e308],
+        &[1.8834471062213135e295],
+        Some(&[6.0]),
+        16.0,
+        1.5,
+        &TauHatOpts::default(),
+    );
+    match r {
+        Ok(t) => assert!(t.tau.is_finite(), "{t:?}"),
+        Err(e) => assert!(matches!(e, entmaxkv::Error::InvalidArgument { .. }), "{e}"),
+    }
+}

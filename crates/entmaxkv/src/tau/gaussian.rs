@@ -369,6 +369,27 @@ fn solve<E: Fn(f64) -> [f64; 3]>(
     r0: f64,
     opts: &TauHatOpts,
 ) -> Result<TauHat> {
+    // Inputs near the f64 range (μ ≈ 1e308, σ ≈ 1e295) can push the bracket or τ to ±∞:
+    // report that as a typed error rather than an infinite τ (found by fuzzing).
+    let t = solve_inner(op, eval, center, r0, opts)?;
+    if !t.tau.is_finite() || t.residual.is_nan() {
+        return Err(Error::invalid(
+            op,
+            "mu/sigma",
+            t.tau,
+            "the score model overflows f64 (inputs too extreme)",
+        ));
+    }
+    Ok(t)
+}
+
+fn solve_inner<E: Fn(f64) -> [f64; 3]>(
+    op: &'static str,
+    eval: E,
+    center: f64,
+    r0: f64,
+    opts: &TauHatOpts,
+) -> Result<TauHat> {
     let bad = |what: &str, tau: f64| {
         Error::invalid(
             op,

@@ -246,8 +246,15 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     __shared__ __align__(16) u32 s_keys[SEL_STAGE];
     const u32* K = p.keys + (size_t)task * p.list_stride;
     if (closed <= SEL_STAGE) {
-        for (int i = tid * 4; i < closed; i += SEL_THREADS * 4)
-            *reinterpret_cast<uint4*>(s_keys + i) = *reinterpret_cast<const uint4*>(K + i);
+        // 16-byte copies, then the last partial vector element by element: the key row is
+        // written only up to `closed`, and reading past it would read unwritten memory.
+        for (int i = tid * 4; i < closed; i += SEL_THREADS * 4) {
+            if (i + 4 <= closed) {
+                *reinterpret_cast<uint4*>(s_keys + i) = *reinterpret_cast<const uint4*>(K + i);
+            } else {
+                for (int j = i; j < closed; ++j) s_keys[j] = K[j];
+            }
+        }
         __syncthreads();
         K = s_keys;
     }
