@@ -139,6 +139,8 @@ impl Sweep {
                     "topk-softmax",
                     "topk",
                     "gaussian-exact",
+                    "gaussian-robust",
+                    "certified",
                 ]),
                 budgets: vec![0.125],
                 gqa: GqaMode::PerHead,
