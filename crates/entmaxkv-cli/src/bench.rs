@@ -7,10 +7,12 @@ use crate::methods::{MethodSpec, METHODS};
 use crate::probe::{self, Bandwidth};
 use anyhow::{Context, Result as Res};
 use clap::Args;
+use entmaxkv::attention::cpu::TauMode;
 use entmaxkv::attention::oracle::oracle_decode;
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, StatsDType};
-use entmaxkv::decode::Decoder;
+use entmaxkv::certificate::CertificateLevel;
+use entmaxkv::decode::{Decoder, Method};
 use entmaxkv::metrics::compare;
 use entmaxkv::selection::GqaMode;
 use entmaxkv::synth::{Synth, Workload};
@@ -66,6 +68,9 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Check every step's kept pages with a certificate: off, page or token (CPU).
+    #[arg(long, default_value = "off")]
+    pub certificate: String,
     /// Skip the f64 oracle comparison (faster on huge caches).
     #[arg(long)]
     pub no_accuracy: bool,
@@ -293,6 +298,16 @@ pub struct Cell {
     pub achieved_gbs: f64,
     pub rel: Option<f64>,
     pub cosine: Option<f64>,
+    /// Sketch bytes read (certified, robust Gaussian, token-level certificates).
+    #[serde(default)]
+    pub bytes_sketch: u64,
+    /// Median time of the certificate phase (`--certificate`), ms.
+    #[serde(default)]
+    pub certificate_ms: f64,
+    /// Fraction of heads whose output is proven equal to dense (certified method, or the
+    /// `--certificate` check of another method's kept pages); None when nothing was checked.
+    #[serde(default)]
+    pub certified_frac: Option<f64>,
     /// Dense softmax torch SDPA on the same shape, same run (GPU, `--sdpa-json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sdpa_ms: Option<f64>,
@@ -376,7 +391,20 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             continue;
         }
         let b = spec.budget;
-        let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
+        let mut cfg = spec.config(alpha, sw.heads, sw.gqa, None);
+        let level = match a.certificate.as_str() {
+            "off" => CertificateLevel::Off,
+            "page" => CertificateLevel::Page,
+            "token" => CertificateLevel::Token,
+            o => anyhow::bail!("unknown --certificate `{o}` (off, page, token)"),
+        };
+        // A certificate needs the exact τ of the kept tokens; certified proves itself.
+        if level != CertificateLevel::Off
+            && spec.tau_mode == TauMode::Exact
+            && !matches!(cfg.method, Method::Certified | Method::Dense)
+        {
+            cfg = cfg.with_certificate(level);
+        }
         let a_used = cfg.attention.alpha;
         let mut dec = Decoder::new(cache, sw.batch, ctx, cfg)?;
         let mut out = vec![0.0f32; q.len()];
@@ -386,6 +414,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         let mut times = Vec::with_capacity(a.iters);
         let mut sel = Vec::with_capacity(a.iters);
         let mut att = Vec::with_capacity(a.iters);
+        let mut cert = Vec::with_capacity(a.iters);
         let mut last = None;
         for _ in 0..a.iters.max(1) {
             let t = Instant::now();
@@ -393,10 +422,11 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             times.push(t.elapsed().as_secs_f64() * 1e3);
             sel.push(rep.times.selection_ns as f64 / 1e6);
             att.push(rep.times.attention_ns as f64 / 1e6);
+            cert.push(rep.times.certificate_ns as f64 / 1e6);
             last = Some(rep.clone());
         }
         let rep = last.expect("at least one iteration");
-        for v in [&mut times, &mut sel, &mut att] {
+        for v in [&mut times, &mut sel, &mut att, &mut cert] {
             v.sort_by(|x, y| x.total_cmp(y));
         }
         let (rel, cosine) = if a.no_accuracy {
@@ -430,6 +460,13 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             achieved_gbs: bytes / (median * 1e-3) / 1e9,
             rel,
             cosine,
+            bytes_sketch: rep.bytes.sketch,
+            certificate_ms: quantile(&cert, 0.5),
+            certified_frac: {
+                let flags: Vec<bool> = rep.heads.iter().filter_map(|h| h.certified).collect();
+                (!flags.is_empty())
+                    .then(|| flags.iter().filter(|&&c| c).count() as f64 / flags.len() as f64)
+            },
             sdpa_ms: None,
             kernel_ms: Vec::new(),
         });
@@ -448,7 +485,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
 pub fn print_table(r: &BenchResult) {
     let sdpa = r.cells.iter().any(|c| c.sdpa_ms.is_some());
     println!(
-        "{:<20} {:>8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>9} {:>8}{}",
+        "{:<20} {:>8} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>9} {:>8} {:>6}{}",
         "method",
         "context",
         "alpha",
@@ -462,6 +499,7 @@ pub fn print_table(r: &BenchResult) {
         "%bw",
         "rel",
         "cosine",
+        "cert",
         if sdpa { "      sdpa  vs-sdpa" } else { "" }
     );
     for c in &r.cells {
@@ -475,7 +513,7 @@ pub fn print_table(r: &BenchResult) {
             _ => String::new(),
         };
         println!(
-            "{:<20} {:>8} {:>5} {:>7.4}ms {:>7.4}ms {:>7.4}ms {:>6.4}ms {:>6.4}ms {:>11} {:>9.1} {:>7.0}% {:>9} {:>8}{}",
+            "{:<20} {:>8} {:>5} {:>7.4}ms {:>7.4}ms {:>7.4}ms {:>6.4}ms {:>6.4}ms {:>11} {:>9.1} {:>7.0}% {:>9} {:>8} {:>6}{}",
             name,
             c.context,
             c.alpha,
@@ -489,6 +527,7 @@ pub fn print_table(r: &BenchResult) {
             100.0 * c.achieved_gbs / r.bandwidth.read_gbs,
             c.rel.map_or("-".into(), |x| format!("{x:.2e}")),
             c.cosine.map_or("-".into(), |x| format!("{x:.6}")),
+            c.certified_frac.map_or("-".into(), |x| format!("{:.0}%", 100.0 * x)),
             vs,
         );
     }
@@ -504,11 +543,11 @@ pub fn print_table(r: &BenchResult) {
 
 pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
     let mut s = String::from(
-        "method,context,alpha,budget,median_ms,min_ms,p90_ms,selection_ms,attention_ms,pages_kept_mean,pages_total,bytes_meta,bytes_k,bytes_v,floor_ms,achieved_gbs,rel,cosine\n",
+        "method,context,alpha,budget,median_ms,min_ms,p90_ms,selection_ms,attention_ms,pages_kept_mean,pages_total,bytes_meta,bytes_k,bytes_v,floor_ms,achieved_gbs,rel,cosine,bytes_sketch,certificate_ms,certified_frac\n",
     );
     for c in &r.cells {
         s += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             c.method,
             c.context,
             c.alpha,
@@ -527,6 +566,9 @@ pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
             c.achieved_gbs,
             c.rel.map_or(String::new(), |x| x.to_string()),
             c.cosine.map_or(String::new(), |x| x.to_string()),
+            c.bytes_sketch,
+            c.certificate_ms,
+            c.certified_frac.map_or(String::new(), |x| x.to_string()),
         );
     }
     std::fs::write(path, s).context(format!("writing {path}"))

@@ -278,6 +278,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         achieved_gbs: bytes / (median * 1e-3) / 1e9,
                         rel,
                         cosine,
+                        bytes_sketch: 0,
+                        certificate_ms: 0.0,
+                        certified_frac: None,
                         sdpa_ms,
                         kernel_ms,
                     };
