@@ -202,6 +202,9 @@ pub struct PagedKvCache {
     sketch: Vec<u8>,
     /// Scratch: the stored keys of the chunk being appended, widened (`[H_kv, n, D]`).
     chunk_f32: Vec<f32>,
+    /// Scratch rows for writing statistics and sketching a page (`2·D + page_size·D`), sized
+    /// once so appends do not allocate.
+    row_scratch: Vec<f32>,
     free: Vec<u32>,
     seqs: BTreeMap<u64, Sequence>,
     next_id: u64,
@@ -253,12 +256,14 @@ impl PagedKvCache {
         };
         // Free list as a stack, lowest ids handed out first (deterministic).
         let free: Vec<u32> = (0..cfg.num_pages as u32).rev().collect();
+        let row_scratch = vec![0.0; (2 + cfg.page_size) * cfg.head_dim];
         Ok(PagedKvCache {
             cfg,
             kv,
             stats,
             sketch: vec![0; sketch_len],
             chunk_f32: Vec::new(),
+            row_scratch,
             free,
             seqs: BTreeMap::new(),
             next_id: 0,
@@ -546,19 +551,22 @@ impl PagedKvCache {
 
     fn write_page_stats(&mut self, page: u32, acc: &OpenPageAcc) {
         let (kvh, d) = (self.cfg.num_kv_heads, self.cfg.head_dim);
-        let mut mean = vec![0.0f32; d];
-        let mut std = vec![0.0f32; d];
+        // Taken out of `self` (no allocation) so the offset helpers stay callable.
+        let mut scratch = std::mem::take(&mut self.row_scratch);
+        let (mean, rest) = scratch.split_at_mut(d);
+        let std = &mut rest[..d];
         for h in 0..kvh {
-            let (r, ()) = acc.finalize_head(h, d, &mut mean, &mut std);
+            acc.finalize_head(h, mean, std);
             let row = RowStats {
-                min: &acc.min[r.clone()],
-                max: &acc.max[r],
-                mean: &mean,
-                std: &std,
+                min: &acc.min[h * d..(h + 1) * d],
+                max: &acc.max[h * d..(h + 1) * d],
+                mean,
+                std,
             };
             let base = self.stats_offset(page, h);
             self.stats.write_row(base, &row);
         }
+        self.row_scratch = scratch;
     }
 
     fn sketch_page(&mut self, page: u32) {

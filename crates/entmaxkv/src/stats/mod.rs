@@ -202,21 +202,14 @@ impl OpenPageAcc {
         self.count += n;
     }
 
-    /// Finalised f32 statistics of head `h` (channels `h·D .. (h+1)·D`).
-    pub fn finalize_head(
-        &self,
-        h: usize,
-        d: usize,
-        mean: &mut [f32],
-        std: &mut [f32],
-    ) -> (std::ops::Range<usize>, ()) {
-        let r = h * d..(h + 1) * d;
+    /// Finalised f32 mean and std of head `h` (channels `h·D .. (h+1)·D`) into `mean`/`std`.
+    pub fn finalize_head(&self, h: usize, mean: &mut [f32], std: &mut [f32]) {
+        let d = mean.len();
         let n = self.count.max(1) as f64;
-        for (c, i) in r.clone().enumerate() {
+        for (c, i) in (h * d..(h + 1) * d).enumerate() {
             mean[c] = self.mean[i] as f32;
             std[c] = (self.m2[i].max(0.0) / n).sqrt() as f32;
         }
-        (r, ())
     }
 }
 
