@@ -126,18 +126,27 @@ impl Sweep {
     pub fn resolve(a: &BenchArgs) -> Res<Sweep> {
         let preset = a.preset.clone().unwrap_or_else(|| "default".into());
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // The original's shape (B = 1, 8/8 heads, D = 64, f16, α = 1.5, page 16, iid);
+        // each preset changes only what it names.
+        let base = Sweep {
+            preset: preset.clone(),
+            contexts: vec![],
+            batch: 1,
+            heads: 8,
+            kv_heads: 8,
+            head_dim: 64,
+            dtype: DType::F16,
+            alphas: vec![1.5],
+            page_size: 16,
+            methods: vec![],
+            budgets: vec![0.125],
+            gqa: GqaMode::PerHead,
+            workload: Workload::Iid,
+        };
         let mut sw = match preset.as_str() {
             // Small enough for a 2-core CPU in well under two minutes.
             "default" => Sweep {
-                preset: preset.clone(),
                 contexts: vec![4096, 32768, 131072],
-                batch: 1,
-                heads: 8,
-                kv_heads: 8,
-                head_dim: 64,
-                dtype: DType::F16,
-                alphas: vec![1.5],
-                page_size: 16,
                 methods: s(&[
                     "dense-softmax",
                     "dense-entmax",
@@ -147,35 +156,16 @@ impl Sweep {
                     "gaussian-robust",
                     "certified",
                 ]),
-                budgets: vec![0.125],
-                gqa: GqaMode::PerHead,
-                workload: Workload::Iid,
+                ..base
             },
             "original" => Sweep {
-                preset: preset.clone(),
                 contexts: vec![32768, 65536, 131072],
-                batch: 1,
-                heads: 8,
-                kv_heads: 8,
-                head_dim: 64,
-                dtype: DType::F16,
-                alphas: vec![1.5],
-                page_size: 16,
                 methods: s(METHODS),
                 budgets: vec![0.25],
-                gqa: GqaMode::PerHead,
-                workload: Workload::Iid,
+                ..base
             },
             "figure" => Sweep {
-                preset: preset.clone(),
                 contexts: vec![32768, 65536, 131072, 262144, 524288, 1048576],
-                batch: 1,
-                heads: 8,
-                kv_heads: 8,
-                head_dim: 64,
-                dtype: DType::F16,
-                alphas: vec![1.5],
-                page_size: 16,
                 methods: s(&[
                     "dense-softmax",
                     "topk-softmax",
@@ -183,20 +173,12 @@ impl Sweep {
                     "topk",
                     "gaussian-corrected",
                 ]),
-                budgets: vec![0.125],
-                gqa: GqaMode::PerHead,
-                workload: Workload::Iid,
+                ..base
             },
             "llama8b" => Sweep {
-                preset: preset.clone(),
                 contexts: vec![32768, 131072],
-                batch: 1,
                 heads: 32,
-                kv_heads: 8,
                 head_dim: 128,
-                dtype: DType::F16,
-                alphas: vec![1.5],
-                page_size: 16,
                 methods: s(&[
                     "dense-softmax",
                     "dense-entmax",
@@ -204,9 +186,8 @@ impl Sweep {
                     "topk",
                     "gaussian-exact",
                 ]),
-                budgets: vec![0.125],
                 gqa: GqaMode::Shared,
-                workload: Workload::Iid,
+                ..base
             },
             other => anyhow::bail!("unknown preset `{other}` (default, original, figure, llama8b)"),
         };
