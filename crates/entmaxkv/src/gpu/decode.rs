@@ -8,14 +8,16 @@
 //!   head's page metadata for its whole query group), `topk_select` (exact radix top-k, slot
 //!   list with the last page appended);
 //! * Gaussian only: `gauss_moments` (μ_p and σ_p² of every closed page for each query head
-//!   of a kv head's group, one pass over its mean/std rows), `gauss_select` (one CTA per
-//!   task: head moments μ_g, σ_g with a two-pass variance, τ̂ by Newton on ln M_β in
-//!   standardised space, the original criterion's margins, the τ clamp, and the kept pages
-//!   packed by a block scan into the top-k slot-list format);
+//!   of a kv head's group, one pass over its mean/std rows, plus per-CTA partial sums of the
+//!   head moments), `gauss_count` (every chunk CTA merges the partials, solves τ̂ by Newton on
+//!   ln M_β in standardised space, applies the original criterion's margins and counts its
+//!   kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
+//!   before; chunk 0 appends the last page and applies the τ clamp);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
-//!   `attn_entmax_filter` (candidates against the final maximum, a count histogram of them
-//!   and from it a bracket of τ), `attn_entmax_solve` (candidates inside the bracket; the
-//!   last CTA of each task solves τ and gathers V for small supports),
+//!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
+//!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
+//!   bracket of τ from the histogram, the survivors that can matter into shared memory,
+//!   safeguarded Halley, and V for small supports),
 //!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //!
@@ -49,10 +51,11 @@ const SEL_THREADS: u32 = 1024;
 const PPC_CAP: usize = 256;
 const NCH_MAX: usize = 2048;
 const SMALL_SUPPORT: usize = 1024;
-/// Chunks per CTA of the filter, solve and values kernels (one warp each).
+/// Chunks per CTA of the filter and values kernels.
 const CPB: usize = 8;
-/// Dynamic shared memory of `attn_entmax_solve`: candidate capacity of the τ solve.
-const SCORES_DYN: usize = 40 * 1024;
+/// Dynamic shared memory of `attn_entmax_tail`: candidate capacity of the τ solve held in
+/// shared memory (8 bytes each); more candidates are streamed from the chunk lists.
+const SCORES_DYN: usize = 80 * 1024;
 /// The dynamic shared-memory limit set on the attention kernels.
 const DYN_LIMIT: usize = 96 * 1024;
 
@@ -74,7 +77,12 @@ struct GaussPlan {
     lists: DevBuf<u32>,
     counts: DevBuf<i32>,
     tau_hat: DevBuf<f64>,
+    /// Partial sums, chunk counts and maxima, per-head floors: scratch of the selection.
+    scratch: Vec<DevBuf<u8>>,
 }
+
+/// Closed pages per CTA of `gauss_count` / `gauss_pack`.
+const GAUSS_SPC: usize = 2048;
 
 /// A planned GPU decode step (see the module docs).
 pub struct GpuDecoder {
@@ -229,7 +237,7 @@ impl GpuDecoder {
         for k in [
             "attn_entmax_scores",
             "attn_entmax_filter",
-            "attn_entmax_solve",
+            "attn_entmax_tail",
             "attn_entmax_values",
             "attn_softmax",
         ] {
@@ -381,6 +389,15 @@ impl GpuDecoder {
                 let tau_hat = gpu.zeros::<f64>(batch * heads)?;
                 let per_b = ((8 * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
                 let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
+                let n_part = max_pages.div_ceil(ppb);
+                let nsel = max_pages.div_ceil(GAUSS_SPC);
+                let mut scratch = Vec::new();
+                let mut salloc = |bytes: usize| -> Result<u64> {
+                    let b = gpu.zeros::<u8>(bytes)?;
+                    let p = b.ptr();
+                    scratch.push(b);
+                    Ok(p)
+                };
                 let (zp_low, zp_high) = match o.max_quantile {
                     Some(q) => {
                         let z = page_max_quantile_z(q, ps)?;
@@ -403,6 +420,12 @@ impl GpuDecoder {
                     lists: lists.ptr(),
                     list_counts: counts.ptr(),
                     tau_hat: tau_hat.ptr(),
+                    part: salloc(batch * heads * n_part * 4 * 8)?,
+                    chunk_cnt: salloc(tasks * nsel * 4)?,
+                    chunk_cap: salloc(tasks * nsel * 8 * 8)?,
+                    head_floor: salloc(batch * heads * 8)?,
+                    head_z: salloc(batch * heads * 8)?,
+                    task_bad: salloc(tasks * 4)?,
                     a: alpha - 1.0,
                     zp_low,
                     zp_high,
@@ -422,16 +445,20 @@ impl GpuDecoder {
                     list_stride: stride as i32,
                     ws_stride: stride as i32,
                     ppb: ppb as i32,
+                    n_part: n_part as i32,
+                    spc: GAUSS_SPC as i32,
+                    nsel: nsel as i32,
                 };
                 Some(GaussPlan {
                     params,
-                    grid_x: max_pages.div_ceil(ppb) as u32,
-                    smem: group * d * 4,
+                    grid_x: n_part as u32,
+                    smem: group * (d + 2 * ppb) * 4,
                     mu,
                     var,
                     lists,
                     counts,
                     tau_hat,
+                    scratch,
                 })
             }
         };
@@ -456,8 +483,6 @@ impl GpuDecoder {
             cand_cnt: alloc(slot_n * 4, false)?,
             gmax: alloc(tasks * tg * 4, true)?,
             hist: alloc(tasks * tg * 256 * 4, true)?,
-            bounds: alloc(tasks * tg * 2 * 4, true)?,
-            counters2: alloc(tasks * 4, true)?,
             counters: alloc(tasks * 4, true)?,
             vcounters: alloc(tasks * 4, true)?,
             vflag: alloc(batch * heads * 4, true)?,
@@ -549,7 +574,11 @@ impl GpuDecoder {
                 .as_ref()
                 .map_or(0, |t| t.keys.bytes() + t.lists.bytes() + t.counts.bytes())
             + self.gauss.as_ref().map_or(0, |g| {
-                g.mu.bytes() + g.var.bytes() + g.lists.bytes() + g.counts.bytes()
+                g.mu.bytes()
+                    + g.var.bytes()
+                    + g.lists.bytes()
+                    + g.counts.bytes()
+                    + g.scratch.iter().map(|b| b.bytes()).sum::<usize>()
             })
     }
 
@@ -623,13 +652,15 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &'static [&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
-            Stage::Selection if self.gauss.is_some() => &["gauss_moments", "gauss_select"],
+            Stage::Selection if self.gauss.is_some() => {
+                &["gauss_moments", "gauss_count", "gauss_pack"]
+            }
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
             Stage::Attention => &[
                 "attn_entmax_scores",
                 "attn_entmax_filter",
-                "attn_entmax_solve",
+                "attn_entmax_tail",
                 "attn_entmax_values",
             ],
         }
@@ -659,14 +690,14 @@ impl GpuDecoder {
                         launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
                     }
                 }
-                "gauss_moments" | "gauss_select" => {
+                "gauss_moments" | "gauss_count" | "gauss_pack" => {
                     let t = self.gauss.as_ref().expect("Gaussian plan");
                     if name == "gauss_moments" {
                         let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
                         launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
                     } else {
-                        let g = (self.tasks as u32, 1, 1);
-                        launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
+                        let g = (t.params.nsel as u32, self.tasks as u32, 1);
+                        launch(m.func(name), g, BLOCK, 0, s, &t.params)
                     }
                 }
                 "attn_softmax" => {
@@ -675,12 +706,17 @@ impl GpuDecoder {
                 "attn_entmax_scores" => {
                     launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
                 }
+                "attn_entmax_tail" => {
+                    let g = (self.tasks as u32, 1, 1);
+                    launch(m.func(name), g, BLOCK, self.dyn_solve, s, &self.attn)
+                }
                 // One warp per chunk, CPB chunks per CTA.
                 "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
+                // CPB chunks per CTA.
                 "attn_entmax_values" => {
                     launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn)
                 }
-                _ => launch(m.func(name), grid8, BLOCK, self.dyn_solve, s, &self.attn),
+                _ => unreachable!("unknown kernel {name}"),
             }
         }
     }

@@ -72,6 +72,12 @@ pub(crate) struct GaussParams {
     pub lists: u64,
     pub list_counts: u64,
     pub tau_hat: u64,
+    pub part: u64,
+    pub chunk_cnt: u64,
+    pub chunk_cap: u64,
+    pub head_floor: u64,
+    pub head_z: u64,
+    pub task_bad: u64,
     pub a: f64,
     pub zp_low: f64,
     pub zp_high: f64,
@@ -91,6 +97,9 @@ pub(crate) struct GaussParams {
     pub list_stride: i32,
     pub ws_stride: i32,
     pub ppb: i32,
+    pub n_part: i32,
+    pub spc: i32,
+    pub nsel: i32,
 }
 
 #[repr(C)]
@@ -110,8 +119,6 @@ pub(crate) struct AttnParams {
     pub cand_cnt: u64,
     pub gmax: u64,
     pub hist: u64,
-    pub bounds: u64,
-    pub counters2: u64,
     pub counters: u64,
     pub vcounters: u64,
     pub vflag: u64,

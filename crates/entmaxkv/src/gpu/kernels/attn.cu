@@ -10,16 +10,17 @@
 //                       per-head maximum (integer atomicMax on order-preserving keys) ->
 //                       the chunk's candidates, z > z_running_max − 1 (a superset of the
 //                       only tokens that can carry weight), written compactly.
-//   attn_entmax_filter  every chunk keeps its candidates with d = z − z_max > −1 against the
-//                       final maximum and adds them to a per-head 256-bin count histogram of
-//                       d (integer atomics); the last CTA of a task turns the histogram into
-//                       a bracket [lo, hi] of the relative threshold t (count bounds of
-//                       Σ(d−t)_+^β, one bin of slack each side).
-//   attn_entmax_solve   every chunk keeps its candidates with d > lo (the only ones that can
-//                       carry weight); the last CTA gathers them (chunk order), solves t by
-//                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
-//                       (tau/entmax.rs) and, when the support is small, gathers V for it and
-//                       writes the output.
+//   attn_entmax_filter  every chunk keeps, in place, its candidates with d = z − z_max > −1
+//                       against the final maximum and adds them to a per-head 256-bin count
+//                       histogram of d (one warp per chunk, many CTAs, integer atomics).
+//   attn_entmax_tail    one CTA per task: per head, the histogram gives a bracket [lo, hi] of
+//                       the relative threshold t (count bounds of Σ(d−t)_+^β, one bin of slack
+//                       each side); the survivors go to shared memory in chunk order (all of
+//                       them when they fit, else those with d > lo, the only ones that can
+//                       carry weight); safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside
+//                       the bracket (tau/entmax.rs); V gathered for small supports. Streams
+//                       from the chunk lists only if even the d > lo set does not fit. No
+//                       cross-CTA handshake.
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
 //                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
 //                       otherwise.
@@ -42,9 +43,7 @@ struct AttnParams {
     u32* cand_pos;           // same
     int* cand_cnt;           // [tasks, nch, TG]
     u32* gmax;               // [tasks, TG] running max score key (0 between steps)
-    int* hist;               // [tasks, TG, HIST_BINS] survivor histogram (0 between steps)
-    float* bounds;           // [tasks, TG, 2] bracket (lo, hi) of t relative to (α−1)·max
-    u32* counters2;          // [tasks]
+    int* hist;               // [tasks, TG, HIST_BINS] survivor histogram of d (0 between steps)
     u32* counters;           // [tasks]
     u32* vcounters;          // [tasks]
     int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
@@ -139,11 +138,13 @@ __device__ double g_halley_step(double t, double a0, double a1, double a2, doubl
     if (beta == 1.0) r = a0;
     else if (beta == 2.0) r = sqrt(a0);
     else r = pow(a0, 1.0 / beta);
+    const double ia0 = 1.0 / a0;  // one division; the rest are products
     const double g = r - 1.0;
-    const double g1 = -r * a1 / a0;
-    const double g2 = beta == 1.0 ? 0.0 : (beta - 1.0) * (r / a0) * (a2 - a1 * a1 / a0);
-    const double newton = -g / g1;
-    const double corr = 0.5 * g * g2 / (g1 * g1);
+    const double g1 = -r * a1 * ia0;
+    const double g2 = beta == 1.0 ? 0.0 : (beta - 1.0) * (r * ia0) * (a2 - a1 * a1 * ia0);
+    const double ig1 = 1.0 / g1;
+    const double newton = -g * ig1;
+    const double corr = 0.5 * g * g2 * ig1 * ig1;
     const double step = (isfinite(corr) && fabs(corr) < 0.5) ? newton / (1.0 - corr) : newton;
     return t + step;
 }
@@ -349,9 +350,13 @@ __device__ __forceinline__ size_t slot_index(const AttnParams& p, int task, int 
 // Chunks per CTA of the filter, solve and values kernels (one warp per chunk).
 constexpr int CPB = BLOCK / 32;
 
-// One warp keeps, in place and in order, the chunk's candidates with (α−1)(s − M) > thr;
-// optionally counts them into `hist_smem` (HIST_BINS bins of d ∈ (−1, 0]). Returns the
-// count kept (in every lane).
+__device__ __forceinline__ int hist_bin(float d) {
+    int bin = (int)((d + 1.0f) * (float)HIST_BINS);
+    return bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
+}
+
+// One warp keeps, in place and in order, the chunk's candidates with d = (α−1)(s − M) > thr
+// and counts their d into `hist_smem`. Returns the count kept (in every lane).
 __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem) {
     const int lane = threadIdx.x & 31;
     const int cnt = p.cand_cnt[idx];
@@ -377,11 +382,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
             const int k = k0 + u * 32 + lane;
             const float d = p.a * (sv[u] - M);
             const bool keep = k < cnt && d > thr;
-            if (keep && hist_smem) {
-                int bin = (int)((d + 1.0f) * (float)HIST_BINS);
-                bin = bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
-                atomicAdd(&hist_smem[bin], 1);
-            }
+            if (keep) atomicAdd(&hist_smem[hist_bin(d)], 1);
             const u32 m = __ballot_sync(FULL_MASK, keep);
             if (keep) {
                 const int at = kept + __popc(m & ((1u << lane) - 1u));
@@ -442,7 +443,7 @@ template <class F> __device__ void for_each_cand(const AttnParams& p, const Solv
 
 // Sums (Σx^β, Σx^{β−1}, Σx^{β−2}) over x = d − t > 0, and the support size.
 __device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows, double t, double& A0, double& A1,
-                            double& A2, int& support) {
+                            double& A2, int* support) {
     const float tf = (float)t;
     double s0 = 0.0, s1 = 0.0, s2 = 0.0;
     int cnt = 0;
@@ -463,7 +464,7 @@ __device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows
     A1 = s1;
     A2 = s2;
     block_sum3<BLOCK>(A0, A1, A2);
-    support = block_sum_int<BLOCK>(cnt);
+    if (support) *support = block_sum_int<BLOCK>(cnt);
 }
 
 // Solves the relative threshold t in the bracket [lo, hi]; returns it and the mass at it.
@@ -475,7 +476,7 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     int sup;
     if (hi > lo) {
         for (int it = 0; it < 60; ++it) {
-            halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+            halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
             const double f = A0 - 1.0;
             if (f == 0.0) break;
             if (f > 0.0) lo = t;
@@ -487,71 +488,69 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
             if (conv) break;
         }
     }
-    halley_sums(p, sc, caprows, t, A0, A1, A2, sup);
+    halley_sums(p, sc, caprows, t, A0, A1, A2, &sup);
     mass = A0;
     support = sup;
     return t;
 }
 
 // Count bounds of F(t) = Σ(d−t)_+^β − 1 at the bin edges e_j = −1 + j/HIST_BINS give a
-// bracket of the root (warp 0 of the calling CTA; one bin of slack on each side).
-__device__ void hist_bracket(const AttnParams& p, const int* h, float& lo_out, float& hi_out) {
-    const int lane = threadIdx.x & 31;
-    const double beta = p.beta_d;
-    const int code = p.alpha_code;
-    // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
-    int lo = 0, hi = HIST_BINS - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi + 1) >> 1;
-        double f = 0.0;
-        for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) {
-            const int c = h[i];
-            if (c) f += (double)c * pow_beta_d((double)(i - mid) / HIST_BINS, code, beta);
-        }
+// bracket of the root, one bin of slack on each side. `pw[k]` = (k/HIST_BINS)^β. Warp 0
+// finds the lower end, warp 1 the upper end (two binary searches run side by side); the
+// results go to br[0], br[1].
+__device__ void hist_bracket(const int* h, const double* pw, float* br) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (warp == 0) {
+        // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
+        int lo = 0, hi = HIST_BINS - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            double f = 0.0;
+            for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) f += (double)h[i] * pw[i - mid];
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
-        if (f >= 1.0) lo = mid;
-        else hi = mid - 1;
-    }
-    const int jl = lo;
-    // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
-    lo = 0;
-    hi = HIST_BINS;
-    while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        double f = 0.0;
-        for (int i = mid + lane; i < HIST_BINS; i += 32) {
-            const int c = h[i];
-            if (c) f += (double)c * pow_beta_d((double)(i + 1 - mid) / HIST_BINS, code, beta);
+            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+            if (f >= 1.0) lo = mid;
+            else hi = mid - 1;
         }
+        if (lane == 0) br[0] = -1.0f + (float)(lo > 0 ? lo - 1 : 0) / HIST_BINS;
+    } else if (warp == 1) {
+        // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
+        int lo = 0, hi = HIST_BINS;
+        while (lo < hi) {
+            const int mid = (lo + hi) >> 1;
+            double f = 0.0;
+            for (int i = mid + lane; i < HIST_BINS; i += 32) f += (double)h[i] * pw[i + 1 - mid];
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
-        if (f < 1.0) hi = mid;
-        else lo = mid + 1;
+            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
+            if (f < 1.0) hi = mid;
+            else lo = mid + 1;
+        }
+        if (lane == 0) br[1] = fminf(0.0f, -1.0f + (float)(lo + 1) / HIST_BINS);
     }
-    const int ju = lo;
-    lo_out = -1.0f + (float)(jl > 0 ? jl - 1 : 0) / HIST_BINS;
-    hi_out = fminf(0.0f, -1.0f + (float)(ju + 1) / HIST_BINS);
 }
 
-// The last CTA of a task: per head, gather the kept candidates (chunk order), τ, then V
-// for small supports.
-__device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
+// Per head of the task (after attn_entmax_filter): the survivors into shared memory (or,
+// when they do not fit, streamed from the chunk lists), bracket from their histogram, τ,
+// then V for small supports.
+__device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
     __shared__ int s_off[NCH_MAX + 1];
+    __shared__ int s_hist[HIST_BINS];
+    __shared__ float s_br[2];
     __shared__ int s_small;
+    __shared__ double s_pw[HIST_BINS + 1];
     float* d_buf = reinterpret_cast<float*>(dyn);
     u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
+    for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
+        s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
     for (int g = 0; g < TG; ++g) {
         const int bh = ti.b * p.num_heads + ti.h0 + g;
-        const float M = key_to_float(__ldcg(p.gmax + (size_t)task * TG + g));
-        const float blo = __ldcg(p.bounds + ((size_t)task * TG + g) * 2);
-        const float bhi = __ldcg(p.bounds + ((size_t)task * TG + g) * 2 + 1);
-        // Candidate counts per chunk (loaded in parallel), then their offsets.
+        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+        // Survivor counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
         int local = 0;
         for (int ci = cb; ci < ce; ++ci) {
-            const int v = __ldcg(p.cand_cnt + slot_index(p, task, ci, g));
+            const int v = p.cand_cnt[slot_index(p, task, ci, g)];
             s_off[ci] = v;
             local += v;
         }
@@ -564,53 +563,70 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
         }
         if (threadIdx.x == 0) s_off[p.nch] = n_c;
         __syncthreads();
+        // Bracket from the filter's histogram (reset for the next step once read).
+        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
+            s_hist[i] = gh[i];
+            gh[i] = 0;
+        }
+        __syncthreads();
+        hist_bracket(s_hist, s_pw, s_br);
+        __syncthreads();
+        // Survivors to shared memory: all of them if they fit, else those above the bracket.
+        const float keep_above = n_c <= p.cap ? -2.0f : s_br[0];
+        int n_s = 0;
+        constexpr int GU = 8;
+        for (int j0 = 0; j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
+            size_t src[GU];
+#pragma unroll
+            for (int u = 0; u < GU; ++u) {
+                const int j = j0 + threadIdx.x * GU + u;  // a thread's GU consecutive survivors
+                src[u] = 0;
+                if (j < n_c) {
+                    const int ci = chunk_of(s_off, p.nch, j);
+                    src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
+                }
+            }
+            float dv[GU];
+            u32 pv[GU];
+            int cnt = 0;
+#pragma unroll
+            for (int u = 0; u < GU; ++u) {
+                dv[u] = -2.0f;
+                if (j0 + (int)threadIdx.x * GU + u < n_c) {
+                    dv[u] = p.a * (p.cand_s[src[u]] - M);
+                    pv[u] = p.cand_pos[src[u]];
+                }
+                cnt += dv[u] > keep_above ? 1 : 0;
+            }
+            int round;
+            int o = n_s + block_excl_scan<BLOCK>(cnt, &round);
+#pragma unroll
+            for (int u = 0; u < GU; ++u) {
+                if (dv[u] > keep_above) {
+                    if (o < p.cap) {
+                        d_buf[o] = dv[u];
+                        pos_buf[o] = pv[u];
+                    }
+                    ++o;
+                }
+            }
+            n_s += round;
+        }
+        __syncthreads();
         SolveCtx sc;
         sc.task = task;
         sc.g = g;
         sc.M = M;
-        sc.n = n_c;
-        sc.in_smem = n_c <= p.cap;
+        sc.in_smem = n_s <= p.cap;
+        sc.n = sc.in_smem ? n_s : n_c;  // streamed: every survivor from the chunk lists
         sc.d = d_buf;
         sc.off = s_off;
-        if (sc.in_smem) {
-            // Flattened gather, four loads in flight per thread.
-            constexpr int GU = 4;
-            for (int j0 = 0; j0 < n_c; j0 += BLOCK * GU) {
-                size_t src[GU];
-#pragma unroll
-                for (int u = 0; u < GU; ++u) {
-                    const int j = j0 + u * BLOCK + threadIdx.x;
-                    src[u] = 0;
-                    if (j < n_c) {
-                        const int ci = chunk_of(s_off, p.nch, j);
-                        src[u] = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
-                    }
-                }
-                float sv[GU];
-                u32 pv[GU];
-#pragma unroll
-                for (int u = 0; u < GU; ++u) {
-                    if (j0 + u * BLOCK + (int)threadIdx.x < n_c) {
-                        sv[u] = __ldcg(p.cand_s + src[u]);
-                        pv[u] = __ldcg(p.cand_pos + src[u]);
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < GU; ++u) {
-                    const int j = j0 + u * BLOCK + threadIdx.x;
-                    if (j < n_c) {
-                        d_buf[j] = p.a * (sv[u] - M);
-                        pos_buf[j] = pv[u];
-                    }
-                }
-            }
-        }
-        __syncthreads();
         double mass;
         int sup;
-        // t <= −k^{−(α−1)} for any k >= the support size: the kept count bounds it.
+        // t <= −k^{−(α−1)} for any k >= the support size: the survivor count bounds it.
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
-        const double t = solve_t(p, sc, caprows, (double)blo, fmin((double)bhi, hi_n), mass, sup);
+        const double t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
         if (threadIdx.x == 0) {
             p.head_m[bh] = M;
@@ -627,8 +643,8 @@ __device__ void solve_task(const AttnParams& p, int task, const TaskInfo& ti, un
             u32* lpos = reinterpret_cast<u32*>(s_off);
             float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
-            const int per2 = (n_c + BLOCK - 1) / BLOCK;
-            const int ib = threadIdx.x * per2, ie = min(ib + per2, n_c);
+            const int per2 = (sc.n + BLOCK - 1) / BLOCK;
+            const int ib = threadIdx.x * per2, ie = min(ib + per2, sc.n);
             int cnt = 0;
             for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
             int tot;
@@ -707,7 +723,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
     }
 }
 
-// grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w.
+// grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w
+// against the final maximum, in place, and counts the survivors into the histogram.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
     __shared__ int s_hist[TG][HIST_BINS];
     const int task = blockIdx.y;
@@ -728,49 +745,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
         const int v = (&s_hist[0][0])[i];
         if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
     }
-    if (!last_block_of(p.counters + task, gridDim.x)) return;
-    for (int g = 0; g < TG; ++g) {
-        int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
-        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
-            s_hist[0][i] = __ldcg(gh + i);
-            gh[i] = 0;
-        }
-        __syncthreads();
-        if (threadIdx.x < 32) {
-            float lo, hi;
-            hist_bracket(p, s_hist[0], lo, hi);
-            if (threadIdx.x == 0) {
-                p.bounds[((size_t)task * TG + g) * 2] = lo;
-                p.bounds[((size_t)task * TG + g) * 2 + 1] = hi;
-            }
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) p.counters[task] = 0;
 }
 
-// grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem 2 * cap * 4.
-// Warp w keeps chunk blockIdx.x·CPB + w's candidates with d > lo; the last CTA solves.
-extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_solve(const AttnParams p) {
+// grid (tasks), block BLOCK, dynamic smem 2 * cap * 4. Runs after attn_entmax_filter (kernel
+// boundaries make every chunk's survivors and the final maxima visible); resets the running
+// maxima for the next step.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
-    const int task = blockIdx.y;
+    const int task = blockIdx.x;
     const TaskInfo ti = task_info(p, task);
-    const int caprows = p.ppc_max * p.page_size;
-    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
-    if (c < p.nch) {
-        for (int g = 0; g < TG; ++g) {
-            const size_t idx = slot_index(p, task, c, g);
-            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-            const float lo = p.bounds[((size_t)task * TG + g) * 2];
-            const int kept = warp_compact(p, idx, caprows, M, lo, nullptr);
-            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
-        }
-    }
-    if (!last_block_of(p.counters2 + task, gridDim.x)) return;
-    solve_task(p, task, ti, dyn, caprows);
+    tail_task(p, task, ti, dyn, p.ppc_max * p.page_size);
     __syncthreads();
     if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
-    if (threadIdx.x == 0) p.counters2[task] = 0;
 }
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *

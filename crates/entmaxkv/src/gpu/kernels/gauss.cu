@@ -1,9 +1,17 @@
 // Gaussian-aware page selection on the device (selection/gaussian, original criterion, no
-// ALiBi): `gauss_moments` reads the mean and std rows of every closed page once per kv head
-// and writes μ_p, σ_p of each query head of the group; `gauss_select` (one CTA per task)
-// reduces the head moments μ_g, σ_g (two-pass variance), solves τ̂ of the single Gaussian,
-// applies the margins and the τ clamp, and packs the kept pages (ascending, last page
-// appended) into the slot-list format of the top-k path. No host round trip.
+// ALiBi), three launches, each spread over many CTAs per task:
+//   gauss_moments  reads the mean and std rows of every closed page once per kv head, writes
+//                  μ_p, σ_p² of each query head of the group, and per CTA the partial sums of
+//                  the head moments (Σμ_p, Σσ_p², Σ(μ_p + 1.5σ_p), and Σ(μ_p − μ_cta)²);
+//   gauss_count    every CTA merges the partials in a fixed order (Chan's formula for the
+//                  variance of the page means: the CPU's two-pass value to rounding), solves
+//                  τ̂ of the single Gaussian (one thread per head; every CTA gets the same
+//                  bits), applies the margins, and counts the kept pages of its chunk and
+//                  their clamp maxima; chunk 0 publishes τ̂ and the per-head floors;
+//   gauss_pack     every CTA sums the counts of the chunks before it and writes its kept
+//                  pages (ascending) into the slot-list format of the top-k path; chunk 0
+//                  appends the last page and applies the τ clamp.
+// No host round trip, no atomics: counts and maxima are combined in a fixed order.
 
 struct GaussParams {
     const st_t* smean;
@@ -17,6 +25,12 @@ struct GaussParams {
     u32* lists;          // [tasks, list_stride] kept slots
     int* list_counts;    // [tasks]
     double* tau_hat;     // [B, H] τ̂ after the clamp (NaN: no model)
+    double* part;        // [B * H, n_part, 4] moments partial sums per gauss_moments CTA
+    int* chunk_cnt;      // [tasks, nsel] kept closed pages per selection chunk
+    double* chunk_cap;   // [tasks, nsel, 8] clamp maximum over a chunk's kept pages
+    double* head_floor;  // [B, H] selection floor (τ̂ minus the margins)
+    double* head_z;      // [B, H] z of the page-max quantile
+    int* task_bad;       // [tasks] 1: non-finite statistics, every page kept
     double a;            // α − 1
     double zp_low;       // z of the page-max quantile when σ_g < 1.5
     double zp_high;      // ... when σ_g ≥ 1.5
@@ -35,15 +49,19 @@ struct GaussParams {
     int bt_stride;
     int list_stride;
     int ws_stride;
-    int ppb;             // closed pages per moments CTA
+    int ppb;             // closed pages per moments CTA (≤ BLOCK)
+    int n_part;          // moments CTAs per (sequence, kv head): the partials' stride
+    int spc;             // closed pages per selection chunk
+    int nsel;            // selection chunks per task
 };
 #ifdef EXPECT_GAUSS_SIZE
 static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout differs from Rust");
 #endif
 
-// grid (ceil(max_pages / ppb), B * H_kv), block BLOCK. Dynamic smem: group * HEAD_DIM floats.
+// grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussParams p) {
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
+    float* s_mv = qs + p.group * HEAD_DIM;       // [group, 2, ppb] this CTA's μ_p, σ_p²
     const int b = blockIdx.y / p.num_kv_heads;
     const int kvh = blockIdx.y - b * p.num_kv_heads;
     const int row = p.rows[b];
@@ -118,8 +136,37 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
                     const size_t o = ((size_t)b * p.num_heads + h0 + g) * p.ws_stride + pi;
                     p.mu[o] = am;
                     p.sd[o] = av;
+                    s_mv[(2 * g) * p.ppb + (pi - p0)] = am;
+                    s_mv[(2 * g + 1) * p.ppb + (pi - p0)] = av;
                 }
             }
+        }
+    }
+    __syncthreads();
+    // Partial sums of this CTA's pages, per head (f64, fixed order).
+    const int np = p1 - p0;
+    for (int g = 0; g < G; ++g) {
+        double sm = 0.0, sv = 0.0, st = 0.0;
+        if ((int)threadIdx.x < np) {
+            const double m = s_mv[(2 * g) * p.ppb + threadIdx.x], v = s_mv[(2 * g + 1) * p.ppb + threadIdx.x];
+            sm = m;
+            sv = v;
+            st = m + 1.5 * sqrt(v);
+        }
+        block_sum3<BLOCK>(sm, sv, st);
+        const double lm = sm / (double)np;
+        double m2 = 0.0, z1 = 0.0, z2 = 0.0;
+        if ((int)threadIdx.x < np) {
+            const double dm = (double)s_mv[(2 * g) * p.ppb + threadIdx.x] - lm;
+            m2 = dm * dm;
+        }
+        block_sum3<BLOCK>(m2, z1, z2);
+        if (threadIdx.x == 0) {
+            double* o = p.part + (((size_t)b * p.num_heads + h0 + g) * p.n_part + blockIdx.x) * 4;
+            o[0] = sm;
+            o[1] = sv;
+            o[2] = st;
+            o[3] = m2;
         }
     }
 }
@@ -161,182 +208,290 @@ __device__ double gauss_ln_mk(int k, double t) {
     return lnphi + log(pa * R + pb);
 }
 
+// M_k = pa·Φ(t) + pb·φ(t): the polynomial coefficients of k ∈ {0, 1, 2, 3}.
+__device__ __forceinline__ void gauss_mk_coef(int k, double t, double& pa, double& pb) {
+    const double t2 = t * t;
+    switch (k) {
+        case 0: pa = 1.0; pb = 0.0; break;
+        case 1: pa = t; pb = 1.0; break;
+        case 2: pa = t2 + 1.0; pb = t; break;
+        default: pa = t * (t2 + 3.0); pb = t2 + 2.0; break;
+    }
+}
+
+// ln M_k(t) and M_{k−1}(t)/M_k(t), sharing one Φ/φ (or erfcx) evaluation; the series of
+// gauss_ln_mk below t = −20.
+__device__ void gauss_mk_pair(int k, double t, double& ln_mk, double& ratio) {
+    if (t < -20.0) {
+        ln_mk = gauss_ln_mk(k, t);
+        ratio = exp(gauss_ln_mk(k - 1, t) - ln_mk);
+        return;
+    }
+    const double LN_PHI0 = -0.91893853320467274178;
+    const double lnphi = LN_PHI0 - 0.5 * t * t;
+    double a1, b1, a0, b0;
+    gauss_mk_coef(k, t, a1, b1);
+    gauss_mk_coef(k - 1, t, a0, b0);
+    if (t >= 0.0) {
+        const double cdf = normcdf(t), phi = exp(lnphi);
+        const double m1 = a1 * cdf + b1 * phi;
+        ln_mk = log(m1);
+        ratio = (a0 * cdf + b0 * phi) / m1;
+    } else {
+        const double R = 1.25331413731550025121 * erfcx(-t * 0.70710678118654752440);
+        const double u1 = a1 * R + b1;
+        ln_mk = lnphi + log(u1);
+        ratio = (a0 * R + b0) / u1;
+    }
+}
+
 // τ̂ (kernel space) for N(mu, sigma²) over n tokens; Newton on the concave increasing
-// g(t) = ln M_β(t) − c in t = (aμ − τ)/σ_Y: from the left of the root the iterates stay
-// left and increase monotonically (concavity), so a start clamped into the bracket converges.
+// g(t) = ln M_β(t) − c in t = (aμ − τ)/σ_Y. Started left of the root (t = 0 when g(0) ≤ 0,
+// else the Gaussian-tail guess −√(−2(c − ln β! − ln φ(0))), below the root because
+// ln M_β(t) < ln φ(0) + ln β! − t²/2 for t < −1), the iterates increase monotonically
+// (concavity) to the root: a handful of steps.
 __device__ double gauss_tau_hat(double mu, double sigma, double n, double a, int k) {
     const double sy = fmax(a * fmax(sigma, 1e-6), 1e-10);
     const double c = -log(n) - (double)k * log(sy);
     const double TLO = -38.0;
-    double t = 0.0;
+    double t = 0.0, lm, ratio;
+    gauss_mk_pair(k, t, lm, ratio);
+    if (lm - c > 0.0) {
+        const double lnfact = k == 3 ? 1.79175946922805500081 : (k == 2 ? 0.69314718055994530942 : 0.0);
+        const double LN_PHI0 = -0.91893853320467274178;
+        t = fmax(-sqrt(fmax(-2.0 * (c - lnfact - LN_PHI0), 1.0)), TLO);
+        gauss_mk_pair(k, t, lm, ratio);
+    }
     for (int it = 0; it < 200; ++it) {
-        const double lm = gauss_ln_mk(k, t);
         const double g = lm - c;
-        // d/dt ln M_k = k·M_{k−1}/M_k
-        const double dg = (double)k * exp(gauss_ln_mk(k - 1, t) - lm);
+        const double dg = (double)k * ratio;  // d/dt ln M_k = k·M_{k−1}/M_k
         double tn = t - g / dg;
         if (!(tn >= TLO)) tn = TLO;  // also catches NaN
         const double step = fabs(tn - t);
         t = tn;
         if (step <= 1e-14 * fmax(1.0, fabs(t))) break;
+        gauss_mk_pair(k, t, lm, ratio);
     }
     return a * mu - sy * t;
 }
 
-// Block-wide f64 sum (SEL_THREADS threads); every thread gets the result.
-__device__ double gauss_block_sum(double v, double* red) {
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    double r = 0.0;
-    for (int w = 0; w < SEL_THREADS / 32; ++w) r += red[w];  // fixed order: deterministic
-    return r;
-}
-
-__device__ double gauss_block_max(double v, double* red) {
+__device__ double gauss_block_max(double v) {
+    __shared__ double red[BLOCK / 32];
     for (int off = 16; off > 0; off >>= 1) v = fmax(v, __shfl_xor_sync(FULL_MASK, v, off));
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
     if (lane == 0) red[warp] = v;
     __syncthreads();
     double r = gauss_ninf();
-    for (int w = 0; w < SEL_THREADS / 32; ++w) r = fmax(r, red[w]);
+    for (int w = 0; w < BLOCK / 32; ++w) r = fmax(r, red[w]);
+    __syncthreads();
     return r;
 }
 
-// grid (tasks), block SEL_THREADS.
-extern "C" __global__ void __launch_bounds__(SEL_THREADS) gauss_select(const GaussParams p) {
-    __shared__ double red[SEL_THREADS / 32];
-    __shared__ int wsum[SEL_THREADS / 32];
-    __shared__ double s_floor[8], s_z[8];
-    __shared__ double s_tau[8];
-    __shared__ int s_bad;
-    const int task = blockIdx.x;
+struct GaussTask {
+    int b, h0, closed, npages;
+};
+
+__device__ __forceinline__ GaussTask gauss_task(const GaussParams& p, int task) {
+    GaussTask t;
     const int per_b = p.num_heads / p.tg;
-    const int b = task / per_b;
-    const int h0 = (task - b * per_b) * p.tg;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
-    const int ps = p.page_size;
-    const int npages = (len + ps - 1) / ps;
-    const int closed = npages - 1;
-    const int tid = threadIdx.x;
-    u32* L = p.lists + (size_t)task * p.list_stride;
-    double* tau_out = p.tau_hat + (size_t)b * p.num_heads + h0;
-    if (closed == 0) {
-        if (tid == 0) {
-            L[0] = 0;
-            p.list_counts[task] = 1;
-        }
-        if (tid < p.tg) tau_out[tid] = __longlong_as_double(0x7ff8000000000000LL);
-        return;
+    t.b = task / per_b;
+    t.h0 = (task - t.b * per_b) * p.tg;
+    const int len = p.seq_lens[p.rows[t.b]];
+    t.npages = (len + p.page_size - 1) / p.page_size;
+    t.closed = t.npages - 1;
+    return t;
+}
+
+// Keep test of closed page i: any head of the task clears its floor (always, when the
+// statistics were not finite).
+__device__ __forceinline__ bool gauss_keep(const GaussParams& p, const GaussTask& t, int i, const double* floor_,
+                                           const double* z, bool bad) {
+    if (bad) return true;
+    bool keep = false;
+    for (int g = 0; g < p.tg; ++g) {
+        const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
+        const double m = p.mu[o], s = sqrt((double)p.sd[o]);
+        keep |= p.a * (m + z[g] * s) > floor_[g];
     }
-    // Head moments and thresholds.
-    if (tid == 0) s_bad = 0;
-    for (int hg = 0; hg < p.tg; ++hg) {
-        const float* mu = p.mu + ((size_t)b * p.num_heads + h0 + hg) * p.ws_stride;
-        const float* sd = p.sd + ((size_t)b * p.num_heads + h0 + hg) * p.ws_stride;
+    return keep;
+}
+
+// grid (nsel, tasks), block BLOCK.
+extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParams p) {
+    __shared__ double s_sum[8][4];
+    __shared__ double s_floor[8], s_z[8], s_tau[8];
+    __shared__ int s_bad;
+    const int task = blockIdx.y, c = blockIdx.x;
+    const GaussTask t = gauss_task(p, task);
+    const int tid = threadIdx.x;
+    if (t.closed == 0) return;  // gauss_pack writes the lone last page
+    const int beg = c * p.spc;
+    if (beg >= t.closed) return;  // gauss_pack only reads chunks that hold pages
+    const int end = min(t.closed, beg + p.spc);
+    // Head moments from the moments partials, in a fixed order.
+    const int nm = (t.closed + p.ppb - 1) / p.ppb;
+    const double n = (double)t.closed;
+    for (int g = 0; g < p.tg; ++g) {
+        const double* part = p.part + ((size_t)t.b * p.num_heads + t.h0 + g) * p.n_part * 4;
         double sm = 0.0, sv = 0.0, st = 0.0;
-        for (int i = tid; i < closed; i += SEL_THREADS) {
-            const double m = mu[i], v = sd[i];
-            sm += m;
-            sv += v;
-            st += m + 1.5 * sqrt(v);
+        for (int i = tid; i < nm; i += BLOCK) {
+            sm += part[i * 4];
+            sv += part[i * 4 + 1];
+            st += part[i * 4 + 2];
         }
-        sm = gauss_block_sum(sm, red);
-        sv = gauss_block_sum(sv, red);
-        st = gauss_block_sum(st, red);
-        const double n = (double)closed;
+        block_sum3<BLOCK>(sm, sv, st);
+        // Σ(μ_p − μ_g)² = Σ_cta [M2_cta + n_cta (μ_cta − μ_g)²] (Chan et al.).
         const double mu_g = sm / n;
-        double vm = 0.0;
-        for (int i = tid; i < closed; i += SEL_THREADS) {
-            const double dm = (double)mu[i] - mu_g;
-            vm += dm * dm;
+        double vm = 0.0, z1 = 0.0, z2 = 0.0;
+        for (int i = tid; i < nm; i += BLOCK) {
+            const double nc = (double)(min(t.closed, (i + 1) * p.ppb) - i * p.ppb);
+            const double dm = part[i * 4] / nc - mu_g;
+            vm += part[i * 4 + 3] + nc * dm * dm;
         }
-        vm = gauss_block_sum(vm, red);
+        block_sum3<BLOCK>(vm, z1, z2);
         if (tid == 0) {
-            if (!isfinite(sm) || !isfinite(sv)) {
-                s_bad = 1;
-            } else {
-                const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
-                const double th = gauss_tau_hat(mu_g, sigma_g, n * ps, p.a, p.kint);
-                const bool low = sigma_g < 1.5;
-                const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
-                const double d_sigma = smz * sigma_g;
-                const double typical = st / n;
-                const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
-                s_tau[hg] = th;
-                s_floor[hg] = th - p.a * fmax(d_sigma, d_tau);
-                s_z[hg] = low ? p.zp_low : p.zp_high;
-            }
+            s_sum[g][0] = sm;
+            s_sum[g][1] = sv;
+            s_sum[g][2] = st;
+            s_sum[g][3] = vm;
+        }
+    }
+    if (tid == 0) s_bad = 0;
+    __syncthreads();
+    if (tid < p.tg) {
+        const double sm = s_sum[tid][0], sv = s_sum[tid][1], st = s_sum[tid][2], vm = s_sum[tid][3];
+        if (!isfinite(sm) || !isfinite(sv)) {
+            s_bad = 1;
+        } else {
+            const double mu_g = sm / n;
+            const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
+            const double th = gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p.a, p.kint);
+            const bool low = sigma_g < 1.5;
+            const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
+            const double d_sigma = smz * sigma_g;
+            const double typical = st / n;
+            const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
+            s_tau[tid] = th;
+            s_floor[tid] = th - p.a * fmax(d_sigma, d_tau);
+            s_z[tid] = low ? p.zp_low : p.zp_high;
         }
     }
     __syncthreads();
-    if (s_bad) {
-        // Overflowed statistics: no model, every page.
-        for (int i = tid; i < npages; i += SEL_THREADS) L[i] = (u32)i;
-        if (tid == 0) p.list_counts[task] = npages;
-        if (tid < p.tg) tau_out[tid] = __longlong_as_double(0x7ff8000000000000LL);
-        return;
+    const bool bad = s_bad != 0;
+    if (c == 0 && tid < p.tg) {
+        const int bh = t.b * p.num_heads + t.h0 + tid;
+        p.tau_hat[bh] = bad ? __longlong_as_double(0x7ff8000000000000LL) : s_tau[tid];
+        p.head_floor[bh] = s_floor[tid];
+        p.head_z[bh] = s_z[tid];
+        if (tid == 0) p.task_bad[task] = bad ? 1 : 0;
     }
-    // Each thread owns a contiguous run of pages: count, scan, then write.
-    const int per = (closed + SEL_THREADS - 1) / SEL_THREADS;
-    const int beg = min(tid * per, closed), end = min(beg + per, closed);
-    const float* mub = p.mu + ((size_t)b * p.num_heads + h0) * p.ws_stride;
-    const float* sdb = p.sd + ((size_t)b * p.num_heads + h0) * p.ws_stride;
+    // Count this chunk's kept pages and their clamp maxima.
     const double zc = p.z_clamp * p.clamp_scale;
     double cap[8];
 #pragma unroll
     for (int g = 0; g < 8; ++g) cap[g] = gauss_ninf();
     int cnt = 0;
-    for (int i = beg; i < end; ++i) {
-        bool keep = false;
-        for (int g = 0; g < p.tg; ++g) {
-            const double m = mub[(size_t)g * p.ws_stride + i], s = sqrt((double)sdb[(size_t)g * p.ws_stride + i]);
-            keep |= p.a * (m + s_z[g] * s) > s_floor[g];
+    // GU pages a thread, head by head: the loads of a head are independent and in flight
+    // together; the clamp maxima re-read the kept pages' moments (L1/L2-hot).
+    constexpr int GU = 8;
+    for (int i0 = beg; i0 < end; i0 += BLOCK * GU) {
+        bool keep[GU];
+#pragma unroll
+        for (int u = 0; u < GU; ++u) keep[u] = bad;
+        if (!bad) {
+            for (int g = 0; g < p.tg; ++g) {
+                const size_t hb = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride;
+                float m[GU], v[GU];
+#pragma unroll
+                for (int u = 0; u < GU; ++u) {
+                    const int i = i0 + u * BLOCK + tid;
+                    m[u] = i < end ? p.mu[hb + i] : 0.f;
+                    v[u] = i < end ? p.sd[hb + i] : 0.f;
+                }
+#pragma unroll
+                for (int u = 0; u < GU; ++u)
+                    keep[u] |= p.a * ((double)m[u] + s_z[g] * sqrt((double)v[u])) > s_floor[g];
+            }
         }
-        if (keep) {
-            ++cnt;
-            for (int g = 0; g < p.tg; ++g)
-                cap[g] = fmax(cap[g], (double)mub[(size_t)g * p.ws_stride + i] + zc * sqrt((double)sdb[(size_t)g * p.ws_stride + i]));
+#pragma unroll
+        for (int u = 0; u < GU; ++u) {
+            const int i = i0 + u * BLOCK + tid;
+            if (i < end && keep[u]) {
+                ++cnt;
+                for (int g = 0; g < p.tg; ++g) {
+                    const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
+                    cap[g] = fmax(cap[g], (double)p.mu[o] + zc * sqrt((double)p.sd[o]));
+                }
+            }
         }
     }
-    // Exclusive scan of the counts in thread order.
-    const int lane = tid & 31, warp = tid >> 5;
-    int x = cnt;
-    for (int off = 1; off < 32; off <<= 1) {
-        const int y = __shfl_up_sync(FULL_MASK, x, off);
-        if (lane >= off) x += y;
+    const int total = block_sum_int<BLOCK>(cnt);
+    if (tid == 0) p.chunk_cnt[(size_t)task * p.nsel + c] = total;
+    for (int g = 0; g < p.tg; ++g) {
+        const double m = gauss_block_max(cap[g]);
+        if (tid == 0) p.chunk_cap[((size_t)task * p.nsel + c) * 8 + g] = m;
     }
-    if (lane == 31) wsum[warp] = x;
+}
+
+// grid (nsel, tasks), block BLOCK.
+extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams p) {
+    __shared__ double s_floor[8], s_z[8];
+    const int task = blockIdx.y, c = blockIdx.x;
+    const GaussTask t = gauss_task(p, task);
+    const int tid = threadIdx.x;
+    u32* L = p.lists + (size_t)task * p.list_stride;
+    if (t.closed == 0) {
+        if (c == 0) {
+            if (tid == 0) {
+                L[0] = 0;
+                p.list_counts[task] = 1;
+            }
+            if (tid < p.tg) p.tau_hat[t.b * p.num_heads + t.h0 + tid] = __longlong_as_double(0x7ff8000000000000LL);
+        }
+        return;
+    }
+    const int beg = c * p.spc;
+    if (beg >= t.closed) return;
+    const int end = min(t.closed, beg + p.spc);
+    const int nchunks = (t.closed + p.spc - 1) / p.spc;
+    // Kept pages of the chunks before this one, and of all chunks.
+    int before = 0, all = 0;
+    for (int j = tid; j < nchunks; j += BLOCK) {
+        const int v = p.chunk_cnt[(size_t)task * p.nsel + j];
+        all += v;
+        if (j < c) before += v;
+    }
+    before = block_sum_int<BLOCK>(before);
+    all = block_sum_int<BLOCK>(all);
+    if (tid < p.tg) {
+        const int bh = t.b * p.num_heads + t.h0 + tid;
+        s_floor[tid] = p.head_floor[bh];
+        s_z[tid] = p.head_z[bh];
+    }
     __syncthreads();
-    int wo = 0, total = 0;
-    for (int w = 0; w < SEL_THREADS / 32; ++w) {
-        if (w < warp) wo += wsum[w];
-        total += wsum[w];
+    const bool bad = p.task_bad[task] != 0;
+    // Ordered write: one block scan per BLOCK pages.
+    int o = before;
+    for (int i0 = beg; i0 < end; i0 += BLOCK) {
+        const int i = i0 + tid;
+        const int keep = (i < end && gauss_keep(p, t, i, s_floor, s_z, bad)) ? 1 : 0;
+        int round;
+        const int at = block_excl_scan<BLOCK>(keep, &round);
+        if (keep) L[o + at] = (u32)i;
+        o += round;
     }
-    int o = wo + x - cnt;
-    for (int i = beg; i < end; ++i) {
-        bool keep = false;
-        for (int g = 0; g < p.tg; ++g) {
-            const double m = mub[(size_t)g * p.ws_stride + i], s = sqrt((double)sdb[(size_t)g * p.ws_stride + i]);
-            keep |= p.a * (m + s_z[g] * s) > s_floor[g];
-        }
-        if (keep) L[o++] = (u32)i;
-    }
+    if (c != 0) return;
     if (tid == 0) {
-        L[total] = (u32)closed;
-        p.list_counts[task] = total + 1;
+        L[all] = (u32)t.closed;
+        p.list_counts[task] = all + 1;
     }
     // τ clamp over the kept closed pages (τ ∈ [τ_floor, τ̂]).
-    for (int g = 0; g < p.tg; ++g) {
-        const double c = gauss_block_max(cap[g], red);
-        if (tid == 0) {
-            double tau = s_tau[g];
-            if (p.clamp_tau && c > gauss_ninf()) tau = fmin(tau, fmax(p.a * (double)c - 1e-4, (double)s_floor[g]));
-            tau_out[g] = tau;
-        }
+    if (tid < p.tg && !bad) {
+        double cmax = gauss_ninf();
+        for (int j = 0; j < nchunks; ++j) cmax = fmax(cmax, p.chunk_cap[((size_t)task * p.nsel + j) * 8 + tid]);
+        const int bh = t.b * p.num_heads + t.h0 + tid;
+        double tau = p.tau_hat[bh];
+        if (p.clamp_tau && cmax > gauss_ninf()) tau = fmin(tau, fmax(p.a * cmax - 1e-4, s_floor[tid]));
+        p.tau_hat[bh] = tau;
     }
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Compile the CUDA kernels with NVRTC on a machine without a GPU (a syntax and type check
+before spending device time). NVRTC needs no driver: it only turns CUDA C into PTX.
+
+    pip download --no-deps "nvidia-cuda-nvrtc==13.0.*" -d /tmp/nvrtc   # then unzip the wheel
+    python3 scripts/nvrtc_check.py --lib /tmp/nvrtc/nvidia/cu13/lib/libnvrtc.so.13
+
+Compiles the decode module (the sources concatenated as gpu/ctx.rs does) for every
+combination of KV/statistics dtype, head dim and query heads per task that the tests use,
+for sm_90. Exit status 1 on the first failure, with NVRTC's log.
+"""
+import argparse
+import ctypes
+import itertools
+import pathlib
+import sys
+
+KDIR = pathlib.Path(__file__).resolve().parent.parent / "crates/entmaxkv/src/gpu/kernels"
+
+
+def compile_src(lib, src, opts):
+    prog = ctypes.c_void_p()
+    r = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"decode.cu", 0, None, None)
+    assert r == 0, f"nvrtcCreateProgram: {r}"
+    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+    r = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return r, log.value.decode(errors="replace")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
+    ap.add_argument("--quick", action="store_true", help="one configuration only")
+    a = ap.parse_args()
+    lib = ctypes.CDLL(a.lib)
+    parts = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu"]
+    src = "\n".join((KDIR / p).read_text() for p in parts) + "\n"
+    configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8]))
+    if a.quick:
+        configs = configs[:1]
+    for kv, st, d, tg in configs:
+        unroll = 4 if tg > 1 else 8
+        opts = ["--gpu-architecture=compute_90", "--std=c++17", f"-DKV_T={kv}", f"-DST_T={st}",
+                f"-DHEAD_DIM={d}", f"-DTG={tg}", f"-DUNROLL_ROWS={unroll}"]
+        r, log = compile_src(lib, src, opts)
+        if r != 0:
+            print(f"FAILED kv={kv} st={st} d={d} tg={tg}\n{log}")
+            return 1
+        if log.strip():
+            print(f"kv={kv} st={st} d={d} tg={tg}: warnings\n{log}")
+    probe = (KDIR / "probe.cu").read_text()
+    r, log = compile_src(lib, probe, ["--gpu-architecture=compute_90", "--std=c++17"])
+    if r != 0:
+        print(f"FAILED probe\n{log}")
+        return 1
+    print(f"ok: {len(configs)} decode configurations and the probe module compile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
