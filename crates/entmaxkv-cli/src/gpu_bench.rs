@@ -227,6 +227,13 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                             (n.to_string(), quantile(v, 0.5))
                         })
                         .collect();
+                    if let Some(pr) = dec.tail_profile()? {
+                        let d: Vec<i64> = (1..7).map(|i| pr[i] - pr[i - 1]).collect();
+                        eprintln!(
+                            "    tail clocks (counts, hist, bracket, copy, solve, V): {d:?}; n_c {} n_s {} support {} iterations {}",
+                            pr[10], pr[11], pr[12], pr[13]
+                        );
+                    }
                     // The stage graphs ran after the full step: run it once more for the report.
                     dec.replay(&dev)?;
                     let mut out = vec![0.0f32; prob.q.len()];

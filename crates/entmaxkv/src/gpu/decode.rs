@@ -206,6 +206,16 @@ impl GpuDecoder {
             }
         };
         let gpu = cache.gpu().clone();
+        // Candidate rows are addressed as page id · page_size + row in a u32.
+        if ccfg.num_pages.saturating_mul(ccfg.page_size) > u32::MAX as usize {
+            return Err(Error::Unsupported {
+                op: OP,
+                what: format!(
+                    "a pool of {} pages of {} tokens (more than 2^32 token rows)",
+                    ccfg.num_pages, ccfg.page_size
+                ),
+            });
+        }
         let batch = seqs.len();
         let heads = cfg.attention.num_heads;
         let hkv = ccfg.num_kv_heads;
@@ -483,6 +493,12 @@ impl GpuDecoder {
             cand_cnt: alloc(slot_n * 4, false)?,
             gmax: alloc(tasks * tg * 4, true)?,
             hist: alloc(tasks * tg * 256 * 4, true)?,
+            // `ENTMAXKV_PROFILE_TAIL`: clocks of the tail's phases (development aid).
+            prof: if std::env::var_os("ENTMAXKV_PROFILE_TAIL").is_some() {
+                alloc(16 * 8, true)?
+            } else {
+                0
+            },
             counters: alloc(tasks * 4, true)?,
             vcounters: alloc(tasks * 4, true)?,
             vflag: alloc(batch * heads * 4, true)?,
@@ -590,6 +606,27 @@ impl GpuDecoder {
             _ => None,
         }
     }
+    /// SM clocks at the phases of `attn_entmax_tail` (task 0, head 0) and (n_c, n_s,
+    /// support, Halley iterations) of the last step, when `ENTMAXKV_PROFILE_TAIL` was set at
+    /// plan time (development aid).
+    pub fn tail_profile(&self) -> Result<Option<Vec<i64>>> {
+        if self.attn.prof == 0 {
+            return Ok(None);
+        }
+        let buf = self
+            .work
+            .iter()
+            .find(|b| b.ptr() == self.attn.prof)
+            .ok_or_else(|| Error::invalid("tail_profile", "prof", "?", "buffer not found"))?;
+        let mut raw = vec![0u8; 128];
+        buf.read_at(&self.stream, 0, &mut raw)?;
+        Ok(Some(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ))
+    }
+
     /// Chunks per task and tasks: the attention grid.
     pub fn grid(&self) -> (usize, usize) {
         (self.nch, self.tasks)

@@ -119,6 +119,7 @@ pub(crate) struct AttnParams {
     pub cand_cnt: u64,
     pub gmax: u64,
     pub hist: u64,
+    pub prof: u64,
     pub counters: u64,
     pub vcounters: u64,
     pub vflag: u64,

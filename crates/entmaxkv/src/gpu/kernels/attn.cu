@@ -40,10 +40,11 @@ struct AttnParams {
     const float* q;          // [B, H, D]
     const float* slopes;     // [H] or null
     float* cand_s;           // [tasks, nch, TG, caprows]
-    u32* cand_pos;           // same
+    u32* cand_pos;           // same: physical row, page id · page_size + row in page
     int* cand_cnt;           // [tasks, nch, TG]
     u32* gmax;               // [tasks, TG] running max score key (0 between steps)
     int* hist;               // [tasks, TG, HIST_BINS] survivor histogram of d (0 between steps)
+    long long* prof;         // null, or [16]: tail phase clocks of task 0 head 0 (development)
     u32* counters;           // [tasks]
     u32* vcounters;          // [tasks]
     int* vflag;              // [B, H]: 1 = attn_entmax_values does this head's V
@@ -290,10 +291,9 @@ __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpo
             const int r = base + u * ROWGROUPS + rg;
             w[u] = 0.f;
             if (r < nsup) {
-                const u32 pos = lpos[r];
-                const u32 slot = pos / (u32)ps;
-                const u32 page = p.block_tables[(size_t)ti.row * p.bt_stride + slot];
-                const kv_t* rowp = kv_row(p.v, p, page, ti.kvh, (int)(pos - slot * ps));
+                const u32 pos = lpos[r];  // physical row: no block-table lookup
+                const u32 page = pos / (u32)ps;
+                const kv_t* rowp = kv_row(p.v, p, page, ti.kvh, (int)(pos - page * ps));
                 w[u] = lw[r];
 #pragma unroll
                 for (int i = 0; i < CPL; ++i) {
@@ -474,8 +474,9 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     double t = lo;
     double A0, A1, A2;
     int sup;
+    int it = 0;
     if (hi > lo) {
-        for (int it = 0; it < 60; ++it) {
+        for (; it < 60; ++it) {
             halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
             const double f = A0 - 1.0;
             if (f == 0.0) break;
@@ -488,6 +489,7 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
             if (conv) break;
         }
     }
+    if (p.prof && blockIdx.x == 0 && threadIdx.x == 0 && sc.g == 0) p.prof[13] = it;
     halley_sums(p, sc, caprows, t, A0, A1, A2, &sup);
     mass = A0;
     support = sup;
@@ -495,37 +497,33 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
 }
 
 // Count bounds of F(t) = Σ(d−t)_+^β − 1 at the bin edges e_j = −1 + j/HIST_BINS give a
-// bracket of the root, one bin of slack on each side. `pw[k]` = (k/HIST_BINS)^β. Warp 0
-// finds the lower end, warp 1 the upper end (two binary searches run side by side); the
-// results go to br[0], br[1].
-__device__ void hist_bracket(const int* h, const double* pw, float* br) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (warp == 0) {
-        // Largest j with F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β − 1 >= 0: the root is >= e_j.
-        int lo = 0, hi = HIST_BINS - 1;
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            double f = 0.0;
-            for (int i = mid + 1 + lane; i < HIST_BINS; i += 32) f += (double)h[i] * pw[i - mid];
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
-            if (f >= 1.0) lo = mid;
-            else hi = mid - 1;
+// bracket of the root, one bin of slack on each side. `pw[k]` = (k/HIST_BINS)^β. Every
+// thread j < HIST_BINS evaluates both bounds at its edge (independent shared-memory reads,
+// no serial search); integer max/min pick the edges. br[0], br[1] get the bracket; `ext`
+// is two ints of scratch.
+__device__ void hist_bracket(const int* h, const double* pw, float* br, int* ext) {
+    const int j = threadIdx.x;
+    if (j == 0) {
+        ext[0] = 0;
+        ext[1] = HIST_BINS;
+    }
+    __syncthreads();
+    if (j < HIST_BINS) {
+        // F_lo(e_j) = Σ_{i>j} c_i ((i−j)/B)^β, F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β.
+        double flo = 0.0, fhi = (double)h[j] * pw[1];
+        for (int i = j + 1; i < HIST_BINS; ++i) {
+            const double c = (double)h[i];
+            flo += c * pw[i - j];
+            fhi += c * pw[i + 1 - j];
         }
-        if (lane == 0) br[0] = -1.0f + (float)(lo > 0 ? lo - 1 : 0) / HIST_BINS;
-    } else if (warp == 1) {
-        // Smallest j with F_hi(e_j) = Σ_{i>=j} c_i ((i+1−j)/B)^β − 1 < 0: the root is < e_j.
-        int lo = 0, hi = HIST_BINS;
-        while (lo < hi) {
-            const int mid = (lo + hi) >> 1;
-            double f = 0.0;
-            for (int i = mid + lane; i < HIST_BINS; i += 32) f += (double)h[i] * pw[i + 1 - mid];
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) f += __shfl_xor_sync(FULL_MASK, f, off);
-            if (f < 1.0) hi = mid;
-            else lo = mid + 1;
-        }
-        if (lane == 0) br[1] = fminf(0.0f, -1.0f + (float)(lo + 1) / HIST_BINS);
+        if (flo >= 1.0) atomicMax(&ext[0], j);  // largest j with F_lo >= 1: root >= e_j
+        if (fhi < 1.0) atomicMin(&ext[1], j);   // smallest j with F_hi < 1: root < e_j
+    }
+    __syncthreads();
+    if (j == 0) {
+        const int jl = ext[0], ju = ext[1];
+        br[0] = -1.0f + (float)(jl > 0 ? jl - 1 : 0) / HIST_BINS;
+        br[1] = fminf(0.0f, -1.0f + (float)(ju + 1) / HIST_BINS);
     }
 }
 
@@ -538,11 +536,16 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
     __shared__ float s_br[2];
     __shared__ int s_small;
     __shared__ double s_pw[HIST_BINS + 1];
+    __shared__ int s_ext[2];
     float* d_buf = reinterpret_cast<float*>(dyn);
     u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
     for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
         s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
+    const bool prof = p.prof && task == 0 && threadIdx.x == 0;
+#define TAIL_STAMP(k) \
+    if (prof && g == 0) p.prof[k] = clock64();
     for (int g = 0; g < TG; ++g) {
+        TAIL_STAMP(0)
         const int bh = ti.b * p.num_heads + ti.h0 + g;
         const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
         // Survivor counts per chunk (loaded in parallel), then their offsets.
@@ -563,6 +566,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         }
         if (threadIdx.x == 0) s_off[p.nch] = n_c;
         __syncthreads();
+        TAIL_STAMP(1)
         // Bracket from the filter's histogram (reset for the next step once read).
         int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
         for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
@@ -570,13 +574,42 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             gh[i] = 0;
         }
         __syncthreads();
-        hist_bracket(s_hist, s_pw, s_br);
+        TAIL_STAMP(2)
+        hist_bracket(s_hist, s_pw, s_br, s_ext);
         __syncthreads();
-        // Survivors to shared memory: all of them if they fit, else those above the bracket.
-        const float keep_above = n_c <= p.cap ? -2.0f : s_br[0];
+        TAIL_STAMP(3)
+        // Survivors to shared memory: all of them if they fit (thread per chunk, each at its
+        // chunk's offset: no search, no scan), else those above the bracket (ordered rounds).
         int n_s = 0;
+        if (n_c <= p.cap) {
+            for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
+                const size_t src = slot_index(p, task, ci, g) * (size_t)caprows;
+                const int o = s_off[ci], cnt = s_off[ci + 1] - o;
+                constexpr int CU = 4;
+                for (int k0 = 0; k0 < cnt; k0 += CU) {
+                    float sv[CU];
+                    u32 pv[CU];
+#pragma unroll
+                    for (int u = 0; u < CU; ++u) {
+                        if (k0 + u < cnt) {
+                            sv[u] = p.cand_s[src + k0 + u];
+                            pv[u] = p.cand_pos[src + k0 + u];
+                        }
+                    }
+#pragma unroll
+                    for (int u = 0; u < CU; ++u) {
+                        if (k0 + u < cnt) {
+                            d_buf[o + k0 + u] = p.a * (sv[u] - M);
+                            pos_buf[o + k0 + u] = pv[u];
+                        }
+                    }
+                }
+            }
+            n_s = n_c;
+        }
+        const float keep_above = s_br[0];
         constexpr int GU = 8;
-        for (int j0 = 0; j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
+        for (int j0 = 0; n_c > p.cap && j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
             size_t src[GU];
 #pragma unroll
             for (int u = 0; u < GU; ++u) {
@@ -622,12 +655,19 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         sc.n = sc.in_smem ? n_s : n_c;  // streamed: every survivor from the chunk lists
         sc.d = d_buf;
         sc.off = s_off;
+        TAIL_STAMP(4)
         double mass;
         int sup;
         // t <= −k^{−(α−1)} for any k >= the support size: the survivor count bounds it.
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
         const double t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
+        TAIL_STAMP(5)
+        if (prof && g == 0) {
+            p.prof[10] = n_c;
+            p.prof[11] = n_s;
+            p.prof[12] = sup;
+        }
         if (threadIdx.x == 0) {
             p.head_m[bh] = M;
             p.head_t[bh] = (float)t;
@@ -661,7 +701,9 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM);
         }
         __syncthreads();
+        TAIL_STAMP(6)
     }
+#undef TAIL_STAMP
 }
 
 // grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
@@ -712,7 +754,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
                 if (p.a * (s - R) > -1.0f) {
                     const int pi = r / p.page_size;
                     cs[o] = s;
-                    cp[o] = s_slot[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
+                    cp[o] = s_page[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
                     ++o;
                 }
             }
