@@ -66,6 +66,12 @@ impl Gpu {
         self.ctx.bind_to_thread().map_err(|e| cuda_err("bind", e))
     }
 
+    /// Free and total device memory in bytes (the driver's view, all processes).
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.bind()?;
+        cudarc::driver::result::mem_get_info().map_err(|e| cuda_err("mem_get_info", e))
+    }
+
     /// Allocates `len` elements (uninitialised).
     pub(crate) fn alloc<T: Copy>(self: &Arc<Self>, len: usize) -> Result<DevBuf<T>> {
         self.bind()?;
