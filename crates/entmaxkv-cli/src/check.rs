@@ -21,7 +21,8 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// cpu (cuda: see `bench --device cuda`).
+    /// cpu or cuda. On cuda, combinations the GPU backend does not implement are listed as
+    /// unsupported rows (they are not failures).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     #[arg(
@@ -69,22 +70,29 @@ pub struct CheckRow {
     /// The tolerance this row must meet, if the method promises one.
     pub tolerance: Option<f64>,
     pub pass: bool,
+    /// Set when the backend does not implement this combination (the reason).
+    pub unsupported: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub provenance: Provenance,
+    pub device: String,
     pub rows: Vec<CheckRow>,
     pub failures: usize,
 }
 
 pub fn run(a: &CheckArgs) -> Result<CheckResult> {
-    if a.device != "cpu" {
-        anyhow::bail!(
-            "--device {}: only the cpu backend is built into this binary so far",
-            a.device
-        );
-    }
+    let cuda = match a.device.as_str() {
+        "cpu" => false,
+        "cuda" => true,
+        d => anyhow::bail!("--device {d}: expected cpu or cuda"),
+    };
+    let gpu = if cuda {
+        Some(entmaxkv::gpu::Gpu::get()?)
+    } else {
+        None
+    };
     let specs = a
         .methods
         .iter()
@@ -111,6 +119,14 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                     .with_kv_dtype(dtype)
                     .with_stats_dtype(StatsDType::Kv);
                 let (cache, ids) = prob.build_cache(cfg, 0)?;
+                let dev = if cuda {
+                    Some(entmaxkv::gpu::DeviceKvCache::upload(
+                        &cache,
+                        entmaxkv::gpu::DeviceCacheOptions::default(),
+                    )?)
+                } else {
+                    None
+                };
                 for alibi in [false, true] {
                     let slopes = alibi.then(|| nape_slopes(a.heads));
                     for &alpha in &a.alpha {
@@ -137,9 +153,36 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                                 e.insert(oracle_decode(&cache, &ids, &prob.q, &cfg.attention)?);
                             }
                             let oracle = &oracle_for[&key];
-                            let mut dec = Decoder::new(&cache, 1, ctx, cfg)?;
                             let mut out = vec![0.0f32; prob.q.len()];
-                            let rep = dec.step(&cache, &ids, &prob.q, &mut out)?;
+                            let rep = match &dev {
+                                None => {
+                                    let mut dec = Decoder::new(&cache, 1, ctx, cfg)?;
+                                    dec.step(&cache, &ids, &prob.q, &mut out)?.clone()
+                                }
+                                Some(dev) => {
+                                    match entmaxkv::gpu::GpuDecoder::new(dev, &ids, ctx, cfg) {
+                                        Err(entmaxkv::Error::Unsupported { what, .. }) => {
+                                            rows.push(CheckRow {
+                                                method: spec.name.clone(),
+                                                alpha: used_alpha,
+                                                context: ctx,
+                                                dtype,
+                                                gqa,
+                                                alibi,
+                                                rel: f64::NAN,
+                                                cosine: f64::NAN,
+                                                pages_kept_frac: f64::NAN,
+                                                tolerance: None,
+                                                pass: true,
+                                                unsupported: Some(what),
+                                            });
+                                            continue;
+                                        }
+                                        Err(e) => return Err(e.into()),
+                                        Ok(mut dec) => dec.step(dev, &prob.q, &mut out)?.clone(),
+                                    }
+                                }
+                            };
                             let e = compare(&out, &oracle.out)?;
                             let kept: f64 = rep
                                 .heads
@@ -163,6 +206,7 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                                 pages_kept_frac: kept,
                                 tolerance,
                                 pass,
+                                unsupported: None,
                             });
                         }
                     }
@@ -174,6 +218,10 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
     let failures = rows.iter().filter(|r| !r.pass).count();
     Ok(CheckResult {
         provenance: provenance(),
+        device: match &gpu {
+            Some(g) => format!("{} (cc {}.{})", g.info().name, g.info().cc.0, g.info().cc.1),
+            None => format!("cpu ({} threads)", rayon::current_num_threads()),
+        },
         rows,
         failures,
     })
@@ -185,6 +233,18 @@ pub fn print_table(r: &CheckResult) {
         "method", "alpha", "context", "dtype", "gqa", "alibi", "rel", "cosine", "kept", "tol", "ok"
     );
     for x in &r.rows {
+        if let Some(why) = &x.unsupported {
+            println!(
+                "{:<20} {:>6.3} {:>7} {:>5} {:>4} {:>5}  unsupported on this device: {why}",
+                x.method,
+                x.alpha,
+                x.context,
+                x.dtype,
+                if x.gqa { "yes" } else { "no" },
+                if x.alibi { "yes" } else { "no" },
+            );
+            continue;
+        }
         println!(
             "{:<20} {:>6.3} {:>7} {:>5} {:>4} {:>5} {:>10.2e} {:>10.6} {:>6.1}% {:>8} {:>5}",
             x.method,
@@ -200,10 +260,13 @@ pub fn print_table(r: &CheckResult) {
             if x.pass { "ok" } else { "FAIL" }
         );
     }
+    let unsupported = r.rows.iter().filter(|x| x.unsupported.is_some()).count();
     println!(
-        "{} rows, {} failures | {} | commit {}",
+        "{} rows ({} unsupported), {} failures | {} | {} | commit {}",
         r.rows.len(),
+        unsupported,
         r.failures,
+        r.device,
         r.provenance.date_utc,
         r.provenance.git_commit
     );

@@ -63,22 +63,20 @@ fn figure_bad_input() {
 
 #[test]
 fn gpu_without_gpu_is_a_clean_error() {
-    // On a machine with a GPU this may succeed; on CI (no GPU) it must fail cleanly.
-    let (code, _out, err) = run(&[
-        "bench",
-        "--device",
-        "cuda",
-        "--contexts",
-        "1K",
-        "--iters",
-        "1",
-    ]);
-    assert!(!err.contains("panicked"), "{err}");
-    if code != 0 {
-        assert!(
-            err.starts_with("entmaxkv: error:") || err.contains("\nentmaxkv: error:"),
-            "{err}"
-        );
+    // On a machine with a GPU these may succeed; on CI (no GPU) they must fail cleanly.
+    for args in [
+        &["bench", "--device", "cuda", "--contexts", "1K", "--iters", "1"][..],
+        &["check", "--device", "cuda", "--contexts", "1K", "--dtypes", "f32"][..],
+        &["soak", "--device", "cuda", "--steps", "100"][..],
+    ] {
+        let (code, _out, err) = run(args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if code != 0 {
+            assert!(
+                err.starts_with("entmaxkv: error:") || err.contains("\nentmaxkv: error:"),
+                "{args:?}: {err}"
+            );
+        }
     }
 }
 
