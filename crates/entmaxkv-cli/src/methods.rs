@@ -2,7 +2,8 @@
 //!
 //! `dense-softmax`, `dense-entmax`, `topk-softmax`, `topk`, `gaussian-exact`,
 //! `gaussian-fixed`, `gaussian-corrected`; a `-full` suffix on a sparse method sets the
-//! budget to the whole cache (the output must then equal dense).
+//! budget to the whole cache (the output must then equal dense); a `-sink` suffix on a
+//! top-k method always keeps the first page (the attention sink) inside the budget.
 
 use anyhow::{bail, Result};
 use entmaxkv::attention::cpu::TauMode;
@@ -38,13 +39,19 @@ pub struct MethodSpec {
     pub budget: Option<f64>,
     /// The output must equal dense (full budget or a dense method).
     pub exact: bool,
+    /// Pages at the start of the sequence top-k always keeps (`-sink`: 1).
+    pub sink_pages: usize,
 }
 
 impl MethodSpec {
     pub fn parse(name: &str, budget: f64) -> Result<MethodSpec> {
-        let (base, full) = match name.strip_suffix("-full") {
+        let (name_ns, sink) = match name.strip_suffix("-sink") {
             Some(b) => (b, true),
             None => (name, false),
+        };
+        let (base, full) = match name_ns.strip_suffix("-full") {
+            Some(b) => (b, true),
+            None => (name_ns, false),
         };
         let topk_budget = if full {
             Budget::Fraction(1.0)
@@ -96,12 +103,12 @@ impl MethodSpec {
             "robust-softmax" => (Method::Gaussian(robust()), TauMode::Exact, true, None),
             "certified" => (Method::Certified, TauMode::Exact, false, None),
             _ => bail!(
-                "unknown method `{name}` (one of {}, optionally with -full)",
+                "unknown method `{name}` (one of {}, optionally with -full and/or -sink)",
                 METHODS.join(", ")
             ),
         };
-        if full && !matches!(method, Method::TopK(_)) {
-            bail!("`-full` applies to top-k methods only, not `{name}`");
+        if (full || sink) && !matches!(method, Method::TopK(_)) {
+            bail!("`-full` and `-sink` apply to top-k methods only, not `{name}`");
         }
         Ok(MethodSpec {
             name: name.to_string(),
@@ -110,6 +117,7 @@ impl MethodSpec {
             budget: if full { Some(1.0) } else { b },
             method,
             tau_mode,
+            sink_pages: sink as usize,
         })
     }
 
@@ -131,6 +139,7 @@ impl MethodSpec {
         DecodeConfig::new(p, self.method.clone())
             .with_tau_mode(self.tau_mode)
             .with_gqa(gqa)
+            .with_sink_pages(self.sink_pages)
     }
 }
 

@@ -379,7 +379,12 @@ pub fn run_gpu(a: &SoakArgs) -> Result<SoakResult> {
         sequences_released: released,
         phase_b_samples: samples,
         rss_growth_mib: rss_end - rss0,
-        device: format!("{} (cc {}.{})", gpu.info().name, gpu.info().cc.0, gpu.info().cc.1),
+        device: format!(
+            "{} (cc {}.{})",
+            gpu.info().name,
+            gpu.info().cc.0,
+            gpu.info().cc.1
+        ),
         device_equals_host: Some(equal),
         device_free_change_mib: Some(free_end - free0),
     })

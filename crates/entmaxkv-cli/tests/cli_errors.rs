@@ -65,8 +65,24 @@ fn figure_bad_input() {
 fn gpu_without_gpu_is_a_clean_error() {
     // On a machine with a GPU these may succeed; on CI (no GPU) they must fail cleanly.
     for args in [
-        &["bench", "--device", "cuda", "--contexts", "1K", "--iters", "1"][..],
-        &["check", "--device", "cuda", "--contexts", "1K", "--dtypes", "f32"][..],
+        &[
+            "bench",
+            "--device",
+            "cuda",
+            "--contexts",
+            "1K",
+            "--iters",
+            "1",
+        ][..],
+        &[
+            "check",
+            "--device",
+            "cuda",
+            "--contexts",
+            "1K",
+            "--dtypes",
+            "f32",
+        ][..],
         &["soak", "--device", "cuda", "--steps", "100"][..],
     ] {
         let (code, _out, err) = run(args);

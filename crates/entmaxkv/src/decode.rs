@@ -68,6 +68,11 @@ pub struct DecodeConfig {
     /// Certificate run after attention (methods other than `certified`; default off).
     #[serde(default)]
     pub certificate: CertificateLevel,
+    /// Top-k only: the first `sink_pages` pages are always kept (inside the budget), as the
+    /// attention-sink tokens at the start of a sequence usually matter (StreamingLLM). 0 =
+    /// Quest's plain ranking (the default and the original's behaviour).
+    #[serde(default)]
+    pub sink_pages: usize,
 }
 
 impl DecodeConfig {
@@ -78,7 +83,13 @@ impl DecodeConfig {
             tau_mode: TauMode::Exact,
             gqa: GqaMode::PerHead,
             certificate: CertificateLevel::Off,
+            sink_pages: 0,
         }
+    }
+    /// Keeps the first `n` pages in every top-k selection (see [`DecodeConfig::sink_pages`]).
+    pub fn with_sink_pages(mut self, n: usize) -> Self {
+        self.sink_pages = n;
+        self
     }
     pub fn with_tau_mode(mut self, m: TauMode) -> Self {
         self.tau_mode = m;
@@ -325,6 +336,7 @@ impl Decoder {
         let alpha = self.cfg.attention.alpha;
         let (qs, slopes) = (&self.q_scaled, &self.slopes);
         let method = &self.cfg.method;
+        let sinks = self.cfg.sink_pages;
 
         // Phase 1: selection.
         let t0 = Instant::now();
@@ -345,7 +357,9 @@ impl Decoder {
                     }
                     Ok(())
                 }
-                Method::TopK(b) => topk::select(&ctx, *b, &mut t.scratch, &mut t.selection),
+                Method::TopK(b) => {
+                    topk::select_with_sinks(&ctx, *b, sinks, &mut t.scratch, &mut t.selection)
+                }
                 Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
                 Method::Certified => {
                     let ws = t.certified.as_mut().expect("planned for certified");

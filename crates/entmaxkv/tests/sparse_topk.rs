@@ -117,3 +117,54 @@ fn shared_gqa_reads_each_page_once_per_group() {
         "per-head reads each page G times"
     );
 }
+
+#[test]
+fn sink_pages_are_always_kept_inside_the_budget() {
+    use entmaxkv::selection::topk;
+    use entmaxkv::selection::{SelectScratch, Selection, SelectionContext};
+    let (h, d, len) = (1, 16, 16 * 40 + 5);
+    let mut syn = Synth::new(11);
+    let mut prob = syn.problem(Workload::Iid, &[len], h, 1, d);
+    // Push the first page's keys away from the query so its bound ranks last.
+    for t in 0..16 {
+        for c in 0..d {
+            prob.k[0][t * d + c] = -prob.q[c].signum() * 3.0;
+        }
+    }
+    let cfg = CacheConfig::new(1, d, 41)
+        .with_kv_dtype(DType::F32)
+        .with_stats_dtype(StatsDType::F32);
+    let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+    let q_scaled: Vec<f32> = prob.q.iter().map(|x| x / (d as f32).sqrt()).collect();
+    let ctx = SelectionContext {
+        cache: &cache,
+        seq: cache.seq(ids[0]).unwrap(),
+        kv_head: 0,
+        q_scaled: &q_scaled,
+        slopes: &[0.0],
+        alpha: 1.5,
+    };
+    let mut scratch = SelectScratch::new(41, d);
+    let mut plain = Selection::with_capacity(41, 1);
+    let mut sunk = Selection::with_capacity(41, 1);
+    let budget = Budget::Tokens(16 * 4);
+    topk::select(&ctx, budget, &mut scratch, &mut plain).unwrap();
+    topk::select_with_sinks(&ctx, budget, 1, &mut scratch, &mut sunk).unwrap();
+    let starts = |s: &Selection| s.pages.iter().map(|p| p.start).collect::<Vec<_>>();
+    assert_eq!(plain.pages.len(), 5, "4 budget pages + the last");
+    assert_eq!(sunk.pages.len(), 5, "the sink takes a budget slot");
+    assert!(
+        !starts(&plain).contains(&0),
+        "the far page is not ranked in: {:?}",
+        starts(&plain)
+    );
+    assert_eq!(sunk.pages[0].start, 0, "{:?}", starts(&sunk));
+    // The other kept pages are three of plain top-k's four (its lowest-ranked one gives way).
+    let plain4 = &starts(&plain)[..4];
+    assert!(
+        starts(&sunk)[1..4].iter().all(|s| plain4.contains(s)),
+        "{:?} vs {plain4:?}",
+        starts(&sunk)
+    );
+    assert_eq!(sunk.pages.last().unwrap().start, 40 * 16);
+}

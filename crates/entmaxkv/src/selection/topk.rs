@@ -123,6 +123,18 @@ pub fn select(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
+    select_with_sinks(ctx, budget, 0, scratch, out)
+}
+
+/// Top-k selection that always keeps the first `sinks` closed pages (they take budget
+/// slots ahead of every ranked page).
+pub fn select_with_sinks(
+    ctx: &SelectionContext<'_>,
+    budget: Budget,
+    sinks: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
     out.reset(ctx.group());
     let closed = ctx.closed_pages();
     let k = budget.pages(closed, ctx.cache.page_size());
@@ -133,6 +145,9 @@ pub fn select(
         return Ok(());
     }
     out.meta_bytes = page_bounds(ctx, scratch);
+    for e in scratch.scored.iter_mut().take(sinks) {
+        e.0 = f32::INFINITY;
+    }
     if k > 0 {
         // Higher bound first; ties to the earlier page, so the choice is deterministic.
         let cmp = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
