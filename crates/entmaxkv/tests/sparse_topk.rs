@@ -37,6 +37,14 @@ proptest! {
         }
         let oracle = oracle_decode(&cache, &ids, &prob.q, &params).unwrap();
         let max_len = *lens.iter().max().unwrap();
+        let mut dense = Decoder::new(&cache, ids.len(), max_len, DecodeConfig::new(params.clone(), Method::Dense)).unwrap();
+        let mut dense_out = vec![0.0; prob.q.len()];
+        dense.step(&cache, &ids, &prob.q, &mut dense_out).unwrap();
+        let dense_ref: Vec<f64> = dense_out.iter().map(|&x| x as f64).collect();
+        // Against the f64 oracle, f32 scores limit the error where the weight function is
+        // not Lipschitz at the threshold (α > 2: w ∝ x^{1/(α−1)}, infinite slope at x = 0).
+        let oracle_tol = if alpha > 2.0 { 1e-5 } else { 1e-6 };
+        prop_assert!(compare(&dense_out, &oracle.out).unwrap().rel <= oracle_tol);
         for budget in [Budget::Tokens(max_len), Budget::Fraction(1.0)] {
             let cfg = DecodeConfig::new(params.clone(), Method::TopK(budget))
                 .with_gqa(if shared { GqaMode::Shared } else { GqaMode::PerHead });
@@ -46,8 +54,11 @@ proptest! {
             for hr in &rep.heads {
                 prop_assert_eq!(hr.pages_kept, hr.pages_total);
             }
+            // The acceptance: equal to dense decode (rel <= 1e-6 with f32 K/V).
+            let m = compare(&out, &dense_ref).unwrap();
+            prop_assert!(m.rel <= 1e-6, "rel vs dense {}", m.rel);
             let m = compare(&out, &oracle.out).unwrap();
-            prop_assert!(m.rel <= 1e-6, "rel {}", m.rel);
+            prop_assert!(m.rel <= oracle_tol, "rel vs oracle {}", m.rel);
         }
     }
 }
