@@ -2,8 +2,9 @@
 //!
 //! `dense-softmax`, `dense-entmax`, `topk-softmax`, `topk`, `gaussian-exact`,
 //! `gaussian-fixed`, `gaussian-corrected`; a `-full` suffix on a sparse method sets the
-//! budget to the whole cache (the output must then equal dense); a `-sink` suffix on a
-//! top-k method always keeps the first page (the attention sink) inside the budget.
+//! budget to the whole cache (the output must then equal dense); `-sink` and `-local`
+//! suffixes on a top-k method always keep the first page (the attention sink) and the last
+//! closed page (the local window before the open page) inside the budget.
 
 use anyhow::{bail, Result};
 use entmaxkv::attention::cpu::TauMode;
@@ -41,13 +42,19 @@ pub struct MethodSpec {
     pub exact: bool,
     /// Pages at the start of the sequence top-k always keeps (`-sink`: 1).
     pub sink_pages: usize,
+    /// Closed pages at the end top-k always keeps (`-local`: 1).
+    pub recent_pages: usize,
 }
 
 impl MethodSpec {
     pub fn parse(name: &str, budget: f64) -> Result<MethodSpec> {
-        let (name_ns, sink) = match name.strip_suffix("-sink") {
+        let (name_nl, local) = match name.strip_suffix("-local") {
             Some(b) => (b, true),
             None => (name, false),
+        };
+        let (name_ns, sink) = match name_nl.strip_suffix("-sink") {
+            Some(b) => (b, true),
+            None => (name_nl, false),
         };
         let (base, full) = match name_ns.strip_suffix("-full") {
             Some(b) => (b, true),
@@ -103,12 +110,12 @@ impl MethodSpec {
             "robust-softmax" => (Method::Gaussian(robust()), TauMode::Exact, true, None),
             "certified" => (Method::Certified, TauMode::Exact, false, None),
             _ => bail!(
-                "unknown method `{name}` (one of {}, optionally with -full and/or -sink)",
+                "unknown method `{name}` (one of {}, optionally with -full, -sink, -local)",
                 METHODS.join(", ")
             ),
         };
-        if (full || sink) && !matches!(method, Method::TopK(_)) {
-            bail!("`-full` and `-sink` apply to top-k methods only, not `{name}`");
+        if (full || sink || local) && !matches!(method, Method::TopK(_)) {
+            bail!("`-full`, `-sink` and `-local` apply to top-k methods only, not `{name}`");
         }
         Ok(MethodSpec {
             name: name.to_string(),
@@ -118,6 +125,7 @@ impl MethodSpec {
             method,
             tau_mode,
             sink_pages: sink as usize,
+            recent_pages: local as usize,
         })
     }
 
@@ -140,6 +148,7 @@ impl MethodSpec {
             .with_tau_mode(self.tau_mode)
             .with_gqa(gqa)
             .with_sink_pages(self.sink_pages)
+            .with_recent_pages(self.recent_pages)
     }
 }
 

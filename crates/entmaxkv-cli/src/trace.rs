@@ -444,7 +444,7 @@ fn selected_pages(
     q_scaled: &[f32],
     alpha: f64,
     method: &Method,
-    sink_pages: usize,
+    pinned: (usize, usize),
     scratch: &mut SelectScratch,
 ) -> Result<Option<Vec<PageRef>>> {
     let view = cache.seq(seq)?;
@@ -464,7 +464,7 @@ fn selected_pages(
                 (0..view.pages.len()).map(|i| ctx.page_ref(i)).collect(),
             ));
         }
-        Method::TopK(b) => topk::select_with_sinks(&ctx, *b, sink_pages, scratch, &mut sel)?,
+        Method::TopK(b) => topk::select_pinned(&ctx, *b, pinned.0, pinned.1, scratch, &mut sel)?,
         Method::Gaussian(o) => gaussian::select(&ctx, o, scratch, &mut sel)?,
         Method::Certified => return Ok(None),
     }
@@ -568,7 +568,7 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
                                 &qs,
                                 alpha,
                                 &cfg.method,
-                                cfg.sink_pages,
+                                (cfg.sink_pages, cfg.recent_pages),
                                 &mut scratch,
                             )?;
                             let hr = rep.heads[hh];
@@ -823,7 +823,16 @@ fn sink_case(
     let mut sel_scratch = SelectScratch::new(view.pages.len(), d);
     let kept = |crit: Criterion, sc: &mut SelectScratch| -> Result<bool> {
         let o = GaussianOpts::default().with_criterion(crit);
-        let pages = selected_pages(cache, seq, kvh, &qs, alpha, &Method::Gaussian(o), 0, sc)?;
+        let pages = selected_pages(
+            cache,
+            seq,
+            kvh,
+            &qs,
+            alpha,
+            &Method::Gaussian(o),
+            (0, 0),
+            sc,
+        )?;
         Ok(pages.is_some_and(|p| p.first().is_some_and(|r| r.start == 0)))
     };
     Ok(SinkCase {

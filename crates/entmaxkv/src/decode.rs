@@ -73,6 +73,10 @@ pub struct DecodeConfig {
     /// Quest's plain ranking (the default and the original's behaviour).
     #[serde(default)]
     pub sink_pages: usize,
+    /// Top-k only: the last `recent_pages` closed pages (the local window before the
+    /// always-kept last page) are always kept, inside the budget. 0 = plain ranking.
+    #[serde(default)]
+    pub recent_pages: usize,
 }
 
 impl DecodeConfig {
@@ -84,7 +88,14 @@ impl DecodeConfig {
             gqa: GqaMode::PerHead,
             certificate: CertificateLevel::Off,
             sink_pages: 0,
+            recent_pages: 0,
         }
+    }
+    /// Keeps the last `n` closed pages in every top-k selection (see
+    /// [`DecodeConfig::recent_pages`]).
+    pub fn with_recent_pages(mut self, n: usize) -> Self {
+        self.recent_pages = n;
+        self
     }
     /// Keeps the first `n` pages in every top-k selection (see [`DecodeConfig::sink_pages`]).
     pub fn with_sink_pages(mut self, n: usize) -> Self {
@@ -336,7 +347,7 @@ impl Decoder {
         let alpha = self.cfg.attention.alpha;
         let (qs, slopes) = (&self.q_scaled, &self.slopes);
         let method = &self.cfg.method;
-        let sinks = self.cfg.sink_pages;
+        let (sinks, recent) = (self.cfg.sink_pages, self.cfg.recent_pages);
 
         // Phase 1: selection.
         let t0 = Instant::now();
@@ -358,7 +369,7 @@ impl Decoder {
                     Ok(())
                 }
                 Method::TopK(b) => {
-                    topk::select_with_sinks(&ctx, *b, sinks, &mut t.scratch, &mut t.selection)
+                    topk::select_pinned(&ctx, *b, sinks, recent, &mut t.scratch, &mut t.selection)
                 }
                 Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
                 Method::Certified => {

@@ -174,10 +174,12 @@ impl GpuDecoder {
             Method::Dense => None,
             Method::TopK(b) => {
                 b.validate(OP)?;
-                if cfg.sink_pages > 0 {
+                if cfg.sink_pages > 0 || cfg.recent_pages > 0 {
                     return Err(Error::Unsupported {
                         op: OP,
-                        what: "top-k with sink pages on the GPU is not implemented".into(),
+                        what:
+                            "top-k with pinned sink or recent pages on the GPU is not implemented"
+                                .into(),
                     });
                 }
                 Some(*b)

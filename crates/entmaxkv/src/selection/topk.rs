@@ -135,6 +135,19 @@ pub fn select_with_sinks(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
+    select_pinned(ctx, budget, sinks, 0, scratch, out)
+}
+
+/// Top-k selection with pinned pages: the first `sinks` and the last `recent` closed pages
+/// take budget slots ahead of every ranked page (sinks first when the budget is short).
+pub fn select_pinned(
+    ctx: &SelectionContext<'_>,
+    budget: Budget,
+    sinks: usize,
+    recent: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
     out.reset(ctx.group());
     let closed = ctx.closed_pages();
     let k = budget.pages(closed, ctx.cache.page_size());
@@ -145,6 +158,10 @@ pub fn select_with_sinks(
         return Ok(());
     }
     out.meta_bytes = page_bounds(ctx, scratch);
+    let n = scratch.scored.len();
+    for e in scratch.scored[n - recent.min(n)..].iter_mut() {
+        e.0 = f32::MAX;
+    }
     for e in scratch.scored.iter_mut().take(sinks) {
         e.0 = f32::INFINITY;
     }
