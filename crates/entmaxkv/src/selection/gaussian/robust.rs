@@ -35,10 +35,61 @@
 //! sketch (`sketch_bits = 0`) the token intervals are the page box, rigorous but looser.
 
 use super::{model, GaussianOpts};
+use crate::certificate::bounds::{f32_down, page_bound, sketch_dots, token_ends, PageRows};
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
 use crate::stats::{sketch, Stat};
 use crate::tau::entmax_threshold_f32;
+
+/// Scratch of the per-token sketch bounds (sized on first use, never shrunk).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RobustScratch {
+    rows: PageRows,
+    /// `[D]` quantised sketch weights of one page and head.
+    qw: Vec<i16>,
+    /// `[page_size]` sketch dots, f32 lower ends of one page and head.
+    sdot: Vec<i32>,
+    vals: Vec<f32>,
+    /// `[page_size]` upper (f32, rounded up) and lower (f64) ends of one page and head.
+    ups: Vec<f32>,
+    lows: Vec<f64>,
+    codes: Vec<u8>,
+    /// `[G]` lengths of the head's lower-end and upper-end segments of `tok`, and the
+    /// running maximum of its lower ends.
+    n_low: Vec<usize>,
+    n_up: Vec<usize>,
+    lmax: Vec<f64>,
+    /// Pass 1 also collects the upper ends the τ̂ trust test needs.
+    collect_ups: bool,
+}
+
+/// Sizes the token scratch for `g` heads over `max_tokens` bounded tokens: `tok` holds,
+/// per head, a segment of lower ends (`[hg·max_tokens..]`) and one of upper ends
+/// (`[(G + hg)·max_tokens..]`), filled from the front (lengths in `n_low` / `n_up`).
+fn prepare_tokens(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, max_tokens: usize) {
+    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+        if v.len() < n {
+            v.resize(n, T::default());
+        }
+    }
+    let g = ctx.group();
+    let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
+    grow(&mut scratch.tok, 2 * g * max_tokens);
+    let rs = &mut scratch.robust;
+    rs.rows.reserve(d);
+    grow(&mut rs.qw, d);
+    grow(&mut rs.codes, d);
+    grow(&mut rs.sdot, ps);
+    grow(&mut rs.vals, ps);
+    grow(&mut rs.ups, ps);
+    grow(&mut rs.lows, ps);
+    rs.n_low.clear();
+    rs.n_low.resize(g, 0);
+    rs.n_up.clear();
+    rs.n_up.resize(g, 0);
+    rs.lmax.clear();
+    rs.lmax.resize(g, f64::NEG_INFINITY);
+}
 
 /// Robust selection (see the module docs). Expects `scratch.mu`/`sd` filled by
 /// [`model::page_moments`].
@@ -64,11 +115,7 @@ pub fn select(
     // score (box, then sketch), `sd` the box lower bound, `b` whether the page was bounded
     // per token, and `tok` the token lower bounds `[G, bounded tokens]`.
     let max_tokens = closed * ps;
-    if scratch.tok.capacity() < 2 * g * max_tokens {
-        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
-    }
-    scratch.tok.clear();
-    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    prepare_tokens(ctx, scratch, max_tokens);
     scratch.b.clear();
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
@@ -81,26 +128,28 @@ pub fn select(
     for i in 0..closed {
         box_bounds(ctx, i, scratch);
     }
-    // Pass 1: pages the Gaussian τ̂ points at, and the sink pages.
-    let mut n_tok = 0usize;
+    // Pass 1: pages the Gaussian τ̂ points at, and the sink pages. Only the lower ends
+    // that can enter the τ_lb solve and the upper ends above τ̂ are kept.
+    scratch.robust.collect_ups = true;
     for i in 0..closed {
         let hinted =
             i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
         if hinted {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
+            meta += token_bounds(ctx, i, scratch);
         }
     }
+    scratch.robust.collect_ups = false;
     // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
     // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
     // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
     scratch.head.resize(3 * g, 0.0);
     for hg in 0..g {
-        let ups = &scratch.tok[(g + hg) * max_tokens..(g + hg) * max_tokens + n_tok];
+        let at = (g + hg) * max_tokens;
+        let ups = &scratch.tok[at..at + scratch.robust.n_up[hg]];
         scratch.head[g + hg] = mass_at_least_one(ups, ctx.alpha, scratch.head[hg]) as u8 as f64;
         scratch.head[2 * g + hg] = scratch.head[hg];
     }
-    tau_lower_bounds(ctx, n_tok, scratch)?;
+    tau_lower_bounds(ctx, scratch)?;
     let threshold = |s: &SelectScratch, hg: usize| {
         if s.head[g + hg] > 0.0 {
             s.head[hg].max(s.head[2 * g + hg])
@@ -114,13 +163,12 @@ pub fn select(
         if scratch.b[i] == 0.0
             && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > threshold(scratch, hg))
         {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
+            meta += token_bounds(ctx, i, scratch);
             added = true;
         }
     }
     if added {
-        tau_lower_bounds(ctx, n_tok, scratch)?;
+        tau_lower_bounds(ctx, scratch)?;
     }
     for hg in 0..g {
         scratch.head[hg] = threshold(scratch, hg);
@@ -171,11 +219,8 @@ pub fn select_softmax(
     scratch.mu.resize(g * closed, 0.0);
     scratch.sd.clear();
     scratch.sd.resize(g * closed, 0.0);
-    if scratch.tok.capacity() < 2 * g * max_tokens {
-        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
-    }
-    scratch.tok.clear();
-    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    prepare_tokens(ctx, scratch, max_tokens);
+    scratch.robust.collect_ups = false;
     scratch.b.clear();
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
@@ -200,16 +245,14 @@ pub fn select_softmax(
             .copied()
             .fold(f64::NEG_INFINITY, f64::max);
     }
-    let mut n_tok = 0usize;
     for i in 0..closed {
         let hinted =
             i < sinks || (0..g).any(|hg| scratch.mu[hg * closed + i] >= scratch.head[g + hg] - 2.0);
         if hinted {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
+            meta += token_bounds(ctx, i, scratch);
         }
     }
-    tau_lower_bounds(ctx, n_tok, scratch)?;
+    tau_lower_bounds(ctx, scratch)?;
     let per_page = SOFTMAX_DROP_MASS / closed as f64;
     let mut added = false;
     for i in 0..closed {
@@ -218,13 +261,12 @@ pub fn select_softmax(
                 ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page
             })
         {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
+            meta += token_bounds(ctx, i, scratch);
             added = true;
         }
     }
     if added {
-        tau_lower_bounds(ctx, n_tok, scratch)?;
+        tau_lower_bounds(ctx, scratch)?;
     }
     out.meta_bytes = meta;
     // Keep test: `mu` now holds each page's best upper bound (sketch max where bounded).
@@ -243,96 +285,136 @@ pub fn select_softmax(
     Ok(())
 }
 
-/// Box bounds of closed page `i` for every head: upper into `mu`, lower into `sd`.
+/// Starts loading the min/max rows (and with `sketch` the sketch block) of the page four
+/// slots after `i`: page rows are scattered through the pool.
+#[inline]
+fn prefetch_ahead(ctx: &SelectionContext<'_>, i: usize, sketch: bool) {
+    let cache = ctx.cache;
+    if let Some(&next) = ctx.seq.pages.get(i + 4) {
+        let d = cache.head_dim();
+        let nb = cache.stats_offset(next, ctx.kv_head);
+        cache.stats().prefetch_row(Stat::Min, nb, d);
+        cache.stats().prefetch_row(Stat::Max, nb, d);
+        let bits = cache.config().sketch_bits;
+        if sketch && bits > 0 {
+            let len = cache.page_size() * sketch::row_bytes(d, bits);
+            let sb = cache.sketch_offset(next, ctx.kv_head);
+            crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + len]);
+        }
+    }
+}
+
+/// Box bounds of closed page `i` for every head (f32, widened: [`page_bound`]), ALiBi
+/// extremes of the page added: upper into `mu`, lower into `sd`.
 fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
     let closed = ctx.closed_pages();
     let q_pos = ctx.q_pos();
     let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    prefetch_ahead(ctx, i, false);
+    let rs = &mut scratch.robust;
+    rs.rows.load(cache.stats(), base, d, 0);
     let start = (i * ps) as f64;
     for hg in 0..ctx.group() {
         let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let pb = page_bound(q, &rs.rows, false, &mut rs.qw[..d]);
         let slope = ctx.slopes[hg] as f64;
-        let (mut u, mut l) = (0.0f64, 0.0f64);
-        for c in 0..d {
-            let qc = q[c] as f64;
-            let (x, y) = (qc * scratch.row0[c] as f64, qc * scratch.row1[c] as f64);
-            u += x.max(y);
-            l += x.min(y);
-        }
         let (b0, b1) = (
             slope * (start - q_pos),
             slope * (start + (ps - 1) as f64 - q_pos),
         );
-        scratch.mu[hg * closed + i] = u + b0.max(b1);
-        scratch.sd[hg * closed + i] = l + b0.min(b1);
+        scratch.mu[hg * closed + i] = pb.box_hi + b0.max(b1);
+        scratch.sd[hg * closed + i] = pb.box_lo + b0.min(b1);
     }
 }
 
-/// Per-token bounds of closed page `i` (sketch, or the box without one): lower bounds go to
-/// `tok[hg][n_tok..n_tok + page_size]`, the page's best upper bound to `mu`. Marks the page
-/// bounded and returns the sketch bytes read.
-fn token_bounds(
-    ctx: &SelectionContext<'_>,
-    i: usize,
-    n_tok: usize,
-    scratch: &mut SelectScratch,
-) -> usize {
+/// Per-token bounds of closed page `i` (sketch, or the box without one) for every head:
+/// lower ends that can still enter the τ_lb solve go to the head's lower segment of `tok`
+/// (f32, rounded down), in pass 1 upper ends above τ̂ (`head[hg]`) to its upper segment
+/// (rounded up), and the page's best upper bound to `mu`. Marks the page bounded and
+/// returns the sketch bytes read.
+fn token_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) -> usize {
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
     let closed = ctx.closed_pages();
     let max_tokens = closed * ps;
     let bits = cache.config().sketch_bits;
     let q_pos = ctx.q_pos();
     let start = (i * ps) as f64;
+    let a = ctx.alpha - 1.0;
     scratch.b[i] = 1.0;
-    if bits == 0 {
-        for hg in 0..ctx.group() {
-            let lo = f32_down(scratch.sd[hg * closed + i]);
-            let hi = f32_up(scratch.mu[hg * closed + i]);
-            let g = ctx.group();
-            scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
-            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps].fill(hi);
-        }
-        return 0;
-    }
     let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    prefetch_ahead(ctx, i, true);
+    let rs = &mut scratch.robust;
+    rs.rows.load(cache.stats(), base, d, bits);
     let sk_row = sketch::row_bytes(d, bits);
-    let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-    for hg in 0..ctx.group() {
+    let sk = if bits > 0 {
+        let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+        &cache.sketch()[skb..skb + ps * sk_row]
+    } else {
+        &[][..]
+    };
+    for hg in 0..g {
         let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-        let slope = ctx.slopes[hg] as f64;
-        let mut best = f64::NEG_INFINITY;
-        for t in 0..ps {
-            let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
-            let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
-            let bias = slope * (start + t as f64 - q_pos);
-            best = best.max(hi + bias);
-            scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
-            scratch.tok[(ctx.group() + hg) * max_tokens + n_tok + t] = f32_up(hi + bias);
+        let qw = &mut rs.qw[..d];
+        let pb = page_bound(q, &rs.rows, true, qw);
+        let sdot = &mut rs.sdot[..ps];
+        if bits > 0 {
+            sketch_dots(qw, sk, sk_row, bits, sdot, &mut rs.codes);
+        } else {
+            sdot.fill(0);
+        }
+        let s0 = start - q_pos;
+        let (ups, lows) = (&mut rs.ups[..ps], &mut rs.lows[..ps]);
+        let (umax, _) = token_ends(&pb, sdot, ctx.slopes[hg] as f64, s0, ups, lows);
+        let vals = &mut rs.vals[..ps];
+        for (v, &l) in vals.iter_mut().zip(lows.iter()) {
+            *v = f32_down(l);
+        }
+        if rs.collect_ups {
+            let tau_hat = scratch.head[hg];
+            for &u in ups.iter() {
+                if a * u as f64 - tau_hat > 0.0 {
+                    scratch.tok[(g + hg) * max_tokens + rs.n_up[hg]] = u;
+                    rs.n_up[hg] += 1;
+                }
+            }
+        }
+        let best = umax as f64;
+        // Lower ends: only those within 1/a of the running maximum can be candidates of
+        // the τ_lb solve (as in `certified`), the others are dropped here.
+        let pmax = vals.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+        let lmax = &mut rs.lmax[hg];
+        if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
+            *lmax = lmax.max(pmax);
+            let seg = &mut scratch.tok[hg * max_tokens..(hg + 1) * max_tokens];
+            for &v in vals.iter() {
+                if a * (v as f64 - *lmax) > -1.0 {
+                    seg[rs.n_low[hg]] = v;
+                    rs.n_low[hg] += 1;
+                }
+            }
         }
         let m = &mut scratch.mu[hg * closed + i];
         *m = best.min(*m);
     }
-    ps * sk_row
+    if bits > 0 {
+        ps * sk_row
+    } else {
+        0
+    }
 }
 
-/// `head[hg]` ← the exact entmax threshold of the first `n_tok` token lower bounds (a
-/// rigorous lower bound of the true τ), or −∞ when nothing was bounded.
-fn tau_lower_bounds(
-    ctx: &SelectionContext<'_>,
-    n_tok: usize,
-    scratch: &mut SelectScratch,
-) -> Result<()> {
+/// `head[hg]` ← the exact entmax threshold of the token lower bounds kept so far (a
+/// rigorous lower bound of the true τ), or −∞ when there are none.
+fn tau_lower_bounds(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> Result<()> {
     let max_tokens = ctx.closed_pages() * ctx.cache.page_size();
     for hg in 0..ctx.group() {
-        scratch.head[hg] = if n_tok > 0 {
-            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
+        let n = scratch.robust.n_low[hg];
+        scratch.head[hg] = if n > 0 {
+            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n];
             entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?
         } else {
             f64::NEG_INFINITY
@@ -356,19 +438,4 @@ fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
         }
     }
     false
-}
-
-/// `x` rounded to an f32 that is ≥ x, so an upper bound stays one.
-fn f32_up(x: f64) -> f32 {
-    -f32_down(-x)
-}
-
-/// `x` rounded to an f32 that is ≤ x, so a lower bound stays one.
-fn f32_down(x: f64) -> f32 {
-    let l = x as f32;
-    if (l as f64) <= x {
-        l
-    } else {
-        l - (l.abs() * f32::EPSILON).max(f32::MIN_POSITIVE)
-    }
 }
