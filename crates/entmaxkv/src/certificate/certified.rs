@@ -19,7 +19,7 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    above_mask, alibi, f32_down, page_bound, sketch_dots, token_ends, PageBound, PageRows,
+    above_mask, alibi, f32_down, page_bound, sketch_dots, token_ends, PageRows, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{alpha_code, axpy, dot, entmax_weights_in_place, HeadResult};
@@ -29,12 +29,13 @@ use crate::error::{check_len, Error, Result};
 use crate::stats::{sketch, Stat};
 use crate::tau::{entmax_threshold_f32, entmax_threshold_f64};
 use crate::with_kv;
+use rayon::prelude::*;
 
 /// Scratch and phase-1 state of the `certified` strategy for one task.
 #[derive(Debug, Clone, Default)]
 pub struct CertifiedWorkspace {
-    /// `[G, n]` upper ends of every closed-page token's score (widened, ALiBi added),
-    /// rounded up to f32.
+    /// `[closed pages, G, page_size]` upper ends of every closed-page token's score
+    /// (widened, ALiBi added), rounded up to f32.
     upper: Vec<f32>,
     /// `[pages, G]` the largest of a page's `upper` entries per head.
     page_umax: Vec<f32>,
@@ -51,15 +52,10 @@ pub struct CertifiedWorkspace {
     open_scores: Vec<f32>,
     /// `[G, candidates + open]` scores, then weights.
     scores: Vec<f32>,
-    rows: PageRows,
+    /// Scratch of the bound pass, one per block of [`BLOCK_PAGES`] closed pages.
+    blocks: Vec<BlockScratch>,
     row: Vec<f32>,
-    /// `[G, D]` quantised sketch weights of the current page.
-    qw: Vec<i16>,
-    /// `[page_size]` sketch dots of one page and head.
-    sdot: Vec<i32>,
-    codes: Vec<u8>,
     acc: Vec<f32>,
-    pcs: Vec<PageBound>,
     mag: Vec<f64>,
     lmax: Vec<f64>,
     tau_lb: Vec<f64>,
@@ -103,14 +99,16 @@ impl CertifiedWorkspace {
         grow(&mut self.scores, group * max_tokens);
         grow(&mut self.open_scores, group * page_size);
         grow(&mut self.page_lows, group * page_size);
-        grow(&mut self.sdot, page_size);
-        self.rows.reserve(d);
         grow(&mut self.row, d);
-        grow(&mut self.qw, group * d);
-        grow(&mut self.codes, d);
         grow(&mut self.acc, group * d);
-        grow(&mut self.pcs, group);
         grow(&mut self.mag, group);
+        let blocks = max_tokens.div_ceil(page_size.max(1)).div_ceil(BLOCK_PAGES);
+        if self.blocks.len() < blocks {
+            self.blocks.resize_with(blocks, BlockScratch::default);
+        }
+        for b in &mut self.blocks {
+            b.reserve(group, page_size, d);
+        }
         grow(&mut self.lmax, group);
         grow(&mut self.tau_lb, group);
         grow(&mut self.marg, group);
@@ -138,13 +136,9 @@ impl CertifiedWorkspace {
                 + self.open_scores.len()
                 + self.tau_f32.capacity()
                 + self.cand.capacity()
-                + 4 * self.rows.lo.len()
                 + self.row.len()
-                + self.sdot.len()
                 + self.acc.len())
-            + 2 * self.qw.len()
-            + self.codes.len()
-            + std::mem::size_of::<PageBound>() * self.pcs.len()
+            + self.blocks.iter().map(BlockScratch::bytes).sum::<usize>()
     }
 
     /// Tokens whose K the last step reads: closed-page candidates plus the open page.
@@ -170,6 +164,140 @@ impl CertifiedWorkspace {
     /// Statistics and sketch bytes the bound pass read.
     pub fn bound_bytes(&self) -> CertBytes {
         self.bytes
+    }
+}
+
+/// Closed pages per block of the bound pass: blocks run in parallel (rayon), each with
+/// its own scratch, so one long sequence uses every core.
+const BLOCK_PAGES: usize = 128;
+
+/// One block's scratch and its slices of the upper ends and their per-page maxima.
+type BlockItem<'a> = (
+    usize,
+    ((&'a mut BlockScratch, &'a mut [f32]), &'a mut [f32]),
+);
+
+/// Scratch of one block of the bound pass.
+#[derive(Debug, Clone, Default)]
+struct BlockScratch {
+    rows: PageRows,
+    /// `[G, D]` quantised sketch weights of the current page.
+    qw: Vec<i16>,
+    /// `[page_size]` sketch dots and lower ends of one page and head.
+    sdot: Vec<i32>,
+    page_lows: Vec<f64>,
+    codes: Vec<u8>,
+    /// Per head: the block's lower ends that can still enter the τ_lb solve.
+    lows: Vec<Vec<f64>>,
+    /// `[G]` running maximum of the lower ends, largest magnitude.
+    lmax: Vec<f64>,
+    mag: Vec<f64>,
+}
+
+impl BlockScratch {
+    fn reserve(&mut self, group: usize, page_size: usize, d: usize) {
+        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+            if v.len() < n {
+                v.resize(n, T::default());
+            }
+        }
+        self.rows.reserve(d);
+        grow(&mut self.qw, group * d);
+        grow(&mut self.sdot, page_size);
+        grow(&mut self.page_lows, page_size);
+        grow(&mut self.codes, d);
+        grow(&mut self.lmax, group);
+        grow(&mut self.mag, group);
+        if self.lows.len() < group {
+            self.lows.resize_with(group, Vec::new);
+        }
+        let cap = BLOCK_PAGES * page_size;
+        for l in &mut self.lows {
+            if l.capacity() < cap {
+                l.reserve(cap - l.len());
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        16 * self.rows.lo.len()
+            + 2 * self.qw.len()
+            + 4 * self.sdot.len()
+            + 8 * self.page_lows.len()
+            + self.codes.len()
+            + 8 * self.lows.iter().map(|l| l.capacity()).sum::<usize>()
+            + 16 * self.lmax.len()
+    }
+}
+
+/// The bound pass over closed pages `first..last` of one task: `up` receives the upper
+/// ends `[pages, G, page_size]`, `pu` their per-(page, head) maxima, `part` the lower
+/// ends that can matter and the magnitudes.
+#[allow(clippy::too_many_arguments)]
+fn bound_block(
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    q_scaled: &[f32],
+    slopes: &[f32],
+    a: f64,
+    first: usize,
+    last: usize,
+    part: &mut BlockScratch,
+    up: &mut [f32],
+    pu: &mut [f32],
+) {
+    let g = slopes.len();
+    let (d, ps) = (cache.head_dim(), cache.page_size());
+    let stats = cache.stats();
+    let bits = cache.config().sketch_bits;
+    let rb = sketch::row_bytes(d, bits);
+    let q_pos = seq.len as f64 - 1.0;
+    for slot in first..last {
+        let page = seq.pages[slot];
+        if let Some(&next) = seq.pages.get(slot + PREFETCH_PAGES) {
+            let nb = cache.stats_offset(next, kv_head);
+            stats.prefetch_row(Stat::Min, nb, d);
+            stats.prefetch_row(Stat::Max, nb, d);
+            if bits > 0 {
+                let sb = cache.sketch_offset(next, kv_head);
+                crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
+            }
+        }
+        part.rows
+            .load(stats, cache.stats_offset(page, kv_head), d, bits);
+        let sk = if bits > 0 {
+            let sb = cache.sketch_offset(page, kv_head);
+            &cache.sketch()[sb..sb + ps * rb]
+        } else {
+            &[][..]
+        };
+        let start = slot * ps;
+        let s0 = start as f64 - q_pos;
+        for hg in 0..g {
+            let w = &q_scaled[hg * d..(hg + 1) * d];
+            let qw = &mut part.qw[hg * d..(hg + 1) * d];
+            let pc = page_bound(w, &part.rows, true, qw);
+            part.mag[hg] = part.mag[hg].max(pc.mag);
+            let sdot = &mut part.sdot[..ps];
+            if bits > 0 {
+                sketch_dots(qw, sk, rb, bits, sdot, &mut part.codes);
+            } else {
+                sdot.fill(0);
+            }
+            let o = (slot - first) * g + hg;
+            let lows = &mut part.page_lows[..ps];
+            let (umax, lmx) = token_ends(
+                &pc,
+                sdot,
+                slopes[hg] as f64,
+                s0,
+                &mut up[o * ps..(o + 1) * ps],
+                lows,
+            );
+            pu[o] = umax;
+            push_lows(a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
+        }
     }
 }
 
@@ -293,46 +421,47 @@ pub fn certified_select(
         push_lows(a, vals, pmax, &mut ws.lmax[hg], &mut ws.lows[hg]);
     }
 
-    // Closed pages: statistics and sketch only.
-    for slot in 0..open_slot {
-        let page = seq.pages[slot];
-        if let Some(&next) = seq.pages.get(slot + 4) {
-            let nb = cache.stats_offset(next, kv_head);
-            stats.prefetch_row(Stat::Min, nb, d);
-            stats.prefetch_row(Stat::Max, nb, d);
-            if bits > 0 {
-                let sb = cache.sketch_offset(next, kv_head);
-                crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
+    // Closed pages: statistics and sketch only, blocks of pages in parallel. Each block
+    // filters its lower ends against its own running maximum, seeded with the open page's.
+    let closed = open_slot;
+    ws.bytes.meta = closed as u64 * 2 * stat_row;
+    if bits > 0 {
+        ws.bytes.sketch = (closed * ps * rb) as u64;
+    }
+    if closed > 0 && g > 0 {
+        let nb = closed.div_ceil(BLOCK_PAGES);
+        for part in &mut ws.blocks[..nb] {
+            part.lmax[..g].copy_from_slice(&ws.lmax[..g]);
+            part.mag[..g].fill(0.0);
+            for l in &mut part.lows[..g] {
+                l.clear();
             }
         }
-        ws.rows
-            .load(stats, cache.stats_offset(page, kv_head), d, bits);
-        ws.bytes.meta += 2 * stat_row;
-        let sk = if bits > 0 {
-            ws.bytes.sketch += (ps * rb) as u64;
-            let sb = cache.sketch_offset(page, kv_head);
-            &cache.sketch()[sb..sb + ps * rb]
-        } else {
-            &[][..]
+        let run = |(bi, ((part, up), pu)): BlockItem<'_>| {
+            let first = bi * BLOCK_PAGES;
+            let last = (first + BLOCK_PAGES).min(closed);
+            bound_block(
+                cache, seq, kv_head, q_scaled, slopes, a, first, last, part, up, pu,
+            );
         };
-        let start = slot * ps;
+        let blocks = &mut ws.blocks[..nb];
+        let upper = &mut ws.upper[..closed * g * ps];
+        let page_umax = &mut ws.page_umax[..closed * g];
+        if nb > 1 {
+            blocks
+                .par_iter_mut()
+                .zip(upper.par_chunks_mut(BLOCK_PAGES * g * ps))
+                .zip(page_umax.par_chunks_mut(BLOCK_PAGES * g))
+                .enumerate()
+                .for_each(run);
+        } else {
+            run((0, ((&mut blocks[0], upper), page_umax)));
+        }
         for hg in 0..g {
-            let w = &q_scaled[hg * d..(hg + 1) * d];
-            let qw = &mut ws.qw[hg * d..(hg + 1) * d];
-            let pc = page_bound(w, &ws.rows, true, qw);
-            ws.mag[hg] = ws.mag[hg].max(pc.mag);
-            let sdot = &mut ws.sdot[..ps];
-            if bits > 0 {
-                sketch_dots(qw, sk, rb, bits, sdot, &mut ws.codes);
-            } else {
-                sdot.fill(0);
+            for part in &ws.blocks[..nb] {
+                ws.lows[hg].extend_from_slice(&part.lows[hg]);
+                ws.mag[hg] = ws.mag[hg].max(part.mag[hg]);
             }
-            let up = &mut ws.upper[hg * n + start..hg * n + start + ps];
-            let lows = &mut ws.page_lows[..ps];
-            let s0 = start as f64 - q_pos;
-            let (umax, lmx) = token_ends(&pc, sdot, slopes[hg] as f64, s0, up, lows);
-            ws.page_umax[slot * g + hg] = umax;
-            push_lows(a, lows, lmx, &mut ws.lmax[hg], &mut ws.lows[hg]);
         }
     }
 
@@ -362,7 +491,8 @@ pub fn certified_select(
             let mut mask = 0u64;
             for hg in 0..g {
                 if pu[hg] > thr[hg] {
-                    mask |= above_mask(&ws.upper[hg * n + start..hg * n + start + ps], thr[hg]);
+                    let o = (slot * g + hg) * ps;
+                    mask |= above_mask(&ws.upper[o..o + ps], thr[hg]);
                 }
             }
             while mask != 0 {
@@ -371,9 +501,9 @@ pub fn certified_select(
                 mask &= mask - 1;
             }
         } else {
-            for pos in start..start + ps {
-                if (0..g).any(|hg| ws.upper[hg * n + pos] > thr[hg]) {
-                    ws.cand.push(pos as u32);
+            for t in 0..ps {
+                if (0..g).any(|hg| ws.upper[(slot * g + hg) * ps + t] > thr[hg]) {
+                    ws.cand.push((start + t) as u32);
                 }
             }
         }
