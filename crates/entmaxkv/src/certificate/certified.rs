@@ -557,11 +557,18 @@ pub fn certified_attend(
     let a = alpha - 1.0;
     let beta = 1.0 / a;
     let mut v_rows = 0u64;
+    // Candidate rows are scattered (one 2·D-byte row here and there): fetch ahead.
+    const AHEAD: usize = 16;
+    let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
     with_kv!(cache.kv(), |k, v| {
         // K of the candidates, every head of the group from one read.
         for j in 0..nk {
+            if let Some(&ahead) = ws.cand.get(j + AHEAD) {
+                let o = row_off(ahead as usize);
+                crate::attention::cpu::prefetch(&k[o..o + d]);
+            }
             let pos = ws.cand[j] as usize;
-            let off = cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
+            let off = row_off(pos);
             KvElem::slice_to_f32(&k[off..off + d], &mut ws.row[..d]);
             let rel = pos as f32 - q_pos_f32;
             for hg in 0..g {
@@ -587,16 +594,24 @@ pub fn certified_attend(
         // V of the support only.
         let acc = &mut ws.acc[..g * d];
         acc.fill(0.0);
-        for j in 0..nc {
-            if !(0..g).any(|hg| ws.scores[hg * nc + j] > 0.0) {
-                continue;
-            }
-            let pos = if j < nk {
+        let pos_of = |j: usize| {
+            if j < nk {
                 ws.cand[j] as usize
             } else {
                 ws.open_start + (j - nk)
-            };
-            let off = cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
+            }
+        };
+        let weighted = |j: usize| (0..g).any(|hg| ws.scores[hg * nc + j] > 0.0);
+        for j in 0..nc {
+            let ahead = j + AHEAD;
+            if ahead < nc && weighted(ahead) {
+                let o = row_off(pos_of(ahead));
+                crate::attention::cpu::prefetch(&v[o..o + d]);
+            }
+            if !weighted(j) {
+                continue;
+            }
+            let off = row_off(pos_of(j));
             KvElem::slice_to_f32(&v[off..off + d], &mut ws.row[..d]);
             v_rows += 1;
             for hg in 0..g {
