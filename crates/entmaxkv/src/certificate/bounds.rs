@@ -1,171 +1,665 @@
-//! Score bounds of one page and of its sketched tokens, for one query head.
+//! Score bounds of one page and of its sketched tokens, for one query head: the kernel of
+//! the `certified` strategy, the token-level certificate and the robust Gaussian criterion.
+//!
+//! # How the bounds are computed, and why they stay rigorous
+//!
+//! Notation: `w` the (f32) scaled query of a head, `lo`/`hi` the page's stored min/max rows,
+//! `L = 2^b − 1`, `s_c = fl64((hi_c − lo_c)/L)` the encoder's step ([`sketch::step`]),
+//! `code_c` a token's b-bit code, `u = 2⁻²⁴`, `n = D + 2`, `γ = n·u/(1 − n·u)`. Every stored
+//! key satisfies `k_c = lo_c + code_c·s_c + ρ_c` with `|ρ_c| ≤ (s_c/2)(1 + 2⁻⁴⁶)` (the
+//! encoder rounds `(k − lo)/s` in f64), so exactly
+//! `w·k = Σ w_c·lo_c + Σ w_c·s_c·code_c + Σ w_c·ρ_c`.
+//!
+//! Per (page, head), [`page_bound`] works in f32, eight lanes (any summation order):
+//!
+//! * `ŝ_c = fl(fl(hi_c − lo_c)·fl(1/L)) = s_c(1 + θ_c)`, `|θ_c| ≤ 3.01u`;
+//!   `ŵs_c = fl(w_c·ŝ_c) = w_c·s_c(1 + θ'_c)`, `|θ'_c| ≤ 4.02u`, so
+//!   `|w_c·s_c − ŵs_c| ≤ 4.03u·|ŵs_c|`.
+//! * Sums of `D` terms (products rounded or fused) carry at most `γ·Σ|terms|`: the centre
+//!   offset `B̂ ≈ Σ w_c·lo_c`, the magnitude `M̂ ≈ M = Σ|w_c|·max(|lo_c|, |hi_c|)` (so
+//!   `M ≤ M̂/(1 − γ) ≤ M̂(1 + 3γ) =: M⁺`, and `Σ|w_c·lo_c| ≤ M`), and `P̂ ≈ Σ max(ŵs_c, 0)`,
+//!   `N̂ ≈ Σ min(ŵs_c, 0)`; `Ŝ = P̂ − N̂` bounds `Σ|ŵs_c| ≤ Ŝ(1 + 2γ) =: S⁺`.
+//! * The key-range box: `Σ min(w_c·lo_c, w_c·hi_c) = Σ w_c·lo_c + Σ min(0, w_c·Δ_c)` with
+//!   `Δ_c = hi_c − lo_c = L·ŵs_c/(w_c·ŝ_c-rounding)`: `w_c·Δ_c = L·ŵs_c/(1 + θ''_c)`,
+//!   `|θ''_c| ≤ 4.02u` (ŝ taken against the real `Δ_c/L`; without a sketch L = 1 and
+//!   `ŝ_c = fl(Δ_c)`), so the box is `[B̂ + L·N̂, B̂ + L·P̂]` widened by
+//!   `γ·M⁺ + L·(γ + 4.03u)·S⁺`.
+//! * Quantisation: `scale` is a power of two with `max|ŵs_c| ≤ q_max·scale`,
+//!   `q_c = round(ŵs_c/scale)` (an i16; `q_max` keeps `Σ|q_c|·L` below 2³¹) and
+//!   `e_c = ŵs_c − scale·q_c` is exact in f32 (a power-of-two scaling and a Sterbenz
+//!   subtraction); `Ê ≈ Σ|e_c|`, `Σ|e_c| ≤ Ê(1 + 2γ)`.
+//!
+//! Per token, `S = Σ q_c·code_c` is an exact i32 (any order, SIMD or not: the AVX2 kernel and
+//! the portable one agree bit for bit), and `ĉ = B̂ + scale·S` in f64. Then
+//! `Σ w_c·s_c·code_c = scale·S + Σ e_c·code_c + Σ (w_c·s_c − ŵs_c)·code_c`, so
+//!
+//! `|w·k − ĉ| ≤ S⁺(1 + 5u)/2 + L·Ê(1 + 2γ) + 4.03u·L·S⁺ + γ·M⁺ =: H₀`
+//!
+//! (the radius, the quantisation, the rounding of `ŵs`, the rounding of `B̂`). The f64
+//! operations that form `ĉ ± H` and the intersection with the box add at most
+//! `2⁻⁵⁰·(|ĉ| + H)` with `|ĉ| ≤ 4M⁺ + H₀`: covered by `2⁻⁴⁰·(H₀ + M⁺)`; f32 underflow (at most
+//! `~10·D` operations of absolute error `2⁻¹⁵⁰` each) by `2⁻¹²⁰`. Finally every end is widened by
+//! [`BOUND_ERR`]`·M⁺` for the oracle's f64 scores (see the module docs of
+//! [`crate::certificate`]). The result is an interval that contains both `w·k` and the
+//! oracle's score of every stored key of the page; at D = 64 the f32 terms add ~1e-5·M,
+//! a few 1e-3 of the sketch radius (the quantisation term dominates).
+//!
+//! Non-finite statistics, or f32 overflow of any of the sums, give the interval (−∞, +∞):
+//! rigorous, and the caller then reads that token.
 
 use super::BOUND_ERR;
-use crate::attention::cpu::dot;
-use crate::stats::sketch;
+use crate::stats::{sketch, Stat, StatsStorage};
 
-/// Per-(page, query head) constants of the score bounds (score units, scale applied, no
-/// ALiBi): the box bounds, the magnitude `Σ|w_d|·max(|kmin_d|, |kmax_d|)`, and the sketch
-/// centre offset `Σ w_d·kmin_d`, radius `Σ|w_d|·step_d/2` and the rounding allowance of the
-/// per-token f32 dot `Σ fl(w_d·step_d)·code_d`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PageConsts {
-    pub box_lo: f64,
-    pub box_hi: f64,
-    pub mag: f64,
-    pub base: f64,
-    pub rad: f64,
-    pub dot_err: f64,
-}
+/// How many pages ahead the bound passes prefetch a page's min/max rows and sketch block
+/// (they lie 1–4 KiB apart per kv head, which the hardware prefetchers do not follow).
+pub(crate) const PREFETCH_PAGES: usize = 8;
 
-impl PageConsts {
-    /// Absolute widening of every bound of this page (see [`BOUND_ERR`]).
-    #[inline]
-    pub fn err(&self) -> f64 {
-        BOUND_ERR * self.mag
-    }
-}
+/// f32 unit roundoff.
+const U: f64 = 1.0 / (1u64 << 24) as f64;
 
-/// Box bounds and magnitude only (no sketch).
-#[inline]
-pub(crate) fn page_box(w: &[f32], lo: &[f32], hi: &[f32]) -> PageConsts {
-    // Four f64 lanes so the loop vectorises; the sum order differs from a sequential one
-    // by far less than the BOUND_ERR widening.
-    const L: usize = 4;
-    let (mut bl, mut bh, mut mg) = ([0.0f64; L], [0.0f64; L], [0.0f64; L]);
-    let (wc, lc, hc) = (w.chunks_exact(L), lo.chunks_exact(L), hi.chunks_exact(L));
-    let (wr, lr, hr) = (wc.remainder(), lc.remainder(), hc.remainder());
-    let lane = |j: usize,
-                w: f32,
-                l: f32,
-                h: f32,
-                bl: &mut [f64; L],
-                bh: &mut [f64; L],
-                mg: &mut [f64; L]| {
-        let wc = w as f64;
-        let (a, b) = (wc * l as f64, wc * h as f64);
-        bl[j] += a.min(b);
-        bh[j] += a.max(b);
-        mg[j] += wc.abs() * (l.abs().max(h.abs())) as f64;
-    };
-    for ((w4, l4), h4) in wc.zip(lc).zip(hc) {
-        for j in 0..L {
-            lane(j, w4[j], l4[j], h4[j], &mut bl, &mut bh, &mut mg);
-        }
-    }
-    for (j, ((w, l), h)) in wr.iter().zip(lr).zip(hr).enumerate() {
-        lane(j, *w, *l, *h, &mut bl, &mut bh, &mut mg);
-    }
-    let sum = |x: [f64; L]| (x[0] + x[1]) + (x[2] + x[3]);
-    PageConsts {
-        box_lo: sum(bl),
-        box_hi: sum(bh),
-        mag: sum(mg),
-        base: 0.0,
-        rad: 0.0,
-        dot_err: 0.0,
-    }
-}
-
-/// Box bounds, magnitude and the sketch constants; `ws` (length D) receives
-/// `fl32(w_d·step_d)`, so a token's centre is one f32 dot with its codes. That dot's error
-/// (any summation order, FMA or not, plus the rounding of `ws`) is at most
-/// `(D + 4)·2⁻²⁴·Σ_d |w_d·step_d|·code_d ≤ (D + 4)·2⁻²⁴·(2^b − 1)·Σ_d |w_d·step_d|`,
-/// carried in `dot_err`: about 1e-4 of the radius at D = 64, b = 4.
-#[inline]
-pub(crate) fn page_consts(
-    w: &[f32],
-    lo: &[f32],
-    hi: &[f32],
+/// The min/max rows of one page, shared by every query head of a task, and what every
+/// head's bounds derive from them: the f32 step `fl(fl(hi − lo)·fl(1/L))` and
+/// `max(|lo|, |hi|)` per channel.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PageRows {
+    pub lo: Vec<f32>,
+    pub hi: Vec<f32>,
+    step: Vec<f32>,
+    amax: Vec<f32>,
+    finite: bool,
+    /// Sketch width the step is for (0: no sketch, the step is then `hi − lo`).
     bits: u32,
-    ws: &mut [f32],
-) -> PageConsts {
-    let mut pc = page_box(w, lo, hi);
-    let (mut base, mut rad) = (0.0f64, 0.0f64);
-    for c in 0..w.len() {
-        let wc = w[c] as f64;
-        let s = sketch::step(lo[c], hi[c], bits);
-        base += wc * lo[c] as f64;
-        let x = wc * s;
-        ws[c] = x as f32;
-        rad += x.abs();
-    }
-    pc.base = base;
-    pc.rad = 0.5 * rad;
-    let u = f32::EPSILON as f64 * 0.5;
-    pc.dot_err = (w.len() as f64 + 4.0) * u * sketch::levels(bits) as f64 * rad * (1.0 + 4.0 * u);
-    pc
+    /// Constants of (D, bits), recomputed only when those change: `q_max`, `1/q_max`,
+    /// `γ` and `L` (see the module docs).
+    consts_for: (usize, u32),
+    qmax: f32,
+    inv_qmax: f32,
+    gam: f64,
+    lv: f64,
 }
 
-/// Splits `ws` (length D, even) into its even and odd channels, the layout of 4-bit codes
-/// (channel 2j in the low nibble of byte j, 2j+1 in the high nibble).
-#[inline]
-pub(crate) fn split_even_odd(ws: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    for (j, pair) in ws.chunks_exact(2).enumerate() {
-        even[j] = pair[0];
-        odd[j] = pair[1];
+impl PageRows {
+    #[cfg(test)]
+    pub fn new(d: usize) -> Self {
+        let mut r = PageRows::default();
+        r.reserve(d);
+        r
     }
-}
 
-/// `Σ_j even_j·(row_j & 15) + odd_j·(row_j >> 4)`: the 4-bit sketch dot without unpacking
-/// codes into a buffer (vectorises). Same terms as `dot(ws, codes)`, another order: the
-/// `dot_err` allowance holds for any order.
-#[inline]
-pub(crate) fn dot_nibbles(even: &[f32], odd: &[f32], row: &[u8]) -> f32 {
-    const L: usize = 8;
-    let (mut a, mut b) = ([0.0f32; L], [0.0f32; L]);
-    let (ec, oc, rc) = (
-        even.chunks_exact(L),
-        odd.chunks_exact(L),
-        row.chunks_exact(L),
-    );
-    let (er, or, rr) = (ec.remainder(), oc.remainder(), rc.remainder());
-    for ((e8, o8), r8) in ec.zip(oc).zip(rc) {
-        for j in 0..L {
-            a[j] = e8[j].mul_add((r8[j] & 15) as f32, a[j]);
-            b[j] = o8[j].mul_add((r8[j] >> 4) as f32, b[j]);
-        }
-    }
-    for j in 0..L {
-        a[j] += b[j];
-    }
-    let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-    for ((e, o), r) in er.iter().zip(or).zip(rr) {
-        s += e * (r & 15) as f32 + o * (r >> 4) as f32;
-    }
-    s
-}
-
-/// Sketch bounds of one token from its packed 4-bit row (see [`token_bounds`]).
-#[inline]
-pub(crate) fn token_bounds_4bit(
-    pc: &PageConsts,
-    even: &[f32],
-    odd: &[f32],
-    row: &[u8],
-) -> (f64, f64) {
-    let centre = pc.base + dot_nibbles(even, odd, row) as f64;
-    let r = pc.rad + pc.dot_err;
-    ((centre - r).max(pc.box_lo), (centre + r).min(pc.box_hi))
-}
-
-/// Unpacks one token's sketch codes into `out` (length D) as f32 (exact: codes ≤ 255).
-#[inline]
-pub(crate) fn decode_codes(row: &[u8], bits: u32, out: &mut [f32]) {
-    match bits {
-        8 => {
-            for (o, &b) in out.iter_mut().zip(row) {
-                *o = b as f32;
+    /// Grows (never shrinks) to head dim `d`.
+    pub fn reserve(&mut self, d: usize) {
+        for v in [&mut self.lo, &mut self.hi, &mut self.step, &mut self.amax] {
+            if v.len() < d {
+                v.resize(d, 0.0);
             }
         }
+    }
+
+    /// Reads the min/max rows at statistics offset `base` and derives the rest.
+    #[inline]
+    pub fn load(&mut self, stats: &StatsStorage, base: usize, d: usize, bits: u32) {
+        stats.read_row(Stat::Min, base, &mut self.lo[..d]);
+        stats.read_row(Stat::Max, base, &mut self.hi[..d]);
+        self.derive(d, bits);
+    }
+
+    /// Sets the rows from f32 slices (tests).
+    #[cfg(test)]
+    pub fn set(&mut self, lo: &[f32], hi: &[f32], bits: u32) {
+        let d = lo.len();
+        self.reserve(d);
+        self.lo[..d].copy_from_slice(lo);
+        self.hi[..d].copy_from_slice(&hi[..d]);
+        self.derive(d, bits);
+    }
+
+    #[inline]
+    fn derive(&mut self, d: usize, bits: u32) {
+        // L = 1 without a sketch: the step is then the key range itself (for the box).
+        let inv = 1.0 / sketch::levels(bits).max(1) as f32;
+        let (lo, hi) = (&self.lo[..d], &self.hi[..d]);
+        let (step, amax) = (&mut self.step[..d], &mut self.amax[..d]);
+        let mut bad = 0u32;
+        for c in 0..d {
+            let (l, h) = (lo[c], hi[c]);
+            // Finite iff |x| ≤ MAX (NaN fails the compare).
+            bad |= !(l.abs() <= f32::MAX && h.abs() <= f32::MAX) as u32;
+            let r = h - l;
+            step[c] = if r > 0.0 { r } else { 0.0 } * inv;
+            amax[c] = if l.abs() > h.abs() { l.abs() } else { h.abs() };
+        }
+        self.finite = bad == 0;
+        self.bits = bits;
+        if self.consts_for != (d, bits) {
+            self.consts_for = (d, bits);
+            self.qmax = q_max(d, bits);
+            self.inv_qmax = 1.0 / self.qmax;
+            let n = (d + 2) as f64;
+            self.gam = n * U / (1.0 - n * U);
+            self.lv = sketch::levels(bits).max(1) as f64;
+        }
+    }
+}
+
+/// Score bounds of the tokens of one page for one query head (score units, scale applied,
+/// no ALiBi), everything widened as the module docs derive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PageBound {
+    /// Rigorous lower / upper bound of every key's score on the page (the key-range box).
+    pub box_lo: f64,
+    pub box_hi: f64,
+    /// An upper bound of `Σ_d |w_d|·max(|kmin_d|, |kmax_d|)` (+∞ if not finite).
+    pub mag: f64,
+    /// Token interval `[ĉ − half, ĉ + half] ∩ box` with `ĉ = base + scale·S`.
+    base: f64,
+    half: f64,
+    scale: f64,
+}
+
+impl Default for PageBound {
+    fn default() -> Self {
+        PageBound::UNBOUNDED
+    }
+}
+
+impl PageBound {
+    /// Bounds nothing: every token's interval is (−∞, +∞).
+    pub const UNBOUNDED: PageBound = PageBound {
+        box_lo: f64::NEG_INFINITY,
+        box_hi: f64::INFINITY,
+        mag: f64::INFINITY,
+        base: 0.0,
+        half: f64::INFINITY,
+        scale: 0.0,
+    };
+
+    /// The score interval of a token whose sketch dot ([`sketch_dots`]) is `s` (any `s`
+    /// without a sketch: the interval is then the box).
+    #[inline(always)]
+    pub fn interval(&self, s: i32) -> (f64, f64) {
+        let c = self.base + self.scale * s as f64;
+        // Compares rather than f64::max/min so loops over tokens vectorise (no NaN here:
+        // every constant is finite or the bound is UNBOUNDED, where c = 0).
+        let (l, u) = (c - self.half, c + self.half);
+        (
+            if l > self.box_lo { l } else { self.box_lo },
+            if u < self.box_hi { u } else { self.box_hi },
+        )
+    }
+}
+
+/// Largest quantised weight for head dim `d` and `bits`: `|Σ q_c·code_c| < 2³¹` always.
+#[inline]
+fn q_max(d: usize, bits: u32) -> f32 {
+    let lim = (i32::MAX as u64) / (d.max(1) as u64 * sketch::levels(bits).max(1) as u64);
+    lim.min(i16::MAX as u64) as f32
+}
+
+/// `1/p` for a normal power of two `p` in [2⁻¹²⁵, 2¹²⁵] (exact, no division).
+#[inline]
+fn pow2_inv(p: f32) -> f32 {
+    let exp = (p.to_bits() >> 23) & 0xff;
+    f32::from_bits((254 - exp) << 23)
+}
+
+/// The smallest power of two `p` with `x ≤ p` (x > 0 finite normal).
+#[inline]
+fn pow2_at_least(x: f32) -> f32 {
+    let b = x.to_bits();
+    let exp = (b >> 23) & 0xff;
+    if b & 0x7f_ffff == 0 {
+        x
+    } else {
+        f32::from_bits((exp + 1) << 23)
+    }
+}
+
+/// `(q, |ws − scale·q|)` with `q = round_ties_even(ws·inv)` (`inv = 1/scale`, both powers of
+/// two, `|ws·inv| ≤ 32767`), without a saturating float-to-int cast so it vectorises: adding
+/// 1.5·2²³ rounds `ws·inv` (exact) to an integer held in the low mantissa bits.
+#[inline(always)]
+fn quantise(ws: f32, inv: f32, scale: f32) -> (i16, f32) {
+    const MAGIC: f32 = 12_582_912.0;
+    let y = ws * inv + MAGIC;
+    let qf = y - MAGIC;
+    let qi = (y.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) as i16;
+    (qi, (ws - qf * scale).abs())
+}
+
+/// `([Σ w·lo, Σ max(ŵs, 0), Σ min(ŵs, 0), Σ |w|·amax], max |ŵs|)` with `ŵs = fl(w·step)`, in
+/// f32 (any summation order: the module docs bound the error for every order).
+#[inline]
+fn page_sums(w: &[f32], lo: &[f32], step: &[f32], amax: &[f32]) -> ([f32; 4], f32) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    if w.len().is_multiple_of(8) {
+        // SAFETY: equal lengths (checked by the caller's slicing), a multiple of 8; AVX2
+        // and FMA are enabled at compile time (this cfg).
+        return unsafe { avx2::page_sums(w, lo, step, amax) };
+    }
+    page_sums_portable(w, lo, step, amax)
+}
+
+fn page_sums_portable(w: &[f32], lo: &[f32], step: &[f32], amax: &[f32]) -> ([f32; 4], f32) {
+    const L8: usize = 8;
+    let d = w.len();
+    let (mut b, mut p, mut m) = ([0.0f32; L8], [0.0f32; L8], [0.0f32; L8]);
+    let (mut mg, mut mx) = ([0.0f32; L8], [0.0f32; L8]);
+    for c in 0..d {
+        let (j, wc) = (c % L8, w[c]);
+        b[j] = wc.mul_add(lo[c], b[j]);
+        mg[j] = wc.abs().mul_add(amax[c], mg[j]);
+        let ws = wc * step[c];
+        p[j] += if ws > 0.0 { ws } else { 0.0 };
+        m[j] += if ws < 0.0 { ws } else { 0.0 };
+        let a = ws.abs();
+        mx[j] = if mx[j] < a { a } else { mx[j] };
+    }
+    let sum = |x: [f32; L8]| ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
+    let mx = mx.iter().fold(0.0f32, |a, &x| if x > a { x } else { a });
+    ([sum(b), sum(p), sum(m), sum(mg)], mx)
+}
+
+/// Quantises `ŵs_c = fl(w_c·step_c)` into `q` ([`quantise`]); returns `Σ|e_c|` (f32 sum).
+#[inline]
+fn quantise_all(w: &[f32], step: &[f32], inv: f32, scale: f32, q: &mut [i16]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    if w.len().is_multiple_of(16) {
+        // SAFETY: as in `page_sums`; `q` has D entries.
+        return unsafe { avx2::quantise_all(w, step, inv, scale, q) };
+    }
+    let mut e = [0.0f32; 8];
+    for c in 0..w.len() {
+        let (qi, err) = quantise(w[c] * step[c], inv, scale);
+        q[c] = qi;
+        e[c % 8] += err;
+    }
+    e.iter().sum()
+}
+
+/// Box bounds, magnitude and (with `sketch`, rows loaded for a width `bits > 0`) the
+/// sketch constants of one page for the head query `w`; `q` (length D) receives the
+/// quantised weights `q_c` of [`sketch_dots`]. Without `sketch` the token intervals are the
+/// box.
+#[inline]
+pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]) -> PageBound {
+    let d = w.len();
+    let sketch = sketch && rows.bits > 0;
+    if !rows.finite {
+        q[..d].fill(0);
+        return PageBound::UNBOUNDED;
+    }
+    let (lo, step, amax) = (&rows.lo[..d], &rows.step[..d], &rows.amax[..d]);
+    let ([b, p, m, mg], mx) = page_sums(w, lo, step, amax);
+    if !(b.is_finite() && p.is_finite() && m.is_finite() && mg.is_finite()) {
+        q[..d].fill(0);
+        return PageBound::UNBOUNDED;
+    }
+    let (gam, lv) = (rows.gam, rows.lv);
+    let m_up = mg as f64 * (1.0 + 3.0 * gam);
+    let s_up = (p as f64 - m as f64) * (1.0 + 2.0 * gam);
+    let tail = 1.0 / (1u64 << 40) as f64;
+    let tiny = f64::powi(2.0, -120);
+    let box_err = gam * m_up + lv * (gam + 4.03 * U) * s_up;
+    let widen = box_err + tail * (box_err + m_up) + BOUND_ERR * m_up + tiny;
+    let box_lo = b as f64 + lv * m as f64 - widen;
+    let box_hi = b as f64 + lv * p as f64 + widen;
+    if !sketch {
+        q[..d].fill(0);
+        return PageBound {
+            box_lo,
+            box_hi,
+            mag: m_up,
+            base: b as f64,
+            half: f64::INFINITY,
+            scale: 0.0,
+        };
+    }
+
+    // Quantise ŵs_c = fl(w_c·ŝ_c) (recomputed: the same f32 products as above).
+    let qmax = rows.qmax;
+    // 2⁻¹¹⁰ ≤ mx keeps scale ≥ 2⁻¹²⁵ (normal), mx ≤ 2¹⁰⁰ keeps scale·q finite.
+    let (lo_mx, hi_mx) = (
+        f32::from_bits((127 - 110) << 23),
+        f32::from_bits((127 + 100) << 23),
+    );
+    let (scale, inv) = if mx >= lo_mx && mx <= hi_mx {
+        // A power of two ≥ mx/qmax (the product may round low: then one doubling).
+        let mut s = pow2_at_least(mx * rows.inv_qmax);
+        if mx * pow2_inv(s) > qmax {
+            s *= 2.0;
+        }
+        (s, pow2_inv(s))
+    } else {
+        // Nothing to quantise (or out of range): q = 0, e_c = ŵs_c.
+        (0.0, 0.0)
+    };
+    let e = quantise_all(w, step, inv, scale, &mut q[..d]) as f64;
+    let h0 = s_up * (1.0 + 5.0 * U) * 0.5
+        + lv * e * (1.0 + 2.0 * gam)
+        + 4.03 * U * lv * s_up
+        + gam * m_up;
+    let half = h0 + tail * (h0 + m_up) + BOUND_ERR * m_up + tiny;
+    if !half.is_finite() {
+        q[..d].fill(0);
+        return PageBound::UNBOUNDED;
+    }
+    PageBound {
+        box_lo,
+        box_hi,
+        mag: m_up,
+        base: b as f64,
+        half,
+        scale: scale as f64,
+    }
+}
+
+/// The ends of every token interval of one page for one head, ALiBi `slope·(s0 + t)` added
+/// for token `t` (`s0 = first position − q_pos`, so this is exactly [`alibi`]'s value):
+/// upper ends rounded up to f32 into `up`, lower ends (f64) into `lo`. Returns the largest
+/// of each. Written in four explicit lanes so it vectorises (float max reductions do not,
+/// otherwise).
+#[inline]
+pub(crate) fn token_ends(
+    pc: &PageBound,
+    sdot: &[i32],
+    slope: f64,
+    s0: f64,
+    up: &mut [f32],
+    lo: &mut [f64],
+) -> (f32, f64) {
+    const L: usize = 4;
+    let n = sdot.len();
+    let (up, lo) = (&mut up[..n], &mut lo[..n]);
+    let (mut um, mut lm) = ([f32::NEG_INFINITY; L], [f64::NEG_INFINITY; L]);
+    let full = n / L * L;
+    let mut tb = s0;
+    for c0 in (0..full / L).map(|i| i * L) {
+        let s4: &[i32; L] = sdot[c0..c0 + L].try_into().expect("4 lanes");
+        let u4: &mut [f32; L] = (&mut up[c0..c0 + L]).try_into().expect("4 lanes");
+        let l4: &mut [f64; L] = (&mut lo[c0..c0 + L]).try_into().expect("4 lanes");
+        for j in 0..L {
+            let (l, u) = pc.interval(s4[j]);
+            let al = slope * (tb + j as f64);
+            let u = f32_up(u + al);
+            let l = l + al;
+            u4[j] = u;
+            l4[j] = l;
+            um[j] = if u > um[j] { u } else { um[j] };
+            lm[j] = if l > lm[j] { l } else { lm[j] };
+        }
+        tb += L as f64;
+    }
+    for (j, t) in (full..n).enumerate() {
+        let (l, u) = pc.interval(sdot[t]);
+        let al = slope * (tb + j as f64);
+        let u = f32_up(u + al);
+        let l = l + al;
+        up[t] = u;
+        lo[t] = l;
+        um[j] = if u > um[j] { u } else { um[j] };
+        lm[j] = if l > lm[j] { l } else { lm[j] };
+    }
+    let umax = um
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let lmax = lm
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    (umax, lmax)
+}
+
+/// Bit `t` set iff `u[t] > thr` (`u.len() ≤ 64`).
+#[inline]
+pub(crate) fn above_mask(u: &[f32], thr: f32) -> u64 {
+    let mut m = 0u64;
+    for (t, &x) in u.iter().enumerate() {
+        m |= ((x > thr) as u64) << t;
+    }
+    m
+}
+
+/// Sketch dots `S_t = Σ_c q_c·code_{t,c}` (exact i32) of `out.len()` consecutive sketch rows
+/// of `rb` bytes at the start of `rows`; `q` holds D quantised weights ([`page_bound`]).
+/// `codes` is scratch of at least D bytes (unused on the 4-bit fast path).
+#[inline]
+pub(crate) fn sketch_dots(
+    q: &[i16],
+    rows: &[u8],
+    rb: usize,
+    bits: u32,
+    out: &mut [i32],
+    codes: &mut [u8],
+) {
+    let d = q.len();
+    let n = out.len();
+    assert!(rows.len() >= n * rb && rb >= sketch::row_bytes(d, bits));
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if bits == 4 && d.is_multiple_of(64) && d <= 64 * avx2::MAX_BLOCKS {
+        // SAFETY: the assert above keeps every row load inside `rows`; AVX2 is enabled at
+        // compile time (this cfg).
+        unsafe { avx2::dots_nibbles(q, rows, rb, out) };
+        return;
+    }
+    sketch_dots_portable(q, rows, rb, bits, out, codes);
+}
+
+/// The portable [`sketch_dots`] (also the reference the AVX2 kernel is tested against).
+pub(crate) fn sketch_dots_portable(
+    q: &[i16],
+    rows: &[u8],
+    rb: usize,
+    bits: u32,
+    out: &mut [i32],
+    codes: &mut [u8],
+) {
+    let d = q.len();
+    for (t, o) in out.iter_mut().enumerate() {
+        let row = &rows[t * rb..t * rb + rb];
+        *o = if bits == 4 && d.is_multiple_of(2) {
+            let mut s = 0i32;
+            for (j, &byte) in row[..d / 2].iter().enumerate() {
+                s +=
+                    q[2 * j] as i32 * (byte & 15) as i32 + q[2 * j + 1] as i32 * (byte >> 4) as i32;
+            }
+            s
+        } else {
+            decode_codes(row, bits, &mut codes[..d]);
+            q.iter()
+                .zip(&codes[..d])
+                .map(|(&w, &c)| w as i32 * c as i32)
+                .sum()
+        };
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Head dims up to 64·MAX_BLOCKS take the AVX2 path.
+    pub const MAX_BLOCKS: usize = 8;
+
+    #[inline(always)]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_movehdup_ps(x));
+        _mm_cvtss_f32(x)
+    }
+
+    /// [`super::page_sums`], D a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn page_sums(w: &[f32], lo: &[f32], st: &[f32], am: &[f32]) -> ([f32; 4], f32) {
+        let d = w.len();
+        assert!(lo.len() >= d && st.len() >= d && am.len() >= d);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let z = _mm256_setzero_ps();
+        let (mut b, mut p, mut m, mut mg, mut mx) = (z, z, z, z, z);
+        let mut c = 0;
+        while c < d {
+            let wv = _mm256_loadu_ps(w.as_ptr().add(c));
+            b = _mm256_fmadd_ps(wv, _mm256_loadu_ps(lo.as_ptr().add(c)), b);
+            mg = _mm256_fmadd_ps(
+                _mm256_and_ps(wv, abs),
+                _mm256_loadu_ps(am.as_ptr().add(c)),
+                mg,
+            );
+            let ws = _mm256_mul_ps(wv, _mm256_loadu_ps(st.as_ptr().add(c)));
+            p = _mm256_add_ps(p, _mm256_max_ps(ws, z));
+            m = _mm256_add_ps(m, _mm256_min_ps(ws, z));
+            mx = _mm256_max_ps(mx, _mm256_and_ps(ws, abs));
+            c += 8;
+        }
+        // Four horizontal sums at once: [b, p, m, mg] in the four lanes.
+        let h = _mm256_hadd_ps(_mm256_hadd_ps(b, p), _mm256_hadd_ps(m, mg));
+        let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let mut out = [0.0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        (out, hmax(mx))
+    }
+
+    /// [`super::quantise_all`], D a multiple of 16.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn quantise_all(w: &[f32], st: &[f32], inv: f32, scale: f32, q: &mut [i16]) -> f32 {
+        let d = w.len();
+        assert!(st.len() >= d && q.len() >= d);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let (iv, sc) = (_mm256_set1_ps(inv), _mm256_set1_ps(scale));
+        let mut e = _mm256_setzero_ps();
+        let mut c = 0;
+        while c < d {
+            let mut qi = [_mm256_setzero_si256(); 2];
+            for (h, qh) in qi.iter_mut().enumerate() {
+                let o = c + 8 * h;
+                let ws = _mm256_mul_ps(
+                    _mm256_loadu_ps(w.as_ptr().add(o)),
+                    _mm256_loadu_ps(st.as_ptr().add(o)),
+                );
+                // ws·inv is exact (a power of two): one rounding, to the nearest integer.
+                let y = _mm256_fmadd_ps(ws, iv, magic);
+                let qf = _mm256_sub_ps(y, magic);
+                *qh = _mm256_sub_epi32(_mm256_castps_si256(y), _mm256_castps_si256(magic));
+                // ws − qf·scale is exact (see `quantise`).
+                e = _mm256_add_ps(e, _mm256_and_ps(_mm256_fnmadd_ps(qf, sc, ws), abs));
+            }
+            // packs interleaves 128-bit halves: [0-3, 8-11 | 4-7, 12-15] → natural order.
+            let pk = _mm256_permute4x64_epi64::<0xD8>(_mm256_packs_epi32(qi[0], qi[1]));
+            _mm256_storeu_si256(q.as_mut_ptr().add(c) as *mut __m256i, pk);
+            c += 16;
+        }
+        let x = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps::<1>(e));
+        let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_add_ss(x, _mm_movehdup_ps(x));
+        _mm_cvtss_f32(x)
+    }
+
+    /// The i16 weights of one 64-channel block arranged as the unpacked nibbles come:
+    /// `lo & 15` holds channels 2j (byte j), `lo >> 4` channels 2j + 1; `unpacklo_epi8` of 32
+    /// bytes yields bytes 0–7 and 16–23, `unpackhi_epi8` bytes 8–15 and 24–31.
+    #[inline(always)]
+    unsafe fn block_weights(q: *const i16) -> [__m256i; 4] {
+        // Within each 128-bit lane: i16 elements [0, 2, 4, 6, 1, 3, 5, 7].
+        let m = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3,
+            6, 7, 10, 11, 14, 15,
+        );
+        let split = |p: *const i16| {
+            let v = _mm256_shuffle_epi8(_mm256_loadu_si256(p as *const __m256i), m);
+            // [E E | O O] (even channels of the 16, then odd).
+            _mm256_permute4x64_epi64::<0xD8>(v)
+        };
+        let n0 = split(q);
+        let n1 = split(q.add(16));
+        let n2 = split(q.add(32));
+        let n3 = split(q.add(48));
+        [
+            _mm256_permute2x128_si256::<0x20>(n0, n2),
+            _mm256_permute2x128_si256::<0x20>(n1, n3),
+            _mm256_permute2x128_si256::<0x31>(n0, n2),
+            _mm256_permute2x128_si256::<0x31>(n1, n3),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn row_acc(row: *const u8, nb: usize, wt: &[[__m256i; 4]; MAX_BLOCKS]) -> __m256i {
+        let m0f = _mm256_set1_epi8(0x0f);
+        let z = _mm256_setzero_si256();
+        let mut acc = _mm256_setzero_si256();
+        for (b, w) in wt.iter().enumerate().take(nb) {
+            let v = _mm256_loadu_si256(row.add(32 * b) as *const __m256i);
+            let lo = _mm256_and_si256(v, m0f);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m0f);
+            let p0 = _mm256_madd_epi16(_mm256_unpacklo_epi8(lo, z), w[0]);
+            let p1 = _mm256_madd_epi16(_mm256_unpackhi_epi8(lo, z), w[1]);
+            let p2 = _mm256_madd_epi16(_mm256_unpacklo_epi8(hi, z), w[2]);
+            let p3 = _mm256_madd_epi16(_mm256_unpackhi_epi8(hi, z), w[3]);
+            acc = _mm256_add_epi32(
+                acc,
+                _mm256_add_epi32(_mm256_add_epi32(p0, p1), _mm256_add_epi32(p2, p3)),
+            );
+        }
+        acc
+    }
+
+    /// 4-bit sketch dots, D a multiple of 64 (at most 64·MAX_BLOCKS).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dots_nibbles(q: &[i16], rows: &[u8], rb: usize, out: &mut [i32]) {
+        let nb = q.len() / 64;
+        let mut wt = [[_mm256_setzero_si256(); 4]; MAX_BLOCKS];
+        for (b, w) in wt.iter_mut().enumerate().take(nb) {
+            *w = block_weights(q.as_ptr().add(64 * b));
+        }
+        let n = out.len();
+        let base = rows.as_ptr();
+        let mut t = 0;
+        while t + 8 <= n {
+            let a: [__m256i; 8] = std::array::from_fn(|i| row_acc(base.add((t + i) * rb), nb, &wt));
+            let s01 = _mm256_hadd_epi32(a[0], a[1]);
+            let s23 = _mm256_hadd_epi32(a[2], a[3]);
+            let s45 = _mm256_hadd_epi32(a[4], a[5]);
+            let s67 = _mm256_hadd_epi32(a[6], a[7]);
+            let s0123 = _mm256_hadd_epi32(s01, s23);
+            let s4567 = _mm256_hadd_epi32(s45, s67);
+            let r = _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(s0123, s4567),
+                _mm256_permute2x128_si256::<0x31>(s0123, s4567),
+            );
+            _mm256_storeu_si256(out.as_mut_ptr().add(t) as *mut __m256i, r);
+            t += 8;
+        }
+        while t < n {
+            let a = row_acc(base.add(t * rb), nb, &wt);
+            let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0x4E>(s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0xB1>(s));
+            out[t] = _mm_cvtsi128_si32(s);
+            t += 1;
+        }
+    }
+}
+
+/// Unpacks one token's sketch codes into `out` (length D).
+#[inline]
+pub(crate) fn decode_codes(row: &[u8], bits: u32, out: &mut [u8]) {
+    match bits {
+        8 => out.copy_from_slice(&row[..out.len()]),
         4 => {
             let d = out.len();
             for (pair, &b) in out[..d & !1].chunks_exact_mut(2).zip(row) {
-                pair[0] = (b & 0xf) as f32;
-                pair[1] = (b >> 4) as f32;
+                pair[0] = b & 0xf;
+                pair[1] = b >> 4;
             }
             if d % 2 == 1 {
-                out[d - 1] = (row[d / 2] & 0xf) as f32;
+                out[d - 1] = row[d / 2] & 0xf;
             }
         }
         _ => {
@@ -178,7 +672,7 @@ pub(crate) fn decode_codes(row: &[u8], bits: u32, out: &mut [f32]) {
                     next += 1;
                     have += 8;
                 }
-                *o = (acc & mask) as f32;
+                *o = (acc & mask) as u8;
                 acc >>= bits;
                 have -= bits;
             }
@@ -186,13 +680,24 @@ pub(crate) fn decode_codes(row: &[u8], bits: u32, out: &mut [f32]) {
     }
 }
 
-/// Sketch bounds of one token (no ALiBi, not widened): the sketch interval intersected
-/// with the page box.
-#[inline]
-pub(crate) fn token_bounds(pc: &PageConsts, ws: &[f32], codes: &[f32]) -> (f64, f64) {
-    let centre = pc.base + dot(ws, codes) as f64;
-    let r = pc.rad + pc.dot_err;
-    ((centre - r).max(pc.box_lo), (centre + r).min(pc.box_hi))
+/// `x` rounded to an f32 that is ≥ x (vectorises; at most two ulps above), so an upper
+/// bound stays one. x below −f32::MAX (or NaN) gives −f32::MAX; +∞ stays +∞.
+#[inline(always)]
+pub(crate) fn f32_up(x: f64) -> f32 {
+    let y = if x > -f32::MAX as f64 {
+        x
+    } else {
+        -f32::MAX as f64
+    } as f32;
+    // |y − x| ≤ ulp(y)/2 ≤ |y|·2⁻²⁴; adding |y|·2⁻²³ (exact: a power-of-two scaling) moves
+    // y up by at least one ulp after rounding, and the smallest subnormal covers y = 0.
+    (y + y.abs() * f32::EPSILON) + f32::from_bits(1)
+}
+
+/// `x` rounded to an f32 that is ≤ x (see [`f32_up`]).
+#[inline(always)]
+pub(crate) fn f32_down(x: f64) -> f32 {
+    -f32_up(-x)
 }
 
 /// ALiBi bias of position `t` for a query at `q_pos`, exactly as the oracle forms it.
@@ -211,18 +716,32 @@ pub(crate) fn alibi_max(slope: f32, first: usize, last: usize, q_pos: f64) -> f6
 mod tests {
     use super::*;
 
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn sym(&mut self) -> f32 {
+            (self.next() * 2.0 - 1.0) as f32
+        }
+    }
+
     #[test]
     fn decode_matches_get_code() {
         for bits in 1..=8u32 {
             let d = 19;
             let rb = sketch::row_bytes(d, bits);
             let row: Vec<u8> = (0..rb).map(|i| (i * 97 + 13) as u8).collect();
-            let mut out = vec![0.0f32; d];
+            let mut out = vec![0u8; d];
             decode_codes(&row, bits, &mut out);
             for c in 0..d {
                 assert_eq!(
-                    out[c],
-                    sketch::get_code(&row, c, bits) as f32,
+                    out[c] as u32,
+                    sketch::get_code(&row, c, bits),
                     "bits {bits}"
                 );
             }
@@ -230,38 +749,247 @@ mod tests {
     }
 
     #[test]
-    fn token_bounds_enclose_keys() {
-        let d = 32;
-        let mut seed = 7u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-        };
-        for bits in [1u32, 2, 3, 4, 8] {
-            let keys: Vec<Vec<f32>> = (0..16)
-                .map(|_| (0..d).map(|_| rnd() * 4.0).collect())
-                .collect();
+    fn directed_f32_rounding() {
+        let mut r = Rng(3);
+        let specials = [
+            0.0,
+            -0.0,
+            1e-46,
+            -1e-46,
+            1e-40,
+            f64::MAX,
+            -f64::MAX,
+            f32::MAX as f64,
+            -(f32::MAX as f64) * 1.5,
+            1.0,
+            -1.0,
+        ];
+        let rnd: Vec<f64> = (0..10000)
+            .map(|_| (r.next() - 0.5) * 10f64.powf(r.next() * 80.0 - 40.0))
+            .collect();
+        for &x in specials.iter().chain(&rnd) {
+            assert!(f32_up(x) as f64 >= x, "{x}");
+            assert!(f32_down(x) as f64 <= x, "{x}");
+            if x.abs() < 1e30 && x.abs() > 1e-30 {
+                assert!((f32_up(x) as f64 - x).abs() <= 3.0 * x.abs() * f32::EPSILON as f64);
+            }
+        }
+    }
+
+    /// The AVX2 kernel (where compiled) against the portable one, every width and shape.
+    #[test]
+    fn sketch_dots_paths_agree() {
+        let mut r = Rng(11);
+        for bits in 1..=8u32 {
+            for d in [4usize, 7, 64, 128, 192] {
+                let rb = sketch::row_bytes(d, bits);
+                let n = 21;
+                let rows: Vec<u8> = (0..n * rb).map(|_| (r.next() * 256.0) as u8).collect();
+                let qm = q_max(d, bits) as i32;
+                let q: Vec<i16> = (0..d)
+                    .map(|i| match i % 5 {
+                        0 => qm as i16,
+                        1 => -qm as i16,
+                        _ => ((r.next() * 2.0 - 1.0) * qm as f64) as i16,
+                    })
+                    .collect();
+                let mut fast = vec![0i32; n];
+                let mut slow = vec![0i32; n];
+                let mut codes = vec![0u8; d];
+                sketch_dots(&q, &rows, rb, bits, &mut fast, &mut codes);
+                sketch_dots_portable(&q, &rows, rb, bits, &mut slow, &mut codes);
+                for t in 0..n {
+                    let row = &rows[t * rb..(t + 1) * rb];
+                    let exact: i64 = (0..d)
+                        .map(|c| q[c] as i64 * sketch::get_code(row, c, bits) as i64)
+                        .sum();
+                    assert_eq!(slow[t] as i64, exact, "bits {bits} d {d} t {t}");
+                }
+                assert_eq!(fast, slow, "bits {bits} d {d}");
+            }
+        }
+    }
+
+    /// Keys of one page under `kind`: 0 iid, 1 one huge channel, 2 tiny magnitudes,
+    /// 3 constant channels (zero range), 4 mixed scales, 5 large magnitudes.
+    fn page_keys(r: &mut Rng, kind: u32, ps: usize, d: usize) -> Vec<Vec<f32>> {
+        let big = (r.next() * d as f64) as usize;
+        (0..ps)
+            .map(|_| {
+                (0..d)
+                    .map(|c| match kind {
+                        0 => r.sym() * 3.0,
+                        1 => r.sym() * if c == big { 500.0 } else { 1.0 },
+                        2 => r.sym() * 1e-30,
+                        3 => {
+                            if c % 2 == 0 {
+                                0.75
+                            } else {
+                                r.sym()
+                            }
+                        }
+                        4 => r.sym() * 10f32.powi((c % 7) as i32 - 3),
+                        _ => r.sym() * 1e15,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The f32/integer bounds contain the exact score of every key (computed exactly: f32
+    /// products are exact in f64, summed with a compensated sum), and the f64 reference
+    /// interval [`sketch::dot_bounds`] overlaps them; on plain keys they are barely wider.
+    #[test]
+    fn bounds_enclose_keys_and_track_the_f64_reference() {
+        let mut r = Rng(7);
+        let mut worst_ratio = 0.0f64;
+        for trial in 0..400 {
+            let kind = trial % 6;
+            let d = [4usize, 16, 33, 64, 128][trial / 6 % 5];
+            let bits = [1u32, 2, 3, 4, 4, 8][trial / 30 % 6];
+            let keys = page_keys(&mut r, kind as u32, 16, d);
             let lo: Vec<f32> = (0..d)
                 .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
                 .collect();
             let hi: Vec<f32> = (0..d)
                 .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
                 .collect();
-            let w: Vec<f32> = (0..d).map(|_| rnd()).collect();
-            let mut ws = vec![0.0f32; d];
-            let pc = page_consts(&w, &lo, &hi, bits, &mut ws);
-            let mut row = vec![0u8; sketch::row_bytes(d, bits)];
-            let mut codes = vec![0.0f32; d];
+            let w: Vec<f32> = (0..d)
+                .map(|c| {
+                    let x = r.sym();
+                    if kind == 4 {
+                        x * 10f32.powi(3 - (c % 7) as i32)
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let mut rows = PageRows::new(d);
+            rows.set(&lo, &hi, bits);
+            let mut q = vec![0i16; d];
+            let pb = page_bound(&w, &rows, true, &mut q);
+            let pbox = page_bound(&w, &rows, false, &mut q.clone());
+            let rb = sketch::row_bytes(d, bits);
+            let mut row = vec![0u8; rb];
+            let mut s = [0i32; 1];
+            let mut codes = vec![0u8; d];
             for k in &keys {
                 sketch::encode_row(k, &lo, &hi, bits, &mut row);
-                decode_codes(&row, bits, &mut codes);
-                let (l, u) = token_bounds(&pc, &ws, &codes);
-                let exact: f64 = w.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
-                assert!(l - pc.err() <= exact && exact <= u + pc.err());
-                assert!(pc.box_lo <= l && u <= pc.box_hi);
+                sketch_dots(&q, &row, rb, bits, &mut s, &mut codes);
+                let (l, u) = pb.interval(s[0]);
+                let (mut sum, mut comp) = (0.0f64, 0.0f64);
+                for c in 0..d {
+                    // Neumaier summation of exact products.
+                    let x = w[c] as f64 * k[c] as f64;
+                    let t = sum + x;
+                    comp += if sum.abs() >= x.abs() {
+                        (sum - t) + x
+                    } else {
+                        (x - t) + sum
+                    };
+                    sum = t;
+                }
+                let exact = sum + comp;
+                assert!(
+                    l <= exact && exact <= u,
+                    "kind {kind} d {d} bits {bits}: {l} {exact} {u}"
+                );
+                let (bl, bu) = pbox.interval(12345);
+                assert!(bl <= exact && exact <= bu);
+                assert!(pbox.box_lo <= l && u <= pbox.box_hi);
+                let (rl, ru) = sketch::dot_bounds(&w, &row, &lo, &hi, bits);
+                assert!(rl <= u && l <= ru, "disjoint from the f64 reference");
+                if kind == 0 && (ru - rl) > 0.0 {
+                    worst_ratio = worst_ratio.max((u - l) / (ru - rl));
+                }
             }
         }
+        assert!(
+            worst_ratio < 1.02,
+            "f32 bounds {worst_ratio}× the f64 width"
+        );
+    }
+
+    #[test]
+    fn non_finite_rows_are_unbounded() {
+        let d = 8;
+        let mut rows = PageRows::new(d);
+        let mut hi = vec![1.0f32; d];
+        hi[3] = f32::INFINITY;
+        rows.set(&[0.0; 8], &hi, 4);
+        let mut q = vec![0i16; d];
+        let pb = page_bound(&[1.0; 8], &rows, true, &mut q);
+        assert_eq!(pb.interval(7), (f64::NEG_INFINITY, f64::INFINITY));
+        // Finite rows whose f32 products overflow.
+        rows.set(&[-1e30; 8], &[1e30; 8], 4);
+        let pb = page_bound(&[1e30; 8], &rows, true, &mut q);
+        assert_eq!(pb.interval(7), (f64::NEG_INFINITY, f64::INFINITY));
+    }
+
+    /// Timings of the kernel's pieces on in-cache data (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn kernel_timing() {
+        use std::time::Instant;
+        let (d, ps, pages, bits) = (64usize, 16usize, 1024usize, 4u32);
+        let mut r = Rng(5);
+        let rb = sketch::row_bytes(d, bits);
+        let los: Vec<Vec<f32>> = (0..pages)
+            .map(|_| (0..d).map(|_| -1.5 - r.sym()).collect())
+            .collect();
+        let his: Vec<Vec<f32>> = (0..pages)
+            .map(|_| (0..d).map(|_| 1.5 + r.sym()).collect())
+            .collect();
+        let sk: Vec<u8> = (0..pages * ps * rb)
+            .map(|_| (r.next() * 256.0) as u8)
+            .collect();
+        let w: Vec<f32> = (0..d).map(|_| r.sym() * 0.1).collect();
+        let mut rows: Vec<PageRows> = (0..pages).map(|_| PageRows::new(d)).collect();
+        for i in 0..pages {
+            rows[i].set(&los[i], &his[i], bits);
+        }
+        let mut q = vec![0i16; d];
+        let mut sd = vec![0i32; ps];
+        let mut codes = vec![0u8; d];
+        let (mut up, mut lo) = (vec![0f32; ps], vec![0f64; ps]);
+        let reps = 200;
+        let mut acc = 0.0;
+        let t = Instant::now();
+        for _ in 0..reps {
+            for rw in &rows {
+                acc += page_bound(&w, rw, true, &mut q).half;
+            }
+        }
+        let pb_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            for i in 0..pages {
+                sketch_dots(&q, &sk[i * ps * rb..], rb, bits, &mut sd, &mut codes);
+                acc += sd[3] as f64;
+            }
+        }
+        let sd_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let pc = page_bound(&w, &rows[0], true, &mut q);
+        let t = Instant::now();
+        for _ in 0..reps {
+            for i in 0..pages {
+                let (a, b) = token_ends(&pc, &sd, 0.0, -(i as f64), &mut up, &mut lo);
+                acc += a as f64 + b;
+            }
+        }
+        let te_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let t = Instant::now();
+        let stats = crate::stats::StatsStorage::new(crate::DType::F16, pages * d);
+        let mut rr = PageRows::new(d);
+        for _ in 0..reps {
+            for i in 0..pages {
+                rr.load(&stats, i * d, d, bits);
+                acc += rr.step[5] as f64;
+            }
+        }
+        let ld_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        println!(
+            "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns ({acc})"
+        );
     }
 }

@@ -19,10 +19,9 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    alibi, decode_codes, page_box, page_consts, split_even_odd, token_bounds, token_bounds_4bit,
-    PageConsts,
+    above_mask, alibi, f32_down, page_bound, sketch_dots, token_ends, PageRows, PREFETCH_PAGES,
 };
-use super::{margin, z_scale, CertBytes, BOUND_ERR};
+use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{alpha_code, axpy, dot, entmax_weights_in_place, HeadResult};
 use crate::cache::{PagedKvCache, SeqView};
 use crate::dtype::KvElem;
@@ -30,13 +29,21 @@ use crate::error::{check_len, Error, Result};
 use crate::stats::{sketch, Stat};
 use crate::tau::{entmax_threshold_f32, entmax_threshold_f64};
 use crate::with_kv;
+use rayon::prelude::*;
 
 /// Scratch and phase-1 state of the `certified` strategy for one task.
 #[derive(Debug, Clone, Default)]
 pub struct CertifiedWorkspace {
-    /// `[G, n]` widened lower / upper ends of every token's score.
-    lower: Vec<f64>,
-    upper: Vec<f64>,
+    /// `[closed pages, G, page_size]` upper ends of every closed-page token's score
+    /// (widened, ALiBi added), rounded up to f32.
+    upper: Vec<f32>,
+    /// `[pages, G]` the largest of a page's `upper` entries per head.
+    page_umax: Vec<f32>,
+    /// Per head: the lower ends that can still reach the entmax candidate range of τ_lb
+    /// (`(α−1)·(l − max l) > −1` against the running maximum), f64.
+    lows: Vec<Vec<f64>>,
+    /// `[G, page_size]` lower ends of one page.
+    page_lows: Vec<f64>,
     tau_f64: Vec<f64>,
     tau_f32: Vec<f32>,
     /// Closed-page candidate positions, ascending.
@@ -45,19 +52,16 @@ pub struct CertifiedWorkspace {
     open_scores: Vec<f32>,
     /// `[G, candidates + open]` scores, then weights.
     scores: Vec<f32>,
-    lo: Vec<f32>,
-    hi: Vec<f32>,
+    /// Scratch of the bound pass, one per block of [`BLOCK_PAGES`] closed pages.
+    blocks: Vec<BlockScratch>,
     row: Vec<f32>,
-    ws: Vec<f32>,
-    /// `[G, D/2]` even and odd channels of `ws` (the 4-bit fast path).
-    ws_even: Vec<f32>,
-    ws_odd: Vec<f32>,
-    codes: Vec<f32>,
     acc: Vec<f32>,
-    pcs: Vec<PageConsts>,
     mag: Vec<f64>,
+    lmax: Vec<f64>,
     tau_lb: Vec<f64>,
     marg: Vec<f64>,
+    /// `[G]` f32 candidate thresholds `(τ_lb − margin)/a`, rounded down.
+    thr: Vec<f32>,
     // Phase-1 results.
     group: usize,
     n: usize,
@@ -82,47 +86,59 @@ impl CertifiedWorkspace {
                 v.resize(n, T::default());
             }
         }
-        grow(&mut self.lower, group * max_tokens);
+        fn cap<T>(v: &mut Vec<T>, n: usize) {
+            if v.capacity() < n {
+                v.reserve(n - v.len());
+            }
+        }
         grow(&mut self.upper, group * max_tokens);
+        grow(
+            &mut self.page_umax,
+            group * max_tokens.div_ceil(page_size.max(1)),
+        );
         grow(&mut self.scores, group * max_tokens);
         grow(&mut self.open_scores, group * page_size);
-        grow(&mut self.lo, d);
-        grow(&mut self.hi, d);
+        grow(&mut self.page_lows, group * page_size);
         grow(&mut self.row, d);
-        grow(&mut self.ws, group * d);
-        grow(&mut self.ws_even, group * d.div_ceil(2));
-        grow(&mut self.ws_odd, group * d.div_ceil(2));
-        grow(&mut self.codes, d);
         grow(&mut self.acc, group * d);
-        grow(&mut self.pcs, group);
         grow(&mut self.mag, group);
+        let blocks = max_tokens.div_ceil(page_size.max(1)).div_ceil(BLOCK_PAGES);
+        if self.blocks.len() < blocks {
+            self.blocks.resize_with(blocks, BlockScratch::default);
+        }
+        for b in &mut self.blocks {
+            b.reserve(group, page_size, d);
+        }
+        grow(&mut self.lmax, group);
         grow(&mut self.tau_lb, group);
         grow(&mut self.marg, group);
-        if self.tau_f64.capacity() < max_tokens {
-            self.tau_f64.reserve(max_tokens - self.tau_f64.len());
+        grow(&mut self.thr, group);
+        if self.lows.len() < group {
+            self.lows.resize_with(group, Vec::new);
         }
-        if self.tau_f32.capacity() < max_tokens {
-            self.tau_f32.reserve(max_tokens - self.tau_f32.len());
+        for l in &mut self.lows {
+            cap(l, max_tokens);
         }
-        if self.cand.capacity() < max_tokens {
-            self.cand.reserve(max_tokens - self.cand.len());
-        }
+        cap(&mut self.tau_f64, max_tokens);
+        cap(&mut self.tau_f32, max_tokens);
+        cap(&mut self.cand, max_tokens);
     }
 
     /// Bytes held.
     pub fn bytes_held(&self) -> usize {
-        8 * (self.lower.len() + self.upper.len() + self.tau_f64.capacity() + 3 * self.mag.len())
-            + 4 * (self.scores.len()
+        8 * (self.tau_f64.capacity()
+            + self.page_lows.len()
+            + self.lows.iter().map(|l| l.capacity()).sum::<usize>()
+            + 5 * self.mag.len())
+            + 4 * (self.upper.len()
+                + self.page_umax.len()
+                + self.scores.len()
                 + self.open_scores.len()
                 + self.tau_f32.capacity()
                 + self.cand.capacity()
-                + self.lo.len()
-                + self.hi.len()
                 + self.row.len()
-                + self.ws.len()
-                + self.codes.len()
                 + self.acc.len())
-            + std::mem::size_of::<PageConsts>() * self.pcs.len()
+            + self.blocks.iter().map(BlockScratch::bytes).sum::<usize>()
     }
 
     /// Tokens whose K the last step reads: closed-page candidates plus the open page.
@@ -151,8 +167,171 @@ impl CertifiedWorkspace {
     }
 }
 
+/// Closed pages per block of the bound pass: blocks run in parallel (rayon), each with
+/// its own scratch, so one long sequence uses every core.
+const BLOCK_PAGES: usize = 128;
+
+/// One block's scratch and its slices of the upper ends and their per-page maxima.
+type BlockItem<'a> = (
+    usize,
+    ((&'a mut BlockScratch, &'a mut [f32]), &'a mut [f32]),
+);
+
+/// Scratch of one block of the bound pass.
+#[derive(Debug, Clone, Default)]
+struct BlockScratch {
+    rows: PageRows,
+    /// `[G, D]` quantised sketch weights of the current page.
+    qw: Vec<i16>,
+    /// `[page_size]` sketch dots and lower ends of one page and head.
+    sdot: Vec<i32>,
+    page_lows: Vec<f64>,
+    codes: Vec<u8>,
+    /// Per head: the block's lower ends that can still enter the τ_lb solve.
+    lows: Vec<Vec<f64>>,
+    /// `[G]` running maximum of the lower ends, largest magnitude.
+    lmax: Vec<f64>,
+    mag: Vec<f64>,
+}
+
+impl BlockScratch {
+    fn reserve(&mut self, group: usize, page_size: usize, d: usize) {
+        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+            if v.len() < n {
+                v.resize(n, T::default());
+            }
+        }
+        self.rows.reserve(d);
+        grow(&mut self.qw, group * d);
+        grow(&mut self.sdot, page_size);
+        grow(&mut self.page_lows, page_size);
+        grow(&mut self.codes, d);
+        grow(&mut self.lmax, group);
+        grow(&mut self.mag, group);
+        if self.lows.len() < group {
+            self.lows.resize_with(group, Vec::new);
+        }
+        let cap = BLOCK_PAGES * page_size;
+        for l in &mut self.lows {
+            if l.capacity() < cap {
+                l.reserve(cap - l.len());
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        16 * self.rows.lo.len()
+            + 2 * self.qw.len()
+            + 4 * self.sdot.len()
+            + 8 * self.page_lows.len()
+            + self.codes.len()
+            + 8 * self.lows.iter().map(|l| l.capacity()).sum::<usize>()
+            + 16 * self.lmax.len()
+    }
+}
+
+/// The bound pass over closed pages `first..last` of one task: `up` receives the upper
+/// ends `[pages, G, page_size]`, `pu` their per-(page, head) maxima, `part` the lower
+/// ends that can matter and the magnitudes.
+#[allow(clippy::too_many_arguments)]
+fn bound_block(
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    q_scaled: &[f32],
+    slopes: &[f32],
+    a: f64,
+    first: usize,
+    last: usize,
+    part: &mut BlockScratch,
+    up: &mut [f32],
+    pu: &mut [f32],
+) {
+    let g = slopes.len();
+    let (d, ps) = (cache.head_dim(), cache.page_size());
+    let stats = cache.stats();
+    let bits = cache.config().sketch_bits;
+    let rb = sketch::row_bytes(d, bits);
+    let q_pos = seq.len as f64 - 1.0;
+    for slot in first..last {
+        let page = seq.pages[slot];
+        if let Some(&next) = seq.pages.get(slot + PREFETCH_PAGES) {
+            let nb = cache.stats_offset(next, kv_head);
+            stats.prefetch_row(Stat::Min, nb, d);
+            stats.prefetch_row(Stat::Max, nb, d);
+            if bits > 0 {
+                let sb = cache.sketch_offset(next, kv_head);
+                crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
+            }
+        }
+        part.rows
+            .load(stats, cache.stats_offset(page, kv_head), d, bits);
+        let sk = if bits > 0 {
+            let sb = cache.sketch_offset(page, kv_head);
+            &cache.sketch()[sb..sb + ps * rb]
+        } else {
+            &[][..]
+        };
+        let start = slot * ps;
+        let s0 = start as f64 - q_pos;
+        for hg in 0..g {
+            let w = &q_scaled[hg * d..(hg + 1) * d];
+            let qw = &mut part.qw[hg * d..(hg + 1) * d];
+            let pc = page_bound(w, &part.rows, true, qw);
+            part.mag[hg] = part.mag[hg].max(pc.mag);
+            let sdot = &mut part.sdot[..ps];
+            if bits > 0 {
+                sketch_dots(qw, sk, rb, bits, sdot, &mut part.codes);
+            } else {
+                sdot.fill(0);
+            }
+            let o = (slot - first) * g + hg;
+            let lows = &mut part.page_lows[..ps];
+            let (umax, lmx) = token_ends(
+                &pc,
+                sdot,
+                slopes[hg] as f64,
+                s0,
+                &mut up[o * ps..(o + 1) * ps],
+                lows,
+            );
+            pu[o] = umax;
+            push_lows(a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
+        }
+    }
+}
+
+/// Adds lower ends to a head's τ_lb candidates: only those within `1/(α−1)` of the running
+/// maximum can enter the entmax solve (its candidates are `(α−1)·(l − max) > −1`, and the
+/// maximum only grows), so the rest are dropped here. Exactly the same τ_lb as a solve on
+/// every lower end (f64 rounding is monotone, so a value failing the test against the
+/// running maximum fails it against the final one). `pmax` is the largest of `vals`.
+#[inline]
+fn push_lows(a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64>) {
+    if !(pmax > *lmax || a * (pmax - *lmax) > -1.0) {
+        return;
+    }
+    *lmax = lmax.max(pmax);
+    let m = *lmax;
+    // Branch-free compaction into the reserved tail (the capacity holds every token).
+    let n0 = lows.len();
+    lows.resize(n0 + vals.len(), 0.0);
+    let tail = &mut lows[n0..];
+    let mut k = 0;
+    for &l in vals {
+        tail[k] = l;
+        k += (a * (l - m) > -1.0) as usize;
+    }
+    lows.truncate(n0 + k);
+}
+
 /// Phase 1 of the `certified` strategy for one task: score intervals, `τ_lb` and the
 /// candidates (kept in `ws`). `q_scaled` is `[G, D]` (scale applied), `slopes` `[G]`.
+///
+/// The interval of a closed-page token comes from the sketch ([`super::bounds`]: f32 page
+/// constants and an exact integer sketch dot, widened by a proven rounding bound); only
+/// its upper end is stored (f32, rounded up), while its lower end feeds the running
+/// τ_lb candidate list. Then τ_lb per head and the candidate test on the stored upper ends.
 pub fn certified_select(
     cache: &PagedKvCache,
     seq: SeqView<'_>,
@@ -193,87 +372,20 @@ pub fn certified_select(
     let rb = sketch::row_bytes(d, bits);
     let q_pos = n as f64 - 1.0;
     let open_slot = np - 1;
+    let a = z_scale(alpha);
     ws.group = g;
     ws.n = n;
     ws.open_start = open_slot * ps;
     ws.open_len = n - ws.open_start;
     ws.bytes = CertBytes::default();
     ws.mag[..g].fill(0.0);
-
-    // 4-bit codes with an even D (the default) skip unpacking: see `dot_nibbles`.
-    let nib = bits == 4 && d % 2 == 0;
-    let h2 = d / 2;
-    // Closed pages: statistics and sketch only.
-    for slot in 0..open_slot {
-        let page = seq.pages[slot];
-        let base = cache.stats_offset(page, kv_head);
-        if let Some(&next) = seq.pages.get(slot + 4) {
-            let nb = cache.stats_offset(next, kv_head);
-            stats.prefetch_row(Stat::Min, nb, d);
-            stats.prefetch_row(Stat::Max, nb, d);
-            if bits > 0 {
-                let sb = cache.sketch_offset(next, kv_head);
-                crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
-            }
-        }
-        stats.read_row(Stat::Min, base, &mut ws.lo[..d]);
-        stats.read_row(Stat::Max, base, &mut ws.hi[..d]);
-        ws.bytes.meta += 2 * stat_row;
-        for hg in 0..g {
-            let w = &q_scaled[hg * d..(hg + 1) * d];
-            let pc = if bits > 0 {
-                page_consts(
-                    w,
-                    &ws.lo[..d],
-                    &ws.hi[..d],
-                    bits,
-                    &mut ws.ws[hg * d..(hg + 1) * d],
-                )
-            } else {
-                page_box(w, &ws.lo[..d], &ws.hi[..d])
-            };
-            ws.mag[hg] = ws.mag[hg].max(pc.mag);
-            ws.pcs[hg] = pc;
-            if nib {
-                split_even_odd(
-                    &ws.ws[hg * d..(hg + 1) * d],
-                    &mut ws.ws_even[hg * h2..(hg + 1) * h2],
-                    &mut ws.ws_odd[hg * h2..(hg + 1) * h2],
-                );
-            }
-        }
-        let sk_base = cache.sketch_offset(page, kv_head);
-        if bits > 0 {
-            ws.bytes.sketch += (ps * rb) as u64;
-        }
-        for t in 0..ps {
-            let row = &cache.sketch()[sk_base + t * rb..sk_base + (t + 1) * rb];
-            if bits > 0 && !nib {
-                decode_codes(row, bits, &mut ws.codes[..d]);
-            }
-            let pos = slot * ps + t;
-            for hg in 0..g {
-                let pc = &ws.pcs[hg];
-                let (l, u) = if nib {
-                    token_bounds_4bit(
-                        pc,
-                        &ws.ws_even[hg * h2..(hg + 1) * h2],
-                        &ws.ws_odd[hg * h2..(hg + 1) * h2],
-                        row,
-                    )
-                } else if bits > 0 {
-                    token_bounds(pc, &ws.ws[hg * d..(hg + 1) * d], &ws.codes[..d])
-                } else {
-                    (pc.box_lo, pc.box_hi)
-                };
-                let (al, e) = (alibi(slopes[hg], pos, q_pos), pc.err());
-                ws.lower[hg * n + pos] = l + al - e;
-                ws.upper[hg * n + pos] = u + al + e;
-            }
-        }
+    ws.lmax[..g].fill(f64::NEG_INFINITY);
+    for l in &mut ws.lows[..g] {
+        l.clear();
     }
 
-    // The open page: exact scores (its K is read once here; phase 2 reuses the f32 scores).
+    // The open page first (its exact scores set a high running maximum for the lower-end
+    // filter early). Its K is read once here; phase 2 reuses the f32 scores.
     let any_alibi = slopes.iter().any(|&s| s != 0.0);
     let q_pos_f32 = n as f32 - 1.0;
     let (open_start, open_len) = (ws.open_start, ws.open_len);
@@ -283,12 +395,11 @@ pub fn certified_select(
             let src = &k[off + t * d..off + (t + 1) * d];
             KvElem::slice_to_f32(src, &mut ws.row[..d]);
             let pos = open_start + t;
-            let rel = pos as f32 - q_pos_f32;
             for hg in 0..g {
                 let w = &q_scaled[hg * d..(hg + 1) * d];
                 let mut s = dot(w, &ws.row[..d]);
                 if any_alibi {
-                    s += slopes[hg] * rel;
+                    s += slopes[hg] * (pos as f32 - q_pos_f32);
                 }
                 ws.open_scores[hg * ps + t] = s;
                 let (mut s64, mut m) = (0.0f64, 0.0f64);
@@ -297,36 +408,105 @@ pub fn certified_select(
                     s64 += p;
                     m += p.abs();
                 }
-                let (al, e) = (alibi(slopes[hg], pos, q_pos), BOUND_ERR * m);
-                ws.lower[hg * n + pos] = s64 + al - e;
-                ws.upper[hg * n + pos] = s64 + al + e;
+                // Exact products, f64 sums: BOUND_ERR·m covers the rest (module docs).
+                ws.page_lows[hg * ps + t] =
+                    s64 + alibi(slopes[hg], pos, q_pos) - super::BOUND_ERR * m;
                 ws.mag[hg] = ws.mag[hg].max(m);
             }
         }
     });
-
-    // τ_lb and the rounding margin per head.
-    let a = z_scale(alpha);
     for hg in 0..g {
-        let tau = entmax_threshold_f64(&ws.lower[hg * n..(hg + 1) * n], alpha, &mut ws.tau_f64)?;
+        let vals = &ws.page_lows[hg * ps..hg * ps + open_len];
+        let pmax = vals.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+        push_lows(a, vals, pmax, &mut ws.lmax[hg], &mut ws.lows[hg]);
+    }
+
+    // Closed pages: statistics and sketch only, blocks of pages in parallel. Each block
+    // filters its lower ends against its own running maximum, seeded with the open page's.
+    let closed = open_slot;
+    ws.bytes.meta = closed as u64 * 2 * stat_row;
+    if bits > 0 {
+        ws.bytes.sketch = (closed * ps * rb) as u64;
+    }
+    if closed > 0 && g > 0 {
+        let nb = closed.div_ceil(BLOCK_PAGES);
+        for part in &mut ws.blocks[..nb] {
+            part.lmax[..g].copy_from_slice(&ws.lmax[..g]);
+            part.mag[..g].fill(0.0);
+            for l in &mut part.lows[..g] {
+                l.clear();
+            }
+        }
+        let run = |(bi, ((part, up), pu)): BlockItem<'_>| {
+            let first = bi * BLOCK_PAGES;
+            let last = (first + BLOCK_PAGES).min(closed);
+            bound_block(
+                cache, seq, kv_head, q_scaled, slopes, a, first, last, part, up, pu,
+            );
+        };
+        let blocks = &mut ws.blocks[..nb];
+        let upper = &mut ws.upper[..closed * g * ps];
+        let page_umax = &mut ws.page_umax[..closed * g];
+        if nb > 1 {
+            blocks
+                .par_iter_mut()
+                .zip(upper.par_chunks_mut(BLOCK_PAGES * g * ps))
+                .zip(page_umax.par_chunks_mut(BLOCK_PAGES * g))
+                .enumerate()
+                .for_each(run);
+        } else {
+            run((0, ((&mut blocks[0], upper), page_umax)));
+        }
+        for hg in 0..g {
+            for part in &ws.blocks[..nb] {
+                ws.lows[hg].extend_from_slice(&part.lows[hg]);
+                ws.mag[hg] = ws.mag[hg].max(part.mag[hg]);
+            }
+        }
+    }
+
+    // τ_lb and the rounding margin per head; a token is a candidate iff some head has
+    // `a·u + margin > τ_lb`, i.e. `u > (τ_lb − margin)/a`.
+    for hg in 0..g {
+        let tau = entmax_threshold_f64(&ws.lows[hg], alpha, &mut ws.tau_f64)?;
         let m = ws.mag[hg] + (slopes[hg] as f64).abs() * q_pos;
         ws.tau_lb[hg] = tau;
         ws.marg[hg] = margin(alpha, m, tau);
     }
-
-    // Candidates: closed-page tokens some head's upper end can push over τ_lb.
+    // f32 thresholds rounded down: the test `u > thr` keeps a superset of the f64 test.
+    let thr = &mut ws.thr[..g];
+    for (hg, t) in thr.iter_mut().enumerate() {
+        *t = f32_down((ws.tau_lb[hg] - ws.marg[hg]) / a);
+    }
     ws.cand.clear();
     ws.pages_touched = 1;
     for slot in 0..open_slot {
-        let mut touched = false;
-        for pos in slot * ps..(slot + 1) * ps {
-            let reach = (0..g).any(|hg| a * ws.upper[hg * n + pos] + ws.marg[hg] > ws.tau_lb[hg]);
-            if reach {
-                ws.cand.push(pos as u32);
-                touched = true;
+        let pu = &ws.page_umax[slot * g..(slot + 1) * g];
+        if !(0..g).any(|hg| pu[hg] > thr[hg]) {
+            continue;
+        }
+        ws.pages_touched += 1;
+        let start = slot * ps;
+        if ps <= 64 {
+            let mut mask = 0u64;
+            for hg in 0..g {
+                if pu[hg] > thr[hg] {
+                    let o = (slot * g + hg) * ps;
+                    mask |= above_mask(&ws.upper[o..o + ps], thr[hg]);
+                }
+            }
+            while mask != 0 {
+                ws.cand
+                    .push((start + mask.trailing_zeros() as usize) as u32);
+                mask &= mask - 1;
+            }
+        } else {
+            for t in 0..ps {
+                if (0..g).any(|hg| ws.upper[(slot * g + hg) * ps + t] > thr[hg]) {
+                    ws.cand.push((start + t) as u32);
+                }
             }
         }
-        ws.pages_touched += touched as u32;
     }
     Ok(())
 }
@@ -377,11 +557,18 @@ pub fn certified_attend(
     let a = alpha - 1.0;
     let beta = 1.0 / a;
     let mut v_rows = 0u64;
+    // Candidate rows are scattered (one 2·D-byte row here and there): fetch ahead.
+    const AHEAD: usize = 16;
+    let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
     with_kv!(cache.kv(), |k, v| {
         // K of the candidates, every head of the group from one read.
         for j in 0..nk {
+            if let Some(&ahead) = ws.cand.get(j + AHEAD) {
+                let o = row_off(ahead as usize);
+                crate::attention::cpu::prefetch(&k[o..o + d]);
+            }
             let pos = ws.cand[j] as usize;
-            let off = cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
+            let off = row_off(pos);
             KvElem::slice_to_f32(&k[off..off + d], &mut ws.row[..d]);
             let rel = pos as f32 - q_pos_f32;
             for hg in 0..g {
@@ -407,16 +594,24 @@ pub fn certified_attend(
         // V of the support only.
         let acc = &mut ws.acc[..g * d];
         acc.fill(0.0);
-        for j in 0..nc {
-            if !(0..g).any(|hg| ws.scores[hg * nc + j] > 0.0) {
-                continue;
-            }
-            let pos = if j < nk {
+        let pos_of = |j: usize| {
+            if j < nk {
                 ws.cand[j] as usize
             } else {
                 ws.open_start + (j - nk)
-            };
-            let off = cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
+            }
+        };
+        let weighted = |j: usize| (0..g).any(|hg| ws.scores[hg * nc + j] > 0.0);
+        for j in 0..nc {
+            let ahead = j + AHEAD;
+            if ahead < nc && weighted(ahead) {
+                let o = row_off(pos_of(ahead));
+                crate::attention::cpu::prefetch(&v[o..o + d]);
+            }
+            if !weighted(j) {
+                continue;
+            }
+            let off = row_off(pos_of(j));
             KvElem::slice_to_f32(&v[off..off + d], &mut ws.row[..d]);
             v_rows += 1;
             for hg in 0..g {

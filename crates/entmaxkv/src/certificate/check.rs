@@ -1,15 +1,13 @@
 //! The certificate of a selector's output: page-level and token-level checks.
 
-use super::bounds::{
-    alibi, alibi_max, decode_codes, page_box, page_consts, token_bounds, PageConsts,
-};
+use super::bounds::{alibi, alibi_max, page_bound, sketch_dots, PageRows};
 use super::{
     entmax_mass, margin, softmax_mass, z_scale, CertBytes, CertificateLevel, HeadCertificate, Lse,
 };
 use crate::attention::cpu::PageRef;
 use crate::cache::{PagedKvCache, SeqView};
 use crate::error::{check_len, Error, Result};
-use crate::stats::{sketch, Stat};
+use crate::stats::sketch;
 
 /// One task to certify: a sequence and kv head, the G query heads it serves, the pages a
 /// selector kept and the exact τ attention found on them.
@@ -34,11 +32,12 @@ pub struct CheckScratch {
     keep: Vec<bool>,
     /// `[pages, G]` page upper bounds (score units, widened, max ALiBi of the page).
     page_u: Vec<f64>,
-    lo: Vec<f32>,
-    hi: Vec<f32>,
-    /// `[G, D]` `w_d·step_d`.
-    ws: Vec<f32>,
-    codes: Vec<f32>,
+    rows: PageRows,
+    /// `[G, D]` quantised sketch weights of the current page.
+    qw: Vec<i16>,
+    /// `[page_size]` sketch dots of one page and head.
+    sdot: Vec<i32>,
+    codes: Vec<u8>,
     /// `[G]` per-head state.
     mag: Vec<f64>,
     marg: Vec<f64>,
@@ -46,7 +45,6 @@ pub struct CheckScratch {
     mass: Vec<f64>,
     lse: Vec<Lse>,
     fail: Vec<bool>,
-    pcs: Vec<PageConsts>,
 }
 
 impl CheckScratch {
@@ -64,9 +62,8 @@ impl CheckScratch {
         }
         grow(&mut self.keep, pages);
         grow(&mut self.page_u, pages * group);
-        grow(&mut self.lo, d);
-        grow(&mut self.hi, d);
-        grow(&mut self.ws, group * d);
+        self.rows.reserve(d);
+        grow(&mut self.qw, group * d);
         grow(&mut self.codes, d);
         grow(&mut self.mag, group);
         grow(&mut self.marg, group);
@@ -74,14 +71,16 @@ impl CheckScratch {
         grow(&mut self.mass, group);
         grow(&mut self.lse, group);
         grow(&mut self.fail, group);
-        grow(&mut self.pcs, group);
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.keep.len()
             + 8 * self.page_u.len()
-            + 4 * (self.lo.len() + self.hi.len() + self.ws.len() + self.codes.len())
+            + 16 * self.rows.lo.len()
+            + 2 * self.qw.len()
+            + 4 * self.sdot.len()
+            + self.codes.len()
             + 80 * self.mag.len()
     }
 }
@@ -136,6 +135,9 @@ pub fn check(
     let np = seq.pages.len();
     scratch.reserve(g, np, d);
     let s = scratch;
+    if s.sdot.len() < ps {
+        s.sdot.resize(ps, 0);
+    }
     s.keep[..np].fill(false);
     let mut kept_tokens = 0usize;
     for p in task.kept {
@@ -189,16 +191,15 @@ pub fn check(
     s.mag[..g].fill(0.0);
     for slot in 0..np {
         let base = cache.stats_offset(seq.pages[slot], task.kv_head);
-        stats.read_row(Stat::Min, base, &mut s.lo[..d]);
-        stats.read_row(Stat::Max, base, &mut s.hi[..d]);
+        s.rows.load(stats, base, d, 0);
         bytes.meta += 2 * stat_row;
         let first = slot * ps;
         let last = first + seq.page_len(slot, ps) - 1;
         for hg in 0..g {
-            let pc = page_box(&task.q_scaled[hg * d..(hg + 1) * d], &s.lo[..d], &s.hi[..d]);
+            let w = &task.q_scaled[hg * d..(hg + 1) * d];
+            let pc = page_bound(w, &s.rows, false, &mut s.qw[hg * d..(hg + 1) * d]);
             s.mag[hg] = s.mag[hg].max(pc.mag);
-            s.page_u[slot * g + hg] =
-                pc.box_hi + alibi_max(task.slopes[hg], first, last, q_pos) + pc.err();
+            s.page_u[slot * g + hg] = pc.box_hi + alibi_max(task.slopes[hg], first, last, q_pos);
         }
     }
     for hg in 0..g {
@@ -242,46 +243,32 @@ pub fn check(
         // Token level. The statistics were read in pass 1 (a kernel keeps them on chip).
         let page = seq.pages[slot];
         let base = cache.stats_offset(page, task.kv_head);
-        stats.read_row(Stat::Min, base, &mut s.lo[..d]);
-        stats.read_row(Stat::Max, base, &mut s.hi[..d]);
         let sketched = bits > 0 && len == ps;
-        for hg in 0..g {
-            let w = &task.q_scaled[hg * d..(hg + 1) * d];
-            s.pcs[hg] = if sketched {
-                page_consts(
-                    w,
-                    &s.lo[..d],
-                    &s.hi[..d],
-                    bits,
-                    &mut s.ws[hg * d..(hg + 1) * d],
-                )
-            } else {
-                page_box(w, &s.lo[..d], &s.hi[..d])
-            };
-        }
-        let sk_base = if sketched {
+        let b = if sketched { bits } else { 0 };
+        s.rows.load(stats, base, d, b);
+        let sk = if sketched {
             bytes.sketch += (len * rb) as u64;
-            cache.sketch_offset(page, task.kv_head)
+            let sb = cache.sketch_offset(page, task.kv_head);
+            &cache.sketch()[sb..sb + len * rb]
         } else {
-            0
+            &[][..]
         };
-        for t in 0..len {
-            if sketched {
-                let row = &cache.sketch()[sk_base + t * rb..sk_base + (t + 1) * rb];
-                decode_codes(row, bits, &mut s.codes[..d]);
+        for hg in 0..g {
+            if !s.fail[hg] {
+                continue;
             }
-            let pos = slot * ps + t;
-            for hg in 0..g {
-                if !s.fail[hg] {
-                    continue;
-                }
-                let pc = s.pcs[hg];
-                let u = if sketched {
-                    token_bounds(&pc, &s.ws[hg * d..(hg + 1) * d], &s.codes[..d]).1
-                } else {
-                    pc.box_hi
-                };
-                let u = u + alibi(task.slopes[hg], pos, q_pos) + pc.err();
+            let w = &task.q_scaled[hg * d..(hg + 1) * d];
+            let qw = &mut s.qw[hg * d..(hg + 1) * d];
+            let pc = page_bound(w, &s.rows, sketched, qw);
+            let sdot = &mut s.sdot[..len];
+            if sketched {
+                sketch_dots(qw, sk, rb, bits, sdot, &mut s.codes);
+            } else {
+                sdot.fill(0);
+            }
+            for t in 0..len {
+                let pos = slot * ps + t;
+                let u = pc.interval(sdot[t]).1 + alibi(task.slopes[hg], pos, q_pos);
                 let zu = a * u + s.marg[hg];
                 if alpha == 1.0 {
                     s.cand[hg] += 1;

@@ -40,7 +40,7 @@
 //!   (For α = 1 the z-space is the score space and `(α−1)` reads as 1; the margin there
 //!   also covers the f32 sums of the kernel's log-sum-exp, [`SOFTMAX_LSE_ERR`].)
 
-mod bounds;
+pub(crate) mod bounds;
 mod certified;
 mod check;
 

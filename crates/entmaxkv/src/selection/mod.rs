@@ -110,6 +110,8 @@ pub struct SelectScratch {
     pub tok: Vec<f32>,
     /// Scratch of an exact τ solve on `tok`.
     pub tok_scratch: Vec<f32>,
+    /// The robust criterion's sketch-bound scratch.
+    pub(crate) robust: gaussian::robust::RobustScratch,
 }
 
 impl SelectScratch {
@@ -126,6 +128,7 @@ impl SelectScratch {
             head: Vec::new(),
             tok: Vec::new(),
             tok_scratch: Vec::new(),
+            robust: Default::default(),
         }
     }
 

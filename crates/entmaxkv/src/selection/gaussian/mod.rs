@@ -303,7 +303,11 @@ fn push_kept(ctx: &SelectionContext<'_>, keep: &[bool], out: &mut Selection) {
 pub(crate) fn read_mean_std(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
     let base = ctx.cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
     // Rows of consecutive pages are scattered through the pool: fetch a few pages ahead.
-    if let Some(&next) = ctx.seq.pages.get(i + 4) {
+    if let Some(&next) = ctx
+        .seq
+        .pages
+        .get(i + crate::certificate::bounds::PREFETCH_PAGES)
+    {
         let nb = ctx.cache.stats_offset(next, ctx.kv_head);
         ctx.cache
             .stats()

@@ -35,10 +35,120 @@
 //! sketch (`sketch_bits = 0`) the token intervals are the page box, rigorous but looser.
 
 use super::{model, GaussianOpts};
+use crate::certificate::bounds::{
+    f32_down, page_bound, sketch_dots, token_ends, PageBound, PageRows,
+};
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
 use crate::stats::{sketch, Stat};
 use crate::tau::entmax_threshold_f32;
+use rayon::prelude::*;
+
+/// Closed pages per block of the bound passes: blocks run in parallel (rayon), each with
+/// its own scratch, so one long sequence uses every core.
+const BLOCK_PAGES: usize = 128;
+
+/// Scratch of one block of pages.
+#[derive(Debug, Clone, Default)]
+struct Block {
+    rows: PageRows,
+    /// `[G, D]` quantised sketch weights of one page, `[G]` its bounds.
+    qw: Vec<i16>,
+    pbs: Vec<PageBound>,
+    /// `[page_size]` sketch dots, upper (f32, rounded up) and lower (f64, then f32 rounded
+    /// down) ends of one page and head.
+    sdot: Vec<i32>,
+    ups_pg: Vec<f32>,
+    lows_pg: Vec<f64>,
+    vals: Vec<f32>,
+    codes: Vec<u8>,
+    /// Per head: the block's lower ends that can still enter the τ_lb solve, and (pass 1)
+    /// its upper ends above τ̂.
+    lows: Vec<Vec<f32>>,
+    ups: Vec<Vec<f32>>,
+    /// `[G]` running maximum of the block's lower ends (seeded with the task's).
+    lmax: Vec<f64>,
+}
+
+impl Block {
+    fn reserve(&mut self, g: usize, ps: usize, d: usize) {
+        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+            if v.len() < n {
+                v.resize(n, T::default());
+            }
+        }
+        self.rows.reserve(d);
+        grow(&mut self.qw, g * d);
+        grow(&mut self.pbs, g);
+        grow(&mut self.sdot, ps);
+        grow(&mut self.ups_pg, ps);
+        grow(&mut self.lows_pg, ps);
+        grow(&mut self.vals, ps);
+        grow(&mut self.codes, d);
+        grow(&mut self.lmax, g);
+        for lists in [&mut self.lows, &mut self.ups] {
+            if lists.len() < g {
+                lists.resize_with(g, Vec::new);
+            }
+            for l in lists.iter_mut() {
+                if l.capacity() < BLOCK_PAGES * ps {
+                    l.reserve(BLOCK_PAGES * ps - l.len());
+                }
+            }
+        }
+    }
+}
+
+/// Scratch of the robust criterion's bound passes (sized on first use, never shrunk).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RobustScratch {
+    blocks: Vec<Block>,
+    /// `[closed]` pages the current token pass bounds.
+    want: Vec<bool>,
+    /// `[closed, G]` page-major results of a pass: box upper / lower ends (ALiBi extremes
+    /// added) and a token pass's best upper ends.
+    pg_hi: Vec<f64>,
+    pg_lo: Vec<f64>,
+    pg_best: Vec<f64>,
+    /// `[G]` lengths of the head's lower-end and upper-end segments of `tok`, and the
+    /// running maximum of its lower ends.
+    n_low: Vec<usize>,
+    n_up: Vec<usize>,
+    lmax: Vec<f64>,
+}
+
+/// Sizes the scratch for `g` heads over `closed` pages: `tok` holds, per head, a segment of
+/// lower ends (`[hg·max_tokens..]`) and one of upper ends (`[(G + hg)·max_tokens..]`),
+/// filled from the front (lengths in `n_low` / `n_up`).
+fn prepare_tokens(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, max_tokens: usize) {
+    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+        if v.len() < n {
+            v.resize(n, T::default());
+        }
+    }
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
+    grow(&mut scratch.tok, 2 * g * max_tokens);
+    let rs = &mut scratch.robust;
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    if rs.blocks.len() < nb {
+        rs.blocks.resize_with(nb, Block::default);
+    }
+    for b in &mut rs.blocks[..nb] {
+        b.reserve(g, ps, d);
+    }
+    grow(&mut rs.want, closed);
+    grow(&mut rs.pg_hi, closed * g);
+    grow(&mut rs.pg_lo, closed * g);
+    grow(&mut rs.pg_best, closed * g);
+    rs.n_low.clear();
+    rs.n_low.resize(g, 0);
+    rs.n_up.clear();
+    rs.n_up.resize(g, 0);
+    rs.lmax.clear();
+    rs.lmax.resize(g, f64::NEG_INFINITY);
+}
 
 /// Robust selection (see the module docs). Expects `scratch.mu`/`sd` filled by
 /// [`model::page_moments`].
@@ -64,11 +174,7 @@ pub fn select(
     // score (box, then sketch), `sd` the box lower bound, `b` whether the page was bounded
     // per token, and `tok` the token lower bounds `[G, bounded tokens]`.
     let max_tokens = closed * ps;
-    if scratch.tok.capacity() < 2 * g * max_tokens {
-        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
-    }
-    scratch.tok.clear();
-    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    prepare_tokens(ctx, scratch, max_tokens);
     scratch.b.clear();
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
@@ -77,30 +183,21 @@ pub fn select(
     let mut meta = out.meta_bytes + closed * 2 * row_b;
     let sinks = opts.sink_pages.min(closed);
 
-    // Box bounds of every closed page.
-    for i in 0..closed {
-        box_bounds(ctx, i, scratch);
-    }
-    // Pass 1: pages the Gaussian τ̂ points at, and the sink pages.
-    let mut n_tok = 0usize;
-    for i in 0..closed {
-        let hinted =
-            i < sinks || (0..g).any(|hg| a * scratch.mu[hg * closed + i] > scratch.head[hg]);
-        if hinted {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
-        }
-    }
+    // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
+    // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
+    // solve and the upper ends above τ̂ are kept.
+    meta += token_pass(ctx, scratch, Pass::Fused { sinks });
     // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
     // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
     // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
     scratch.head.resize(3 * g, 0.0);
     for hg in 0..g {
-        let ups = &scratch.tok[(g + hg) * max_tokens..(g + hg) * max_tokens + n_tok];
+        let at = (g + hg) * max_tokens;
+        let ups = &scratch.tok[at..at + scratch.robust.n_up[hg]];
         scratch.head[g + hg] = mass_at_least_one(ups, ctx.alpha, scratch.head[hg]) as u8 as f64;
         scratch.head[2 * g + hg] = scratch.head[hg];
     }
-    tau_lower_bounds(ctx, n_tok, scratch)?;
+    tau_lower_bounds(ctx, scratch)?;
     let threshold = |s: &SelectScratch, hg: usize| {
         if s.head[g + hg] > 0.0 {
             s.head[hg].max(s.head[2 * g + hg])
@@ -111,16 +208,14 @@ pub fn select(
     // Pass 2: every page whose box still reaches the threshold.
     let mut added = false;
     for i in 0..closed {
-        if scratch.b[i] == 0.0
-            && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > threshold(scratch, hg))
-        {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
-            added = true;
-        }
+        let w = scratch.b[i] == 0.0
+            && (0..g).any(|hg| a * scratch.mu[hg * closed + i] > threshold(scratch, hg));
+        scratch.robust.want[i] = w;
+        added |= w;
     }
     if added {
-        tau_lower_bounds(ctx, n_tok, scratch)?;
+        meta += token_pass(ctx, scratch, Pass::Marked);
+        tau_lower_bounds(ctx, scratch)?;
     }
     for hg in 0..g {
         scratch.head[hg] = threshold(scratch, hg);
@@ -171,11 +266,7 @@ pub fn select_softmax(
     scratch.mu.resize(g * closed, 0.0);
     scratch.sd.clear();
     scratch.sd.resize(g * closed, 0.0);
-    if scratch.tok.capacity() < 2 * g * max_tokens {
-        scratch.tok.reserve(2 * g * max_tokens - scratch.tok.len());
-    }
-    scratch.tok.clear();
-    scratch.tok.resize(2 * g * max_tokens, f32::NEG_INFINITY);
+    prepare_tokens(ctx, scratch, max_tokens);
     scratch.b.clear();
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
@@ -184,9 +275,7 @@ pub fn select_softmax(
     scratch.head.resize(2 * g, f64::NEG_INFINITY);
     let sinks = opts.sink_pages.min(closed);
     let mut meta = closed * 2 * cache.stats().row_bytes(d);
-    for i in 0..closed {
-        box_bounds(ctx, i, scratch);
-    }
+    box_pass(ctx, scratch);
     if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
         // Overflowed statistics: no bound, read everything.
         out.meta_bytes = meta;
@@ -200,31 +289,25 @@ pub fn select_softmax(
             .copied()
             .fold(f64::NEG_INFINITY, f64::max);
     }
-    let mut n_tok = 0usize;
     for i in 0..closed {
-        let hinted =
+        scratch.robust.want[i] =
             i < sinks || (0..g).any(|hg| scratch.mu[hg * closed + i] >= scratch.head[g + hg] - 2.0);
-        if hinted {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
-        }
     }
-    tau_lower_bounds(ctx, n_tok, scratch)?;
+    meta += token_pass(ctx, scratch, Pass::Marked);
+    tau_lower_bounds(ctx, scratch)?;
     let per_page = SOFTMAX_DROP_MASS / closed as f64;
     let mut added = false;
     for i in 0..closed {
-        if scratch.b[i] == 0.0
+        let w = scratch.b[i] == 0.0
             && (0..g).any(|hg| {
                 ps as f64 * (scratch.mu[hg * closed + i] - scratch.head[hg]).exp() > per_page
-            })
-        {
-            meta += token_bounds(ctx, i, n_tok, scratch);
-            n_tok += ps;
-            added = true;
-        }
+            });
+        scratch.robust.want[i] = w;
+        added |= w;
     }
     if added {
-        tau_lower_bounds(ctx, n_tok, scratch)?;
+        meta += token_pass(ctx, scratch, Pass::Marked);
+        tau_lower_bounds(ctx, scratch)?;
     }
     out.meta_bytes = meta;
     // Keep test: `mu` now holds each page's best upper bound (sketch max where bounded).
@@ -243,96 +326,315 @@ pub fn select_softmax(
     Ok(())
 }
 
-/// Box bounds of closed page `i` for every head: upper into `mu`, lower into `sd`.
-fn box_bounds(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
+/// Starts loading the min/max rows (and with `sketch` the sketch block) of the page
+/// [`PREFETCH_PAGES`](crate::certificate::bounds::PREFETCH_PAGES) slots after `i`: page
+/// rows are scattered through the pool.
+#[inline]
+fn prefetch_ahead(ctx: &SelectionContext<'_>, i: usize, sketch: bool) {
     let cache = ctx.cache;
-    let (ps, d) = (cache.page_size(), cache.head_dim());
+    if let Some(&next) = ctx
+        .seq
+        .pages
+        .get(i + crate::certificate::bounds::PREFETCH_PAGES)
+    {
+        let d = cache.head_dim();
+        let nb = cache.stats_offset(next, ctx.kv_head);
+        cache.stats().prefetch_row(Stat::Min, nb, d);
+        cache.stats().prefetch_row(Stat::Max, nb, d);
+        let bits = cache.config().sketch_bits;
+        if sketch && bits > 0 {
+            let len = cache.page_size() * sketch::row_bytes(d, bits);
+            let sb = cache.sketch_offset(next, ctx.kv_head);
+            crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + len]);
+        }
+    }
+}
+
+/// The per-block slices of a pass: `[pages, G]` box upper / lower ends and best upper
+/// ends, and the pages' `want` flags.
+struct BlockOut<'a> {
+    hi: &'a mut [f64],
+    lo: &'a mut [f64],
+    best: &'a mut [f64],
+    want: &'a mut [bool],
+}
+
+/// Runs `f(first page, last page, block scratch, block outputs)` over the blocks of closed
+/// pages, in parallel when there are several.
+fn for_blocks<F>(ctx: &SelectionContext<'_>, rs: &mut RobustScratch, f: F)
+where
+    F: Fn(usize, usize, &mut Block, BlockOut<'_>) + Sync,
+{
+    let g = ctx.group();
     let closed = ctx.closed_pages();
+    if closed == 0 || g == 0 {
+        return;
+    }
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let blocks = &mut rs.blocks[..nb];
+    let hi = &mut rs.pg_hi[..closed * g];
+    let lo = &mut rs.pg_lo[..closed * g];
+    let best = &mut rs.pg_best[..closed * g];
+    let want = &mut rs.want[..closed];
+    type Item<'a> = (
+        usize,
+        (
+            (
+                ((&'a mut Block, &'a mut [f64]), &'a mut [f64]),
+                &'a mut [f64],
+            ),
+            &'a mut [bool],
+        ),
+    );
+    let run = |(bi, ((((b, hi), lo), best), want)): Item<'_>| {
+        let first = bi * BLOCK_PAGES;
+        let out = BlockOut { hi, lo, best, want };
+        f(first, (first + BLOCK_PAGES).min(closed), b, out);
+    };
+    if nb > 1 {
+        blocks
+            .par_iter_mut()
+            .zip(hi.par_chunks_mut(BLOCK_PAGES * g))
+            .zip(lo.par_chunks_mut(BLOCK_PAGES * g))
+            .zip(best.par_chunks_mut(BLOCK_PAGES * g))
+            .zip(want.par_chunks_mut(BLOCK_PAGES))
+            .enumerate()
+            .for_each(run);
+    } else {
+        run((0, ((((&mut blocks[0], hi), lo), best), want)));
+    }
+}
+
+/// Box bounds of closed page `i` (rows loaded in `blk`) for every head, ALiBi extremes
+/// of the page added, into `hi`/`lo` at `o·G..`; the heads' bounds into `blk.pbs`, their
+/// quantised weights into `blk.qw` (with `sketch`).
+#[inline]
+fn page_boxes(
+    ctx: &SelectionContext<'_>,
+    i: usize,
+    blk: &mut Block,
+    sketch: bool,
+    hi: &mut [f64],
+    lo: &mut [f64],
+) {
+    let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
     let q_pos = ctx.q_pos();
-    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
     let start = (i * ps) as f64;
     for hg in 0..ctx.group() {
         let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        let pb = page_bound(q, &blk.rows, sketch, &mut blk.qw[hg * d..(hg + 1) * d]);
+        blk.pbs[hg] = pb;
         let slope = ctx.slopes[hg] as f64;
-        let (mut u, mut l) = (0.0f64, 0.0f64);
-        for c in 0..d {
-            let qc = q[c] as f64;
-            let (x, y) = (qc * scratch.row0[c] as f64, qc * scratch.row1[c] as f64);
-            u += x.max(y);
-            l += x.min(y);
-        }
         let (b0, b1) = (
             slope * (start - q_pos),
             slope * (start + (ps - 1) as f64 - q_pos),
         );
-        scratch.mu[hg * closed + i] = u + b0.max(b1);
-        scratch.sd[hg * closed + i] = l + b0.min(b1);
+        hi[hg] = pb.box_hi + b0.max(b1);
+        lo[hg] = pb.box_lo + b0.min(b1);
     }
 }
 
-/// Per-token bounds of closed page `i` (sketch, or the box without one): lower bounds go to
-/// `tok[hg][n_tok..n_tok + page_size]`, the page's best upper bound to `mu`. Marks the page
-/// bounded and returns the sketch bytes read.
-fn token_bounds(
-    ctx: &SelectionContext<'_>,
-    i: usize,
-    n_tok: usize,
-    scratch: &mut SelectScratch,
-) -> usize {
+/// Box bounds of every closed page and head (f32, widened: [`page_bound`]), ALiBi extremes
+/// of the page added: upper into `mu`, lower into `sd`.
+fn box_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) {
+    let cache = ctx.cache;
+    let d = cache.head_dim();
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    for_blocks(ctx, &mut scratch.robust, |first, last, blk, out| {
+        for i in first..last {
+            prefetch_ahead(ctx, i, false);
+            let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+            blk.rows.load(cache.stats(), base, d, 0);
+            let o = (i - first) * g;
+            page_boxes(
+                ctx,
+                i,
+                blk,
+                false,
+                &mut out.hi[o..o + g],
+                &mut out.lo[o..o + g],
+            );
+        }
+    });
+    let rs = &scratch.robust;
+    for i in 0..closed {
+        for hg in 0..g {
+            scratch.mu[hg * closed + i] = rs.pg_hi[i * g + hg];
+            scratch.sd[hg * closed + i] = rs.pg_lo[i * g + hg];
+        }
+    }
+}
+
+/// Appends the values of `vals` that pass `keep` to `out` without a branch per value
+/// (`out` has the capacity of a whole block).
+#[inline]
+fn compact(out: &mut Vec<f32>, vals: &[f32], keep: impl Fn(f32) -> bool) {
+    let n0 = out.len();
+    out.resize(n0 + vals.len(), 0.0);
+    let tail = &mut out[n0..];
+    let mut k = 0;
+    for &v in vals {
+        tail[k] = v;
+        k += keep(v) as usize;
+    }
+    out.truncate(n0 + k);
+}
+
+/// Which pages a token pass bounds.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// The robust criterion's pass 1, fused with the box pass (one read of the rows):
+    /// every page's box into `mu`/`sd`, then the pages τ̂ points at (`a·box > τ̂`, `head`)
+    /// and the first `sinks` pages are bounded, with their upper ends above τ̂ collected.
+    Fused { sinks: usize },
+    /// The pages marked in `want`, lower ends only.
+    Marked,
+}
+
+/// Per-token bounds (sketch, or the box without one) of the pages [`Pass`] selects, for
+/// every head: lower ends that can still enter the τ_lb solve go to the head's lower
+/// segment of `tok` (f32, rounded down), in the fused pass the upper ends above τ̂
+/// (`head[hg]`) to its upper segment (rounded up), and each page's best upper bound to
+/// `mu`. Marks the pages bounded (`b`) and returns the sketch bytes read.
+fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pass) -> usize {
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
     let closed = ctx.closed_pages();
     let max_tokens = closed * ps;
     let bits = cache.config().sketch_bits;
     let q_pos = ctx.q_pos();
-    let start = (i * ps) as f64;
-    scratch.b[i] = 1.0;
-    if bits == 0 {
-        for hg in 0..ctx.group() {
-            let lo = f32_down(scratch.sd[hg * closed + i]);
-            let hi = f32_up(scratch.mu[hg * closed + i]);
-            let g = ctx.group();
-            scratch.tok[hg * max_tokens + n_tok..hg * max_tokens + n_tok + ps].fill(lo);
-            scratch.tok[(g + hg) * max_tokens + n_tok..(g + hg) * max_tokens + n_tok + ps].fill(hi);
-        }
-        return 0;
-    }
-    let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-    cache.stats().read_row(Stat::Min, base, &mut scratch.row0);
-    cache.stats().read_row(Stat::Max, base, &mut scratch.row1);
+    let a = ctx.alpha - 1.0;
     let sk_row = sketch::row_bytes(d, bits);
-    let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-    for hg in 0..ctx.group() {
-        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-        let slope = ctx.slopes[hg] as f64;
-        let mut best = f64::NEG_INFINITY;
-        for t in 0..ps {
-            let row = &cache.sketch()[skb + t * sk_row..skb + (t + 1) * sk_row];
-            let (lo, hi) = sketch::dot_bounds(q, row, &scratch.row0, &scratch.row1, bits);
-            let bias = slope * (start + t as f64 - q_pos);
-            best = best.max(hi + bias);
-            scratch.tok[hg * max_tokens + n_tok + t] = f32_down(lo + bias);
-            scratch.tok[(ctx.group() + hg) * max_tokens + n_tok + t] = f32_up(hi + bias);
+    let tau_hat = &scratch.head[..g];
+    let rs = &mut scratch.robust;
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    for blk in &mut rs.blocks[..nb] {
+        blk.lmax[..g].copy_from_slice(&rs.lmax[..g]);
+        for l in blk.lows[..g].iter_mut().chain(blk.ups[..g].iter_mut()) {
+            l.clear();
         }
-        let m = &mut scratch.mu[hg * closed + i];
-        *m = best.min(*m);
     }
-    ps * sk_row
+    for_blocks(ctx, rs, |first, last, blk, out| {
+        for i in first..last {
+            let o = (i - first) * g;
+            if let Pass::Fused { sinks } = pass {
+                prefetch_ahead(ctx, i, true);
+                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+                blk.rows.load(cache.stats(), base, d, bits);
+                page_boxes(
+                    ctx,
+                    i,
+                    blk,
+                    true,
+                    &mut out.hi[o..o + g],
+                    &mut out.lo[o..o + g],
+                );
+                out.want[i - first] =
+                    i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
+                if !out.want[i - first] {
+                    continue;
+                }
+            } else {
+                if !out.want[i - first] {
+                    continue;
+                }
+                prefetch_ahead(ctx, i, true);
+                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+                blk.rows.load(cache.stats(), base, d, bits);
+                for hg in 0..g {
+                    let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+                    blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
+                }
+            }
+            let sk = if bits > 0 {
+                let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+                &cache.sketch()[skb..skb + ps * sk_row]
+            } else {
+                &[][..]
+            };
+            let s0 = (i * ps) as f64 - q_pos;
+            for hg in 0..g {
+                let qw = &blk.qw[hg * d..(hg + 1) * d];
+                let sdot = &mut blk.sdot[..ps];
+                if bits > 0 {
+                    sketch_dots(qw, sk, sk_row, bits, sdot, &mut blk.codes);
+                } else {
+                    sdot.fill(0);
+                }
+                let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
+                let pb = blk.pbs[hg];
+                let (umax, lmx) = token_ends(&pb, sdot, ctx.slopes[hg] as f64, s0, ups, lows);
+                out.best[o + hg] = umax as f64;
+                if let Pass::Fused { .. } = pass {
+                    let th = tau_hat[hg];
+                    compact(&mut blk.ups[hg], ups, |u| a * u as f64 - th > 0.0);
+                }
+                // Lower ends: only those within 1/a of the running maximum can be
+                // candidates of the τ_lb solve (as in `certified`); the rest are dropped.
+                // f32_down is monotone, so the largest rounded value is f32_down(lmx).
+                let vals = &mut blk.vals[..ps];
+                for (v, &l) in vals.iter_mut().zip(lows.iter()) {
+                    *v = f32_down(l);
+                }
+                let pmax = f32_down(lmx) as f64;
+                let lmax = &mut blk.lmax[hg];
+                if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
+                    *lmax = lmax.max(pmax);
+                    let m = *lmax;
+                    compact(&mut blk.lows[hg], vals, |v| a * (v as f64 - m) > -1.0);
+                }
+            }
+        }
+    });
+    // Merge: boxes (fused pass), flags, best upper ends, and the blocks' lists into the
+    // head segments.
+    let mut pages = 0usize;
+    for i in 0..closed {
+        if let Pass::Fused { .. } = pass {
+            for hg in 0..g {
+                scratch.mu[hg * closed + i] = rs.pg_hi[i * g + hg];
+                scratch.sd[hg * closed + i] = rs.pg_lo[i * g + hg];
+            }
+        }
+        if !rs.want[i] {
+            continue;
+        }
+        pages += 1;
+        scratch.b[i] = 1.0;
+        for hg in 0..g {
+            let m = &mut scratch.mu[hg * closed + i];
+            *m = rs.pg_best[i * g + hg].min(*m);
+        }
+    }
+    for blk in &rs.blocks[..nb] {
+        for hg in 0..g {
+            let (nl, nu) = (blk.lows[hg].len(), blk.ups[hg].len());
+            let at = hg * max_tokens + rs.n_low[hg];
+            scratch.tok[at..at + nl].copy_from_slice(&blk.lows[hg]);
+            rs.n_low[hg] += nl;
+            let at = (g + hg) * max_tokens + rs.n_up[hg];
+            scratch.tok[at..at + nu].copy_from_slice(&blk.ups[hg]);
+            rs.n_up[hg] += nu;
+            rs.lmax[hg] = rs.lmax[hg].max(blk.lmax[hg]);
+        }
+    }
+    if bits > 0 {
+        pages * ps * sk_row
+    } else {
+        0
+    }
 }
 
-/// `head[hg]` ← the exact entmax threshold of the first `n_tok` token lower bounds (a
-/// rigorous lower bound of the true τ), or −∞ when nothing was bounded.
-fn tau_lower_bounds(
-    ctx: &SelectionContext<'_>,
-    n_tok: usize,
-    scratch: &mut SelectScratch,
-) -> Result<()> {
+/// `head[hg]` ← the exact entmax threshold of the token lower bounds kept so far (a
+/// rigorous lower bound of the true τ), or −∞ when there are none.
+fn tau_lower_bounds(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> Result<()> {
     let max_tokens = ctx.closed_pages() * ctx.cache.page_size();
     for hg in 0..ctx.group() {
-        scratch.head[hg] = if n_tok > 0 {
-            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n_tok];
+        let n = scratch.robust.n_low[hg];
+        scratch.head[hg] = if n > 0 {
+            let lbs = &scratch.tok[hg * max_tokens..hg * max_tokens + n];
             entmax_threshold_f32(lbs, ctx.alpha, &mut scratch.tok_scratch)?
         } else {
             f64::NEG_INFINITY
@@ -356,19 +658,4 @@ fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
         }
     }
     false
-}
-
-/// `x` rounded to an f32 that is ≥ x, so an upper bound stays one.
-fn f32_up(x: f64) -> f32 {
-    -f32_down(-x)
-}
-
-/// `x` rounded to an f32 that is ≤ x, so a lower bound stays one.
-fn f32_down(x: f64) -> f32 {
-    let l = x as f32;
-    if (l as f64) <= x {
-        l
-    } else {
-        l - (l.abs() * f32::EPSILON).max(f32::MIN_POSITIVE)
-    }
 }
