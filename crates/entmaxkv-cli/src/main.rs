@@ -116,7 +116,7 @@ fn run_soak(a: &soak::SoakArgs) -> anyhow::Result<()> {
     );
     println!(
         "phase B: {} steps in {:.1} s; {} sequences released; free pages / RSS MiB samples: {:?}; RSS growth after warm-up {:.2} MiB",
-        r.steps, r.phase_b_seconds, r.sequences_released, r.phase_b_samples, r.rss_growth_mib
+        r.phase_b_steps, r.phase_b_seconds, r.sequences_released, r.phase_b_samples, r.rss_growth_mib
     );
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;

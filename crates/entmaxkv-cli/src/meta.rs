@@ -21,14 +21,10 @@ pub fn provenance() -> Provenance {
     }
 }
 
+/// The commit the binary was built from (embedded by build.rs; a binary run on another
+/// machine has no repository to ask).
 fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    env!("ENTMAXKV_BUILD_COMMIT").to_string()
 }
 
 fn cpu_model() -> String {

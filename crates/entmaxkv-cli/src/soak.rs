@@ -52,6 +52,9 @@ pub struct SoakArgs {
     /// Phase B: sequences alive at once.
     #[arg(long, default_value_t = 4)]
     pub live: usize,
+    /// Phase B: steps (default: `--steps`).
+    #[arg(long)]
+    pub phase_b_steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -72,6 +75,7 @@ pub struct SoakResult {
     pub min_max_exact: bool,
     pub last_step_rel: f64,
     pub phase_b_seconds: f64,
+    pub phase_b_steps: usize,
     pub sequences_released: usize,
     /// (step, free pages, resident MiB) samples.
     pub phase_b_samples: Vec<(usize, usize, f64)>,
@@ -162,9 +166,10 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
     let mut samples = Vec::new();
     let mut released = 0;
     let t1 = Instant::now();
-    let pb = bar(a.steps, "phase B");
+    let steps_b = a.phase_b_steps.unwrap_or(a.steps);
+    let pb = bar(steps_b, "phase B");
     let mut rss0 = f64::NAN;
-    for step in 0..a.steps {
+    for step in 0..steps_b {
         let slot = step % a.live;
         for x in k.iter_mut().chain(v.iter_mut()).chain(q.iter_mut()) {
             *x = syn.normal();
@@ -176,9 +181,9 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         }
         cache.append(live[slot], &k, &v, ChunkLayout::TokenMajor)?;
         dec.step(&cache, &[live[slot]], &q, &mut out)?;
-        if step % (a.steps / 20).max(1) == 0 {
+        if step % (steps_b / 20).max(1) == 0 {
             let r = rss_mib();
-            if step >= a.steps / 10 && rss0.is_nan() {
+            if step >= steps_b / 10 && rss0.is_nan() {
                 rss0 = r;
             }
             samples.push((step, cache.free_pages(), r));
@@ -196,6 +201,7 @@ pub fn run(a: &SoakArgs) -> Result<SoakResult> {
         min_max_exact: minmax_exact,
         last_step_rel: last_rel,
         phase_b_seconds: t1.elapsed().as_secs_f64(),
+        phase_b_steps: steps_b,
         sequences_released: released,
         phase_b_samples: samples,
         rss_growth_mib: rss_end - rss0,
@@ -284,6 +290,9 @@ pub fn run_gpu(a: &SoakArgs) -> Result<SoakResult> {
             dev.stream().sync()?;
             pb.set_position(step as u64);
         }
+        if step % 100_000 == 0 && step > 0 {
+            eprintln!("phase A: {step} steps, {:.1} s", t0.elapsed().as_secs_f64());
+        }
     }
     dev.stream().sync()?;
     pb.finish_and_clear();
@@ -331,8 +340,9 @@ pub fn run_gpu(a: &SoakArgs) -> Result<SoakResult> {
     let (mut rss0, mut free0) = (f64::NAN, f64::NAN);
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     let t1 = Instant::now();
-    let pb = bar(a.steps, "phase B (cuda)");
-    for step in 0..a.steps {
+    let steps_b = a.phase_b_steps.unwrap_or(a.steps);
+    let pb = bar(steps_b, "phase B (cuda)");
+    for step in 0..steps_b {
         let slot = step % a.live;
         fill(&mut syn, &mut k, &mut v, &mut q, step);
         if dev.seq_len(live[slot])? >= a.release_at {
@@ -353,10 +363,10 @@ pub fn run_gpu(a: &SoakArgs) -> Result<SoakResult> {
         let dec = decs[slot].as_mut().expect("planned above");
         dec.set_query(&q)?;
         dec.replay(&dev)?;
-        if step % (a.steps / 20).max(1) == 0 {
+        if step % (steps_b / 20).max(1) == 0 {
             dev.stream().sync()?;
             let (r, f) = (rss_mib(), mib(gpu.mem_info()?.0));
-            if step >= a.steps / 10 && rss0.is_nan() {
+            if step >= steps_b / 10 && rss0.is_nan() {
                 rss0 = r;
                 free0 = f;
             }
@@ -376,6 +386,7 @@ pub fn run_gpu(a: &SoakArgs) -> Result<SoakResult> {
         min_max_exact: minmax_exact,
         last_step_rel: last_rel,
         phase_b_seconds: t1.elapsed().as_secs_f64(),
+        phase_b_steps: steps_b,
         sequences_released: released,
         phase_b_samples: samples,
         rss_growth_mib: rss_end - rss0,
