@@ -4,20 +4,24 @@
 #   campaign.sh SECONDS [WORKERS_PER_TARGET]
 #
 # Runs the targets concurrently, each as libFuzzer `-workers=N -jobs=N -max_total_time=SECONDS`
-# (N independent processes sharing one growing corpus), and writes under $OUT/fuzz/ (OUT
-# defaults to ./out):
-#   <target>/fuzz-<job>.log     libFuzzer's log of each job (final statistics included)
-#   <target>/parent.log         the job launcher's output ("Job N exited with exit code X")
-#   <target>/artifacts/         crash-*, timeout-*, oom-*, leak-* inputs, if any
-#   <target>/corpus.tar.gz      the corpus at the end (seed corpus plus what the jobs added)
-#   summary.json                per target: executions summed over every job, seconds,
-#                               artifacts found, exit codes; and the totals
+# (N independent processes sharing one growing corpus), each job with its own log, and leaves
+# in $OUT/fuzz/ (OUT defaults to ./out) at most five files, since the machine that runs it may
+# return only a few files:
+#   summary.json        per target: executions summed over every job's final statistics,
+#                       seconds, artifacts found, exit codes (per job too); and the totals
+#   campaign.log        this script's messages
+#   logs.tar.gz         <target>/fuzz-<job>.log (libFuzzer's log of each job), <target>/parent.log
+#                       (the job launcher: "Job N exited with exit code X"), <target>/exit_code
+#   corpus.tar.gz       <target>/corpus/: the seed corpus plus what the jobs added
+#   artifacts.tar.gz    <target>/artifacts/crash-*, timeout-*, oom-*, ... (only if any)
+# KEEP_LOGS=1 also leaves the unpacked <target>/ folders (logs and artifacts) there.
 #
 # Environment:
 #   OUT                      output root (default ./out)
 #   TARGETS                  targets to run (default "tau_hat entmax cache_append")
 #   WORKERS_<target>         per-target worker count, e.g. WORKERS_cache_append=7
 #   NO_BUILD=1               (checkout only) do not run `cargo fuzz build` first
+#   KEEP_LOGS=1              also keep the unpacked per-target folders in $OUT/fuzz/
 #
 # Layouts: a campaign kit (this script next to bin/<target> and corpus/<target>) runs as is;
 # in a checkout (this script in fuzz/) it first builds the targets with
@@ -44,6 +48,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-./out}
 mkdir -p "$OUT/fuzz" || exit 1
 out_dir=$(cd "$OUT/fuzz" && pwd)
+: >"$out_dir/campaign.log"
 targets=${TARGETS:-tau_hat entmax cache_append}
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out_dir/campaign.log" >&2; }
 
@@ -68,21 +73,21 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/entmaxkv-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
 log "campaign: ${secs}s, targets: $targets, host $(hostname), $(nproc) cores"
 
+rm -f "$out_dir"/summary.json "$out_dir"/*.tar.gz
 start=$(date +%s)
 for t in $targets; do
     v=WORKERS_$t
     n=${!v:-$workers}
-    tdir=$out_dir/$t
-    rm -rf "$tdir"
-    mkdir -p "$tdir/artifacts" "$work/$t"
-    cp -r "$corpus_dir/$t" "$work/$t/corpus"
+    tdir=$work/logs/$t
+    mkdir -p "$tdir/artifacts" "$work/corpus"
+    cp -r "$corpus_dir/$t" "$work/corpus/$t"
     echo "$n" >"$tdir/workers"
-    log "$t: $n workers, seed corpus $(ls "$work/$t/corpus" | wc -l) files"
+    log "$t: $n workers, seed corpus $(ls "$work/corpus/$t" | wc -l) files"
     (
         cd "$tdir" || exit 1
         timeout -k 5 $((secs + 15)) "$bin_dir/$t" -workers="$n" -jobs="$n" \
             -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
-            -artifact_prefix="$tdir/artifacts/" "$work/$t/corpus" >parent.log 2>&1
+            -artifact_prefix="$tdir/artifacts/" "$work/corpus/$t" >parent.log 2>&1
         echo $? >exit_code
     ) &
 done
@@ -125,11 +130,10 @@ total=0
     printf '  "host": "%s",\n  "cores": %s,\n  "targets": {\n' "$(hostname)" "$(nproc)"
     first_t=1
     for t in $targets; do
-        tdir=$out_dir/$t
+        tdir=$work/logs/$t
         n=$(cat "$tdir/workers")
         rc=$(cat "$tdir/exit_code" 2>/dev/null || echo -1)
-        tar -czf "$tdir/corpus.tar.gz" -C "$work/$t" corpus 2>/dev/null
-        corpus_files=$(ls "$work/$t/corpus" | wc -l)
+        corpus_files=$(ls "$work/corpus/$t" | wc -l)
         execs=0
         jobs_json=""
         for f in "$tdir"/fuzz-*.log; do
@@ -168,14 +172,26 @@ total=0
     printf '\n  },\n  "total_execs": %s\n}\n' "$total"
 } >"$summary"
 
-log "summary: $summary"
+(cd "$work/logs" && tar -czf "$out_dir/logs.tar.gz" --exclude='*/artifacts' $targets)
+(cd "$work" && tar -czf "$out_dir/corpus.tar.gz" corpus)
+if ls "$work"/logs/*/artifacts/* >/dev/null 2>&1; then
+    (cd "$work/logs" && tar -czf "$out_dir/artifacts.tar.gz" */artifacts)
+fi
+if [ "${KEEP_LOGS:-0}" = 1 ]; then
+    for t in $targets; do
+        rm -rf "${out_dir:?}/$t"
+        cp -r "$work/logs/$t" "$out_dir/$t"
+    done
+fi
+log "summary: $summary; logs.tar.gz, corpus.tar.gz$([ -e "$out_dir/artifacts.tar.gz" ] &&
+    echo ", artifacts.tar.gz")"
 for t in $targets; do
-    tdir=$out_dir/$t
+    tdir=$work/logs/$t
     e=0
     for f in "$tdir"/fuzz-*.log; do [ -e "$f" ] && e=$((e + $(job_execs "$f"))); done
     a=$(ls "$tdir/artifacts" | wc -l)
     log "$t: $e executions, $a artifact(s), exit code $(cat "$tdir/exit_code" 2>/dev/null)"
 done
 # nonzero when anything was found
-if ls "$out_dir"/*/artifacts/* >/dev/null 2>&1; then exit 1; fi
+[ -e "$out_dir/artifacts.tar.gz" ] && exit 1
 exit 0
