@@ -51,6 +51,7 @@ out_dir=$(cd "$OUT/fuzz" && pwd)
 : >"$out_dir/campaign.log"
 targets=${TARGETS:-tau_hat entmax cache_append}
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out_dir/campaign.log" >&2; }
+host_name() { hostname 2>/dev/null || cat /proc/sys/kernel/hostname; }
 
 if [ -d "$here/bin" ]; then
     bin_dir=$here/bin
@@ -71,7 +72,7 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/entmaxkv-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
-log "campaign: ${secs}s, targets: $targets, host $(hostname), $(nproc) cores"
+log "campaign: ${secs}s, targets: $targets, host $(host_name), $(nproc) cores"
 
 rm -f "$out_dir"/summary.json "$out_dir"/*.tar.gz
 start=$(date +%s)
@@ -127,7 +128,7 @@ summary=$out_dir/summary.json
 total=0
 {
     printf '{\n  "budget_seconds": %s,\n  "wall_seconds": %s,\n' "$secs" "$((end - start))"
-    printf '  "host": "%s",\n  "cores": %s,\n  "targets": {\n' "$(hostname)" "$(nproc)"
+    printf '  "host": "%s",\n  "cores": %s,\n  "targets": {\n' "$(host_name)" "$(nproc)"
     first_t=1
     for t in $targets; do
         tdir=$work/logs/$t
