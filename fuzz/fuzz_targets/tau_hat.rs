@@ -8,17 +8,17 @@ mod tau_common;
 use tau_common::{check, Input, FAST, GENERIC};
 
 fuzz_target!(|inp: Input| {
-    // Quadrature α drawn one time in 128, arbitrary α one time in 128: the campaign's
-    // executions go mostly to the fast paths.
+    // Closed-form α half the time (the `tau_hat_closed_form` target covers them too), a
+    // quadrature α 15 times in 32, an arbitrary α (including invalid ones) once in 32.
     let alpha = match inp.alpha_pick {
-        0..=251 => FAST[inp.alpha_pick as usize % FAST.len()],
-        252..=253 => GENERIC[inp.alpha_pick as usize % GENERIC.len()],
+        0..=127 => FAST[inp.alpha_pick as usize % FAST.len()],
+        128..=247 => GENERIC[inp.alpha_pick as usize % GENERIC.len()],
         // Arbitrary α, including invalid ones (NaN, < 1, huge): must be refused or solved.
         _ => inp.alpha_raw,
     };
-    // Valid but very slow regions of the quadrature path (α → 1⁺, α ≫ 1: tens of ms per
-    // solve) are left to the unit tests, so the campaign's budget goes to input coverage.
-    if alpha.is_finite() && (alpha > 64.0 || (alpha > 1.0 && alpha < 1.001)) {
+    // α > 2·10⁵ (β < 5e-6) is beyond the fast quadrature's table and goes to the adaptive
+    // reference rule (~0.1 s a solve); arbitrary α lands there often, so it is skipped.
+    if alpha.is_finite() && alpha > 2e5 {
         return;
     }
     check(&inp, alpha);

@@ -126,6 +126,12 @@ fn step_bits16(bits: u16, up: bool) -> u16 {
     }
 }
 
+/// Bit-for-bit equality of two slices of a storage type: one `memcmp` of their bytes (no
+/// per-element comparison, so it also stays cheap in coverage-instrumented fuzzing builds).
+pub(crate) fn bits_eq<T: bytemuck::Pod>(a: &[T], b: &[T]) -> bool {
+    bytemuck::cast_slice::<T, u8>(a) == bytemuck::cast_slice::<T, u8>(b)
+}
+
 impl KvElem for f16 {
     const DTYPE: DType = DType::F16;
     #[inline]

@@ -139,3 +139,36 @@ fn append_never_moves_existing_pages() {
         assert!(w[1].starts_with(&w[0]));
     }
 }
+
+/// Cache equality is bit for bit (what "unchanged" means after a refused call): a key stored
+/// as −0 differs from one stored as +0. `clone_from` (which reuses the target's allocations)
+/// gives an equal, independent cache, also from a cache of another shape and storage type.
+#[test]
+fn equality_is_bitwise_and_clone_from_copies_everything() {
+    use ChunkLayout::TokenMajor;
+    for dt in [DType::F32, DType::F16, DType::Bf16] {
+        let cfg = CacheConfig::new(2, 3, 4)
+            .with_page_size(2)
+            .with_kv_dtype(dt);
+        let mut a = PagedKvCache::new(cfg).unwrap();
+        let id = a.add_sequence();
+        // one token (H_kv = 2, D = 3), and the same token with +0 in place of −0
+        let k = [0.5f32, -1.0, 2.0, 0.25, 3.0, -0.0];
+        let mut pos = k;
+        pos[5] = 0.0;
+        a.append(id, &k, &k, TokenMajor).unwrap();
+        let mut b = a.clone();
+        assert_eq!(a, b);
+        a.append(id, &k, &k, TokenMajor).unwrap();
+        b.append(id, &pos, &pos, TokenMajor).unwrap();
+        assert_ne!(a, b, "{dt:?}: a key stored as -0 equals one stored as +0");
+        let mut c = PagedKvCache::new(CacheConfig::new(1, 1, 1)).unwrap();
+        c.clone_from(&a);
+        assert_eq!(c, a);
+        b.clone_from(&a);
+        assert_eq!(b, a);
+        c.append(id, &k, &k, TokenMajor).unwrap();
+        assert_ne!(c, a);
+        assert_eq!(a.seq_len(id).unwrap(), 2);
+    }
+}

@@ -13,7 +13,7 @@
 //! Every mutating call validates everything first and only then writes, so a rejected call
 //! leaves the cache exactly as it was.
 
-use crate::dtype::{DType, KvElem};
+use crate::dtype::{bits_eq, DType, KvElem};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::stats::{sketch, OpenPageAcc, RowStats, Stat, StatsStorage};
 use half::{bf16, f16};
@@ -130,12 +130,65 @@ impl CacheConfig {
     }
 }
 
-/// K and V of the whole pool in their storage type.
-#[derive(Debug, Clone, PartialEq)]
+/// K and V of the whole pool in their storage type. Equality is bit for bit (a stored −0
+/// differs from +0), which is what "unchanged" means for a cache.
+#[derive(Debug)]
 pub enum KvStorage {
     F32 { k: Vec<f32>, v: Vec<f32> },
     F16 { k: Vec<f16>, v: Vec<f16> },
     Bf16 { k: Vec<bf16>, v: Vec<bf16> },
+}
+
+impl Clone for KvStorage {
+    fn clone(&self) -> Self {
+        use KvStorage::*;
+        match self {
+            F32 { k, v } => F32 {
+                k: k.clone(),
+                v: v.clone(),
+            },
+            F16 { k, v } => F16 {
+                k: k.clone(),
+                v: v.clone(),
+            },
+            Bf16 { k, v } => Bf16 {
+                k: k.clone(),
+                v: v.clone(),
+            },
+        }
+    }
+
+    /// Reuses the allocations when the storage types match.
+    fn clone_from(&mut self, o: &Self) {
+        use KvStorage::*;
+        match (self, o) {
+            (F32 { k, v }, F32 { k: k2, v: v2 }) => {
+                k.clone_from(k2);
+                v.clone_from(v2);
+            }
+            (F16 { k, v }, F16 { k: k2, v: v2 }) => {
+                k.clone_from(k2);
+                v.clone_from(v2);
+            }
+            (Bf16 { k, v }, Bf16 { k: k2, v: v2 }) => {
+                k.clone_from(k2);
+                v.clone_from(v2);
+            }
+            (s, o) => *s = o.clone(),
+        }
+    }
+}
+
+impl PartialEq for KvStorage {
+    fn eq(&self, o: &Self) -> bool {
+        use KvStorage::*;
+        match (self, o) {
+            (F32 { k, v }, F32 { k: k2, v: v2 }) => bits_eq(k, k2) && bits_eq(v, v2),
+            (F16 { k, v }, F16 { k: k2, v: v2 }) => bits_eq(k, k2) && bits_eq(v, v2),
+            (Bf16 { k, v }, Bf16 { k: k2, v: v2 }) => bits_eq(k, k2) && bits_eq(v, v2),
+            _ => false,
+        }
+    }
 }
 
 /// Dispatches generic code over the K/V storage type:
@@ -193,8 +246,10 @@ impl SeqView<'_> {
     }
 }
 
-/// A paged KV cache on the host.
-#[derive(Debug, Clone)]
+/// A paged KV cache on the host. `clone_from` reuses the target's allocations (a snapshot
+/// taken before each call, as the error tests and the fuzzer do, costs a copy, not a pool
+/// allocation).
+#[derive(Debug)]
 pub struct PagedKvCache {
     cfg: CacheConfig,
     kv: KvStorage,
@@ -208,6 +263,34 @@ pub struct PagedKvCache {
     free: Vec<u32>,
     seqs: BTreeMap<u64, Sequence>,
     next_id: u64,
+}
+
+impl Clone for PagedKvCache {
+    fn clone(&self) -> Self {
+        PagedKvCache {
+            cfg: self.cfg.clone(),
+            kv: self.kv.clone(),
+            stats: self.stats.clone(),
+            sketch: self.sketch.clone(),
+            chunk_f32: self.chunk_f32.clone(),
+            row_scratch: self.row_scratch.clone(),
+            free: self.free.clone(),
+            seqs: self.seqs.clone(),
+            next_id: self.next_id,
+        }
+    }
+
+    fn clone_from(&mut self, o: &Self) {
+        self.cfg.clone_from(&o.cfg);
+        self.kv.clone_from(&o.kv);
+        self.stats.clone_from(&o.stats);
+        self.sketch.clone_from(&o.sketch);
+        self.chunk_f32.clone_from(&o.chunk_f32);
+        self.row_scratch.clone_from(&o.row_scratch);
+        self.free.clone_from(&o.free);
+        self.seqs.clone_from(&o.seqs);
+        self.next_id = o.next_id;
+    }
 }
 
 /// Equality of everything observable (scratch buffers excluded).

@@ -11,7 +11,7 @@
 
 pub mod sketch;
 
-use crate::dtype::{DType, KvElem};
+use crate::dtype::{bits_eq, DType, KvElem};
 use half::{bf16, f16};
 
 /// Which statistic of a page.
@@ -23,12 +23,47 @@ pub enum Stat {
     Std = 3,
 }
 
-/// Storage of the four statistics arrays, each `[num_pages, H_kv, D]`.
-#[derive(Debug, Clone, PartialEq)]
+/// Storage of the four statistics arrays, each `[num_pages, H_kv, D]`. Equality is bit for
+/// bit, as for [`crate::cache::KvStorage`].
+#[derive(Debug)]
 pub enum StatsStorage {
     F32([Vec<f32>; 4]),
     F16([Vec<f16>; 4]),
     Bf16([Vec<bf16>; 4]),
+}
+
+impl Clone for StatsStorage {
+    fn clone(&self) -> Self {
+        use StatsStorage::*;
+        match self {
+            F32(a) => F32(a.clone()),
+            F16(a) => F16(a.clone()),
+            Bf16(a) => Bf16(a.clone()),
+        }
+    }
+
+    /// Reuses the allocations when the storage types match.
+    fn clone_from(&mut self, o: &Self) {
+        use StatsStorage::*;
+        match (self, o) {
+            (F32(a), F32(b)) => a.iter_mut().zip(b).for_each(|(x, y)| x.clone_from(y)),
+            (F16(a), F16(b)) => a.iter_mut().zip(b).for_each(|(x, y)| x.clone_from(y)),
+            (Bf16(a), Bf16(b)) => a.iter_mut().zip(b).for_each(|(x, y)| x.clone_from(y)),
+            (s, o) => *s = o.clone(),
+        }
+    }
+}
+
+impl PartialEq for StatsStorage {
+    fn eq(&self, o: &Self) -> bool {
+        use StatsStorage::*;
+        match (self, o) {
+            (F32(a), F32(b)) => (0..4).all(|i| bits_eq(&a[i], &b[i])),
+            (F16(a), F16(b)) => (0..4).all(|i| bits_eq(&a[i], &b[i])),
+            (Bf16(a), Bf16(b)) => (0..4).all(|i| bits_eq(&a[i], &b[i])),
+            _ => false,
+        }
+    }
 }
 
 /// Dispatches generic code over the statistics storage type:

@@ -20,7 +20,7 @@
 //!   orders > −1 are ever needed (the naive `E[Y_+^{β−2}]` diverges for α > 1.5).
 
 use super::normal::{mills_ratio, normal_cdf, normal_pdf, quantile_from_tails, LN_SQRT_2PI};
-use super::quad::integrate;
+use super::quad::{integrate, peak_integral};
 use crate::error::{check_alpha, Error, Result};
 
 /// σ floor of the score model (as in the original): a zero-variance page is a point mass,
@@ -149,8 +149,44 @@ fn std_moment_int(k: u32, t: f64) -> (f64, f64, f64) {
     }
 }
 
-/// The same triple for any β > 0 by double-exponential quadrature.
+/// The same triple for any β > 0 by quadrature: the fast fixed-ladder rule, or the adaptive
+/// double-exponential reference where the fast rule's error check fails.
 fn std_moment_quad(beta: f64, t: f64) -> (f64, f64, f64) {
+    std_moment_quad_fast(beta, t).unwrap_or_else(|| std_moment_quad_adaptive(beta, t))
+}
+
+/// [`std_moment_quad`] by [`peak_integral`]; `None` where its error check fails.
+fn std_moment_quad_fast(beta: f64, t: f64) -> Option<(f64, f64, f64)> {
+    if t >= -1.0 {
+        // Peak of g(u) = β ln u − (u−t)²/2 at u*; d0 = u* − t without cancellation.
+        let q = (t * t + 4.0 * beta).sqrt();
+        let (u_star, d0) = if t >= 0.0 {
+            let d0 = 2.0 * beta / (q + t);
+            (t + d0, d0)
+        } else {
+            let u = 2.0 * beta / (q - t);
+            (u, u - t)
+        };
+        let l = beta * u_star.ln() - 0.5 * d0 * d0;
+        // g(u* + d) − l = β ln(1 + d/u*) − d0·d − d²/2, and d0 = β/u* at the peak
+        let [i0, i1, i2] = peak_integral(u_star, beta, 1.0, |u: f64, d: f64| [u, 1.0, d0 + d])?;
+        Some((l + i0.ln() - LN_SQRT_2PI, i1 / i0, i2 / i0))
+    } else {
+        // M_β(t) = φ(t) s^{−β−1} ∫ v^β e^{−v − v²/(2s²)} dv with v = s·u.
+        let s = -t;
+        let s2 = s * s;
+        let v_star = 2.0 * beta / (1.0 + (1.0 + 4.0 * beta / s2).sqrt());
+        let l = beta * v_star.ln() - v_star - 0.5 * v_star * v_star / s2;
+        // g(v* + d) − l = β ln(1 + d/v*) − (1 + v*/s²)·d − d²/(2s²), and 1 + v*/s² = β/v*
+        let [k0, k1] = peak_integral(v_star, beta, 1.0 / s2, |v: f64, _| [v, 1.0])?;
+        let ln_m = -0.5 * t * t - LN_SQRT_2PI - (beta + 1.0) * s.ln() + l + k0.ln();
+        let rho1 = s * k1 / k0;
+        Some((ln_m, rho1, 1.0 + s * rho1))
+    }
+}
+
+/// The same triple by the adaptive double-exponential reference ([`integrate`]).
+fn std_moment_quad_adaptive(beta: f64, t: f64) -> (f64, f64, f64) {
     if t >= -1.0 {
         // Peak of g(u) = β ln u − (u−t)²/2, g'' ≤ −1 so mass beyond ±40 of it is < e^{−800}.
         let q = (t * t + 4.0 * beta).sqrt();
@@ -399,6 +435,10 @@ fn solve_inner<E: Fn(f64) -> [f64; 3]>(
         )
     };
     // Bracket: h(lo) ≥ 0 ≥ h(hi). F → ∞ as τ → −∞ and → 0 as τ → ∞, so expansion ends.
+    // A step below the spacing of f64 near the bracket end cannot move it; it is raised to
+    // that spacing (|center| = 1e297 with σ_Y = 1e-10 would otherwise spend ~1000
+    // evaluations doubling a step that leaves the end where it is; found by fuzzing).
+    let min_step = |x: f64| 2.0 * f64::EPSILON * x.abs();
     let mut step = r0;
     let mut lo = center - step;
     let mut h_lo = eval(lo)[0];
@@ -408,6 +448,7 @@ fn solve_inner<E: Fn(f64) -> [f64; 3]>(
         if tries > 1100 || h_lo.is_nan() || !lo.is_finite() {
             return Err(bad("could not be bracketed from below", lo));
         }
+        step = step.max(min_step(lo));
         lo -= step;
         step *= 2.0;
         h_lo = eval(lo)[0];
@@ -421,6 +462,7 @@ fn solve_inner<E: Fn(f64) -> [f64; 3]>(
         if tries > 1100 || h_hi.is_nan() || !hi.is_finite() {
             return Err(bad("could not be bracketed from above", hi));
         }
+        step = step.max(min_step(hi));
         hi += step;
         step *= 2.0;
         h_hi = eval(hi)[0];
@@ -722,18 +764,176 @@ mod tests {
             let mut t = -60.0;
             while t <= 60.0 {
                 let (l1, r1, q1) = std_moment_int(k, t);
-                let (l2, r2, q2) = std_moment_quad(k as f64, t);
-                let tol = 5e-12 * l1.abs().max(1.0);
-                assert!((l1 - l2).abs() < tol, "k={k} t={t}: ln M {l1} vs {l2}");
-                assert!(
-                    ((r1 - r2) / r1).abs() < 1e-9,
-                    "k={k} t={t}: rho1 {r1} vs {r2}"
-                );
-                assert!(
-                    (q1 - q2).abs() < 1e-8 * (q1.abs() + t.abs() * r1 + 1.0),
-                    "k={k} t={t}: rho2 {q1} vs {q2}"
-                );
+                // both quadratures: the fast rule (without its fallback) and the reference
+                for (l2, r2, q2) in [
+                    std_moment_quad_fast(k as f64, t).expect("no fallback"),
+                    std_moment_quad_adaptive(k as f64, t),
+                ] {
+                    let tol = 5e-12 * l1.abs().max(1.0);
+                    assert!((l1 - l2).abs() < tol, "k={k} t={t}: ln M {l1} vs {l2}");
+                    assert!(
+                        ((r1 - r2) / r1).abs() < 1e-9,
+                        "k={k} t={t}: rho1 {r1} vs {r2}"
+                    );
+                    assert!(
+                        (q1 - q2).abs() < 1e-8 * (q1.abs() + t.abs() * r1 + 1.0),
+                        "k={k} t={t}: rho2 {q1} vs {q2}"
+                    );
+                }
                 t += 0.37;
+            }
+        }
+    }
+
+    /// The fast rule against the adaptive reference over β from 1/20 (α = 21) to 10⁴
+    /// (α = 1.0001) and |t| ≤ 10⁴ (where the reference is itself accurate): it never needs the
+    /// fallback, and agrees to ~1e-13.
+    #[test]
+    fn fast_quadrature_matches_adaptive_reference() {
+        let betas = [
+            0.05,
+            0.1,
+            1.0 / 6.0,
+            0.25,
+            0.5,
+            0.7,
+            1.0,
+            1.0 / 0.7,
+            1.7,
+            2.5,
+            3.3,
+            10.0,
+            30.0,
+            100.0,
+            999.0,
+            1e4,
+        ];
+        let mut ts = vec![-1e4, -1e3, -300.0, -100.0, 100.0, 300.0, 1e3, 1e4];
+        ts.extend([-1.0 - 1e-12, -1.0, -1.0 + 1e-12]);
+        let mut t = -40.0;
+        while t <= 40.0 {
+            ts.push(t);
+            t += 0.173;
+        }
+        for &beta in &betas {
+            for &t in &ts {
+                let (l1, r1, q1) = std_moment_quad_fast(beta, t)
+                    .unwrap_or_else(|| panic!("fast rule fell back at beta={beta} t={t}"));
+                let (l2, r2, q2) = std_moment_quad_adaptive(beta, t);
+                assert!(
+                    (l1 - l2).abs() <= 5e-13 * l2.abs().max(1.0),
+                    "beta={beta} t={t}: ln M {l1} vs {l2}"
+                );
+                assert!(
+                    ((r1 - r2) / r2).abs() <= 1e-13,
+                    "beta={beta} t={t}: rho1 {r1} vs {r2}"
+                );
+                assert!(
+                    (q1 - q2).abs() <= 1e-13 * (q2.abs() + t.abs() * r2 + 1.0),
+                    "beta={beta} t={t}: rho2 {q1} vs {q2}"
+                );
+            }
+        }
+    }
+
+    /// Small β (α up to 200): ρ1 = M_{β−1}/M_β is the log-derivative (d ln M_β/dt)/β. This
+    /// holds the fast rule to an independent check where the adaptive reference is off (it
+    /// loses the x^{β−1} mass below 1e-308: ~1e-5 of ρ1 at β = 1/63).
+    #[test]
+    fn fast_quadrature_small_beta_log_derivative() {
+        for beta in [1e-5, 1.0 / 200.0, 1.0 / 63.0, 0.05, 0.3] {
+            for t in [-30.0, -5.0, -1.5, -0.7, 0.0, 1.0, 3.0, 6.0, 15.0] {
+                let (_, r1, q1) = std_moment_quad_fast(beta, t).expect("no fallback");
+                let h = 1e-4;
+                let lm = |t: f64| std_moment_quad_fast(beta, t).unwrap().0;
+                let d = (lm(t + h) - lm(t - h)) / (2.0 * h) / beta;
+                // the difference quotient carries ln M's rounding divided by 2h·β
+                let rounding = 4.0 * f64::EPSILON * lm(t).abs().max(1.0) / (2.0 * h * beta);
+                assert!(
+                    (r1 - d).abs() <= 1e-7 * d.abs() + rounding,
+                    "beta={beta} t={t}: rho1 {r1} vs d lnM/dt / beta {d}"
+                );
+                // ρ2 = 1 + t·… identity of the derivatives: (M_β − t M_{β−1})/M_β
+                assert!((q1 - (1.0 - t * r1)).abs() <= 1e-9 * (1.0 + t.abs() * r1));
+            }
+        }
+    }
+
+    /// t = 0 has closed forms, M_ν(0) = 2^{(ν−1)/2} Γ((ν+1)/2)/√(2π): ln M_β(0) and
+    /// ρ1 = Γ(β/2)/(√2·Γ((β+1)/2)), ρ2 = 1. For β → ∞ (α → 1⁺, up to α − 1 = 1e-15), where
+    /// the Γ difference loses precision, ρ1 = β^{−1/2}(1 + 1/(4β) + 1/(32β²) + O(β⁻³)); the fast rule
+    /// must not need its fallback there either.
+    #[test]
+    fn fast_quadrature_at_zero_is_a_gamma_ratio() {
+        for beta in [1e-5, 1.0 / 600.0, 1.0 / 63.0, 0.05, 0.5, 1.7, 10.0, 100.0] {
+            let (l, r1, q1) = std_moment_quad_fast(beta, 0.0).expect("no fallback");
+            let want = 0.5 * (beta - 1.0) * std::f64::consts::LN_2 + ln_gamma(0.5 * (beta + 1.0))
+                - LN_SQRT_2PI;
+            assert!(
+                (l - want).abs() <= 1e-13 * want.abs().max(1.0),
+                "beta={beta}: {l} vs {want}"
+            );
+            let want = (ln_gamma(0.5 * beta) - ln_gamma(0.5 * (beta + 1.0))).exp()
+                * std::f64::consts::FRAC_1_SQRT_2;
+            assert!(
+                ((r1 - want) / want).abs() <= 1e-12,
+                "beta={beta}: rho1 {r1} vs {want}"
+            );
+            assert!((q1 - 1.0).abs() <= 1e-13, "beta={beta}: rho2 {q1}");
+        }
+        for beta in [1e4, 1e6, 1e9, 1e12, 1e15] {
+            let (_, r1, q1) = std_moment_quad_fast(beta, 0.0).expect("no fallback");
+            let want = (1.0 + 0.25 / beta + 1.0 / (32.0 * beta * beta)) / beta.sqrt();
+            assert!(
+                ((r1 - want) / want).abs() <= 1e-12,
+                "beta={beta}: rho1 {r1} vs {want}"
+            );
+            assert!((q1 - 1.0).abs() <= 1e-12, "beta={beta}: rho2 {q1}");
+            let mut t = -50.0;
+            while t <= 50.0 {
+                let m = std_moment_quad_fast(beta, t);
+                assert!(
+                    m.is_some_and(|(l, r1, q1)| l.is_finite() && r1 > 0.0 && q1.is_finite()),
+                    "beta={beta} t={t}: {m:?}"
+                );
+                t += 0.77;
+            }
+        }
+    }
+
+    /// |t| far beyond where the adaptive reference keeps precision (it forms u − t at
+    /// u ≈ t): the asymptotic series.
+    #[test]
+    fn fast_quadrature_extreme_t() {
+        for beta in [1.0 / 63.0, 0.5, 1.7, 10.0, 100.0] {
+            for t in [1e5, 1e10, 1e100, 1e300] {
+                let (l, r1, _) = std_moment_quad_fast(beta, t).expect("no fallback");
+                // M_β(t) = t^β (1 + β(β−1)/(2t²) + O(t⁻⁴)), so
+                // M_{β−1}/M_β = (1 − (β−1)/t² + O(t⁻⁴))/t
+                let want = beta * t.ln() + beta * (beta - 1.0) / (2.0 * t * t);
+                assert!(
+                    (l - want).abs() <= 1e-14 * want.abs(),
+                    "beta={beta} t={t}: {l} vs {want}"
+                );
+                let want = 1.0 - (beta - 1.0) / (t * t);
+                assert!(
+                    (r1 * t - want).abs() <= 1e-12,
+                    "beta={beta} t={t}: rho1 {r1}"
+                );
+            }
+            for s in [1e5, 1e10, 1e100] {
+                let (l, r1, _) = std_moment_quad_fast(beta, -s).expect("no fallback");
+                // M_β(−s) = φ(s) Γ(β+1) s^{−β−1} (1 + O(β²/s²)), M_{β−1}/M_β → s/β
+                let want =
+                    -0.5 * s * s - LN_SQRT_2PI + ln_gamma(beta + 1.0) - (beta + 1.0) * s.ln();
+                assert!(
+                    (l - want).abs() <= 1e-14 * want.abs(),
+                    "beta={beta} s={s}: {l} vs {want}"
+                );
+                assert!(
+                    (r1 * beta / s - 1.0).abs() <= 1e-5,
+                    "beta={beta} s={s}: rho1 {r1}"
+                );
             }
         }
     }
