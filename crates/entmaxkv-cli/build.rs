@@ -10,7 +10,11 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=ENTMAXKV_BUILD_COMMIT={commit}");
     // Rebuilt when HEAD moves (a commit, a checkout).
-    for p in ["../../.git/HEAD", "../../.git/refs/heads", "../../.git/packed-refs"] {
+    for p in [
+        "../../.git/HEAD",
+        "../../.git/refs/heads",
+        "../../.git/packed-refs",
+    ] {
         if std::path::Path::new(p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
