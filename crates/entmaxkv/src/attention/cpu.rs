@@ -238,16 +238,21 @@ const BLOCK_PAGES: usize = 128;
 
 /// A raw pointer the K pass's blocks share to write disjoint ranges of the score buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(*mut f32);
 // SAFETY: only used for writes to disjoint elements from different threads (see the K
 // pass), never for aliasing reads.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
+    /// Shares `buf` for writes to disjoint elements from parallel jobs.
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        SharedMut(buf.as_mut_ptr())
+    }
+
     /// Pointer to element `i` (a method, so closures capture the wrapper, not the field).
     #[inline(always)]
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }
@@ -395,7 +400,7 @@ pub fn attend_group<T: KvElem>(
     let pages_of = |b: usize| (b * BLOCK_PAGES).min(np)..((b + 1) * BLOCK_PAGES).min(np);
 
     // Pass 1: K, once for the whole group.
-    let scores = SharedMut(ws.scores.as_mut_ptr());
+    let scores = SharedMut::new(&mut ws.scores);
     let k_block = |b: usize, rows: &mut [f32]| {
         let mut idx = starts[b];
         for i in pages_of(b) {
