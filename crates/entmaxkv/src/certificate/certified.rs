@@ -337,7 +337,7 @@ fn push_lows(a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64
 /// Phase 1 of the `certified` strategy for one task: score intervals, `τ_lb` and the
 /// candidates (kept in `ws`). `q_scaled` is `[G, D]` (scale applied), `slopes` `[G]`.
 ///
-/// The interval of a closed-page token comes from the sketch ([`super::bounds`]: f32 page
+/// The interval of a closed-page token comes from the sketch (`certificate/bounds.rs`: f32 page
 /// constants and an exact integer sketch dot, widened by a proven rounding bound); only
 /// its upper end is stored (f32, rounded up), while its lower end feeds the running
 /// τ_lb candidate list. Then τ_lb per head and the candidate test on the stored upper ends.
