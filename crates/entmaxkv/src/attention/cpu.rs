@@ -11,6 +11,7 @@
 use crate::dtype::KvElem;
 use crate::error::Result;
 use crate::tau::{entmax_threshold_f32, halley_correct};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// A page to read: pool page id, tokens used in it, sequence position of its first token.
@@ -62,6 +63,11 @@ pub struct Workspace {
     cand: Vec<f32>,
     /// `[G, D]` f32 accumulators.
     acc: Vec<f32>,
+    /// Per block of [`BLOCK_PAGES`] pages: a `[page_size, D]` rows buffer, `[G, D]` partial
+    /// V sums, the block's first token index (one more entry: the total).
+    block_rows: Vec<f32>,
+    block_acc: Vec<f32>,
+    block_start: Vec<usize>,
 }
 
 impl Workspace {
@@ -71,7 +77,22 @@ impl Workspace {
             rows: vec![0.0; page_size * head_dim],
             cand: Vec::with_capacity(max_tokens),
             acc: vec![0.0; group * head_dim],
+            block_rows: Vec::new(),
+            block_acc: Vec::new(),
+            block_start: Vec::new(),
         }
+    }
+
+    /// Grows (only ever grows) the per-block buffers to `blocks` blocks.
+    fn reserve_blocks(&mut self, blocks: usize, group: usize, page_size: usize, head_dim: usize) {
+        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+            if v.len() < n {
+                v.resize(n, T::default());
+            }
+        }
+        grow(&mut self.block_rows, blocks * page_size * head_dim);
+        grow(&mut self.block_acc, blocks * group * head_dim);
+        grow(&mut self.block_start, blocks + 1);
     }
 
     /// Grows (only ever grows) to hold `group × max_tokens` scores.
@@ -92,7 +113,13 @@ impl Workspace {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        4 * (self.scores.len() + self.rows.len() + self.cand.capacity() + self.acc.len())
+        4 * (self.scores.len()
+            + self.rows.len()
+            + self.cand.capacity()
+            + self.acc.len()
+            + self.block_rows.len()
+            + self.block_acc.len())
+            + 8 * self.block_start.len()
     }
 }
 
@@ -204,6 +231,31 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 
 /// How many kept pages ahead of the one being read K is prefetched (pages are 1–4 KiB).
 const PREFETCH_PAGES: usize = 6;
+
+/// Kept pages per block of the K and V passes: blocks run in parallel (rayon), so a
+/// single long sequence streams from every core.
+const BLOCK_PAGES: usize = 128;
+
+/// A raw pointer the K pass's blocks share to write disjoint ranges of the score buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(*mut f32);
+// SAFETY: only used for writes to disjoint elements from different threads (see the K
+// pass), never for aliasing reads.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// Shares `buf` for writes to disjoint elements from parallel jobs.
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        SharedMut(buf.as_mut_ptr())
+    }
+
+    /// Pointer to element `i` (a method, so closures capture the wrapper, not the field).
+    #[inline(always)]
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
 
 /// Asks the CPU to start loading `bytes` bytes at `ptr` into cache. Kept pages are 1–4 KiB
 /// blocks at scattered addresses, which the hardware prefetcher does not run ahead into.
@@ -328,32 +380,62 @@ pub fn attend_group<T: KvElem>(
     ws.reserve(g, n, ps, d);
     let any_alibi = task.slopes.iter().any(|&s| s != 0.0);
 
-    // Pass 1: K, once for the whole group.
-    let mut idx = 0;
+    // Blocks of pages, run in parallel (one long sequence uses every core); block b
+    // covers pages b·BLOCK_PAGES.. and tokens block_start[b]..block_start[b + 1].
+    let np = task.pages.len();
+    let nb = np.div_ceil(BLOCK_PAGES).max(1);
+    ws.reserve_blocks(nb, g, ps, d);
+    let mut t0 = 0;
+    for b in 0..nb {
+        ws.block_start[b] = t0;
+        let pages = &task.pages[(b * BLOCK_PAGES).min(np)..((b + 1) * BLOCK_PAGES).min(np)];
+        t0 += pages.iter().map(|p| p.len as usize).sum::<usize>();
+    }
+    ws.block_start[nb] = t0;
     let block = |p: &PageRef| {
         let off = geom.kv_offset(p.page, task.kv_head);
         off..off + p.len as usize * d
     };
-    for (i, p) in task.pages.iter().enumerate() {
-        let len = p.len as usize;
-        if let Some(next) = task.pages.get(i + PREFETCH_PAGES) {
-            prefetch(&k[block(next)]);
-        }
-        let off = geom.kv_offset(p.page, task.kv_head);
-        let rows = &mut ws.rows[..len * d];
-        T::slice_to_f32(&k[off..off + len * d], rows);
-        for t in 0..len {
-            let krow = &rows[t * d..(t + 1) * d];
-            let rel = (p.start as usize + t) as f32 - task.q_pos;
-            for hg in 0..g {
-                let mut s = dot(&task.q_scaled[hg * d..(hg + 1) * d], krow);
-                if any_alibi {
-                    s += task.slopes[hg] * rel;
-                }
-                ws.scores[hg * n + idx + t] = s;
+    let starts = &ws.block_start[..=nb];
+    let pages_of = |b: usize| (b * BLOCK_PAGES).min(np)..((b + 1) * BLOCK_PAGES).min(np);
+
+    // Pass 1: K, once for the whole group.
+    let scores = SharedMut::new(&mut ws.scores);
+    let k_block = |b: usize, rows: &mut [f32]| {
+        let mut idx = starts[b];
+        for i in pages_of(b) {
+            let p = &task.pages[i];
+            let len = p.len as usize;
+            if let Some(next) = task.pages.get(i + PREFETCH_PAGES) {
+                prefetch(&k[block(next)]);
             }
+            let rows = &mut rows[..len * d];
+            T::slice_to_f32(&k[block(p)], rows);
+            for t in 0..len {
+                let krow = &rows[t * d..(t + 1) * d];
+                let rel = (p.start as usize + t) as f32 - task.q_pos;
+                for hg in 0..g {
+                    let mut s = dot(&task.q_scaled[hg * d..(hg + 1) * d], krow);
+                    if any_alibi {
+                        s += task.slopes[hg] * rel;
+                    }
+                    // SAFETY: hg < G and idx + t < n, inside the `[G, n]` score buffer
+                    // (reserved above); blocks write disjoint token ranges and nothing
+                    // reads the scores during this pass.
+                    unsafe { *scores.at(hg * n + idx + t) = s };
+                }
+            }
+            idx += len;
         }
-        idx += len;
+    };
+    let rows_buf = &mut ws.block_rows[..nb * ps * d];
+    if nb > 1 {
+        rows_buf
+            .par_chunks_mut(ps * d)
+            .enumerate()
+            .for_each(|(b, rows)| k_block(b, rows));
+    } else {
+        k_block(0, rows_buf);
     }
 
     // τ per head on the cached scores, then the scores become weights in place.
@@ -405,35 +487,78 @@ pub fn attend_group<T: KvElem>(
         };
     }
 
-    // Pass 2: V, only for pages where some head of the group has weight.
-    let acc = &mut ws.acc[..g * d];
-    acc.fill(0.0);
-    let mut idx = 0;
-    let mut v_rows = 0u64;
-    for p in task.pages {
-        let len = p.len as usize;
-        let any = (0..g).any(|hg| {
-            ws.scores[hg * n + idx..hg * n + idx + len]
+    // Pass 2: V, only for pages where some head of the group has weight; blocks in
+    // parallel, each into its own partial sums, added in block order (deterministic).
+    let sc = &ws.scores[..g * n];
+    let starts = &ws.block_start[..=nb];
+    let res_r = &res[..g];
+    // Weights are +0 or positive: OR of their bits (vectorises, no early exit).
+    let weighted = |i: usize, idx: usize| {
+        let len = task.pages[i].len as usize;
+        (0..g).any(|hg| {
+            sc[hg * n + idx..hg * n + idx + len]
                 .iter()
-                .any(|&w| w > 0.0)
-        });
-        if any {
-            v_rows += len as u64;
-            let off = geom.kv_offset(p.page, task.kv_head);
-            let rows = &mut ws.rows[..len * d];
-            T::slice_to_f32(&v[off..off + len * d], rows);
-            for hg in 0..g {
-                let norm = (1.0 / res[hg].mass) as f32;
-                let w = &ws.scores[hg * n + idx..hg * n + idx + len];
-                let acc_h = &mut acc[hg * d..(hg + 1) * d];
-                for t in 0..len {
-                    if w[t] > 0.0 {
-                        axpy(acc_h, w[t] * norm, &rows[t * d..(t + 1) * d]);
+                .fold(0u32, |m, &w| m | (w.to_bits() & 0x7fff_ffff))
+                != 0
+        })
+    };
+    let v_block = |b: usize, rows: &mut [f32], acc: &mut [f32]| -> u64 {
+        acc.fill(0.0);
+        let mut v_rows = 0u64;
+        let mut idx = starts[b];
+        let range = pages_of(b);
+        // Token index of the page PREFETCH_PAGES ahead (within the block).
+        let mut ahead_idx = idx;
+        for i in range.clone().take(PREFETCH_PAGES) {
+            ahead_idx += task.pages[i].len as usize;
+        }
+        for i in range.clone() {
+            let p = &task.pages[i];
+            let len = p.len as usize;
+            let ahead = i + PREFETCH_PAGES;
+            if ahead < range.end {
+                if weighted(ahead, ahead_idx) {
+                    prefetch(&v[block(&task.pages[ahead])]);
+                }
+                ahead_idx += task.pages[ahead].len as usize;
+            }
+            if weighted(i, idx) {
+                v_rows += len as u64;
+                let rows = &mut rows[..len * d];
+                T::slice_to_f32(&v[block(p)], rows);
+                for hg in 0..g {
+                    let norm = (1.0 / res_r[hg].mass) as f32;
+                    let w = &sc[hg * n + idx..hg * n + idx + len];
+                    let acc_h = &mut acc[hg * d..(hg + 1) * d];
+                    for t in 0..len {
+                        if w[t] > 0.0 {
+                            axpy(acc_h, w[t] * norm, &rows[t * d..(t + 1) * d]);
+                        }
                     }
                 }
             }
+            idx += len;
         }
-        idx += len;
+        v_rows
+    };
+    let rows_buf = &mut ws.block_rows[..nb * ps * d];
+    let accs = &mut ws.block_acc[..nb * g * d];
+    let v_rows = if nb > 1 {
+        rows_buf
+            .par_chunks_mut(ps * d)
+            .zip(accs.par_chunks_mut(g * d))
+            .enumerate()
+            .map(|(b, (rows, acc))| v_block(b, rows, acc))
+            .sum()
+    } else {
+        v_block(0, rows_buf, accs)
+    };
+    let acc = &mut ws.acc[..g * d];
+    acc.copy_from_slice(&accs[..g * d]);
+    for part in accs[g * d..].chunks_exact(g * d) {
+        for (a, &x) in acc.iter_mut().zip(part) {
+            *a += x;
+        }
     }
     out[..g * d].copy_from_slice(acc);
     Ok(v_rows)

@@ -22,7 +22,9 @@ use super::bounds::{
     above_mask, alibi, f32_down, page_bound, sketch_dots, token_ends, PageRows, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
-use crate::attention::cpu::{alpha_code, axpy, dot, entmax_weights_in_place, HeadResult};
+use crate::attention::cpu::{
+    alpha_code, axpy, dot, entmax_weights_in_place, HeadResult, SharedMut,
+};
 use crate::cache::{PagedKvCache, SeqView};
 use crate::dtype::KvElem;
 use crate::error::{check_len, Error, Result};
@@ -55,6 +57,8 @@ pub struct CertifiedWorkspace {
     /// Scratch of the bound pass, one per block of [`BLOCK_PAGES`] closed pages.
     blocks: Vec<BlockScratch>,
     row: Vec<f32>,
+    /// `[candidate blocks, D]` K rows of the parallel candidate pass.
+    krows: Vec<f32>,
     acc: Vec<f32>,
     mag: Vec<f64>,
     lmax: Vec<f64>,
@@ -100,6 +104,7 @@ impl CertifiedWorkspace {
         grow(&mut self.open_scores, group * page_size);
         grow(&mut self.page_lows, group * page_size);
         grow(&mut self.row, d);
+        grow(&mut self.krows, (max_tokens.div_ceil(CAND_BLOCK) + 1) * d);
         grow(&mut self.acc, group * d);
         grow(&mut self.mag, group);
         let blocks = max_tokens.div_ceil(page_size.max(1)).div_ceil(BLOCK_PAGES);
@@ -137,6 +142,7 @@ impl CertifiedWorkspace {
                 + self.tau_f32.capacity()
                 + self.cand.capacity()
                 + self.row.len()
+                + self.krows.len()
                 + self.acc.len())
             + self.blocks.iter().map(BlockScratch::bytes).sum::<usize>()
     }
@@ -166,6 +172,9 @@ impl CertifiedWorkspace {
         self.bytes
     }
 }
+
+/// Candidates per block of the parallel K pass of [`certified_attend`].
+const CAND_BLOCK: usize = 1024;
 
 /// Closed pages per block of the bound pass: blocks run in parallel (rayon), each with
 /// its own scratch, so one long sequence uses every core.
@@ -328,7 +337,7 @@ fn push_lows(a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64
 /// Phase 1 of the `certified` strategy for one task: score intervals, `τ_lb` and the
 /// candidates (kept in `ws`). `q_scaled` is `[G, D]` (scale applied), `slopes` `[G]`.
 ///
-/// The interval of a closed-page token comes from the sketch ([`super::bounds`]: f32 page
+/// The interval of a closed-page token comes from the sketch (`certificate/bounds.rs`: f32 page
 /// constants and an exact integer sketch dot, widened by a proven rounding bound); only
 /// its upper end is stored (f32, rounded up), while its lower end feeds the running
 /// τ_lb candidate list. Then τ_lb per head and the candidate test on the stored upper ends.
@@ -561,23 +570,39 @@ pub fn certified_attend(
     const AHEAD: usize = 16;
     let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
     with_kv!(cache.kv(), |k, v| {
-        // K of the candidates, every head of the group from one read.
-        for j in 0..nk {
-            if let Some(&ahead) = ws.cand.get(j + AHEAD) {
-                let o = row_off(ahead as usize);
-                crate::attention::cpu::prefetch(&k[o..o + d]);
-            }
-            let pos = ws.cand[j] as usize;
-            let off = row_off(pos);
-            KvElem::slice_to_f32(&k[off..off + d], &mut ws.row[..d]);
-            let rel = pos as f32 - q_pos_f32;
-            for hg in 0..g {
-                let mut s = dot(&q_scaled[hg * d..(hg + 1) * d], &ws.row[..d]);
-                if any_alibi {
-                    s += slopes[hg] * rel;
+        // K of the candidates, every head of the group from one read; blocks of
+        // candidates in parallel, each writing its own columns of the `[G, nc]` scores.
+        let scores = SharedMut::new(&mut ws.scores[..g * nc]);
+        let cand = &ws.cand[..nk];
+        let k_block = |(c, row): (usize, &mut [f32])| {
+            let first = c * CAND_BLOCK;
+            for j in first..(first + CAND_BLOCK).min(nk) {
+                if let Some(&ahead) = cand.get(j + AHEAD) {
+                    let o = row_off(ahead as usize);
+                    crate::attention::cpu::prefetch(&k[o..o + d]);
                 }
-                ws.scores[hg * nc + j] = s;
+                let pos = cand[j] as usize;
+                let off = row_off(pos);
+                KvElem::slice_to_f32(&k[off..off + d], row);
+                let rel = pos as f32 - q_pos_f32;
+                for hg in 0..g {
+                    let mut s = dot(&q_scaled[hg * d..(hg + 1) * d], row);
+                    if any_alibi {
+                        s += slopes[hg] * rel;
+                    }
+                    // SAFETY: hg < G, j < nk ≤ nc: inside the `[G, nc]` slice shared
+                    // above; blocks own disjoint j ranges and nothing reads the scores
+                    // during this loop.
+                    unsafe { *scores.at(hg * nc + j) = s };
+                }
             }
+        };
+        let nb = nk.div_ceil(CAND_BLOCK);
+        let rows = &mut ws.krows[..nb.max(1) * d];
+        if nb > 1 {
+            rows.par_chunks_mut(d).enumerate().for_each(k_block);
+        } else if nb == 1 {
+            k_block((0, rows));
         }
         for hg in 0..g {
             let (dst, src) = (hg * nc + nk, hg * ps);

@@ -31,7 +31,10 @@
 //!   `scale·(q·k)` in f64 from the stored keys, the decoder's are `fl(scale·q)·k`. Every
 //!   bound is widened by [`BOUND_ERR`]`·Σ_d |w_d|·max(|kmin_d|, |kmax_d|)`, which covers
 //!   the rounding of `fl(scale·q)` (2⁻²⁴ relative) and the f64 sums; lower ends are thus
-//!   rigorous lower bounds of the oracle's scores, upper ends rigorous upper bounds.
+//!   rigorous lower bounds of the oracle's scores, upper ends rigorous upper bounds. The
+//!   page and sketch bounds themselves are computed in f32 with an exact integer sketch
+//!   dot, and widened first by a proven bound on that arithmetic (`certificate/bounds.rs`);
+//!   stored upper ends are rounded up to f32, lower ends kept in f64.
 //! * Robustness to f32 evaluation: the attention kernel computes kept scores and τ in f32
 //!   dot products, whose error is up to ~`(D/16 + 17)·2⁻²⁴·Σ|w_d·k_d|`. A token is excluded
 //!   only with a margin `REL_SLACK·((α−1)·M + |τ|)` in z-space (`M` the largest score

@@ -112,6 +112,10 @@ pub struct SelectScratch {
     pub tok_scratch: Vec<f32>,
     /// The robust criterion's sketch-bound scratch.
     pub(crate) robust: gaussian::robust::RobustScratch,
+    /// Gaussian page moments: `[closed, 2G]` page-major results and `[blocks, 2D]` rows of
+    /// the blocks computing them in parallel.
+    pub(crate) pm: Vec<f64>,
+    pub(crate) pm_rows: Vec<f32>,
 }
 
 impl SelectScratch {
@@ -129,6 +133,8 @@ impl SelectScratch {
             tok: Vec::new(),
             tok_scratch: Vec::new(),
             robust: Default::default(),
+            pm: Vec::new(),
+            pm_rows: Vec::new(),
         }
     }
 

@@ -8,9 +8,11 @@
 
 use super::{SelectScratch, Selection, SelectionContext};
 use crate::attention::cpu::prefetch;
+use crate::certificate::bounds::PREFETCH_PAGES;
 use crate::dtype::KvElem;
 use crate::error::{Error, Result};
 use crate::stats::Stat;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// How many tokens top-k may read (the last page comes on top).
@@ -48,39 +50,62 @@ impl Budget {
     }
 }
 
+/// Closed pages per block of [`page_bounds`] (blocks run in parallel).
+const BLOCK_PAGES: usize = 256;
+
+/// A block's index, its slice of the page scores and its rows scratch.
+type BlockItem<'a> = (usize, (&'a mut [(f32, u32)], &'a mut [f32]));
+
 /// The key-range bound of every closed page for every head of the task, written as the
-/// group maximum into `scratch.scored` (one entry per closed page). Returns metadata bytes read.
+/// group maximum into `scratch.scored` (one entry per closed page); blocks of pages run in
+/// parallel. Returns metadata bytes read.
 pub fn page_bounds(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> usize {
     let cache = ctx.cache;
     let closed = ctx.closed_pages();
+    let d = cache.head_dim();
     scratch.scored.clear();
-    let (lo, hi) = (&mut scratch.row0, &mut scratch.row1);
-    crate::with_stats!(cache.stats(), |a| bounds_typed(
-        ctx,
-        &a[Stat::Min as usize],
-        &a[Stat::Max as usize],
-        lo,
-        hi,
-        &mut scratch.scored
-    ));
-    closed * 2 * cache.stats().row_bytes(cache.head_dim())
+    scratch.scored.resize(closed, (0.0, 0));
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    if scratch.pm_rows.len() < nb * 2 * d {
+        scratch.pm_rows.resize(nb * 2 * d, 0.0);
+    }
+    let (scored, rows) = (&mut scratch.scored[..], &mut scratch.pm_rows[..nb * 2 * d]);
+    crate::with_stats!(cache.stats(), |a| {
+        let (kmin, kmax) = (&a[Stat::Min as usize], &a[Stat::Max as usize]);
+        let run = |(bi, (out, rows)): BlockItem<'_>| {
+            bounds_typed(ctx, kmin, kmax, bi * BLOCK_PAGES, rows, out)
+        };
+        if nb > 1 {
+            scored
+                .par_chunks_mut(BLOCK_PAGES)
+                .zip(rows.par_chunks_mut(2 * d))
+                .enumerate()
+                .for_each(run);
+        } else if nb == 1 {
+            run((0, (scored, rows)));
+        }
+    });
+    closed * 2 * cache.stats().row_bytes(d)
 }
 
+/// Bounds of closed pages `first..first + out.len()` into `out` (`rows`: 2·D scratch).
 fn bounds_typed<T: KvElem>(
     ctx: &SelectionContext<'_>,
     kmin: &[T],
     kmax: &[T],
-    lo: &mut [f32],
-    hi: &mut [f32],
-    scored: &mut Vec<(f32, u32)>,
+    first: usize,
+    rows: &mut [f32],
+    out: &mut [(f32, u32)],
 ) {
     let cache = ctx.cache;
     let (d, ps) = (cache.head_dim(), cache.page_size());
     let g = ctx.group();
     let q_pos = ctx.q_pos() as f32;
-    for i in 0..ctx.closed_pages() {
+    let (lo, hi) = rows.split_at_mut(d);
+    for (j, o) in out.iter_mut().enumerate() {
+        let i = first + j;
         let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-        if let Some(&next) = ctx.seq.pages.get(i + 4) {
+        if let Some(&next) = ctx.seq.pages.get(i + PREFETCH_PAGES) {
             let nb = cache.stats_offset(next, ctx.kv_head);
             prefetch(&kmin[nb..nb + d]);
             prefetch(&kmax[nb..nb + d]);
@@ -94,7 +119,7 @@ fn bounds_typed<T: KvElem>(
             let u = box_bound(q, lo, hi) + ctx.slopes[hg] * (last_pos - q_pos);
             best = best.max(u);
         }
-        scored.push((best, i as u32));
+        *o = (best, i as u32);
     }
 }
 

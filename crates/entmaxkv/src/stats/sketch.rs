@@ -68,7 +68,9 @@ pub fn get_code(row: &[u8], c: usize, bits: u32) -> u32 {
     (v >> shift) & levels(bits)
 }
 
-/// Rigorous bounds of `Σ_d w_d·k_d` for the sketched key: returns `(lower, upper)`.
+/// Rigorous bounds of `Σ_d w_d·k_d` for the sketched key: returns `(lower, upper)`. The
+/// scalar f64 reference; the decode paths use the vectorised kernel of
+/// `certificate::bounds` (tested against this one).
 /// `w` is the (already scaled) query; `lo`/`hi` are the page's stored min/max rows.
 pub fn dot_bounds(w: &[f32], row: &[u8], lo: &[f32], hi: &[f32], bits: u32) -> (f64, f64) {
     let mut center = 0.0f64;

@@ -182,8 +182,9 @@ fn solve_halley<T: Copy + Into<f64>>(
     t
 }
 
-/// Sparsemax threshold on candidates sorted descending (relative coordinates).
-fn solve_sorted_sparsemax<T: Copy + Into<f64>>(sorted: &[T], shift: f64) -> f64 {
+/// Sparsemax threshold on candidates sorted descending (relative coordinates), and whether
+/// the scan stopped inside `sorted` (otherwise more candidates could extend the support).
+fn solve_sorted_sparsemax<T: Copy + Into<f64>>(sorted: &[T], shift: f64) -> (f64, bool) {
     let mut cum = 0.0;
     let mut t_best = -1.0;
     for (i, &s) in sorted.iter().enumerate() {
@@ -193,16 +194,17 @@ fn solve_sorted_sparsemax<T: Copy + Into<f64>>(sorted: &[T], shift: f64) -> f64 
         if t < d {
             t_best = t;
         } else {
-            break;
+            return (t_best, true);
         }
     }
-    t_best
+    (t_best, false)
 }
 
 /// 1.5-entmax threshold on candidates sorted descending (Peters et al. 2019): for support
 /// size k, Σ(d−t)² = 1 gives t_k = mean_k − √((1 − ss_k)/k); the answer is the largest k
 /// with t_k < d_(k). Welford updates keep ss_k free of the E[d²] − E[d]² cancellation.
-fn solve_sorted_entmax15<T: Copy + Into<f64>>(sorted: &[T], shift: f64, a: f64) -> f64 {
+/// Also returns whether the scan stopped inside `sorted`.
+fn solve_sorted_entmax15<T: Copy + Into<f64>>(sorted: &[T], shift: f64, a: f64) -> (f64, bool) {
     let mut mean = 0.0;
     let mut ss = 0.0;
     let mut t_best = -1.0;
@@ -213,35 +215,87 @@ fn solve_sorted_entmax15<T: Copy + Into<f64>>(sorted: &[T], shift: f64, a: f64) 
         mean += delta / k;
         ss += delta * (d - mean);
         if ss > 1.0 {
-            break;
+            return (t_best, true);
         }
         let t = mean - ((1.0 - ss) / k).sqrt();
         if t < d {
             t_best = t;
         } else {
-            break;
+            return (t_best, true);
         }
     }
-    t_best
+    (t_best, false)
 }
 
 /// Removes the rounding of the closed forms: Newton on the fixed support, kept only if it
-/// reduces |Σp − 1|.
-fn polish<T: Copy + Into<f64>>(cand: &[T], shift: f64, a: f64, beta: f64, t: f64) -> f64 {
+/// reduces |Σp − 1|. Returns the threshold and the other point whose sums were evaluated
+/// (NaN if none).
+fn polish<T: Copy + Into<f64>>(cand: &[T], shift: f64, a: f64, beta: f64, t: f64) -> (f64, f64) {
     let m = sums(cand, shift, a, beta, t);
     let err = (m[0] - 1.0).abs();
     if err == 0.0 {
-        return t;
+        return (t, f64::NAN);
     }
     let next = g_halley_step(t, m, beta);
     if !next.is_finite() || next >= 0.0 {
-        return t;
+        return (t, f64::NAN);
     }
     let m2 = sums(cand, shift, a, beta, next);
     if (m2[0] - 1.0).abs() < err {
-        next
+        (next, next)
     } else {
-        t
+        (t, next)
+    }
+}
+
+/// The sorted closed forms first sort only this many of the largest candidates.
+const PARTIAL_SORT: usize = 256;
+
+/// Sparsemax / 1.5-entmax relative threshold: sort descending, closed form, polish. The
+/// closed forms read the largest candidates in order and stop at the support's edge,
+/// usually long before the end, so only the largest `m` are sorted (`select_nth` + a sort
+/// of the prefix), and `m` grows only when the scan ran through the prefix or polish could
+/// see past it. The result equals a full sort's bit for bit: the prefix is the same sorted
+/// sequence, and every later candidate is at most the m-th largest, which contributes to
+/// none of the sums polish evaluates.
+fn solve_sorted<T: Copy + Into<f64>>(cand: &mut [T], shift: f64, alpha: f64) -> f64 {
+    let a = alpha - 1.0;
+    let sparse = alpha == 2.0;
+    let pb = if sparse { 1.0 } else { 2.0 };
+    let desc = |x: &T, y: &T| {
+        let (x, y): (f64, f64) = ((*x).into(), (*y).into());
+        y.total_cmp(&x)
+    };
+    let k = cand.len();
+    let mut m = PARTIAL_SORT.min(k);
+    loop {
+        if m < k {
+            cand.select_nth_unstable_by(m - 1, desc);
+            cand[..m].sort_unstable_by(desc);
+        } else {
+            cand.sort_unstable_by(desc);
+        }
+        let pre = &cand[..m];
+        let (t, stopped) = if sparse {
+            solve_sorted_sparsemax(pre, shift)
+        } else {
+            solve_sorted_entmax15(pre, shift, a)
+        };
+        if m < k && !stopped {
+            m = (4 * m).min(k);
+            continue;
+        }
+        let (res, other) = polish(pre, shift, a, pb, t);
+        if m == k {
+            return res;
+        }
+        // As `sums` forms it: the m-th largest is outside the support at t (and `other`).
+        let s_m: f64 = cand[m - 1].into();
+        let quiet = |tt: f64| a * (s_m - shift) - tt <= 0.0;
+        if quiet(t) && (other.is_nan() || quiet(other)) {
+            return res;
+        }
+        m = (4 * m).min(k);
     }
 }
 
@@ -252,18 +306,7 @@ fn solve_relative<T: Copy + Into<f64>>(cand: &mut [T], shift: f64, alpha: f64) -
     let beta = 1.0 / a;
     let k = cand.len();
     match method(alpha) {
-        Method::Sparsemax | Method::Entmax15 => {
-            cand.sort_unstable_by(|x, y| {
-                let (x, y): (f64, f64) = ((*x).into(), (*y).into());
-                y.total_cmp(&x)
-            });
-            let t = if matches!(method(alpha), Method::Sparsemax) {
-                solve_sorted_sparsemax(cand, shift)
-            } else {
-                solve_sorted_entmax15(cand, shift, a)
-            };
-            polish(cand, shift, a, if alpha == 2.0 { 1.0 } else { 2.0 }, t)
-        }
+        Method::Sparsemax | Method::Entmax15 => solve_sorted(cand, shift, alpha),
         Method::Halley | Method::Softmax => {
             // τ ≥ z_max − 1 (p_max ≤ 1) and τ ≤ z_max − k^{−a} (k·p_max ≥ 1).
             let lo = -1.0;
@@ -495,6 +538,57 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The partial sort gives the full sort's threshold bit for bit (sparsemax and
+    /// 1.5-entmax; sizes around the prefix length; ties; long and short supports).
+    #[test]
+    fn partial_sort_equals_full_sort() {
+        let mut seed = 17u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for trial in 0..600 {
+            let alpha = if trial % 2 == 0 { 1.5 } else { 2.0 };
+            let a = alpha - 1.0;
+            let n = [1usize, 5, 255, 256, 257, 300, 1024, 1025, 4000, 6000][trial / 2 % 10];
+            let spread = [0.01, 0.3, 3.0, 30.0][trial / 20 % 4];
+            let ties = trial % 3 == 0;
+            let scores: Vec<f64> = (0..n)
+                .map(|_| {
+                    let x = (rnd() - 0.5) * spread;
+                    if ties {
+                        (x * 8.0).round() / 8.0
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let smax = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let cand: Vec<f64> = scores
+                .iter()
+                .copied()
+                .filter(|&s| a * (s - smax) > -1.0)
+                .collect();
+            let mut full = cand.clone();
+            full.sort_unstable_by(|x, y| y.total_cmp(x));
+            let (t0, _) = if alpha == 2.0 {
+                solve_sorted_sparsemax(&full, smax)
+            } else {
+                solve_sorted_entmax15(&full, smax, a)
+            };
+            let want = polish(&full, smax, a, if alpha == 2.0 { 1.0 } else { 2.0 }, t0).0;
+            let mut part = cand.clone();
+            let got = solve_sorted(&mut part, smax, alpha);
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "trial {trial} n {n} alpha {alpha}"
+            );
+        }
+    }
 
     #[test]
     fn small_cases() {

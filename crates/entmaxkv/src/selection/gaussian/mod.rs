@@ -32,7 +32,6 @@ pub mod robust;
 
 use super::{SelectScratch, Selection, SelectionContext};
 use crate::error::{Error, Result};
-use crate::stats::Stat;
 use crate::tau::{page_max_quantile_z, TauHatOpts};
 use serde::{Deserialize, Serialize};
 
@@ -297,29 +296,4 @@ fn push_kept(ctx: &SelectionContext<'_>, keep: &[bool], out: &mut Selection) {
         }
     }
     out.pages.push(ctx.page_ref(ctx.closed_pages()));
-}
-
-/// Reads the mean and std rows of closed page `i` into `scratch.row0` / `row1`.
-pub(crate) fn read_mean_std(ctx: &SelectionContext<'_>, i: usize, scratch: &mut SelectScratch) {
-    let base = ctx.cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-    // Rows of consecutive pages are scattered through the pool: fetch a few pages ahead.
-    if let Some(&next) = ctx
-        .seq
-        .pages
-        .get(i + crate::certificate::bounds::PREFETCH_PAGES)
-    {
-        let nb = ctx.cache.stats_offset(next, ctx.kv_head);
-        ctx.cache
-            .stats()
-            .prefetch_row(Stat::Mean, nb, ctx.cache.head_dim());
-        ctx.cache
-            .stats()
-            .prefetch_row(Stat::Std, nb, ctx.cache.head_dim());
-    }
-    ctx.cache
-        .stats()
-        .read_row(Stat::Mean, base, &mut scratch.row0);
-    ctx.cache
-        .stats()
-        .read_row(Stat::Std, base, &mut scratch.row1);
 }

@@ -5,15 +5,26 @@
 //! (diagonal covariance: cross-channel correlation is ignored, which is what makes a page
 //! holding one coherent outlier look harmless; see [`super::robust`]).
 
-use super::{read_mean_std, GaussianOpts};
+use super::GaussianOpts;
+use crate::certificate::bounds::PREFETCH_PAGES;
 use crate::error::Result;
 use crate::selection::{SelectScratch, SelectionContext};
+use crate::stats::Stat;
 use crate::tau::{tau_hat_mixture, tau_hat_single, SIGMA_FLOOR};
+use rayon::prelude::*;
+
+/// Closed pages per block of [`page_moments`] (blocks run in parallel).
+const BLOCK_PAGES: usize = 256;
 
 /// Fills `scratch.mu` / `scratch.sd` (`[G, closed]`, unshifted μ_p and σ_p) from the mean
-/// and std rows of every closed page, each row read once for the whole group. Returns the
-/// statistics bytes read.
+/// and std rows of every closed page, each row read once for the whole group; blocks of
+/// pages run in parallel. Returns the statistics bytes read.
 pub fn page_moments(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> usize {
+    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+        if v.len() < n {
+            v.resize(n, T::default());
+        }
+    }
     let g = ctx.group();
     let closed = ctx.closed_pages();
     let d = ctx.cache.head_dim();
@@ -21,13 +32,48 @@ pub fn page_moments(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> 
     scratch.mu.resize(g * closed, 0.0);
     scratch.sd.clear();
     scratch.sd.resize(g * closed, 0.0);
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    grow(&mut scratch.pm, closed * 2 * g);
+    grow(&mut scratch.pm_rows, nb * 2 * d);
+    let stats = ctx.cache.stats();
+    let run = |(bi, (out, rows)): (usize, (&mut [f64], &mut [f32]))| {
+        let (r0, r1) = rows.split_at_mut(d);
+        let first = bi * BLOCK_PAGES;
+        for i in first..(first + BLOCK_PAGES).min(closed) {
+            // Rows of consecutive pages are scattered through the pool: fetch ahead.
+            if let Some(&next) = ctx.seq.pages.get(i + PREFETCH_PAGES) {
+                let nb = ctx.cache.stats_offset(next, ctx.kv_head);
+                stats.prefetch_row(Stat::Mean, nb, d);
+                stats.prefetch_row(Stat::Std, nb, d);
+            }
+            let base = ctx.cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+            stats.read_row(Stat::Mean, base, r0);
+            stats.read_row(Stat::Std, base, r1);
+            let o = (i - first) * 2 * g;
+            for hg in 0..g {
+                let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+                let (mu, var) = mean_var(q, r0, r1);
+                out[o + 2 * hg] = mu as f64;
+                out[o + 2 * hg + 1] = (var as f64).sqrt();
+            }
+        }
+    };
+    if g > 0 && closed > 0 {
+        let out = &mut scratch.pm[..closed * 2 * g];
+        let rows = &mut scratch.pm_rows[..nb * 2 * d];
+        if nb > 1 {
+            out.par_chunks_mut(BLOCK_PAGES * 2 * g)
+                .zip(rows.par_chunks_mut(2 * d))
+                .enumerate()
+                .for_each(run);
+        } else {
+            run((0, (out, rows)));
+        }
+    }
     for i in 0..closed {
-        read_mean_std(ctx, i, scratch);
         for hg in 0..g {
-            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-            let (mu, var) = mean_var(q, &scratch.row0, &scratch.row1);
-            scratch.mu[hg * closed + i] = mu as f64;
-            scratch.sd[hg * closed + i] = (var as f64).sqrt();
+            scratch.mu[hg * closed + i] = scratch.pm[i * 2 * g + 2 * hg];
+            scratch.sd[hg * closed + i] = scratch.pm[i * 2 * g + 2 * hg + 1];
         }
     }
     closed * 2 * ctx.cache.stats().row_bytes(d)

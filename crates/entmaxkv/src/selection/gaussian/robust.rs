@@ -12,7 +12,8 @@
 //!    key of the page scores ≤ u_p.
 //! 3. Pass 1: the pages with `a·u_p > τ̂_h` for some head, plus the first `sink_pages`
 //!    pages, get per-token score intervals `[l_t, u_t]` from the key sketch
-//!    (`stats::sketch::dot_bounds`, plus the token's exact ALiBi bias).
+//!    (`certificate::bounds`: f32 page constants, an exact integer sketch dot, a proven
+//!    rounding widening; plus the token's exact ALiBi bias).
 //! 4. `τ_lb,h` = the exact entmax threshold of those lower bounds `l_t`. Entmax τ grows
 //!    with every score and with every added token, so `τ_lb ≤ τ_true`: a rigorous floor that,
 //!    unlike τ̂, sees a sink (whose lower bound alone pushes τ up).
