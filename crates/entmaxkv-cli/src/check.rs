@@ -153,6 +153,24 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                                 e.insert(oracle_decode(&cache, &ids, &prob.q, &cfg.attention)?);
                             }
                             let oracle = &oracle_for[&key];
+                            // A row of this combination; it passes when the method keeps its
+                            // stated tolerance (if any) with a finite error.
+                            let row = |rel: f64, cosine: f64, kept: f64, tolerance: Option<f64>| {
+                                CheckRow {
+                                    method: spec.name.clone(),
+                                    alpha: used_alpha,
+                                    context: ctx,
+                                    dtype,
+                                    gqa,
+                                    alibi,
+                                    rel,
+                                    cosine,
+                                    pages_kept_frac: kept,
+                                    tolerance,
+                                    pass: tolerance.is_none_or(|t| rel <= t) && rel.is_finite(),
+                                    unsupported: None,
+                                }
+                            };
                             let mut out = vec![0.0f32; prob.q.len()];
                             let rep = match &dev {
                                 None => {
@@ -162,20 +180,10 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                                 Some(dev) => {
                                     match entmaxkv::gpu::GpuDecoder::new(dev, &ids, ctx, cfg) {
                                         Err(entmaxkv::Error::Unsupported { what, .. }) => {
-                                            rows.push(CheckRow {
-                                                method: spec.name.clone(),
-                                                alpha: used_alpha,
-                                                context: ctx,
-                                                dtype,
-                                                gqa,
-                                                alibi,
-                                                rel: f64::NAN,
-                                                cosine: f64::NAN,
-                                                pages_kept_frac: f64::NAN,
-                                                tolerance: None,
-                                                pass: true,
-                                                unsupported: Some(what),
-                                            });
+                                            let mut r = row(f64::NAN, f64::NAN, f64::NAN, None);
+                                            r.pass = true;
+                                            r.unsupported = Some(what);
+                                            rows.push(r);
                                             continue;
                                         }
                                         Err(e) => return Err(e.into()),
@@ -193,21 +201,7 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             let tolerance =
                                 spec.exact
                                     .then_some(if dtype == DType::F32 { 1e-5 } else { 2e-3 });
-                            let pass = tolerance.is_none_or(|t| e.rel <= t) && e.rel.is_finite();
-                            rows.push(CheckRow {
-                                method: spec.name.clone(),
-                                alpha: used_alpha,
-                                context: ctx,
-                                dtype,
-                                gqa,
-                                alibi,
-                                rel: e.rel,
-                                cosine: e.cosine,
-                                pages_kept_frac: kept,
-                                tolerance,
-                                pass,
-                                unsupported: None,
-                            });
+                            rows.push(row(e.rel, e.cosine, kept, tolerance));
                         }
                     }
                 }
