@@ -4,25 +4,11 @@
 
 use entmaxkv::cache::{CacheConfig, ChunkLayout, PagedKvCache, SeqId, StatsDType};
 use entmaxkv::gpu::cache::host_bytes;
-use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Gpu};
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache};
 use entmaxkv::synth::Synth;
 use entmaxkv::{DType, Error};
-use std::io::Write;
 
-fn gpu_or_skip(test: &str) -> bool {
-    match Gpu::get() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                matches!(e, Error::NoCuda { .. }),
-                "expected NoCuda, got {e:?}"
-            );
-            // Written to the process stderr directly so the harness does not capture it.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: no CUDA device: {e} ({test})");
-            false
-        }
-    }
-}
+mod common;
 
 fn assert_same(host: &PagedKvCache, dev: &DeviceKvCache, what: &str) {
     let (hk, hv, hs, hsk) = host_bytes(host);
@@ -157,7 +143,7 @@ fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, s
 
 #[test]
 fn device_appends_match_host_appends() {
-    if !gpu_or_skip("device_appends_match_host_appends") {
+    if common::gpu_or_skip("device_appends_match_host_appends").is_none() {
         return;
     }
     let mut seed = 7;
@@ -173,7 +159,7 @@ fn device_appends_match_host_appends() {
 
 #[test]
 fn append_rejects_bad_input_without_changes() {
-    if !gpu_or_skip("append_rejects_bad_input_without_changes") {
+    if common::gpu_or_skip("append_rejects_bad_input_without_changes").is_none() {
         return;
     }
     let cfg = CacheConfig::new(1, 64, 2).with_page_size(4);
@@ -210,7 +196,7 @@ fn append_rejects_bad_input_without_changes() {
 
 #[test]
 fn unsupported_head_dim_is_a_typed_error() {
-    if !gpu_or_skip("unsupported_head_dim_is_a_typed_error") {
+    if common::gpu_or_skip("unsupported_head_dim_is_a_typed_error").is_none() {
         return;
     }
     let host = PagedKvCache::new(CacheConfig::new(1, 12, 4)).unwrap();

@@ -6,7 +6,7 @@
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, PagedKvCache, SeqId, StatsDType};
 use entmaxkv::decode::{DecodeConfig, Decoder, Method};
-use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Gpu, GpuDecoder};
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, GpuDecoder};
 use entmaxkv::metrics::compare;
 use entmaxkv::selection::gaussian::{self, Criterion, GaussianOpts};
 use entmaxkv::selection::topk::{self, Budget};
@@ -17,20 +17,7 @@ use entmaxkv::{DType, Error};
 use std::collections::BTreeSet;
 use std::io::Write;
 
-fn gpu_or_skip(test: &str) -> bool {
-    match Gpu::get() {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                matches!(e, Error::NoCuda { .. }),
-                "expected NoCuda, got {e:?}"
-            );
-            // Written to the process stderr directly so the harness does not capture it.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: no CUDA device: {e} ({test})");
-            false
-        }
-    }
-}
+mod common;
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -356,7 +343,7 @@ fn methods() -> Vec<Method> {
 
 #[test]
 fn every_method_alpha_and_dtype_matches_cpu() {
-    if !gpu_or_skip("every_method_alpha_and_dtype_matches_cpu") {
+    if common::gpu_or_skip("every_method_alpha_and_dtype_matches_cpu").is_none() {
         return;
     }
     let mut seed = 100;
@@ -382,7 +369,7 @@ fn every_method_alpha_and_dtype_matches_cpu() {
 
 #[test]
 fn gqa_alibi_variable_lengths_and_page_boundaries() {
-    if !gpu_or_skip("gqa_alibi_variable_lengths_and_page_boundaries") {
+    if common::gpu_or_skip("gqa_alibi_variable_lengths_and_page_boundaries").is_none() {
         return;
     }
     let lens = vec![1, 15, 16, 17, 32, 33, 160, 1000, 4096];
@@ -411,7 +398,7 @@ fn gqa_alibi_variable_lengths_and_page_boundaries() {
 
 #[test]
 fn budgets_at_or_above_the_cache_keep_everything() {
-    if !gpu_or_skip("budgets_at_or_above_the_cache_keep_everything") {
+    if common::gpu_or_skip("budgets_at_or_above_the_cache_keep_everything").is_none() {
         return;
     }
     for (i, budget) in [
@@ -431,7 +418,7 @@ fn budgets_at_or_above_the_cache_keep_everything() {
 
 #[test]
 fn structured_workload_stats_f32_and_other_page_sizes() {
-    if !gpu_or_skip("structured_workload_stats_f32_and_other_page_sizes") {
+    if common::gpu_or_skip("structured_workload_stats_f32_and_other_page_sizes").is_none() {
         return;
     }
     let mut seed = 400;
@@ -453,7 +440,7 @@ fn structured_workload_stats_f32_and_other_page_sizes() {
 
 #[test]
 fn long_contexts_large_supports_and_ties() {
-    if !gpu_or_skip("long_contexts_large_supports_and_ties") {
+    if common::gpu_or_skip("long_contexts_large_supports_and_ties").is_none() {
         return;
     }
     // Many chunks; α = 4/3 has too many candidates for shared memory (the streaming solve)
@@ -479,7 +466,7 @@ fn long_contexts_large_supports_and_ties() {
 
 #[test]
 fn graph_replays_follow_device_appends() {
-    if !gpu_or_skip("graph_replays_follow_device_appends") {
+    if common::gpu_or_skip("graph_replays_follow_device_appends").is_none() {
         return;
     }
     for (alpha, method) in [
@@ -538,7 +525,7 @@ fn graph_replays_follow_device_appends() {
 
 #[test]
 fn unsupported_and_bad_arguments_are_typed_errors() {
-    if !gpu_or_skip("unsupported_and_bad_arguments_are_typed_errors") {
+    if common::gpu_or_skip("unsupported_and_bad_arguments_are_typed_errors").is_none() {
         return;
     }
     let c = Case::new(DType::F16, 1.5, Method::Dense);
@@ -581,7 +568,7 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
 /// around page boundaries, one page only, and a 20K-token context.
 #[test]
 fn gaussian_selection_matches_cpu() {
-    if !gpu_or_skip("gaussian_selection_matches_cpu") {
+    if common::gpu_or_skip("gaussian_selection_matches_cpu").is_none() {
         return;
     }
     let g = Method::Gaussian(GaussianOpts::default());

@@ -7,25 +7,18 @@ use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, ChunkLayout, PagedKvCache, StatsDType};
 use entmaxkv::decode::{DecodeConfig, Method};
 use entmaxkv::gpu::cache::host_bytes;
-use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, Gpu, GpuDecoder};
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, GpuDecoder};
 use entmaxkv::metrics::compare;
 use entmaxkv::selection::topk::Budget;
 use entmaxkv::synth::Synth;
 use entmaxkv::{DType, Error};
-use std::io::Write;
+
+mod common;
 
 #[test]
 fn oversized_plan_is_a_typed_out_of_memory_and_leaves_everything_usable() {
-    let gpu = match Gpu::get() {
-        Ok(g) => g,
-        Err(e) => {
-            assert!(
-                matches!(e, Error::NoCuda { .. }),
-                "expected NoCuda, got {e:?}"
-            );
-            let _ = writeln!(std::io::stderr(), "SKIPPED: no CUDA device: {e} (gpu_oom)");
-            return;
-        }
+    let Some(gpu) = common::gpu_or_skip("gpu_oom") else {
+        return;
     };
     let (h, hkv, d, b) = (64, 8, 64, 128);
     let cfg = CacheConfig::new(hkv, d, 4 * b)
