@@ -160,7 +160,7 @@ fn sink_pages_are_always_kept_inside_the_budget() {
     let mut sunk = Selection::with_capacity(41, 1);
     let budget = Budget::Tokens(16 * 4);
     topk::select(&ctx, budget, &mut scratch, &mut plain).unwrap();
-    topk::select_with_sinks(&ctx, budget, 1, &mut scratch, &mut sunk).unwrap();
+    topk::select_pinned(&ctx, budget, 1, 0, &mut scratch, &mut sunk).unwrap();
     let starts = |s: &Selection| s.pages.iter().map(|p| p.start).collect::<Vec<_>>();
     assert_eq!(plain.pages.len(), 5, "4 budget pages + the last");
     assert_eq!(sunk.pages.len(), 5, "the sink takes a budget slot");
@@ -178,4 +178,15 @@ fn sink_pages_are_always_kept_inside_the_budget() {
         starts(&sunk)
     );
     assert_eq!(sunk.pages.last().unwrap().start, 40 * 16);
+    // Pinning the last closed page too: sink first, page 39 before the open page, and the
+    // two ranked pages left are plain top-k's.
+    let mut both = Selection::with_capacity(41, 1);
+    topk::select_pinned(&ctx, budget, 1, 1, &mut scratch, &mut both).unwrap();
+    let s = starts(&both);
+    assert_eq!(s.len(), 5, "{s:?}");
+    assert_eq!((s[0], s[3], s[4]), (0, 39 * 16, 40 * 16), "{s:?}");
+    assert!(
+        s[1..3].iter().all(|x| plain4.contains(x)),
+        "{s:?} vs {plain4:?}"
+    );
 }

@@ -148,19 +148,7 @@ pub fn select(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
-    select_with_sinks(ctx, budget, 0, scratch, out)
-}
-
-/// Top-k selection that always keeps the first `sinks` closed pages (they take budget
-/// slots ahead of every ranked page).
-pub fn select_with_sinks(
-    ctx: &SelectionContext<'_>,
-    budget: Budget,
-    sinks: usize,
-    scratch: &mut SelectScratch,
-    out: &mut Selection,
-) -> Result<()> {
-    select_pinned(ctx, budget, sinks, 0, scratch, out)
+    select_pinned(ctx, budget, 0, 0, scratch, out)
 }
 
 /// Top-k selection with pinned pages: the first `sinks` and the last `recent` closed pages
