@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one configuration only")
     a = ap.parse_args()
     lib = ctypes.CDLL(a.lib)
-    parts = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu"]
+    parts = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
     src = "\n".join((KDIR / p).read_text() for p in parts) + "\n"
     configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8]))
     if a.quick:

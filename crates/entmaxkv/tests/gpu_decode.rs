@@ -35,6 +35,8 @@ struct Case {
     workload: Workload,
     /// Every key of a sequence equal (all scores tie: the whole cache is the support).
     flat: bool,
+    /// Key-sketch bits of the cache (0 = none).
+    bits: u32,
     seed: u64,
 }
 
@@ -54,6 +56,7 @@ impl Case {
             alibi: false,
             workload: Workload::Iid,
             flat: false,
+            bits: 4,
             seed: 1,
         }
     }
@@ -83,7 +86,8 @@ fn build(c: &Case) -> Built {
     let cfg = CacheConfig::new(c.hkv, c.d, pages + 64)
         .with_page_size(c.ps)
         .with_kv_dtype(c.kv)
-        .with_stats_dtype(c.stats);
+        .with_stats_dtype(c.stats)
+        .with_sketch_bits(c.bits);
     let (host, ids) = prob.build_cache(cfg, 37).unwrap();
     let mut params = AttentionParams::new(c.heads, c.alpha);
     if c.alibi {
@@ -186,6 +190,24 @@ fn check(c: &Case) -> (f64, f64) {
 
     if let Method::Gaussian(opts) = &c.method {
         check_gaussian(c, &bt, &gd, &dev, &rep, opts, &mut skip);
+    }
+    if c.method == Method::Certified {
+        for (i, (g, r)) in rep.heads.iter().zip(&cpu_rep.heads).enumerate() {
+            assert_eq!(
+                g.certified,
+                Some(true),
+                "{c:?}: head {i} not certified on the GPU (CPU: {:?})",
+                r.certified
+            );
+            assert!(
+                g.candidates >= g.support && g.pages_kept >= 1,
+                "{c:?}: head {i}: {} candidates, {} pages for a support of {}",
+                g.candidates,
+                g.pages_kept,
+                g.support
+            );
+        }
+        assert!(rep.bytes.sketch > 0 || c.bits == 0 || c.lens.iter().all(|&l| l <= c.ps));
     }
 
     let mut worst = (0.0f64, 0.0f64);
@@ -602,4 +624,91 @@ fn gaussian_selection_matches_cpu() {
         worst.0,
         worst.1
     );
+}
+
+/// The certified strategy on the GPU equals dense α-entmax (the CPU pipeline's `certified`,
+/// itself dense to rounding) on every input: every α form (closed-form 4/3, 1.5, 2 and a
+/// generic α), KV dtypes, GQA with ALiBi, variable lengths at page boundaries, sketch widths
+/// 0–8, page sizes, structured keys (sinks, outlier channels), long contexts and all-tied
+/// keys; every head reported certified, candidates at least the support.
+#[test]
+fn certified_matches_dense() {
+    if common::gpu_or_skip("certified_matches_dense").is_none() {
+        return;
+    }
+    let mut seed = 700;
+    let mut worst = (0.0f64, 0.0f64);
+    let mut run = |c: Case| {
+        let w = check(&c);
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
+    };
+    for kv in [DType::F16, DType::Bf16, DType::F32] {
+        for alpha in [4.0 / 3.0, 1.5, 2.0, 1.25] {
+            seed += 1;
+            let mut c = Case::new(kv, alpha, Method::Certified);
+            c.seed = seed;
+            run(c);
+        }
+    }
+    for alpha in [1.5, 2.0, 1.7] {
+        for alibi in [false, true] {
+            seed += 1;
+            let mut c = Case::new(DType::F16, alpha, Method::Certified);
+            c.hkv = 2;
+            c.heads = 8;
+            c.d = 128;
+            c.lens = vec![1, 15, 16, 17, 32, 33, 160, 1000, 4096];
+            c.alibi = alibi;
+            c.seed = seed;
+            run(c);
+        }
+    }
+    for bits in [0, 1, 2, 3, 5, 8] {
+        for ps in [16, 7, 64] {
+            seed += 1;
+            let mut c = Case::new(DType::Bf16, 1.5, Method::Certified);
+            c.stats = StatsDType::F32;
+            c.workload = Workload::Structured;
+            c.bits = bits;
+            c.ps = ps;
+            c.lens = vec![3, 250, 777];
+            c.seed = seed;
+            run(c);
+        }
+    }
+    for (alpha, flat, len) in [
+        (1.5, false, 65_536 + 5),
+        (4.0 / 3.0, false, 65_536),
+        (1.5, true, 20_000),
+    ] {
+        seed += 1;
+        let mut c = Case::new(DType::F16, alpha, Method::Certified);
+        c.hkv = 2;
+        c.heads = 4;
+        c.lens = vec![len, 3000];
+        c.flat = flat;
+        c.seed = seed;
+        run(c);
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "certified: worst output rel {:.3e}, worst tau rel {:.3e}",
+        worst.0,
+        worst.1
+    );
+}
+
+/// Certified at α = 1 is a typed error (softmax has no exact zeros), as on the CPU.
+#[test]
+fn certified_at_alpha_one_is_a_typed_error() {
+    if common::gpu_or_skip("certified_at_alpha_one_is_a_typed_error").is_none() {
+        return;
+    }
+    let c = Case::new(DType::F16, 1.0, Method::Certified);
+    let bt = build(&c);
+    let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
+    assert!(matches!(
+        GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()),
+        Err(Error::Unsupported { .. })
+    ));
 }

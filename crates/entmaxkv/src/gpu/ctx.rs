@@ -428,6 +428,7 @@ const CACHE_SRC: &str = include_str!("kernels/cache.cu");
 const TOPK_SRC: &str = include_str!("kernels/topk.cu");
 const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
+const CERT_SRC: &str = include_str!("kernels/cert.cu");
 const PROBE_SRC: &str = include_str!("kernels/probe.cu");
 
 /// Which compiled module: the decode kernels are specialised on the element types, the
@@ -473,6 +474,8 @@ impl ModuleKey {
                 "attn_entmax_tail",
                 "attn_entmax_values",
                 "attn_softmax",
+                "cert_bounds",
+                "cert_exact",
             ],
             ModuleKey::Probe => &["probe_read", "probe_copy", "probe_fill"],
         }
@@ -518,7 +521,9 @@ impl ModuleKey {
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
-                format!("{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n")
+                format!(
+                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
+                )
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),
         };

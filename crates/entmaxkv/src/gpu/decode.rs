@@ -20,6 +20,11 @@
 //!   safeguarded Halley, and V for small supports),
 //!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
+//! * `certified` (selection stage, then the α > 1 attention kernels over its candidates):
+//!   `cert_bounds` (rigorous score intervals of every token from the key sketch and page
+//!   min/max, the last page exact), the filter and tail in their `cert_phase = 1` form
+//!   (`cert_filter`, `cert_tau_lb`: τ_lb = entmax τ of the lower ends), `cert_exact` (K of
+//!   the tokens whose upper end reaches τ_lb, exact scores in place); see `kernels/cert.cu`.
 //!
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
 //! the same graph serves every step while the sequences grow (up to the planned length).
@@ -34,6 +39,7 @@ use crate::error::{check_finite, check_len, Error, Result};
 use crate::selection::gaussian::{Criterion, GaussianOpts};
 use crate::selection::topk::Budget;
 use crate::selection::GqaMode;
+use crate::stats::sketch;
 use crate::tau::page_max_quantile_z;
 use std::sync::Arc;
 
@@ -81,6 +87,22 @@ struct GaussPlan {
     scratch: Vec<DevBuf<u8>>,
 }
 
+/// Workspaces of the certified strategy (addresses of plan-owned `work` buffers, and the
+/// per-step results the report reads).
+struct CertPlan {
+    cand_u: u64,
+    cand_lpos: u64,
+    tau_lb: u64,
+    gmag: u64,
+    /// `[tasks, nch, TG]` candidates scored exactly, and the pages they lie on.
+    cnt: DevBuf<i32>,
+    pages: DevBuf<i32>,
+    /// `[B, H]` 1 where the exclusion margins held.
+    flag: DevBuf<i32>,
+    row_bytes: usize,
+    dyn_bytes: usize,
+}
+
 /// Closed pages per CTA of `gauss_count` / `gauss_pack`.
 const GAUSS_SPC: usize = 2048;
 
@@ -109,8 +131,11 @@ pub struct GpuDecoder {
     dyn_values: usize,
     dyn_softmax: usize,
     attn: AttnParams,
+    /// `attn` with `cert_phase = 1` (the certified strategy's τ_lb pass).
+    attn_cert: AttnParams,
     topk: Option<TopkPlan>,
     gauss: Option<GaussPlan>,
+    cert: Option<CertPlan>,
     _rows: DevBuf<i32>,
     q: DevBuf<f32>,
     out: DevBuf<f32>,
@@ -138,7 +163,9 @@ fn alpha_code(alpha: f64) -> i32 {
 
 impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
-    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1, and
+    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1,
+    /// [`Method::Certified`] for α > 1 (any sketch width whose rows are whole 4-byte words),
+    /// and
     /// [`Method::Gaussian`] with the original criterion, no ALiBi, α ∈ {4/3, 1.5, 2} and the
     /// exact τ mode (anything else is [`Error::Unsupported`]).
     pub fn new(
@@ -170,6 +197,7 @@ impl GpuDecoder {
             rows_host.push(cache.seq_row(*id)?);
         }
         let mut gauss_opts: Option<GaussianOpts> = None;
+        let mut certified = false;
         let budget = match &cfg.method {
             Method::Dense => None,
             Method::TopK(b) => {
@@ -207,10 +235,26 @@ impl GpuDecoder {
                 None
             }
             Method::Certified => {
-                return Err(Error::Unsupported {
-                    op: OP,
-                    what: "the certified strategy on the GPU is not implemented yet".into(),
-                })
+                if cfg.attention.alpha == 1.0 {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        what: "the certified strategy at alpha = 1 (softmax weights are never \
+                               exactly zero: exact softmax reads every token, use dense)"
+                            .into(),
+                    });
+                }
+                let rb = sketch::row_bytes(ccfg.head_dim, ccfg.sketch_bits);
+                if ccfg.sketch_bits > 0 && !rb.is_multiple_of(4) {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        what: format!(
+                            "the certified strategy on the GPU with sketch rows of {rb} bytes \
+                             (head_dim * sketch_bits must be a multiple of 32)"
+                        ),
+                    });
+                }
+                certified = true;
+                None
             }
         };
         let gpu = cache.gpu().clone();
@@ -258,6 +302,7 @@ impl GpuDecoder {
             "attn_entmax_tail",
             "attn_entmax_values",
             "attn_softmax",
+            "cert_bounds",
         ] {
             module.set_max_dynamic_smem(k, DYN_LIMIT)?;
         }
@@ -302,12 +347,15 @@ impl GpuDecoder {
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
         let caprows = ppc_max * ps;
         let dyn_scores = tg * caprows * 4;
+        // cert_bounds holds lower and upper ends.
+        let dyn_cert = 2 * dyn_scores;
         let dyn_solve = SCORES_DYN.max(red_floats * 4);
         let cap = dyn_solve / 8;
         let dyn_values = (2 * caprows + red_floats) * 4;
         let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
         for (what, bytes) in [
             ("scores", dyn_scores),
+            ("certificate bounds", if certified { dyn_cert } else { 0 }),
             ("solve", dyn_solve),
             ("values", dyn_values),
             ("softmax", dyn_softmax),
@@ -485,6 +533,25 @@ impl GpuDecoder {
             (_, Some(g)) => (g.lists.ptr(), g.counts.ptr(), g.params.list_stride),
             _ => (0, 0, 0),
         };
+        let cert = if certified {
+            Some(CertPlan {
+                cand_u: alloc(cand_n * 4, false)?,
+                cand_lpos: if slopes.is_some() {
+                    alloc(cand_n * 4, false)?
+                } else {
+                    0
+                },
+                tau_lb: alloc(batch * heads * 8, true)?,
+                gmag: alloc(tasks * tg * 4, true)?,
+                cnt: gpu.zeros::<i32>(slot_n)?,
+                pages: gpu.zeros::<i32>(slot_n)?,
+                flag: gpu.zeros::<i32>(batch * heads)?,
+                row_bytes: sketch::row_bytes(d, ccfg.sketch_bits),
+                dyn_bytes: dyn_cert,
+            })
+        } else {
+            None
+        };
         let a = alpha - 1.0;
         let attn = AttnParams {
             k: bufs.k.ptr(),
@@ -520,6 +587,16 @@ impl GpuDecoder {
             tau: tau.ptr(),
             support: support.ptr(),
             out: out.ptr(),
+            cand_u: cert.as_ref().map_or(0, |c| c.cand_u),
+            cand_lpos: cert.as_ref().map_or(0, |c| c.cand_lpos),
+            tau_lb: cert.as_ref().map_or(0, |c| c.tau_lb),
+            gmag: cert.as_ref().map_or(0, |c| c.gmag),
+            cert_cnt: cert.as_ref().map_or(0, |c| c.cnt.ptr()),
+            cert_pages: cert.as_ref().map_or(0, |c| c.pages.ptr()),
+            cert_flag: cert.as_ref().map_or(0, |c| c.flag.ptr()),
+            smin: bufs.stats[0].ptr(),
+            smax: bufs.stats[1].ptr(),
+            sketch: bufs.sketch.ptr(),
             a_d: a,
             beta_d: if softmax { 1.0 } else { 1.0 / a },
             scale: cfg.attention.scale_for(d),
@@ -538,6 +615,14 @@ impl GpuDecoder {
             cap: cap as i32,
             small_support: SMALL_SUPPORT as i32,
             has_alibi: slopes.is_some() as i32,
+            sketch_bits: ccfg.sketch_bits as i32,
+            sketch_row_bytes: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
+            cert_phase: 0,
+        };
+        // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
+        let attn_cert = AttnParams {
+            cert_phase: 1,
+            ..attn
         };
         Ok(GpuDecoder {
             gpu,
@@ -562,8 +647,10 @@ impl GpuDecoder {
             dyn_values,
             dyn_softmax,
             attn,
+            attn_cert,
             topk,
             gauss,
+            cert,
             _rows: rows_dev,
             q,
             out,
@@ -700,6 +787,9 @@ impl GpuDecoder {
             Stage::Selection if self.gauss.is_some() => {
                 &["gauss_moments", "gauss_count", "gauss_pack"]
             }
+            Stage::Selection if self.cert.is_some() => {
+                &["cert_bounds", "cert_filter", "cert_tau_lb", "cert_exact"]
+            }
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
             Stage::Attention => &[
@@ -755,6 +845,25 @@ impl GpuDecoder {
                     let g = (self.tasks as u32, 1, 1);
                     launch(m.func(name), g, BLOCK, self.dyn_solve, s, &self.attn)
                 }
+                "cert_bounds" => {
+                    let c = self.cert.as_ref().expect("certified plan");
+                    launch(m.func(name), grid, BLOCK, c.dyn_bytes, s, &self.attn)
+                }
+                // The filter and tail on the score bounds (cert_phase 1).
+                "cert_filter" => launch(
+                    m.func("attn_entmax_filter"),
+                    grid8,
+                    BLOCK,
+                    0,
+                    s,
+                    &self.attn_cert,
+                ),
+                "cert_tau_lb" => {
+                    let g = (self.tasks as u32, 1, 1);
+                    let f = m.func("attn_entmax_tail");
+                    launch(f, g, BLOCK, self.dyn_solve, s, &self.attn_cert)
+                }
+                "cert_exact" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
                 // One warp per chunk, CPB chunks per CTA.
                 "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
                 // CPB chunks per CTA.
@@ -892,6 +1001,28 @@ impl GpuDecoder {
         if let Some(g) = &self.gauss {
             g.tau_hat.read_at(&self.stream, 0, &mut tau_hat)?;
         }
+        // Certified: per-head candidates and pages (summed over chunks), certificate flags.
+        let mut cert_heads: Option<(Vec<u64>, Vec<u64>, Vec<i32>)> = None;
+        if let Some(c) = &self.cert {
+            let mut cnt = vec![0i32; self.tasks * self.nch * self.tg];
+            let mut pages = vec![0i32; cnt.len()];
+            let mut flag = vec![0i32; bh];
+            c.cnt.read_at(&self.stream, 0, &mut cnt)?;
+            c.pages.read_at(&self.stream, 0, &mut pages)?;
+            c.flag.read_at(&self.stream, 0, &mut flag)?;
+            let (mut hc, mut hp) = (vec![0u64; bh], vec![0u64; bh]);
+            for task in 0..self.tasks {
+                let (b, h0, tg) = self.task_heads(task);
+                for ci in 0..self.nch {
+                    for g in 0..tg {
+                        let i = (task * self.nch + ci) * self.tg + g;
+                        hc[b * self.heads + h0 + g] += cnt[i].max(0) as u64;
+                        hp[b * self.heads + h0 + g] += pages[i].max(0) as u64;
+                    }
+                }
+            }
+            cert_heads = Some((hc, hp, flag));
+        }
         let selected = self.sel_lists().is_some();
         let per_b = self.tasks / self.seqs.len();
         let mut bytes = ByteCount::default();
@@ -906,26 +1037,47 @@ impl GpuDecoder {
                 npages
             };
             let last = len - (npages - 1) * ps;
-            let tokens = ((kept.max(1) - 1) * ps + last) as u64;
-            bytes.k += tokens * d * self.kv_size as u64;
-            if self.softmax {
-                bytes.v += tokens * d * self.kv_size as u64;
+            let row = d * self.kv_size as u64;
+            if let Some(c) = &self.cert {
+                // Statistics and sketch of the closed pages once per task, the last page's K
+                // in the bound pass; the candidates' K is counted per head below.
+                let closed = (npages - 1) as u64;
+                bytes.meta += closed * 2 * d * self.st_size as u64;
+                bytes.sketch += closed * (ps * c.row_bytes) as u64;
+                bytes.k += last as u64 * row;
+            } else {
+                let tokens = ((kept.max(1) - 1) * ps + last) as u64;
+                bytes.k += tokens * row;
+                if self.softmax {
+                    bytes.v += tokens * row;
+                }
             }
             let h0 = (task % per_b) * self.tg;
             for g in 0..self.tg {
                 let i = b * self.heads + h0 + g;
+                let (pages_kept, certified, candidates) = match &cert_heads {
+                    Some((hc, hp, flag)) => {
+                        bytes.k += hc[i] * row;
+                        (hp[i] as u32, Some(flag[i] == 1), hc[i] as u32)
+                    }
+                    None => (kept as u32, None, 0),
+                };
                 self.report.heads[i] = HeadReport {
                     tau: tau[i],
                     tau_hat: tau_hat[i],
                     support: sup[i] as u32,
-                    pages_kept: kept as u32,
+                    pages_kept,
                     pages_total: npages as u32,
-                    certified: None,
-                    candidates: 0,
-                    mass_bound: f64::NAN,
+                    certified,
+                    candidates,
+                    mass_bound: if certified == Some(true) {
+                        0.0
+                    } else {
+                        f64::NAN
+                    },
                 };
                 if !self.softmax {
-                    bytes.v += sup[i] as u64 * d * self.kv_size as u64;
+                    bytes.v += sup[i] as u64 * row;
                 }
             }
         }

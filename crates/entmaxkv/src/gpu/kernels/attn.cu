@@ -58,6 +58,17 @@ struct AttnParams {
     double* tau;             // [B, H] τ (z-space; softmax: log-sum-exp)
     int* support;            // [B, H]
     float* out;              // [B, H, D]
+    // The `certified` strategy (cert.cu); null otherwise.
+    float* cand_u;           // like cand_s: upper ends of the candidates' scores
+    u32* cand_lpos;          // like cand_s: logical positions (ALiBi only)
+    double* tau_lb;          // [B, H] τ_lb, the entmax τ of the lower ends
+    u32* gmag;               // [tasks, TG] score magnitude key (0 between steps)
+    int* cert_cnt;           // [tasks, nch, TG] candidates scored exactly
+    int* cert_pages;         // [tasks, nch, TG] pages they lie on
+    int* cert_flag;          // [B, H] 1 = the exclusion margins held (certified)
+    const st_t* smin;        // page minima / maxima rows [num_pages, H_kv, D]
+    const st_t* smax;
+    const unsigned char* sketch;  // [num_pages, H_kv, page_size, row_bytes]
     double a_d;              // α − 1
     double beta_d;           // 1 / (α − 1)
     float scale;
@@ -76,6 +87,9 @@ struct AttnParams {
     int cap;                 // candidates the solver holds in shared memory
     int small_support;       // the solver CTA gathers V itself up to this support
     int has_alibi;
+    int sketch_bits;
+    int sketch_row_bytes;
+    int cert_phase;          // 1: the filter and tail work on the lower/upper ends (τ_lb)
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -395,6 +409,73 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
     return kept;
 }
 
+constexpr double CERT_REL_SLACK = 1e-5;
+constexpr double CERT_BOUND_ERR = 1.0 / 4194304.0;  // 2^-22
+constexpr double CERT_ABS_SLACK = 1e-6;
+// Slack (z-space) of the bound pass's chunk filter beyond the −1 entmax range.
+constexpr float CERT_PREFILTER = 0.5f;
+// (page, head) constant slots per round of cert_bounds.
+constexpr int CERT_SLOTS = 32;
+constexpr int CERT_WS = HEAD_DIM + 4;  // padded row: two pages' rows start in other banks
+
+
+// The task's score magnitude M (z-space factor aside): the largest Σ|w_d|·max|k_d| of its
+// pages plus the largest |ALiBi| bias.
+__device__ __forceinline__ double cert_mag(const AttnParams& p, int task, const TaskInfo& ti, int g) {
+    double m = (double)key_to_float(p.gmag[(size_t)task * TG + g]);
+    if (p.has_alibi) m += fabs((double)p.slopes[ti.h0 + g]) * (double)(ti.len > 0 ? ti.len - 1 : 0);
+    return m;
+}
+
+// The exclusion margin of a head (z-space) for a threshold tau.
+__device__ __forceinline__ double cert_margin(const AttnParams& p, double mag, double tau) {
+    return CERT_REL_SLACK * (p.a_d * mag + fabs(tau)) + CERT_ABS_SLACK;
+}
+
+
+// cert_phase 1 of the filter: keeps, in place, the candidates whose upper end u can still
+// reach τ_lb (a·(u − M) > keep_u, M the largest lower end) and counts the lower ends that
+// can carry weight in τ_lb's solve (d = a·(l − M) > −1) into `hist_smem`.
+__device__ int warp_compact_cert(const AttnParams& p, size_t idx, int caprows, float M, float keep_u, int* hist_smem) {
+    const int lane = threadIdx.x & 31;
+    const int cnt = p.cand_cnt[idx];
+    float* cs = p.cand_s + idx * (size_t)caprows;
+    float* cu = p.cand_u + idx * (size_t)caprows;
+    u32* cp = p.cand_pos + idx * (size_t)caprows;
+    u32* cl = p.has_alibi ? p.cand_lpos + idx * (size_t)caprows : nullptr;
+    int kept = 0;
+    for (int k0 = 0; k0 < cnt; k0 += 32) {
+        const int k = k0 + lane;
+        float sv = 0.f, uv = neg_inf();
+        u32 pv = 0u, lv = 0u;
+        if (k < cnt) {
+            sv = cs[k];
+            uv = cu[k];
+            pv = cp[k];
+            if (cl) lv = cl[k];
+        }
+        const bool keep = k < cnt && p.a * (uv - M) > keep_u;
+        const float d = p.a * (sv - M);
+        if (keep && d > -1.0f) atomicAdd(&hist_smem[hist_bin(d)], 1);
+        const u32 m = __ballot_sync(FULL_MASK, keep);
+        if (keep) {
+            const int at = kept + __popc(m & ((1u << lane) - 1u));
+            cs[at] = sv;
+            cu[at] = uv;
+            cp[at] = pv;
+            if (cl) cl[at] = lv;
+        }
+        kept += __popc(m);
+    }
+    return kept;
+}
+
+// The filter's keep threshold on a·(u − M) in cert_phase 1: −1 less every margin a head's
+// τ_lb can need (|τ_lb| <= a·|M| + 1), rounded down.
+__device__ __forceinline__ double cert_filter_slack(const AttnParams& p, double mag, float M) {
+    return CERT_REL_SLACK * (p.a_d * mag + p.a_d * fabs((double)M) + 1.0) + 2.0 * CERT_ABS_SLACK;
+}
+
 struct SolveCtx {
     int task, g;
     float M;
@@ -664,6 +745,18 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         // t <= −k^{−(α−1)} for any k >= the support size: the survivor count bounds it.
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
         const double t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
+        if (p.cert_phase == 1) {
+            // τ_lb and whether the bound pass's slack covered every margin of this head.
+            if (threadIdx.x == 0) {
+                const double tl = p.a_d * (double)M + t;
+                const bool ok = n_c > 0 && isfinite(tl);
+                const double slack = cert_filter_slack(p, cert_mag(p, task, ti, g), M);
+                p.tau_lb[bh] = ok ? tl : -__longlong_as_double(0x7ff0000000000000LL);
+                p.cert_flag[bh] = (ok && slack <= (double)CERT_PREFILTER) ? 1 : 0;
+            }
+            __syncthreads();
+            continue;
+        }
         const float inv = (float)(1.0 / mass);
         TAIL_STAMP(5)
         if (prof && g == 0) {
@@ -781,7 +874,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
         for (int g = 0; g < TG; ++g) {
             const size_t idx = slot_index(p, task, c, g);
             const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g]);
+            int kept;
+            if (p.cert_phase == 1) {
+                const TaskInfo ti = task_info(p, task);
+                const double slack = cert_filter_slack(p, cert_mag(p, task, ti, g), M);
+                kept = warp_compact_cert(p, idx, caprows, M, __double2float_rd(-1.0 - slack), s_hist[g]);
+            } else {
+                kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g]);
+            }
             if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
         }
     }
@@ -801,7 +901,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnP
     const TaskInfo ti = task_info(p, task);
     tail_task(p, task, ti, dyn, p.ppc_max * p.page_size);
     __syncthreads();
-    if (threadIdx.x < TG) p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
+    if (threadIdx.x < TG) {
+        p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
+        // The certified strategy's magnitudes are read up to the τ solve of the step.
+        if (p.gmag && p.cert_phase == 0) p.gmag[(size_t)task * TG + threadIdx.x] = 0u;
+    }
 }
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
