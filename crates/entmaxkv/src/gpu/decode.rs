@@ -94,6 +94,7 @@ struct CertPlan {
     cand_lpos: u64,
     tau_lb: u64,
     gmag: u64,
+    gslack: u64,
     /// `[tasks, nch, TG]` candidates scored exactly, and the pages they lie on.
     cnt: DevBuf<i32>,
     pages: DevBuf<i32>,
@@ -543,6 +544,7 @@ impl GpuDecoder {
                 },
                 tau_lb: alloc(batch * heads * 8, true)?,
                 gmag: alloc(tasks * tg * 4, true)?,
+                gslack: alloc(tasks * tg * 4, true)?,
                 cnt: gpu.zeros::<i32>(slot_n)?,
                 pages: gpu.zeros::<i32>(slot_n)?,
                 flag: gpu.zeros::<i32>(batch * heads)?,
@@ -591,6 +593,7 @@ impl GpuDecoder {
             cand_lpos: cert.as_ref().map_or(0, |c| c.cand_lpos),
             tau_lb: cert.as_ref().map_or(0, |c| c.tau_lb),
             gmag: cert.as_ref().map_or(0, |c| c.gmag),
+            gslack: cert.as_ref().map_or(0, |c| c.gslack),
             cert_cnt: cert.as_ref().map_or(0, |c| c.cnt.ptr()),
             cert_pages: cert.as_ref().map_or(0, |c| c.pages.ptr()),
             cert_flag: cert.as_ref().map_or(0, |c| c.flag.ptr()),
@@ -792,6 +795,12 @@ impl GpuDecoder {
             }
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
+            // The certified selection leaves exact scores of its candidates in the lists.
+            Stage::Attention if self.cert.is_some() => &[
+                "attn_entmax_filter",
+                "attn_entmax_tail",
+                "attn_entmax_values",
+            ],
             Stage::Attention => &[
                 "attn_entmax_scores",
                 "attn_entmax_filter",

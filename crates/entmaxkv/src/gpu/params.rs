@@ -137,6 +137,7 @@ pub(crate) struct AttnParams {
     pub cand_lpos: u64,
     pub tau_lb: u64,
     pub gmag: u64,
+    pub gslack: u64,
     pub cert_cnt: u64,
     pub cert_pages: u64,
     pub cert_flag: u64,

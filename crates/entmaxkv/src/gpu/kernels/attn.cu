@@ -59,11 +59,12 @@ struct AttnParams {
     int* support;            // [B, H]
     float* out;              // [B, H, D]
     // The `certified` strategy (cert.cu); null otherwise.
-    float* cand_u;           // like cand_s: upper ends of the candidates' scores
-    u32* cand_lpos;          // like cand_s: logical positions (ALiBi only)
+    float* cand_u;           // like cand_s: upper-end list of cert_bounds (rows in cand_pos)
+    u32* cand_lpos;          // like cand_s: its logical positions (ALiBi only)
     double* tau_lb;          // [B, H] τ_lb, the entmax τ of the lower ends
     u32* gmag;               // [tasks, TG] score magnitude key (0 between steps)
-    int* cert_cnt;           // [tasks, nch, TG] candidates scored exactly
+    u32* gslack;             // [tasks, TG] key of −(smallest upper-list slack) (0 between steps)
+    int* cert_cnt;           // [tasks, nch, TG] upper-end list length, then candidates scored
     int* cert_pages;         // [tasks, nch, TG] pages they lie on
     int* cert_flag;          // [B, H] 1 = the exclusion margins held (certified)
     const st_t* smin;        // page minima / maxima rows [num_pages, H_kv, D]
@@ -89,7 +90,7 @@ struct AttnParams {
     int has_alibi;
     int sketch_bits;
     int sketch_row_bytes;
-    int cert_phase;          // 1: the filter and tail work on the lower/upper ends (τ_lb)
+    int cert_phase;          // 1: the filter and tail solve τ_lb on the lower ends
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -371,7 +372,8 @@ __device__ __forceinline__ int hist_bin(float d) {
 
 // One warp keeps, in place and in order, the chunk's candidates with d = (α−1)(s − M) > thr
 // and counts their d into `hist_smem`. Returns the count kept (in every lane).
-__device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem) {
+__device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
+                             bool move_pos = true) {
     const int lane = threadIdx.x & 31;
     const int cnt = p.cand_cnt[idx];
     float* cs = p.cand_s + idx * (size_t)caprows;
@@ -388,7 +390,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
             pv[u] = 0u;
             if (k < cnt) {
                 sv[u] = cs[k];
-                pv[u] = cp[k];
+                if (move_pos) pv[u] = cp[k];
             }
         }
 #pragma unroll
@@ -401,7 +403,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
             if (keep) {
                 const int at = kept + __popc(m & ((1u << lane) - 1u));
                 cs[at] = sv[u];
-                cp[at] = pv[u];
+                if (move_pos) cp[at] = pv[u];
             }
             kept += __popc(m);
         }
@@ -412,11 +414,9 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
 constexpr double CERT_REL_SLACK = 1e-5;
 constexpr double CERT_BOUND_ERR = 1.0 / 4194304.0;  // 2^-22
 constexpr double CERT_ABS_SLACK = 1e-6;
-// Slack (z-space) of the bound pass's chunk filter beyond the −1 entmax range.
-constexpr float CERT_PREFILTER = 0.5f;
-// (page, head) constant slots per round of cert_bounds.
-constexpr int CERT_SLOTS = 32;
-constexpr int CERT_WS = HEAD_DIM + 4;  // padded row: two pages' rows start in other banks
+// Least slack (z-space) of the bound pass's upper-end filter beyond the −1 entmax range (it
+// grows with the foreseeable margin): a head is certified when its margin fits in it.
+constexpr float CERT_PREFILTER = 1.0f / 64.0f;
 
 
 // The task's score magnitude M (z-space factor aside): the largest Σ|w_d|·max|k_d| of its
@@ -432,49 +432,6 @@ __device__ __forceinline__ double cert_margin(const AttnParams& p, double mag, d
     return CERT_REL_SLACK * (p.a_d * mag + fabs(tau)) + CERT_ABS_SLACK;
 }
 
-
-// cert_phase 1 of the filter: keeps, in place, the candidates whose upper end u can still
-// reach τ_lb (a·(u − M) > keep_u, M the largest lower end) and counts the lower ends that
-// can carry weight in τ_lb's solve (d = a·(l − M) > −1) into `hist_smem`.
-__device__ int warp_compact_cert(const AttnParams& p, size_t idx, int caprows, float M, float keep_u, int* hist_smem) {
-    const int lane = threadIdx.x & 31;
-    const int cnt = p.cand_cnt[idx];
-    float* cs = p.cand_s + idx * (size_t)caprows;
-    float* cu = p.cand_u + idx * (size_t)caprows;
-    u32* cp = p.cand_pos + idx * (size_t)caprows;
-    u32* cl = p.has_alibi ? p.cand_lpos + idx * (size_t)caprows : nullptr;
-    int kept = 0;
-    for (int k0 = 0; k0 < cnt; k0 += 32) {
-        const int k = k0 + lane;
-        float sv = 0.f, uv = neg_inf();
-        u32 pv = 0u, lv = 0u;
-        if (k < cnt) {
-            sv = cs[k];
-            uv = cu[k];
-            pv = cp[k];
-            if (cl) lv = cl[k];
-        }
-        const bool keep = k < cnt && p.a * (uv - M) > keep_u;
-        const float d = p.a * (sv - M);
-        if (keep && d > -1.0f) atomicAdd(&hist_smem[hist_bin(d)], 1);
-        const u32 m = __ballot_sync(FULL_MASK, keep);
-        if (keep) {
-            const int at = kept + __popc(m & ((1u << lane) - 1u));
-            cs[at] = sv;
-            cu[at] = uv;
-            cp[at] = pv;
-            if (cl) cl[at] = lv;
-        }
-        kept += __popc(m);
-    }
-    return kept;
-}
-
-// The filter's keep threshold on a·(u − M) in cert_phase 1: −1 less every margin a head's
-// τ_lb can need (|τ_lb| <= a·|M| + 1), rounded down.
-__device__ __forceinline__ double cert_filter_slack(const AttnParams& p, double mag, float M) {
-    return CERT_REL_SLACK * (p.a_d * mag + p.a_d * fabs((double)M) + 1.0) + 2.0 * CERT_ABS_SLACK;
-}
 
 struct SolveCtx {
     int task, g;
@@ -750,9 +707,10 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             if (threadIdx.x == 0) {
                 const double tl = p.a_d * (double)M + t;
                 const bool ok = n_c > 0 && isfinite(tl);
-                const double slack = cert_filter_slack(p, cert_mag(p, task, ti, g), M);
+                const double margin = ok ? cert_margin(p, cert_mag(p, task, ti, g), tl) : 1.0;
                 p.tau_lb[bh] = ok ? tl : -__longlong_as_double(0x7ff0000000000000LL);
-                p.cert_flag[bh] = (ok && slack <= (double)CERT_PREFILTER) ? 1 : 0;
+                const double slack = -(double)key_to_float(p.gslack[(size_t)task * TG + g]);
+                p.cert_flag[bh] = (ok && margin + CERT_ABS_SLACK <= slack) ? 1 : 0;
             }
             __syncthreads();
             continue;
@@ -874,14 +832,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
         for (int g = 0; g < TG; ++g) {
             const size_t idx = slot_index(p, task, c, g);
             const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
-            int kept;
-            if (p.cert_phase == 1) {
-                const TaskInfo ti = task_info(p, task);
-                const double slack = cert_filter_slack(p, cert_mag(p, task, ti, g), M);
-                kept = warp_compact_cert(p, idx, caprows, M, __double2float_rd(-1.0 - slack), s_hist[g]);
-            } else {
-                kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g]);
-            }
+            // cert_phase 1: the lower ends only (their candidate list has no positions).
+            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g], p.cert_phase == 0);
             if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
         }
     }
@@ -904,7 +856,10 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnP
     if (threadIdx.x < TG) {
         p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
         // The certified strategy's magnitudes are read up to the τ solve of the step.
-        if (p.gmag && p.cert_phase == 0) p.gmag[(size_t)task * TG + threadIdx.x] = 0u;
+        if (p.gmag && p.cert_phase == 0) {
+            p.gmag[(size_t)task * TG + threadIdx.x] = 0u;
+            p.gslack[(size_t)task * TG + threadIdx.x] = 0u;
+        }
     }
 }
 
