@@ -37,15 +37,17 @@
 // generic path (two pages' rows start in other banks).
 constexpr int CERT_SLOTS = HEAD_DIM <= 64 ? 64 : 32;
 constexpr int CERT_WS = HEAD_DIM + 4;
-constexpr int CERT_SPW = CERT_SLOTS / (BLOCK / 32);  // slots per warp and round
-constexpr int CERT_CPL = (HEAD_DIM + 31) / 32;       // channels per lane in the constants
+constexpr int CERT_L = pow2_ceil((HEAD_DIM + 7) / 8) < 32 ? pow2_ceil((HEAD_DIM + 7) / 8) : 32;
+constexpr int CERT_GPW = 32 / CERT_L;  // slots a warp takes at once
+static_assert(CERT_L * 8 >= HEAD_DIM, "HEAD_DIM up to 256");
 // 4-bit fast path: per slot and 8 channels four words of i16 weight bytes (hi even, hi odd,
 // lo even, lo odd channels), matching the nibble order of a sketch word.
 constexpr bool CERT_FAST4 = HEAD_DIM % 32 == 0;
 constexpr int CERT_PW = HEAD_DIM / 2;  // packed words per slot
 constexpr float CERT_E = 1.0f / 32768.0f;  // 2^-15
 constexpr int CERT_V4 = HEAD_DIM / 32;             // 16-byte vectors of a 4-bit sketch row
-constexpr int CERT_TPT = HEAD_DIM <= 64 ? 4 : 2;   // 4-bit rows a thread has in flight
+constexpr int CERT_TPT = 2;                        // 4-bit rows a thread has in flight
+constexpr int CERT_XU = 4;                         // cert_exact: row batches in flight
 
 __device__ __forceinline__ float code_to_float(u32 c) {
     // Exact for c < 2^23: the integer in the mantissa of 2^23 + c.
@@ -151,7 +153,7 @@ __device__ __forceinline__ float warp_max_f(float v) {
 }
 
 // grid (nch, tasks), block BLOCK, dynamic smem 2 * TG * caprows * 4 bytes.
-extern "C" __global__ void __launch_bounds__(BLOCK) cert_bounds(const AttnParams p) {
+extern "C" __global__ void __launch_bounds__(BLOCK, 3) cert_bounds(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
     __shared__ u32 s_slot[PPC_CAP];
@@ -184,19 +186,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_bounds(const AttnParams
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
     if (threadIdx.x < TG) s_mag[threadIdx.x] = 0u;
-    // This lane's channels of w = fl(scale·q) for the TG heads.
-    float wq[TG][CERT_CPL];
-#pragma unroll
-    for (int g = 0; g < TG; ++g) {
-        const float* qh = p.q + ((size_t)ti.b * p.num_heads + ti.h0 + g) * HEAD_DIM;
-#pragma unroll
-        for (int k = 0; k < CERT_CPL; ++k) {
-            const int ch = lane + 32 * k;
-            wq[g][k] = ch < HEAD_DIM ? qh[ch] * p.scale : 0.f;
-        }
-    }
     __syncthreads();
     const float levels = bits > 0 ? (float)((1u << bits) - 1u) : 1.0f;
+    const float inv_levels = 1.0f / levels;
     const float qpos = (float)ti.len - 1.0f;
     constexpr int SUB = CERT_SLOTS / TG;  // pages per round
     // Token interval of chunk row rr of this round (pl = page in round, t = row in page)
@@ -255,76 +247,74 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_bounds(const AttnParams
                     rows[u][i] = rr < nr ? __ldcs(reinterpret_cast<const uint4*>(row_ptr(p0, rr)) + i) : zero4();
             }
         }
-        // (page, head) constants: warp `warp` takes slots warp + 8j; all its min/max loads
-        // are issued before any arithmetic.
-        float lo[CERT_SPW][CERT_CPL], hi[CERT_SPW][CERT_CPL];
+        // (page, head) constants: CERT_L lanes per slot, 8 consecutive channels per lane (one
+        // word group of the 4-bit sketch), CERT_GPW slots per warp at a time.
+        for (int s0 = warp * CERT_GPW; s0 < np * TG; s0 += (BLOCK / 32) * CERT_GPW) {
+            const int si = s0 + lane / CERT_L;  // this lane's slot
+            const int sub = lane % CERT_L;
+            const bool live = si < np * TG;
+            const int pl = live ? si / TG : 0, g = live ? si % TG : 0;
+            const int c8 = sub * 8;
+            float lo[8], hi[8], w[8];
+            {
+                const size_t srow = ((size_t)s_page[p0 + pl] * p.num_kv_heads + ti.kvh) * HEAD_DIM;
+                const float* qh = p.q + ((size_t)ti.b * p.num_heads + ti.h0 + g) * HEAD_DIM;
 #pragma unroll
-        for (int j = 0; j < CERT_SPW; ++j) {
-            const int si = warp + j * (BLOCK / 32);
-            const int pi = p0 + si / TG;
-#pragma unroll
-            for (int k = 0; k < CERT_CPL; ++k) {
-                const int ch = lane + 32 * k;
-                lo[j][k] = hi[j][k] = 0.f;
-                if (si < np * TG && ch < HEAD_DIM) {
-                    const size_t srow = ((size_t)s_page[pi] * p.num_kv_heads + ti.kvh) * HEAD_DIM;
-                    lo[j][k] = ST::to_f(p.smin[srow + ch]);
-                    hi[j][k] = ST::to_f(p.smax[srow + ch]);
+                for (int j = 0; j < 8; ++j) {
+                    const int ch = c8 + j;
+                    const bool ok = live && ch < HEAD_DIM;
+                    lo[j] = ok ? ST::to_f(p.smin[srow + ch]) : 0.f;
+                    hi[j] = ok ? ST::to_f(p.smax[srow + ch]) : 0.f;
+                    w[j] = ok ? qh[ch] * p.scale : 0.f;  // the kernels' fl(scale·q)
                 }
             }
-        }
+            float c0 = 0.f, r = 0.f, W = 0.f, blo = 0.f, bhi = 0.f, wmax = 0.f;
+            float ws[8];
 #pragma unroll
-        for (int j = 0; j < CERT_SPW; ++j) {
-            const int si = warp + j * (BLOCK / 32);
-            if (si >= np * TG) break;  // warp-uniform
-            const int g = si % TG;
-            float c0 = 0.f, r = 0.f, S = 0.f, W = 0.f, blo = 0.f, bhi = 0.f, wmax = 0.f;
-            float ws[CERT_CPL];
-#pragma unroll
-            for (int k = 0; k < CERT_CPL; ++k) {
-                const float w = wq[g][k], l = lo[j][k], h = hi[j][k];
-                W = fmaf(fabsf(w), fmaxf(fabsf(l), fabsf(h)), W);
-                const float step = fmaxf(h - l, 0.f) / levels;
-                ws[k] = w * step;
-                c0 = fmaf(w, l, c0);
-                r = fmaf(fabsf(w), step, r);
-                S += fabsf(ws[k]);
-                wmax = fmaxf(wmax, fabsf(ws[k]));
-                blo += fminf(w * l, w * h);
-                bhi += fmaxf(w * l, w * h);
+            for (int j = 0; j < 8; ++j) {
+                W = fmaf(fabsf(w[j]), fmaxf(fabsf(lo[j]), fabsf(hi[j])), W);
+                const float step = fmaxf(hi[j] - lo[j], 0.f) * inv_levels;
+                ws[j] = w[j] * step;
+                c0 = fmaf(w[j], lo[j], c0);
+                r = fmaf(fabsf(w[j]), step, r);
+                wmax = fmaxf(wmax, fabsf(ws[j]));
+                blo += fminf(w[j] * lo[j], w[j] * hi[j]);
+                bhi += fmaxf(w[j] * lo[j], w[j] * hi[j]);
             }
-            c0 = warp_sum_f(c0);
-            r = warp_sum_f(r);
-            S = warp_sum_f(S);
-            W = warp_sum_f(W);
-            float delta = 0.f;
-            if (bits == 0) {
-                blo = warp_sum_f(blo);
-                bhi = warp_sum_f(bhi);
-            } else if (fast4) {
+#pragma unroll
+            for (int off = CERT_L / 2; off > 0; off >>= 1) {
+                c0 += __shfl_xor_sync(FULL_MASK, c0, off);
+                r += __shfl_xor_sync(FULL_MASK, r, off);
+                W += __shfl_xor_sync(FULL_MASK, W, off);
+                wmax = fmaxf(wmax, __shfl_xor_sync(FULL_MASK, wmax, off));
+                if (bits == 0) {
+                    blo += __shfl_xor_sync(FULL_MASK, blo, off);
+                    bhi += __shfl_xor_sync(FULL_MASK, bhi, off);
+                }
+            }
+            float delta = 1.0f;
+            if (live && fast4) {
                 // δ: the power of two with max|ws|/δ in [2^13, 2^14): rounded, fits i16.
-                wmax = warp_max_f(wmax);
-                int e;
-                frexpf(wmax, &e);
-                delta = wmax > 0.f ? ldexpf(1.0f, e - 14) : 1.0f;
-                unsigned char* pb = reinterpret_cast<unsigned char*>(s_ws) + (size_t)si * CERT_PW * 4;
+                const int ex = max((int)((__float_as_uint(wmax) >> 23) & 0xffu), 14);  // tiny: coarser δ
+                const float inv_delta = wmax > 0.f ? __uint_as_float((u32)(127 + 140 - ex) << 23) : 1.0f;
+                delta = wmax > 0.f ? __uint_as_float((u32)(ex - 13) << 23) : 1.0f;
+                u32 hw[2] = {0u, 0u}, lw[2] = {0u, 0u};
 #pragma unroll
-                for (int k = 0; k < CERT_CPL; ++k) {
-                    const int ch = lane + 32 * k;
-                    const int qv = __float2int_rn(ws[k] / delta);  // exact scaling
-                    const int i8 = ch >> 3, e8 = ch & 7, kb = e8 >> 1, odd = e8 & 1;
-                    pb[(i8 * 4 + odd) * 4 + kb] = (unsigned char)((qv >> 8) & 0xff);
-                    pb[(i8 * 4 + 2 + odd) * 4 + kb] = (unsigned char)(qv & 0xff);
+                for (int j = 0; j < 8; ++j) {
+                    const int qv = __float2int_rn(ws[j] * inv_delta);  // exact scaling
+                    hw[j & 1] |= ((u32)(qv >> 8) & 0xffu) << (8 * (j >> 1));
+                    lw[j & 1] |= ((u32)qv & 0xffu) << (8 * (j >> 1));
                 }
-            } else {
+                *reinterpret_cast<uint4*>(reinterpret_cast<u32*>(s_ws) + (size_t)si * CERT_PW + 4 * sub) =
+                    make_uint4(hw[0], hw[1], lw[0], lw[1]);
+            } else if (live && bits > 0) {
 #pragma unroll
-                for (int k = 0; k < CERT_CPL; ++k) {
-                    const int ch = lane + 32 * k;
-                    if (ch < HEAD_DIM) s_ws[si * CERT_WS + ch] = ws[k];
-                }
+                for (int j = 0; j < 8; ++j)
+                    if (c8 + j < HEAD_DIM) s_ws[si * CERT_WS + c8 + j] = ws[j];
             }
-            if (lane == 0) {
-                const float Su = S * 1.001f, Wu = W * 1.001f;
+            if (live && sub == 0) {
+                // S = Σ|ws| <= r up to rounding: r·1.001 bounds it.
+                const float Su = r * 1.001f, Wu = W * 1.001f;
                 const float be = (float)CERT_BOUND_ERR * Wu;
                 if (bits > 0) {
                     float e = CERT_E * fmaf(levels, Su, Wu);
@@ -338,7 +328,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_bounds(const AttnParams
                     s_base[si][1] = __fadd_ru(bhi, e);
                 }
                 s_base[si][2] = delta;
-                if ((int)s_slot[p0 + si / TG] == open_slot) s_wopen[g] = Wu;
+                if ((int)s_slot[p0 + pl] == open_slot) s_wopen[g] = Wu;
                 atomicMax(&s_mag[g], ordered_key(Wu));
             }
         }
@@ -440,30 +430,45 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_bounds(const AttnParams
                             (float)(2.0 * cert_margin(p, mag_c, p.a_d * fabs((double)R) + 1.0));
         if (threadIdx.x == 0) atomicMax(p.gslack + (size_t)task * TG + g, ordered_key(-slack));
         const float keep_u = -1.0f - slack;
-        const int per = (nrows + BLOCK - 1) / BLOCK;
-        const int rb0 = threadIdx.x * per, re = min(rb0 + per, nrows);
+        // Both lists in row order: warp w takes rows [w·span, (w + 1)·span), 32 at a time
+        // (ballots), after a block scan of the warps' counts.
+        const int span = (nrows + BLOCK / 32 - 1) / (BLOCK / 32);
+        const int r0 = warp * span, r1 = min(r0 + span, nrows);
         int nl = 0, nu = 0;
-        for (int r = rb0; r < re; ++r) {
-            nl += (p.a * (lg[r] - R) > -1.0f) ? 1 : 0;
-            nu += (p.a * (ug[r] - R) > keep_u) ? 1 : 0;
+        for (int rb = r0; rb < r1; rb += 32) {
+            const int r = rb + lane;
+            const bool kl = r < r1 && p.a * (lg[r] - R) > -1.0f;
+            const bool ku = r < r1 && p.a * (ug[r] - R) > keep_u;
+            nl += __popc(__ballot_sync(FULL_MASK, kl));
+            nu += __popc(__ballot_sync(FULL_MASK, ku));
         }
         int tl, tu;
-        int ol = block_excl_scan<BLOCK>(nl, &tl);
-        int ou = block_excl_scan<BLOCK>(nu, &tu);
+        int ol = block_excl_scan<BLOCK>(lane == 0 ? nl : 0, &tl);
+        int ou = block_excl_scan<BLOCK>(lane == 0 ? nu : 0, &tu);
+        ol = __shfl_sync(FULL_MASK, ol, 0);
+        ou = __shfl_sync(FULL_MASK, ou, 0);
         const size_t idx = slot_index(p, task, c, g);
         float* cs = p.cand_s + idx * (size_t)caprows;
         float* cu = p.cand_u + idx * (size_t)caprows;
         u32* cp = p.cand_pos + idx * (size_t)caprows;
         u32* cl = p.has_alibi ? p.cand_lpos + idx * (size_t)caprows : nullptr;
-        for (int r = rb0; r < re; ++r) {
-            if (p.a * (lg[r] - R) > -1.0f) cs[ol++] = lg[r];
-            if (p.a * (ug[r] - R) > keep_u) {
+        const u32 below = (1u << lane) - 1u;
+        for (int rb = r0; rb < r1; rb += 32) {
+            const int r = rb + lane;
+            const float lv = r < r1 ? lg[r] : neg_inf(), uv = r < r1 ? ug[r] : neg_inf();
+            const bool kl = r < r1 && p.a * (lv - R) > -1.0f;
+            const bool ku = r < r1 && p.a * (uv - R) > keep_u;
+            const u32 ml = __ballot_sync(FULL_MASK, kl), mu = __ballot_sync(FULL_MASK, ku);
+            if (kl) cs[ol + __popc(ml & below)] = lv;
+            if (ku) {
+                const int at = ou + __popc(mu & below);
                 const int pi = r / ps;
-                cu[ou] = ug[r];
-                cp[ou] = s_page[pi] * (u32)ps + (u32)(r - pi * ps);
-                if (cl) cl[ou] = s_slot[pi] * (u32)ps + (u32)(r - pi * ps);
-                ++ou;
+                cu[at] = uv;
+                cp[at] = s_page[pi] * (u32)ps + (u32)(r - pi * ps);
+                if (cl) cl[at] = s_slot[pi] * (u32)ps + (u32)(r - pi * ps);
             }
+            ol += __popc(ml);
+            ou += __popc(mu);
         }
         if (threadIdx.x == 0) {
             p.cand_cnt[idx] = tl;
@@ -528,37 +533,51 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_exact(const AttnParams 
             }
         }
         float mx = neg_inf();
-        int pages = 0;
-        for (int k0 = 0; k0 < kept; k0 += RPW) {
-            const int k = k0 + rs;
-            float acc = 0.f;
-            u32 pos = 0u;
-            if (k < kept) {
-                pos = cp[k];
-                const u32 page = pos / (u32)p.page_size;
-                const kv_t* rowp = kv_row(p.k, p, page, ti.kvh, (int)(pos - page * (u32)p.page_size));
+        // CERT_XU batches of RPW rows in flight: positions, then every K row, then the dots.
+        for (int k0 = 0; k0 < kept; k0 += RPW * CERT_XU) {
+            u32 pos[CERT_XU];
+            uint4 buf[CERT_XU][CPL];
+#pragma unroll
+            for (int u = 0; u < CERT_XU; ++u) {
+                const int k = k0 + u * RPW + rs;
+                pos[u] = k < kept ? cp[k] : 0xffffffffu;
+            }
+#pragma unroll
+            for (int u = 0; u < CERT_XU; ++u) {
+                const u32 page = pos[u] / (u32)p.page_size;
+                const kv_t* rowp = kv_row(p.k, p, page, ti.kvh, (int)(pos[u] - page * (u32)p.page_size));
 #pragma unroll
                 for (int i = 0; i < CPL; ++i) {
                     const int ch = sub + i * LANES;
-                    if (ch < CHUNKS) {
-                        float x[KV_VEC];
-                        KV::unpack(ld_nc16(rowp, ch), x);
-#pragma unroll
-                        for (int j = 0; j < KV_VEC; ++j) acc = fmaf(qf[i * KV_VEC + j], x[j], acc);
-                    }
+                    buf[u][i] = (pos[u] != 0xffffffffu && ch < CHUNKS) ? ld_nc16(rowp, ch) : zero4();
                 }
             }
 #pragma unroll
-            for (int off = LANES / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, off);
-            if (k < kept && sub == 0) {
-                float s = acc;
-                if (cl) s += p.slopes[ti.h0 + g] * ((float)cl[k] - qpos);
-                cs[k] = s;
-                mx = fmaxf(mx, s);
-                // Pages touched: a kept row on another page than the row before it.
-                const u32 page = pos / (u32)p.page_size;
-                if (k == 0 || cp[k - 1] / (u32)p.page_size != page) ++pages;
+            for (int u = 0; u < CERT_XU; ++u) {
+                const int k = k0 + u * RPW + rs;
+                float acc = 0.f;
+#pragma unroll
+                for (int i = 0; i < CPL; ++i) {
+                    float x[KV_VEC];
+                    KV::unpack(buf[u][i], x);
+#pragma unroll
+                    for (int j = 0; j < KV_VEC; ++j) acc = fmaf(qf[i * KV_VEC + j], x[j], acc);
+                }
+#pragma unroll
+                for (int off = LANES / 2; off > 0; off >>= 1) acc += __shfl_xor_sync(FULL_MASK, acc, off);
+                if (k < kept && sub == 0) {
+                    float sc = acc;
+                    if (cl) sc += p.slopes[ti.h0 + g] * ((float)cl[k] - qpos);
+                    cs[k] = sc;
+                    mx = fmaxf(mx, sc);
+                }
             }
+        }
+        // Pages touched: kept rows on another page than the row before them.
+        int pages = 0;
+        for (int k = lane; k < kept; k += 32) {
+            const u32 page = cp[k] / (u32)p.page_size;
+            if (k == 0 || cp[k - 1] / (u32)p.page_size != page) ++pages;
         }
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
