@@ -4,6 +4,8 @@
 # binaries `gpu_cache` and `gpu_decode` (cargo test --release --no-run -p entmaxkv, the
 # target/release/deps/gpu_{cache,decode}-<hash> files), sdpa_baseline.py, and optionally a
 # fuzz campaign kit in fuzz/ (fuzz/campaign.sh), run on the spare CPU cores meanwhile.
+# SOAK=1 adds the 1M-step device soak; MEMCHECK="<test filter>" runs compute-sanitizer
+# memcheck over those gpu_decode tests at the end.
 # OUT is the folder for logs and JSON. Needs LD_LIBRARY_PATH to reach libnvrtc (CUDA's lib64).
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -20,6 +22,7 @@ fi
 el "tests"
 ( timeout 120 ./gpu_cache --test-threads=4 2>&1; echo "gpu_cache rc=$?" ) > $OUT/tests.log
 ( timeout 240 ./gpu_decode --test-threads=4 2>&1; echo "gpu_decode rc=$?" ) >> $OUT/tests.log
+if [ -x gpu_oom ]; then ( timeout 60 ./gpu_oom 2>&1; echo "gpu_oom rc=$?" ) >> $OUT/tests.log; fi
 grep -E "^test |test result|rc=|panicked|worst" $OUT/tests.log | cut -c1-600 | tee -a $R
 el "check --device cuda"
 timeout 200 ./entmaxkv check --device cuda --json $OUT/check_cuda.json > $OUT/check_cuda.log 2>&1; echo "check rc=$?" | tee -a $R
@@ -28,14 +31,21 @@ el "sdpa"
 timeout 150 python3 sdpa_baseline.py --contexts 32K,64K,128K,256K,512K,1M --batch 1 --heads 8 --head-dim 64 --iters 50 --json $OUT/sdpa.json 2>&1 | tee -a $R
 timeout 60 python3 sdpa_baseline.py --contexts 128K --batch 8 --heads 32 --kv-heads 8 --head-dim 128 --iters 30 --json $OUT/sdpa.json --append 2>&1 | tee -a $R
 el "bench B1 8/8 D64"
-timeout 240 ./entmaxkv bench --device cuda --preset figure --contexts 32K,64K,128K,256K,512K,1M --methods dense-softmax,dense-entmax,topk,topk-softmax,gaussian-exact --budget 0.125 --iters 30 --warmup 5 --sdpa-json $OUT/sdpa.json --json $OUT/bench_b1.json > $OUT/bench.log 2>&1
+timeout 240 ./entmaxkv bench --device cuda --preset figure --contexts 32K,64K,128K,256K,512K,1M --methods dense-softmax,dense-entmax,topk,topk-softmax,gaussian-exact,certified --budget 0.125 --iters 30 --warmup 5 --sdpa-json $OUT/sdpa.json --json $OUT/bench_b1.json > $OUT/bench.log 2>&1
 el "bench B1 other alphas"
-timeout 100 ./entmaxkv bench --device cuda --preset figure --contexts 128K,1M --alpha 2,1.3333333333333333 --methods dense-entmax,topk,gaussian-exact --budget 0.125 --iters 20 --warmup 3 --sdpa-json $OUT/sdpa.json --json $OUT/bench_alpha.json >> $OUT/bench.log 2>&1
+timeout 100 ./entmaxkv bench --device cuda --preset figure --contexts 128K,1M --alpha 2,1.3333333333333333 --methods dense-entmax,topk,gaussian-exact,certified --budget 0.125 --iters 20 --warmup 3 --sdpa-json $OUT/sdpa.json --json $OUT/bench_alpha.json >> $OUT/bench.log 2>&1
 el "bench B8 32/8 D128"
-timeout 120 ./entmaxkv bench --device cuda --preset llama8b --batch 8 --contexts 128K --gqa shared --methods dense-softmax,dense-entmax,topk,gaussian-exact --budget 0.125 --iters 20 --warmup 3 --no-accuracy --sdpa-json $OUT/sdpa.json --json $OUT/bench_gqa.json >> $OUT/bench.log 2>&1
-el "soak --device cuda (1M steps)"
-timeout ${SOAK_TIMEOUT:-150} ./entmaxkv soak --device cuda --steps 1000000 --json $OUT/soak_cuda.json > $OUT/soak_cuda.log 2>&1; echo "soak rc=$?" | tee -a $R
-cut -c1-400 $OUT/soak_cuda.log | tee -a $R
+timeout 120 ./entmaxkv bench --device cuda --preset llama8b --batch 8 --contexts 128K --gqa shared --methods dense-softmax,dense-entmax,topk,gaussian-exact,certified --budget 0.125 --iters 20 --warmup 3 --no-accuracy --sdpa-json $OUT/sdpa.json --json $OUT/bench_gqa.json >> $OUT/bench.log 2>&1
+if [ -n "${SOAK:-}" ]; then
+  el "soak --device cuda (1M steps)"
+  timeout ${SOAK_TIMEOUT:-150} ./entmaxkv soak --device cuda --steps 1000000 --json $OUT/soak_cuda.json > $OUT/soak_cuda.log 2>&1; echo "soak rc=$?" | tee -a $R
+  cut -c1-400 $OUT/soak_cuda.log | tee -a $R
+fi
+if [ -n "${MEMCHECK:-}" ]; then
+  el "compute-sanitizer memcheck: $MEMCHECK"
+  ( timeout ${MEMCHECK_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 ./gpu_decode --test-threads=1 $MEMCHECK 2>&1; echo "memcheck rc=$?" ) > $OUT/memcheck.log
+  grep -E "ERROR SUMMARY|rc=|test result|panicked" $OUT/memcheck.log | tail -4 | tee -a $R
+fi
 if [ -n "${FUZZ_PID:-}" ]; then el "waiting for the fuzz campaign"; wait $FUZZ_PID; tail -5 $OUT/fuzz_campaign.log | tee -a $R; fi
 el "done"
 grep "^  " $OUT/bench.log | cut -c1-330

@@ -37,6 +37,7 @@ struct Case {
     flat: bool,
     /// Key-sketch bits of the cache (0 = none).
     bits: u32,
+    tau_mode: entmaxkv::attention::cpu::TauMode,
     seed: u64,
 }
 
@@ -57,6 +58,7 @@ impl Case {
             workload: Workload::Iid,
             flat: false,
             bits: 4,
+            tau_mode: entmaxkv::attention::cpu::TauMode::Exact,
             seed: 1,
         }
     }
@@ -97,7 +99,9 @@ fn build(c: &Case) -> Built {
         host,
         ids,
         q: prob.q,
-        cfg: DecodeConfig::new(params, c.method.clone()).with_gqa(c.gqa),
+        cfg: DecodeConfig::new(params, c.method.clone())
+            .with_gqa(c.gqa)
+            .with_tau_mode(c.tau_mode),
         max_tokens: *c.lens.iter().max().unwrap(),
     }
 }
@@ -562,8 +566,6 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
     let dflt = Method::Gaussian(GaussianOpts::default());
     for cfg in [
         DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt.clone()),
-        DecodeConfig::new(bt.cfg.attention.clone(), dflt.clone())
-            .with_tau_mode(entmaxkv::attention::cpu::TauMode::Fixed),
         DecodeConfig::new(
             bt.cfg.attention.clone().with_alibi(vec![0.5; c.heads]),
             dflt.clone(),
@@ -632,8 +634,8 @@ fn gaussian_selection_matches_cpu() {
 /// 0–8, page sizes, structured keys (sinks, outlier channels), long contexts and all-tied
 /// keys; every head reported certified, candidates at least the support.
 #[test]
-fn certified_matches_dense() {
-    if common::gpu_or_skip("certified_matches_dense").is_none() {
+fn certified_matches_dense_short() {
+    if common::gpu_or_skip("certified_matches_dense_short").is_none() {
         return;
     }
     let mut seed = 700;
@@ -663,6 +665,28 @@ fn certified_matches_dense() {
             run(c);
         }
     }
+    let _ = writeln!(
+        std::io::stderr(),
+        "certified short: worst output rel {:.3e}, worst tau rel {:.3e}",
+        worst.0,
+        worst.1
+    );
+}
+
+/// The certified strategy, continued: sketch widths 0–8 with page sizes 16, 7 and 64 on
+/// structured keys (sinks, outlier channels) with f32 statistics, 64K-token contexts and
+/// all-tied keys.
+#[test]
+fn certified_matches_dense_sketch_widths_and_long() {
+    if common::gpu_or_skip("certified_matches_dense_sketch_widths_and_long").is_none() {
+        return;
+    }
+    let mut seed = 800;
+    let mut worst = (0.0f64, 0.0f64);
+    let mut run = |c: Case| {
+        let w = check(&c);
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
+    };
     for bits in [0, 1, 2, 3, 5, 8] {
         for ps in [16, 7, 64] {
             seed += 1;
@@ -692,7 +716,7 @@ fn certified_matches_dense() {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "certified: worst output rel {:.3e}, worst tau rel {:.3e}",
+        "certified widths/long: worst output rel {:.3e}, worst tau rel {:.3e}",
         worst.0,
         worst.1
     );
@@ -711,4 +735,33 @@ fn certified_at_alpha_one_is_a_typed_error() {
         GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()),
         Err(Error::Unsupported { .. })
     ));
+}
+
+/// Gaussian selection with the fixed (τ̂ as is) and corrected (τ̂ + N Halley steps) τ modes
+/// against the CPU pipeline: same τ to 1e-5, same outputs (weights renormalised over the
+/// tokens read); α 4/3, 1.5, 2; shared GQA; a long context.
+#[test]
+fn gaussian_fixed_and_corrected_tau_match_cpu() {
+    if common::gpu_or_skip("gaussian_fixed_and_corrected_tau_match_cpu").is_none() {
+        return;
+    }
+    use entmaxkv::attention::cpu::TauMode;
+    let g = Method::Gaussian(GaussianOpts::default());
+    let mut seed = 900;
+    for mode in [TauMode::Fixed, TauMode::Corrected(1), TauMode::Corrected(3)] {
+        for (alpha, heads, gqa) in [
+            (1.5, 2, GqaMode::PerHead),
+            (2.0, 8, GqaMode::Shared),
+            (4.0 / 3.0, 2, GqaMode::PerHead),
+        ] {
+            seed += 1;
+            let mut c = Case::new(DType::F16, alpha, g.clone());
+            c.heads = heads;
+            c.gqa = gqa;
+            c.tau_mode = mode;
+            c.lens = vec![1, 16, 17, 300, 1000, 4096, 20_000];
+            c.seed = seed;
+            check(&c);
+        }
+    }
 }

@@ -221,8 +221,6 @@ impl GpuDecoder {
                     Some("Gaussian selection with ALiBi (the page mixture)")
                 } else if ![2, 13, 15].contains(&alpha_code(cfg.attention.alpha)) {
                     Some("Gaussian selection for alpha other than 4/3, 1.5 and 2")
-                } else if cfg.tau_mode != TauMode::Exact {
-                    Some("Gaussian selection with the fixed or corrected tau modes")
                 } else {
                     None
                 };
@@ -600,6 +598,9 @@ impl GpuDecoder {
             smin: bufs.stats[0].ptr(),
             smax: bufs.stats[1].ptr(),
             sketch: bufs.sketch.ptr(),
+            // τ̂ for the fixed / corrected τ modes (Gaussian selection only; elsewhere there is
+            // no τ̂ and τ is exact, as on the CPU).
+            tau_hat: gauss.as_ref().map_or(0, |g| g.tau_hat.ptr()),
             a_d: a,
             beta_d: if softmax { 1.0 } else { 1.0 / a },
             scale: cfg.attention.scale_for(d),
@@ -621,6 +622,15 @@ impl GpuDecoder {
             sketch_bits: ccfg.sketch_bits as i32,
             sketch_row_bytes: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
             cert_phase: 0,
+            tau_mode: match (cfg.tau_mode, gauss.is_some()) {
+                (TauMode::Fixed, true) => 1,
+                (TauMode::Corrected(_), true) => 2,
+                _ => 0,
+            },
+            tau_iters: match cfg.tau_mode {
+                TauMode::Corrected(n) => n.min(1000) as i32,
+                _ => 0,
+            },
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {

@@ -144,6 +144,7 @@ pub(crate) struct AttnParams {
     pub smin: u64,
     pub smax: u64,
     pub sketch: u64,
+    pub tau_hat: u64,
     pub a_d: f64,
     pub beta_d: f64,
     pub scale: f32,
@@ -165,4 +166,6 @@ pub(crate) struct AttnParams {
     pub sketch_bits: i32,
     pub sketch_row_bytes: i32,
     pub cert_phase: i32,
+    pub tau_mode: i32,
+    pub tau_iters: i32,
 }

@@ -70,6 +70,7 @@ struct AttnParams {
     const st_t* smin;        // page minima / maxima rows [num_pages, H_kv, D]
     const st_t* smax;
     const unsigned char* sketch;  // [num_pages, H_kv, page_size, row_bytes]
+    const double* tau_hat;   // [B, H] τ̂ of the selection (fixed / corrected τ modes), or null
     double a_d;              // α − 1
     double beta_d;           // 1 / (α − 1)
     float scale;
@@ -91,6 +92,8 @@ struct AttnParams {
     int sketch_bits;
     int sketch_row_bytes;
     int cert_phase;          // 1: the filter and tail solve τ_lb on the lower ends
+    int tau_mode;            // 0 exact, 1 fixed (τ̂), 2 corrected (τ̂ + tau_iters Halley steps)
+    int tau_iters;
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -120,6 +123,14 @@ __device__ __forceinline__ void chunk_range(const AttnParams& p, int n, int c, i
     if (ppc > p.ppc_max) ppc = p.ppc_max;
     pbeg = c * ppc;
     pend = min(n, pbeg + ppc);
+}
+
+// Fixed τ mode: tokens with z = a·s > τ̂ carry weight even below the entmax range of the
+// maximum, so candidates are also kept above this floor (+inf otherwise).
+__device__ __forceinline__ float z_floor(const AttnParams& p, int bh) {
+    if (p.tau_mode != 1 || !p.tau_hat) return pos_inf();
+    const double t = p.tau_hat[bh];
+    return isfinite(t) ? (float)t : pos_inf();
 }
 
 // x^β and the next two powers for the Halley sums (tau/entmax.rs `powers`).
@@ -373,7 +384,7 @@ __device__ __forceinline__ int hist_bin(float d) {
 // One warp keeps, in place and in order, the chunk's candidates with d = (α−1)(s − M) > thr
 // and counts their d into `hist_smem`. Returns the count kept (in every lane).
 __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
-                             bool move_pos = true) {
+                             bool move_pos = true, float zf = __int_as_float(0x7f800000)) {
     const int lane = threadIdx.x & 31;
     const int cnt = p.cand_cnt[idx];
     float* cs = p.cand_s + idx * (size_t)caprows;
@@ -397,7 +408,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
         for (int u = 0; u < WU; ++u) {
             const int k = k0 + u * 32 + lane;
             const float d = p.a * (sv[u] - M);
-            const bool keep = k < cnt && d > thr;
+            const bool keep = k < cnt && (d > thr || p.a * sv[u] > zf);
             if (keep) atomicAdd(&hist_smem[hist_bin(d)], 1);
             const u32 m = __ballot_sync(FULL_MASK, keep);
             if (keep) {
@@ -648,7 +659,8 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             }
             n_s = n_c;
         }
-        const float keep_above = s_br[0];
+        // Fixed τ: every survivor (τ̂ may lie below the bracket).
+        const float keep_above = p.tau_mode == 1 ? neg_inf() : s_br[0];
         constexpr int GU = 8;
         for (int j0 = 0; n_c > p.cap && j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
             size_t src[GU];
@@ -666,7 +678,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             int cnt = 0;
 #pragma unroll
             for (int u = 0; u < GU; ++u) {
-                dv[u] = -2.0f;
+                dv[u] = neg_inf();  // below every keep_above (−inf keeps nothing invalid)
                 if (j0 + (int)threadIdx.x * GU + u < n_c) {
                     dv[u] = p.a * (p.cand_s[src[u]] - M);
                     pv[u] = p.cand_pos[src[u]];
@@ -701,7 +713,39 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         int sup;
         // t <= −k^{−(α−1)} for any k >= the support size: the survivor count bounds it.
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
-        const double t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
+        double t = 0.0;
+        bool solved = false;
+        if (p.tau_mode != 0 && p.cert_phase == 0 && p.tau_hat) {
+            // attention/cpu.rs: τ̂ as is (fixed) or refined by tau_iters safeguarded Halley
+            // steps in [−1, −n^{−(α−1)}] (n the tokens read); an empty support at the result
+            // falls back to the exact τ.
+            const double th = p.tau_hat[bh];
+            if (isfinite(th)) {
+                t = th - p.a_d * (double)M;
+                if (p.tau_mode == 2) {
+                    const int last_len = ti.len - (ti.npages - 1) * p.page_size;
+                    const double n_read = (double)((ti.n - 1) * p.page_size + last_len);
+                    double lo_t = -1.0, hi_t = -exp(-p.a_d * log(n_read));
+                    t = fmin(fmax(t, lo_t), hi_t);
+                    for (int it = 0; it < p.tau_iters; ++it) {
+                        if (hi_t <= lo_t) break;
+                        double A0, A1, A2;
+                        halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
+                        const double f = A0 - 1.0;
+                        if (f == 0.0) break;
+                        if (f > 0.0) lo_t = t;
+                        else hi_t = t;
+                        double next = g_halley_step(t, A0, A1, A2, p.beta_d);
+                        if (!(next > lo_t && next < hi_t)) next = 0.5 * (lo_t + hi_t);
+                        t = next;
+                    }
+                }
+                double A1, A2;
+                halley_sums(p, sc, caprows, t, mass, A1, A2, &sup);
+                solved = sup > 0;
+            }
+        }
+        if (!solved) t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
         if (p.cert_phase == 1) {
             // τ_lb and whether the bound pass's slack covered every margin of this head.
             if (threadIdx.x == 0) {
@@ -794,10 +838,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
             }
             __syncthreads();
             const float R = s_run;
+            const float zf = z_floor(p, ti.b * p.num_heads + ti.h0 + g);
             const int per = (nrows + BLOCK - 1) / BLOCK;
             const int rb = threadIdx.x * per, re = min(rb + per, nrows);
             int cnt = 0;
-            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - R) > -1.0f) ? 1 : 0;
+            for (int r = rb; r < re; ++r) cnt += (p.a * (sg[r] - R) > -1.0f || p.a * sg[r] > zf) ? 1 : 0;
             int total;
             int o = block_excl_scan<BLOCK>(cnt, &total);
             const size_t idx = slot_index(p, task, c, g);
@@ -805,7 +850,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
             u32* cp = p.cand_pos + idx * (size_t)caprows;
             for (int r = rb; r < re; ++r) {
                 const float s = sg[r];
-                if (p.a * (s - R) > -1.0f) {
+                if (p.a * (s - R) > -1.0f || p.a * s > zf) {
                     const int pi = r / p.page_size;
                     cs[o] = s;
                     cp[o] = s_page[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
@@ -833,7 +878,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
             const size_t idx = slot_index(p, task, c, g);
             const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
             // cert_phase 1: the lower ends only (their candidate list has no positions).
-            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g], p.cert_phase == 0);
+            const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g], p.cert_phase == 0,
+                                          z_floor(p, task_info(p, task).b * p.num_heads + task_info(p, task).h0 + g));
             if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
         }
     }
