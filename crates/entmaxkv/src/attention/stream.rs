@@ -33,15 +33,13 @@ pub const STREAM_BLOCK_PAGES: usize = 64;
 /// One block's partial results and scratch.
 #[derive(Debug, Clone, Default)]
 struct BlockPart {
-    /// `[H, D]` unnormalised (entmax) or normalised (softmax) V sums.
+    /// `[H, D]` V sums (weights normalised).
     acc: Vec<f32>,
-    /// `[H]` softmax: Σ exp(s − block max); entmax: Σ weights.
+    /// `[H]` softmax: Σ exp(s − block max).
     mass: Vec<f64>,
     /// `[H]` softmax: block maximum, then the block's weight factor exp(m_b − M)/S.
     max: Vec<f32>,
     scale: Vec<f32>,
-    /// `[H]` tokens with nonzero weight (entmax).
-    support: Vec<u32>,
     /// `[H_kv]` V rows read.
     v_rows: Vec<u64>,
     /// `[page_size, D]` widened rows (paths without the f16 register conversion).
@@ -116,7 +114,6 @@ impl StreamWorkspace {
             grow(&mut p.mass, h);
             grow(&mut p.max, h);
             grow(&mut p.scale, h);
-            grow(&mut p.support, h);
             grow(&mut p.v_rows, hkv);
             grow(&mut p.rows, ps * d);
             grow(&mut p.w, g * ps);
@@ -133,7 +130,7 @@ impl StreamWorkspace {
             .parts
             .iter()
             .map(|p| {
-                4 * (p.acc.len() + p.max.len() + p.scale.len() + p.support.len())
+                4 * (p.acc.len() + p.max.len() + p.scale.len())
                     + 4 * (p.rows.len() + p.w.len())
                     + 8 * (p.mass.len() + p.v_rows.len())
             })
@@ -198,33 +195,27 @@ mod simd {
         }
     }
 
-    /// Lane sums of eight vectors: lane j of the result is the sum of `a[j]`, as the tree
-    /// ((x0+x1)+(x2+x3)) + ((x4+x5)+(x6+x7)).
+    /// The dot of `q` with one row, exactly as [`super::super::cpu::dot`] forms it
+    /// (`d % 16 == 0`): even 8-chunks into one accumulator, odd into another, then the tree.
     #[inline(always)]
-    unsafe fn hsum8x8(a: &[__m256; 8]) -> __m256 {
-        let t0 = _mm256_hadd_ps(a[0], a[1]);
-        let t1 = _mm256_hadd_ps(a[2], a[3]);
-        let t2 = _mm256_hadd_ps(a[4], a[5]);
-        let t3 = _mm256_hadd_ps(a[6], a[7]);
-        let u0 = _mm256_hadd_ps(t0, t1);
-        let u1 = _mm256_hadd_ps(t2, t3);
-        let lo = _mm256_permute2f128_ps::<0x20>(u0, u1);
-        let hi = _mm256_permute2f128_ps::<0x31>(u0, u1);
-        _mm256_add_ps(lo, hi)
+    unsafe fn dot_row<E: Load>(row: *const E, d: usize, q: *const f32) -> f32 {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut c = 0;
+        while c < d {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c)), E::load8(row.add(c)), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c + 8)), E::load8(row.add(c + 8)), a1);
+            c += 16;
+        }
+        let s8 = _mm256_add_ps(a0, a1);
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
     }
 
-    /// The sum of one vector, same tree as [`hsum8x8`].
-    #[inline(always)]
-    unsafe fn hsum(a: __m256) -> f32 {
-        let h1 = _mm256_hadd_ps(a, a);
-        let h2 = _mm256_hadd_ps(h1, h1);
-        _mm_cvtss_f32(_mm_add_ss(
-            _mm256_castps256_ps128(h2),
-            _mm256_extractf128_ps::<1>(h2),
-        ))
-    }
-
-    /// `out[t] = q · row_t` for `len` rows of `d` elements (`d % 8 == 0`), eight rows at once.
+    /// Scores of `len` rows of `d` elements (`d % 16 == 0`) against `q`, four rows at once,
+    /// each bit-identical to [`super::super::cpu::dot`] (same chunks, same tree), plus the
+    /// ALiBi term `slope · ((start + t) − q_pos)` when `alibi` is given, into `out[t]`.
+    /// Returns the maximum score and whether every score is finite.
     ///
     /// # Safety
     /// `rows` holds `len · d` elements, `q` `d`, `out` `len`.
@@ -235,35 +226,77 @@ mod simd {
         d: usize,
         q: *const f32,
         out: *mut f32,
-    ) {
+        alibi: Option<(f32, u32, f32)>,
+    ) -> (f32, bool) {
+        let mut mx = _mm_set1_ps(f32::NEG_INFINITY);
+        let mut z = _mm_setzero_ps();
         let mut t = 0;
-        while t + 8 <= len {
-            let mut acc = [_mm256_setzero_ps(); 8];
+        while t + 4 <= len {
+            let mut e = [_mm256_setzero_ps(); 4];
+            let mut o = [_mm256_setzero_ps(); 4];
             let mut c = 0;
             while c < d {
-                let qc = _mm256_loadu_ps(q.add(c));
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(E::load8(rows.add((t + j) * d + c)), qc, *a);
+                let q0 = _mm256_loadu_ps(q.add(c));
+                let q1 = _mm256_loadu_ps(q.add(c + 8));
+                for j in 0..4 {
+                    let r = rows.add((t + j) * d + c);
+                    e[j] = _mm256_fmadd_ps(q0, E::load8(r), e[j]);
+                    o[j] = _mm256_fmadd_ps(q1, E::load8(r.add(8)), o[j]);
                 }
-                c += 8;
+                c += 16;
             }
-            _mm256_storeu_ps(out.add(t), hsum8x8(&acc));
-            t += 8;
+            // Per row: s8 = even + odd; w = lo + hi halves; u = (w0 + w2, w1 + w3); u0 + u1.
+            let s0 = _mm256_add_ps(e[0], o[0]);
+            let s1 = _mm256_add_ps(e[1], o[1]);
+            let s2 = _mm256_add_ps(e[2], o[2]);
+            let s3 = _mm256_add_ps(e[3], o[3]);
+            let r01 = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(s0, s1),
+                _mm256_permute2f128_ps::<0x31>(s0, s1),
+            );
+            let r23 = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(s2, s3),
+                _mm256_permute2f128_ps::<0x31>(s2, s3),
+            );
+            // [r0 (w0+w2), r0 (w1+w3), r2 .., r2 .. | r1 .., r1 .., r3 .., r3 ..]
+            let u = _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(r01, r23),
+                _mm256_shuffle_ps::<0b11_10_11_10>(r01, r23),
+            );
+            let hsum = _mm256_hadd_ps(u, u); // [r0, r2, r0, r2 | r1, r3, r1, r3]
+            let mut v = _mm_unpacklo_ps(
+                _mm256_castps256_ps128(hsum),
+                _mm256_extractf128_ps::<1>(hsum),
+            );
+            if let Some((slope, start, q_pos)) = alibi {
+                let pos = _mm_add_epi32(_mm_set1_epi32((start as usize + t) as i32), _mm_setr_epi32(0, 1, 2, 3));
+                let rel = _mm_sub_ps(_mm_cvtepi32_ps(pos), _mm_set1_ps(q_pos));
+                v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(slope), rel));
+            }
+            _mm_storeu_ps(out.add(t), v);
+            mx = _mm_max_ps(mx, v);
+            z = _mm_add_ps(z, _mm_mul_ps(v, _mm_setzero_ps()));
+            t += 4;
         }
+        let mut m = {
+            let m2 = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+            _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+        };
+        let mut zs = {
+            let z2 = _mm_add_ps(z, _mm_movehl_ps(z, z));
+            _mm_cvtss_f32(_mm_add_ss(z2, _mm_movehdup_ps(z2)))
+        };
         while t < len {
-            let mut acc = _mm256_setzero_ps();
-            let mut c = 0;
-            while c < d {
-                acc = _mm256_fmadd_ps(
-                    E::load8(rows.add(t * d + c)),
-                    _mm256_loadu_ps(q.add(c)),
-                    acc,
-                );
-                c += 8;
+            let mut s = dot_row(rows.add(t * d), d, q);
+            if let Some((slope, start, q_pos)) = alibi {
+                s += slope * ((start as usize + t) as f32 - q_pos);
             }
-            *out.add(t) = hsum(acc);
+            *out.add(t) = s;
+            m = m.max(s);
+            zs += s * 0.0;
             t += 1;
         }
+        (m, zs == 0.0)
     }
 
     /// `acc += Σ_t w[t] · row_t` over `len` rows of `d` elements (`d % 8 == 0`), rows in
@@ -329,32 +362,51 @@ const SIMD: bool = true;
 )))]
 const SIMD: bool = false;
 
-/// Scores of one page of one kv head for its `G` query heads: head `hg` writes
-/// `out[hg · stride + t]`, t < len. `q` is `[G, D]`, `rows` `[len, D]`.
+/// Where one page of one kv head writes: head `hg` of the group writes its scores at
+/// `scores + hg · stride + t` (t < len) and its page maximum (NaN when a score is not
+/// finite) at `page_max + hg · pm_stride`.
+#[derive(Clone, Copy)]
+struct PageOut {
+    scores: *mut f32,
+    stride: usize,
+    page_max: *mut f32,
+    pm_stride: usize,
+}
+
+/// Scores of one page of one kv head for its `G` query heads, each bit-identical to the
+/// group kernel's (`dot`, then the ALiBi term). `q` is `[G, D]`, `rows` `[len, D]`,
+/// `slopes` `[G]`, `start` the position of the page's first token.
 ///
 /// # Safety
-/// `out + hg · stride + t` must be writable for every hg < G, t < len.
+/// Every address `out` names for hg < G, t < len must be writable.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn score_page<T: KvElem>(
     rows: &[T],
     len: usize,
     d: usize,
     q: &[f32],
-    g: usize,
+    slopes: Option<&[f32]>,
+    start: u32,
+    q_pos: f32,
     buf: &mut [f32],
-    out: *mut f32,
-    stride: usize,
+    out: PageOut,
 ) {
+    let g = q.len() / d;
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if SIMD && d % 8 == 0 {
+    if SIMD && d % 16 == 0 {
+        let alibi = |hg: usize| slopes.map(|s| (s[hg], start, q_pos));
+        let put = |hg: usize, (m, finite): (f32, bool)| {
+            *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
+        };
         if g == 1 {
             if let Some(r) = f16_bits(rows) {
-                simd::scores(r.as_ptr(), len, d, q.as_ptr(), out);
+                put(0, simd::scores(r.as_ptr(), len, d, q.as_ptr(), out.scores, alibi(0)));
                 return;
             }
         }
@@ -366,22 +418,31 @@ unsafe fn score_page<T: KvElem>(
             }
         };
         for hg in 0..g {
-            simd::scores(
+            let st = simd::scores(
                 r.as_ptr(),
                 len,
                 d,
                 q.as_ptr().add(hg * d),
-                out.add(hg * stride),
+                out.scores.add(hg * out.stride),
+                alibi(hg),
             );
+            put(hg, st);
         }
         return;
     }
     T::slice_to_f32(rows, &mut buf[..len * d]);
     for hg in 0..g {
         let qh = &q[hg * d..(hg + 1) * d];
-        for t in 0..len {
-            *out.add(hg * stride + t) = dot(qh, &buf[t * d..(t + 1) * d]);
+        let sc = std::slice::from_raw_parts_mut(out.scores.add(hg * out.stride), len);
+        for (t, s) in sc.iter_mut().enumerate() {
+            *s = dot(qh, &buf[t * d..(t + 1) * d]);
+            if let Some(sl) = slopes {
+                *s += sl[hg] * ((start as usize + t) as f32 - q_pos);
+            }
         }
+        let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let finite = sc.iter().all(|x| x.is_finite());
+        *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
     }
 }
 
@@ -451,6 +512,19 @@ fn accum_page<T: KvElem>(
     }
 }
 
+/// The entmax weight `[(α−1)s − τ]_+^β` of score `s`, formed as the group kernel forms it.
+#[inline(always)]
+fn weight(s: f32, a: f64, tau: f64, beta: f64, code: u8) -> f64 {
+    let y = (a * s as f64 - tau).max(0.0);
+    match code {
+        2 => y,
+        15 => y * y,
+        13 => y * y * y,
+        _ if y > 0.0 => y.powf(beta),
+        _ => 0.0,
+    }
+}
+
 /// Dense decode of one sequence over all its heads, page-major (see the module docs).
 /// `q_scaled` is `[H, D]` (scale applied), `slopes` `[H]` (zeros without ALiBi), `pages`
 /// the sequence's pages in token order, `q_pos` the query's position. Results land in
@@ -501,34 +575,26 @@ pub fn attend_dense_seq<T: KvElem>(
                 for kvh in 0..hkv {
                     let off = base + kvh * ps * d;
                     let h0 = kvh * g;
-                    // SAFETY: heads h0..h0+G, tokens idx..idx+len: inside `[H, n]`; blocks
-                    // write disjoint token ranges, nothing reads the scores in this pass.
+                    // SAFETY: heads h0..h0+G, tokens idx..idx+len: inside `[H, n]`, and
+                    // (head, page i) inside `[H, pages]`; blocks write disjoint token and
+                    // page ranges, nothing reads either buffer during this pass.
                     unsafe {
                         score_page(
                             &k[off..off + len * d],
                             len,
                             d,
                             &q_scaled[h0 * d..(h0 + g) * d],
-                            g,
+                            any_alibi.then(|| &slopes[h0..h0 + g]),
+                            p.start,
+                            q_pos,
                             &mut part.rows,
-                            scores.at(h0 * n + idx),
-                            n,
+                            PageOut {
+                                scores: scores.at(h0 * n + idx),
+                                stride: n,
+                                page_max: pmax.at(h0 * np + i),
+                                pm_stride: np,
+                            },
                         );
-                    }
-                    for hh in h0..h0 + g {
-                        // SAFETY: as above; this block's own token range.
-                        let sc =
-                            unsafe { std::slice::from_raw_parts_mut(scores.at(hh * n + idx), len) };
-                        if any_alibi {
-                            let sl = slopes[hh];
-                            for (t, s) in sc.iter_mut().enumerate() {
-                                *s += sl * ((p.start as usize + t) as f32 - q_pos);
-                            }
-                        }
-                        let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                        let finite = sc.iter().all(|x| x.is_finite());
-                        // SAFETY: (head, page) entries of this block's pages only.
-                        unsafe { *pmax.at(hh * np + i) = if finite { m } else { f32::NAN } };
                     }
                 }
                 idx += len;
@@ -595,11 +661,14 @@ pub fn attend_dense_seq<T: KvElem>(
         }
     } else {
         let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
+        let code = alpha_code(alpha);
+        let beta = 1.0 / a;
         ws.cand[..h]
             .par_iter_mut()
             .zip(ws.tau[..h].par_iter_mut())
+            .zip(ws.res[..h].par_iter_mut())
             .enumerate()
-            .try_for_each(|(hh, (cand, tau))| -> Result<()> {
+            .try_for_each(|(hh, ((cand, tau), res))| -> Result<()> {
                 let sc = &scores[hh * n..(hh + 1) * n];
                 let pm = &page_max[hh * np..(hh + 1) * np];
                 if pm.iter().any(|x| x.is_nan()) {
@@ -623,6 +692,18 @@ pub fn attend_dense_seq<T: KvElem>(
                     idx += len;
                 }
                 *tau = entmax_threshold_candidates(cand, smax, alpha);
+                // Every token with weight is a candidate: Σ weights and support from them.
+                let (mut mass, mut support) = (0.0f64, 0u32);
+                for &s in cand.iter() {
+                    let w = weight(s, a, *tau, beta, code);
+                    mass += w;
+                    support += (w > 0.0) as u32;
+                }
+                *res = HeadResult {
+                    tau: *tau,
+                    support,
+                    mass,
+                };
                 Ok(())
             })?;
     }
@@ -634,13 +715,10 @@ pub fn attend_dense_seq<T: KvElem>(
         let taus = &ws.tau[..h];
         let code = alpha_code(alpha);
         let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
+        let res = &ws.res[..h];
         let v_block = |b: usize, part: &mut BlockPart| {
             part.acc[..h * d].fill(0.0);
             part.v_rows[..hkv].fill(0);
-            if !softmax {
-                part.mass[..h].fill(0.0);
-                part.support[..h].fill(0);
-            }
             let mut idx = starts[b];
             for i in pages_of(b) {
                 let p = pages[i];
@@ -660,23 +738,11 @@ pub fn attend_dense_seq<T: KvElem>(
                             }
                             any = true;
                         } else if a * page_max[hh * np + i] as f64 - taus[hh] > 0.0 {
-                            let tau = taus[hh];
-                            let (mut mass, mut cnt) = (0.0f64, 0u32);
+                            // As the group kernel: the f32 weight times the f32 norm.
+                            let (tau, norm) = (taus[hh], (1.0 / res[hh].mass) as f32);
                             for (w, &s) in w.iter_mut().zip(sc) {
-                                let y = (a * s as f64 - tau).max(0.0);
-                                let x = match code {
-                                    2 => y,
-                                    15 => y * y,
-                                    13 => y * y * y,
-                                    _ if y > 0.0 => y.powf(beta),
-                                    _ => 0.0,
-                                };
-                                cnt += (x > 0.0) as u32;
-                                mass += x;
-                                *w = x as f32;
+                                *w = weight(s, a, tau, beta, code) as f32 * norm;
                             }
-                            part.mass[hh] += mass;
-                            part.support[hh] += cnt;
                             any = true;
                         } else {
                             w.fill(0.0);
@@ -724,21 +790,6 @@ pub fn attend_dense_seq<T: KvElem>(
     }
     for kvh in 0..hkv {
         ws.v_rows[kvh] = ws.parts[..nb].iter().map(|p| p.v_rows[kvh]).sum();
-    }
-    if !softmax {
-        for hh in 0..h {
-            let mass: f64 = ws.parts[..nb].iter().map(|p| p.mass[hh]).sum();
-            let support: u32 = ws.parts[..nb].iter().map(|p| p.support[hh]).sum();
-            let norm = (1.0 / mass) as f32;
-            for o in &mut out[hh * d..(hh + 1) * d] {
-                *o *= norm;
-            }
-            ws.res[hh] = HeadResult {
-                tau: ws.tau[hh],
-                support,
-                mass,
-            };
-        }
     }
     Ok(())
 }
