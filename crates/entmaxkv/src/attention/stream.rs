@@ -26,6 +26,9 @@ use crate::error::Result;
 use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
 use rayon::prelude::*;
 
+/// Entmax V pass: pages ahead whose needed V rows are prefetched.
+const V_AHEAD: usize = 4;
+
 /// Pages per block of the parallel passes (fixed: the summation order depends on it, never
 /// on the thread count). 64 pages of 8 kv heads × 16 tokens × 64 f16 = 1 MiB of K.
 pub const STREAM_BLOCK_PAGES: usize = 64;
@@ -46,6 +49,10 @@ struct BlockPart {
     rows: Vec<f32>,
     /// `[G, page_size]` weights of one page.
     w: Vec<f32>,
+    /// Entmax: `[H, STREAM_BLOCK_PAGES · page_size]` the block's τ candidates per head,
+    /// and their counts `[H]`.
+    cand: Vec<f32>,
+    ncand: Vec<usize>,
 }
 
 /// Per-sequence scratch of [`attend_dense_seq`], sized once by the plan (grows only when a
@@ -59,8 +66,10 @@ pub struct StreamWorkspace {
     page_max: Vec<f32>,
     /// Per head: τ candidates.
     cand: Vec<Vec<f32>>,
-    /// Per head: τ (z-space; softmax: log-sum-exp).
+    /// Per head: τ (z-space; softmax: log-sum-exp), maximum score, candidate cut.
     tau: Vec<f64>,
+    smax: Vec<f64>,
+    cut: Vec<f32>,
     parts: Vec<BlockPart>,
     block_start: Vec<usize>,
     /// `[H, D]` outputs of the last call.
@@ -105,6 +114,8 @@ impl StreamWorkspace {
             }
         }
         grow(&mut self.tau, h);
+        grow(&mut self.smax, h);
+        grow(&mut self.cut, h);
         let nb = np.div_ceil(STREAM_BLOCK_PAGES).max(1);
         if self.parts.len() < nb {
             self.parts.resize_with(nb, BlockPart::default);
@@ -117,6 +128,8 @@ impl StreamWorkspace {
             grow(&mut p.v_rows, hkv);
             grow(&mut p.rows, ps * d);
             grow(&mut p.w, g * ps);
+            grow(&mut p.cand, h * STREAM_BLOCK_PAGES * ps);
+            grow(&mut p.ncand, h);
         }
         grow(&mut self.block_start, nb + 1);
         grow(&mut self.out, h * d);
@@ -131,13 +144,14 @@ impl StreamWorkspace {
             .iter()
             .map(|p| {
                 4 * (p.acc.len() + p.max.len() + p.scale.len())
-                    + 4 * (p.rows.len() + p.w.len())
-                    + 8 * (p.mass.len() + p.v_rows.len())
+                    + 4 * (p.rows.len() + p.w.len() + p.cand.len())
+                    + 8 * (p.mass.len() + p.v_rows.len() + p.ncand.len())
             })
             .sum();
         4 * (self.scores.len() + self.page_max.len() + self.out.len())
             + 4 * self.cand.iter().map(|c| c.capacity()).sum::<usize>()
-            + 8 * (self.tau.len() + self.block_start.len() + self.v_rows.len())
+            + 8 * (self.tau.len() + self.smax.len() + self.block_start.len() + self.v_rows.len())
+            + 4 * self.cut.len()
             + std::mem::size_of::<HeadResult>() * self.res.len()
             + parts
     }
@@ -198,7 +212,7 @@ mod simd {
     /// The dot of `q` with one row, exactly as [`super::super::cpu::dot`] forms it
     /// (`d % 16 == 0`): even 8-chunks into one accumulator, odd into another, then the tree.
     #[inline(always)]
-    unsafe fn dot_row<E: Load>(row: *const E, d: usize, q: *const f32) -> f32 {
+    pub(super) unsafe fn dot_row<E: Load>(row: *const E, d: usize, q: *const f32) -> f32 {
         let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut c = 0;
         while c < d {
@@ -212,15 +226,133 @@ mod simd {
         _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
     }
 
-    /// Scores of `len` rows of `d` elements (`d % 16 == 0`) against `q`, four rows at once,
-    /// each bit-identical to [`super::super::cpu::dot`] (same chunks, same tree), plus the
-    /// ALiBi term `slope · ((start + t) − q_pos)` when `alibi` is given, into `out[t]`.
-    /// Returns the maximum score and whether every score is finite.
+    /// Per row of four: the even-chunk and odd-chunk sums of `dot` added (`s8` of
+    /// [`super::super::cpu::dot`]), AVX2.
+    #[inline(always)]
+    unsafe fn dot4<E: Load>(rows: *const E, t: usize, d: usize, q: *const f32) -> [__m256; 4] {
+        let mut e = [_mm256_setzero_ps(); 4];
+        let mut o = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < d {
+            let q0 = _mm256_loadu_ps(q.add(c));
+            let q1 = _mm256_loadu_ps(q.add(c + 8));
+            for j in 0..4 {
+                let r = rows.add((t + j) * d + c);
+                e[j] = _mm256_fmadd_ps(q0, E::load8(r), e[j]);
+                o[j] = _mm256_fmadd_ps(q1, E::load8(r.add(8)), o[j]);
+            }
+            c += 16;
+        }
+        [
+            _mm256_add_ps(e[0], o[0]),
+            _mm256_add_ps(e[1], o[1]),
+            _mm256_add_ps(e[2], o[2]),
+            _mm256_add_ps(e[3], o[3]),
+        ]
+    }
+
+    /// The rest of `dot`'s tree for four rows at once: `w = lo + hi` halves,
+    /// `u = (w0 + w2, w1 + w3)`, `u0 + u1`; lane j of the result is row j's dot.
+    #[inline(always)]
+    pub(super) unsafe fn reduce4(s: [__m256; 4]) -> __m128 {
+        let r01 = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(s[0], s[1]),
+            _mm256_permute2f128_ps::<0x31>(s[0], s[1]),
+        );
+        let r23 = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(s[2], s[3]),
+            _mm256_permute2f128_ps::<0x31>(s[2], s[3]),
+        );
+        // [r0 (w0+w2), r0 (w1+w3), r2 .., r2 .. | r1 .., r1 .., r3 .., r3 ..]
+        let u = _mm256_add_ps(
+            _mm256_shuffle_ps::<0b01_00_01_00>(r01, r23),
+            _mm256_shuffle_ps::<0b11_10_11_10>(r01, r23),
+        );
+        let hsum = _mm256_hadd_ps(u, u); // [r0, r2, r0, r2 | r1, r3, r1, r3]
+        _mm_unpacklo_ps(
+            _mm256_castps256_ps128(hsum),
+            _mm256_extractf128_ps::<1>(hsum),
+        )
+    }
+
+    /// Scores of `len` rows of `d` elements (`d % 16 == 0`) against `q`, four rows at once
+    /// (`$dot4`), each bit-identical to [`super::super::cpu::dot`] (same chunks, same tree),
+    /// plus the ALiBi term `slope · ((start + t) − q_pos)` when `alibi` is given, into
+    /// `out[t]`. Returns the maximum score and whether every score is finite.
+    macro_rules! scores_fn {
+        ($(#[$attr:meta])* $name:ident, $bound:path, $dot4:path) => {
+            $(#[$attr])*
+            pub unsafe fn $name<E: $bound + Load>(
+                rows: *const E,
+                len: usize,
+                d: usize,
+                q: *const f32,
+                out: *mut f32,
+                alibi: Option<(f32, u32, f32)>,
+            ) -> (f32, bool) {
+                let mut mx = _mm_set1_ps(f32::NEG_INFINITY);
+                let mut z = _mm_setzero_ps();
+                let mut t = 0;
+                while t + 4 <= len {
+                    let mut v = $crate::attention::stream::simd::reduce4($dot4(rows, t, d, q));
+                    if let Some((slope, start, q_pos)) = alibi {
+                        let pos = _mm_add_epi32(
+                            _mm_set1_epi32((start as usize + t) as i32),
+                            _mm_setr_epi32(0, 1, 2, 3),
+                        );
+                        let rel = _mm_sub_ps(_mm_cvtepi32_ps(pos), _mm_set1_ps(q_pos));
+                        v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(slope), rel));
+                    }
+                    _mm_storeu_ps(out.add(t), v);
+                    mx = _mm_max_ps(mx, v);
+                    z = _mm_add_ps(z, _mm_mul_ps(v, _mm_setzero_ps()));
+                    t += 4;
+                }
+                let mut m = {
+                    let m2 = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+                    _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+                };
+                let mut zs = {
+                    let z2 = _mm_add_ps(z, _mm_movehl_ps(z, z));
+                    _mm_cvtss_f32(_mm_add_ss(z2, _mm_movehdup_ps(z2)))
+                };
+                while t < len {
+                    let mut s = $crate::attention::stream::simd::dot_row(rows.add(t * d), d, q);
+                    if let Some((slope, start, q_pos)) = alibi {
+                        s += slope * ((start as usize + t) as f32 - q_pos);
+                    }
+                    *out.add(t) = s;
+                    m = m.max(s);
+                    zs += s * 0.0;
+                    t += 1;
+                }
+                (m, zs == 0.0)
+            }
+        };
+    }
+    pub(super) use scores_fn;
+
+    scores_fn!(
+        /// AVX2 scores (see [`scores_fn`]).
+        ///
+        /// # Safety
+        /// `rows` holds `len · d` elements, `q` `d`, `out` `len`.
+        #[inline(always)]
+        scores, Load, dot4
+    );
+
+    /// Whether the AVX-512 kernels run: the CPU has AVX-512F (std caches the detection).
+    #[inline(always)]
+    pub fn has_avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// [`scores`], through the AVX-512 kernel where the CPU has it (same bits).
     ///
     /// # Safety
-    /// `rows` holds `len · d` elements, `q` `d`, `out` `len`.
+    /// As [`scores`].
     #[inline(always)]
-    pub unsafe fn scores<E: Load>(
+    pub unsafe fn scores_any<E: Load + avx512::Load16>(
         rows: *const E,
         len: usize,
         d: usize,
@@ -228,75 +360,147 @@ mod simd {
         out: *mut f32,
         alibi: Option<(f32, u32, f32)>,
     ) -> (f32, bool) {
-        let mut mx = _mm_set1_ps(f32::NEG_INFINITY);
-        let mut z = _mm_setzero_ps();
-        let mut t = 0;
-        while t + 4 <= len {
-            let mut e = [_mm256_setzero_ps(); 4];
-            let mut o = [_mm256_setzero_ps(); 4];
+        if has_avx512() {
+            avx512::scores(rows, len, d, q, out, alibi)
+        } else {
+            scores(rows, len, d, q, out, alibi)
+        }
+    }
+
+    /// [`accum`] over all `d` columns, through the AVX-512 kernel where the CPU has it.
+    ///
+    /// # Safety
+    /// As [`accum`].
+    #[inline(always)]
+    pub unsafe fn accum_any<E: Load + avx512::Load16>(
+        rows: *const E,
+        len: usize,
+        d: usize,
+        w: *const f32,
+        acc: *mut f32,
+    ) {
+        if has_avx512() {
+            avx512::accum(rows, len, d, w, acc)
+        } else {
+            accum(rows, len, d, w, acc, d)
+        }
+    }
+
+    /// AVX-512 versions (used where the CPU has AVX-512F, detected at run time): one zmm
+    /// FMA does the work of `dot`'s two ymm chains (lanes 0–7 the even chunk, 8–15 the
+    /// odd), so every result is bit-identical to the AVX2 kernels, with half the µops.
+    pub mod avx512 {
+        use super::Load;
+        use std::arch::x86_64::*;
+
+        /// Sixteen consecutive elements widened to f32.
+        pub trait Load16: Copy {
+            /// # Safety
+            /// `p..p + 16` must be readable and the CPU must have AVX-512F.
+            unsafe fn load16(p: *const Self) -> __m512;
+        }
+        impl Load16 for f32 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const f32) -> __m512 {
+                _mm512_loadu_ps(p)
+            }
+        }
+        impl Load16 for u16 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const u16) -> __m512 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>()))
+            }
+        }
+
+        /// Lanes 0–7 plus lanes 8–15.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn halves(x: __m512) -> __m256 {
+            _mm256_add_ps(
+                _mm512_castps512_ps256(x),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))),
+            )
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn dot4<E: Load16>(
+            rows: *const E,
+            t: usize,
+            d: usize,
+            q: *const f32,
+        ) -> [__m256; 4] {
+            let mut z = [_mm512_setzero_ps(); 4];
             let mut c = 0;
             while c < d {
-                let q0 = _mm256_loadu_ps(q.add(c));
-                let q1 = _mm256_loadu_ps(q.add(c + 8));
-                for j in 0..4 {
-                    let r = rows.add((t + j) * d + c);
-                    e[j] = _mm256_fmadd_ps(q0, E::load8(r), e[j]);
-                    o[j] = _mm256_fmadd_ps(q1, E::load8(r.add(8)), o[j]);
+                let qc = _mm512_loadu_ps(q.add(c));
+                for (j, zj) in z.iter_mut().enumerate() {
+                    *zj = _mm512_fmadd_ps(qc, E::load16(rows.add((t + j) * d + c)), *zj);
                 }
                 c += 16;
             }
-            // Per row: s8 = even + odd; w = lo + hi halves; u = (w0 + w2, w1 + w3); u0 + u1.
-            let s0 = _mm256_add_ps(e[0], o[0]);
-            let s1 = _mm256_add_ps(e[1], o[1]);
-            let s2 = _mm256_add_ps(e[2], o[2]);
-            let s3 = _mm256_add_ps(e[3], o[3]);
-            let r01 = _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(s0, s1),
-                _mm256_permute2f128_ps::<0x31>(s0, s1),
-            );
-            let r23 = _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(s2, s3),
-                _mm256_permute2f128_ps::<0x31>(s2, s3),
-            );
-            // [r0 (w0+w2), r0 (w1+w3), r2 .., r2 .. | r1 .., r1 .., r3 .., r3 ..]
-            let u = _mm256_add_ps(
-                _mm256_shuffle_ps::<0b01_00_01_00>(r01, r23),
-                _mm256_shuffle_ps::<0b11_10_11_10>(r01, r23),
-            );
-            let hsum = _mm256_hadd_ps(u, u); // [r0, r2, r0, r2 | r1, r3, r1, r3]
-            let mut v = _mm_unpacklo_ps(
-                _mm256_castps256_ps128(hsum),
-                _mm256_extractf128_ps::<1>(hsum),
-            );
-            if let Some((slope, start, q_pos)) = alibi {
-                let pos = _mm_add_epi32(_mm_set1_epi32((start as usize + t) as i32), _mm_setr_epi32(0, 1, 2, 3));
-                let rel = _mm_sub_ps(_mm_cvtepi32_ps(pos), _mm_set1_ps(q_pos));
-                v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(slope), rel));
-            }
-            _mm_storeu_ps(out.add(t), v);
-            mx = _mm_max_ps(mx, v);
-            z = _mm_add_ps(z, _mm_mul_ps(v, _mm_setzero_ps()));
-            t += 4;
+            [halves(z[0]), halves(z[1]), halves(z[2]), halves(z[3])]
         }
-        let mut m = {
-            let m2 = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
-            _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
-        };
-        let mut zs = {
-            let z2 = _mm_add_ps(z, _mm_movehl_ps(z, z));
-            _mm_cvtss_f32(_mm_add_ss(z2, _mm_movehdup_ps(z2)))
-        };
-        while t < len {
-            let mut s = dot_row(rows.add(t * d), d, q);
-            if let Some((slope, start, q_pos)) = alibi {
-                s += slope * ((start as usize + t) as f32 - q_pos);
+
+        super::scores_fn!(
+            /// AVX-512 scores, bit-identical to [`super::scores`].
+            ///
+            /// # Safety
+            /// As [`super::scores`]; the CPU must have AVX-512F.
+            #[target_feature(enable = "avx512f")]
+            scores, Load16, dot4
+        );
+
+        /// AVX-512 [`super::accum`], bit-identical to it.
+        ///
+        /// # Safety
+        /// As [`super::accum`]; the CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn accum<E: Load16 + Load>(
+            rows: *const E,
+            len: usize,
+            d: usize,
+            w: *const f32,
+            acc: *mut f32,
+        ) {
+            let mut c = 0;
+            while c + 64 <= d {
+                let mut r = [_mm512_setzero_ps(); 4];
+                for (j, x) in r.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(acc.add(c + 16 * j));
+                }
+                for t in 0..len {
+                    let wt = *w.add(t);
+                    if wt == 0.0 {
+                        continue;
+                    }
+                    let wv = _mm512_set1_ps(wt);
+                    for (j, x) in r.iter_mut().enumerate() {
+                        *x = _mm512_fmadd_ps(E::load16(rows.add(t * d + c + 16 * j)), wv, *x);
+                    }
+                }
+                for (j, x) in r.iter().enumerate() {
+                    _mm512_storeu_ps(acc.add(c + 16 * j), *x);
+                }
+                c += 64;
             }
-            *out.add(t) = s;
-            m = m.max(s);
-            zs += s * 0.0;
-            t += 1;
+            while c + 16 <= d {
+                let mut x = _mm512_loadu_ps(acc.add(c));
+                for t in 0..len {
+                    let wt = *w.add(t);
+                    if wt != 0.0 {
+                        x = _mm512_fmadd_ps(E::load16(rows.add(t * d + c)), _mm512_set1_ps(wt), x);
+                    }
+                }
+                _mm512_storeu_ps(acc.add(c), x);
+                c += 16;
+            }
+            if c < d {
+                super::accum(rows.add(c), len, d, w, acc.add(c), d - c);
+            }
         }
-        (m, zs == 0.0)
     }
 
     /// `acc += Σ_t w[t] · row_t` over `len` rows of `d` elements (`d % 8 == 0`), rows in
@@ -311,9 +515,10 @@ mod simd {
         d: usize,
         w: *const f32,
         acc: *mut f32,
+        width: usize,
     ) {
         let mut c = 0;
-        while c + 64 <= d {
+        while c + 64 <= width {
             let mut r = [_mm256_setzero_ps(); 8];
             for (j, x) in r.iter_mut().enumerate() {
                 *x = _mm256_loadu_ps(acc.add(c + 8 * j));
@@ -333,7 +538,7 @@ mod simd {
             }
             c += 64;
         }
-        while c + 8 <= d {
+        while c + 8 <= width {
             let mut x = _mm256_loadu_ps(acc.add(c));
             for t in 0..len {
                 let wt = *w.add(t);
@@ -399,14 +604,17 @@ unsafe fn score_page<T: KvElem>(
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if SIMD && d % 16 == 0 {
+    if SIMD && d.is_multiple_of(16) {
         let alibi = |hg: usize| slopes.map(|s| (s[hg], start, q_pos));
         let put = |hg: usize, (m, finite): (f32, bool)| {
             *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
         };
         if g == 1 {
             if let Some(r) = f16_bits(rows) {
-                put(0, simd::scores(r.as_ptr(), len, d, q.as_ptr(), out.scores, alibi(0)));
+                put(
+                    0,
+                    simd::scores_any(r.as_ptr(), len, d, q.as_ptr(), out.scores, alibi(0)),
+                );
                 return;
             }
         }
@@ -418,7 +626,7 @@ unsafe fn score_page<T: KvElem>(
             }
         };
         for hg in 0..g {
-            let st = simd::scores(
+            let st = simd::scores_any(
                 r.as_ptr(),
                 len,
                 d,
@@ -467,12 +675,12 @@ fn accum_page<T: KvElem>(
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if SIMD && d % 8 == 0 {
+    if SIMD && d.is_multiple_of(8) {
         // SAFETY: rows holds len·d elements, w[hg·ps..] at least len, acc[hg·d..] d.
         unsafe {
             if g == 1 {
                 if let Some(r) = f16_bits(rows) {
-                    simd::accum(r.as_ptr(), len, d, w.as_ptr(), acc.as_mut_ptr());
+                    simd::accum_any(r.as_ptr(), len, d, w.as_ptr(), acc.as_mut_ptr());
                     return;
                 }
             }
@@ -485,7 +693,7 @@ fn accum_page<T: KvElem>(
             };
             for hg in 0..g {
                 if active(hg) {
-                    simd::accum(
+                    simd::accum_any(
                         r.as_ptr(),
                         len,
                         d,
@@ -568,7 +776,8 @@ pub fn attend_dense_seq<T: KvElem>(
         let starts = &ws.block_start[..=nb];
         let k_block = |b: usize, part: &mut BlockPart| {
             let mut idx = starts[b];
-            for i in pages_of(b) {
+            let range = pages_of(b);
+            for i in range.clone() {
                 let p = pages[i];
                 let len = p.len as usize;
                 let base = p.page as usize * page_elems;
@@ -599,30 +808,46 @@ pub fn attend_dense_seq<T: KvElem>(
                 }
                 idx += len;
             }
+            // Block maximum per head (NaN if a score is not finite).
+            for hh in 0..h {
+                // SAFETY: this block's pages of head hh, written above.
+                let pm = unsafe {
+                    std::slice::from_raw_parts(pmax.at(hh * np + range.start), range.len())
+                };
+                let m = pm.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                part.max[hh] = if pm.iter().any(|x| x.is_nan()) {
+                    f32::NAN
+                } else {
+                    m
+                };
+            }
             if softmax {
                 // Blocked softmax: exp against the block maximum while the block is hot.
                 let (s0, s1) = (starts[b], starts[b + 1]);
                 for hh in 0..h {
-                    // SAFETY: this block's pages / tokens of head hh.
-                    let pm = unsafe {
-                        std::slice::from_raw_parts(
-                            pmax.at(hh * np + pages_of(b).start),
-                            pages_of(b).len(),
-                        )
-                    };
-                    let m = pm.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let m = part.max[hh];
                     let sc =
                         unsafe { std::slice::from_raw_parts_mut(scores.at(hh * n + s0), s1 - s0) };
+                    // exp in place (vectorises), then Σ in 8 lanes per chunk of 256, the
+                    // lanes and chunks added in a fixed order.
+                    for x in sc.iter_mut() {
+                        *x = exp_f32(*x - m);
+                    }
                     let mut sum = 0.0f64;
-                    for chunk in sc.chunks_mut(256) {
-                        let mut part_sum = 0.0f32;
-                        for x in chunk.iter_mut() {
-                            *x = exp_f32(*x - m);
-                            part_sum += *x;
+                    for chunk in sc.chunks(256) {
+                        let mut lanes = [0.0f32; 8];
+                        let mut it = chunk.chunks_exact(8);
+                        for c8 in &mut it {
+                            for j in 0..8 {
+                                lanes[j] += c8[j];
+                            }
+                        }
+                        let mut part_sum = lanes.iter().fold(0.0f32, |s, &x| s + x);
+                        for &x in it.remainder() {
+                            part_sum += x;
                         }
                         sum += part_sum as f64;
                     }
-                    part.max[hh] = m;
                     part.mass[hh] = sum;
                 }
             }
@@ -660,7 +885,62 @@ pub fn attend_dense_seq<T: KvElem>(
             };
         }
     } else {
+        // s_max per head from the block maxima; candidates are (α−1)(s − s_max) > −1,
+        // monotone in s, so exactly the f32 scores at or above the smallest f32 that
+        // passes (`cut`): compared in f32, branch-free.
+        for hh in 0..h {
+            let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
+            if bm.clone().any(|x| x.is_nan()) {
+                // A score is not finite: the full solve names it (typed error).
+                entmax_threshold_f32(&ws.scores[hh * n..(hh + 1) * n], alpha, &mut ws.cand[hh])?;
+            }
+            let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
+            let pass = |s: f32| a * (f64::from(s) - smax) > -1.0;
+            let mut cut = (smax - 1.0 / a) as f32;
+            while !pass(cut) {
+                cut = cut.next_up();
+            }
+            while pass(cut.next_down()) {
+                cut = cut.next_down();
+            }
+            ws.smax[hh] = smax;
+            ws.cut[hh] = cut;
+        }
+        // Gather, blocks in parallel: each block's candidates of each head, in token order,
+        // from the pages whose maximum reaches the cut (the block's scores are contiguous).
         let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
+        let (cuts, starts) = (&ws.cut[..h], &ws.block_start[..=nb]);
+        let cap = STREAM_BLOCK_PAGES * ps;
+        let gather = |b: usize, part: &mut BlockPart| {
+            for hh in 0..h {
+                let cut = cuts[hh];
+                let dst = &mut part.cand[hh * cap..(hh + 1) * cap];
+                let (mut len_c, mut idx) = (0, starts[b]);
+                for i in pages_of(b) {
+                    let len = pages[i].len as usize;
+                    if page_max[hh * np + i] >= cut {
+                        for &s in &scores[hh * n + idx..hh * n + idx + len] {
+                            // len_c ≤ tokens of the block gathered so far < cap
+                            dst[len_c] = s;
+                            len_c += (s >= cut) as usize;
+                        }
+                    }
+                    idx += len;
+                }
+                part.ncand[hh] = len_c;
+            }
+        };
+        let parts = &mut ws.parts[..nb];
+        if nb > 1 {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(b, part)| gather(b, part));
+        } else {
+            gather(0, &mut parts[0]);
+        }
+        let parts = &ws.parts[..nb];
+        let smaxs = &ws.smax[..h];
         let code = alpha_code(alpha);
         let beta = 1.0 / a;
         ws.cand[..h]
@@ -668,30 +948,12 @@ pub fn attend_dense_seq<T: KvElem>(
             .zip(ws.tau[..h].par_iter_mut())
             .zip(ws.res[..h].par_iter_mut())
             .enumerate()
-            .try_for_each(|(hh, ((cand, tau), res))| -> Result<()> {
-                let sc = &scores[hh * n..(hh + 1) * n];
-                let pm = &page_max[hh * np..(hh + 1) * np];
-                if pm.iter().any(|x| x.is_nan()) {
-                    // A score is not finite: the full solve names it (typed error).
-                    *tau = entmax_threshold_f32(sc, alpha, cand)?;
-                    return Ok(());
-                }
-                let smax = pm.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            .for_each(|(hh, ((cand, tau), res))| {
                 cand.clear();
-                let mut idx = 0;
-                for (i, p) in pages.iter().enumerate() {
-                    let len = p.len as usize;
-                    if a * (pm[i] as f64 - smax) > -1.0 {
-                        cand.extend(
-                            sc[idx..idx + len]
-                                .iter()
-                                .copied()
-                                .filter(|&s| a * (f64::from(s) - smax) > -1.0),
-                        );
-                    }
-                    idx += len;
+                for p in parts {
+                    cand.extend_from_slice(&p.cand[hh * cap..hh * cap + p.ncand[hh]]);
                 }
-                *tau = entmax_threshold_candidates(cand, smax, alpha);
+                *tau = entmax_threshold_candidates(cand, smaxs[hh], alpha);
                 // Every token with weight is a candidate: Σ weights and support from them.
                 let (mut mass, mut support) = (0.0f64, 0u32);
                 for &s in cand.iter() {
@@ -704,8 +966,7 @@ pub fn attend_dense_seq<T: KvElem>(
                     support,
                     mass,
                 };
-                Ok(())
-            })?;
+            });
     }
 
     // Pass 2: V, page-major, blocks in parallel; entmax weights formed on the fly.
@@ -720,10 +981,26 @@ pub fn attend_dense_seq<T: KvElem>(
             part.acc[..h * d].fill(0.0);
             part.v_rows[..hkv].fill(0);
             let mut idx = starts[b];
-            for i in pages_of(b) {
+            let range = pages_of(b);
+            for i in range.clone() {
                 let p = pages[i];
                 let len = p.len as usize;
                 let base = p.page as usize * page_elems;
+                // Entmax reads V of scattered (page, kv head) pairs: prefetch those of the
+                // page V_AHEAD pages on (softmax streams whole pages in order).
+                if !softmax && i + V_AHEAD < range.end {
+                    let j = i + V_AHEAD;
+                    let nb = pages[j].page as usize * page_elems;
+                    let lj = pages[j].len as usize;
+                    for kvh in 0..hkv {
+                        if (kvh * g..(kvh + 1) * g)
+                            .any(|hh| a * page_max[hh * np + j] as f64 - taus[hh] > 0.0)
+                        {
+                            let off = nb + kvh * ps * d;
+                            super::cpu::prefetch(&v[off..off + lj * d]);
+                        }
+                    }
+                }
                 for kvh in 0..hkv {
                     let h0 = kvh * g;
                     let mut any = false;
@@ -792,4 +1069,165 @@ pub fn attend_dense_seq<T: KvElem>(
         ws.v_rows[kvh] = ws.parts[..nb].iter().map(|p| p.v_rows[kvh]).sum();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::cpu::dot;
+    use half::f16;
+
+    fn rnd(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    }
+
+    /// Page scores equal the group kernel's `dot` (+ ALiBi) bit for bit, f16 and f32 rows,
+    /// every row count (the 4-row and the 1-row paths), one and several heads; the page
+    /// maximum is the maximum.
+    #[test]
+    fn page_scores_equal_dot_bitwise() {
+        let mut seed = 3u64;
+        for d in [16usize, 32, 64, 80, 128, 24, 7] {
+            for len in [1usize, 3, 4, 5, 8, 16, 17] {
+                for g in [1usize, 3] {
+                    for alibi in [false, true] {
+                        let kf: Vec<f32> = (0..len * d).map(|_| rnd(&mut seed) * 3.0).collect();
+                        let k16: Vec<f16> = kf.iter().map(|&x| f16::from_f32(x)).collect();
+                        let q: Vec<f32> = (0..g * d).map(|_| rnd(&mut seed)).collect();
+                        let slopes: Vec<f32> = (0..g).map(|_| rnd(&mut seed).abs()).collect();
+                        let (start, q_pos) = (32u32, 1000.0f32);
+                        for half in [false, true] {
+                            let mut buf = vec![0.0f32; len * d];
+                            let mut out = vec![0.0f32; g * len];
+                            let mut pm = vec![0.0f32; g];
+                            let po = PageOut {
+                                scores: out.as_mut_ptr(),
+                                stride: len,
+                                page_max: pm.as_mut_ptr(),
+                                pm_stride: 1,
+                            };
+                            let sl = alibi.then_some(&slopes[..]);
+                            // SAFETY: out holds g·len, pm g.
+                            unsafe {
+                                if half {
+                                    score_page(&k16, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                } else {
+                                    score_page(&kf, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                }
+                            };
+                            let rows: Vec<f32> = if half {
+                                k16.iter().map(|x| x.to_f32()).collect()
+                            } else {
+                                kf.clone()
+                            };
+                            for hg in 0..g {
+                                let mut m = f32::NEG_INFINITY;
+                                for t in 0..len {
+                                    let mut s =
+                                        dot(&q[hg * d..(hg + 1) * d], &rows[t * d..(t + 1) * d]);
+                                    if alibi {
+                                        s += slopes[hg] * ((start as usize + t) as f32 - q_pos);
+                                    }
+                                    m = m.max(s);
+                                    assert_eq!(
+                                        out[hg * len + t].to_bits(),
+                                        s.to_bits(),
+                                        "d {d} len {len} g {g} alibi {alibi} f16 {half}"
+                                    );
+                                }
+                                assert_eq!(pm[hg].to_bits(), m.to_bits());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 kernels give the AVX2 kernels' bits (where the CPU has AVX-512).
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    #[test]
+    fn avx512_kernels_equal_avx2_bitwise() {
+        if !simd::has_avx512() {
+            return;
+        }
+        let mut seed = 17u64;
+        for d in [16usize, 32, 64, 80, 128, 72, 8] {
+            for len in [1usize, 4, 7, 16] {
+                let kf: Vec<f32> = (0..len * d).map(|_| rnd(&mut seed) * 2.0).collect();
+                let k16: Vec<u16> = kf.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                let q: Vec<f32> = (0..d).map(|_| rnd(&mut seed)).collect();
+                let w: Vec<f32> = (0..len)
+                    .map(|t| {
+                        if t % 3 == 1 {
+                            0.0
+                        } else {
+                            rnd(&mut seed).abs()
+                        }
+                    })
+                    .collect();
+                let acc0: Vec<f32> = (0..d).map(|_| rnd(&mut seed)).collect();
+                // SAFETY: the buffers have the sizes the kernels read and write.
+                unsafe {
+                    if d % 16 == 0 {
+                        let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
+                        let al = Some((0.25f32, 3u32, 9.0f32));
+                        let ra = simd::scores(k16.as_ptr(), len, d, q.as_ptr(), a.as_mut_ptr(), al);
+                        let rb = simd::avx512::scores(
+                            k16.as_ptr(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            b.as_mut_ptr(),
+                            al,
+                        );
+                        assert_eq!(ra.0.to_bits(), rb.0.to_bits());
+                        assert_eq!(
+                            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        );
+                        let ra =
+                            simd::scores(kf.as_ptr(), len, d, q.as_ptr(), a.as_mut_ptr(), None);
+                        let rb = simd::avx512::scores(
+                            kf.as_ptr(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            b.as_mut_ptr(),
+                            None,
+                        );
+                        assert_eq!(ra.0.to_bits(), rb.0.to_bits());
+                        assert_eq!(
+                            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        );
+                    }
+                    let (mut a, mut b) = (acc0.clone(), acc0.clone());
+                    simd::accum(k16.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
+                    simd::avx512::accum(k16.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    assert_eq!(
+                        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "d {d}"
+                    );
+                    let (mut a, mut b) = (acc0.clone(), acc0.clone());
+                    simd::accum(kf.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
+                    simd::avx512::accum(kf.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    assert_eq!(
+                        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "d {d}"
+                    );
+                }
+            }
+        }
+    }
 }
