@@ -26,6 +26,9 @@ use crate::error::Result;
 use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
 use rayon::prelude::*;
 
+/// How far ahead of the rows being read the dense passes prefetch (rounded to pages).
+const PREFETCH_BYTES: usize = 16 * 1024;
+
 /// Entmax V pass: pages ahead whose needed V rows are prefetched.
 const V_AHEAD: usize = 4;
 
@@ -284,6 +287,7 @@ mod simd {
             $(#[$attr])*
             pub unsafe fn $name<E: $bound + Load>(
                 rows: *const E,
+                pf: *const E,
                 len: usize,
                 d: usize,
                 q: *const f32,
@@ -294,6 +298,7 @@ mod simd {
                 let mut z = _mm_setzero_ps();
                 let mut t = 0;
                 while t + 4 <= len {
+                    $crate::attention::stream::simd::prefetch_rows(pf, t, 4, d);
                     let mut v = $crate::attention::stream::simd::reduce4($dot4(rows, t, d, q));
                     if let Some((slope, start, q_pos)) = alibi {
                         let pos = _mm_add_epi32(
@@ -341,6 +346,25 @@ mod simd {
         scores, Load, dot4
     );
 
+    /// Prefetches (into L2) rows `t..t + n` of `d` elements at `pf`, unless `pf` is null.
+    /// The kernels are handed the same rows of a page further down the page list: a
+    /// steady stream of prefetches, one line per line consumed, keeps enough misses in
+    /// flight for the hardware to stream while the core computes.
+    #[inline(always)]
+    pub fn prefetch_rows<E>(pf: *const E, t: usize, n: usize, d: usize) {
+        if pf.is_null() {
+            return;
+        }
+        let base = pf.wrapping_add(t * d).cast::<i8>();
+        let bytes = n * d * std::mem::size_of::<E>();
+        let mut o = 0;
+        while o < bytes {
+            // SAFETY: a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.wrapping_add(o)) };
+            o += 64;
+        }
+    }
+
     /// Whether the AVX-512 kernels run: the CPU has AVX-512F (std caches the detection).
     #[inline(always)]
     pub fn has_avx512() -> bool {
@@ -354,6 +378,7 @@ mod simd {
     #[inline(always)]
     pub unsafe fn scores_any<E: Load + avx512::Load16>(
         rows: *const E,
+        pf: *const E,
         len: usize,
         d: usize,
         q: *const f32,
@@ -361,9 +386,9 @@ mod simd {
         alibi: Option<(f32, u32, f32)>,
     ) -> (f32, bool) {
         if has_avx512() {
-            avx512::scores(rows, len, d, q, out, alibi)
+            avx512::scores(rows, pf, len, d, q, out, alibi)
         } else {
-            scores(rows, len, d, q, out, alibi)
+            scores(rows, pf, len, d, q, out, alibi)
         }
     }
 
@@ -374,11 +399,13 @@ mod simd {
     #[inline(always)]
     pub unsafe fn accum_any<E: Load + avx512::Load16>(
         rows: *const E,
+        pf: *const E,
         len: usize,
         d: usize,
         w: *const f32,
         acc: *mut f32,
     ) {
+        prefetch_rows(pf, 0, len, d);
         if has_avx512() {
             avx512::accum(rows, len, d, w, acc)
         } else {
@@ -588,6 +615,7 @@ struct PageOut {
 #[allow(clippy::too_many_arguments)]
 unsafe fn score_page<T: KvElem>(
     rows: &[T],
+    pf: *const T,
     len: usize,
     d: usize,
     q: &[f32],
@@ -611,23 +639,24 @@ unsafe fn score_page<T: KvElem>(
         };
         if g == 1 {
             if let Some(r) = f16_bits(rows) {
-                put(
-                    0,
-                    simd::scores_any(r.as_ptr(), len, d, q.as_ptr(), out.scores, alibi(0)),
-                );
+                let pf = pf.cast::<u16>();
+                let st = simd::scores_any(r.as_ptr(), pf, len, d, q.as_ptr(), out.scores, alibi(0));
+                put(0, st);
                 return;
             }
         }
-        let r: &[f32] = match f32_elems(rows) {
-            Some(r) => r,
+        let (r, mut pf): (&[f32], *const f32) = match f32_elems(rows) {
+            Some(r) => (r, pf.cast::<f32>()),
             None => {
+                simd::prefetch_rows(pf, 0, len, d);
                 T::slice_to_f32(rows, &mut buf[..len * d]);
-                &buf[..len * d]
+                (&buf[..len * d], std::ptr::null())
             }
         };
         for hg in 0..g {
             let st = simd::scores_any(
                 r.as_ptr(),
+                std::mem::replace(&mut pf, std::ptr::null()),
                 len,
                 d,
                 q.as_ptr().add(hg * d),
@@ -660,6 +689,7 @@ unsafe fn score_page<T: KvElem>(
 #[allow(clippy::too_many_arguments)]
 fn accum_page<T: KvElem>(
     rows: &[T],
+    pf: *const T,
     len: usize,
     d: usize,
     w: &[f32],
@@ -680,10 +710,12 @@ fn accum_page<T: KvElem>(
         unsafe {
             if g == 1 {
                 if let Some(r) = f16_bits(rows) {
-                    simd::accum_any(r.as_ptr(), len, d, w.as_ptr(), acc.as_mut_ptr());
+                    let pf = pf.cast::<u16>();
+                    simd::accum_any(r.as_ptr(), pf, len, d, w.as_ptr(), acc.as_mut_ptr());
                     return;
                 }
             }
+            simd::prefetch_rows(pf, 0, len, d);
             let r: &[f32] = match f32_elems(rows) {
                 Some(r) => r,
                 None => {
@@ -695,6 +727,7 @@ fn accum_page<T: KvElem>(
                 if active(hg) {
                     simd::accum_any(
                         r.as_ptr(),
+                        std::ptr::null(),
                         len,
                         d,
                         w.as_ptr().add(hg * ps),
@@ -768,6 +801,15 @@ pub fn attend_dense_seq<T: KvElem>(
     let any_alibi = slopes.iter().any(|&s| s != 0.0);
     let softmax = alpha == 1.0;
     let page_elems = hkv * ps * d;
+    // The kernels prefetch the rows of the page this many pages down the list (≥ 16 KiB
+    // ahead): wherever the pool placed it.
+    let pf_pages = (PREFETCH_BYTES / (page_elems * std::mem::size_of::<T>()).max(1)).max(1);
+    let ahead = |buf: &[T], i: usize, kvh: usize| -> *const T {
+        pages.get(i + pf_pages).map_or(std::ptr::null(), |p| {
+            buf.as_ptr()
+                .wrapping_add(p.page as usize * page_elems + kvh * ps * d)
+        })
+    };
 
     // Pass 1: K, page-major, blocks in parallel.
     {
@@ -790,6 +832,7 @@ pub fn attend_dense_seq<T: KvElem>(
                     unsafe {
                         score_page(
                             &k[off..off + len * d],
+                            ahead(k, i, kvh),
                             len,
                             d,
                             &q_scaled[h0 * d..(h0 + g) * d],
@@ -1033,6 +1076,11 @@ pub fn attend_dense_seq<T: KvElem>(
                     let w = &part.w;
                     accum_page(
                         &v[off..off + len * d],
+                        if softmax {
+                            ahead(v, i, kvh)
+                        } else {
+                            std::ptr::null()
+                        },
                         len,
                         d,
                         w,
@@ -1113,9 +1161,11 @@ mod tests {
                             // SAFETY: out holds g·len, pm g.
                             unsafe {
                                 if half {
-                                    score_page(&k16, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                    let pf = std::ptr::null();
+                                    score_page(&k16, pf, len, d, &q, sl, start, q_pos, &mut buf, po)
                                 } else {
-                                    score_page(&kf, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                    let pf = kf.as_ptr();
+                                    score_page(&kf, pf, len, d, &q, sl, start, q_pos, &mut buf, po)
                                 }
                             };
                             let rows: Vec<f32> = if half {
@@ -1180,8 +1230,17 @@ mod tests {
                     if d % 16 == 0 {
                         let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
                         let al = Some((0.25f32, 3u32, 9.0f32));
-                        let ra = simd::scores(k16.as_ptr(), len, d, q.as_ptr(), a.as_mut_ptr(), al);
+                        let ra = simd::scores(
+                            k16.as_ptr(),
+                            std::ptr::null(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            a.as_mut_ptr(),
+                            al,
+                        );
                         let rb = simd::avx512::scores(
+                            k16.as_ptr(),
                             k16.as_ptr(),
                             len,
                             d,
@@ -1194,9 +1253,17 @@ mod tests {
                             a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                             b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
                         );
-                        let ra =
-                            simd::scores(kf.as_ptr(), len, d, q.as_ptr(), a.as_mut_ptr(), None);
+                        let ra = simd::scores(
+                            kf.as_ptr(),
+                            std::ptr::null(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            a.as_mut_ptr(),
+                            None,
+                        );
                         let rb = simd::avx512::scores(
+                            kf.as_ptr(),
                             kf.as_ptr(),
                             len,
                             d,
