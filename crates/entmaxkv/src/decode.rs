@@ -15,6 +15,7 @@
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
 };
+use crate::attention::stream::{attend_dense_seq, StreamWorkspace};
 use crate::attention::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
 use crate::certificate::{
@@ -210,6 +211,9 @@ pub struct Decoder {
     q_scaled: Vec<f32>,
     slopes: Vec<f32>,
     report: StepReport,
+    /// [`Method::Dense`]: one page-major workspace per sequence (the tasks then hold none):
+    /// a walk over the pages reads each page's K/V for all kv heads as one block.
+    stream: Vec<StreamWorkspace>,
 }
 
 impl Decoder {
@@ -232,6 +236,7 @@ impl Decoder {
             b.validate(OP)?;
         }
         let is_certified = cfg.method == Method::Certified;
+        let is_dense = cfg.method == Method::Dense;
         if is_certified && cfg.attention.alpha == 1.0 {
             return Err(Error::Unsupported {
                 op: OP,
@@ -265,7 +270,7 @@ impl Decoder {
                 Task {
                     selection: Selection::with_capacity(max_pages, per_task),
                     scratch: SelectScratch::new(max_pages, d),
-                    ws: if is_certified {
+                    ws: if is_certified || is_dense {
                         Workspace::default()
                     } else {
                         Workspace::new(per_task, max_tokens.max(1), ps, d)
@@ -295,6 +300,13 @@ impl Decoder {
                 heads: vec![HeadReport::default(); batch * h],
                 ..Default::default()
             },
+            stream: if is_dense {
+                (0..batch)
+                    .map(|_| StreamWorkspace::new(h, hkv, max_tokens.max(1), ps, d))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             cfg,
         })
     }
@@ -312,7 +324,8 @@ impl Decoder {
                     + t.certified.as_ref().map_or(0, |c| c.bytes_held())
                     + t.check.as_ref().map_or(0, |c| c.bytes())
             })
-            .sum()
+            .sum::<usize>()
+            + self.stream.iter().map(|s| s.bytes()).sum::<usize>()
     }
 
     /// One decode step: `q` and `out` are `[B, H, D]`; sequence `b` is `seqs[b]`, its
@@ -395,49 +408,82 @@ impl Decoder {
             head_dim: d,
         };
         let mode = self.cfg.tau_mode;
-        with_kv!(cache.kv(), |k, v| {
-            self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
-                let q_t = &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d];
-                if let Some(cw) = t.certified.as_mut() {
-                    t.v_pages = certified_attend(
-                        cache,
-                        view(t.b)?,
-                        t.kv_head,
-                        q_t,
-                        &slopes[t.h0..t.h0 + t.group],
+        let g = self.cfg.attention.group_size(cache.num_kv_heads());
+        if !self.stream.is_empty() {
+            // Dense: page-major over all heads of a sequence (τ is exact: dense has no τ̂).
+            let per_b = self.tasks.len() / self.batch;
+            with_kv!(cache.kv(), |k, v| {
+                self.stream
+                    .par_iter_mut()
+                    .zip(self.tasks.par_chunks_mut(per_b))
+                    .enumerate()
+                    .try_for_each(|(b, (ws, ts))| -> Result<()> {
+                        attend_dense_seq(
+                            k,
+                            v,
+                            geom,
+                            &ts[0].selection.pages,
+                            &qs[b * h * d..(b + 1) * h * d],
+                            slopes,
+                            view(b)?.len as f32 - 1.0,
+                            alpha,
+                            ws,
+                        )?;
+                        for t in ts.iter_mut() {
+                            let (h0, gt) = (t.h0, t.group);
+                            t.out[..gt * d].copy_from_slice(&ws.out[h0 * d..(h0 + gt) * d]);
+                            t.results[..gt].copy_from_slice(&ws.res[h0..h0 + gt]);
+                            // V (and K) rows are read once per kv head.
+                            t.v_pages = if h0 % g == 0 { ws.v_rows[t.kv_head] } else { 0 };
+                        }
+                        Ok(())
+                    })
+            })?;
+        } else {
+            with_kv!(cache.kv(), |k, v| {
+                self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let q_t = &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d];
+                    if let Some(cw) = t.certified.as_mut() {
+                        t.v_pages = certified_attend(
+                            cache,
+                            view(t.b)?,
+                            t.kv_head,
+                            q_t,
+                            &slopes[t.h0..t.h0 + t.group],
+                            alpha,
+                            cw,
+                            &mut t.out,
+                            &mut t.results,
+                        )?;
+                        return Ok(());
+                    }
+                    let task = GroupTask {
+                        kv_head: t.kv_head,
+                        pages: &t.selection.pages,
+                        q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
+                        slopes: &slopes[t.h0..t.h0 + t.group],
+                        q_pos: view(t.b)?.len as f32 - 1.0,
+                        tau_hat: if mode == TauMode::Exact {
+                            None
+                        } else {
+                            Some(&t.selection.tau_hat)
+                        },
+                    };
+                    t.v_pages = attend_group(
+                        k,
+                        v,
+                        geom,
+                        &task,
                         alpha,
-                        cw,
+                        mode,
+                        &mut t.ws,
                         &mut t.out,
                         &mut t.results,
                     )?;
-                    return Ok(());
-                }
-                let task = GroupTask {
-                    kv_head: t.kv_head,
-                    pages: &t.selection.pages,
-                    q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
-                    slopes: &slopes[t.h0..t.h0 + t.group],
-                    q_pos: view(t.b)?.len as f32 - 1.0,
-                    tau_hat: if mode == TauMode::Exact {
-                        None
-                    } else {
-                        Some(&t.selection.tau_hat)
-                    },
-                };
-                t.v_pages = attend_group(
-                    k,
-                    v,
-                    geom,
-                    &task,
-                    alpha,
-                    mode,
-                    &mut t.ws,
-                    &mut t.out,
-                    &mut t.results,
-                )?;
-                Ok(())
-            })
-        })?;
+                    Ok(())
+                })
+            })?;
+        }
         let t2 = Instant::now();
 
         // Phase 3: the certificate of the kept pages (other methods, when asked for).
@@ -495,7 +541,10 @@ impl Decoder {
             }
             let kept_tokens: u64 = t.selection.pages.iter().map(|p| p.len as u64).sum();
             bytes.meta += t.selection.meta_bytes as u64;
-            bytes.k += kept_tokens * d as u64 * kv_elem;
+            if self.stream.is_empty() || t.h0 % g == 0 {
+                // Dense reads each K row once per kv head, whatever the GQA mode.
+                bytes.k += kept_tokens * d as u64 * kv_elem;
+            }
             if t.check.is_some() {
                 bytes.meta += t.cert_bytes.meta;
                 bytes.sketch += t.cert_bytes.sketch;

@@ -89,3 +89,30 @@ fn single_token_cache_returns_its_value() {
         }
     }
 }
+
+/// The dense (page-major) decoder sizes its workspace at plan time: steps over sequences up
+/// to the planned length, softmax and entmax, with and without GQA, never grow it.
+#[test]
+fn dense_decoder_workspace_is_planned() {
+    use entmaxkv::decode::{DecodeConfig, Decoder, Method};
+    let mut syn = Synth::new(21);
+    let lens = [5000, 77];
+    for (h, hkv) in [(4, 4), (8, 2)] {
+        let prob = syn.problem(Workload::Iid, &lens, h, hkv, 64);
+        let (cache, ids) = prob.build_cache(CacheConfig::new(hkv, 64, 400), 0).unwrap();
+        for alpha in [1.0, 1.5] {
+            let cfg = DecodeConfig::new(AttentionParams::new(h, alpha), Method::Dense);
+            let mut dec = Decoder::new(&cache, 2, 5000, cfg).unwrap();
+            let planned = dec.workspace_bytes();
+            let mut out = vec![0.0f32; prob.q.len()];
+            for _ in 0..2 {
+                dec.step(&cache, &ids, &prob.q, &mut out).unwrap();
+                assert_eq!(
+                    dec.workspace_bytes(),
+                    planned,
+                    "h {h} hkv {hkv} alpha {alpha}"
+                );
+            }
+        }
+    }
+}

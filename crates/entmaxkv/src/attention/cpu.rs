@@ -5,8 +5,9 @@
 //! re-reading K; V is read only for tokens with nonzero weight. Weights are renormalised so
 //! they sum to one over the tokens read, whatever the τ rule.
 //!
-//! Dense decode is this kernel over every page; sparse decode is the same kernel over the
-//! kept pages.
+//! Sparse decode is this kernel over the kept pages. Dense decode uses the page-major
+//! kernel of [`super::stream`] (one walk over the pages for all kv heads), which computes
+//! the same scores bit for bit.
 
 use crate::dtype::KvElem;
 use crate::error::Result;

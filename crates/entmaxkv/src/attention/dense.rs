@@ -1,7 +1,9 @@
-//! Dense decode on the CPU: the group kernel ([`super::cpu`]) over every page of every
-//! sequence, rayon-parallel over (sequence, kv head). Softmax and α-entmax.
+//! Dense decode on the CPU: the page-major kernel ([`super::stream`]) over every page of
+//! every sequence, one walk over the pages for all heads, blocks of pages in parallel.
+//! Softmax and α-entmax.
 
-use super::cpu::{attend_group, GroupTask, HeadResult, PageRef, PoolGeometry, TauMode, Workspace};
+use super::cpu::{HeadResult, PageRef, PoolGeometry};
+use super::stream::{attend_dense_seq, StreamWorkspace};
 use super::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
 use crate::error::Result;
@@ -34,7 +36,8 @@ pub struct DecodeReport {
 pub struct DenseDecoder {
     params: AttentionParams,
     batch: usize,
-    workspaces: Vec<Workspace>,
+    /// One per sequence of the batch.
+    workspaces: Vec<StreamWorkspace>,
     pages: Vec<Vec<PageRef>>,
     q_scaled: Vec<f32>,
     slopes: Vec<f32>,
@@ -52,13 +55,12 @@ impl DenseDecoder {
     ) -> Result<Self> {
         params.validate("DenseDecoder::new", cache)?;
         let hkv = cache.num_kv_heads();
-        let g = params.group_size(hkv);
         let (ps, d) = (cache.page_size(), cache.head_dim());
         let slopes = (0..params.num_heads).map(|h| params.slope(h)).collect();
         Ok(DenseDecoder {
             batch,
-            workspaces: (0..batch * hkv)
-                .map(|_| Workspace::new(g, max_tokens, ps, d))
+            workspaces: (0..batch)
+                .map(|_| StreamWorkspace::new(params.num_heads, hkv, max_tokens, ps, d))
                 .collect(),
             pages: (0..batch)
                 .map(|_| Vec::with_capacity(max_tokens.div_ceil(ps)))
@@ -106,7 +108,7 @@ impl DenseDecoder {
             *o = x * scale;
         }
         let hkv = cache.num_kv_heads();
-        let g = self.params.group_size(hkv);
+        let h = self.params.num_heads;
         let geom = PoolGeometry {
             num_kv_heads: hkv,
             page_size: cache.page_size(),
@@ -115,22 +117,25 @@ impl DenseDecoder {
         let alpha = self.params.alpha;
         let (pages, qs, slopes, lens) = (&self.pages, &self.q_scaled, &self.slopes, &self.lens);
         with_kv!(cache.kv(), |k, v| {
-            out.par_chunks_mut(g * d)
+            out.par_chunks_mut(h * d)
                 .zip(self.workspaces.par_iter_mut())
-                .zip(self.report.heads.par_chunks_mut(g))
+                .zip(self.report.heads.par_chunks_mut(h))
                 .enumerate()
-                .try_for_each(|(i, ((o, ws), res))| {
-                    let (b, kvh) = (i / hkv, i % hkv);
-                    let h0 = b * self.params.num_heads + kvh * g;
-                    let task = GroupTask {
-                        kv_head: kvh,
-                        pages: &pages[b],
-                        q_scaled: &qs[h0 * d..(h0 + g) * d],
-                        slopes: &slopes[kvh * g..(kvh + 1) * g],
-                        q_pos: lens[b] as f32 - 1.0,
-                        tau_hat: None,
-                    };
-                    attend_group(k, v, geom, &task, alpha, TauMode::Exact, ws, o, res).map(|_| ())
+                .try_for_each(|(b, ((o, ws), res))| {
+                    attend_dense_seq(
+                        k,
+                        v,
+                        geom,
+                        &pages[b],
+                        &qs[b * h * d..(b + 1) * h * d],
+                        slopes,
+                        lens[b] as f32 - 1.0,
+                        alpha,
+                        ws,
+                    )?;
+                    o.copy_from_slice(&ws.out[..h * d]);
+                    res.copy_from_slice(&ws.res[..h]);
+                    Ok::<(), crate::Error>(())
                 })
         })?;
         Ok(&self.report)

@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod dense;
 pub mod oracle;
+pub mod stream;
 
 use crate::cache::{PagedKvCache, SeqId};
 use crate::error::{check_alpha, check_finite, check_len, Error, Result};

@@ -408,6 +408,14 @@ pub fn entmax_threshold_f32(scores: &[f32], alpha: f64, scratch: &mut Vec<f32>) 
     Ok(a * smax + t)
 }
 
+/// [`entmax_threshold_f32`] when the caller already knows the maximum `smax` (finite) and
+/// has gathered the candidates — every score with `(α−1)(s − smax) > −1`, in score order —
+/// into `cand` (α > 1). Same solve, so the same τ bit for bit; `cand` is reordered.
+pub fn entmax_threshold_candidates(cand: &mut [f32], smax: f64, alpha: f64) -> f64 {
+    let a = alpha - 1.0;
+    a * smax + solve_relative(cand, smax, alpha)
+}
+
 /// [`entmax_threshold_f32`] on an f64 score buffer (e.g. rigorous score bounds that must
 /// not be rounded to f32): same exact solve, `scratch` reused without allocation.
 pub fn entmax_threshold_f64(scores: &[f64], alpha: f64, scratch: &mut Vec<f64>) -> Result<f64> {

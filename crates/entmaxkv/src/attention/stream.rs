@@ -1,0 +1,1309 @@
+//! Page-major dense decode: one walk over a sequence's pages serves every kv head.
+//!
+//! The pool stores `[page, H_kv, page_size, D]`, so one page's K (or V) for all kv heads is
+//! one contiguous block of `H_kv · page_size · D` elements. [`attend_dense_seq`] reads that
+//! block whole — a linear stream the hardware prefetcher follows — where the per-group
+//! kernel ([`super::cpu::attend_group`]) reads one scattered `page_size · D` slice per kv
+//! head. Pages are cut into blocks of [`STREAM_BLOCK_PAGES`] that run in parallel (rayon);
+//! every per-block partial (softmax block maximum and sum, V sums, entmax mass and support)
+//! is combined in block order, so the bits do not depend on the thread count.
+//!
+//! Pass 1 reads K once: the scores of all H query heads into `[H, n]`, plus the maximum of
+//! each (head, page) and of each (head, block). Softmax (α = 1) exponentiates each block
+//! against its own maximum while the block is hot (blocked softmax); blocks are rescaled to
+//! the global maximum afterwards. Entmax gathers the τ candidates (`(α−1)(s − s_max) > −1`,
+//! an exact f32 cut) block by block in parallel, from the pages whose maximum reaches the
+//! cut, and solves τ per head on them (the same solve, so the same τ as
+//! [`crate::tau::entmax_threshold_f32`] on all the scores); the weights' sum and support
+//! come from the candidates too. Pass 2 reads V — softmax every page, entmax only the
+//! (page, kv head) pairs where some head of the group has weight — with weights formed
+//! from the cached scores on the fly, exactly as the group kernel forms them.
+//!
+//! Scores are bit-identical to the group kernel's (`dot` then the ALiBi term): where AVX2,
+//! FMA and F16C are compiled in and `D` is a multiple of 16, the inner loops convert f16
+//! rows in registers (no widened copy) and dot four rows at once with `dot`'s chunks and
+//! reduction tree; where the CPU has AVX-512F (detected at run time) one zmm FMA does the
+//! work of `dot`'s two ymm chains, same bits. Memory: the kernels prefetch (into L2) the
+//! rows they are about to read one page (≥ [`PREFETCH_BYTES`]) further down the page
+//! list, one line per line consumed — without that steady stream the cores compute and
+//! wait for memory in turn (2-core development machine, dense entmax at 128K: 9.0 ms
+//! without, 5.6 ms with, in one `examples/step_prof` round).
+
+use super::cpu::{alpha_code, dot, exp_f32, HeadResult, PageRef, PoolGeometry, SharedMut};
+use crate::dtype::{DType, KvElem};
+use crate::error::Result;
+use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
+use rayon::prelude::*;
+
+/// How far ahead of the rows being read the dense passes prefetch (rounded up to pages).
+pub const PREFETCH_BYTES: usize = 16 * 1024;
+
+/// Entmax V pass: pages ahead whose needed V rows are prefetched.
+const V_AHEAD: usize = 4;
+
+/// Pages per block of the parallel passes (fixed: the summation order depends on it, never
+/// on the thread count). 64 pages of 8 kv heads × 16 tokens × 64 f16 = 1 MiB of K.
+pub const STREAM_BLOCK_PAGES: usize = 64;
+
+/// One block's partial results and scratch.
+#[derive(Debug, Clone, Default)]
+struct BlockPart {
+    /// `[H, D]` V sums (weights normalised).
+    acc: Vec<f32>,
+    /// `[H]` softmax: Σ exp(s − block max).
+    mass: Vec<f64>,
+    /// `[H]` softmax: block maximum, then the block's weight factor exp(m_b − M)/S.
+    max: Vec<f32>,
+    scale: Vec<f32>,
+    /// `[H_kv]` V rows read.
+    v_rows: Vec<u64>,
+    /// `[page_size, D]` widened rows (paths without the f16 register conversion).
+    rows: Vec<f32>,
+    /// `[G, page_size]` weights of one page.
+    w: Vec<f32>,
+    /// Entmax: `[H, STREAM_BLOCK_PAGES · page_size]` the block's τ candidates per head,
+    /// and their counts `[H]`.
+    cand: Vec<f32>,
+    ncand: Vec<usize>,
+}
+
+/// Per-sequence scratch of [`attend_dense_seq`], sized once by the plan (grows only when a
+/// step is longer than planned). The results of the last call are in [`Self::out`],
+/// [`Self::res`] and [`Self::v_rows`].
+#[derive(Debug, Clone, Default)]
+pub struct StreamWorkspace {
+    /// `[H, n]` scores (softmax: exp against the block maximum).
+    scores: Vec<f32>,
+    /// `[H, pages]` maximum score of each (head, page); NaN if a score is not finite.
+    page_max: Vec<f32>,
+    /// Per head: τ candidates.
+    cand: Vec<Vec<f32>>,
+    /// Per head: τ (z-space; softmax: log-sum-exp), maximum score, candidate cut.
+    tau: Vec<f64>,
+    smax: Vec<f64>,
+    cut: Vec<f32>,
+    parts: Vec<BlockPart>,
+    block_start: Vec<usize>,
+    /// `[H, D]` outputs of the last call.
+    pub out: Vec<f32>,
+    /// `[H]` per-head results of the last call.
+    pub res: Vec<HeadResult>,
+    /// `[H_kv]` V rows read by the last call, per kv head.
+    pub v_rows: Vec<u64>,
+}
+
+fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+impl StreamWorkspace {
+    /// Scratch for `heads` query heads over `kv_heads` kv heads, up to `max_tokens` tokens.
+    pub fn new(
+        heads: usize,
+        kv_heads: usize,
+        max_tokens: usize,
+        page_size: usize,
+        head_dim: usize,
+    ) -> Self {
+        let mut ws = StreamWorkspace::default();
+        let pages = max_tokens.div_ceil(page_size).max(1);
+        ws.reserve(heads, kv_heads, max_tokens, pages, page_size, head_dim);
+        ws
+    }
+
+    fn reserve(&mut self, h: usize, hkv: usize, n: usize, np: usize, ps: usize, d: usize) {
+        let g = h / hkv.max(1);
+        grow(&mut self.scores, h * n);
+        grow(&mut self.page_max, h * np);
+        if self.cand.len() < h {
+            self.cand.resize_with(h, Vec::new);
+        }
+        for c in &mut self.cand {
+            if c.capacity() < n {
+                c.reserve(n - c.len());
+            }
+        }
+        grow(&mut self.tau, h);
+        grow(&mut self.smax, h);
+        grow(&mut self.cut, h);
+        let nb = np.div_ceil(STREAM_BLOCK_PAGES).max(1);
+        if self.parts.len() < nb {
+            self.parts.resize_with(nb, BlockPart::default);
+        }
+        for p in &mut self.parts {
+            grow(&mut p.acc, h * d);
+            grow(&mut p.mass, h);
+            grow(&mut p.max, h);
+            grow(&mut p.scale, h);
+            grow(&mut p.v_rows, hkv);
+            grow(&mut p.rows, ps * d);
+            grow(&mut p.w, g * ps);
+            grow(&mut p.cand, h * STREAM_BLOCK_PAGES * ps);
+            grow(&mut p.ncand, h);
+        }
+        grow(&mut self.block_start, nb + 1);
+        grow(&mut self.out, h * d);
+        grow(&mut self.res, h);
+        grow(&mut self.v_rows, hkv);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        let parts: usize = self
+            .parts
+            .iter()
+            .map(|p| {
+                4 * (p.acc.len() + p.max.len() + p.scale.len())
+                    + 4 * (p.rows.len() + p.w.len() + p.cand.len())
+                    + 8 * (p.mass.len() + p.v_rows.len() + p.ncand.len())
+            })
+            .sum();
+        4 * (self.scores.len() + self.page_max.len() + self.out.len())
+            + 4 * self.cand.iter().map(|c| c.capacity()).sum::<usize>()
+            + 8 * (self.tau.len() + self.smax.len() + self.block_start.len() + self.v_rows.len())
+            + 4 * self.cut.len()
+            + std::mem::size_of::<HeadResult>() * self.res.len()
+            + parts
+    }
+}
+
+/// The f16 elements of `x` as their bits (f16 only).
+#[inline(always)]
+#[allow(dead_code)]
+fn f16_bits<T: KvElem>(x: &[T]) -> Option<&[u16]> {
+    if T::DTYPE == DType::F16 && std::mem::size_of::<T>() == 2 {
+        // SAFETY: `half::f16` is a transparent u16.
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u16>(), x.len()) })
+    } else {
+        None
+    }
+}
+
+/// The f32 elements of `x` (f32 only).
+#[inline(always)]
+#[allow(dead_code)]
+fn f32_elems<T: KvElem>(x: &[T]) -> Option<&[f32]> {
+    if T::DTYPE == DType::F32 && std::mem::size_of::<T>() == 4 {
+        // SAFETY: T is f32.
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+    } else {
+        None
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+))]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Eight consecutive elements widened to f32.
+    pub trait Load: Copy {
+        /// # Safety
+        /// `p..p + 8` must be readable.
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+    impl Load for f32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+    impl Load for u16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const u16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>()))
+        }
+    }
+
+    /// The dot of `q` with one row, exactly as [`super::super::cpu::dot`] forms it
+    /// (`d % 16 == 0`): even 8-chunks into one accumulator, odd into another, then the tree.
+    #[inline(always)]
+    pub(super) unsafe fn dot_row<E: Load>(row: *const E, d: usize, q: *const f32) -> f32 {
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut c = 0;
+        while c < d {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c)), E::load8(row.add(c)), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(c + 8)), E::load8(row.add(c + 8)), a1);
+            c += 16;
+        }
+        let s8 = _mm256_add_ps(a0, a1);
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
+    }
+
+    /// Per row of four: the even-chunk and odd-chunk sums of `dot` added (`s8` of
+    /// [`super::super::cpu::dot`]), AVX2.
+    #[inline(always)]
+    unsafe fn dot4<E: Load>(rows: *const E, t: usize, d: usize, q: *const f32) -> [__m256; 4] {
+        let mut e = [_mm256_setzero_ps(); 4];
+        let mut o = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < d {
+            let q0 = _mm256_loadu_ps(q.add(c));
+            let q1 = _mm256_loadu_ps(q.add(c + 8));
+            for j in 0..4 {
+                let r = rows.add((t + j) * d + c);
+                e[j] = _mm256_fmadd_ps(q0, E::load8(r), e[j]);
+                o[j] = _mm256_fmadd_ps(q1, E::load8(r.add(8)), o[j]);
+            }
+            c += 16;
+        }
+        [
+            _mm256_add_ps(e[0], o[0]),
+            _mm256_add_ps(e[1], o[1]),
+            _mm256_add_ps(e[2], o[2]),
+            _mm256_add_ps(e[3], o[3]),
+        ]
+    }
+
+    /// The rest of `dot`'s tree for four rows at once: `w = lo + hi` halves,
+    /// `u = (w0 + w2, w1 + w3)`, `u0 + u1`; lane j of the result is row j's dot.
+    #[inline(always)]
+    pub(super) unsafe fn reduce4(s: [__m256; 4]) -> __m128 {
+        let r01 = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(s[0], s[1]),
+            _mm256_permute2f128_ps::<0x31>(s[0], s[1]),
+        );
+        let r23 = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(s[2], s[3]),
+            _mm256_permute2f128_ps::<0x31>(s[2], s[3]),
+        );
+        // [r0 (w0+w2), r0 (w1+w3), r2 .., r2 .. | r1 .., r1 .., r3 .., r3 ..]
+        let u = _mm256_add_ps(
+            _mm256_shuffle_ps::<0b01_00_01_00>(r01, r23),
+            _mm256_shuffle_ps::<0b11_10_11_10>(r01, r23),
+        );
+        let hsum = _mm256_hadd_ps(u, u); // [r0, r2, r0, r2 | r1, r3, r1, r3]
+        _mm_unpacklo_ps(
+            _mm256_castps256_ps128(hsum),
+            _mm256_extractf128_ps::<1>(hsum),
+        )
+    }
+
+    /// Scores of `len` rows of `d` elements (`d % 16 == 0`) against `q`, four rows at once
+    /// (`$dot4`), each bit-identical to [`super::super::cpu::dot`] (same chunks, same tree),
+    /// plus the ALiBi term `slope · ((start + t) − q_pos)` when `alibi` is given, into
+    /// `out[t]`. Returns the maximum score and whether every score is finite.
+    macro_rules! scores_fn {
+        ($(#[$attr:meta])* $name:ident, $bound:path, $dot4:path) => {
+            $(#[$attr])*
+            pub unsafe fn $name<E: $bound + Load>(
+                rows: *const E,
+                pf: *const E,
+                len: usize,
+                d: usize,
+                q: *const f32,
+                out: *mut f32,
+                alibi: Option<(f32, u32, f32)>,
+            ) -> (f32, bool) {
+                let mut mx = _mm_set1_ps(f32::NEG_INFINITY);
+                let mut z = _mm_setzero_ps();
+                let mut t = 0;
+                while t + 4 <= len {
+                    $crate::attention::stream::simd::prefetch_rows(pf, t, 4, d);
+                    let mut v = $crate::attention::stream::simd::reduce4($dot4(rows, t, d, q));
+                    if let Some((slope, start, q_pos)) = alibi {
+                        let pos = _mm_add_epi32(
+                            _mm_set1_epi32((start as usize + t) as i32),
+                            _mm_setr_epi32(0, 1, 2, 3),
+                        );
+                        let rel = _mm_sub_ps(_mm_cvtepi32_ps(pos), _mm_set1_ps(q_pos));
+                        v = _mm_add_ps(v, _mm_mul_ps(_mm_set1_ps(slope), rel));
+                    }
+                    _mm_storeu_ps(out.add(t), v);
+                    mx = _mm_max_ps(mx, v);
+                    z = _mm_add_ps(z, _mm_mul_ps(v, _mm_setzero_ps()));
+                    t += 4;
+                }
+                let mut m = {
+                    let m2 = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+                    _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+                };
+                let mut zs = {
+                    let z2 = _mm_add_ps(z, _mm_movehl_ps(z, z));
+                    _mm_cvtss_f32(_mm_add_ss(z2, _mm_movehdup_ps(z2)))
+                };
+                while t < len {
+                    let mut s = $crate::attention::stream::simd::dot_row(rows.add(t * d), d, q);
+                    if let Some((slope, start, q_pos)) = alibi {
+                        s += slope * ((start as usize + t) as f32 - q_pos);
+                    }
+                    *out.add(t) = s;
+                    m = m.max(s);
+                    zs += s * 0.0;
+                    t += 1;
+                }
+                (m, zs == 0.0)
+            }
+        };
+    }
+    pub(super) use scores_fn;
+
+    scores_fn!(
+        /// AVX2 scores (see [`scores_fn`]).
+        ///
+        /// # Safety
+        /// `rows` holds `len · d` elements, `q` `d`, `out` `len`.
+        #[inline(always)]
+        scores, Load, dot4
+    );
+
+    /// Prefetches (into L2) rows `t..t + n` of `d` elements at `pf`, unless `pf` is null.
+    /// The kernels are handed the same rows of a page further down the page list: a
+    /// steady stream of prefetches, one line per line consumed, keeps enough misses in
+    /// flight for the hardware to stream while the core computes.
+    #[inline(always)]
+    pub fn prefetch_rows<E>(pf: *const E, t: usize, n: usize, d: usize) {
+        if pf.is_null() {
+            return;
+        }
+        let base = pf.wrapping_add(t * d).cast::<i8>();
+        let bytes = n * d * std::mem::size_of::<E>();
+        let mut o = 0;
+        while o < bytes {
+            // SAFETY: a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.wrapping_add(o)) };
+            o += 64;
+        }
+    }
+
+    /// Whether the AVX-512 kernels run: the CPU has AVX-512F (std caches the detection).
+    #[inline(always)]
+    pub fn has_avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// [`scores`], through the AVX-512 kernel where the CPU has it (same bits).
+    ///
+    /// # Safety
+    /// As [`scores`].
+    #[inline(always)]
+    pub unsafe fn scores_any<E: Load + avx512::Load16>(
+        rows: *const E,
+        pf: *const E,
+        len: usize,
+        d: usize,
+        q: *const f32,
+        out: *mut f32,
+        alibi: Option<(f32, u32, f32)>,
+    ) -> (f32, bool) {
+        if has_avx512() {
+            avx512::scores(rows, pf, len, d, q, out, alibi)
+        } else {
+            scores(rows, pf, len, d, q, out, alibi)
+        }
+    }
+
+    /// [`accum`] over all `d` columns, through the AVX-512 kernel where the CPU has it.
+    ///
+    /// # Safety
+    /// As [`accum`].
+    #[inline(always)]
+    pub unsafe fn accum_any<E: Load + avx512::Load16>(
+        rows: *const E,
+        pf: *const E,
+        len: usize,
+        d: usize,
+        w: *const f32,
+        acc: *mut f32,
+    ) {
+        prefetch_rows(pf, 0, len, d);
+        if has_avx512() {
+            avx512::accum(rows, len, d, w, acc)
+        } else {
+            accum(rows, len, d, w, acc, d)
+        }
+    }
+
+    /// AVX-512 versions (used where the CPU has AVX-512F, detected at run time): one zmm
+    /// FMA does the work of `dot`'s two ymm chains (lanes 0–7 the even chunk, 8–15 the
+    /// odd), so every result is bit-identical to the AVX2 kernels, with half the µops.
+    pub mod avx512 {
+        use super::Load;
+        use std::arch::x86_64::*;
+
+        /// Sixteen consecutive elements widened to f32.
+        pub trait Load16: Copy {
+            /// # Safety
+            /// `p..p + 16` must be readable and the CPU must have AVX-512F.
+            unsafe fn load16(p: *const Self) -> __m512;
+        }
+        impl Load16 for f32 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const f32) -> __m512 {
+                _mm512_loadu_ps(p)
+            }
+        }
+        impl Load16 for u16 {
+            #[inline]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn load16(p: *const u16) -> __m512 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>()))
+            }
+        }
+
+        /// Lanes 0–7 plus lanes 8–15.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn halves(x: __m512) -> __m256 {
+            _mm256_add_ps(
+                _mm512_castps512_ps256(x),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x))),
+            )
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn dot4<E: Load16>(
+            rows: *const E,
+            t: usize,
+            d: usize,
+            q: *const f32,
+        ) -> [__m256; 4] {
+            let mut z = [_mm512_setzero_ps(); 4];
+            let mut c = 0;
+            while c < d {
+                let qc = _mm512_loadu_ps(q.add(c));
+                for (j, zj) in z.iter_mut().enumerate() {
+                    *zj = _mm512_fmadd_ps(qc, E::load16(rows.add((t + j) * d + c)), *zj);
+                }
+                c += 16;
+            }
+            [halves(z[0]), halves(z[1]), halves(z[2]), halves(z[3])]
+        }
+
+        super::scores_fn!(
+            /// AVX-512 scores, bit-identical to [`super::scores`].
+            ///
+            /// # Safety
+            /// As [`super::scores`]; the CPU must have AVX-512F.
+            #[target_feature(enable = "avx512f")]
+            scores, Load16, dot4
+        );
+
+        /// AVX-512 [`super::accum`], bit-identical to it.
+        ///
+        /// # Safety
+        /// As [`super::accum`]; the CPU must have AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn accum<E: Load16 + Load>(
+            rows: *const E,
+            len: usize,
+            d: usize,
+            w: *const f32,
+            acc: *mut f32,
+        ) {
+            let mut c = 0;
+            while c + 64 <= d {
+                let mut r = [_mm512_setzero_ps(); 4];
+                for (j, x) in r.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(acc.add(c + 16 * j));
+                }
+                for t in 0..len {
+                    let wt = *w.add(t);
+                    if wt == 0.0 {
+                        continue;
+                    }
+                    let wv = _mm512_set1_ps(wt);
+                    for (j, x) in r.iter_mut().enumerate() {
+                        *x = _mm512_fmadd_ps(E::load16(rows.add(t * d + c + 16 * j)), wv, *x);
+                    }
+                }
+                for (j, x) in r.iter().enumerate() {
+                    _mm512_storeu_ps(acc.add(c + 16 * j), *x);
+                }
+                c += 64;
+            }
+            while c + 16 <= d {
+                let mut x = _mm512_loadu_ps(acc.add(c));
+                for t in 0..len {
+                    let wt = *w.add(t);
+                    if wt != 0.0 {
+                        x = _mm512_fmadd_ps(E::load16(rows.add(t * d + c)), _mm512_set1_ps(wt), x);
+                    }
+                }
+                _mm512_storeu_ps(acc.add(c), x);
+                c += 16;
+            }
+            if c < d {
+                super::accum(rows.add(c), len, d, w, acc.add(c), d - c);
+            }
+        }
+    }
+
+    /// `acc += Σ_t w[t] · row_t` over `len` rows of `d` elements (`d % 8 == 0`), rows in
+    /// order, zero weights skipped.
+    ///
+    /// # Safety
+    /// `rows` holds `len · d` elements, `w` `len`, `acc` `d`.
+    #[inline(always)]
+    pub unsafe fn accum<E: Load>(
+        rows: *const E,
+        len: usize,
+        d: usize,
+        w: *const f32,
+        acc: *mut f32,
+        width: usize,
+    ) {
+        let mut c = 0;
+        while c + 64 <= width {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (j, x) in r.iter_mut().enumerate() {
+                *x = _mm256_loadu_ps(acc.add(c + 8 * j));
+            }
+            for t in 0..len {
+                let wt = *w.add(t);
+                if wt == 0.0 {
+                    continue;
+                }
+                let wv = _mm256_set1_ps(wt);
+                for (j, x) in r.iter_mut().enumerate() {
+                    *x = _mm256_fmadd_ps(E::load8(rows.add(t * d + c + 8 * j)), wv, *x);
+                }
+            }
+            for (j, x) in r.iter().enumerate() {
+                _mm256_storeu_ps(acc.add(c + 8 * j), *x);
+            }
+            c += 64;
+        }
+        while c + 8 <= width {
+            let mut x = _mm256_loadu_ps(acc.add(c));
+            for t in 0..len {
+                let wt = *w.add(t);
+                if wt != 0.0 {
+                    x = _mm256_fmadd_ps(E::load8(rows.add(t * d + c)), _mm256_set1_ps(wt), x);
+                }
+            }
+            _mm256_storeu_ps(acc.add(c), x);
+            c += 8;
+        }
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+))]
+const SIMD: bool = true;
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+)))]
+const SIMD: bool = false;
+
+/// Where one page of one kv head writes: head `hg` of the group writes its scores at
+/// `scores + hg · stride + t` (t < len) and its page maximum (NaN when a score is not
+/// finite) at `page_max + hg · pm_stride`.
+#[derive(Clone, Copy)]
+struct PageOut {
+    scores: *mut f32,
+    stride: usize,
+    page_max: *mut f32,
+    pm_stride: usize,
+}
+
+/// Scores of one page of one kv head for its `G` query heads, each bit-identical to the
+/// group kernel's (`dot`, then the ALiBi term). `q` is `[G, D]`, `rows` `[len, D]`,
+/// `slopes` `[G]`, `start` the position of the page's first token.
+///
+/// # Safety
+/// Every address `out` names for hg < G, t < len must be writable.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn score_page<T: KvElem>(
+    rows: &[T],
+    pf: *const T,
+    len: usize,
+    d: usize,
+    q: &[f32],
+    slopes: Option<&[f32]>,
+    start: u32,
+    q_pos: f32,
+    buf: &mut [f32],
+    out: PageOut,
+) {
+    let g = q.len() / d;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    if SIMD && d.is_multiple_of(16) {
+        let alibi = |hg: usize| slopes.map(|s| (s[hg], start, q_pos));
+        let put = |hg: usize, (m, finite): (f32, bool)| {
+            *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
+        };
+        if g == 1 {
+            if let Some(r) = f16_bits(rows) {
+                let pf = pf.cast::<u16>();
+                let st = simd::scores_any(r.as_ptr(), pf, len, d, q.as_ptr(), out.scores, alibi(0));
+                put(0, st);
+                return;
+            }
+        }
+        let (r, mut pf): (&[f32], *const f32) = match f32_elems(rows) {
+            Some(r) => (r, pf.cast::<f32>()),
+            None => {
+                simd::prefetch_rows(pf, 0, len, d);
+                T::slice_to_f32(rows, &mut buf[..len * d]);
+                (&buf[..len * d], std::ptr::null())
+            }
+        };
+        for hg in 0..g {
+            let st = simd::scores_any(
+                r.as_ptr(),
+                std::mem::replace(&mut pf, std::ptr::null()),
+                len,
+                d,
+                q.as_ptr().add(hg * d),
+                out.scores.add(hg * out.stride),
+                alibi(hg),
+            );
+            put(hg, st);
+        }
+        return;
+    }
+    T::slice_to_f32(rows, &mut buf[..len * d]);
+    for hg in 0..g {
+        let qh = &q[hg * d..(hg + 1) * d];
+        let sc = std::slice::from_raw_parts_mut(out.scores.add(hg * out.stride), len);
+        for (t, s) in sc.iter_mut().enumerate() {
+            *s = dot(qh, &buf[t * d..(t + 1) * d]);
+            if let Some(sl) = slopes {
+                *s += sl[hg] * ((start as usize + t) as f32 - q_pos);
+            }
+        }
+        let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let finite = sc.iter().all(|x| x.is_finite());
+        *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
+    }
+}
+
+/// V of one page of one kv head into the accumulators of the active heads of its group:
+/// `acc[hg] += Σ_t w[hg · ps + t] · row_t` for every hg with `active[hg]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accum_page<T: KvElem>(
+    rows: &[T],
+    pf: *const T,
+    len: usize,
+    d: usize,
+    w: &[f32],
+    ps: usize,
+    active: impl Fn(usize) -> bool,
+    g: usize,
+    buf: &mut [f32],
+    acc: &mut [f32],
+) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    if SIMD && d.is_multiple_of(8) {
+        // SAFETY: rows holds len·d elements, w[hg·ps..] at least len, acc[hg·d..] d.
+        unsafe {
+            if g == 1 {
+                if let Some(r) = f16_bits(rows) {
+                    let pf = pf.cast::<u16>();
+                    simd::accum_any(r.as_ptr(), pf, len, d, w.as_ptr(), acc.as_mut_ptr());
+                    return;
+                }
+            }
+            simd::prefetch_rows(pf, 0, len, d);
+            let r: &[f32] = match f32_elems(rows) {
+                Some(r) => r,
+                None => {
+                    T::slice_to_f32(rows, &mut buf[..len * d]);
+                    &buf[..len * d]
+                }
+            };
+            for hg in 0..g {
+                if active(hg) {
+                    simd::accum_any(
+                        r.as_ptr(),
+                        std::ptr::null(),
+                        len,
+                        d,
+                        w.as_ptr().add(hg * ps),
+                        acc.as_mut_ptr().add(hg * d),
+                    );
+                }
+            }
+        }
+        return;
+    }
+    T::slice_to_f32(rows, &mut buf[..len * d]);
+    for hg in 0..g {
+        if !active(hg) {
+            continue;
+        }
+        let acc_h = &mut acc[hg * d..(hg + 1) * d];
+        for t in 0..len {
+            let wt = w[hg * ps + t];
+            if wt != 0.0 {
+                super::cpu::axpy(acc_h, wt, &buf[t * d..(t + 1) * d]);
+            }
+        }
+    }
+}
+
+/// The entmax weight `[(α−1)s − τ]_+^β` of score `s`, formed as the group kernel forms it.
+#[inline(always)]
+fn weight(s: f32, a: f64, tau: f64, beta: f64, code: u8) -> f64 {
+    let y = (a * s as f64 - tau).max(0.0);
+    match code {
+        2 => y,
+        15 => y * y,
+        13 => y * y * y,
+        _ if y > 0.0 => y.powf(beta),
+        _ => 0.0,
+    }
+}
+
+/// Dense decode of one sequence over all its heads, page-major (see the module docs).
+/// `q_scaled` is `[H, D]` (scale applied), `slopes` `[H]` (zeros without ALiBi), `pages`
+/// the sequence's pages in token order, `q_pos` the query's position. Results land in
+/// `ws.out`, `ws.res`, `ws.v_rows`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_dense_seq<T: KvElem>(
+    k: &[T],
+    v: &[T],
+    geom: PoolGeometry,
+    pages: &[PageRef],
+    q_scaled: &[f32],
+    slopes: &[f32],
+    q_pos: f32,
+    alpha: f64,
+    ws: &mut StreamWorkspace,
+) -> Result<()> {
+    let (hkv, ps, d) = (geom.num_kv_heads, geom.page_size, geom.head_dim);
+    let h = slopes.len();
+    let g = h / hkv;
+    let n: usize = pages.iter().map(|p| p.len as usize).sum();
+    let np = pages.len();
+    let nb = np.div_ceil(STREAM_BLOCK_PAGES).max(1);
+    ws.reserve(h, hkv, n, np, ps, d);
+    let mut t0 = 0;
+    for b in 0..nb {
+        ws.block_start[b] = t0;
+        let r = (b * STREAM_BLOCK_PAGES).min(np)..((b + 1) * STREAM_BLOCK_PAGES).min(np);
+        t0 += pages[r].iter().map(|p| p.len as usize).sum::<usize>();
+    }
+    ws.block_start[nb] = t0;
+    let pages_of =
+        |b: usize| (b * STREAM_BLOCK_PAGES).min(np)..((b + 1) * STREAM_BLOCK_PAGES).min(np);
+    let any_alibi = slopes.iter().any(|&s| s != 0.0);
+    let softmax = alpha == 1.0;
+    let page_elems = hkv * ps * d;
+    // The kernels prefetch the rows of the page this many pages down the list (≥ 16 KiB
+    // ahead): wherever the pool placed it.
+    let pf_pages = (PREFETCH_BYTES / (page_elems * std::mem::size_of::<T>()).max(1)).max(1);
+    let ahead = |buf: &[T], i: usize, kvh: usize| -> *const T {
+        pages.get(i + pf_pages).map_or(std::ptr::null(), |p| {
+            buf.as_ptr()
+                .wrapping_add(p.page as usize * page_elems + kvh * ps * d)
+        })
+    };
+
+    // Pass 1: K, page-major, blocks in parallel.
+    {
+        let scores = SharedMut::new(&mut ws.scores[..h * n]);
+        let pmax = SharedMut::new(&mut ws.page_max[..h * np]);
+        let starts = &ws.block_start[..=nb];
+        let k_block = |b: usize, part: &mut BlockPart| {
+            let mut idx = starts[b];
+            let range = pages_of(b);
+            for i in range.clone() {
+                let p = pages[i];
+                let len = p.len as usize;
+                let base = p.page as usize * page_elems;
+                for kvh in 0..hkv {
+                    let off = base + kvh * ps * d;
+                    let h0 = kvh * g;
+                    // SAFETY: heads h0..h0+G, tokens idx..idx+len: inside `[H, n]`, and
+                    // (head, page i) inside `[H, pages]`; blocks write disjoint token and
+                    // page ranges, nothing reads either buffer during this pass.
+                    unsafe {
+                        score_page(
+                            &k[off..off + len * d],
+                            ahead(k, i, kvh),
+                            len,
+                            d,
+                            &q_scaled[h0 * d..(h0 + g) * d],
+                            any_alibi.then(|| &slopes[h0..h0 + g]),
+                            p.start,
+                            q_pos,
+                            &mut part.rows,
+                            PageOut {
+                                scores: scores.at(h0 * n + idx),
+                                stride: n,
+                                page_max: pmax.at(h0 * np + i),
+                                pm_stride: np,
+                            },
+                        );
+                    }
+                }
+                idx += len;
+            }
+            // Block maximum per head (NaN if a score is not finite).
+            for hh in 0..h {
+                // SAFETY: this block's pages of head hh, written above.
+                let pm = unsafe {
+                    std::slice::from_raw_parts(pmax.at(hh * np + range.start), range.len())
+                };
+                let m = pm.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                part.max[hh] = if pm.iter().any(|x| x.is_nan()) {
+                    f32::NAN
+                } else {
+                    m
+                };
+            }
+            if softmax {
+                // Blocked softmax: exp against the block maximum while the block is hot.
+                let (s0, s1) = (starts[b], starts[b + 1]);
+                for hh in 0..h {
+                    let m = part.max[hh];
+                    let sc =
+                        unsafe { std::slice::from_raw_parts_mut(scores.at(hh * n + s0), s1 - s0) };
+                    // exp in place (vectorises), then Σ in 8 lanes per chunk of 256, the
+                    // lanes and chunks added in a fixed order.
+                    for x in sc.iter_mut() {
+                        *x = exp_f32(*x - m);
+                    }
+                    let mut sum = 0.0f64;
+                    for chunk in sc.chunks(256) {
+                        let mut lanes = [0.0f32; 8];
+                        let mut it = chunk.chunks_exact(8);
+                        for c8 in &mut it {
+                            for j in 0..8 {
+                                lanes[j] += c8[j];
+                            }
+                        }
+                        let mut part_sum = lanes.iter().fold(0.0f32, |s, &x| s + x);
+                        for &x in it.remainder() {
+                            part_sum += x;
+                        }
+                        sum += part_sum as f64;
+                    }
+                    part.mass[hh] = sum;
+                }
+            }
+        };
+        let parts = &mut ws.parts[..nb];
+        if nb > 1 {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(b, part)| k_block(b, part));
+        } else {
+            k_block(0, &mut parts[0]);
+        }
+    }
+
+    // τ per head.
+    let a = alpha - 1.0;
+    if softmax {
+        for hh in 0..h {
+            let m = ws.parts[..nb]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, p| m.max(p.max[hh])) as f64;
+            let s: f64 = ws.parts[..nb]
+                .iter()
+                .map(|p| p.mass[hh] * (p.max[hh] as f64 - m).exp())
+                .sum();
+            for p in &mut ws.parts[..nb] {
+                p.scale[hh] = ((p.max[hh] as f64 - m).exp() / s) as f32;
+            }
+            ws.tau[hh] = m + s.ln();
+            ws.res[hh] = HeadResult {
+                tau: ws.tau[hh],
+                support: n as u32,
+                mass: s,
+            };
+        }
+    } else {
+        // s_max per head from the block maxima; candidates are (α−1)(s − s_max) > −1,
+        // monotone in s, so exactly the f32 scores at or above the smallest f32 that
+        // passes (`cut`): compared in f32, branch-free.
+        for hh in 0..h {
+            let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
+            if bm.clone().any(|x| x.is_nan()) {
+                // A score is not finite: the full solve names it (typed error).
+                entmax_threshold_f32(&ws.scores[hh * n..(hh + 1) * n], alpha, &mut ws.cand[hh])?;
+            }
+            let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
+            let pass = |s: f32| a * (f64::from(s) - smax) > -1.0;
+            let mut cut = (smax - 1.0 / a) as f32;
+            while !pass(cut) {
+                cut = cut.next_up();
+            }
+            while pass(cut.next_down()) {
+                cut = cut.next_down();
+            }
+            ws.smax[hh] = smax;
+            ws.cut[hh] = cut;
+        }
+        // Gather, blocks in parallel: each block's candidates of each head, in token order,
+        // from the pages whose maximum reaches the cut (the block's scores are contiguous).
+        let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
+        let (cuts, starts) = (&ws.cut[..h], &ws.block_start[..=nb]);
+        let cap = STREAM_BLOCK_PAGES * ps;
+        let gather = |b: usize, part: &mut BlockPart| {
+            for hh in 0..h {
+                let cut = cuts[hh];
+                let dst = &mut part.cand[hh * cap..(hh + 1) * cap];
+                let (mut len_c, mut idx) = (0, starts[b]);
+                for i in pages_of(b) {
+                    let len = pages[i].len as usize;
+                    if page_max[hh * np + i] >= cut {
+                        for &s in &scores[hh * n + idx..hh * n + idx + len] {
+                            // len_c ≤ tokens of the block gathered so far < cap
+                            dst[len_c] = s;
+                            len_c += (s >= cut) as usize;
+                        }
+                    }
+                    idx += len;
+                }
+                part.ncand[hh] = len_c;
+            }
+        };
+        let parts = &mut ws.parts[..nb];
+        if nb > 1 {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(b, part)| gather(b, part));
+        } else {
+            gather(0, &mut parts[0]);
+        }
+        let parts = &ws.parts[..nb];
+        let smaxs = &ws.smax[..h];
+        let code = alpha_code(alpha);
+        let beta = 1.0 / a;
+        ws.cand[..h]
+            .par_iter_mut()
+            .zip(ws.tau[..h].par_iter_mut())
+            .zip(ws.res[..h].par_iter_mut())
+            .enumerate()
+            .for_each(|(hh, ((cand, tau), res))| {
+                cand.clear();
+                for p in parts {
+                    cand.extend_from_slice(&p.cand[hh * cap..hh * cap + p.ncand[hh]]);
+                }
+                *tau = entmax_threshold_candidates(cand, smaxs[hh], alpha);
+                // Every token with weight is a candidate: Σ weights and support from them.
+                let (mut mass, mut support) = (0.0f64, 0u32);
+                for &s in cand.iter() {
+                    let w = weight(s, a, *tau, beta, code);
+                    mass += w;
+                    support += (w > 0.0) as u32;
+                }
+                *res = HeadResult {
+                    tau: *tau,
+                    support,
+                    mass,
+                };
+            });
+    }
+
+    // Pass 2: V, page-major, blocks in parallel; entmax weights formed on the fly.
+    {
+        let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
+        let starts = &ws.block_start[..=nb];
+        let taus = &ws.tau[..h];
+        let code = alpha_code(alpha);
+        let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
+        let res = &ws.res[..h];
+        let v_block = |b: usize, part: &mut BlockPart| {
+            part.acc[..h * d].fill(0.0);
+            part.v_rows[..hkv].fill(0);
+            let mut idx = starts[b];
+            let range = pages_of(b);
+            for i in range.clone() {
+                let p = pages[i];
+                let len = p.len as usize;
+                let base = p.page as usize * page_elems;
+                // Entmax reads V of scattered (page, kv head) pairs: prefetch those of the
+                // page V_AHEAD pages on (softmax streams whole pages in order).
+                if !softmax && i + V_AHEAD < range.end {
+                    let j = i + V_AHEAD;
+                    let nb = pages[j].page as usize * page_elems;
+                    let lj = pages[j].len as usize;
+                    for kvh in 0..hkv {
+                        if (kvh * g..(kvh + 1) * g)
+                            .any(|hh| a * page_max[hh * np + j] as f64 - taus[hh] > 0.0)
+                        {
+                            let off = nb + kvh * ps * d;
+                            super::cpu::prefetch(&v[off..off + lj * d]);
+                        }
+                    }
+                }
+                for kvh in 0..hkv {
+                    let h0 = kvh * g;
+                    let mut any = false;
+                    for hg in 0..g {
+                        let hh = h0 + hg;
+                        let sc = &scores[hh * n + idx..hh * n + idx + len];
+                        let w = &mut part.w[hg * ps..hg * ps + len];
+                        if softmax {
+                            let c = part.scale[hh];
+                            for (w, &s) in w.iter_mut().zip(sc) {
+                                *w = s * c;
+                            }
+                            any = true;
+                        } else if a * page_max[hh * np + i] as f64 - taus[hh] > 0.0 {
+                            // As the group kernel: the f32 weight times the f32 norm.
+                            let (tau, norm) = (taus[hh], (1.0 / res[hh].mass) as f32);
+                            for (w, &s) in w.iter_mut().zip(sc) {
+                                *w = weight(s, a, tau, beta, code) as f32 * norm;
+                            }
+                            any = true;
+                        } else {
+                            w.fill(0.0);
+                        }
+                    }
+                    if !any {
+                        continue;
+                    }
+                    part.v_rows[kvh] += len as u64;
+                    let off = base + kvh * ps * d;
+                    let w = &part.w;
+                    accum_page(
+                        &v[off..off + len * d],
+                        if softmax {
+                            ahead(v, i, kvh)
+                        } else {
+                            std::ptr::null()
+                        },
+                        len,
+                        d,
+                        w,
+                        ps,
+                        |hg| softmax || w[hg * ps..hg * ps + len].iter().any(|&x| x != 0.0),
+                        g,
+                        &mut part.rows,
+                        &mut part.acc[h0 * d..(h0 + g) * d],
+                    );
+                }
+                idx += len;
+            }
+        };
+        let parts = &mut ws.parts[..nb];
+        if nb > 1 {
+            parts
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(b, part)| v_block(b, part));
+        } else {
+            v_block(0, &mut parts[0]);
+        }
+    }
+
+    // Combine the blocks in block order.
+    let out = &mut ws.out[..h * d];
+    out.copy_from_slice(&ws.parts[0].acc[..h * d]);
+    for part in &ws.parts[1..nb] {
+        for (o, &x) in out.iter_mut().zip(&part.acc[..h * d]) {
+            *o += x;
+        }
+    }
+    for kvh in 0..hkv {
+        ws.v_rows[kvh] = ws.parts[..nb].iter().map(|p| p.v_rows[kvh]).sum();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::cpu::dot;
+    use half::f16;
+
+    fn rnd(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    }
+
+    /// Page scores equal the group kernel's `dot` (+ ALiBi) bit for bit, f16 and f32 rows,
+    /// every row count (the 4-row and the 1-row paths), one and several heads; the page
+    /// maximum is the maximum.
+    #[test]
+    fn page_scores_equal_dot_bitwise() {
+        let mut seed = 3u64;
+        for d in [16usize, 32, 64, 80, 128, 24, 7] {
+            for len in [1usize, 3, 4, 5, 8, 16, 17] {
+                for g in [1usize, 3] {
+                    for alibi in [false, true] {
+                        let kf: Vec<f32> = (0..len * d).map(|_| rnd(&mut seed) * 3.0).collect();
+                        let k16: Vec<f16> = kf.iter().map(|&x| f16::from_f32(x)).collect();
+                        let q: Vec<f32> = (0..g * d).map(|_| rnd(&mut seed)).collect();
+                        let slopes: Vec<f32> = (0..g).map(|_| rnd(&mut seed).abs()).collect();
+                        let (start, q_pos) = (32u32, 1000.0f32);
+                        for half in [false, true] {
+                            let mut buf = vec![0.0f32; len * d];
+                            let mut out = vec![0.0f32; g * len];
+                            let mut pm = vec![0.0f32; g];
+                            let po = PageOut {
+                                scores: out.as_mut_ptr(),
+                                stride: len,
+                                page_max: pm.as_mut_ptr(),
+                                pm_stride: 1,
+                            };
+                            let sl = alibi.then_some(&slopes[..]);
+                            // SAFETY: out holds g·len, pm g.
+                            unsafe {
+                                if half {
+                                    let pf = std::ptr::null();
+                                    score_page(&k16, pf, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                } else {
+                                    let pf = kf.as_ptr();
+                                    score_page(&kf, pf, len, d, &q, sl, start, q_pos, &mut buf, po)
+                                }
+                            };
+                            let rows: Vec<f32> = if half {
+                                k16.iter().map(|x| x.to_f32()).collect()
+                            } else {
+                                kf.clone()
+                            };
+                            for hg in 0..g {
+                                let mut m = f32::NEG_INFINITY;
+                                for t in 0..len {
+                                    let mut s =
+                                        dot(&q[hg * d..(hg + 1) * d], &rows[t * d..(t + 1) * d]);
+                                    if alibi {
+                                        s += slopes[hg] * ((start as usize + t) as f32 - q_pos);
+                                    }
+                                    m = m.max(s);
+                                    assert_eq!(
+                                        out[hg * len + t].to_bits(),
+                                        s.to_bits(),
+                                        "d {d} len {len} g {g} alibi {alibi} f16 {half}"
+                                    );
+                                }
+                                assert_eq!(pm[hg].to_bits(), m.to_bits());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 kernels give the AVX2 kernels' bits (where the CPU has AVX-512).
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    #[test]
+    fn avx512_kernels_equal_avx2_bitwise() {
+        if !simd::has_avx512() {
+            return;
+        }
+        let mut seed = 17u64;
+        for d in [16usize, 32, 64, 80, 128, 72, 8] {
+            for len in [1usize, 4, 7, 16] {
+                let kf: Vec<f32> = (0..len * d).map(|_| rnd(&mut seed) * 2.0).collect();
+                let k16: Vec<u16> = kf.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                let q: Vec<f32> = (0..d).map(|_| rnd(&mut seed)).collect();
+                let w: Vec<f32> = (0..len)
+                    .map(|t| {
+                        if t % 3 == 1 {
+                            0.0
+                        } else {
+                            rnd(&mut seed).abs()
+                        }
+                    })
+                    .collect();
+                let acc0: Vec<f32> = (0..d).map(|_| rnd(&mut seed)).collect();
+                // SAFETY: the buffers have the sizes the kernels read and write.
+                unsafe {
+                    if d % 16 == 0 {
+                        let (mut a, mut b) = (vec![0.0f32; len], vec![0.0f32; len]);
+                        let al = Some((0.25f32, 3u32, 9.0f32));
+                        let ra = simd::scores(
+                            k16.as_ptr(),
+                            std::ptr::null(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            a.as_mut_ptr(),
+                            al,
+                        );
+                        let rb = simd::avx512::scores(
+                            k16.as_ptr(),
+                            k16.as_ptr(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            b.as_mut_ptr(),
+                            al,
+                        );
+                        assert_eq!(ra.0.to_bits(), rb.0.to_bits());
+                        assert_eq!(
+                            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        );
+                        let ra = simd::scores(
+                            kf.as_ptr(),
+                            std::ptr::null(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            a.as_mut_ptr(),
+                            None,
+                        );
+                        let rb = simd::avx512::scores(
+                            kf.as_ptr(),
+                            kf.as_ptr(),
+                            len,
+                            d,
+                            q.as_ptr(),
+                            b.as_mut_ptr(),
+                            None,
+                        );
+                        assert_eq!(ra.0.to_bits(), rb.0.to_bits());
+                        assert_eq!(
+                            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                        );
+                    }
+                    let (mut a, mut b) = (acc0.clone(), acc0.clone());
+                    simd::accum(k16.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
+                    simd::avx512::accum(k16.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    assert_eq!(
+                        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "d {d}"
+                    );
+                    let (mut a, mut b) = (acc0.clone(), acc0.clone());
+                    simd::accum(kf.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
+                    simd::avx512::accum(kf.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    assert_eq!(
+                        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "d {d}"
+                    );
+                }
+            }
+        }
+    }
+}
