@@ -38,6 +38,9 @@ struct Case {
     /// Key-sketch bits of the cache (0 = none).
     bits: u32,
     tau_mode: entmaxkv::attention::cpu::TauMode,
+    /// Top-k pinned pages: sinks (first closed pages) and recent (last closed pages).
+    sinks: usize,
+    recent: usize,
     seed: u64,
 }
 
@@ -59,6 +62,8 @@ impl Case {
             flat: false,
             bits: 4,
             tau_mode: entmaxkv::attention::cpu::TauMode::Exact,
+            sinks: 0,
+            recent: 0,
             seed: 1,
         }
     }
@@ -101,7 +106,9 @@ fn build(c: &Case) -> Built {
         q: prob.q,
         cfg: DecodeConfig::new(params, c.method.clone())
             .with_gqa(c.gqa)
-            .with_tau_mode(c.tau_mode),
+            .with_tau_mode(c.tau_mode)
+            .with_sink_pages(c.sinks)
+            .with_recent_pages(c.recent),
         max_tokens: *c.lens.iter().max().unwrap(),
     }
 }
@@ -147,7 +154,7 @@ fn check(c: &Case) -> (f64, f64) {
             };
             let mut scratch = SelectScratch::new(4096, d);
             let mut sel = Selection::default();
-            topk::select(&ctx, budget, &mut scratch, &mut sel).unwrap();
+            topk::select_pinned(&ctx, budget, c.sinks, c.recent, &mut scratch, &mut sel).unwrap();
             let cpu_set: BTreeSet<u32> = sel.pages.iter().map(|p| p.start / c.ps as u32).collect();
             let gpu_list = gd.kept_slots(&dev, task).unwrap();
             let gpu_set: BTreeSet<u32> = gpu_list.iter().copied().collect();
@@ -760,6 +767,35 @@ fn gaussian_fixed_and_corrected_tau_match_cpu() {
             c.gqa = gqa;
             c.tau_mode = mode;
             c.lens = vec![1, 16, 17, 300, 1000, 4096, 20_000];
+            c.seed = seed;
+            check(&c);
+        }
+    }
+}
+
+/// Top-k with pinned sink and recent pages keeps the CPU selector's pages (sinks and recent
+/// pages inside the budget, sinks first when it is short) and its outputs.
+#[test]
+fn topk_pinned_sink_and_recent_pages_match_cpu() {
+    if common::gpu_or_skip("topk_pinned_sink_and_recent_pages_match_cpu").is_none() {
+        return;
+    }
+    let mut seed = 1000;
+    for (sinks, recent, budget) in [
+        (1, 0, Budget::Fraction(0.125)),
+        (1, 1, Budget::Fraction(0.125)),
+        (2, 3, Budget::Tokens(64)),
+        (4, 4, Budget::Tokens(32)),
+    ] {
+        for (alpha, heads, gqa) in [(1.0, 2, GqaMode::PerHead), (1.5, 8, GqaMode::Shared)] {
+            seed += 1;
+            let mut c = Case::new(DType::F16, alpha, Method::TopK(budget));
+            c.heads = heads;
+            c.gqa = gqa;
+            c.sinks = sinks;
+            c.recent = recent;
+            c.workload = Workload::Structured;
+            c.lens = vec![1, 16, 17, 300, 1000, 4096];
             c.seed = seed;
             check(&c);
         }

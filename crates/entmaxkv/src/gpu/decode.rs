@@ -203,14 +203,6 @@ impl GpuDecoder {
             Method::Dense => None,
             Method::TopK(b) => {
                 b.validate(OP)?;
-                if cfg.sink_pages > 0 || cfg.recent_pages > 0 {
-                    return Err(Error::Unsupported {
-                        op: OP,
-                        what:
-                            "top-k with pinned sink or recent pages on the GPU is not implemented"
-                                .into(),
-                    });
-                }
                 Some(*b)
             }
             Method::Gaussian(o) => {
@@ -432,6 +424,8 @@ impl GpuDecoder {
                     list_stride: stride as i32,
                     ppb: ppb as i32,
                     has_alibi: slopes.is_some() as i32,
+                    sinks: cfg.sink_pages.min(i32::MAX as usize) as i32,
+                    recent: cfg.recent_pages.min(i32::MAX as usize) as i32,
                 };
                 Some(TopkPlan {
                     params,

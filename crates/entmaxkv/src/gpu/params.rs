@@ -56,6 +56,8 @@ pub(crate) struct TopkParams {
     pub list_stride: i32,
     pub ppb: i32,
     pub has_alibi: i32,
+    pub sinks: i32,
+    pub recent: i32,
 }
 
 #[repr(C)]

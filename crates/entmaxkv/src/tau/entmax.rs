@@ -493,6 +493,9 @@ pub fn moments(z: &[f32], alpha: f64, tau: f64) -> Result<(f64, f64, f64)> {
     Ok((m[0], m[1], m[2]))
 }
 
+/// Relative step below which [`halley_correct`] stops: converged to f64 noise.
+pub const CORRECT_TOL: f64 = 1e-12;
+
 /// `iters` safeguarded Halley steps on `Σ(z−τ)_+^β = 1` starting from `tau0` (the
 /// "corrected" τ mode: a distributional τ̂ refined on the scores actually read).
 ///
@@ -501,7 +504,8 @@ pub fn moments(z: &[f32], alpha: f64, tau: f64) -> Result<(f64, f64, f64)> {
 /// falling back to bisection — so a poor start or an empty support can never push τ out
 /// of range. `iters = 0` returns the clamped start. For α = 1 pass the scores as `z`: the
 /// answer is their log-sum-exp (exact after one Newton step in log space), or `tau0` when
-/// `iters = 0`.
+/// `iters = 0`. Stops early once a step is below [`CORRECT_TOL`] (relative): at the root
+/// the safeguard would otherwise bisect away from it.
 pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<f64> {
     const OP: &str = "tau::halley_correct";
     check_alpha(OP, alpha)?;
@@ -535,10 +539,21 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
             hi_t = t;
         }
         let mut next = g_halley_step(t, m, beta);
-        if !(next > lo_t && next < hi_t) {
+        // The bracket is closed: the root can be its end (τ = z_max − 1 when the largest
+        // score alone takes all the weight).
+        if !(next >= lo_t && next <= hi_t) {
+            // At the root the step is ~0 and t sits on a bracket end: stop there rather than
+            // bisect away from it (the corrections would otherwise oscillate).
+            if (next - t).abs() <= CORRECT_TOL * (1.0 + t.abs()) {
+                break;
+            }
             next = 0.5 * (lo_t + hi_t);
         }
+        let done = (next - t).abs() <= CORRECT_TOL * (1.0 + t.abs());
         t = next;
+        if done {
+            break;
+        }
     }
     Ok(zmax + t)
 }
@@ -546,6 +561,44 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Once the corrections reach the root they stay there: more iterations never move τ
+    /// away from the exact threshold (the safeguard used to bisect off a converged root).
+    #[test]
+    fn corrections_stay_at_the_root() {
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let alpha = [2.0, 1.5, 4.0 / 3.0, 1.25][case % 4];
+            let n = 2 + case % 40;
+            let z: Vec<f32> = (0..n).map(|_| (rnd() * 3.0) as f32).collect();
+            // The exact τ (z-space) from the scores s = z/(α−1).
+            let sd: Vec<f64> = z.iter().map(|&x| x as f64 / (alpha - 1.0)).collect();
+            let exact = entmax_threshold_f64(&sd, alpha, &mut Vec::new()).unwrap();
+            let tau0 = exact + (rnd() - 0.5) * 0.6;
+            let mut reached = false;
+            for it in 0..16 {
+                let t = halley_correct(&z, alpha, tau0, it).unwrap();
+                let close = (t - exact).abs() <= 1e-9 * (1.0 + exact.abs());
+                assert!(
+                    close || !reached,
+                    "case {case}: alpha {alpha}, n {n}: left the root after {it} steps: {t} vs {exact}"
+                );
+                reached |= close;
+            }
+            if !reached {
+                let ts: Vec<f64> = (0..6)
+                    .map(|it| halley_correct(&z, alpha, tau0, it).unwrap())
+                    .collect();
+                panic!("case {case}: alpha {alpha}, n {n}: never reached {exact}: z {z:?} tau0 {tau0} iterates {ts:?}");
+            }
+        }
+    }
 
     /// The partial sort gives the full sort's threshold bit for bit (sparsemax and
     /// 1.5-entmax; sizes around the prefix length; ties; long and short supports).

@@ -736,8 +736,16 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                         if (f > 0.0) lo_t = t;
                         else hi_t = t;
                         double next = g_halley_step(t, A0, A1, A2, p.beta_d);
-                        if (!(next > lo_t && next < hi_t)) next = 0.5 * (lo_t + hi_t);
+                        // tau/entmax.rs `halley_correct`: stop at the root (step ~0 on a
+                        // bracket end) rather than bisect away from it.
+                        const double tol = 1e-12 * (1.0 + fabs(t));
+                        if (!(next >= lo_t && next <= hi_t)) {  // closed: the root can be an end
+                            if (fabs(next - t) <= tol) break;
+                            next = 0.5 * (lo_t + hi_t);
+                        }
+                        const bool done = fabs(next - t) <= tol;
                         t = next;
+                        if (done) break;
                     }
                 }
                 double A1, A2;

@@ -27,6 +27,8 @@ struct TopkParams {
     int list_stride;
     int ppb;              // closed pages per scoring CTA
     int has_alibi;
+    int sinks;            // the first `sinks` closed pages always kept (key +inf)
+    int recent;           // the last `recent` closed pages always kept (key f32::MAX)
 };
 #ifdef EXPECT_TOPK_SIZE
 static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
@@ -48,6 +50,14 @@ __device__ __forceinline__ int topk_budget_pages(const TopkParams& p, int closed
 }
 
 // grid (ceil(max_pages / ppb), B * H_kv), block BLOCK. Dynamic smem: group * HEAD_DIM floats.
+// Pinned pages (selection/topk.rs `select_pinned`): sinks outrank recent pages, which
+// outrank every bound.
+__device__ __forceinline__ u32 pinned_key(const TopkParams& p, int pi, int closed, float bound) {
+    if (pi < p.sinks) return ordered_key(pos_inf());
+    if (pi >= closed - p.recent) return ordered_key(3.40282347e38f);
+    return ordered_key(bound);
+}
+
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams p) {
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
     const int b = blockIdx.y / p.num_kv_heads;
@@ -126,13 +136,13 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
                 if (p.has_alibi) acc += p.slopes[h0 + g] * (last_pos - qpos);
                 if (p.per_head) {
                     if (lane == 0 && pi < p1)
-                        p.keys[((size_t)b * p.num_heads + h0 + g) * p.list_stride + pi] = ordered_key(acc);
+                        p.keys[((size_t)b * p.num_heads + h0 + g) * p.list_stride + pi] = pinned_key(p, pi, closed, acc);
                 } else {
                     best = fmaxf(best, acc);
                 }
             }
             if (!p.per_head && lane == 0 && pi < p1)
-                p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = ordered_key(best);
+                p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = pinned_key(p, pi, closed, best);
         }
     }
 }
