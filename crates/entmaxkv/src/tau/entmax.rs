@@ -495,6 +495,9 @@ pub fn moments(z: &[f32], alpha: f64, tau: f64) -> Result<(f64, f64, f64)> {
 
 /// Relative step below which [`halley_correct`] stops: converged to f64 noise.
 pub const CORRECT_TOL: f64 = 1e-12;
+/// Relative distance within which a step past a bracket end lands on it (covers the f32
+/// evaluation of the GPU kernels, so both take the same branch).
+pub const CORRECT_SNAP: f64 = 1e-6;
 
 /// `iters` safeguarded Halley steps on `Σ(z−τ)_+^β = 1` starting from `tau0` (the
 /// "corrected" τ mode: a distributional τ̂ refined on the scores actually read).
@@ -539,8 +542,15 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
             hi_t = t;
         }
         let mut next = g_halley_step(t, m, beta);
-        // The bracket is closed: the root can be its end (τ = z_max − 1 when the largest
-        // score alone takes all the weight).
+        // The bracket is closed (the root can be its end: τ = z_max − 1 when the largest
+        // score alone takes all the weight), and a step that lands on an end up to rounding
+        // (CORRECT_SNAP) is that end, so f32 and f64 evaluations take the same branch.
+        let snap = CORRECT_SNAP * (1.0 + t.abs());
+        if next < lo_t && next >= lo_t - snap {
+            next = lo_t;
+        } else if next > hi_t && next <= hi_t + snap {
+            next = hi_t;
+        }
         if !(next >= lo_t && next <= hi_t) {
             // At the root the step is ~0 and t sits on a bracket end: stop there rather than
             // bisect away from it (the corrections would otherwise oscillate).

@@ -739,6 +739,9 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                         // tau/entmax.rs `halley_correct`: stop at the root (step ~0 on a
                         // bracket end) rather than bisect away from it.
                         const double tol = 1e-12 * (1.0 + fabs(t));
+                        const double snap = 1e-6 * (1.0 + fabs(t));  // CORRECT_SNAP
+                        if (next < lo_t && next >= lo_t - snap) next = lo_t;
+                        else if (next > hi_t && next <= hi_t + snap) next = hi_t;
                         if (!(next >= lo_t && next <= hi_t)) {  // closed: the root can be an end
                             if (fabs(next - t) <= tol) break;
                             next = 0.5 * (lo_t + hi_t);
