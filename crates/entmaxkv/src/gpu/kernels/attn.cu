@@ -580,6 +580,69 @@ __device__ void hist_bracket(const int* h, const double* pw, float* br) {
     }
 }
 
+// hist_bracket for β ∈ {1, 2, 3} (α = 2, 1.5, 4/3) in one pass: with suffix sums
+// S_k(j) = Σ_{i>=j} c_i·i^k (k <= β, exact in 64-bit integers), thread j evaluates the same
+// count bounds exactly, L(j) = Σ_{i>j} c_i (i−j)^β and U(j) = Σ_{i>=j} c_i (i+1−j)^β
+// (against B^β), and block reductions pick the same ends as the two binary searches.
+__device__ __forceinline__ long long poly_pow_sum(int beta, long long s0, long long s1, long long s2, long long s3,
+                                                  long long m) {
+    // Σ c_i (i − m)^β from the power sums.
+    if (beta == 1) return s1 - m * s0;
+    if (beta == 2) return s2 - 2 * m * s1 + m * m * s0;
+    return s3 - 3 * m * s2 + 3 * m * m * s1 - m * m * m * s0;
+}
+__device__ void hist_bracket_poly(const int* h, int beta, float* br) {
+    static_assert(BLOCK == HIST_BINS, "one thread per histogram bin");
+    __shared__ long long ws[4][BLOCK / 32];
+    __shared__ long long nxt[4][BLOCK];
+    __shared__ int s_lo, s_hi;
+    const int j = threadIdx.x, lane = j & 31, w = j >> 5;
+    const long long c = h[j];
+    long long v[4] = {c, c * j, c * j * j, c * j * j * j};
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const long long y = __shfl_down_sync(FULL_MASK, v[k], off);
+            if (lane + off < 32) v[k] += y;
+        }
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) ws[k][w] = v[k];
+    }
+    if (j == 0) {
+        s_lo = 0;
+        s_hi = HIST_BINS;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        for (int w2 = w + 1; w2 < BLOCK / 32; ++w2) v[k] += ws[k][w2];
+        nxt[k][j] = v[k];  // S_k(j), inclusive
+    }
+    __syncthreads();
+    const long long bb = beta == 1 ? 256LL : (beta == 2 ? 65536LL : 16777216LL);
+    // L(j): the sums over i > j, i.e. S_k(j + 1).
+    long long t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+    if (j + 1 < HIST_BINS) {
+        t0 = nxt[0][j + 1];
+        t1 = nxt[1][j + 1];
+        t2 = nxt[2][j + 1];
+        t3 = nxt[3][j + 1];
+    }
+    const bool lo_ok = j > 0 && poly_pow_sum(beta, t0, t1, t2, t3, j) >= bb;
+    const bool hi_ok = poly_pow_sum(beta, v[0], v[1], v[2], v[3], (long long)j - 1) < bb;
+    if (lo_ok) atomicMax(&s_lo, j);
+    if (hi_ok) atomicMin(&s_hi, j);
+    __syncthreads();
+    if (j == 0) {
+        const int lo = s_lo, hi = s_hi;
+        br[0] = -1.0f + (float)(lo > 0 ? lo - 1 : 0) / HIST_BINS;
+        br[1] = fminf(0.0f, -1.0f + (float)(hi + 1) / HIST_BINS);
+    }
+}
+
 // Per head of the task (after attn_entmax_filter): the survivors into shared memory (or,
 // when they do not fit, streamed from the chunk lists), bracket from their histogram, τ,
 // then V for small supports.
@@ -627,33 +690,52 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         }
         __syncthreads();
         TAIL_STAMP(2)
-        hist_bracket(s_hist, s_pw, s_br);
+        if (p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13)
+            hist_bracket_poly(s_hist, p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3), s_br);
+        else
+            hist_bracket(s_hist, s_pw, s_br);
         __syncthreads();
         TAIL_STAMP(3)
+        if (p.cert_phase == 1) {
+            // Any lower bound of the lower ends' τ serves as τ_lb: the bracket's lower end
+            // is one (count bounds, one bin of slack), so no solve is needed.
+            if (threadIdx.x == 0) {
+                const double tl = p.a_d * (double)M + (double)s_br[0];
+                const bool ok = n_c > 0 && isfinite(tl);
+                const double margin = ok ? cert_margin(p, cert_mag(p, task, ti, g), tl) : 1.0;
+                const double slack = -(double)key_to_float(p.gslack[(size_t)task * TG + g]);
+                p.tau_lb[bh] = ok ? tl : -__longlong_as_double(0x7ff0000000000000LL);
+                p.cert_flag[bh] = (ok && margin + CERT_ABS_SLACK <= slack) ? 1 : 0;
+            }
+            __syncthreads();
+            continue;
+        }
         // Survivors to shared memory: all of them if they fit (thread per chunk, each at its
         // chunk's offset: no search, no scan), else those above the bracket (ordered rounds).
         int n_s = 0;
         if (n_c <= p.cap) {
-            for (int ci = threadIdx.x; ci < p.nch; ci += BLOCK) {
-                const size_t src = slot_index(p, task, ci, g) * (size_t)caprows;
-                const int o = s_off[ci], cnt = s_off[ci + 1] - o;
-                constexpr int CU = 4;
-                for (int k0 = 0; k0 < cnt; k0 += CU) {
-                    float sv[CU];
-                    u32 pv[CU];
+            // Flattened: survivor j of the task from chunk chunk_of(j); CU loads in flight
+            // per thread, consecutive threads on consecutive survivors.
+            constexpr int CU = 8;
+            for (int j0 = 0; j0 < n_c; j0 += BLOCK * CU) {
+                float sv[CU];
+                u32 pv[CU];
 #pragma unroll
-                    for (int u = 0; u < CU; ++u) {
-                        if (k0 + u < cnt) {
-                            sv[u] = p.cand_s[src + k0 + u];
-                            pv[u] = p.cand_pos[src + k0 + u];
-                        }
+                for (int u = 0; u < CU; ++u) {
+                    const int j = j0 + u * BLOCK + threadIdx.x;
+                    if (j < n_c) {
+                        const int ci = chunk_of(s_off, p.nch, j);
+                        const size_t src = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
+                        sv[u] = p.cand_s[src];
+                        pv[u] = p.cand_pos[src];
                     }
+                }
 #pragma unroll
-                    for (int u = 0; u < CU; ++u) {
-                        if (k0 + u < cnt) {
-                            d_buf[o + k0 + u] = p.a * (sv[u] - M);
-                            pos_buf[o + k0 + u] = pv[u];
-                        }
+                for (int u = 0; u < CU; ++u) {
+                    const int j = j0 + u * BLOCK + threadIdx.x;
+                    if (j < n_c) {
+                        d_buf[j] = p.a * (sv[u] - M);
+                        pos_buf[j] = pv[u];
                     }
                 }
             }
@@ -757,19 +839,6 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             }
         }
         if (!solved) t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
-        if (p.cert_phase == 1) {
-            // τ_lb and whether the bound pass's slack covered every margin of this head.
-            if (threadIdx.x == 0) {
-                const double tl = p.a_d * (double)M + t;
-                const bool ok = n_c > 0 && isfinite(tl);
-                const double margin = ok ? cert_margin(p, cert_mag(p, task, ti, g), tl) : 1.0;
-                p.tau_lb[bh] = ok ? tl : -__longlong_as_double(0x7ff0000000000000LL);
-                const double slack = -(double)key_to_float(p.gslack[(size_t)task * TG + g]);
-                p.cert_flag[bh] = (ok && margin + CERT_ABS_SLACK <= slack) ? 1 : 0;
-            }
-            __syncthreads();
-            continue;
-        }
         const float inv = (float)(1.0 / mass);
         TAIL_STAMP(5)
         if (prof && g == 0) {
