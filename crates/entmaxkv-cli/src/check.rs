@@ -9,9 +9,11 @@ use crate::meta::{provenance, Provenance};
 use crate::methods::{nape_slopes, MethodSpec};
 use anyhow::Result;
 use clap::Args;
+use entmaxkv::attention::cpu::TauMode;
 use entmaxkv::attention::oracle::oracle_decode;
 use entmaxkv::cache::{CacheConfig, StatsDType};
-use entmaxkv::decode::Decoder;
+use entmaxkv::certificate::CertificateLevel;
+use entmaxkv::decode::{Decoder, Method};
 use entmaxkv::metrics::compare;
 use entmaxkv::selection::GqaMode;
 use entmaxkv::synth::{Synth, Workload};
@@ -28,7 +30,7 @@ pub struct CheckArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dense-softmax,dense-entmax,topk,topk-full,topk-softmax,gaussian-exact,gaussian-corrected"
+        default_value = "dense-softmax,dense-entmax,topk,topk-full,topk-softmax,gaussian-exact,gaussian-corrected,certified"
     )]
     pub methods: Vec<String>,
     #[arg(
@@ -67,6 +69,10 @@ pub struct CheckRow {
     pub rel: f64,
     pub cosine: f64,
     pub pages_kept_frac: f64,
+    /// Fraction of heads whose certificate proves the output equals dense (methods that
+    /// report one: `certified`, and every sparse method on the CPU, which runs the
+    /// token-level certificate here); None otherwise.
+    pub certified_frac: Option<f64>,
     /// The tolerance this row must meet, if the method promises one.
     pub tolerance: Option<f64>,
     pub pass: bool,
@@ -144,7 +150,14 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             } else {
                                 GqaMode::PerHead
                             };
-                            let cfg = spec.config(alpha, a.heads, gmode, slopes.clone());
+                            let mut cfg = spec.config(alpha, a.heads, gmode, slopes.clone());
+                            if dev.is_none()
+                                && cfg.tau_mode == TauMode::Exact
+                                && !matches!(cfg.method, Method::Dense | Method::Certified)
+                            {
+                                // The certified fraction of every sparse method (CPU only).
+                                cfg.certificate = CertificateLevel::Token;
+                            }
                             let used_alpha = cfg.attention.alpha;
                             let key = used_alpha.to_bits();
                             if let std::collections::hash_map::Entry::Vacant(e) =
@@ -155,22 +168,28 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             let oracle = &oracle_for[&key];
                             // A row of this combination; it passes when the method keeps its
                             // stated tolerance (if any) with a finite error.
-                            let row = |rel: f64, cosine: f64, kept: f64, tolerance: Option<f64>| {
-                                CheckRow {
-                                    method: spec.name.clone(),
-                                    alpha: used_alpha,
-                                    context: ctx,
-                                    dtype,
-                                    gqa,
-                                    alibi,
-                                    rel,
-                                    cosine,
-                                    pages_kept_frac: kept,
-                                    tolerance,
-                                    pass: tolerance.is_none_or(|t| rel <= t) && rel.is_finite(),
-                                    unsupported: None,
-                                }
-                            };
+                            let row =
+                                |rel: f64,
+                                 cosine: f64,
+                                 kept: f64,
+                                 cert: Option<f64>,
+                                 tolerance: Option<f64>| {
+                                    CheckRow {
+                                        method: spec.name.clone(),
+                                        alpha: used_alpha,
+                                        context: ctx,
+                                        dtype,
+                                        gqa,
+                                        alibi,
+                                        rel,
+                                        cosine,
+                                        pages_kept_frac: kept,
+                                        certified_frac: cert,
+                                        tolerance,
+                                        pass: tolerance.is_none_or(|t| rel <= t) && rel.is_finite(),
+                                        unsupported: None,
+                                    }
+                                };
                             let mut out = vec![0.0f32; prob.q.len()];
                             let rep = match &dev {
                                 None => {
@@ -180,7 +199,8 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                                 Some(dev) => {
                                     match entmaxkv::gpu::GpuDecoder::new(dev, &ids, ctx, cfg) {
                                         Err(entmaxkv::Error::Unsupported { what, .. }) => {
-                                            let mut r = row(f64::NAN, f64::NAN, f64::NAN, None);
+                                            let mut r =
+                                                row(f64::NAN, f64::NAN, f64::NAN, None, None);
                                             r.pass = true;
                                             r.unsupported = Some(what);
                                             rows.push(r);
@@ -201,7 +221,16 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
                             let tolerance =
                                 spec.exact
                                     .then_some(if dtype == DType::F32 { 1e-5 } else { 2e-3 });
-                            rows.push(row(e.rel, e.cosine, kept, tolerance));
+                            let with_cert =
+                                rep.heads.iter().filter(|h| h.certified.is_some()).count();
+                            let cert = (with_cert > 0).then(|| {
+                                rep.heads
+                                    .iter()
+                                    .filter(|h| h.certified == Some(true))
+                                    .count() as f64
+                                    / with_cert as f64
+                            });
+                            rows.push(row(e.rel, e.cosine, kept, cert, tolerance));
                         }
                     }
                 }
@@ -223,8 +252,19 @@ pub fn run(a: &CheckArgs) -> Result<CheckResult> {
 
 pub fn print_table(r: &CheckResult) {
     println!(
-        "{:<20} {:>6} {:>7} {:>5} {:>4} {:>5} {:>10} {:>10} {:>7} {:>8} {:>5}",
-        "method", "alpha", "context", "dtype", "gqa", "alibi", "rel", "cosine", "kept", "tol", "ok"
+        "{:<20} {:>6} {:>7} {:>5} {:>4} {:>5} {:>10} {:>10} {:>7} {:>6} {:>8} {:>5}",
+        "method",
+        "alpha",
+        "context",
+        "dtype",
+        "gqa",
+        "alibi",
+        "rel",
+        "cosine",
+        "kept",
+        "cert",
+        "tol",
+        "ok"
     );
     for x in &r.rows {
         if let Some(why) = &x.unsupported {
@@ -240,7 +280,7 @@ pub fn print_table(r: &CheckResult) {
             continue;
         }
         println!(
-            "{:<20} {:>6.3} {:>7} {:>5} {:>4} {:>5} {:>10.2e} {:>10.6} {:>6.1}% {:>8} {:>5}",
+            "{:<20} {:>6.3} {:>7} {:>5} {:>4} {:>5} {:>10.2e} {:>10.6} {:>6.1}% {:>6} {:>8} {:>5}",
             x.method,
             x.alpha,
             x.context,
@@ -250,6 +290,8 @@ pub fn print_table(r: &CheckResult) {
             x.rel,
             x.cosine,
             100.0 * x.pages_kept_frac,
+            x.certified_frac
+                .map_or("-".into(), |c| format!("{:.0}%", 100.0 * c)),
             x.tolerance.map_or("-".into(), |t| format!("{t:.0e}")),
             if x.pass { "ok" } else { "FAIL" }
         );
