@@ -8,7 +8,7 @@ export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 S=$OUT/sanitize_summary.txt
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; compute-sanitizer --version | tail -1; } > $S
 for tool in memcheck racecheck initcheck synccheck; do
-  for t in "gpu_cache append_rejects device_appends" "gpu_decode budgets graph_replays unsupported gaussian"; do
+  for t in "gpu_cache append_rejects device_appends" "gpu_decode budgets graph_replays unsupported gaussian certified_matches_dense_short certified_at_alpha topk_pinned"; do
     set -- $t
     bin=$1; shift
     ( timeout ${SANITIZE_TIMEOUT:-90} compute-sanitizer --tool $tool --error-exitcode 9 ./$bin --test-threads=1 "$@" 2>&1; echo "$tool $bin rc=$?" ) > $OUT/${tool}_${bin}.log
