@@ -4,14 +4,16 @@
 //! `gaussian-fixed`, `gaussian-corrected`; a `-full` suffix on a sparse method sets the
 //! budget to the whole cache (the output must then equal dense); `-sink` and `-local`
 //! suffixes on a top-k method always keep the first page (the attention sink) and the last
-//! closed page (the local window before the open page) inside the budget.
+//! closed page (the local window before the open page) inside the budget; `-sketch` (before
+//! `-sink`/`-local`) scores top-k pages by the per-token key-sketch bound instead of Quest's
+//! key-range box.
 
 use anyhow::{bail, Result};
 use entmaxkv::attention::cpu::TauMode;
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::decode::{DecodeConfig, Method};
 use entmaxkv::selection::gaussian::{Criterion, GaussianOpts};
-use entmaxkv::selection::topk::Budget;
+use entmaxkv::selection::topk::{Budget, TopkScoring};
 use entmaxkv::selection::GqaMode;
 
 pub const METHODS: &[&str] = &[
@@ -44,6 +46,8 @@ pub struct MethodSpec {
     pub sink_pages: usize,
     /// Closed pages at the end top-k always keeps (`-local`: 1).
     pub recent_pages: usize,
+    /// Top-k page scores (`-sketch`: the per-token key-sketch bound).
+    pub topk_scoring: TopkScoring,
 }
 
 impl MethodSpec {
@@ -56,9 +60,13 @@ impl MethodSpec {
             Some(b) => (b, true),
             None => (name_nl, false),
         };
-        let (base, full) = match name_ns.strip_suffix("-full") {
+        let (name_nk, sketch) = match name_ns.strip_suffix("-sketch") {
             Some(b) => (b, true),
             None => (name_ns, false),
+        };
+        let (base, full) = match name_nk.strip_suffix("-full") {
+            Some(b) => (b, true),
+            None => (name_nk, false),
         };
         let topk_budget = if full {
             Budget::Fraction(1.0)
@@ -110,12 +118,14 @@ impl MethodSpec {
             "robust-softmax" => (Method::Gaussian(robust()), TauMode::Exact, true, None),
             "certified" => (Method::Certified, TauMode::Exact, false, None),
             _ => bail!(
-                "unknown method `{name}` (one of {}, optionally with -full, -sink, -local)",
+                "unknown method `{name}` (one of {}, optionally with -full, -sketch, -sink, -local)",
                 METHODS.join(", ")
             ),
         };
-        if (full || sink || local) && !matches!(method, Method::TopK(_)) {
-            bail!("`-full`, `-sink` and `-local` apply to top-k methods only, not `{name}`");
+        if (full || sketch || sink || local) && !matches!(method, Method::TopK(_)) {
+            bail!(
+                "`-full`, `-sketch`, `-sink` and `-local` apply to top-k methods only, not `{name}`"
+            );
         }
         Ok(MethodSpec {
             name: name.to_string(),
@@ -126,6 +136,11 @@ impl MethodSpec {
             tau_mode,
             sink_pages: sink as usize,
             recent_pages: local as usize,
+            topk_scoring: if sketch {
+                TopkScoring::Sketch
+            } else {
+                TopkScoring::Box
+            },
         })
     }
 
@@ -149,6 +164,7 @@ impl MethodSpec {
             .with_gqa(gqa)
             .with_sink_pages(self.sink_pages)
             .with_recent_pages(self.recent_pages)
+            .with_topk_scoring(self.topk_scoring)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::certificate::{
 };
 use crate::error::{Error, Result};
 use crate::selection::gaussian::{self, GaussianOpts};
-use crate::selection::topk::{self, Budget};
+use crate::selection::topk::{self, Budget, TopkScoring};
 use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use crate::with_kv;
 use rayon::prelude::*;
@@ -78,6 +78,9 @@ pub struct DecodeConfig {
     /// always-kept last page) are always kept, inside the budget. 0 = plain ranking.
     #[serde(default)]
     pub recent_pages: usize,
+    /// Top-k only: how pages are scored (Quest's key-range bound by default).
+    #[serde(default)]
+    pub topk_scoring: TopkScoring,
 }
 
 impl DecodeConfig {
@@ -90,7 +93,13 @@ impl DecodeConfig {
             certificate: CertificateLevel::Off,
             sink_pages: 0,
             recent_pages: 0,
+            topk_scoring: TopkScoring::Box,
         }
+    }
+    /// Scores top-k pages by `s` (see [`TopkScoring`]).
+    pub fn with_topk_scoring(mut self, s: TopkScoring) -> Self {
+        self.topk_scoring = s;
+        self
     }
     /// Keeps the last `n` closed pages in every top-k selection (see
     /// [`DecodeConfig::recent_pages`]).
@@ -214,6 +223,8 @@ pub struct Decoder {
     /// [`Method::Dense`]: one page-major workspace per sequence (the tasks then hold none):
     /// a walk over the pages reads each page's K/V for all kv heads as one block.
     stream: Vec<StreamWorkspace>,
+    /// The last step ran the dense kernel (every page kept).
+    dense_step: bool,
 }
 
 impl Decoder {
@@ -300,13 +311,16 @@ impl Decoder {
                 heads: vec![HeadReport::default(); batch * h],
                 ..Default::default()
             },
-            stream: if is_dense {
+            // Top-k plans the dense kernel too: a step whose selection keeps every page (a
+            // budget at least the cache) is dense decode and runs as such, bit for bit.
+            stream: if is_dense || matches!(cfg.method, Method::TopK(_)) {
                 (0..batch)
                     .map(|_| StreamWorkspace::new(h, hkv, max_tokens.max(1), ps, d))
                     .collect()
             } else {
                 Vec::new()
             },
+            dense_step: false,
             cfg,
         })
     }
@@ -361,6 +375,7 @@ impl Decoder {
         let (qs, slopes) = (&self.q_scaled, &self.slopes);
         let method = &self.cfg.method;
         let (sinks, recent) = (self.cfg.sink_pages, self.cfg.recent_pages);
+        let scoring = self.cfg.topk_scoring;
 
         // Phase 1: selection.
         let t0 = Instant::now();
@@ -381,9 +396,15 @@ impl Decoder {
                     }
                     Ok(())
                 }
-                Method::TopK(b) => {
-                    topk::select_pinned(&ctx, *b, sinks, recent, &mut t.scratch, &mut t.selection)
-                }
+                Method::TopK(b) => topk::select_scored(
+                    &ctx,
+                    *b,
+                    sinks,
+                    recent,
+                    scoring,
+                    &mut t.scratch,
+                    &mut t.selection,
+                ),
                 Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
                 Method::Certified => {
                     let ws = t.certified.as_mut().expect("planned for certified");
@@ -409,8 +430,15 @@ impl Decoder {
         };
         let mode = self.cfg.tau_mode;
         let g = self.cfg.attention.group_size(cache.num_kv_heads());
-        if !self.stream.is_empty() {
-            // Dense: page-major over all heads of a sequence (τ is exact: dense has no τ̂).
+        // Dense decode (or a top-k step that kept every page): page-major over all heads of a
+        // sequence (τ is exact: dense has no τ̂).
+        let all_kept = !self.stream.is_empty()
+            && self
+                .tasks
+                .iter()
+                .all(|t| view(t.b).is_ok_and(|s| t.selection.pages.len() == s.pages.len()));
+        self.dense_step = all_kept;
+        if all_kept {
             let per_b = self.tasks.len() / self.batch;
             with_kv!(cache.kv(), |k, v| {
                 self.stream
@@ -541,7 +569,7 @@ impl Decoder {
             }
             let kept_tokens: u64 = t.selection.pages.iter().map(|p| p.len as u64).sum();
             bytes.meta += t.selection.meta_bytes as u64;
-            if self.stream.is_empty() || t.h0 % g == 0 {
+            if !self.dense_step || t.h0 % g == 0 {
                 // Dense reads each K row once per kv head, whatever the GQA mode.
                 bytes.k += kept_tokens * d as u64 * kv_elem;
             }

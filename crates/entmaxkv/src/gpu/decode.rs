@@ -203,6 +203,12 @@ impl GpuDecoder {
             Method::Dense => None,
             Method::TopK(b) => {
                 b.validate(OP)?;
+                if cfg.topk_scoring != crate::selection::topk::TopkScoring::Box {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        what: "top-k with sketch page scores on the GPU is not implemented".into(),
+                    });
+                }
                 Some(*b)
             }
             Method::Gaussian(o) => {

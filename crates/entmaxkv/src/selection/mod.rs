@@ -7,6 +7,7 @@
 
 pub mod gaussian;
 pub mod topk;
+pub mod topk_sketch;
 
 use crate::attention::cpu::PageRef;
 use crate::cache::{PagedKvCache, SeqView};
@@ -116,6 +117,8 @@ pub struct SelectScratch {
     /// the blocks computing them in parallel.
     pub(crate) pm: Vec<f64>,
     pub(crate) pm_rows: Vec<f32>,
+    /// Top-k sketch scores' scratch.
+    pub(crate) sketch_score: topk_sketch::SketchScoreScratch,
 }
 
 impl SelectScratch {
@@ -135,6 +138,7 @@ impl SelectScratch {
             robust: Default::default(),
             pm: Vec::new(),
             pm_rows: Vec::new(),
+            sketch_score: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! any key inside the page's per-channel box can reach plus the largest ALiBi bias in the
 //! page. (The original added an unscaled q·k bound to a scaled ALiBi bias: SPEC §8.1.4.)
 
+pub use super::topk_sketch::TopkScoring;
 use super::{SelectScratch, Selection, SelectionContext};
 use crate::attention::cpu::prefetch;
 use crate::certificate::bounds::PREFETCH_PAGES;
@@ -161,6 +162,19 @@ pub fn select_pinned(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
+    select_scored(ctx, budget, sinks, recent, TopkScoring::Box, scratch, out)
+}
+
+/// [`select_pinned`] with a choice of page score ([`TopkScoring`]).
+pub fn select_scored(
+    ctx: &SelectionContext<'_>,
+    budget: Budget,
+    sinks: usize,
+    recent: usize,
+    scoring: TopkScoring,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
     out.reset(ctx.group());
     let closed = ctx.closed_pages();
     let k = budget.pages(closed, ctx.cache.page_size());
@@ -170,7 +184,10 @@ pub fn select_pinned(
         }
         return Ok(());
     }
-    out.meta_bytes = page_bounds(ctx, scratch);
+    out.meta_bytes = match scoring {
+        TopkScoring::Box => page_bounds(ctx, scratch),
+        TopkScoring::Sketch => super::topk_sketch::page_scores(ctx, scratch),
+    };
     let n = scratch.scored.len();
     for e in scratch.scored[n - recent.min(n)..].iter_mut() {
         e.0 = f32::MAX;
