@@ -60,9 +60,13 @@ impl MethodSpec {
             Some(b) => (b, true),
             None => (name_nl, false),
         };
-        let (name_nk, sketch) = match name_ns.strip_suffix("-sketch") {
+        let (name_nm, sketch_mass) = match name_ns.strip_suffix("-sketchmass") {
             Some(b) => (b, true),
             None => (name_ns, false),
+        };
+        let (name_nk, sketch) = match name_nm.strip_suffix("-sketch") {
+            Some(b) => (b, true),
+            None => (name_nm, false),
         };
         let (base, full) = match name_nk.strip_suffix("-full") {
             Some(b) => (b, true),
@@ -122,7 +126,7 @@ impl MethodSpec {
                 METHODS.join(", ")
             ),
         };
-        if (full || sketch || sink || local) && !matches!(method, Method::TopK(_)) {
+        if (full || sketch || sketch_mass || sink || local) && !matches!(method, Method::TopK(_)) {
             bail!(
                 "`-full`, `-sketch`, `-sink` and `-local` apply to top-k methods only, not `{name}`"
             );
@@ -136,10 +140,10 @@ impl MethodSpec {
             tau_mode,
             sink_pages: sink as usize,
             recent_pages: local as usize,
-            topk_scoring: if sketch {
-                TopkScoring::Sketch
-            } else {
-                TopkScoring::Box
+            topk_scoring: match (sketch, sketch_mass) {
+                (_, true) => TopkScoring::SketchMass,
+                (true, _) => TopkScoring::Sketch,
+                _ => TopkScoring::Box,
             },
         })
     }

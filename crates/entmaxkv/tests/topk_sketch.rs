@@ -51,7 +51,7 @@ proptest! {
             let mut sc = SelectScratch::new(64, d);
             topk::page_bounds(&ctx, &mut sc);
             let boxes: Vec<f32> = sc.scored.iter().map(|e| e.0).collect();
-            topk_sketch::page_scores(&ctx, &mut sc);
+            topk_sketch::page_scores(&ctx, TopkScoring::Sketch, &mut sc);
             let q_pos = (len - 1) as f64;
             for (i, &(s, slot)) in sc.scored.iter().enumerate() {
                 prop_assert_eq!(slot as usize, i);

@@ -186,7 +186,7 @@ pub fn select_scored(
     }
     out.meta_bytes = match scoring {
         TopkScoring::Box => page_bounds(ctx, scratch),
-        TopkScoring::Sketch => super::topk_sketch::page_scores(ctx, scratch),
+        s => super::topk_sketch::page_scores(ctx, s, scratch),
     };
     let n = scratch.scored.len();
     for e in scratch.scored[n - recent.min(n)..].iter_mut() {

@@ -1,6 +1,7 @@
-//! Top-k page scores from the per-token key sketch ([`TopkScoring::Sketch`]): a page's score
-//! is the largest upper end of its tokens' sketch intervals (`certificate/bounds.rs`), ALiBi
-//! added per token, maximised over the heads of the task.
+//! Top-k page scores from the per-token key sketch: [`TopkScoring::Sketch`] scores a page by
+//! the largest upper end of its tokens' sketch intervals (`certificate/bounds.rs`),
+//! [`TopkScoring::SketchMass`] by the log-sum-exp of their centres (its estimated softmax
+//! mass); ALiBi added per token, the maximum over the heads of the task.
 //!
 //! Quest's key-range bound takes, channel by channel, the best corner of the page's box, so
 //! a page of unremarkable keys with a wide range ranks high; the sketch bound is within the
@@ -23,6 +24,9 @@ pub enum TopkScoring {
     Box,
     /// The best per-token sketch upper bound in the page (reads the sketch rows too).
     Sketch,
+    /// The page's estimated softmax mass: log-sum-exp of its tokens' sketch interval
+    /// centres (an estimate, not a bound; reads the sketch rows too).
+    SketchMass,
 }
 
 /// Scratch of the sketch scorer (sized on first use, reused afterwards).
@@ -54,7 +58,11 @@ impl SketchScoreScratch {
 
 /// Sketch scores of every closed page into `scratch.scored` (one `(score, slot)` entry per
 /// closed page, the group maximum). Returns the bytes read (min/max rows and sketch rows).
-pub fn page_scores(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> usize {
+pub fn page_scores(
+    ctx: &SelectionContext<'_>,
+    scoring: TopkScoring,
+    scratch: &mut SelectScratch,
+) -> usize {
     let cache = ctx.cache;
     let (ps, d) = (cache.page_size(), cache.head_dim());
     let g = ctx.group();
@@ -87,7 +95,17 @@ pub fn page_scores(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> u
             }
             let slope = ctx.slopes[hg] as f64;
             let (umax, _) = token_ends(&pb, sdot, slope, s0, &mut sc.ups[..ps], &mut sc.lows[..ps]);
-            best = best.max(umax);
+            let s = match scoring {
+                TopkScoring::SketchMass => {
+                    // log Σ_t exp(c_t), c_t the centre of token t's interval.
+                    let c = |t: usize| 0.5 * (sc.ups[t] as f64 + sc.lows[t]);
+                    let m = (0..ps).map(c).fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = (0..ps).map(|t| (c(t) - m).exp()).sum();
+                    (m + sum.ln()) as f32
+                }
+                _ => umax,
+            };
+            best = best.max(s);
         }
         scratch.scored.push((best, i as u32));
     }

@@ -526,6 +526,7 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
     let hi = -(-a * (z.len() as f64).ln()).exp();
     let mut lo_t = lo;
     let mut hi_t = hi;
+    let (mut lo_seen, mut hi_seen) = (false, false);
     let mut t = (tau0 - zmax).clamp(lo, hi);
     for _ in 0..iters {
         if hi_t <= lo_t {
@@ -538,32 +539,36 @@ pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<
         }
         if f > 0.0 {
             lo_t = t;
+            lo_seen = true;
         } else {
             hi_t = t;
+            hi_seen = true;
         }
-        let mut next = g_halley_step(t, m, beta);
-        // The bracket is closed (the root can be its end: τ = z_max − 1 when the largest
-        // score alone takes all the weight), and a step that lands on an end up to rounding
-        // (CORRECT_SNAP) is that end, so f32 and f64 evaluations take the same branch.
+        let raw = g_halley_step(t, m, beta);
+        // Converged: the step is at f64 noise. Take it (kept inside the bracket) and stop,
+        // rather than let the safeguard bisect away from the root.
+        if (raw - t).abs() <= CORRECT_TOL * (1.0 + t.abs()) {
+            t = raw.clamp(lo_t, hi_t);
+            break;
+        }
+        // An end not yet evaluated is a bound the root can equal (τ = z_max − 1 when the
+        // largest score alone takes all the weight): a step may land on it; an evaluated end
+        // has a nonzero residual, so the root is strictly inside. A step onto an end up to
+        // rounding (CORRECT_SNAP) is that end, so f32 and f64 evaluations take the same
+        // branch.
         let snap = CORRECT_SNAP * (1.0 + t.abs());
+        let mut next = raw;
         if next < lo_t && next >= lo_t - snap {
             next = lo_t;
         } else if next > hi_t && next <= hi_t + snap {
             next = hi_t;
         }
-        if !(next >= lo_t && next <= hi_t) {
-            // At the root the step is ~0 and t sits on a bracket end: stop there rather than
-            // bisect away from it (the corrections would otherwise oscillate).
-            if (next - t).abs() <= CORRECT_TOL * (1.0 + t.abs()) {
-                break;
-            }
+        let inside = (next > lo_t || (!lo_seen && next == lo_t))
+            && (next < hi_t || (!hi_seen && next == hi_t));
+        if !inside || next == t {
             next = 0.5 * (lo_t + hi_t);
         }
-        let done = (next - t).abs() <= CORRECT_TOL * (1.0 + t.abs());
         t = next;
-        if done {
-            break;
-        }
     }
     Ok(zmax + t)
 }

@@ -808,6 +808,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                     const int last_len = ti.len - (ti.npages - 1) * p.page_size;
                     const double n_read = (double)((ti.n - 1) * p.page_size + last_len);
                     double lo_t = -1.0, hi_t = -exp(-p.a_d * log(n_read));
+                    bool lo_seen = false, hi_seen = false;
                     t = fmin(fmax(t, lo_t), hi_t);
                     for (int it = 0; it < p.tau_iters; ++it) {
                         if (hi_t <= lo_t) break;
@@ -815,22 +816,30 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                         halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
                         const double f = A0 - 1.0;
                         if (f == 0.0) break;
-                        if (f > 0.0) lo_t = t;
-                        else hi_t = t;
-                        double next = g_halley_step(t, A0, A1, A2, p.beta_d);
-                        // tau/entmax.rs `halley_correct`: stop at the root (step ~0 on a
-                        // bracket end) rather than bisect away from it.
-                        const double tol = 1e-12 * (1.0 + fabs(t));
-                        const double snap = 1e-6 * (1.0 + fabs(t));  // CORRECT_SNAP
+                        if (f > 0.0) {
+                            lo_t = t;
+                            lo_seen = true;
+                        } else {
+                            hi_t = t;
+                            hi_seen = true;
+                        }
+                        const double raw = g_halley_step(t, A0, A1, A2, p.beta_d);
+                        // tau/entmax.rs `halley_correct`: converged (step at noise) → stop
+                        // at t; steps onto a bracket end up to CORRECT_SNAP land on it (the
+                        // bracket is closed); outside it, or no move, bisect.
+                        if (fabs(raw - t) <= 1e-12 * (1.0 + fabs(t))) {
+                            t = fmin(fmax(raw, lo_t), hi_t);
+                            break;
+                        }
+                        const double snap = 1e-6 * (1.0 + fabs(t));
+                        double next = raw;
                         if (next < lo_t && next >= lo_t - snap) next = lo_t;
                         else if (next > hi_t && next <= hi_t + snap) next = hi_t;
-                        if (!(next >= lo_t && next <= hi_t)) {  // closed: the root can be an end
-                            if (fabs(next - t) <= tol) break;
-                            next = 0.5 * (lo_t + hi_t);
-                        }
-                        const bool done = fabs(next - t) <= tol;
+                        // An end not yet evaluated may be the root; an evaluated one is not.
+                        const bool inside = (next > lo_t || (!lo_seen && next == lo_t)) &&
+                                            (next < hi_t || (!hi_seen && next == hi_t));
+                        if (!inside || next == t) next = 0.5 * (lo_t + hi_t);
                         t = next;
-                        if (done) break;
                     }
                 }
                 double A1, A2;
