@@ -20,8 +20,8 @@ use crate::attention::stream::{attend_dense_seq, StreamWorkspace};
 use crate::attention::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
 use crate::certificate::{
-    self, certified_attend, certified_select, CertBytes, CertificateLevel, CertifiedWorkspace,
-    CheckScratch, CheckTask, HeadCertificate,
+    self, certified_attend, CertBytes, CertificateLevel, CertifiedWorkspace, CheckScratch,
+    CheckTask, HeadCertificate,
 };
 use crate::error::{Error, Result};
 use crate::selection::gaussian::{self, GaussianOpts};
@@ -223,6 +223,9 @@ pub struct Decoder {
     /// [`Method::TopK`] with one task per kv head (G = 1 or shared page sets): one
     /// page-major walk over the union of the kv heads' kept pages per sequence.
     sparse: Vec<SparseWorkspace>,
+    /// [`Method::Certified`]: the tasks of one sequence for the page-major bound pass
+    /// (capacity planned; refilled every step).
+    cert_tasks: Vec<certificate::SeqBoundTask>,
 }
 
 impl Decoder {
@@ -342,6 +345,7 @@ impl Decoder {
             topk_tasks,
             topk_bounds,
             sparse,
+            cert_tasks: Vec::with_capacity(if is_certified { per_b } else { 0 }),
             tasks,
             q_scaled: vec![0.0; batch * h * d],
             slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
@@ -452,6 +456,41 @@ impl Decoder {
                 }
             }
         }
+        // Certified: per sequence, the closed pages' bound pass of all tasks in one walk
+        // over the pages (between each task's own begin and finish).
+        if matches!(method, Method::Certified) {
+            for b in 0..self.batch {
+                let seq = view(b)?;
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    certificate::select_begin(
+                        cache,
+                        seq,
+                        t.kv_head,
+                        &qb[t.h0 * d..(t.h0 + t.group) * d],
+                        &slopes[t.h0..t.h0 + t.group],
+                        alpha,
+                        ws,
+                    )
+                })?;
+                self.cert_tasks.clear();
+                for t in ts.iter_mut() {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    self.cert_tasks.push(ws.seq_task(t.kv_head, t.h0, t.group));
+                }
+                // SAFETY: distinct tasks' workspaces, each prepared by `select_begin` for
+                // this sequence just above, untouched until the pass returns.
+                unsafe {
+                    certificate::bound_pass_seq(cache, seq, &self.cert_tasks, qb, slopes, alpha)
+                };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    certificate::select_finish(seq, &slopes[t.h0..t.h0 + t.group], alpha, ws)
+                })?;
+            }
+        }
         let topk_bounds = &self.topk_bounds;
         self.tasks
             .par_iter_mut()
@@ -502,18 +541,8 @@ impl Decoder {
                     Method::Gaussian(o) => {
                         gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection)
                     }
-                    Method::Certified => {
-                        let ws = t.certified.as_mut().expect("planned for certified");
-                        certified_select(
-                            cache,
-                            ctx.seq,
-                            t.kv_head,
-                            ctx.q_scaled,
-                            ctx.slopes,
-                            alpha,
-                            ws,
-                        )
-                    }
+                    // Done above, page-major.
+                    Method::Certified => Ok(()),
                 }
             })?;
         let t1 = Instant::now();

@@ -212,3 +212,67 @@ fn topk_decoder_workspace_is_planned() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The decoder's `certified` step (bound pass page-major over all tasks of a sequence)
+    /// equals the per-task strategy (`certified_decode_group`) bit for bit: outputs, τ,
+    /// candidates, pages touched.
+    #[test]
+    fn certified_page_major_equals_per_task(
+        alpha in prop_oneof![Just(1.5), Just(2.0), Just(4.0 / 3.0)],
+        hkv in 1usize..4,
+        group in 1usize..3,
+        shared in any::<bool>(),
+        alibi in any::<bool>(),
+        dt in 0u8..4,
+        lens in prop::collection::vec(1usize..5000, 1..3),
+        seed in any::<u64>(),
+    ) {
+        use entmaxkv::certificate::{certified_decode_group, CertifiedWorkspace};
+        let (h, d, ps) = (hkv * group, 32, 16);
+        let mut syn = Synth::new(seed);
+        let prob = syn.problem(Workload::Structured, &lens, h, hkv, d);
+        let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
+        let (kvd, sd) = kv_dtype(dt);
+        let cfg = CacheConfig::new(hkv, d, pages).with_kv_dtype(kvd).with_stats_dtype(sd);
+        let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+        let mut params = AttentionParams::new(h, alpha);
+        if alibi {
+            params = params.with_alibi((0..h).map(|i| 0.02 * (i + 1) as f32).collect());
+        }
+        let max_len = *lens.iter().max().unwrap();
+        let gqa = if shared { GqaMode::Shared } else { GqaMode::PerHead };
+        let dcfg = DecodeConfig::new(params.clone(), Method::Certified).with_gqa(gqa);
+        let mut dec = Decoder::new(&cache, ids.len(), max_len, dcfg).unwrap();
+        let mut out = vec![0.0; prob.q.len()];
+        let rep = dec.step(&cache, &ids, &prob.q, &mut out).unwrap().clone();
+        let scale = params.scale_for(d);
+        let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
+        let slopes: Vec<f32> = (0..h).map(|i| params.slope(i)).collect();
+        let tg = if shared { group } else { 1 };
+        for (b, &id) in ids.iter().enumerate() {
+            let seq = cache.seq(id).unwrap();
+            for h0 in (0..h).step_by(tg) {
+                let mut ws = CertifiedWorkspace::new(tg, seq.len, ps, d);
+                let mut gout = vec![0.0f32; tg * d];
+                let mut res = vec![HeadResult::default(); tg];
+                let q = &qs[(b * h + h0) * d..(b * h + h0 + tg) * d];
+                certified_decode_group(&cache, seq, h0 / group, q, &slopes[h0..h0 + tg], alpha, &mut ws, &mut gout, &mut res).unwrap();
+                for hg in 0..tg {
+                    let hh = h0 + hg;
+                    let r = rep.heads[b * h + hh];
+                    prop_assert_eq!(r.tau.to_bits(), res[hg].tau.to_bits());
+                    prop_assert_eq!(r.support, res[hg].support);
+                    prop_assert_eq!(r.candidates as usize, ws.candidates());
+                    prop_assert_eq!(r.pages_kept, ws.pages_touched());
+                    let row = (b * h + hh) * d;
+                    let a: Vec<u32> = out[row..row + d].iter().map(|x| x.to_bits()).collect();
+                    let e: Vec<u32> = gout[hg * d..(hg + 1) * d].iter().map(|x| x.to_bits()).collect();
+                    prop_assert_eq!(a, e, "head {}", hh);
+                }
+            }
+        }
+    }
+}
