@@ -6,9 +6,9 @@
 //! page sets once, in the sequence's page order, with a per-page kv-head mask: for each
 //! page it reads the K (then V) slices of the kv heads that kept it — the same bytes, but
 //! as one forward stream through the pool, with a steady software prefetch (into L2) of
-//! the slices a fixed distance down the union. Blocks of [`UNION_BLOCK`] union pages run
-//! in parallel (rayon); V partial sums are combined in block order, so the bits do not
-//! depend on the thread count.
+//! the slice a fixed distance (16 KiB) down the union, one line per line consumed. Blocks
+//! of [`UNION_BLOCK`] union pages run in parallel (rayon); V partial sums are combined in
+//! block order, so the bits do not depend on the thread count.
 //!
 //! Each head's scores are those of the group kernel bit for bit (the same `dot`, the same
 //! ALiBi term, via [`super::stream`]'s page kernel) and τ, the weights, mass and support
@@ -259,11 +259,8 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
         off..off + p.len as usize * d
     };
     // Union pages ahead to prefetch: about PREFETCH_BYTES of slices.
-    let per_page = {
-        let slices: u64 = umask.iter().map(|m| m.count_ones() as u64).sum();
-        (slices as usize * ps * d * std::mem::size_of::<T>()) / nu.max(1)
-    };
-    let ahead = (PREFETCH_BYTES / per_page.max(1)).clamp(1, UNION_BLOCK);
+    // Slices (one kv head's rows of one page) the K prefetch runs ahead: PREFETCH_BYTES.
+    let ahead = (PREFETCH_BYTES / (ps * d * std::mem::size_of::<T>()).max(1)).max(1);
 
     // Pass 1: K, union pages in order, blocks in parallel.
     {
@@ -273,23 +270,32 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
             let range = blocks(b);
             let cur = &mut part.cur[..hkv];
             cur.copy_from_slice(&bstart[b * hkv..(b + 1) * hkv]);
-            let pf = |u: usize| {
-                if let (Some(p), Some(&m)) = (upages.get(u), umask.get(u)) {
-                    let mut m = m;
-                    while m != 0 {
-                        prefetch_l2(&k[slice(p, m.trailing_zeros() as usize)]);
-                        m &= m - 1;
+            // A lead cursor runs `ahead` slices in front of the walk (within the block):
+            // each slice read hands the score kernel the lead slice, which it prefetches
+            // one line per line consumed. The block's first slices are prefetched at once.
+            let (mut lu, mut lm) = (range.start, umask.get(range.start).copied().unwrap_or(0));
+            let mut lead = || -> Option<*const T> {
+                while lm == 0 {
+                    lu += 1;
+                    if lu >= range.end {
+                        return None;
                     }
+                    lm = umask[lu];
                 }
+                let kvh = lm.trailing_zeros() as usize;
+                lm &= lm - 1;
+                Some(
+                    k.as_ptr()
+                        .wrapping_add(geom.kv_offset(upages[lu].page, kvh)),
+                )
             };
-            // The block's first pages were not prefetched by a previous page.
-            for u in range.start..(range.start + ahead).min(range.end) {
-                pf(u);
+            for _ in 0..ahead {
+                if let Some(ptr) = lead() {
+                    // SAFETY: a slice of `k` (the lead is a kept page's slice).
+                    prefetch_l2(unsafe { std::slice::from_raw_parts(ptr, ps * d) });
+                }
             }
             for u in range.clone() {
-                if u + ahead < range.end {
-                    pf(u + ahead);
-                }
                 let p = upages[u];
                 let len = p.len as usize;
                 let mut m = umask[u];
@@ -297,13 +303,15 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
                     let kvh = m.trailing_zeros() as usize;
                     m &= m - 1;
                     let h0 = kvh * g;
+                    let pf = lead().unwrap_or(std::ptr::null());
                     // SAFETY: heads h0..h0+G write tokens cur..cur+len < ntok ≤ stride of
                     // their `[H, stride]` rows and (head, u) of `[H, nu]`; blocks write
                     // disjoint token and union ranges, nothing reads them in this pass.
+                    // `pf` is null or a slice of `k` (prefetched only).
                     unsafe {
                         score_page(
                             &k[slice(&p, kvh)],
-                            std::ptr::null(),
+                            pf,
                             len,
                             d,
                             &q_scaled[h0 * d..(h0 + g) * d],
