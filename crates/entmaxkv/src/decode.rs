@@ -11,6 +11,14 @@
 //! selection phase bounds every token's score from the key sketch and picks the tokens that
 //! can reach the threshold; its attention phase reads K of those tokens only and V of the
 //! support only ([`crate::certificate::certified_select`], `certified_attend`).
+//!
+//! Page-major paths: dense decode walks each sequence's pages once for all kv heads
+//! ([`crate::attention::stream`]); top-k computes every task's page bounds in one walk over
+//! the statistics ([`crate::selection::topk::seq_page_bounds`]) and, with one task per kv
+//! head, attends in one walk over the union of the kept pages
+//! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
+//! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
+//! support (the bound passes bit for bit), tested in `tests/sparse_union.rs`.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,

@@ -5,9 +5,11 @@
 //! re-reading K; V is read only for tokens with nonzero weight. Weights are renormalised so
 //! they sum to one over the tokens read, whatever the τ rule.
 //!
-//! Sparse decode is this kernel over the kept pages. Dense decode uses the page-major
-//! kernel of [`super::stream`] (one walk over the pages for all kv heads), which computes
-//! the same scores bit for bit.
+//! Sparse decode is this kernel over the kept pages (Gaussian selection; top-k with
+//! per-query-head page sets and G > 1). Dense decode uses the page-major kernel of
+//! [`super::stream`] (one walk over the pages for all kv heads), top-k with one page set
+//! per kv head the union walk of [`super::sparse`]; both compute the same scores bit for
+//! bit.
 
 use crate::dtype::KvElem;
 use crate::error::Result;
