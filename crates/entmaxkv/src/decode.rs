@@ -11,20 +11,29 @@
 //! selection phase bounds every token's score from the key sketch and picks the tokens that
 //! can reach the threshold; its attention phase reads K of those tokens only and V of the
 //! support only ([`crate::certificate::certified_select`], `certified_attend`).
+//!
+//! Page-major paths: dense decode walks each sequence's pages once for all kv heads
+//! ([`crate::attention::stream`]); top-k computes every task's page bounds in one walk over
+//! the statistics ([`crate::selection::topk::seq_page_bounds`]) and, with one task per kv
+//! head, attends in one walk over the union of the kept pages
+//! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
+//! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
+//! support (the bound passes bit for bit), tested in `tests/sparse_union.rs`.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
 };
+use crate::attention::sparse::{attend_sparse_seq, SparseWorkspace};
 use crate::attention::stream::{attend_dense_seq, StreamWorkspace};
 use crate::attention::{validate_batch, AttentionParams};
 use crate::cache::{PagedKvCache, SeqId};
 use crate::certificate::{
-    self, certified_attend, certified_select, CertBytes, CertificateLevel, CertifiedWorkspace,
-    CheckScratch, CheckTask, HeadCertificate,
+    self, certified_attend, CertBytes, CertificateLevel, CertifiedWorkspace, CheckScratch,
+    CheckTask, HeadCertificate,
 };
 use crate::error::{Error, Result};
 use crate::selection::gaussian::{self, GaussianOpts};
-use crate::selection::topk::{self, Budget, TopkScoring};
+use crate::selection::topk::{self, Budget, TaskHeads, TopkScoring};
 use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use crate::with_kv;
 use rayon::prelude::*;
@@ -225,6 +234,17 @@ pub struct Decoder {
     stream: Vec<StreamWorkspace>,
     /// The last step ran the dense kernel (every page kept).
     dense_step: bool,
+    /// [`Method::TopK`]: the heads of each task of a sequence (the same for every
+    /// sequence), and per sequence the page-major bounds `[tasks, closed]` with their
+    /// rows scratch: one walk over the statistics serves every task.
+    topk_tasks: Vec<TaskHeads>,
+    topk_bounds: Vec<(Vec<f32>, Vec<f32>)>,
+    /// [`Method::TopK`] with one task per kv head (G = 1 or shared page sets): one
+    /// page-major walk over the union of the kv heads' kept pages per sequence.
+    sparse: Vec<SparseWorkspace>,
+    /// [`Method::Certified`]: the tasks of one sequence for the page-major bound pass
+    /// (capacity planned; refilled every step).
+    cert_tasks: Vec<certificate::SeqBoundTask>,
 }
 
 impl Decoder {
@@ -273,7 +293,8 @@ impl Decoder {
             GqaMode::PerHead => (1, batch * h),
             GqaMode::Shared => (g, batch * hkv),
         };
-        let tasks = (0..n_tasks)
+        let union_attn = matches!(cfg.method, Method::TopK(_)) && n_tasks / batch == hkv;
+        let tasks: Vec<Task> = (0..n_tasks)
             .map(|i| {
                 let per_b = n_tasks / batch;
                 let (b, j) = (i / per_b, i % per_b);
@@ -281,7 +302,7 @@ impl Decoder {
                 Task {
                     selection: Selection::with_capacity(max_pages, per_task),
                     scratch: SelectScratch::new(max_pages, d),
-                    ws: if is_certified || is_dense {
+                    ws: if is_certified || is_dense || union_attn {
                         Workspace::default()
                     } else {
                         Workspace::new(per_task, max_tokens.max(1), ps, d)
@@ -302,8 +323,48 @@ impl Decoder {
                 }
             })
             .collect();
+        let is_topk = matches!(cfg.method, Method::TopK(_));
+        let per_b = tasks.len() / batch;
+        let topk_tasks: Vec<TaskHeads> = if is_topk {
+            tasks[..per_b]
+                .iter()
+                .map(|t| TaskHeads {
+                    kv_head: t.kv_head,
+                    h0: t.h0,
+                    group: t.group,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let closed_max = max_pages.saturating_sub(1);
+        let topk_bounds = if is_topk {
+            (0..batch)
+                .map(|_| {
+                    (
+                        vec![0.0; per_b * closed_max],
+                        vec![0.0; topk::seq_bounds_rows_len(closed_max, hkv, d)],
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // One task per kv head: the union walk serves the attention.
+        let union = is_topk && per_b == hkv && hkv <= 64;
+        let sparse = if union {
+            (0..batch)
+                .map(|_| SparseWorkspace::new(h, hkv, max_tokens.max(1), ps, d))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Decoder {
             batch,
+            topk_tasks,
+            topk_bounds,
+            sparse,
+            cert_tasks: Vec::with_capacity(if is_certified { per_b } else { 0 }),
             tasks,
             q_scaled: vec![0.0; batch * h * d],
             slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
@@ -340,6 +401,12 @@ impl Decoder {
             })
             .sum::<usize>()
             + self.stream.iter().map(|s| s.bytes()).sum::<usize>()
+            + self.sparse.iter().map(|s| s.bytes()).sum::<usize>()
+            + self
+                .topk_bounds
+                .iter()
+                .map(|(b, r)| 4 * (b.len() + r.len()))
+                .sum::<usize>()
     }
 
     /// One decode step: `q` and `out` are `[B, H, D]`; sequence `b` is `seqs[b]`, its
@@ -379,47 +446,130 @@ impl Decoder {
 
         // Phase 1: selection.
         let t0 = Instant::now();
-        self.tasks.par_iter_mut().try_for_each(|t| -> Result<()> {
-            let ctx = SelectionContext {
-                cache,
-                seq: view(t.b)?,
-                kv_head: t.kv_head,
-                q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
-                slopes: &slopes[t.h0..t.h0 + t.group],
-                alpha,
-            };
-            match method {
-                Method::Dense => {
-                    t.selection.reset(t.group);
-                    for i in 0..ctx.seq.pages.len() {
-                        t.selection.pages.push(ctx.page_ref(i));
-                    }
-                    Ok(())
+        // Top-k: the bounds of every task of a sequence in one walk over its statistics.
+        let per_b = self.tasks.len() / self.batch;
+        // (Quest's box scores only; sketch scores are computed per task.)
+        let seq_bounds = matches!(method, Method::TopK(_)) && scoring == TopkScoring::Box;
+        if let (Method::TopK(budget), true) = (method, seq_bounds) {
+            for (b, (bounds, rows)) in self.topk_bounds.iter_mut().enumerate() {
+                let seq = view(b)?;
+                let closed = seq.pages.len().saturating_sub(1);
+                if budget.pages(closed, cache.page_size()) >= closed {
+                    continue;
                 }
-                Method::TopK(b) => topk::select_scored(
-                    &ctx,
-                    *b,
-                    sinks,
-                    recent,
-                    scoring,
-                    &mut t.scratch,
-                    &mut t.selection,
-                ),
-                Method::Gaussian(o) => gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection),
-                Method::Certified => {
+                let meta = topk::seq_page_bounds(
+                    cache,
+                    seq,
+                    &self.topk_tasks,
+                    &qs[b * h * d..(b + 1) * h * d],
+                    slopes,
+                    bounds,
+                    rows,
+                ) / cache.num_kv_heads();
+                // The statistics rows of a kv head are read once, for its first task.
+                for (i, t) in self.tasks[b * per_b..(b + 1) * per_b]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    t.selection.meta_bytes =
+                        if i == 0 || self.topk_tasks[i - 1].kv_head != t.kv_head {
+                            meta
+                        } else {
+                            0
+                        };
+                }
+            }
+        }
+        // Certified: per sequence, the closed pages' bound pass of all tasks in one walk
+        // over the pages (between each task's own begin and finish).
+        if matches!(method, Method::Certified) {
+            for b in 0..self.batch {
+                let seq = view(b)?;
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
                     let ws = t.certified.as_mut().expect("planned for certified");
-                    certified_select(
+                    certificate::select_begin(
                         cache,
-                        ctx.seq,
+                        seq,
                         t.kv_head,
-                        ctx.q_scaled,
-                        ctx.slopes,
+                        &qb[t.h0 * d..(t.h0 + t.group) * d],
+                        &slopes[t.h0..t.h0 + t.group],
                         alpha,
                         ws,
                     )
+                })?;
+                self.cert_tasks.clear();
+                for t in ts.iter_mut() {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    self.cert_tasks.push(ws.seq_task(t.kv_head, t.h0, t.group));
                 }
+                // SAFETY: distinct tasks' workspaces, each prepared by `select_begin` for
+                // this sequence just above, untouched until the pass returns.
+                unsafe {
+                    certificate::bound_pass_seq(cache, seq, &self.cert_tasks, qb, slopes, alpha)
+                };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let ws = t.certified.as_mut().expect("planned for certified");
+                    certificate::select_finish(seq, &slopes[t.h0..t.h0 + t.group], alpha, ws)
+                })?;
             }
-        })?;
+        }
+        let topk_bounds = &self.topk_bounds;
+        self.tasks
+            .par_iter_mut()
+            .enumerate()
+            .try_for_each(|(ti, t)| -> Result<()> {
+                let ctx = SelectionContext {
+                    cache,
+                    seq: view(t.b)?,
+                    kv_head: t.kv_head,
+                    q_scaled: &qs[(t.b * h + t.h0) * d..(t.b * h + t.h0 + t.group) * d],
+                    slopes: &slopes[t.h0..t.h0 + t.group],
+                    alpha,
+                };
+                match method {
+                    Method::Dense => {
+                        t.selection.reset(t.group);
+                        for i in 0..ctx.seq.pages.len() {
+                            t.selection.pages.push(ctx.page_ref(i));
+                        }
+                        Ok(())
+                    }
+                    Method::TopK(b) if seq_bounds => {
+                        let i = ti % per_b;
+                        let closed = ctx.closed_pages();
+                        let meta = t.selection.meta_bytes;
+                        topk::select_from_bounds(
+                            &ctx,
+                            *b,
+                            sinks,
+                            recent,
+                            topk_bounds[t.b]
+                                .0
+                                .get(i * closed..(i + 1) * closed)
+                                .unwrap_or(&[]),
+                            meta,
+                            &mut t.scratch,
+                            &mut t.selection,
+                        )
+                    }
+                    Method::TopK(b) => topk::select_scored(
+                        &ctx,
+                        *b,
+                        sinks,
+                        recent,
+                        scoring,
+                        &mut t.scratch,
+                        &mut t.selection,
+                    ),
+                    Method::Gaussian(o) => {
+                        gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection)
+                    }
+                    // Done above, page-major.
+                    Method::Certified => Ok(()),
+                }
+            })?;
         let t1 = Instant::now();
 
         // Phase 2: attention over the kept pages.
@@ -466,6 +616,40 @@ impl Decoder {
                         }
                         Ok(())
                     })
+            })?;
+        } else if !self.sparse.is_empty() {
+            // Top-k, one task per kv head: one walk over the union of the kept pages.
+            with_kv!(cache.kv(), |k, v| {
+                for (b, ws) in self.sparse.iter_mut().enumerate() {
+                    let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                    {
+                        let ts_r = &*ts;
+                        attend_sparse_seq(
+                            k,
+                            v,
+                            geom,
+                            |kvh| &ts_r[kvh].selection.pages[..],
+                            view(b)?.pages.len(),
+                            &qs[b * h * d..(b + 1) * h * d],
+                            slopes,
+                            view(b)?.len as f32 - 1.0,
+                            alpha,
+                            mode,
+                            |hh| {
+                                let t = &ts_r[hh / g];
+                                t.selection.tau_hat.get(hh % g).copied().unwrap_or(f64::NAN)
+                            },
+                            ws,
+                        )?;
+                    }
+                    for t in ts.iter_mut() {
+                        let (h0, gt) = (t.h0, t.group);
+                        t.out[..gt * d].copy_from_slice(&ws.out[h0 * d..(h0 + gt) * d]);
+                        t.results[..gt].copy_from_slice(&ws.res[h0..h0 + gt]);
+                        t.v_pages = ws.v_rows[t.kv_head];
+                    }
+                }
+                Ok::<(), Error>(())
             })?;
         } else {
             with_kv!(cache.kv(), |k, v| {

@@ -56,6 +56,8 @@ fn thread_count_does_not_change_bits() {
         (Method::Dense, 1.5),
         (Method::Certified, 1.5),
         (Method::Gaussian(robust), 1.5),
+        (Method::TopK(Budget::Fraction(0.2)), 1.5),
+        (Method::TopK(Budget::Fraction(0.2)), 1.0),
     ] {
         for gqa in [GqaMode::PerHead, GqaMode::Shared] {
             let cfg =

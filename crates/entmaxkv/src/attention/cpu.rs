@@ -5,9 +5,11 @@
 //! re-reading K; V is read only for tokens with nonzero weight. Weights are renormalised so
 //! they sum to one over the tokens read, whatever the τ rule.
 //!
-//! Sparse decode is this kernel over the kept pages. Dense decode uses the page-major
-//! kernel of [`super::stream`] (one walk over the pages for all kv heads), which computes
-//! the same scores bit for bit.
+//! Sparse decode is this kernel over the kept pages (Gaussian selection; top-k with
+//! per-query-head page sets and G > 1). Dense decode uses the page-major kernel of
+//! [`super::stream`] (one walk over the pages for all kv heads), top-k with one page set
+//! per kv head the union walk of [`super::sparse`]; both compute the same scores bit for
+//! bit.
 
 use crate::dtype::KvElem;
 use crate::error::Result;
@@ -16,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// A page to read: pool page id, tokens used in it, sequence position of its first token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PageRef {
     pub page: u32,
     pub len: u32,
@@ -48,7 +50,7 @@ pub struct PoolGeometry {
 
 impl PoolGeometry {
     #[inline]
-    fn kv_offset(&self, page: u32, head: usize) -> usize {
+    pub(crate) fn kv_offset(&self, page: u32, head: usize) -> usize {
         (page as usize * self.num_kv_heads + head) * self.page_size * self.head_dim
     }
 }
@@ -73,7 +75,8 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(group: usize, max_tokens: usize, page_size: usize, head_dim: usize) -> Self {
-        Workspace {
+        let blocks = max_tokens.div_ceil(page_size).div_ceil(BLOCK_PAGES).max(1);
+        let mut ws = Workspace {
             scores: vec![0.0; group * max_tokens],
             rows: vec![0.0; page_size * head_dim],
             cand: Vec::with_capacity(max_tokens),
@@ -81,7 +84,9 @@ impl Workspace {
             block_rows: Vec::new(),
             block_acc: Vec::new(),
             block_start: Vec::new(),
-        }
+        };
+        ws.reserve_blocks(blocks, group, page_size, head_dim);
+        ws
     }
 
     /// Grows (only ever grows) the per-block buffers to `blocks` blocks.
@@ -361,6 +366,62 @@ pub(crate) fn alpha_code(alpha: f64) -> u8 {
     }
 }
 
+/// τ of one head on its cached scores `sc` (the τ mode's rule; `tau_hat` its starting point,
+/// NaN for none), then the scores become their unnormalised weights in place (softmax:
+/// `exp(s − max)`). `cand` is scratch for the τ solve.
+pub(crate) fn head_weights(
+    sc: &mut [f32],
+    alpha: f64,
+    mode: TauMode,
+    tau_hat: f64,
+    cand: &mut Vec<f32>,
+) -> Result<HeadResult> {
+    let n = sc.len();
+    let code = alpha_code(alpha);
+    let a = alpha - 1.0;
+    let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
+    Ok(if alpha == 1.0 {
+        let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0.0f64;
+        for chunk in sc.chunks_mut(256) {
+            let mut part = 0.0f32;
+            for x in chunk.iter_mut() {
+                *x = exp_f32(*x - m);
+                part += *x;
+            }
+            sum += part as f64;
+        }
+        HeadResult {
+            tau: m as f64 + sum.ln(),
+            support: n as u32,
+            mass: sum,
+        }
+    } else {
+        let tau = match mode {
+            TauMode::Exact => entmax_threshold_f32(sc, alpha, cand)?,
+            TauMode::Fixed => tau_hat,
+            TauMode::Corrected(it) => {
+                if tau_hat.is_finite() {
+                    // The corrections work in z-space: borrow the candidate scratch.
+                    cand.clear();
+                    cand.extend(sc.iter().map(|&s| (a * s as f64) as f32));
+                    halley_correct(cand, alpha, tau_hat, it as usize)?
+                } else {
+                    f64::NAN
+                }
+            }
+        };
+        // An empty support at τ̂ (τ̂ above every score read) falls back to the exact τ
+        // on the tokens read.
+        let mut tau = tau;
+        if !tau.is_finite() || !sc.iter().any(|&s| a * s as f64 > tau) {
+            tau = entmax_threshold_f32(sc, alpha, cand)?;
+        }
+        let (mass, support) = entmax_weights_in_place(sc, a, tau, beta, code);
+        HeadResult { tau, support, mass }
+    })
+}
+
 /// Runs one group: scores → τ → weighted V sum. `out` is `[G, D]`, `res` is `[G]`.
 /// Returns the number of V rows read.
 #[allow(clippy::too_many_arguments)]
@@ -440,52 +501,10 @@ pub fn attend_group<T: KvElem>(
     }
 
     // τ per head on the cached scores, then the scores become weights in place.
-    let code = alpha_code(alpha);
-    let a = alpha - 1.0;
-    let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
     for hg in 0..g {
         let sc = &mut ws.scores[hg * n..(hg + 1) * n];
-        res[hg] = if alpha == 1.0 {
-            let m = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0f64;
-            for chunk in sc.chunks_mut(256) {
-                let mut part = 0.0f32;
-                for x in chunk.iter_mut() {
-                    *x = exp_f32(*x - m);
-                    part += *x;
-                }
-                sum += part as f64;
-            }
-            HeadResult {
-                tau: m as f64 + sum.ln(),
-                support: n as u32,
-                mass: sum,
-            }
-        } else {
-            let tau = match mode {
-                TauMode::Exact => entmax_threshold_f32(sc, alpha, &mut ws.cand)?,
-                TauMode::Fixed => task.tau_hat.map_or(f64::NAN, |t| t[hg]),
-                TauMode::Corrected(it) => {
-                    let t0 = task.tau_hat.map_or(f64::NAN, |t| t[hg]);
-                    if t0.is_finite() {
-                        // The corrections work in z-space: borrow the candidate scratch.
-                        ws.cand.clear();
-                        ws.cand.extend(sc.iter().map(|&s| (a * s as f64) as f32));
-                        halley_correct(&ws.cand, alpha, t0, it as usize)?
-                    } else {
-                        f64::NAN
-                    }
-                }
-            };
-            // An empty support at τ̂ (τ̂ above every score read) falls back to the exact τ
-            // on the tokens read.
-            let mut tau = tau;
-            if !tau.is_finite() || !sc.iter().any(|&s| a * s as f64 > tau) {
-                tau = entmax_threshold_f32(sc, alpha, &mut ws.cand)?;
-            }
-            let (mass, support) = entmax_weights_in_place(sc, a, tau, beta, code);
-            HeadResult { tau, support, mass }
-        };
+        let tau_hat = task.tau_hat.map_or(f64::NAN, |t| t[hg]);
+        res[hg] = head_weights(sc, alpha, mode, tau_hat, &mut ws.cand)?;
     }
 
     // Pass 2: V, only for pages where some head of the group has weight; blocks in

@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod dense;
 pub mod oracle;
+pub mod sparse;
 pub mod stream;
 
 use crate::cache::{PagedKvCache, SeqId};

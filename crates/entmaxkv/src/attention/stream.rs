@@ -607,11 +607,11 @@ const SIMD: bool = false;
 /// `scores + hg · stride + t` (t < len) and its page maximum (NaN when a score is not
 /// finite) at `page_max + hg · pm_stride`.
 #[derive(Clone, Copy)]
-struct PageOut {
-    scores: *mut f32,
-    stride: usize,
-    page_max: *mut f32,
-    pm_stride: usize,
+pub(crate) struct PageOut {
+    pub(crate) scores: *mut f32,
+    pub(crate) stride: usize,
+    pub(crate) page_max: *mut f32,
+    pub(crate) pm_stride: usize,
 }
 
 /// Scores of one page of one kv head for its `G` query heads, each bit-identical to the
@@ -622,7 +622,7 @@ struct PageOut {
 /// Every address `out` names for hg < G, t < len must be writable.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn score_page<T: KvElem>(
+pub(crate) unsafe fn score_page<T: KvElem>(
     rows: &[T],
     pf: *const T,
     len: usize,
@@ -696,7 +696,7 @@ unsafe fn score_page<T: KvElem>(
 /// `acc[hg] += Σ_t w[hg · ps + t] · row_t` for every hg with `active[hg]`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn accum_page<T: KvElem>(
+pub(crate) fn accum_page<T: KvElem>(
     rows: &[T],
     pf: *const T,
     len: usize,

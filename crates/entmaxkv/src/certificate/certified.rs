@@ -68,6 +68,8 @@ pub struct CertifiedWorkspace {
     thr: Vec<f32>,
     // Phase-1 results.
     group: usize,
+    /// Page size of the last select.
+    ps: usize,
     n: usize,
     open_start: usize,
     open_len: usize,
@@ -256,14 +258,11 @@ fn bound_block(
     up: &mut [f32],
     pu: &mut [f32],
 ) {
-    let g = slopes.len();
     let (d, ps) = (cache.head_dim(), cache.page_size());
     let stats = cache.stats();
     let bits = cache.config().sketch_bits;
     let rb = sketch::row_bytes(d, bits);
-    let q_pos = seq.len as f64 - 1.0;
     for slot in first..last {
-        let page = seq.pages[slot];
         if let Some(&next) = seq.pages.get(slot + PREFETCH_PAGES) {
             let nb = cache.stats_offset(next, kv_head);
             stats.prefetch_row(Stat::Min, nb, d);
@@ -273,6 +272,37 @@ fn bound_block(
                 crate::attention::cpu::prefetch(&cache.sketch()[sb..sb + ps * rb]);
             }
         }
+        bound_slot(
+            cache, seq, kv_head, q_scaled, slopes, a, slot, first, part, up, pu,
+        );
+    }
+}
+
+/// The bound pass of one closed page (`slot`) of one task, inside the block starting at
+/// page `first` (see [`bound_block`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn bound_slot(
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    q_scaled: &[f32],
+    slopes: &[f32],
+    a: f64,
+    slot: usize,
+    first: usize,
+    part: &mut BlockScratch,
+    up: &mut [f32],
+    pu: &mut [f32],
+) {
+    let g = slopes.len();
+    let (d, ps) = (cache.head_dim(), cache.page_size());
+    let stats = cache.stats();
+    let bits = cache.config().sketch_bits;
+    let rb = sketch::row_bytes(d, bits);
+    let q_pos = seq.len as f64 - 1.0;
+    {
+        let page = seq.pages[slot];
         part.rows
             .load(stats, cache.stats_offset(page, kv_head), d, bits);
         let sk = if bits > 0 {
@@ -350,6 +380,49 @@ pub fn certified_select(
     alpha: f64,
     ws: &mut CertifiedWorkspace,
 ) -> Result<()> {
+    select_begin(cache, seq, kv_head, q_scaled, slopes, alpha, ws)?;
+    let g = slopes.len();
+    let ps = cache.page_size();
+    let closed = seq.pages.len() - 1;
+    let a = z_scale(alpha);
+    if closed > 0 && g > 0 {
+        let nb = closed.div_ceil(BLOCK_PAGES);
+        let run = |(bi, ((part, up), pu)): BlockItem<'_>| {
+            let first = bi * BLOCK_PAGES;
+            let last = (first + BLOCK_PAGES).min(closed);
+            bound_block(
+                cache, seq, kv_head, q_scaled, slopes, a, first, last, part, up, pu,
+            );
+        };
+        let blocks = &mut ws.blocks[..nb];
+        let upper = &mut ws.upper[..closed * g * ps];
+        let page_umax = &mut ws.page_umax[..closed * g];
+        if nb > 1 {
+            blocks
+                .par_iter_mut()
+                .zip(upper.par_chunks_mut(BLOCK_PAGES * g * ps))
+                .zip(page_umax.par_chunks_mut(BLOCK_PAGES * g))
+                .enumerate()
+                .for_each(run);
+        } else {
+            run((0, ((&mut blocks[0], upper), page_umax)));
+        }
+    }
+    select_finish(seq, slopes, alpha, ws)
+}
+
+/// [`certified_select`] up to the closed pages' bound pass: checks, the open page, the
+/// byte counts, the blocks' scratch reset.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn select_begin(
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    q_scaled: &[f32],
+    slopes: &[f32],
+    alpha: f64,
+    ws: &mut CertifiedWorkspace,
+) -> Result<()> {
     const OP: &str = "certificate::certified_select";
     crate::error::check_alpha(OP, alpha)?;
     if alpha == 1.0 {
@@ -383,6 +456,7 @@ pub fn certified_select(
     let open_slot = np - 1;
     let a = z_scale(alpha);
     ws.group = g;
+    ws.ps = ps;
     ws.n = n;
     ws.open_start = open_slot * ps;
     ws.open_len = n - ws.open_start;
@@ -446,26 +520,27 @@ pub fn certified_select(
                 l.clear();
             }
         }
-        let run = |(bi, ((part, up), pu)): BlockItem<'_>| {
-            let first = bi * BLOCK_PAGES;
-            let last = (first + BLOCK_PAGES).min(closed);
-            bound_block(
-                cache, seq, kv_head, q_scaled, slopes, a, first, last, part, up, pu,
-            );
-        };
-        let blocks = &mut ws.blocks[..nb];
-        let upper = &mut ws.upper[..closed * g * ps];
-        let page_umax = &mut ws.page_umax[..closed * g];
-        if nb > 1 {
-            blocks
-                .par_iter_mut()
-                .zip(upper.par_chunks_mut(BLOCK_PAGES * g * ps))
-                .zip(page_umax.par_chunks_mut(BLOCK_PAGES * g))
-                .enumerate()
-                .for_each(run);
-        } else {
-            run((0, ((&mut blocks[0], upper), page_umax)));
-        }
+    }
+    Ok(())
+}
+
+/// [`certified_select`] after the bound pass: the blocks' lower ends merged, τ_lb, the
+/// candidates.
+pub(crate) fn select_finish(
+    seq: SeqView<'_>,
+    slopes: &[f32],
+    alpha: f64,
+    ws: &mut CertifiedWorkspace,
+) -> Result<()> {
+    let g = slopes.len();
+    let ps = ws.ps;
+    let np = seq.pages.len();
+    let closed = np - 1;
+    let open_slot = closed;
+    let q_pos = seq.len as f64 - 1.0;
+    let a = z_scale(alpha);
+    if closed > 0 && g > 0 {
+        let nb = closed.div_ceil(BLOCK_PAGES);
         for hg in 0..g {
             for part in &ws.blocks[..nb] {
                 ws.lows[hg].extend_from_slice(&part.lows[hg]);
@@ -677,4 +752,151 @@ fn unsupported_softmax(op: &'static str) -> Error {
                a selector leaves out"
             .into(),
     }
+}
+
+/// One task of [`bound_pass_seq`]: its kv head, query heads `h0..h0 + group` of the
+/// sequence, and raw pointers to its workspace's block scratch, upper ends and page maxima
+/// (taken by [`CertifiedWorkspace::seq_task`] after [`select_begin`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqBoundTask {
+    kv_head: usize,
+    h0: usize,
+    group: usize,
+    blocks: *mut BlockScratch,
+    upper: *mut f32,
+    page_umax: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced by `bound_pass_seq`, whose blocks touch
+// disjoint block scratch and disjoint ranges of the upper ends and page maxima.
+unsafe impl Send for SeqBoundTask {}
+unsafe impl Sync for SeqBoundTask {}
+
+impl CertifiedWorkspace {
+    /// This workspace as task `(kv_head, h0..h0 + group)` of [`bound_pass_seq`]. The
+    /// workspace must have been prepared by [`select_begin`] for the same sequence, and must
+    /// not be touched otherwise until the pass is over.
+    pub(crate) fn seq_task(&mut self, kv_head: usize, h0: usize, group: usize) -> SeqBoundTask {
+        SeqBoundTask {
+            kv_head,
+            h0,
+            group,
+            blocks: self.blocks.as_mut_ptr(),
+            upper: self.upper.as_mut_ptr(),
+            page_umax: self.page_umax.as_mut_ptr(),
+        }
+    }
+}
+
+/// How far ahead of the page being bounded [`bound_pass_seq`] prefetches (rounded up to
+/// pages).
+const SEQ_PREFETCH_BYTES: usize = 32 * 1024;
+
+/// The closed-page bound pass of every task of one sequence, page-major: a page's min/max
+/// rows (`[H_kv, D]` each) and sketch rows (`[H_kv, page_size, row_bytes]`) of all kv heads
+/// are contiguous, so one walk over the pages reads them as one forward stream (with a
+/// steady prefetch a fixed distance down the page list) and bounds every task's tokens
+/// from it, where the per-task pass reads one scattered slice per page and task. Each
+/// task's results are exactly those of its own pass ([`bound_slot`] on the same pages in
+/// the same block order). `q_scaled` is the sequence's `[H, D]`, `slopes` its `[H]`.
+///
+/// # Safety
+/// Every task's pointers come from [`CertifiedWorkspace::seq_task`] of distinct workspaces
+/// prepared by [`select_begin`] for `seq` (so their buffers hold the closed pages' blocks),
+/// alive and otherwise untouched for the duration of the call.
+pub(crate) unsafe fn bound_pass_seq(
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    tasks: &[SeqBoundTask],
+    q_scaled: &[f32],
+    slopes: &[f32],
+    alpha: f64,
+) {
+    let (hkv, d, ps) = (cache.num_kv_heads(), cache.head_dim(), cache.page_size());
+    let closed = seq.pages.len().saturating_sub(1);
+    if closed == 0 || tasks.is_empty() {
+        return;
+    }
+    let a = z_scale(alpha);
+    let stats = cache.stats();
+    let bits = cache.config().sketch_bits;
+    let rb = sketch::row_bytes(d, bits);
+    let page_bytes = 2 * hkv * stats.row_bytes(d) + hkv * ps * rb;
+    let ahead = SEQ_PREFETCH_BYTES.div_ceil(page_bytes.max(1)).max(1);
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let run = |bi: usize| {
+        let first = bi * BLOCK_PAGES;
+        let last = (first + BLOCK_PAGES).min(closed);
+        for slot in first..last {
+            let next = seq.pages.get(slot + ahead).copied();
+            for t in tasks {
+                // One kv head's rows of the page `ahead` pages on: a steady stream of
+                // prefetches, spread over the page's tasks.
+                if let Some(next) = next {
+                    let nb = cache.stats_offset(next, t.kv_head);
+                    crate::with_stats!(stats, |st| {
+                        prefetch_l2(&st[Stat::Min as usize][nb..nb + d]);
+                        prefetch_l2(&st[Stat::Max as usize][nb..nb + d]);
+                    });
+                    if bits > 0 {
+                        let sb = cache.sketch_offset(next, t.kv_head);
+                        prefetch_l2(&cache.sketch()[sb..sb + ps * rb]);
+                    }
+                }
+                let g = t.group;
+                // SAFETY (the caller's contract): block `bi` of task `t` is touched by this
+                // job only; its upper ends and page maxima are pages first..last.
+                let (part, up, pu) = unsafe {
+                    (
+                        &mut *t.blocks.add(bi),
+                        std::slice::from_raw_parts_mut(
+                            t.upper.add(first * g * ps),
+                            (last - first) * g * ps,
+                        ),
+                        std::slice::from_raw_parts_mut(
+                            t.page_umax.add(first * g),
+                            (last - first) * g,
+                        ),
+                    )
+                };
+                bound_slot(
+                    cache,
+                    seq,
+                    t.kv_head,
+                    &q_scaled[t.h0 * d..(t.h0 + g) * d],
+                    &slopes[t.h0..t.h0 + g],
+                    a,
+                    slot,
+                    first,
+                    part,
+                    up,
+                    pu,
+                );
+            }
+        }
+    };
+    if nb > 1 {
+        (0..nb).into_par_iter().for_each(run);
+    } else {
+        run(0);
+    }
+}
+
+/// Prefetches `data` into L2, one line per 64 bytes.
+#[inline(always)]
+fn prefetch_l2<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults and `off` stays inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
 }

@@ -47,6 +47,7 @@ pub(crate) mod bounds;
 mod certified;
 mod check;
 
+pub(crate) use certified::{bound_pass_seq, select_begin, select_finish, SeqBoundTask};
 pub use certified::{
     certified_attend, certified_decode_group, certified_select, CertifiedWorkspace,
 };

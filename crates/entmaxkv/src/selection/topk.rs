@@ -188,6 +188,55 @@ pub fn select_scored(
         TopkScoring::Box => page_bounds(ctx, scratch),
         s => super::topk_sketch::page_scores(ctx, s, scratch),
     };
+    rank_scored(ctx, k, sinks, recent, scratch, out);
+    Ok(())
+}
+
+/// [`select_pinned`] from bounds already computed (`bounds[i]`: closed page `i`, as
+/// [`page_bounds`] forms it, e.g. by [`seq_page_bounds`]); `meta_bytes` is reported as read.
+#[allow(clippy::too_many_arguments)]
+pub fn select_from_bounds(
+    ctx: &SelectionContext<'_>,
+    budget: Budget,
+    sinks: usize,
+    recent: usize,
+    bounds: &[f32],
+    meta_bytes: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    out.reset(ctx.group());
+    let closed = ctx.closed_pages();
+    let k = budget.pages(closed, ctx.cache.page_size());
+    if k >= closed {
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    scratch.scored.clear();
+    scratch.scored.extend(
+        bounds[..closed]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (b, i as u32)),
+    );
+    out.meta_bytes = meta_bytes;
+    rank_scored(ctx, k, sinks, recent, scratch, out);
+    Ok(())
+}
+
+/// Keeps the `k` best of `scratch.scored` (pinned pages first), in token order, then the
+/// last page.
+fn rank_scored(
+    ctx: &SelectionContext<'_>,
+    k: usize,
+    sinks: usize,
+    recent: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) {
+    let closed = ctx.closed_pages();
     let n = scratch.scored.len();
     for e in scratch.scored[n - recent.min(n)..].iter_mut() {
         e.0 = f32::MAX;
@@ -206,5 +255,196 @@ pub fn select_scored(
         }
     }
     out.pages.push(ctx.page_ref(closed));
-    Ok(())
+}
+
+/// The query heads one selection task serves: its kv head and its query heads
+/// `h0..h0 + group` (indices within the sequence's `H` heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskHeads {
+    pub kv_head: usize,
+    pub h0: usize,
+    pub group: usize,
+}
+
+/// Closed pages per block of [`seq_page_bounds`].
+const SEQ_BLOCK_PAGES: usize = 128;
+
+/// Length of the `rows` scratch [`seq_page_bounds`] needs for `closed` closed pages (to
+/// size it at plan time).
+pub fn seq_bounds_rows_len(closed: usize, num_kv_heads: usize, head_dim: usize) -> usize {
+    closed.div_ceil(SEQ_BLOCK_PAGES) * 2 * num_kv_heads * head_dim
+}
+
+/// How far ahead of the statistics rows being read [`seq_page_bounds`] prefetches.
+const SEQ_PREFETCH_BYTES: usize = 16 * 1024;
+
+/// The key-range bounds of every closed page for every task of one sequence in one walk
+/// over the pages: each page's min (and max) rows of all kv heads are one contiguous
+/// `[H_kv, D]` block, read once for all tasks, with a steady prefetch (into L2) of the rows
+/// a fixed distance down the page list. `out[t · closed + i]` gets task `t`'s bound of
+/// closed page `i`, bit-identical to [`page_bounds`] (same rows, same [`box_bound`], same
+/// ALiBi term, group maximum). `q_scaled` is the sequence's `[H, D]`, `slopes` its `[H]`.
+/// Blocks of pages run in parallel; every value is computed by one thread, so nothing
+/// depends on the thread count. `rows` is scratch (grown, never shrunk). Returns the
+/// statistics bytes read.
+pub fn seq_page_bounds(
+    cache: &crate::cache::PagedKvCache,
+    seq: crate::cache::SeqView<'_>,
+    tasks: &[TaskHeads],
+    q_scaled: &[f32],
+    slopes: &[f32],
+    out: &mut Vec<f32>,
+    rows: &mut Vec<f32>,
+) -> usize {
+    let (hkv, d, ps) = (cache.num_kv_heads(), cache.head_dim(), cache.page_size());
+    let closed = seq.pages.len().saturating_sub(1);
+    let nt = tasks.len();
+    if out.len() < nt * closed {
+        out.resize(nt * closed, 0.0);
+    }
+    let nb = closed.div_ceil(SEQ_BLOCK_PAGES);
+    let row = 2 * hkv * d;
+    if rows.len() < nb * row {
+        rows.resize(nb * row, 0.0);
+    }
+    let q_pos = (seq.len as f64 - 1.0) as f32;
+    let shared = crate::attention::cpu::SharedMut::new(&mut out[..nt * closed]);
+    crate::with_stats!(cache.stats(), |a| {
+        let (kmin, kmax) = (&a[Stat::Min as usize], &a[Stat::Max as usize]);
+        let elem = std::mem::size_of_val(&kmin[0]);
+        let ahead = (SEQ_PREFETCH_BYTES / (2 * hkv * d * elem)).max(1);
+        let run = |b: usize, buf: &mut [f32]| {
+            let (lo, hi) = buf.split_at_mut(hkv * d);
+            for i in b * SEQ_BLOCK_PAGES..((b + 1) * SEQ_BLOCK_PAGES).min(closed) {
+                if let Some(&next) = seq.pages.get(i + ahead) {
+                    let nb = cache.stats_offset(next, 0);
+                    prefetch_l2(&kmin[nb..nb + hkv * d]);
+                    prefetch_l2(&kmax[nb..nb + hkv * d]);
+                }
+                let base = cache.stats_offset(seq.pages[i], 0);
+                let last_pos = (i * ps + ps - 1) as f32;
+                #[cfg(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "f16c"
+                ))]
+                if d.is_multiple_of(8) {
+                    // The rows stay in their storage type, widened in registers.
+                    let (mn, mx) = (&kmin[base..base + hkv * d], &kmax[base..base + hkv * d]);
+                    for (t, th) in tasks.iter().enumerate() {
+                        let (l, h) = (
+                            &mn[th.kv_head * d..(th.kv_head + 1) * d],
+                            &mx[th.kv_head * d..(th.kv_head + 1) * d],
+                        );
+                        let mut best = f32::NEG_INFINITY;
+                        for hh in th.h0..th.h0 + th.group {
+                            let q = &q_scaled[hh * d..(hh + 1) * d];
+                            let u = box_bound_typed(q, l, h, lo) + slopes[hh] * (last_pos - q_pos);
+                            best = best.max(u);
+                        }
+                        // SAFETY: as below.
+                        unsafe { *shared.at(t * closed + i) = best };
+                    }
+                    continue;
+                }
+                crate::dtype::KvElem::slice_to_f32(&kmin[base..base + hkv * d], lo);
+                crate::dtype::KvElem::slice_to_f32(&kmax[base..base + hkv * d], hi);
+                for (t, th) in tasks.iter().enumerate() {
+                    let (l, h) = (
+                        &lo[th.kv_head * d..(th.kv_head + 1) * d],
+                        &hi[th.kv_head * d..(th.kv_head + 1) * d],
+                    );
+                    let mut best = f32::NEG_INFINITY;
+                    for hh in th.h0..th.h0 + th.group {
+                        let q = &q_scaled[hh * d..(hh + 1) * d];
+                        let u = box_bound(q, l, h) + slopes[hh] * (last_pos - q_pos);
+                        best = best.max(u);
+                    }
+                    // SAFETY: t < nt and i < closed: inside `out`; blocks write disjoint
+                    // page ranges and nothing reads `out` during the walk.
+                    unsafe { *shared.at(t * closed + i) = best };
+                }
+            }
+        };
+        if nb > 1 {
+            rows[..nb * row]
+                .par_chunks_mut(row)
+                .enumerate()
+                .for_each(|(b, buf)| run(b, buf));
+        } else if nb == 1 {
+            run(0, &mut rows[..row]);
+        }
+    });
+    closed * 2 * hkv * cache.stats().row_bytes(d)
+}
+
+/// Prefetches `data` into L2, one line per 64 bytes.
+#[inline(always)]
+fn prefetch_l2<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let bytes = std::mem::size_of_val(data);
+        let base = data.as_ptr() as *const i8;
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: prefetch never faults and `off` stays inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// [`box_bound`] of rows in their storage type (`lo.len() == hi.len() == q.len()`, a
+/// multiple of 8), bit for bit: eight lanes in registers, each lane's products and maxima
+/// added chunk after chunk as `box_bound`'s `acc[j]`, then its reduction tree. Where the
+/// SIMD maximum and `f32::max` could disagree (a NaN product) the result is NaN and the
+/// bound is recomputed by `box_bound` on rows widened into `buf` (length ≥ 2·D).
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "f16c"
+))]
+#[inline(always)]
+fn box_bound_typed<T: KvElem>(q: &[f32], lo: &[T], hi: &[T], buf: &mut [f32]) -> f32 {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn load8<T: KvElem>(p: *const T) -> __m256 {
+        match T::DTYPE {
+            crate::dtype::DType::F32 => _mm256_loadu_ps(p.cast::<f32>()),
+            crate::dtype::DType::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())),
+            crate::dtype::DType::Bf16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast::<__m128i>())),
+            )),
+        }
+    }
+    let d = q.len();
+    debug_assert!(d.is_multiple_of(8) && lo.len() >= d && hi.len() >= d);
+    // SAFETY: every load reads 8 elements at c < d, inside the three slices (the element
+    // type matches `T::DTYPE`: KvElem is implemented for f32, f16 and bf16 only).
+    let u = unsafe {
+        let mut acc = _mm256_setzero_ps();
+        let mut c = 0;
+        while c < d {
+            let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+            let a = _mm256_mul_ps(qv, load8(lo.as_ptr().add(c)));
+            let b = _mm256_mul_ps(qv, load8(hi.as_ptr().add(c)));
+            // max(a, b) as f32::max unless a is NaN (then NaN: recomputed below).
+            acc = _mm256_add_ps(acc, _mm256_max_ps(b, a));
+            c += 8;
+        }
+        // ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)).
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+        let h = _mm_hadd_ps(s4, s4);
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
+    };
+    if u.is_nan() {
+        let (l, r) = buf[..2 * d].split_at_mut(d);
+        T::slice_to_f32(&lo[..d], l);
+        T::slice_to_f32(&hi[..d], r);
+        return box_bound(q, l, r);
+    }
+    u
 }
