@@ -239,8 +239,9 @@ pub struct Decoder {
     /// rows scratch: one walk over the statistics serves every task.
     topk_tasks: Vec<TaskHeads>,
     topk_bounds: Vec<(Vec<f32>, Vec<f32>)>,
-    /// [`Method::TopK`] with one task per kv head (G = 1 or shared page sets): one
-    /// page-major walk over the union of the kv heads' kept pages per sequence.
+    /// [`Method::TopK`] and [`Method::Gaussian`] with one task per kv head (G = 1 or shared
+    /// page sets): one page-major walk over the union of the kv heads' kept pages per
+    /// sequence.
     sparse: Vec<SparseWorkspace>,
     /// [`Method::Certified`]: the tasks of one sequence for the page-major bound pass
     /// (capacity planned; refilled every step).
@@ -350,8 +351,10 @@ impl Decoder {
         } else {
             Vec::new()
         };
-        // One task per kv head: the union walk serves the attention.
-        let union = is_topk && per_b == hkv && hkv <= 64;
+        // One task per kv head: the union walk serves the attention (top-k and Gaussian
+        // selections; τ̂ of the latter feeds the fixed and corrected τ modes).
+        let is_gaussian = matches!(cfg.method, Method::Gaussian(_));
+        let union = (is_topk || is_gaussian) && per_b == hkv && hkv <= 64;
         let sparse = if union {
             (0..batch)
                 .map(|_| SparseWorkspace::new(h, hkv, max_tokens.max(1), ps, d))

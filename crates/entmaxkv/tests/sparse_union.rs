@@ -280,3 +280,91 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The decoder's Gaussian step (one task per kv head: the union walk) against the
+    /// per-task group kernel on the same selection: same pages, τ and support bit for bit,
+    /// outputs to f32 summation order; the exact, fixed and corrected τ modes.
+    #[test]
+    fn union_walk_serves_gaussian_selection(
+        alpha in prop_oneof![Just(4.0 / 3.0), Just(1.5), Just(2.0)],
+        hkv in 1usize..3,
+        group in 1usize..3,
+        shared in any::<bool>(),
+        robust in any::<bool>(),
+        mode in prop_oneof![Just(TauMode::Exact), Just(TauMode::Fixed), Just(TauMode::Corrected(2))],
+        lens in prop::collection::vec(1usize..3000, 1..3),
+        seed in any::<u64>(),
+    ) {
+        use entmaxkv::selection::gaussian::{self, Criterion, GaussianOpts};
+        let (h, d, ps) = (hkv * group, 32, 16);
+        let mut syn = Synth::new(seed);
+        let prob = syn.problem(Workload::Iid, &lens, h, hkv, d);
+        let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
+        let cfg = CacheConfig::new(hkv, d, pages).with_kv_dtype(DType::F16);
+        let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+        let params = AttentionParams::new(h, alpha);
+        let max_len = *lens.iter().max().unwrap();
+        let opts = if robust {
+            GaussianOpts::default().with_criterion(Criterion::Robust)
+        } else {
+            GaussianOpts::default()
+        };
+        let gqa = if shared { GqaMode::Shared } else { GqaMode::PerHead };
+        let dcfg = DecodeConfig::new(params.clone(), Method::Gaussian(opts.clone()))
+            .with_gqa(gqa)
+            .with_tau_mode(mode);
+        let mut dec = Decoder::new(&cache, ids.len(), max_len, dcfg).unwrap();
+        let mut out = vec![0.0; prob.q.len()];
+        let rep = dec.step(&cache, &ids, &prob.q, &mut out).unwrap().clone();
+
+        let scale = params.scale_for(d);
+        let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
+        let slopes: Vec<f32> = (0..h).map(|i| params.slope(i)).collect();
+        let geom = PoolGeometry { num_kv_heads: hkv, page_size: ps, head_dim: d };
+        let tg = if shared { group } else { 1 };
+        for (b, &id) in ids.iter().enumerate() {
+            let seq = cache.seq(id).unwrap();
+            for h0 in (0..h).step_by(tg) {
+                let ctx = SelectionContext {
+                    cache: &cache,
+                    seq,
+                    kv_head: h0 / group,
+                    q_scaled: &qs[(b * h + h0) * d..(b * h + h0 + tg) * d],
+                    slopes: &slopes[h0..h0 + tg],
+                    alpha,
+                };
+                let mut scratch = SelectScratch::new(seq.pages.len(), d);
+                let mut sel = Selection::with_capacity(seq.pages.len(), tg);
+                gaussian::select(&ctx, &opts, &mut scratch, &mut sel).unwrap();
+                let task = GroupTask {
+                    kv_head: h0 / group,
+                    pages: &sel.pages,
+                    q_scaled: ctx.q_scaled,
+                    slopes: ctx.slopes,
+                    q_pos: seq.len as f32 - 1.0,
+                    tau_hat: if mode == TauMode::Exact { None } else { Some(&sel.tau_hat) },
+                };
+                let mut ws = Workspace::new(tg, seq.len, ps, d);
+                let mut gout = vec![0.0f32; tg * d];
+                let mut res = vec![HeadResult::default(); tg];
+                with_kv!(cache.kv(), |k, v| {
+                    attend_group(k, v, geom, &task, alpha, mode, &mut ws, &mut gout, &mut res)
+                }).unwrap();
+                for hg in 0..tg {
+                    let hh = h0 + hg;
+                    let r = rep.heads[b * h + hh];
+                    prop_assert_eq!(r.pages_kept as usize, sel.pages.len());
+                    prop_assert_eq!(r.tau.to_bits(), res[hg].tau.to_bits(), "tau of head {} ({:?})", hh, mode);
+                    prop_assert_eq!(r.support, res[hg].support);
+                    let row = (b * h + hh) * d;
+                    let want: Vec<f64> = gout[hg * d..(hg + 1) * d].iter().map(|&x| x as f64).collect();
+                    let m = compare(&out[row..row + d], &want).unwrap();
+                    prop_assert!(m.rel <= 2e-6, "head {} ({:?}) rel vs group kernel {}", hh, mode, m.rel);
+                }
+            }
+        }
+    }
+}
