@@ -63,6 +63,10 @@ pub struct EvalArgs {
         default_value = "dense-softmax,topk-softmax@0.125,topk-softmax@0.0625,dense-entmax,topk@0.125,gaussian-robust"
     )]
     pub methods: Vec<String>,
+    /// Sparse selection over a GQA group: `per-head` (each query head its own pages, the
+    /// original's semantics) or `shared` (one page set per kv head, read once for the group).
+    #[arg(long, default_value = "per-head", value_parser = crate::bench::parse_gqa)]
+    pub gqa: GqaMode,
     /// α of the entmax (non-softmax) methods.
     #[arg(long, default_value_t = 1.5)]
     pub alpha: f64,
@@ -284,7 +288,7 @@ fn backend(
 ) -> Result<EntmaxKvAttention> {
     let cfg = run
         .spec
-        .config(run.alpha, shape.n_heads, GqaMode::PerHead, None);
+        .config(run.alpha, shape.n_heads, a.gqa, None);
     let mut opts = EntmaxKvOptions::new(a.kv_dtype, max_tokens);
     opts.dense_layers = a.dense_layers.clone();
     Ok(EntmaxKvAttention::new(shape, cfg, opts)?)
