@@ -286,9 +286,7 @@ fn backend(
     a: &EvalArgs,
     max_tokens: usize,
 ) -> Result<EntmaxKvAttention> {
-    let cfg = run
-        .spec
-        .config(run.alpha, shape.n_heads, a.gqa, None);
+    let cfg = run.spec.config(run.alpha, shape.n_heads, a.gqa, None);
     let mut opts = EntmaxKvOptions::new(a.kv_dtype, max_tokens);
     opts.dense_layers = a.dense_layers.clone();
     Ok(EntmaxKvAttention::new(shape, cfg, opts)?)
