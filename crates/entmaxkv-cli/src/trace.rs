@@ -445,6 +445,7 @@ fn selected_pages(
     alpha: f64,
     method: &Method,
     pinned: (usize, usize),
+    scoring: topk::TopkScoring,
     scratch: &mut SelectScratch,
 ) -> Result<Option<Vec<PageRef>>> {
     let view = cache.seq(seq)?;
@@ -464,7 +465,9 @@ fn selected_pages(
                 (0..view.pages.len()).map(|i| ctx.page_ref(i)).collect(),
             ));
         }
-        Method::TopK(b) => topk::select_pinned(&ctx, *b, pinned.0, pinned.1, scratch, &mut sel)?,
+        Method::TopK(b) => {
+            topk::select_scored(&ctx, *b, pinned.0, pinned.1, scoring, scratch, &mut sel)?
+        }
         Method::Gaussian(o) => gaussian::select(&ctx, o, scratch, &mut sel)?,
         Method::Certified => return Ok(None),
     }
@@ -569,6 +572,7 @@ pub fn eval(a: &TraceEvalArgs) -> Result<TraceEvalResult> {
                                 alpha,
                                 &cfg.method,
                                 (cfg.sink_pages, cfg.recent_pages),
+                                cfg.topk_scoring,
                                 &mut scratch,
                             )?;
                             let hr = rep.heads[hh];
@@ -831,6 +835,7 @@ fn sink_case(
             alpha,
             &Method::Gaussian(o),
             (0, 0),
+            topk::TopkScoring::Box,
             sc,
         )?;
         Ok(pages.is_some_and(|p| p.first().is_some_and(|r| r.start == 0)))
