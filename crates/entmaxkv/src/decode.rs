@@ -232,8 +232,6 @@ pub struct Decoder {
     /// [`Method::Dense`]: one page-major workspace per sequence (the tasks then hold none):
     /// a walk over the pages reads each page's K/V for all kv heads as one block.
     stream: Vec<StreamWorkspace>,
-    /// The last step ran the dense kernel (every page kept).
-    dense_step: bool,
     /// [`Method::TopK`]: the heads of each task of a sequence (the same for every
     /// sequence), and per sequence the page-major bounds `[tasks, closed]` with their
     /// rows scratch: one walk over the statistics serves every task.
@@ -384,7 +382,6 @@ impl Decoder {
             } else {
                 Vec::new()
             },
-            dense_step: false,
             cfg,
         })
     }
@@ -590,7 +587,6 @@ impl Decoder {
                 .tasks
                 .iter()
                 .all(|t| view(t.b).is_ok_and(|s| t.selection.pages.len() == s.pages.len()));
-        self.dense_step = all_kept;
         if all_kept {
             let per_b = self.tasks.len() / self.batch;
             with_kv!(cache.kv(), |k, v| {
@@ -756,7 +752,7 @@ impl Decoder {
             }
             let kept_tokens: u64 = t.selection.pages.iter().map(|p| p.len as u64).sum();
             bytes.meta += t.selection.meta_bytes as u64;
-            if !self.dense_step || t.h0 % g == 0 {
+            if !all_kept || t.h0 % g == 0 {
                 // Dense reads each K row once per kv head, whatever the GQA mode.
                 bytes.k += kept_tokens * d as u64 * kv_elem;
             }

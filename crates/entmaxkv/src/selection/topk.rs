@@ -175,15 +175,9 @@ pub fn select_scored(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
-    out.reset(ctx.group());
-    let closed = ctx.closed_pages();
-    let k = budget.pages(closed, ctx.cache.page_size());
-    if k >= closed {
-        for i in 0..ctx.seq.pages.len() {
-            out.pages.push(ctx.page_ref(i));
-        }
+    let Some(k) = ranked_pages(ctx, budget, out) else {
         return Ok(());
-    }
+    };
     out.meta_bytes = match scoring {
         TopkScoring::Box => page_bounds(ctx, scratch),
         s => super::topk_sketch::page_scores(ctx, s, scratch),
@@ -205,15 +199,10 @@ pub fn select_from_bounds(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
-    out.reset(ctx.group());
-    let closed = ctx.closed_pages();
-    let k = budget.pages(closed, ctx.cache.page_size());
-    if k >= closed {
-        for i in 0..ctx.seq.pages.len() {
-            out.pages.push(ctx.page_ref(i));
-        }
+    let Some(k) = ranked_pages(ctx, budget, out) else {
         return Ok(());
-    }
+    };
+    let closed = ctx.closed_pages();
     scratch.scored.clear();
     scratch.scored.extend(
         bounds[..closed]
@@ -224,6 +213,21 @@ pub fn select_from_bounds(
     out.meta_bytes = meta_bytes;
     rank_scored(ctx, k, sinks, recent, scratch, out);
     Ok(())
+}
+
+/// Resets `out`; when the budget covers every closed page, keeps them all (and the last
+/// page) and returns None, else returns the number of closed pages to rank.
+fn ranked_pages(ctx: &SelectionContext<'_>, budget: Budget, out: &mut Selection) -> Option<usize> {
+    out.reset(ctx.group());
+    let closed = ctx.closed_pages();
+    let k = budget.pages(closed, ctx.cache.page_size());
+    if k >= closed {
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return None;
+    }
+    Some(k)
 }
 
 /// Keeps the `k` best of `scratch.scored` (pinned pages first), in token order, then the
