@@ -2,8 +2,10 @@
 """Dense softmax decode baseline: torch scaled_dot_product_attention, fp16, one query token.
 
 Times the same shapes as `entmaxkv bench --device cuda` with the same protocol (the L2 cache
-flushed before every call, CUDA events around the call only, median of many calls) and writes
-JSON that the bench merges with `--sdpa-json`:
+flushed before every call, the call replayed from a CUDA graph as our steps are, CUDA events
+around the replay only, median of many calls) and writes JSON that the bench merges with
+`--sdpa-json`. The graph keeps Python's dispatch time out of the measurement (timed eagerly,
+a slow host adds its launch latency to the median); `--eager` times plain calls instead.
 
     python3 bench/sdpa_baseline.py --contexts 32K,128K,1M --batch 1 --heads 8 --kv-heads 8 \
         --head-dim 64 --json sdpa.json
@@ -32,6 +34,7 @@ def main():
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-flush", action="store_true", help="do not flush L2 between calls")
+    ap.add_argument("--eager", action="store_true", help="time plain calls, not a CUDA graph replay")
     ap.add_argument("--json", default=None)
     ap.add_argument("--append", action="store_true", help="append to an existing --json file")
     a = ap.parse_args()
@@ -66,6 +69,26 @@ def main():
         for _ in range(a.warmup):
             call()
         torch.cuda.synchronize()
+        run = call
+        graphed = False
+        if not a.eager:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        call()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    call()
+                run = graph.replay
+                graphed = True
+                for _ in range(a.warmup):
+                    run()
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001
+                print(f"graph capture failed ({e}); timing plain calls", file=sys.stderr)
         times = []
         e0 = torch.cuda.Event(enable_timing=True)
         e1 = torch.cuda.Event(enable_timing=True)
@@ -73,7 +96,7 @@ def main():
             if not a.no_flush:
                 flush.zero_()
             e0.record()
-            call()
+            run()
             e1.record()
             e1.synchronize()
             times.append(e0.elapsed_time(e1))
@@ -93,10 +116,11 @@ def main():
             "device": props.name,
             "torch": torch.__version__,
             "l2_flushed": not a.no_flush,
+            "graph": graphed,
         }
         rows.append(row)
         print(f"sdpa B{a.batch} H{a.heads}/{kvh} D{a.head_dim} ctx {ctx}: {med:.4f} ms "
-              f"(min {times[0]:.4f}, {row['kv_gbs']:.0f} GB/s K+V, {backend})", flush=True)
+              f"(min {times[0]:.4f}, {row['kv_gbs']:.0f} GB/s K+V, {backend}{', graph' if graphed else ''})", flush=True)
         del q, k, v
         torch.cuda.empty_cache()
     if a.json:

@@ -654,8 +654,11 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
     __shared__ double s_pw[HIST_BINS + 1];
     float* d_buf = reinterpret_cast<float*>(dyn);
     u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
-    for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
-        s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
+    // The (k/HIST_BINS)^β table of the general bracket (the integer one needs none).
+    const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
+    if (!poly)
+        for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
+            s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
     const bool prof = p.prof && task == 0 && threadIdx.x == 0;
 #define TAIL_STAMP(k) \
     if (prof && g == 0) p.prof[k] = clock64();
@@ -690,7 +693,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         }
         __syncthreads();
         TAIL_STAMP(2)
-        if (p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13)
+        if (poly)
             hist_bracket_poly(s_hist, p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3), s_br);
         else
             hist_bracket(s_hist, s_pw, s_br);
