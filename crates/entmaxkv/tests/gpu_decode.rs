@@ -324,16 +324,28 @@ fn check_gaussian(
                 let i = slot as usize;
                 let mut nearest = f64::INFINITY;
                 for hg in 0..tg {
+                    // With ALiBi the selector left μ_p shifted to the page centre; the head
+                    // moments use the unshifted values, the page test adds the half width.
+                    let slope = ctx.slopes[hg] as f64;
+                    let half = (c.ps as f64 - 1.0) / 2.0;
+                    let bias = |j: usize| {
+                        if slope != 0.0 {
+                            slope * ((j * c.ps) as f64 + half - ctx.q_pos())
+                        } else {
+                            0.0
+                        }
+                    };
+                    let bhw = if slope != 0.0 && opts.alibi_within_page { slope.abs() * half } else { 0.0 };
                     let mu = &scratch.mu[hg * closed..(hg + 1) * closed];
                     let sd = &scratch.sd[hg * closed..(hg + 1) * closed];
                     let n = closed as f64;
-                    let mg = mu.iter().sum::<f64>() / n;
-                    let vg = mu.iter().map(|m| (m - mg) * (m - mg)).sum::<f64>() / n
+                    let mg = (0..closed).map(|j| mu[j] - bias(j)).sum::<f64>() / n;
+                    let vg = (0..closed).map(|j| (mu[j] - bias(j) - mg).powi(2)).sum::<f64>() / n
                         + sd.iter().map(|s| s * s).sum::<f64>() / n;
                     let q = if vg.sqrt() < 1.5 { 0.99 } else { 0.995 };
                     let z = page_max_quantile_z(q, c.ps).unwrap();
                     let floor = scratch.head[2 * hg + 1];
-                    let gap = (a * (mu[i] + z * sd[i]) - floor).abs() / floor.abs().max(1.0);
+                    let gap = (a * (mu[i] + bhw + z * sd[i]) - floor).abs() / floor.abs().max(1.0);
                     nearest = nearest.min(gap);
                 }
                 assert!(
@@ -571,13 +583,7 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
         Err(Error::Unsupported { .. })
     ));
     let dflt = Method::Gaussian(GaussianOpts::default());
-    for cfg in [
-        DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt.clone()),
-        DecodeConfig::new(
-            bt.cfg.attention.clone().with_alibi(vec![0.5; c.heads]),
-            dflt.clone(),
-        ),
-    ] {
+    for cfg in [DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt.clone())] {
         assert!(matches!(
             GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg),
             Err(Error::Unsupported { .. })
@@ -595,8 +601,9 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
 }
 
 /// Gaussian-aware selection (original criterion, exact τ) on the GPU against the CPU
-/// selector and pipeline: α 4/3, 1.5, 2; GQA off, per-head and shared; lengths at and
-/// around page boundaries, one page only, and a 20K-token context.
+/// selector and pipeline: α 4/3, 1.5, 2; GQA off, per-head and shared, with and without
+/// ALiBi (the page-mixture τ̂); lengths at and around page boundaries, one page only, and a
+/// 20K-token context.
 #[test]
 fn gaussian_selection_matches_cpu() {
     if common::gpu_or_skip("gaussian_selection_matches_cpu").is_none() {
@@ -605,15 +612,19 @@ fn gaussian_selection_matches_cpu() {
     let g = Method::Gaussian(GaussianOpts::default());
     let mut worst = (0.0f64, 0.0f64);
     for alpha in [1.5, 2.0, 4.0 / 3.0] {
-        for (hkv, heads, gqa) in [
-            (2, 2, GqaMode::PerHead),
-            (2, 8, GqaMode::PerHead),
-            (2, 8, GqaMode::Shared),
+        // ALiBi: the page-mixture τ̂ (gauss_mix), shifted page tests.
+        for (hkv, heads, gqa, alibi) in [
+            (2, 2, GqaMode::PerHead, false),
+            (2, 8, GqaMode::PerHead, false),
+            (2, 8, GqaMode::Shared, false),
+            (2, 8, GqaMode::PerHead, true),
+            (2, 8, GqaMode::Shared, true),
         ] {
             let mut c = Case::new(DType::F16, alpha, g.clone());
             c.hkv = hkv;
             c.heads = heads;
             c.gqa = gqa;
+            c.alibi = alibi;
             c.lens = vec![1, 16, 17, 32, 300, 1000, 4096, 20_000];
             c.seed = 11;
             let w = check(&c);
@@ -756,15 +767,17 @@ fn gaussian_fixed_and_corrected_tau_match_cpu() {
     let g = Method::Gaussian(GaussianOpts::default());
     let mut seed = 900;
     for mode in [TauMode::Fixed, TauMode::Corrected(1), TauMode::Corrected(3)] {
-        for (alpha, heads, gqa) in [
-            (1.5, 2, GqaMode::PerHead),
-            (2.0, 8, GqaMode::Shared),
-            (4.0 / 3.0, 2, GqaMode::PerHead),
+        for (alpha, heads, gqa, alibi) in [
+            (1.5, 2, GqaMode::PerHead, false),
+            (2.0, 8, GqaMode::Shared, false),
+            (4.0 / 3.0, 2, GqaMode::PerHead, false),
+            (1.5, 8, GqaMode::PerHead, true),
         ] {
             seed += 1;
             let mut c = Case::new(DType::F16, alpha, g.clone());
             c.heads = heads;
             c.gqa = gqa;
+            c.alibi = alibi;
             c.tau_mode = mode;
             c.lens = vec![1, 16, 17, 300, 1000, 4096, 20_000];
             c.seed = seed;

@@ -467,6 +467,7 @@ impl ModuleKey {
                 "topk_score",
                 "topk_select",
                 "gauss_moments",
+                "gauss_mix",
                 "gauss_count",
                 "gauss_pack",
                 "attn_entmax_scores",

@@ -164,11 +164,11 @@ fn alpha_code(alpha: f64) -> i32 {
 
 impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
-    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`], any α ≥ 1,
-    /// [`Method::Certified`] for α > 1 (any sketch width whose rows are whole 4-byte words),
-    /// and
-    /// [`Method::Gaussian`] with the original criterion, no ALiBi, α ∈ {4/3, 1.5, 2} and the
-    /// exact τ mode (anything else is [`Error::Unsupported`]).
+    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box page
+    /// scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
+    /// whole 4-byte words), and [`Method::Gaussian`] with the original criterion at
+    /// α ∈ {4/3, 1.5, 2} (with or without ALiBi; exact, fixed or corrected τ) and at α = 1
+    /// (every page kept, as on the CPU). Anything else is [`Error::Unsupported`].
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],
@@ -211,12 +211,18 @@ impl GpuDecoder {
                 }
                 Some(*b)
             }
+            // Softmax with the original criterion keeps every page (selection/gaussian: no
+            // threshold to predict, nothing droppable): the dense softmax step.
+            Method::Gaussian(o)
+                if cfg.attention.alpha == 1.0 && o.criterion == Criterion::Original =>
+            {
+                o.validate(OP)?;
+                None
+            }
             Method::Gaussian(o) => {
                 o.validate(OP)?;
                 let why = if o.criterion != Criterion::Original {
                     Some("the robust Gaussian criterion")
-                } else if cfg.attention.alibi_slopes.is_some() {
-                    Some("Gaussian selection with ALiBi (the page mixture)")
                 } else if ![2, 13, 15].contains(&alpha_code(cfg.attention.alpha)) {
                     Some("Gaussian selection for alpha other than 4/3, 1.5 and 2")
                 } else {
@@ -491,6 +497,8 @@ impl GpuDecoder {
                     head_floor: salloc(batch * heads * 8)?,
                     head_z: salloc(batch * heads * 8)?,
                     task_bad: salloc(tasks * 4)?,
+                    slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
+                    tau_mix: salloc(batch * heads * 8)?,
                     a: alpha - 1.0,
                     zp_low,
                     zp_high,
@@ -513,6 +521,8 @@ impl GpuDecoder {
                     n_part: n_part as i32,
                     spc: GAUSS_SPC as i32,
                     nsel: nsel as i32,
+                    has_alibi: slopes.is_some() as i32,
+                    within_page: o.alibi_within_page as i32,
                 };
                 Some(GaussPlan {
                     params,
@@ -797,6 +807,9 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &'static [&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            Stage::Selection if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) => {
+                &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"]
+            }
             Stage::Selection if self.gauss.is_some() => {
                 &["gauss_moments", "gauss_count", "gauss_pack"]
             }
@@ -844,9 +857,12 @@ impl GpuDecoder {
                         launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
                     }
                 }
-                "gauss_moments" | "gauss_count" | "gauss_pack" => {
+                "gauss_moments" | "gauss_mix" | "gauss_count" | "gauss_pack" => {
                     let t = self.gauss.as_ref().expect("Gaussian plan");
-                    if name == "gauss_moments" {
+                    if name == "gauss_mix" {
+                        let g = ((self.seqs.len() * self.heads) as u32, 1, 1);
+                        launch(m.func(name), g, BLOCK, 0, s, &t.params)
+                    } else if name == "gauss_moments" {
                         let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
                         launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
                     } else {

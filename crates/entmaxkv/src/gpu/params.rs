@@ -80,6 +80,8 @@ pub(crate) struct GaussParams {
     pub head_floor: u64,
     pub head_z: u64,
     pub task_bad: u64,
+    pub slopes: u64,
+    pub tau_mix: u64,
     pub a: f64,
     pub zp_low: f64,
     pub zp_high: f64,
@@ -102,6 +104,8 @@ pub(crate) struct GaussParams {
     pub n_part: i32,
     pub spc: i32,
     pub nsel: i32,
+    pub has_alibi: i32,
+    pub within_page: i32,
 }
 
 #[repr(C)]

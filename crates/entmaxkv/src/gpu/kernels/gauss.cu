@@ -1,5 +1,5 @@
-// Gaussian-aware page selection on the device (selection/gaussian, original criterion, no
-// ALiBi), three launches, each spread over many CTAs per task:
+// Gaussian-aware page selection on the device (selection/gaussian, original criterion), three
+// launches (four with ALiBi), each spread over many CTAs per task:
 //   gauss_moments  reads the mean and std rows of every closed page once per kv head, writes
 //                  μ_p, σ_p² of each query head of the group, and per CTA the partial sums of
 //                  the head moments (Σμ_p, Σσ_p², Σ(μ_p + 1.5σ_p), and Σ(μ_p − μ_cta)²);
@@ -8,6 +8,10 @@
 //                  τ̂ of the single Gaussian (one thread per head; every CTA gets the same
 //                  bits), applies the margins, and counts the kept pages of its chunk and
 //                  their clamp maxima; chunk 0 publishes τ̂ and the per-head floors;
+//   gauss_mix      (ALiBi only, before gauss_count) τ̂ of the per-page mixture of a head with a
+//                  nonzero slope, one CTA per head (selection/gaussian/model.rs: each page's
+//                  scores N(μ_p + bias_p, σ_p² + spread), bias at the page centre); gauss_count
+//                  takes it instead of the single-Gaussian τ̂;
 //   gauss_pack     every CTA sums the counts of the chunks before it and writes its kept
 //                  pages (ascending) into the slot-list format of the top-k path; chunk 0
 //                  appends the last page and applies the τ clamp.
@@ -31,6 +35,8 @@ struct GaussParams {
     double* head_floor;  // [B, H] selection floor (τ̂ minus the margins)
     double* head_z;      // [B, H] z of the page-max quantile
     int* task_bad;       // [tasks] 1: non-finite statistics, every page kept
+    const float* slopes; // [H] ALiBi slopes, or null
+    double* tau_mix;     // [B, H] τ̂ of the page mixture (ALiBi heads with a nonzero slope)
     double a;            // α − 1
     double zp_low;       // z of the page-max quantile when σ_g < 1.5
     double zp_high;      // ... when σ_g ≥ 1.5
@@ -53,7 +59,22 @@ struct GaussParams {
     int n_part;          // moments CTAs per (sequence, kv head): the partials' stride
     int spc;             // closed pages per selection chunk
     int nsel;            // selection chunks per task
+    int has_alibi;
+    int within_page;     // GaussianOpts::alibi_within_page
 };
+
+// ALiBi (SPEC §4.4): μ_p is kept unshifted in the workspace; each use adds the bias at the
+// page centre, slope·(i·ps + (ps − 1)/2 − q_pos), in f64 as the CPU does.
+__device__ __forceinline__ double head_slope(const GaussParams& p, int h) {
+    return p.has_alibi ? (double)p.slopes[h] : 0.0;
+}
+__device__ __forceinline__ double page_bias(const GaussParams& p, double slope, int i, double q_pos) {
+    return slope == 0.0 ? 0.0 : slope * ((double)i * p.page_size + 0.5 * (p.page_size - 1) - q_pos);
+}
+// Largest ALiBi offset inside a page from its centre: added to a page's likely maximum.
+__device__ __forceinline__ double bias_half_width(const GaussParams& p, double slope) {
+    return p.within_page ? fabs(slope) * 0.5 * (p.page_size - 1) : 0.0;
+}
 #ifdef EXPECT_GAUSS_SIZE
 static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout differs from Rust");
 #endif
@@ -145,13 +166,16 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
     __syncthreads();
     // Partial sums of this CTA's pages, per head (f64, fixed order).
     const int np = p1 - p0;
+    const double q_pos = (double)(len - 1);
     for (int g = 0; g < G; ++g) {
+        const double slope = head_slope(p, h0 + g);
         double sm = 0.0, sv = 0.0, st = 0.0;
         if ((int)threadIdx.x < np) {
             const double m = s_mv[(2 * g) * p.ppb + threadIdx.x], v = s_mv[(2 * g + 1) * p.ppb + threadIdx.x];
             sm = m;
             sv = v;
-            st = m + 1.5 * sqrt(v);
+            // The typical page maximum uses the shifted μ_p; μ_g and σ_g stay unshifted.
+            st = m + page_bias(p, slope, p0 + (int)threadIdx.x, q_pos) + 1.5 * sqrt(v);
         }
         block_sum3<BLOCK>(sm, sv, st);
         const double lm = sm / (double)np;
@@ -289,6 +313,7 @@ __device__ double gauss_block_max(double v) {
 
 struct GaussTask {
     int b, h0, closed, npages;
+    double q_pos;
 };
 
 __device__ __forceinline__ GaussTask gauss_task(const GaussParams& p, int task) {
@@ -299,6 +324,7 @@ __device__ __forceinline__ GaussTask gauss_task(const GaussParams& p, int task) 
     const int len = p.seq_lens[p.rows[t.b]];
     t.npages = (len + p.page_size - 1) / p.page_size;
     t.closed = t.npages - 1;
+    t.q_pos = (double)(len - 1);
     return t;
 }
 
@@ -310,10 +336,185 @@ __device__ __forceinline__ bool gauss_keep(const GaussParams& p, const GaussTask
     bool keep = false;
     for (int g = 0; g < p.tg; ++g) {
         const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
-        const double m = p.mu[o], s = sqrt((double)p.sd[o]);
+        const double sl = head_slope(p, t.h0 + g);
+        const double m = (double)p.mu[o] + page_bias(p, sl, i, t.q_pos) + bias_half_width(p, sl);
+        const double s = sqrt((double)p.sd[o]);
         keep |= p.a * (m + z[g] * s) > floor_[g];
     }
     return keep;
+}
+
+// ---- τ̂ of the page mixture (ALiBi) ----
+
+// Running log-sum (max m, Σe^{w−m}, Σe^{w−m}·d) of the terms of F and F'/F.
+struct LogSum {
+    double m, s0, s1;
+};
+__device__ __forceinline__ void logsum_add(LogSum& a, double w, double d) {
+    if (!(w > gauss_ninf())) return;
+    if (w > a.m) {
+        const double sc = exp(a.m - w);
+        a.s0 *= sc;
+        a.s1 *= sc;
+        a.m = w;
+    }
+    const double e = exp(w - a.m);
+    a.s0 += e;
+    a.s1 += e * d;
+}
+__device__ __forceinline__ void logsum_merge(LogSum& a, const LogSum& b) {
+    if (!(b.m > gauss_ninf())) return;
+    if (!(a.m > gauss_ninf())) {
+        a = b;
+        return;
+    }
+    const double m = fmax(a.m, b.m);
+    const double ea = exp(a.m - m), eb = exp(b.m - m);
+    a.s0 = a.s0 * ea + b.s0 * eb;
+    a.s1 = a.s1 * ea + b.s1 * eb;
+    a.m = m;
+}
+
+// (ln F(τ), F'(τ)/F(τ)) of F(τ) = Σ_p ps·E[(aS_p − τ)_+^β], S_p ~ N(μ_p + bias_p, σ_p² +
+// spread), over the head's closed pages: every thread its pages in a fixed order, then a
+// fixed reduction tree (deterministic). Every thread gets the result.
+__device__ void mix_eval(const GaussParams& p, const float* mu, const float* var, int closed, double slope,
+                         double q_pos, double spread, double tau, double& h, double& h1) {
+    __shared__ LogSum red[BLOCK / 32];
+    const int k = p.kint;
+    const double ln_c = log((double)p.page_size);
+    LogSum acc = {gauss_ninf(), 0.0, 0.0};
+    for (int i = threadIdx.x; i < closed; i += BLOCK) {
+        const double m = (double)mu[i] + page_bias(p, slope, i, q_pos);
+        const double s = sqrt((double)var[i]);
+        const double sig = sqrt(s * s + spread);
+        const double sy = fmax(p.a * fmax(sig, 1e-6), 1e-10);  // tau/gaussian.rs Model::sigma_y
+        const double t = (p.a * m - tau) / sy;
+        double ln_mk, ratio;
+        gauss_mk_pair(k, t, ln_mk, ratio);
+        logsum_add(acc, ln_c + (double)k * log(sy) + ln_mk, -(double)k * ratio / sy);
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+        LogSum o;
+        o.m = __shfl_xor_sync(FULL_MASK, acc.m, off);
+        o.s0 = __shfl_xor_sync(FULL_MASK, acc.s0, off);
+        o.s1 = __shfl_xor_sync(FULL_MASK, acc.s1, off);
+        // Both lanes of a pair merge the same two values in the same order (lower lane
+        // first): every lane ends with the same bits.
+        if ((threadIdx.x & off) == 0) {
+            logsum_merge(acc, o);
+        } else {
+            logsum_merge(o, acc);
+            acc = o;
+        }
+    }
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = acc;
+    __syncthreads();
+    LogSum r = red[0];
+    for (int w = 1; w < BLOCK / 32; ++w) logsum_merge(r, red[w]);
+    __syncthreads();
+    h = r.m + log(r.s0);
+    h1 = r.s1 / r.s0;
+}
+
+// grid (B * H), block BLOCK; after gauss_moments. Heads without ALiBi or with slope 0 return.
+// Root of h(τ) = ln F(τ) = 0 (F decreasing from ∞ to 0): bracket by expansion from the
+// largest page centre a·max μ_p by r0 = σ_Y,max·(√(2 ln(n_tok + 1)) + 8) (the CPU's),
+// regula falsi start, then Newton safeguarded by bisection inside the bracket, to a step of
+// 1e-14 relative (the CPU stops at |Σp − 1| ≤ tau_tol: the same root to that tolerance).
+extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams p) {
+    __shared__ double s_red[2][BLOCK / 32];
+    const int bh = blockIdx.x;
+    const int b = bh / p.num_heads;
+    const double slope = head_slope(p, bh - b * p.num_heads);
+    if (slope == 0.0) return;
+    const int len = p.seq_lens[p.rows[b]];
+    const int closed = (len + p.page_size - 1) / p.page_size - 1;
+    const double nan = __longlong_as_double(0x7ff8000000000000LL);
+    if (closed <= 0) {
+        if (threadIdx.x == 0) p.tau_mix[bh] = nan;
+        return;
+    }
+    const float* mu = p.mu + (size_t)bh * p.ws_stride;
+    const float* var = p.sd + (size_t)bh * p.ws_stride;
+    const double q_pos = (double)(len - 1);
+    const double L = (double)p.page_size;
+    const double spread = p.within_page ? slope * slope * (L * L - 1.0) / 12.0 : 0.0;
+    // Center and scale of the bracket.
+    double cmax = gauss_ninf(), symax = 0.0;
+    bool finite = true;
+    for (int i = threadIdx.x; i < closed; i += BLOCK) {
+        const double m = (double)mu[i] + page_bias(p, slope, i, q_pos);
+        const double s = sqrt((double)var[i]);
+        finite &= isfinite(m) && isfinite(s);
+        cmax = fmax(cmax, p.a * m);
+        symax = fmax(symax, fmax(p.a * fmax(sqrt(s * s + spread), 1e-6), 1e-10));
+    }
+    finite = __syncthreads_and(finite);
+    for (int off = 16; off > 0; off >>= 1) {
+        cmax = fmax(cmax, __shfl_xor_sync(FULL_MASK, cmax, off));
+        symax = fmax(symax, __shfl_xor_sync(FULL_MASK, symax, off));
+    }
+    if ((threadIdx.x & 31) == 0) {
+        s_red[0][threadIdx.x >> 5] = cmax;
+        s_red[1][threadIdx.x >> 5] = symax;
+    }
+    __syncthreads();
+    cmax = s_red[0][0];
+    symax = s_red[1][0];
+    for (int w = 1; w < BLOCK / 32; ++w) {
+        cmax = fmax(cmax, s_red[0][w]);
+        symax = fmax(symax, s_red[1][w]);
+    }
+    __syncthreads();
+    if (!finite) {
+        if (threadIdx.x == 0) p.tau_mix[bh] = nan;
+        return;
+    }
+    const double total = (double)closed * L;
+    const double r0 = symax * (sqrt(2.0 * log(total + 1.0)) + 8.0);
+    double h, h1, step = r0;
+    double lo = cmax - step, h_lo;
+    mix_eval(p, mu, var, closed, slope, q_pos, spread, lo, h_lo, h1);
+    for (int tries = 0; !(h_lo >= 0.0) && tries < 1100 && isfinite(lo); ++tries) {
+        step = fmax(step, 4.0 * 2.220446049250313e-16 * fabs(lo));
+        lo -= step;
+        step *= 2.0;
+        mix_eval(p, mu, var, closed, slope, q_pos, spread, lo, h_lo, h1);
+    }
+    step = r0;
+    double hi = cmax + step, h_hi;
+    mix_eval(p, mu, var, closed, slope, q_pos, spread, hi, h_hi, h1);
+    for (int tries = 0; !(h_hi <= 0.0) && tries < 1100 && isfinite(hi); ++tries) {
+        step = fmax(step, 4.0 * 2.220446049250313e-16 * fabs(hi));
+        hi += step;
+        step *= 2.0;
+        mix_eval(p, mu, var, closed, slope, q_pos, spread, hi, h_hi, h1);
+    }
+    double tau = nan;
+    if (h_lo >= 0.0 && h_hi <= 0.0) {
+        if (h_lo == 0.0) {
+            tau = lo;
+        } else if (h_hi == 0.0) {
+            tau = hi;
+        } else {
+            tau = lo + (hi - lo) * h_lo / (h_lo - h_hi);
+            if (!(tau > lo && tau < hi)) tau = 0.5 * (lo + hi);
+            for (int it = 0; it < 200; ++it) {
+                mix_eval(p, mu, var, closed, slope, q_pos, spread, tau, h, h1);
+                if (h == 0.0 || !isfinite(h)) break;
+                if (h > 0.0) lo = tau;
+                else hi = tau;
+                double next = tau - h / h1;
+                if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
+                const bool done = fabs(next - tau) <= 1e-14 * fmax(fabs(tau), 1.0) ||
+                                  hi - lo <= 4.0 * 2.220446049250313e-16 * fmax(fabs(lo), fabs(hi));
+                tau = next;
+                if (done) break;
+            }
+        }
+    }
+    if (threadIdx.x == 0) p.tau_mix[bh] = tau;
 }
 
 // grid (nsel, tasks), block BLOCK.
@@ -365,7 +566,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
         } else {
             const double mu_g = sm / n;
             const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
-            const double th = gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p.a, p.kint);
+            // ALiBi heads with a slope: the page mixture's τ̂ (gauss_mix); NaN there (no
+            // bracket: statistics beyond f64) keeps every page, as non-finite sums do.
+            const bool mix = head_slope(p, t.h0 + tid) != 0.0;
+            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + tid]
+                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p.a, p.kint);
+            if (!isfinite(th)) s_bad = 1;
             const bool low = sigma_g < 1.5;
             const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
             const double d_sigma = smz * sigma_g;
@@ -408,9 +614,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
                     m[u] = i < end ? p.mu[hb + i] : 0.f;
                     v[u] = i < end ? p.sd[hb + i] : 0.f;
                 }
+                const double sl = head_slope(p, t.h0 + g), bhw = bias_half_width(p, sl);
 #pragma unroll
-                for (int u = 0; u < GU; ++u)
-                    keep[u] |= p.a * ((double)m[u] + s_z[g] * sqrt((double)v[u])) > s_floor[g];
+                for (int u = 0; u < GU; ++u) {
+                    const double mb = (double)m[u] + page_bias(p, sl, i0 + u * BLOCK + tid, t.q_pos) + bhw;
+                    keep[u] |= p.a * (mb + s_z[g] * sqrt((double)v[u])) > s_floor[g];
+                }
             }
         }
 #pragma unroll
@@ -420,7 +629,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
                 ++cnt;
                 for (int g = 0; g < p.tg; ++g) {
                     const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
-                    cap[g] = fmax(cap[g], (double)p.mu[o] + zc * sqrt((double)p.sd[o]));
+                    const double mb = (double)p.mu[o] + page_bias(p, head_slope(p, t.h0 + g), i, t.q_pos);
+                    cap[g] = fmax(cap[g], mb + zc * sqrt((double)p.sd[o]));
                 }
             }
         }
