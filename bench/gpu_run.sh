@@ -20,8 +20,8 @@ if [ -x fuzz/campaign.sh ]; then
   FUZZ_PID=$!
 fi
 el "tests"
-( timeout 120 ./gpu_cache --test-threads=4 2>&1; echo "gpu_cache rc=$?" ) > $OUT/tests.log
-( timeout 240 ./gpu_decode --test-threads=4 2>&1; echo "gpu_decode rc=$?" ) >> $OUT/tests.log
+( timeout 240 ./gpu_cache --test-threads=4 2>&1; echo "gpu_cache rc=$?" ) > $OUT/tests.log
+( timeout 300 ./gpu_decode --test-threads=4 2>&1; echo "gpu_decode rc=$?" ) >> $OUT/tests.log
 if [ -x gpu_oom ]; then ( timeout 60 ./gpu_oom 2>&1; echo "gpu_oom rc=$?" ) >> $OUT/tests.log; fi
 grep -E "^test |test result|rc=|panicked|worst" $OUT/tests.log | cut -c1-600 | tee -a $R
 el "check --device cuda"
@@ -31,7 +31,7 @@ el "sdpa"
 timeout 150 python3 sdpa_baseline.py --contexts 32K,64K,128K,256K,512K,1M --batch 1 --heads 8 --head-dim 64 --iters 50 --json $OUT/sdpa.json 2>&1 | tee -a $R
 timeout 60 python3 sdpa_baseline.py --contexts 128K --batch 8 --heads 32 --kv-heads 8 --head-dim 128 --iters 30 --json $OUT/sdpa.json --append 2>&1 | tee -a $R
 el "bench B1 8/8 D64"
-timeout 240 ./entmaxkv bench --device cuda --preset figure --contexts 32K,64K,128K,256K,512K,1M --methods dense-softmax,dense-entmax,topk,topk-softmax,gaussian-exact,certified --budget 0.125 --iters 30 --warmup 5 --sdpa-json $OUT/sdpa.json --json $OUT/bench_b1.json > $OUT/bench.log 2>&1
+timeout 240 ./entmaxkv bench --device cuda --preset figure --contexts 32K,64K,128K,256K,512K,1M --methods dense-softmax,dense-entmax,topk,topk-softmax,topk-softmax-sketchmass,gaussian-exact,certified --budget 0.125 --iters 30 --warmup 5 --sdpa-json $OUT/sdpa.json --json $OUT/bench_b1.json > $OUT/bench.log 2>&1
 el "bench B1 other alphas"
 timeout 100 ./entmaxkv bench --device cuda --preset figure --contexts 128K,1M --alpha 2,1.3333333333333333 --methods dense-entmax,topk,gaussian-exact,certified --budget 0.125 --iters 20 --warmup 3 --sdpa-json $OUT/sdpa.json --json $OUT/bench_alpha.json >> $OUT/bench.log 2>&1
 el "bench B8 32/8 D128"

@@ -465,6 +465,7 @@ impl ModuleKey {
                 "cache_append",
                 "cache_advance",
                 "topk_score",
+                "topk_sketch_score",
                 "topk_select",
                 "gauss_moments",
                 "gauss_mix",

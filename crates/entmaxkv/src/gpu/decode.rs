@@ -37,7 +37,7 @@ use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::selection::gaussian::{Criterion, GaussianOpts};
-use crate::selection::topk::Budget;
+use crate::selection::topk::{Budget, TopkScoring};
 use crate::selection::GqaMode;
 use crate::stats::sketch;
 use crate::tau::page_max_quantile_z;
@@ -164,8 +164,8 @@ fn alpha_code(alpha: f64) -> i32 {
 
 impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
-    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box page
-    /// scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
+    /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box or
+    /// sketch page scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
     /// whole 4-byte words), and [`Method::Gaussian`] with the original criterion at
     /// α ∈ {4/3, 1.5, 2} (with or without ALiBi; exact, fixed or corrected τ) and at α = 1
     /// (every page kept, as on the CPU). Anything else is [`Error::Unsupported`].
@@ -203,12 +203,6 @@ impl GpuDecoder {
             Method::Dense => None,
             Method::TopK(b) => {
                 b.validate(OP)?;
-                if cfg.topk_scoring != crate::selection::topk::TopkScoring::Box {
-                    return Err(Error::Unsupported {
-                        op: OP,
-                        what: "top-k with sketch page scores on the GPU is not implemented".into(),
-                    });
-                }
                 Some(*b)
             }
             // Softmax with the original criterion keeps every page (selection/gaussian: no
@@ -438,6 +432,14 @@ impl GpuDecoder {
                     has_alibi: slopes.is_some() as i32,
                     sinks: cfg.sink_pages.min(i32::MAX as usize) as i32,
                     recent: cfg.recent_pages.min(i32::MAX as usize) as i32,
+                    sketch: bufs.sketch.ptr(),
+                    scoring: match cfg.topk_scoring {
+                        TopkScoring::Box => 0,
+                        TopkScoring::Sketch => 1,
+                        TopkScoring::SketchMass => 2,
+                    },
+                    sketch_bits: ccfg.sketch_bits as i32,
+                    sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
                 };
                 Some(TopkPlan {
                     params,
@@ -849,7 +851,12 @@ impl GpuDecoder {
             match name {
                 "topk_score" | "topk_select" => {
                     let t = self.topk.as_ref().expect("top-k plan");
-                    if name == "topk_score" {
+                    if name == "topk_score" && t.params.scoring != 0 {
+                        // Sketch page scores: the scaled queries, then a weight row per warp.
+                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
+                        let smem = t.smem + (BLOCK as usize / 32) * self.d * 4;
+                        launch(m.func("topk_sketch_score"), g, BLOCK, smem, s, &t.params)
+                    } else if name == "topk_score" {
                         let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
                         launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
                     } else {
@@ -1127,6 +1134,10 @@ impl GpuDecoder {
                 };
                 if k < closed {
                     bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
+                    // Sketch page scores also read every closed page's sketch rows.
+                    if t.params.scoring != 0 {
+                        bytes.sketch += (closed * ps * t.params.sketch_rb as usize * self.hkv) as u64;
+                    }
                 }
             }
         }

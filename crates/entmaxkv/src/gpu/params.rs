@@ -43,6 +43,7 @@ pub(crate) struct TopkParams {
     pub keys: u64,
     pub lists: u64,
     pub list_counts: u64,
+    pub sketch: u64,
     pub budget_frac: f64,
     pub scale: f32,
     pub budget_mode: i32,
@@ -58,6 +59,9 @@ pub(crate) struct TopkParams {
     pub has_alibi: i32,
     pub sinks: i32,
     pub recent: i32,
+    pub scoring: i32,
+    pub sketch_bits: i32,
+    pub sketch_rb: i32,
 }
 
 #[repr(C)]

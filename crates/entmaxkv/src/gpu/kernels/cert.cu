@@ -141,16 +141,6 @@ __device__ __forceinline__ int sketch_dot4_int(const u32* row, const u32* pw) {
     return hi * 256 + lo;  // |.| <= 2^14·15·HEAD_DIM < 2^31
 }
 
-__device__ __forceinline__ float warp_sum_f(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
-    return v;
-}
-__device__ __forceinline__ float warp_max_f(float v) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
-    return v;
-}
 
 // grid (nch, tasks), block BLOCK, dynamic smem 2 * TG * caprows * 4 bytes.
 extern "C" __global__ void __launch_bounds__(BLOCK, 3) cert_bounds(const AttnParams p) {

@@ -163,6 +163,18 @@ __device__ __forceinline__ u32 ordered_key(float f) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// Warp-wide sum and maximum (every lane gets the result).
+__device__ __forceinline__ float warp_sum_f(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(FULL_MASK, v, off);
+    return v;
+}
+__device__ __forceinline__ float warp_max_f(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, off));
+    return v;
+}
+
 // ---------------------------------------------------------------------------------------
 // Block-wide helpers (blockDim.x == NT, a multiple of 32). Every call is a barrier.
 

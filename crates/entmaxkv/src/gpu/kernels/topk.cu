@@ -1,5 +1,5 @@
 // Top-k page selection on the device (selection/topk.rs): the key-range bound of every
-// closed page, then an exact top-k (higher bound first, ties to the lower page) by a
+// closed page (or, topk_sketch_score, a score from the key sketch), then an exact top-k (higher bound first, ties to the lower page) by a
 // three-digit radix select over order-preserving keys, written as an ascending slot list
 // with the last page appended. No host round trip.
 
@@ -14,6 +14,7 @@ struct TopkParams {
     u32* keys;            // [tasks, list_stride] ordered bound per closed page
     u32* lists;           // [tasks, list_stride] kept slots
     int* list_counts;     // [tasks]
+    const unsigned char* sketch;  // [pages, H_kv, page_size, sketch_rb] key sketch (scoring 1, 2)
     double budget_frac;
     float scale;
     int budget_mode;      // 0: fraction of closed pages, 1: tokens
@@ -29,6 +30,9 @@ struct TopkParams {
     int has_alibi;
     int sinks;            // the first `sinks` closed pages always kept (key +inf)
     int recent;           // the last `recent` closed pages always kept (key f32::MAX)
+    int scoring;          // selection/topk_sketch.rs TopkScoring: 0 box, 1 sketch, 2 sketch mass
+    int sketch_bits;
+    int sketch_rb;        // bytes of a sketch row
 };
 #ifdef EXPECT_TOPK_SIZE
 static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
@@ -144,6 +148,114 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
             if (!p.per_head && lane == 0 && pi < p1)
                 p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = pinned_key(p, pi, closed, best);
         }
+    }
+}
+
+// Page scores from the key sketch (selection/topk_sketch.rs), in place of topk_score. Per
+// token t of a closed page the interval of q·k: centre c_t = Σ w_c·lo_c + Σ w_c·step_c·code_t,c
+// ± r = Σ|w_c|·step_c/2, intersected with the page's key-range box, plus the token's ALiBi
+// bias. Sketch (1): the page's largest upper end; SketchMass (2): log Σ_t exp(midpoint of
+// the token's interval). Without a sketch the intervals are the box. These are estimates for
+// ranking: f32, not widened as the certificate's rigorous ends are (they differ from the
+// CPU's by rounding, ~1e-6 of the score scale). The maximum over the group with a shared
+// selection. grid (ceil(max_pages / ppb), B * H_kv), block BLOCK, dynamic smem
+// (group + BLOCK/32) * HEAD_DIM floats: the scaled queries, then a step-weight row per warp.
+__device__ __forceinline__ u32 sketch_code(const unsigned char* row, int c, int bits) {
+    const int bit = c * bits, byte = bit >> 3, sh = bit & 7;
+    u32 v = row[byte];
+    if (sh + bits > 8) v |= (u32)row[byte + 1] << 8;
+    return (v >> sh) & ((1u << bits) - 1u);
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const TopkParams p) {
+    extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM] scaled, then [warps, HEAD_DIM]
+    const int b = blockIdx.y / p.num_kv_heads;
+    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int closed = (len + ps - 1) / ps - 1;
+    const int k = topk_budget_pages(p, closed);
+    if (k >= closed) return;
+    const int p0 = blockIdx.x * p.ppb;
+    if (p0 >= closed) return;
+    const int p1 = min(closed, p0 + p.ppb);
+    const int G = p.group;
+    const int h0 = kvh * G;
+    for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
+        qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
+    __syncthreads();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float* wsm = qs + G * HEAD_DIM + warp * HEAD_DIM;
+    const int bits = p.sketch_bits;
+    const float inv_l = bits > 0 ? 1.0f / (float)((1u << bits) - 1u) : 1.0f;
+    const float q_pos = (float)(len - 1);
+    for (int pi = p0 + warp; pi < p1; pi += BLOCK / 32) {
+        const u32 page = p.block_tables[(size_t)row * p.bt_stride + pi];
+        const size_t sbase = ((size_t)page * p.num_kv_heads + kvh) * HEAD_DIM;
+        const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + kvh) * ps * (size_t)p.sketch_rb;
+        float best = neg_inf();
+        for (int g = 0; g < G; ++g) {
+            const float* w = qs + g * HEAD_DIM;
+            // Page constants: c0 = Σ w·lo (Σ w·(lo + hi)/2 without a sketch), r, the box.
+            float c0 = 0.f, rr = 0.f, bneg = 0.f, bpos = 0.f, blo = 0.f;
+            for (int c = lane; c < HEAD_DIM; c += 32) {
+                const float lo = ST::to_f(p.kmin[sbase + c]), hi = ST::to_f(p.kmax[sbase + c]);
+                const float wd = w[c] * (hi - lo);
+                blo = fmaf(w[c], lo, blo);
+                bneg += fminf(wd, 0.f);
+                bpos += fmaxf(wd, 0.f);
+                const float ws = bits > 0 ? w[c] * ((hi - lo) * inv_l) : 0.f;
+                wsm[c] = ws;
+                rr += fabsf(bits > 0 ? ws : wd);
+            }
+            blo = warp_sum_f(blo);
+            bneg = warp_sum_f(bneg);
+            bpos = warp_sum_f(bpos);
+            rr = 0.5f * warp_sum_f(rr);
+            c0 = bits > 0 ? blo : blo + 0.5f * (bneg + bpos);
+            const float box_lo = blo + bneg, box_hi = blo + bpos;
+            __syncwarp();
+            const float slope = p.has_alibi ? p.slopes[h0 + g] : 0.f;
+            // Token t's interval ends (u, l), ALiBi included.
+            auto ends = [&](int t, float& u, float& l) {
+                float dot = 0.f;
+                if (bits > 0) {
+                    const unsigned char* rowp = sk + (size_t)t * p.sketch_rb;
+                    for (int c = 0; c < HEAD_DIM; ++c) dot = fmaf(wsm[c], (float)sketch_code(rowp, c, bits), dot);
+                }
+                const float ctr = c0 + dot;
+                const float al = slope * ((float)(pi * ps + t) - q_pos);
+                u = fminf(ctr + rr, box_hi) + al;
+                l = fmaxf(ctr - rr, box_lo) + al;
+            };
+            float mx_up = neg_inf(), mx_mid = neg_inf();
+            for (int t = lane; t < ps; t += 32) {
+                float u, l;
+                ends(t, u, l);
+                mx_up = fmaxf(mx_up, u);
+                mx_mid = fmaxf(mx_mid, 0.5f * (u + l));
+            }
+            float score = warp_max_f(mx_up);
+            if (p.scoring == 2) {
+                const float mid = warp_max_f(mx_mid);
+                float sum = 0.f;
+                for (int t = lane; t < ps; t += 32) {
+                    float u, l;
+                    ends(t, u, l);
+                    sum += __expf(0.5f * (u + l) - mid);
+                }
+                score = mid + __logf(warp_sum_f(sum));
+            }
+            __syncwarp();
+            if (p.per_head) {
+                if (lane == 0) p.keys[((size_t)b * p.num_heads + h0 + g) * p.list_stride + pi] = pinned_key(p, pi, closed, score);
+            } else {
+                best = fmaxf(best, score);
+            }
+        }
+        if (!p.per_head && lane == 0)
+            p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = pinned_key(p, pi, closed, best);
     }
 }
 
