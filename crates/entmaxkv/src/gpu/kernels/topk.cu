@@ -1,6 +1,6 @@
 // Top-k page selection on the device (selection/topk.rs): the key-range bound of every
-// closed page (or, topk_sketch_score, a score from the key sketch), then an exact top-k (higher bound first, ties to the lower page) by a
-// three-digit radix select over order-preserving keys, written as an ascending slot list
+// closed page (or, topk_sketch_score, a score from the key sketch), then an exact top-k
+// (higher bound first, ties to the lower page) by a three-digit radix select over order-preserving keys, written as an ascending slot list
 // with the last page appended. No host round trip.
 
 struct TopkParams {
@@ -167,6 +167,59 @@ __device__ __forceinline__ u32 sketch_code(const unsigned char* row, int c, int 
     return (v >> sh) & ((1u << bits) - 1u);
 }
 
+// Σ_c ws[c]·code_c of one sketch row: 32 channels at a time from BITS whole words (the
+// chunk starts on a word: 32·BITS bits), codes cut out by funnel shifts. Rows must be whole
+// words and HEAD_DIM a multiple of 32.
+template <int BITS> __device__ __forceinline__ float sketch_row_dot(const unsigned char* row, const float* ws) {
+    constexpr u32 MASK = (1u << BITS) - 1u;
+    const u32* rw = reinterpret_cast<const u32*>(row);
+    float dot = 0.f;
+#pragma unroll
+    for (int c0 = 0; c0 < HEAD_DIM; c0 += 32) {
+        u32 w[BITS + 1];
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) w[i] = __ldcs(rw + c0 * BITS / 32 + i);
+        w[BITS] = 0u;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+            const int bit = j * BITS, wi = bit >> 5, sh = bit & 31;
+            const u32 code = (sh + BITS <= 32 ? (w[wi] >> sh) : __funnelshift_r(w[wi], w[wi + 1], sh)) & MASK;
+            dot = fmaf(ws[c0 + j], (float)code, dot);
+        }
+    }
+    return dot;
+}
+
+__device__ __forceinline__ float sketch_dot_any(const unsigned char* row, const float* ws, int bits, bool words) {
+    if constexpr (HEAD_DIM % 32 == 0) {
+        if (words) {
+            switch (bits) {
+                case 1: return sketch_row_dot<1>(row, ws);
+                case 2: return sketch_row_dot<2>(row, ws);
+                case 3: return sketch_row_dot<3>(row, ws);
+                case 4: return sketch_row_dot<4>(row, ws);
+                case 5: return sketch_row_dot<5>(row, ws);
+                case 6: return sketch_row_dot<6>(row, ws);
+                case 7: return sketch_row_dot<7>(row, ws);
+                default: return sketch_row_dot<8>(row, ws);
+            }
+        }
+    }
+    float dot = 0.f;
+    for (int c = 0; c < HEAD_DIM; ++c) dot = fmaf(ws[c], (float)sketch_code(row, c, bits), dot);
+    return dot;
+}
+
+// Online log-sum-exp (max, Σ e^{x − max}) and its merge.
+__device__ __forceinline__ void lse_add(float& m, float& s, float x) {
+    if (x > m) {
+        s = s * __expf(m - x) + 1.f;
+        m = x;
+    } else {
+        s += __expf(x - m);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const TopkParams p) {
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM] scaled, then [warps, HEAD_DIM]
     const int b = blockIdx.y / p.num_kv_heads;
@@ -188,64 +241,63 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const Topk
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* wsm = qs + G * HEAD_DIM + warp * HEAD_DIM;
     const int bits = p.sketch_bits;
+    const bool words = (p.sketch_rb & 3) == 0;
     const float inv_l = bits > 0 ? 1.0f / (float)((1u << bits) - 1u) : 1.0f;
     const float q_pos = (float)(len - 1);
+    // A warp per page: lanes over channels for the page constants, lanes over tokens after.
     for (int pi = p0 + warp; pi < p1; pi += BLOCK / 32) {
         const u32 page = p.block_tables[(size_t)row * p.bt_stride + pi];
         const size_t sbase = ((size_t)page * p.num_kv_heads + kvh) * HEAD_DIM;
         const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + kvh) * ps * (size_t)p.sketch_rb;
+        float lo_r[(HEAD_DIM + 31) / 32], d_r[(HEAD_DIM + 31) / 32];
+#pragma unroll
+        for (int i = 0; i < (HEAD_DIM + 31) / 32; ++i) {
+            const int c = lane + 32 * i;
+            lo_r[i] = c < HEAD_DIM ? ST::to_f(p.kmin[sbase + c]) : 0.f;
+            d_r[i] = c < HEAD_DIM ? ST::to_f(p.kmax[sbase + c]) - lo_r[i] : 0.f;
+        }
         float best = neg_inf();
         for (int g = 0; g < G; ++g) {
             const float* w = qs + g * HEAD_DIM;
-            // Page constants: c0 = Σ w·lo (Σ w·(lo + hi)/2 without a sketch), r, the box.
-            float c0 = 0.f, rr = 0.f, bneg = 0.f, bpos = 0.f, blo = 0.f;
-            for (int c = lane; c < HEAD_DIM; c += 32) {
-                const float lo = ST::to_f(p.kmin[sbase + c]), hi = ST::to_f(p.kmax[sbase + c]);
-                const float wd = w[c] * (hi - lo);
-                blo = fmaf(w[c], lo, blo);
-                bneg += fminf(wd, 0.f);
-                bpos += fmaxf(wd, 0.f);
-                const float ws = bits > 0 ? w[c] * ((hi - lo) * inv_l) : 0.f;
-                wsm[c] = ws;
-                rr += fabsf(bits > 0 ? ws : wd);
+            // Page constants: Σ w·lo, the box's negative and positive parts, the radius.
+            float blo = 0.f, bneg = 0.f, bpos = 0.f, rr = 0.f;
+#pragma unroll
+            for (int i = 0; i < (HEAD_DIM + 31) / 32; ++i) {
+                const int c = lane + 32 * i;
+                if (c < HEAD_DIM) {
+                    const float wd = w[c] * d_r[i];
+                    blo = fmaf(w[c], lo_r[i], blo);
+                    bneg += fminf(wd, 0.f);
+                    bpos += fmaxf(wd, 0.f);
+                    const float ws = bits > 0 ? w[c] * (d_r[i] * inv_l) : 0.f;
+                    wsm[c] = ws;
+                    rr += fabsf(bits > 0 ? ws : wd);
+                }
             }
             blo = warp_sum_f(blo);
             bneg = warp_sum_f(bneg);
             bpos = warp_sum_f(bpos);
             rr = 0.5f * warp_sum_f(rr);
-            c0 = bits > 0 ? blo : blo + 0.5f * (bneg + bpos);
+            // Without a sketch every token's interval is the box (centre its midpoint).
+            const float c0 = bits > 0 ? blo : blo + 0.5f * (bneg + bpos);
             const float box_lo = blo + bneg, box_hi = blo + bpos;
             __syncwarp();
             const float slope = p.has_alibi ? p.slopes[h0 + g] : 0.f;
-            // Token t's interval ends (u, l), ALiBi included.
-            auto ends = [&](int t, float& u, float& l) {
-                float dot = 0.f;
-                if (bits > 0) {
-                    const unsigned char* rowp = sk + (size_t)t * p.sketch_rb;
-                    for (int c = 0; c < HEAD_DIM; ++c) dot = fmaf(wsm[c], (float)sketch_code(rowp, c, bits), dot);
-                }
+            float mx_up = neg_inf(), lm = neg_inf(), ls = 0.f;
+            for (int t = lane; t < ps; t += 32) {
+                const float dot = bits > 0 ? sketch_dot_any(sk + (size_t)t * p.sketch_rb, wsm, bits, words) : 0.f;
                 const float ctr = c0 + dot;
                 const float al = slope * ((float)(pi * ps + t) - q_pos);
-                u = fminf(ctr + rr, box_hi) + al;
-                l = fmaxf(ctr - rr, box_lo) + al;
-            };
-            float mx_up = neg_inf(), mx_mid = neg_inf();
-            for (int t = lane; t < ps; t += 32) {
-                float u, l;
-                ends(t, u, l);
+                const float u = fminf(ctr + rr, box_hi) + al;
+                const float l = fmaxf(ctr - rr, box_lo) + al;
                 mx_up = fmaxf(mx_up, u);
-                mx_mid = fmaxf(mx_mid, 0.5f * (u + l));
+                lse_add(lm, ls, 0.5f * (u + l));
             }
             float score = warp_max_f(mx_up);
             if (p.scoring == 2) {
-                const float mid = warp_max_f(mx_mid);
-                float sum = 0.f;
-                for (int t = lane; t < ps; t += 32) {
-                    float u, l;
-                    ends(t, u, l);
-                    sum += __expf(0.5f * (u + l) - mid);
-                }
-                score = mid + __logf(warp_sum_f(sum));
+                const float m = warp_max_f(lm);
+                const float sum = warp_sum_f(lm > neg_inf() ? ls * __expf(lm - m) : 0.f);
+                score = m + __logf(sum);
             }
             __syncwarp();
             if (p.per_head) {
