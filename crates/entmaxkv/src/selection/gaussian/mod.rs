@@ -222,6 +222,58 @@ pub fn select(
     Ok(())
 }
 
+/// [`select`] from page moments already computed (e.g. by [`model::seq_page_moments`] for
+/// a whole sequence): `mu` / `sd` are the task's `[G, closed]` unshifted μ_p and σ_p as
+/// [`model::page_moments`] forms them, `meta_bytes` is reported as read. Same pages and τ̂
+/// as [`select`] on the same moments. Only the original criterion (the robust one reads
+/// more than the moments); α = 1 and a sequence without closed pages keep every page, as
+/// in [`select`].
+pub fn select_from_moments(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    mu: &[f64],
+    sd: &[f64],
+    meta_bytes: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    const OP: &str = "gaussian::select_from_moments";
+    opts.validate(OP)?;
+    if opts.criterion != Criterion::Original {
+        return Err(Error::Unsupported {
+            op: OP,
+            what: "page moments given in advance serve the original criterion only".into(),
+        });
+    }
+    let g = ctx.group();
+    out.reset(g);
+    let closed = ctx.closed_pages();
+    if closed == 0 || ctx.alpha == 1.0 {
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    crate::error::check_len(OP, "mu", mu.len(), &[g, closed])?;
+    crate::error::check_len(OP, "sd", sd.len(), &[g, closed])?;
+    scratch.reserve_pages(g, closed);
+    scratch.mu.clear();
+    scratch.mu.extend_from_slice(mu);
+    scratch.sd.clear();
+    scratch.sd.extend_from_slice(sd);
+    out.meta_bytes = meta_bytes;
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        // Overflowed statistics (keys beyond the stats dtype): no model, read everything.
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    original(ctx, opts, scratch, out)
+}
+
 /// The original criterion and clamp (SPEC §4.5–4.8), per head, keeping the union.
 fn original(
     ctx: &SelectionContext<'_>,
