@@ -546,9 +546,14 @@ impl Decoder {
             let hkv = cache.num_kv_heads();
             for (b, (mu, sd, rows)) in self.gauss_moments.iter_mut().enumerate() {
                 let seq = view(b)?;
-                let meta =
-                    model::seq_page_moments(cache, seq, &qs[b * h * d..(b + 1) * h * d], mu, sd, rows)
-                        / hkv;
+                let meta = model::seq_page_moments(
+                    cache,
+                    seq,
+                    &qs[b * h * d..(b + 1) * h * d],
+                    mu,
+                    sd,
+                    rows,
+                ) / hkv;
                 // The statistics rows of a kv head are read once, for its first task.
                 let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
                 for i in 0..ts.len() {

@@ -186,7 +186,8 @@ pub fn seq_page_moments(
                 for hh in 0..h {
                     let kvh = hh / g;
                     let q = &q_scaled[hh * d..(hh + 1) * d];
-                    let (m, v) = mean_var(q, &r0[kvh * d..(kvh + 1) * d], &r1[kvh * d..(kvh + 1) * d]);
+                    let (m, v) =
+                        mean_var(q, &r0[kvh * d..(kvh + 1) * d], &r1[kvh * d..(kvh + 1) * d]);
                     // SAFETY: as above.
                     unsafe {
                         *mu_p.at(hh * closed + i) = m as f64;
