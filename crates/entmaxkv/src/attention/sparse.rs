@@ -880,3 +880,136 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `head_weights_paged` equals `head_weights` on all the scores bit for bit — τ, Σ
+    /// weights, support and the weights of the pages with weight — for every τ mode, over
+    /// unions where the head's kv head kept some pages and not others, with τ̂ near, below
+    /// (large supports: every page visited) and above the scores.
+    #[test]
+    fn paged_head_weights_equal_full() {
+        let mut seed = 17u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let ps = 16usize;
+        for case in 0..600 {
+            let alpha = [4.0 / 3.0, 1.5, 2.0, 3.0, 1.7][case % 5];
+            let a = alpha - 1.0;
+            let nu = 1 + (rnd() * 300.0) as usize;
+            let kvh = case % 3;
+            let (mut umask, mut upages) = (Vec::new(), Vec::new());
+            for u in 0..nu {
+                // The head's kv head keeps about 60% of the union pages (the last always).
+                let mut m = ((rnd() * 8.0) as u64) & !(1 << kvh);
+                if rnd() < 0.6 || u + 1 == nu {
+                    m |= 1 << kvh;
+                }
+                if m == 0 {
+                    m = 1 << ((kvh + 1) % 3);
+                }
+                umask.push(m);
+                let len = if u + 1 == nu {
+                    1 + (rnd() * 15.0) as usize
+                } else {
+                    ps
+                };
+                upages.push(PageRef {
+                    page: u as u32,
+                    len: len as u32,
+                    start: (u * ps) as u32,
+                });
+            }
+            let spread = [0.5, 3.0, 12.0][case % 3];
+            let mut sc = Vec::new();
+            let mut pm = vec![f32::NEG_INFINITY; nu];
+            for u in 0..nu {
+                if (umask[u] >> kvh) & 1 != 0 {
+                    let len = upages[u].len as usize;
+                    let s: Vec<f32> = (0..len).map(|_| ((rnd() - 0.5) * spread) as f32).collect();
+                    pm[u] = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    sc.extend(s);
+                }
+            }
+            let smax = pm.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let tau_hat = match case % 4 {
+                0 => f64::NAN,
+                1 => a * smax - 0.3 * rnd(),       // near the exact τ
+                2 => a * smax - 3.0 * rnd() - 1.0, // below: large supports
+                _ => a * smax + 0.1,               // above every score
+            };
+            for mode in [
+                TauMode::Exact,
+                TauMode::Fixed,
+                TauMode::Corrected(1),
+                TauMode::Corrected(4),
+            ] {
+                let mut full = sc.clone();
+                let mut cand = Vec::with_capacity(sc.len());
+                let want = head_weights(&mut full, alpha, mode, tau_hat, &mut cand).unwrap();
+                let mut got_sc = sc.clone();
+                let (mut plist, mut rlist) = (Vec::with_capacity(nu), Vec::with_capacity(nu));
+                let head = PagedHead {
+                    pm: &pm,
+                    kvh,
+                    umask: &umask,
+                    upages: &upages,
+                };
+                let got = head_weights_paged(
+                    &mut got_sc,
+                    head,
+                    alpha,
+                    mode,
+                    tau_hat,
+                    &mut cand,
+                    &mut plist,
+                    &mut rlist,
+                )
+                .unwrap();
+                let Some(got) = got else {
+                    assert!(
+                        matches!(mode, TauMode::Corrected(_)) && a > 1.0,
+                        "case {case}"
+                    );
+                    continue;
+                };
+                let tag = format!("case {case} alpha {alpha} {mode:?} tau_hat {tau_hat}");
+                assert_eq!(got.tau.to_bits(), want.tau.to_bits(), "tau, {tag}");
+                assert_eq!(got.mass.to_bits(), want.mass.to_bits(), "mass, {tag}");
+                assert_eq!(got.support, want.support, "support, {tag}");
+                // The pages with weight: listed, in page order, their weights as the full
+                // routine's; every other page has no weight.
+                let mut idx = 0;
+                let mut listed = rlist.iter().peekable();
+                for u in 0..nu {
+                    if (umask[u] >> kvh) & 1 == 0 {
+                        continue;
+                    }
+                    let len = upages[u].len as usize;
+                    let reach = a * pm[u] as f64 > got.tau;
+                    assert_eq!(
+                        reach,
+                        listed.peek().is_some_and(|e| e.0 as usize == u),
+                        "{tag}"
+                    );
+                    if reach {
+                        assert_eq!(listed.next().unwrap().1 as usize, idx, "{tag}");
+                        for t in idx..idx + len {
+                            assert_eq!(got_sc[t].to_bits(), full[t].to_bits(), "{tag}");
+                        }
+                    } else {
+                        assert!(full[idx..idx + len].iter().all(|&w| w == 0.0), "{tag}");
+                    }
+                    idx += len;
+                }
+                assert!(listed.next().is_none(), "{tag}");
+            }
+        }
+    }
+}
