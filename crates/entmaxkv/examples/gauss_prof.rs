@@ -55,6 +55,10 @@ fn main() {
                     (Method::Gaussian(GaussianOpts::default()), 1.5)
                 }
                 "topk" => (Method::TopK(Budget::Fraction(0.125)), 1.5),
+                o if o.starts_with("topk-") => {
+                    let f: f64 = o[5..].parse().expect("topk-FRACTION");
+                    (Method::TopK(Budget::Fraction(f)), 1.5)
+                }
                 o => panic!("unknown method {o}"),
             };
             let mode = match name {

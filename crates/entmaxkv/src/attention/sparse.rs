@@ -4,17 +4,24 @@
 //! ([`super::cpu::attend_group`]) then reads each task's pages as scattered `page_size · D`
 //! slices, task after task. [`attend_sparse_seq`] instead walks the union of the tasks'
 //! page sets once, in the sequence's page order, with a per-page kv-head mask: for each
-//! page it reads the K (then V) slices of the kv heads that kept it — the same bytes, but
-//! as one forward stream through the pool, with a steady software prefetch (into L2) of
-//! the slice a fixed distance (16 KiB) down the union, one line per line consumed. Blocks
-//! of [`UNION_BLOCK`] union pages run in parallel (rayon); V partial sums are combined in
-//! block order, so the bits do not depend on the thread count.
+//! page it reads the K slices of the kv heads that kept it — the same bytes, but as one
+//! forward stream through the pool, with a steady software prefetch (into L2) of the slice
+//! a fixed distance (16 KiB) down the union, one line per line consumed. Blocks of
+//! [`UNION_BLOCK`] union pages run in parallel (rayon).
 //!
 //! Each head's scores are those of the group kernel bit for bit (the same `dot`, the same
-//! ALiBi term, via [`super::stream`]'s page kernel) and τ, the weights, mass and support
-//! come from the same per-head routine on the same scores in the same order, so τ and the
-//! support are exactly the group kernel's; only the order in which V rows are summed
-//! differs (blocks of union pages instead of blocks of one task's pages).
+//! ALiBi term, via [`super::stream`]'s page kernel), and so are τ, Σ weights and support:
+//! softmax runs the group kernel's per-head routine on all the scores; entmax
+//! (`head_weights_paged`) finds from the page maxima the pages that can hold the exact τ's
+//! candidates, the corrected τ's, or weight, and runs the same solves and sums over those
+//! pages only — every other score contributes nothing to any of them, and the sums skip
+//! exactly the terms that are zero in the full routine (Σ weights keeps its chunks of 256
+//! tokens) — so a head with a small support costs a few pages, not a pass over its
+//! tokens. V is then read (softmax) for every kept slice in union order, or (entmax) for
+//! the (page, kv head) pairs where some head has weight, listed per kv head, in blocks cut
+//! by the data only. V partial sums are combined in block order, so the bits do not
+//! depend on the thread count; only the order in which V rows are summed differs from the
+//! group kernel's.
 //!
 //! The kernel needs one task per kv head (per-query-head selection with G = 1, or shared
 //! GQA page sets) and at most 64 kv heads (the mask is a `u64`).
@@ -331,22 +338,24 @@ fn head_weights_paged(
         }
     };
     // Gathers the scores of the pages `visit` passes that pass `keep`, as `map` of them,
-    // in token order, branch-free into `cand` (sized to the tokens; truncated to the count).
+    // in token order, branch-free into `cand`'s spare capacity (planned: ≥ the tokens).
     let gather = |sc: &[f32],
                   cand: &mut Vec<f32>,
                   page: &dyn Fn(f32) -> bool,
                   keep: &dyn Fn(f32) -> bool,
                   map: &dyn Fn(f32) -> f32| {
         cand.clear();
-        cand.resize(sc.len(), 0.0);
+        cand.reserve(sc.len());
+        let spare = cand.spare_capacity_mut();
         let mut n = 0;
         visit(page, &mut |_, i, len| {
             for &s in &sc[i..i + len] {
-                cand[n] = map(s);
+                spare[n].write(map(s));
                 n += keep(s) as usize;
             }
         });
-        cand.truncate(n);
+        // SAFETY: the first `n` elements of the spare capacity were written above.
+        unsafe { cand.set_len(n) };
     };
     let exact = |sc: &[f32], cand: &mut Vec<f32>| {
         gather(sc, cand, &|x| x >= cut, &|s| s >= cut, &|s| s);

@@ -149,11 +149,16 @@ pub fn seq_page_moments(
         let run = |b: usize, buf: &mut [f32]| {
             let (r0, r1) = buf.split_at_mut(hkv * d);
             for i in b * SEQ_BLOCK_PAGES..((b + 1) * SEQ_BLOCK_PAGES).min(closed) {
-                if let Some(&next) = seq.pages.get(i + ahead) {
-                    let nb = cache.stats_offset(next, 0);
-                    prefetch_l2(&mean[nb..nb + hkv * d]);
-                    prefetch_l2(&std[nb..nb + hkv * d]);
-                }
+                // The rows of the page `ahead` pages on, prefetched one kv head's rows per
+                // kv head computed (a burst of the whole block stalls on full fill buffers).
+                let pf = seq.pages.get(i + ahead).map(|&p| cache.stats_offset(p, 0));
+                let fetch = |kvh: usize| {
+                    if let Some(nb) = pf {
+                        let r = nb + kvh * d..nb + (kvh + 1) * d;
+                        prefetch_l2(&mean[r.clone()]);
+                        prefetch_l2(&std[r]);
+                    }
+                };
                 let base = cache.stats_offset(seq.pages[i], 0);
                 let (mn, sdr) = (&mean[base..base + hkv * d], &std[base..base + hkv * d]);
                 #[cfg(all(
@@ -166,6 +171,9 @@ pub fn seq_page_moments(
                     // The rows stay in their storage type, widened in registers.
                     for hh in 0..h {
                         let kvh = hh / g;
+                        if hh % g == 0 {
+                            fetch(kvh);
+                        }
                         let q = &q_scaled[hh * d..(hh + 1) * d];
                         let (m, v) = mean_var_typed(
                             q,
@@ -181,6 +189,7 @@ pub fn seq_page_moments(
                     }
                     continue;
                 }
+                (0..hkv).for_each(fetch);
                 crate::dtype::KvElem::slice_to_f32(mn, r0);
                 crate::dtype::KvElem::slice_to_f32(sdr, r1);
                 for hh in 0..h {
