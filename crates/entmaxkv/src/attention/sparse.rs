@@ -249,6 +249,88 @@ impl PagedHead<'_> {
     }
 }
 
+/// The maximum of `f(x)` over `xs` (no NaN among them), in eight lanes (vectorises).
+#[inline(always)]
+fn lane_max(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            let x = f(c[j]);
+            m[j] = if x > m[j] { x } else { m[j] };
+        }
+    }
+    for &x in tail {
+        let x = f(x);
+        m[0] = if x > m[0] { x } else { m[0] };
+    }
+    m.iter()
+        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a })
+}
+
+/// Prefetches the line at `p` into L1 (a prefetch never faults).
+#[inline(always)]
+fn prefetch_line<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Visits the pages of `head` whose maximum passes `test` (`f(u, idx, len)`): those listed
+/// in `plist`, or every kept page where `rest` (the largest unlisted maximum) passes too.
+#[inline(always)]
+fn visit_pages(
+    head: &PagedHead<'_>,
+    plist: &[(u32, u32)],
+    rest: f32,
+    test: impl Fn(f32) -> bool,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    if test(rest) {
+        head.each(test, f);
+    } else {
+        for &(u, i) in plist {
+            let u = u as usize;
+            if test(head.pm[u]) {
+                f(u, i as usize, head.upages[u].len as usize);
+            }
+        }
+    }
+}
+
+/// Gathers `map(s)` of the scores `s` passing `keep` on the pages [`visit_pages`] visits with
+/// `page`, in token order, branch-free into `cand`'s spare capacity (≥ the tokens: planned).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gather_pages(
+    sc: &[f32],
+    cand: &mut Vec<f32>,
+    head: &PagedHead<'_>,
+    plist: &[(u32, u32)],
+    rest: f32,
+    page: impl Fn(f32) -> bool,
+    keep: impl Fn(f32) -> bool,
+    map: impl Fn(f32) -> f32,
+) {
+    cand.clear();
+    cand.reserve(sc.len());
+    let spare = cand.spare_capacity_mut();
+    let mut n = 0;
+    visit_pages(head, plist, rest, page, |_, i, len| {
+        for &s in &sc[i..i + len] {
+            spare[n].write(map(s));
+            n += keep(s) as usize;
+        }
+    });
+    // SAFETY: the first `n` elements of the spare capacity were written above.
+    unsafe { cand.set_len(n) };
+}
+
 /// The smallest f32 `c` with `(α−1)(c − smax) > −1` (`a = α − 1 > 0`, `smax` finite): the
 /// exact τ's candidates are exactly the scores ≥ c (the test is monotone in the score).
 fn candidate_cut(smax: f64, a: f64) -> f32 {
@@ -296,69 +378,43 @@ fn head_weights_paged(
     if sc.is_empty() || (matches!(mode, TauMode::Corrected(_)) && a > 1.0) {
         return Ok(None);
     }
-    // The head's maximum score (its pages' maxima; −∞ elsewhere), branch-free.
-    let (mut smax, mut nan) = (f32::NEG_INFINITY, false);
-    for &x in pm {
-        nan |= x.is_nan();
-        smax = smax.max(x);
-    }
-    if nan {
+    // The head's maximum score (its pages' maxima; −∞ elsewhere), in eight lanes.
+    if pm.iter().any(|x| x.is_nan()) {
         return Ok(None);
     }
+    let smax = lane_max(pm, |x| x);
     let smax64 = f64::from(smax);
-    // The pages holding exact-τ candidates, and the largest maximum of the others
-    // (branch-free: every union page is written, the count moves only for a candidate).
+    // The pages holding exact-τ candidates (listed, their scores prefetched), and the
+    // largest maximum of the others.
     let cut = candidate_cut(smax64, a);
+    let rest = lane_max(pm, |x| if x < cut { x } else { f32::NEG_INFINITY });
     let nu = umask.len();
     plist.clear();
-    plist.resize(nu, (0, 0));
-    let (mut n, mut idx, mut rest) = (0usize, 0usize, f32::NEG_INFINITY);
+    plist.reserve(nu);
+    let spare = plist.spare_capacity_mut();
+    let (mut n, mut idx) = (0usize, 0usize);
     for u in 0..nu {
-        let x = pm[u];
-        let take = x >= cut;
-        plist[n] = (u as u32, idx as u32);
+        let take = pm[u] >= cut;
+        spare[n].write((u as u32, idx as u32));
+        // Branch-free: a page that is not listed prefetches the (hot) first line.
+        prefetch_line(sc.as_ptr().wrapping_add(if take { idx } else { 0 }));
         n += take as usize;
-        rest = rest.max(if take { f32::NEG_INFINITY } else { x });
         idx += upages[u].len as usize * ((umask[u] >> kvh) & 1) as usize;
     }
-    plist.truncate(n);
+    // SAFETY: the first `n` elements of the spare capacity were written above.
+    unsafe { plist.set_len(n) };
     debug_assert_eq!(idx, sc.len());
-    // Visits the pages whose maximum passes `test`: the listed ones, or every page where
-    // the largest unlisted maximum passes too.
-    let visit = |test: &dyn Fn(f32) -> bool, f: &mut dyn FnMut(usize, usize, usize)| {
-        if test(rest) {
-            head.each(test, f);
-        } else {
-            for &(u, i) in plist.iter() {
-                let u = u as usize;
-                if test(pm[u]) {
-                    f(u, i as usize, upages[u].len as usize);
-                }
-            }
-        }
-    };
-    // Gathers the scores of the pages `visit` passes that pass `keep`, as `map` of them,
-    // in token order, branch-free into `cand`'s spare capacity (planned: ≥ the tokens).
-    let gather = |sc: &[f32],
-                  cand: &mut Vec<f32>,
-                  page: &dyn Fn(f32) -> bool,
-                  keep: &dyn Fn(f32) -> bool,
-                  map: &dyn Fn(f32) -> f32| {
-        cand.clear();
-        cand.reserve(sc.len());
-        let spare = cand.spare_capacity_mut();
-        let mut n = 0;
-        visit(page, &mut |_, i, len| {
-            for &s in &sc[i..i + len] {
-                spare[n].write(map(s));
-                n += keep(s) as usize;
-            }
-        });
-        // SAFETY: the first `n` elements of the spare capacity were written above.
-        unsafe { cand.set_len(n) };
-    };
     let exact = |sc: &[f32], cand: &mut Vec<f32>| {
-        gather(sc, cand, &|x| x >= cut, &|s| s >= cut, &|s| s);
+        gather_pages(
+            sc,
+            cand,
+            &head,
+            plist,
+            rest,
+            |x| x >= cut,
+            |s| s >= cut,
+            |s| s,
+        );
         entmax_threshold_candidates(cand, smax64, alpha)
     };
     let mut tau = match mode {
@@ -371,7 +427,7 @@ fn head_weights_paged(
                 let zf = |s: f32| (a * f64::from(s)) as f32;
                 let zmax = f64::from(zf(smax));
                 let zpass = |s: f32| f64::from(zf(s)) - zmax > -1.0;
-                gather(sc, cand, &zpass, &zpass, &zf);
+                gather_pages(sc, cand, &head, plist, rest, zpass, zpass, zf);
                 halley_correct_candidates(cand, sc.len(), alpha, tau_hat, it as usize)?
             } else {
                 f64::NAN
@@ -410,17 +466,7 @@ fn head_weights_paged(
             *x = w as f32;
         }
     };
-    let reach = |x: f32| a * x as f64 > tau;
-    if reach(rest) {
-        head.each(reach, &mut weigh);
-    } else {
-        for &(u, i) in plist.iter() {
-            let u = u as usize;
-            if reach(pm[u]) {
-                weigh(u, i as usize, upages[u].len as usize);
-            }
-        }
-    }
+    visit_pages(&head, plist, rest, |x| a * x as f64 > tau, &mut weigh);
     sum += part;
     Ok(Some(HeadResult {
         tau,
