@@ -645,10 +645,17 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
     grow(&mut ws.slot_ref, np);
     grow(&mut ws.ntok, hkv);
     ws.mask[..np].fill(0);
+    // The slot of a page start: a shift for the usual power-of-two page sizes.
+    let shift = ps.trailing_zeros();
+    let pow2 = ps.is_power_of_two();
     for kvh in 0..hkv {
         let mut n = 0;
         for p in lists(kvh) {
-            let slot = p.start as usize / ps;
+            let slot = if pow2 {
+                p.start as usize >> shift
+            } else {
+                p.start as usize / ps
+            };
             ws.mask[slot] |= 1u64 << kvh;
             ws.slot_ref[slot] = *p;
             n += p.len as usize;
