@@ -14,11 +14,14 @@
 //!
 //! Page-major paths: dense decode walks each sequence's pages once for all kv heads
 //! ([`crate::attention::stream`]); top-k computes every task's page bounds in one walk over
-//! the statistics ([`crate::selection::topk::seq_page_bounds`]) and, with one task per kv
-//! head, attends in one walk over the union of the kept pages
+//! the statistics ([`crate::selection::topk::seq_page_bounds`]), Gaussian selection with
+//! the original criterion every query head's page moments
+//! ([`crate::selection::gaussian::model::seq_page_moments`]), and both, with one task per
+//! kv head, attend in one walk over the union of the kept pages
 //! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
 //! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
-//! support (the bound passes bit for bit), tested in `tests/sparse_union.rs`.
+//! support (the bound passes and moments bit for bit), tested in `tests/sparse_union.rs`
+//! and `tests/gaussian_page_major.rs`.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
