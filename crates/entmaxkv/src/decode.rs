@@ -307,7 +307,14 @@ impl Decoder {
                 let h0 = j * per_task;
                 Task {
                     selection: Selection::with_capacity(max_pages, per_task),
-                    scratch: SelectScratch::new(max_pages, d),
+                    scratch: {
+                        let mut s = SelectScratch::new(max_pages, d);
+                        if matches!(cfg.method, Method::Gaussian(_)) {
+                            // The per-head page arrays a Gaussian selection fills.
+                            s.reserve_pages(per_task, max_pages);
+                        }
+                        s
+                    },
                     ws: if is_certified || is_dense || union_attn {
                         Workspace::default()
                     } else {
