@@ -436,7 +436,7 @@ fn head_weights_paged(
     };
     // An empty support at τ̂ falls back to the exact τ (`a·s` is monotone in s: the
     // maximum decides whether any score clears τ).
-    if !tau.is_finite() || !(a * smax64 > tau) {
+    if !tau.is_finite() || a * smax64 <= tau {
         tau = exact(sc, cand);
     }
     // Weights of the pages that clear τ, Σ per chunk of 256 tokens (as the full routine).
