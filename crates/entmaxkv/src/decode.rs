@@ -14,11 +14,14 @@
 //!
 //! Page-major paths: dense decode walks each sequence's pages once for all kv heads
 //! ([`crate::attention::stream`]); top-k computes every task's page bounds in one walk over
-//! the statistics ([`crate::selection::topk::seq_page_bounds`]) and, with one task per kv
-//! head, attends in one walk over the union of the kept pages
+//! the statistics ([`crate::selection::topk::seq_page_bounds`]), Gaussian selection with
+//! the original criterion every query head's page moments
+//! ([`crate::selection::gaussian::model::seq_page_moments`]), and both, with one task per
+//! kv head, attend in one walk over the union of the kept pages
 //! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
 //! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
-//! support (the bound passes bit for bit), tested in `tests/sparse_union.rs`.
+//! support (the bound passes and moments bit for bit), tested in `tests/sparse_union.rs`
+//! and `tests/gaussian_page_major.rs`.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
@@ -32,7 +35,7 @@ use crate::certificate::{
     CheckTask, HeadCertificate,
 };
 use crate::error::{Error, Result};
-use crate::selection::gaussian::{self, GaussianOpts};
+use crate::selection::gaussian::{self, model, Criterion, GaussianOpts};
 use crate::selection::topk::{self, Budget, TaskHeads, TopkScoring};
 use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use crate::with_kv;
@@ -244,6 +247,10 @@ pub struct Decoder {
     /// [`Method::Certified`]: the tasks of one sequence for the page-major bound pass
     /// (capacity planned; refilled every step).
     cert_tasks: Vec<certificate::SeqBoundTask>,
+    /// [`Method::Gaussian`] with the original criterion (α > 1): per sequence the page
+    /// moments of every query head `[H, closed]` (μ_p, σ_p) and the rows scratch of the one
+    /// walk over the statistics that computes them for all tasks.
+    gauss_moments: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)>,
 }
 
 impl Decoder {
@@ -300,7 +307,14 @@ impl Decoder {
                 let h0 = j * per_task;
                 Task {
                     selection: Selection::with_capacity(max_pages, per_task),
-                    scratch: SelectScratch::new(max_pages, d),
+                    scratch: {
+                        let mut s = SelectScratch::new(max_pages, d);
+                        if matches!(cfg.method, Method::Gaussian(_)) {
+                            // The per-head page arrays a Gaussian selection fills.
+                            s.reserve_pages(per_task, max_pages);
+                        }
+                        s
+                    },
                     ws: if is_certified || is_dense || union_attn {
                         Workspace::default()
                     } else {
@@ -353,6 +367,21 @@ impl Decoder {
         // selections; τ̂ of the latter feeds the fixed and corrected τ modes).
         let is_gaussian = matches!(cfg.method, Method::Gaussian(_));
         let union = (is_topk || is_gaussian) && per_b == hkv && hkv <= 64;
+        let seq_moments = matches!(&cfg.method, Method::Gaussian(o) if o.criterion == Criterion::Original)
+            && cfg.attention.alpha > 1.0;
+        let gauss_moments = if seq_moments {
+            (0..batch)
+                .map(|_| {
+                    (
+                        vec![0.0; h * closed_max],
+                        vec![0.0; h * closed_max],
+                        vec![0.0; model::seq_moments_rows_len(closed_max, hkv, d)],
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let sparse = if union {
             (0..batch)
                 .map(|_| SparseWorkspace::new(h, hkv, max_tokens.max(1), ps, d))
@@ -366,6 +395,7 @@ impl Decoder {
             topk_bounds,
             sparse,
             cert_tasks: Vec::with_capacity(if is_certified { per_b } else { 0 }),
+            gauss_moments,
             tasks,
             q_scaled: vec![0.0; batch * h * d],
             slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
@@ -406,6 +436,11 @@ impl Decoder {
                 .topk_bounds
                 .iter()
                 .map(|(b, r)| 4 * (b.len() + r.len()))
+                .sum::<usize>()
+            + self
+                .gauss_moments
+                .iter()
+                .map(|(m, s, r)| 8 * (m.len() + s.len()) + 4 * r.len())
                 .sum::<usize>()
     }
 
@@ -515,7 +550,30 @@ impl Decoder {
                 })?;
             }
         }
+        // Gaussian (original criterion): the page moments of every query head of a sequence
+        // in one walk over its statistics.
+        if !self.gauss_moments.is_empty() {
+            let hkv = cache.num_kv_heads();
+            for (b, (mu, sd, rows)) in self.gauss_moments.iter_mut().enumerate() {
+                let seq = view(b)?;
+                let meta = model::seq_page_moments(
+                    cache,
+                    seq,
+                    &qs[b * h * d..(b + 1) * h * d],
+                    mu,
+                    sd,
+                    rows,
+                ) / hkv;
+                // The statistics rows of a kv head are read once, for its first task.
+                let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                for i in 0..ts.len() {
+                    let first = i == 0 || ts[i - 1].kv_head != ts[i].kv_head;
+                    ts[i].selection.meta_bytes = if first { meta } else { 0 };
+                }
+            }
+        }
         let topk_bounds = &self.topk_bounds;
+        let gauss_moments = &self.gauss_moments;
         self.tasks
             .par_iter_mut()
             .enumerate()
@@ -563,6 +621,21 @@ impl Decoder {
                         &mut t.scratch,
                         &mut t.selection,
                     ),
+                    Method::Gaussian(o) if !gauss_moments.is_empty() => {
+                        let closed = ctx.closed_pages();
+                        let (mu, sd, _) = &gauss_moments[t.b];
+                        let r = t.h0 * closed..(t.h0 + t.group) * closed;
+                        let meta = t.selection.meta_bytes;
+                        gaussian::select_from_moments(
+                            &ctx,
+                            o,
+                            mu.get(r.clone()).unwrap_or(&[]),
+                            sd.get(r).unwrap_or(&[]),
+                            meta,
+                            &mut t.scratch,
+                            &mut t.selection,
+                        )
+                    }
                     Method::Gaussian(o) => {
                         gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection)
                     }

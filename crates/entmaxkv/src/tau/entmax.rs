@@ -510,20 +510,58 @@ pub const CORRECT_SNAP: f64 = 1e-6;
 /// `iters = 0`. Stops early once a step is below [`CORRECT_TOL`] (relative): at the root
 /// the safeguard would otherwise bisect away from it.
 pub fn halley_correct(z: &[f32], alpha: f64, tau0: f64, iters: usize) -> Result<f64> {
-    const OP: &str = "tau::halley_correct";
-    check_alpha(OP, alpha)?;
-    check_nonempty(OP, "z", z.len())?;
-    if !tau0.is_finite() {
-        return Err(Error::invalid(OP, "tau0", tau0, "tau0 must be finite"));
+    halley_correct_n("tau::halley_correct", z, z.len(), alpha, tau0, iters)
+}
+
+/// [`halley_correct`] over the `n` z-values of a head given only by its candidates `z`:
+/// every value with `z − z_max > −1` (the maximum among them), in the order of the full
+/// vector. The corrections' bracket never goes below `z_max − 1`, so no other value ever
+/// contributes to a sum, and the sums over the candidates are those over all `n` values bit
+/// for bit (the same terms added in the same order); `n` sets the bracket's upper end as
+/// `z.len()` does in [`halley_correct`]. Same τ bit for bit (α > 1).
+pub fn halley_correct_candidates(
+    z: &[f32],
+    n: usize,
+    alpha: f64,
+    tau0: f64,
+    iters: usize,
+) -> Result<f64> {
+    const OP: &str = "tau::halley_correct_candidates";
+    if n < z.len() {
+        return Err(Error::invalid(OP, "n", n, "fewer values than candidates"));
     }
-    let zmax = finite_max(OP, "z", z)?;
+    if alpha == 1.0 {
+        return Err(Error::invalid(
+            OP,
+            "alpha",
+            alpha,
+            "candidates serve alpha > 1 only",
+        ));
+    }
+    halley_correct_n(OP, z, n, alpha, tau0, iters)
+}
+
+fn halley_correct_n(
+    op: &'static str,
+    z: &[f32],
+    n: usize,
+    alpha: f64,
+    tau0: f64,
+    iters: usize,
+) -> Result<f64> {
+    check_alpha(op, alpha)?;
+    check_nonempty(op, "z", z.len())?;
+    if !tau0.is_finite() {
+        return Err(Error::invalid(op, "tau0", tau0, "tau0 must be finite"));
+    }
+    let zmax = finite_max(op, "z", z)?;
     if alpha == 1.0 {
         return Ok(if iters == 0 { tau0 } else { logsumexp(z, zmax) });
     }
     let a = alpha - 1.0;
     let beta = 1.0 / a;
     let lo = -1.0;
-    let hi = -(-a * (z.len() as f64).ln()).exp();
+    let hi = -(-a * (n as f64).ln()).exp();
     let mut lo_t = lo;
     let mut hi_t = hi;
     let (mut lo_seen, mut hi_seen) = (false, false);

@@ -222,6 +222,146 @@ pub fn select(
     Ok(())
 }
 
+/// [`select`] from page moments already computed (e.g. by [`model::seq_page_moments`] for
+/// a whole sequence): `mu` / `sd` are the task's `[G, closed]` unshifted μ_p and σ_p as
+/// [`model::page_moments`] forms them, `meta_bytes` is reported as read. Same pages and τ̂
+/// as [`select`] on the same moments. Only the original criterion (the robust one reads
+/// more than the moments); α = 1 and a sequence without closed pages keep every page, as
+/// in [`select`].
+pub fn select_from_moments(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    mu: &[f64],
+    sd: &[f64],
+    meta_bytes: usize,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    const OP: &str = "gaussian::select_from_moments";
+    opts.validate(OP)?;
+    if opts.criterion != Criterion::Original {
+        return Err(Error::Unsupported {
+            op: OP,
+            what: "page moments given in advance serve the original criterion only".into(),
+        });
+    }
+    let g = ctx.group();
+    out.reset(g);
+    let closed = ctx.closed_pages();
+    if closed == 0 || ctx.alpha == 1.0 {
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    crate::error::check_len(OP, "mu", mu.len(), &[g, closed])?;
+    crate::error::check_len(OP, "sd", sd.len(), &[g, closed])?;
+    if g == 1 && ctx.slopes[0] == 0.0 {
+        out.meta_bytes = meta_bytes;
+        return original_one_head(ctx, opts, mu, sd, out);
+    }
+    scratch.reserve_pages(g, closed);
+    scratch.mu.clear();
+    scratch.mu.extend_from_slice(mu);
+    scratch.sd.clear();
+    scratch.sd.extend_from_slice(sd);
+    out.meta_bytes = meta_bytes;
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        // Overflowed statistics (keys beyond the stats dtype): no model, read everything.
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    original(ctx, opts, scratch, out)
+}
+
+/// [`original`] (after [`select`]'s finiteness check) for a task of one head without ALiBi,
+/// on its moments `mu` / `sd` (`[closed]`) as given: the same arithmetic in the same order
+/// (each sum a left-to-right fold from the neutral element `Iterator::sum` starts from),
+/// fused into three passes over the pages — the model's sums and the finiteness check, the
+/// variance of the means, then the page test, the clamp's cap and the kept pages together
+/// (with one head the union is the head's own set).
+fn original_one_head(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    mu: &[f64],
+    sd: &[f64],
+    out: &mut Selection,
+) -> Result<()> {
+    let closed = ctx.closed_pages();
+    let ps = ctx.cache.page_size();
+    let a = ctx.alpha - 1.0;
+    let n = closed as f64;
+    let (mu, sd) = (&mu[..closed], &sd[..closed]);
+    // Pass 1: Σμ_p, Σσ_p², Σ(μ_p + 1.5σ_p), and whether every moment is finite.
+    let zero = std::iter::empty::<f64>().sum::<f64>();
+    let (mut s_mu, mut s_var, mut s_typ, mut finite) = (zero, zero, zero, true);
+    for (&m, &s) in mu.iter().zip(sd) {
+        finite &= m.is_finite() & s.is_finite();
+        s_mu += m;
+        s_var += s * s;
+        s_typ += m + TYPICAL_Z * s;
+    }
+    if !finite {
+        // Overflowed statistics (keys beyond the stats dtype): no model, read everything.
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+        return Ok(());
+    }
+    // The head's model (`model::head_model` without ALiBi).
+    let mu_g = s_mu / n;
+    let mut s_dev = zero;
+    for &m in mu {
+        s_dev += (m - mu_g) * (m - mu_g);
+    }
+    let var_mu = s_dev / n;
+    let mean_var = s_var / n;
+    let sigma_g = (mean_var + var_mu).sqrt().max(crate::tau::SIGMA_FLOOR);
+    let tau_hat = crate::tau::tau_hat_single(
+        mu_g,
+        sigma_g,
+        (closed * ps) as f64,
+        ctx.alpha,
+        &opts.solver(false),
+    )?
+    .tau;
+    let bias_half_width = 0.0;
+    // The page test (as `original`).
+    let (d_sigma, q_max) = opts.margins(sigma_g);
+    let z_page = page_max_quantile_z(q_max, ps)?;
+    let typical = s_typ / closed as f64;
+    let d_tau = opts.threshold_excess_margin_fraction * (tau_hat / a - typical).max(0.0);
+    let tau_floor = tau_hat - a * d_sigma.max(d_tau);
+    let z_c = page_max_quantile_z(opts.tau_clamp_page_max_quantile, ps)?;
+    // Pass 3: kept pages (branch-free into the planned capacity) and the clamp's cap.
+    out.pages.clear();
+    out.pages.reserve(closed + 1);
+    let spare = out.pages.spare_capacity_mut();
+    let (mut kept, mut cap) = (0usize, f64::NEG_INFINITY);
+    for i in 0..closed {
+        let likely_max = mu[i] + bias_half_width + z_page * sd[i];
+        let take = a * likely_max > tau_floor;
+        let c = mu[i] + z_c * opts.tau_clamp_sigma_scale * sd[i];
+        cap = if take { cap.max(c) } else { cap };
+        spare[kept].write(ctx.page_ref(i));
+        kept += take as usize;
+    }
+    // SAFETY: the first `kept` elements of the spare capacity were written above.
+    unsafe { out.pages.set_len(kept) };
+    out.pages.push(ctx.page_ref(closed));
+    let mut tau = tau_hat;
+    if opts.clamp_tau && cap > f64::NEG_INFINITY {
+        tau = tau_hat.min((a * cap - CLAMP_EPS).max(tau_floor));
+    }
+    out.tau_hat[0] = tau;
+    Ok(())
+}
+
 /// The original criterion and clamp (SPEC §4.5–4.8), per head, keeping the union.
 fn original(
     ctx: &SelectionContext<'_>,

@@ -1,0 +1,113 @@
+//! (Copy of `step_prof` with the Gaussian τ modes: gaussian-fixed, gaussian-corrected.)
+//! Times decode steps on the CPU bench's default shape (B = 1, 8/8 heads, D = 64, f16,
+//! α = 1.5, page 16, iid keys), building the cache once: a target for `perf` and for
+//! before/after comparisons.
+//!
+//! `cargo run --release --example step_prof -- <context> <methods> <iters> [threads] [heads] [kv_heads]`
+//! with methods a comma-separated list of dense, dense-softmax, certified, robust,
+//! gaussian, topk, and threads a comma-separated list of rayon pool sizes (default: the
+//! global pool).
+use entmaxkv::attention::cpu::TauMode;
+use entmaxkv::attention::AttentionParams;
+use entmaxkv::cache::{CacheConfig, StatsDType};
+use entmaxkv::decode::{DecodeConfig, Decoder, Method};
+use entmaxkv::selection::gaussian::{Criterion, GaussianOpts};
+use entmaxkv::selection::topk::Budget;
+use entmaxkv::synth::{Synth, Workload};
+use entmaxkv::DType;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ctx: usize = args.get(1).map_or(131072, |s| s.parse().expect("context"));
+    let names = args.get(2).map_or("certified", |s| s.as_str());
+    let iters: usize = args.get(3).map_or(50, |s| s.parse().expect("iters"));
+    let threads: Vec<usize> = args.get(4).map_or(vec![0], |s| {
+        s.split(',').map(|x| x.parse().expect("threads")).collect()
+    });
+    let heads: usize = args.get(5).map_or(8, |s| s.parse().expect("heads"));
+    let kv_heads: usize = args.get(6).map_or(8, |s| s.parse().expect("kv heads"));
+    let (d, ps) = (64, 16);
+    let mut syn = Synth::new(0);
+    let prob = syn.problem(Workload::Iid, &[ctx], heads, kv_heads, d);
+    let cfg = CacheConfig::new(kv_heads, d, ctx.div_ceil(ps))
+        .with_page_size(ps)
+        .with_kv_dtype(DType::F16)
+        .with_stats_dtype(StatsDType::Kv);
+    let (cache, ids) = prob.build_cache(cfg, 0).expect("cache");
+    for &nt in &threads {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(nt)
+            .build()
+            .expect("pool");
+        let nt = pool.current_num_threads();
+        for name in names.split(',') {
+            let robust = GaussianOpts {
+                criterion: Criterion::Robust,
+                ..GaussianOpts::default()
+            };
+            let (method, alpha) = match name {
+                "dense" => (Method::Dense, 1.5),
+                "dense-softmax" => (Method::Dense, 1.0),
+                "certified" => (Method::Certified, 1.5),
+                "robust" => (Method::Gaussian(robust), 1.5),
+                "gaussian" | "gaussian-fixed" | "gaussian-corrected" => {
+                    (Method::Gaussian(GaussianOpts::default()), 1.5)
+                }
+                "topk" => (Method::TopK(Budget::Fraction(0.125)), 1.5),
+                o if o.starts_with("topk-") => {
+                    let f: f64 = o[5..].parse().expect("topk-FRACTION");
+                    (Method::TopK(Budget::Fraction(f)), 1.5)
+                }
+                o => panic!("unknown method {o}"),
+            };
+            let mode = match name {
+                "gaussian-fixed" => TauMode::Fixed,
+                "gaussian-corrected" => TauMode::Corrected(1),
+                _ => TauMode::Exact,
+            };
+            let cfg =
+                DecodeConfig::new(AttentionParams::new(heads, alpha), method).with_tau_mode(mode);
+            let mut dec = Decoder::new(&cache, 1, ctx, cfg).expect("decoder");
+            let mut out = vec![0.0f32; prob.q.len()];
+            pool.install(|| {
+                for _ in 0..3 {
+                    dec.step(&cache, &ids, &prob.q, &mut out).expect("step");
+                }
+                let (mut tot, mut sel, mut att) = (vec![], vec![], vec![]);
+                let cpu0 = cpu_ms();
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let r = dec.step(&cache, &ids, &prob.q, &mut out).expect("step");
+                    tot.push(t.elapsed().as_secs_f64() * 1e3);
+                    sel.push(r.times.selection_ns as f64 / 1e6);
+                    att.push(r.times.attention_ns as f64 / 1e6);
+                }
+                let cpu = (cpu_ms() - cpu0) / iters as f64;
+                let med = |v: &mut Vec<f64>| {
+                    v.sort_by(|a, b| a.total_cmp(b));
+                    v[v.len() / 2]
+                };
+                let checksum: f64 = out.iter().map(|&x| x as f64).sum();
+                println!(
+                    "{name} ctx {ctx} threads {nt}: median {:.3} ms (selection {:.3}, attention {:.3}), min selection {:.3}, cpu {cpu:.2} ms/step, checksum {checksum:.6}",
+                    med(&mut tot),
+                    med(&mut sel),
+                    med(&mut att),
+                    sel[0]
+                );
+            });
+        }
+    }
+}
+
+/// CPU time of the whole process (all threads), ms, from /proc (10 ms ticks): the mean over
+/// many steps is robust to other load on the machine, unlike wall time.
+fn cpu_ms() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) * 10.0
+}
