@@ -138,6 +138,46 @@ impl PageRows {
         self.derive(d, bits);
     }
 
+    /// [`PageRows::load`] where the CPU has AVX-512 ([`has_avx512`]): the same values bit
+    /// for bit (every derived quantity is elementwise), 16 channels per instruction.
+    #[inline]
+    pub fn load_fast(
+        &mut self,
+        fast: bool,
+        stats: &StatsStorage,
+        base: usize,
+        d: usize,
+        bits: u32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if fast && d.is_multiple_of(16) {
+            let end = base + d;
+            let ok = crate::with_stats!(stats, |a| a[Stat::Min as usize].len() >= end
+                && a[Stat::Max as usize].len() >= end);
+            if ok && self.lo.len() >= d && self.step.len() >= d {
+                // SAFETY: `fast` is only set where `has_avx512()` holds; the rows
+                // `base..base + d` and the D-long buffers are checked just above.
+                unsafe { avx512::load_rows(self, stats, base, d, bits) };
+                self.set_consts(d, bits);
+                return;
+            }
+        }
+        self.load(stats, base, d, bits);
+    }
+
+    #[inline]
+    fn set_consts(&mut self, d: usize, bits: u32) {
+        self.bits = bits;
+        if self.consts_for != (d, bits) {
+            self.consts_for = (d, bits);
+            self.qmax = q_max(d, bits);
+            self.inv_qmax = 1.0 / self.qmax;
+            let n = (d + 2) as f64;
+            self.gam = n * U / (1.0 - n * U);
+            self.lv = sketch::levels(bits).max(1) as f64;
+        }
+    }
+
     #[inline]
     fn derive(&mut self, d: usize, bits: u32) {
         // L = 1 without a sketch: the step is then the key range itself (for the box).
@@ -154,15 +194,7 @@ impl PageRows {
             amax[c] = if l.abs() > h.abs() { l.abs() } else { h.abs() };
         }
         self.finite = bad == 0;
-        self.bits = bits;
-        if self.consts_for != (d, bits) {
-            self.consts_for = (d, bits);
-            self.qmax = q_max(d, bits);
-            self.inv_qmax = 1.0 / self.qmax;
-            let n = (d + 2) as f64;
-            self.gam = n * U / (1.0 - n * U);
-            self.lv = sketch::levels(bits).max(1) as f64;
-        }
+        self.set_consts(d, bits);
     }
 }
 
@@ -502,6 +534,336 @@ pub(crate) fn sketch_dots_portable(
                 .map(|(&w, &c)| w as i32 * c as i32)
                 .sum()
         };
+    }
+}
+
+/// Whether the CPU runs the AVX-512 bound kernels (F, BW, VL, DQ and VNNI), detected at run
+/// time: binaries are built for x86-64-v3, so these kernels are picked here, and the
+/// AVX2/portable ones stay the fallback. Every AVX-512 kernel gives the same bits as the
+/// AVX2 path it replaces (tested).
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the fused AVX-512 token kernel serves this shape: 4-bit sketch, D a multiple of
+/// 64 up to 256, or 512; whole blocks of 16 tokens.
+#[inline]
+fn fused_fits(bits: u32, d: usize, n: usize) -> bool {
+    bits == 4 && matches!(d, 64 | 128 | 192 | 256 | 512) && n.is_multiple_of(16)
+}
+
+/// The token bounds of one page for one head in one call: [`page_bound`] (sketch on),
+/// [`sketch_dots`] (zeros without a sketch) and [`token_ends`]. `fast` (from
+/// [`has_avx512`]) picks the fused AVX-512 kernel where it fits; the results are the same
+/// bits either way: `sdot`, `up`, `lo` (first `sdot.len()` entries), `qw` and the returned
+/// `(bound, max upper end, max lower end)`. (The decode passes call the two halves
+/// separately, [`page_bound`] for every head first; this is their composition, tested.)
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_tokens(
+    fast: bool,
+    w: &[f32],
+    rows: &PageRows,
+    sk: &[u8],
+    rb: usize,
+    slope: f64,
+    s0: f64,
+    qw: &mut [i16],
+    sdot: &mut [i32],
+    codes: &mut [u8],
+    up: &mut [f32],
+    lo: &mut [f64],
+) -> (PageBound, f32, f64) {
+    let pb = page_bound(w, rows, true, qw);
+    let (u, l) = tokens_from(fast, &pb, qw, sk, rb, rows.bits, slope, s0, sdot, codes, up, lo);
+    (pb, u, l)
+}
+
+/// [`sketch_dots`] (zeros when `bits == 0`) then [`token_ends`] for a page whose bound and
+/// quantised weights [`page_bound`] gave; `fast` as in [`head_tokens`], same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn tokens_from(
+    fast: bool,
+    pb: &PageBound,
+    qw: &[i16],
+    sk: &[u8],
+    rb: usize,
+    bits: u32,
+    slope: f64,
+    s0: f64,
+    sdot: &mut [i32],
+    codes: &mut [u8],
+    up: &mut [f32],
+    lo: &mut [f64],
+) -> (f32, f64) {
+    let (d, n) = (qw.len(), sdot.len());
+    #[cfg(target_arch = "x86_64")]
+    if fast && fused_fits(bits, d, n) {
+        assert!(
+            sk.len() >= n * rb
+                && rb >= sketch::row_bytes(d, bits)
+                && up.len() >= n
+                && lo.len() >= n
+        );
+        // SAFETY: `fast` is only set where `has_avx512()` holds; the assert keeps every
+        // row load inside `sk` and every store inside `sdot`/`up`/`lo`.
+        // SAFETY: as above (the block count is D/64 ≤ 8: `fused_fits`).
+        return unsafe {
+            match d / 64 {
+                1 => avx512::dots_ends::<1>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                2 => avx512::dots_ends::<2>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                3 => avx512::dots_ends::<3>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                4 => avx512::dots_ends::<4>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                _ => avx512::dots_ends::<8>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+            }
+        };
+    }
+    if bits > 0 {
+        sketch_dots(qw, sk, rb, bits, sdot, codes);
+    } else {
+        sdot.fill(0);
+    }
+    token_ends(pb, sdot, slope, s0, up, lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::{PageBound, PageRows};
+    use crate::stats::{Stat, StatsStorage};
+    use std::arch::x86_64::*;
+
+    /// [`PageRows::load`]'s rows and derived channels (D a multiple of 16, buffers of at
+    /// least D, rows `base..base + d` inside the statistics): elementwise, so the same
+    /// bits as the scalar `derive` (`max(r, 0)` is `r > 0 ? r : 0`, NaN to 0, as there).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn load_rows(
+        rows: &mut PageRows,
+        stats: &StatsStorage,
+        base: usize,
+        d: usize,
+        bits: u32,
+    ) {
+        // As `derive`: L = 1 without a sketch.
+        let inv = _mm512_set1_ps(1.0 / crate::stats::sketch::levels(bits).max(1) as f32);
+        let z = _mm512_setzero_ps();
+        let absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fff_ffff));
+        let fmax = _mm512_set1_ps(f32::MAX);
+        let mut ok: u16 = 0xffff;
+        let (lo, hi) = (rows.lo.as_mut_ptr(), rows.hi.as_mut_ptr());
+        let (st, am) = (rows.step.as_mut_ptr(), rows.amax.as_mut_ptr());
+        let mut c = 0;
+        while c < d {
+            let (l, h) = match stats {
+                StatsStorage::F32(a) => (
+                    _mm512_loadu_ps(a[Stat::Min as usize].as_ptr().add(base + c)),
+                    _mm512_loadu_ps(a[Stat::Max as usize].as_ptr().add(base + c)),
+                ),
+                StatsStorage::F16(a) => (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(
+                        a[Stat::Min as usize].as_ptr().add(base + c).cast(),
+                    )),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(
+                        a[Stat::Max as usize].as_ptr().add(base + c).cast(),
+                    )),
+                ),
+                StatsStorage::Bf16(a) => {
+                    let w = |p: *const half::bf16| {
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                            _mm256_loadu_si256(p.cast()),
+                        )))
+                    };
+                    (
+                        w(a[Stat::Min as usize].as_ptr().add(base + c)),
+                        w(a[Stat::Max as usize].as_ptr().add(base + c)),
+                    )
+                }
+            };
+            _mm512_storeu_ps(lo.add(c), l);
+            _mm512_storeu_ps(hi.add(c), h);
+            let (al, ah) = (_mm512_and_ps(l, absm), _mm512_and_ps(h, absm));
+            ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(al, fmax) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ah, fmax);
+            let r = _mm512_sub_ps(h, l);
+            // Scalar: `(if r > 0 { r } else { 0 }) * inv`; max_ps(r, 0) is `r > 0 ? r : 0`.
+            _mm512_storeu_ps(st.add(c), _mm512_mul_ps(_mm512_max_ps(r, z), inv));
+            // Scalar: `|l| > |h| ? |l| : |h|`, which is max_ps(|l|, |h|).
+            _mm512_storeu_ps(am.add(c), _mm512_max_ps(al, ah));
+            c += 16;
+        }
+        rows.finite = ok == 0xffff;
+    }
+
+    /// Sums of 16 vectors of 16 i32 lanes: lane t of the result is the sum of vector t's
+    /// lanes (exact, wrapping i32 arithmetic: any order gives the same value).
+    #[inline(always)]
+    unsafe fn reduce16(a: &[__m512i; 16]) -> __m512i {
+        // Level 1: pairs → [a2i: 2 quads | a2i+1: 2 quads].
+        let b: [__m512i; 8] = std::array::from_fn(|i| {
+            let (x, y) = (a[2 * i], a[2 * i + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x44>(x, y),
+                _mm512_shuffle_i32x4::<0xEE>(x, y),
+            )
+        });
+        // Level 2: quad k of c[i] holds token 4i + k (4 partials).
+        let c: [__m512i; 4] = std::array::from_fn(|i| {
+            let (x, y) = (b[2 * i], b[2 * i + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x88>(x, y),
+                _mm512_shuffle_i32x4::<0xDD>(x, y),
+            )
+        });
+        // Level 3: quad k = [token k: 2 partials, token k + 4: 2] (e0), tokens 8 + k and
+        // 12 + k (e1).
+        let e0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(c[0], c[1]),
+            _mm512_unpackhi_epi64(c[0], c[1]),
+        );
+        let e1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(c[2], c[3]),
+            _mm512_unpackhi_epi64(c[2], c[3]),
+        );
+        // Level 4: quad k = [token k, 8 + k, 4 + k, 12 + k].
+        let lo = _mm512_unpacklo_epi32(e0, e1);
+        let hi = _mm512_unpackhi_epi32(e0, e1);
+        let s = _mm512_add_epi32(_mm512_unpacklo_epi64(lo, hi), _mm512_unpackhi_epi64(lo, hi));
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(idx, s)
+    }
+
+    /// [`super::tokens_from`] for a 4-bit sketch, D a multiple of 64 (≤ 512) and
+    /// `sdot.len()` a multiple of 16: the sketch dots with VPDPWSSD (codes widened to i16,
+    /// exact i32 sums: `q_max` keeps every partial sum below 2³¹), then the token ends eight
+    /// f64 lanes at a time with exactly [`super::token_ends`]' operations per token
+    /// (products and sums rounded separately, no fused multiply-add), so the same bits.
+    /// The maxima are order-independent: no value is NaN or −0 (see the comments there).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    pub(super) unsafe fn dots_ends<const NB: usize>(
+        pb: &PageBound,
+        q: &[i16],
+        rows: &[u8],
+        rb: usize,
+        slope: f64,
+        s0: f64,
+        sdot: &mut [i32],
+        up: &mut [f32],
+        lo: &mut [f64],
+    ) -> (f32, f64) {
+        let n = sdot.len();
+        debug_assert_eq!(q.len(), 64 * NB);
+        // Weights of block b as the widened bytes come: byte j of a row holds channels 2j
+        // (low nibble) and 2j + 1 (high nibble).
+        let mut we = [_mm512_setzero_si512(); NB];
+        let mut wo = [_mm512_setzero_si512(); NB];
+        let ie = _mm512_set_epi16(
+            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22,
+            20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
+        );
+        let io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
+        for b in 0..NB {
+            let x = _mm512_loadu_si512(q.as_ptr().add(64 * b).cast());
+            let y = _mm512_loadu_si512(q.as_ptr().add(64 * b + 32).cast());
+            we[b] = _mm512_permutex2var_epi16(x, ie, y);
+            wo[b] = _mm512_permutex2var_epi16(x, io, y);
+        }
+        let m0f = _mm512_set1_epi16(0x0f);
+        let (base, scale, half) = (
+            _mm512_set1_pd(pb.base),
+            _mm512_set1_pd(pb.scale),
+            _mm512_set1_pd(pb.half),
+        );
+        let (blo, bhi) = (_mm512_set1_pd(pb.box_lo), _mm512_set1_pd(pb.box_hi));
+        let sl = _mm512_set1_pd(slope);
+        let iota = _mm512_setr_pd(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+        let negmax = _mm512_set1_pd(-(f32::MAX as f64));
+        let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let eps = _mm256_set1_ps(f32::EPSILON);
+        let tiny = _mm256_set1_ps(f32::from_bits(1));
+        let mut um = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut lm = _mm512_set1_pd(f64::NEG_INFINITY);
+        let mut t0 = 0;
+        while t0 < n {
+            let mut a = [_mm512_setzero_si512(); 16];
+            for (i, acc) in a.iter_mut().enumerate() {
+                let row = rows.as_ptr().add((t0 + i) * rb);
+                for b in 0..NB {
+                    let x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.add(32 * b).cast()));
+                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_and_si512(x, m0f), we[b]);
+                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_srli_epi16::<4>(x), wo[b]);
+                }
+            }
+            let s = reduce16(&a);
+            _mm512_storeu_si512(sdot.as_mut_ptr().add(t0).cast(), s);
+            for h in 0..2 {
+                let si = if h == 0 {
+                    _mm512_castsi512_si256(s)
+                } else {
+                    _mm512_extracti64x4_epi64::<1>(s)
+                };
+                let t = t0 + 8 * h;
+                // token_ends: c = base + scale·s; [c − half, c + half] ∩ box; ALiBi
+                // slope·(s0 + t) (s0 + t an exact integer, as tb + j there).
+                let c = _mm512_add_pd(base, _mm512_mul_pd(scale, _mm512_cvtepi32_pd(si)));
+                let l = _mm512_max_pd(_mm512_sub_pd(c, half), blo);
+                let u = _mm512_min_pd(_mm512_add_pd(c, half), bhi);
+                let al = _mm512_mul_pd(sl, _mm512_add_pd(_mm512_set1_pd(s0 + t as f64), iota));
+                let (u, l) = (_mm512_add_pd(u, al), _mm512_add_pd(l, al));
+                // f32_up: (x > −MAX ? x : −MAX) as f32, then (y + |y|·ε) + 2⁻¹⁴⁹.
+                let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(u, negmax);
+                let y = _mm512_cvtpd_ps(_mm512_mask_blend_pd(k, negmax, u));
+                let uf = _mm256_add_ps(
+                    _mm256_add_ps(y, _mm256_mul_ps(_mm256_and_ps(y, absm), eps)),
+                    tiny,
+                );
+                _mm256_storeu_ps(up.as_mut_ptr().add(t), uf);
+                _mm512_storeu_pd(lo.as_mut_ptr().add(t), l);
+                um = _mm256_max_ps(um, uf);
+                lm = _mm512_max_pd(lm, l);
+            }
+            t0 += 16;
+        }
+        let x = _mm_max_ps(_mm256_castps256_ps128(um), _mm256_extractf128_ps::<1>(um));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_movehdup_ps(x));
+        (_mm_cvtss_f32(x), _mm512_reduce_max_pd(lm))
+    }
+
+    /// Appends the values `v` of `vals` with `a·(v − m) > −1` to `out` (order kept),
+    /// without a branch per value (the scalar test, lane by lane: same values). Panics
+    /// unless `out` has room for all of `vals` (no reallocation here).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_f64(out: &mut Vec<f64>, vals: &[f64], a: f64, m: f64) {
+        let n = vals.len();
+        assert!(out.capacity() - out.len() >= n, "compact_f64: no room");
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let l = _mm512_loadu_pd(vals.as_ptr().add(i));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(_mm512_mul_pd(av, _mm512_sub_pd(l, mv)), neg1);
+            _mm512_mask_compressstoreu_pd(dst.add(len).cast(), k, l);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &l in &vals[i..] {
+            *dst.add(len) = l;
+            len += (a * (l - m) > -1.0) as usize;
+        }
+        out.set_len(len);
     }
 }
 
@@ -935,6 +1297,163 @@ mod tests {
         );
     }
 
+    /// Min/max rows of `keys` written into `stats` at `base` (outward rounding of the
+    /// statistics dtype, as the cache does), and the f32 rows read back.
+    fn store_rows(
+        stats: &mut crate::stats::StatsStorage,
+        base: usize,
+        keys: &[Vec<f32>],
+    ) -> (Vec<f32>, Vec<f32>) {
+        use crate::dtype::KvElem;
+        let d = keys[0].len();
+        let lo: Vec<f32> = (0..d)
+            .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
+            .collect();
+        let hi: Vec<f32> = (0..d)
+            .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        fn put<T: KvElem>(a: &mut [Vec<T>; 4], base: usize, lo: &[f32], hi: &[f32]) {
+            for c in 0..lo.len() {
+                a[0][base + c] = T::from_f32_down(lo[c]);
+                a[1][base + c] = T::from_f32_up(hi[c]);
+            }
+        }
+        match stats {
+            crate::stats::StatsStorage::F32(a) => put(a, base, &lo, &hi),
+            crate::stats::StatsStorage::F16(a) => put(a, base, &lo, &hi),
+            crate::stats::StatsStorage::Bf16(a) => put(a, base, &lo, &hi),
+        }
+        let (mut l, mut h) = (vec![0.0f32; d], vec![0.0f32; d]);
+        stats.read_row(Stat::Min, base, &mut l);
+        stats.read_row(Stat::Max, base, &mut h);
+        (l, h)
+    }
+
+    /// The AVX-512 kernels (where the CPU has them) against the AVX2/portable path, bit for
+    /// bit, and both against the exact scores and the scalar f64 reference
+    /// [`sketch::dot_bounds`]: rows of every statistics dtype (outlier channels, zero-width
+    /// channels, tiny and huge magnitudes, infinities), every head dim the fused kernel
+    /// takes and some it does not, ALiBi, several page sizes.
+    #[test]
+    fn avx512_kernels_equal_the_fallback_bitwise() {
+        use crate::DType;
+        let fast = has_avx512();
+        if !fast {
+            eprintln!("no AVX-512 (F/BW/VL/DQ/VNNI): fallback path only");
+        }
+        let mut r = Rng(99);
+        let mut fused = 0;
+        for trial in 0..360 {
+            let kind = trial % 6;
+            let dtype = [DType::F16, DType::F32, DType::Bf16][trial / 6 % 3];
+            let d = [64usize, 128, 64, 192, 256, 512, 48, 80][trial / 18 % 8];
+            let ps = [16usize, 32, 16, 48, 8][trial / 144 % 5];
+            let bits = if trial % 11 == 10 { [1u32, 2, 3, 8][trial / 11 % 4] } else { 4 };
+            let keys = page_keys(&mut r, kind as u32, ps, d);
+            let mut stats = crate::stats::StatsStorage::new(dtype, 3 * d);
+            let base = d;
+            let (lo, hi) = store_rows(&mut stats, base, &keys);
+            if trial % 13 == 12 {
+                // A non-finite row (the interval is then unbounded on both paths).
+                let mut bad = keys.clone();
+                bad[0][d / 2] = f32::INFINITY;
+                store_rows(&mut stats, base, &bad);
+            }
+            let mut slow_rows = PageRows::new(d);
+            slow_rows.load(&stats, base, d, bits);
+            let mut fast_rows = PageRows::new(d);
+            fast_rows.load_fast(fast, &stats, base, d, bits);
+            for (x, y) in [
+                (&slow_rows.lo, &fast_rows.lo),
+                (&slow_rows.hi, &fast_rows.hi),
+                (&slow_rows.step, &fast_rows.step),
+                (&slow_rows.amax, &fast_rows.amax),
+            ] {
+                let bx: Vec<u32> = x[..d].iter().map(|v| v.to_bits()).collect();
+                let by: Vec<u32> = y[..d].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bx, by, "rows: trial {trial} dtype {dtype:?} d {d}");
+            }
+            assert_eq!(slow_rows.finite, fast_rows.finite);
+            let w: Vec<f32> = (0..d)
+                .map(|c| {
+                    let x = r.sym();
+                    if kind == 4 {
+                        x * 10f32.powi(3 - (c % 7) as i32)
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let rb = sketch::row_bytes(d, bits) + (trial % 3 == 2) as usize;
+            let mut sk = vec![0u8; ps * rb];
+            for (t, k) in keys.iter().enumerate() {
+                sketch::encode_row(k, &lo, &hi, bits, &mut sk[t * rb..t * rb + sketch::row_bytes(d, bits)]);
+            }
+            let slope = if trial % 4 == 3 { -0.0625 * (trial % 5) as f64 } else { 0.0 };
+            let s0 = -((trial * 37) as f64);
+            let run = |fast: bool, rows: &PageRows| {
+                let (mut qw, mut sdot, mut codes) = (vec![0i16; d], vec![0i32; ps], vec![0u8; d]);
+                let (mut up, mut low) = (vec![0f32; ps], vec![0f64; ps]);
+                let (pb, u, l) = head_tokens(
+                    fast, &w, rows, &sk, rb, slope, s0, &mut qw, &mut sdot, &mut codes, &mut up,
+                    &mut low,
+                );
+                (pb, u, l, qw, sdot, up, low)
+            };
+            let (pb0, u0, l0, q0, s0v, up0, lo0) = run(false, &slow_rows);
+            let (pb1, u1, l1, q1, s1v, up1, lo1) = run(fast, &fast_rows);
+            fused += (fast && fused_fits(bits, d, ps)) as usize;
+            assert_eq!(pb0, pb1, "trial {trial}");
+            assert_eq!(q0, q1);
+            assert_eq!(s0v, s1v, "dots: trial {trial} d {d} bits {bits}");
+            assert_eq!(u0.to_bits(), u1.to_bits(), "trial {trial}");
+            assert_eq!(l0.to_bits(), l1.to_bits(), "trial {trial}");
+            let bu: Vec<u32> = up0.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bu, up1.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let bl: Vec<u64> = lo0.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bl, lo1.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            // Both enclose the exact score (ALiBi added) and meet the f64 reference.
+            if slow_rows.finite && trial % 13 != 12 {
+                for (t, k) in keys.iter().enumerate() {
+                    let exact: f64 = w.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let al = slope * (s0 + t as f64);
+                    let tol = 1e-12 * w.iter().zip(k).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>();
+                    assert!(
+                        lo1[t] <= exact + al + tol && exact + al - tol <= up1[t] as f64,
+                        "trial {trial} t {t}: {} {} {}",
+                        lo1[t],
+                        exact + al,
+                        up1[t]
+                    );
+                    let row = &sk[t * rb..(t + 1) * rb];
+                    let (rl, ru) = sketch::dot_bounds(&w, row, &lo, &hi, bits);
+                    assert!(rl + al <= up1[t] as f64 && lo1[t] <= ru + al);
+                }
+            }
+            // The vectorised lower-end filter keeps exactly the scalar's values.
+            let (a, m) = (0.5, l0 - 1.5);
+            let mut v0: Vec<f64> = Vec::with_capacity(4 * ps);
+            v0.push(1.0);
+            let mut v1: Vec<f64> = Vec::with_capacity(4 * ps);
+            v1.push(1.0);
+            for &l in &lo0 {
+                if a * (l - m) > -1.0 {
+                    v0.push(l);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                assert!(v1.capacity() - v1.len() >= lo0.len());
+                // SAFETY: AVX-512 present; room for every value (just checked).
+                unsafe { avx512::compact_f64(&mut v1, &lo0, a, m) };
+                assert_eq!(v0, v1);
+            }
+        }
+        if fast {
+            assert!(fused > 100, "the fused kernel ran {fused} times");
+        }
+    }
+
     #[test]
     fn non_finite_rows_are_unbounded() {
         let d = 8;
@@ -1016,8 +1535,38 @@ mod tests {
             }
         }
         let ld_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let fast = has_avx512();
+        let t = Instant::now();
+        for _ in 0..reps {
+            for i in 0..pages {
+                rr.load_fast(fast, &stats, i * d, d, bits);
+                acc += rr.step[5] as f64;
+            }
+        }
+        let ldf_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let t = Instant::now();
+        for _ in 0..reps {
+            for i in 0..pages {
+                let (a, b) = tokens_from(
+                    fast,
+                    &pc,
+                    &q,
+                    &sk[i * ps * rb..],
+                    rb,
+                    bits,
+                    0.0,
+                    -(i as f64),
+                    &mut sd,
+                    &mut codes,
+                    &mut up,
+                    &mut lo,
+                );
+                acc += a as f64 + b;
+            }
+        }
+        let tf_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
         println!(
-            "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns ({acc})"
+            "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns; fast ({fast}): rows {ldf_ns:.1} ns, dots+ends {tf_ns:.1} ns ({acc})"
         );
     }
 }

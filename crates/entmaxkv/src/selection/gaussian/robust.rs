@@ -37,7 +37,7 @@
 
 use super::{model, GaussianOpts};
 use crate::certificate::bounds::{
-    f32_down, page_bound, sketch_dots, token_ends, PageBound, PageRows,
+    f32_down, has_avx512, page_bound, tokens_from, PageBound, PageRows,
 };
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
@@ -442,11 +442,12 @@ fn box_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) {
     let d = cache.head_dim();
     let g = ctx.group();
     let closed = ctx.closed_pages();
+    let fast = has_avx512();
     for_blocks(ctx, &mut scratch.robust, |first, last, blk, out| {
         for i in first..last {
             prefetch_ahead(ctx, i, false);
             let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-            blk.rows.load(cache.stats(), base, d, 0);
+            blk.rows.load_fast(fast, cache.stats(), base, d, 0);
             let o = (i - first) * g;
             page_boxes(
                 ctx,
@@ -517,13 +518,14 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
             l.clear();
         }
     }
+    let fast = has_avx512();
     for_blocks(ctx, rs, |first, last, blk, out| {
         for i in first..last {
             let o = (i - first) * g;
             if let Pass::Fused { sinks } = pass {
                 prefetch_ahead(ctx, i, true);
                 let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load(cache.stats(), base, d, bits);
+                blk.rows.load_fast(fast, cache.stats(), base, d, bits);
                 page_boxes(
                     ctx,
                     i,
@@ -543,7 +545,7 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
                 }
                 prefetch_ahead(ctx, i, true);
                 let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load(cache.stats(), base, d, bits);
+                blk.rows.load_fast(fast, cache.stats(), base, d, bits);
                 for hg in 0..g {
                     let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
                     blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
@@ -557,16 +559,22 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
             };
             let s0 = (i * ps) as f64 - q_pos;
             for hg in 0..g {
-                let qw = &blk.qw[hg * d..(hg + 1) * d];
-                let sdot = &mut blk.sdot[..ps];
-                if bits > 0 {
-                    sketch_dots(qw, sk, sk_row, bits, sdot, &mut blk.codes);
-                } else {
-                    sdot.fill(0);
-                }
                 let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
                 let pb = blk.pbs[hg];
-                let (umax, lmx) = token_ends(&pb, sdot, ctx.slopes[hg] as f64, s0, ups, lows);
+                let (umax, lmx) = tokens_from(
+                    fast,
+                    &pb,
+                    &blk.qw[hg * d..(hg + 1) * d],
+                    sk,
+                    sk_row,
+                    bits,
+                    ctx.slopes[hg] as f64,
+                    s0,
+                    &mut blk.sdot[..ps],
+                    &mut blk.codes,
+                    ups,
+                    lows,
+                );
                 out.best[o + hg] = umax as f64;
                 if let Pass::Fused { .. } = pass {
                     let th = tau_hat[hg];
@@ -575,15 +583,15 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
                 // Lower ends: only those within 1/a of the running maximum can be
                 // candidates of the τ_lb solve (as in `certified`); the rest are dropped.
                 // f32_down is monotone, so the largest rounded value is f32_down(lmx).
-                let vals = &mut blk.vals[..ps];
-                for (v, &l) in vals.iter_mut().zip(lows.iter()) {
-                    *v = f32_down(l);
-                }
                 let pmax = f32_down(lmx) as f64;
                 let lmax = &mut blk.lmax[hg];
                 if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
                     *lmax = lmax.max(pmax);
                     let m = *lmax;
+                    let vals = &mut blk.vals[..ps];
+                    for (v, &l) in vals.iter_mut().zip(lows.iter()) {
+                        *v = f32_down(l);
+                    }
                     compact(&mut blk.lows[hg], vals, |v| a * (v as f64 - m) > -1.0);
                 }
             }
