@@ -32,7 +32,7 @@ use crate::certificate::{
     CheckTask, HeadCertificate,
 };
 use crate::error::{Error, Result};
-use crate::selection::gaussian::{self, GaussianOpts};
+use crate::selection::gaussian::{self, robust, Criterion, GaussianOpts};
 use crate::selection::topk::{self, Budget, TaskHeads, TopkScoring};
 use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use crate::with_kv;
@@ -219,6 +219,9 @@ struct Task {
     certs: Vec<HeadCertificate>,
     cert_bytes: CertBytes,
     tau_kept: Vec<f64>,
+    /// Gaussian robust (α ≠ 1): this step's task of the page-major fused pass (`None`:
+    /// selection complete without it).
+    robust: Option<robust::SeqTask>,
 }
 
 /// A planned decode (see the module docs).
@@ -244,6 +247,9 @@ pub struct Decoder {
     /// [`Method::Certified`]: the tasks of one sequence for the page-major bound pass
     /// (capacity planned; refilled every step).
     cert_tasks: Vec<certificate::SeqBoundTask>,
+    /// Gaussian robust (α ≠ 1): the tasks of one sequence for the page-major fused pass
+    /// (capacity planned; refilled every step).
+    robust_tasks: Vec<robust::SeqTask>,
 }
 
 impl Decoder {
@@ -319,6 +325,7 @@ impl Decoder {
                     certs: vec![HeadCertificate::default(); per_task],
                     cert_bytes: CertBytes::default(),
                     tau_kept: vec![0.0; per_task],
+                    robust: None,
                 }
             })
             .collect();
@@ -366,6 +373,7 @@ impl Decoder {
             topk_bounds,
             sparse,
             cert_tasks: Vec::with_capacity(if is_certified { per_b } else { 0 }),
+            robust_tasks: Vec::with_capacity(if is_gaussian { per_b } else { 0 }),
             tasks,
             q_scaled: vec![0.0; batch * h * d],
             slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
@@ -515,6 +523,42 @@ impl Decoder {
                 })?;
             }
         }
+        // Gaussian robust (α ≠ 1): per sequence, each task's moments and τ̂, then the fused
+        // box/token pass of all tasks in one walk over the pages, then each task's rest.
+        let robust_seq = matches!(method, Method::Gaussian(o) if o.criterion == Criterion::Robust)
+            && alpha != 1.0;
+        if let (Method::Gaussian(o), true) = (method, robust_seq) {
+            for b in 0..self.batch {
+                let seq = view(b)?;
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                let ctx_of = |t: &Task| SelectionContext {
+                    cache,
+                    seq,
+                    kv_head: t.kv_head,
+                    q_scaled: &qb[t.h0 * d..(t.h0 + t.group) * d],
+                    slopes: &slopes[t.h0..t.h0 + t.group],
+                    alpha,
+                };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let ctx = ctx_of(t);
+                    t.robust = robust::seq_begin(&ctx, o, &mut t.scratch, &mut t.selection, t.h0)?;
+                    Ok(())
+                })?;
+                self.robust_tasks.clear();
+                self.robust_tasks.extend(ts.iter().filter_map(|t| t.robust));
+                // SAFETY: distinct tasks' scratches, each prepared by `seq_begin` for this
+                // sequence just above, untouched until the pass returns.
+                unsafe { robust::pass_seq(cache, seq, &self.robust_tasks, qb, slopes, alpha) };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    if t.robust.take().is_some() {
+                        let ctx = ctx_of(t);
+                        robust::seq_finish(&ctx, &mut t.scratch, &mut t.selection)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         let topk_bounds = &self.topk_bounds;
         self.tasks
             .par_iter_mut()
@@ -563,6 +607,8 @@ impl Decoder {
                         &mut t.scratch,
                         &mut t.selection,
                     ),
+                    // Done above, page-major.
+                    Method::Gaussian(_) if robust_seq => Ok(()),
                     Method::Gaussian(o) => {
                         gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection)
                     }

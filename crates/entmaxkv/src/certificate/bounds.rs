@@ -841,6 +841,76 @@ pub(crate) mod avx512 {
         (_mm_cvtss_f32(x), _mm512_reduce_max_pd(lm))
     }
 
+    /// `f32_up` of eight f64 lanes, lane by lane the scalar's operations.
+    #[inline(always)]
+    unsafe fn f32_up8(x: __m512d) -> __m256 {
+        let negmax = _mm512_set1_pd(-(f32::MAX as f64));
+        let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(x, negmax);
+        let y = _mm512_cvtpd_ps(_mm512_mask_blend_pd(k, negmax, x));
+        let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        _mm256_add_ps(
+            _mm256_add_ps(y, _mm256_mul_ps(_mm256_and_ps(y, absm), _mm256_set1_ps(f32::EPSILON))),
+            _mm256_set1_ps(f32::from_bits(1)),
+        )
+    }
+
+    /// The robust pass's lower-end filter: appends `v = f32_down(l)` for each `l` of
+    /// `lows` with `a·(v − m) > −1` (v widened to f64) to `out`, order kept; the scalar
+    /// operations lane by lane (`f32_down(l) = −f32_up(−l)`). Panics unless `out` has room
+    /// for all of `lows`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_lows_f32(out: &mut Vec<f32>, lows: &[f64], a: f64, m: f64) {
+        let n = lows.len();
+        assert!(out.capacity() - out.len() >= n, "compact_lows_f32: no room");
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let sign = _mm512_set1_pd(-0.0);
+        let sign32 = _mm256_set1_ps(-0.0);
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let l = _mm512_loadu_pd(lows.as_ptr().add(i));
+            let v = _mm256_xor_ps(f32_up8(_mm512_xor_pd(l, sign)), sign32);
+            let z = _mm512_mul_pd(av, _mm512_sub_pd(_mm512_cvtps_pd(v), mv));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, neg1);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, v);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &l in &lows[i..] {
+            let v = super::f32_down(l);
+            *dst.add(len) = v;
+            len += (a * (v as f64 - m) > -1.0) as usize;
+        }
+        out.set_len(len);
+    }
+
+    /// The robust pass's upper-end filter: appends each `u` of `ups` with
+    /// `a·u − th > 0` (u widened to f64) to `out`, order kept. Panics unless `out` has room
+    /// for all of `ups`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_ups_f32(out: &mut Vec<f32>, ups: &[f32], a: f64, th: f64) {
+        let n = ups.len();
+        assert!(out.capacity() - out.len() >= n, "compact_ups_f32: no room");
+        let (av, tv, z0) = (_mm512_set1_pd(a), _mm512_set1_pd(th), _mm512_setzero_pd());
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let u = _mm256_loadu_ps(ups.as_ptr().add(i));
+            let z = _mm512_sub_pd(_mm512_mul_pd(av, _mm512_cvtps_pd(u)), tv);
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, z0);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, u);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &u in &ups[i..] {
+            *dst.add(len) = u;
+            len += (a * u as f64 - th > 0.0) as usize;
+        }
+        out.set_len(len);
+    }
+
     /// Appends the values `v` of `vals` with `a·(v − m) > −1` to `out` (order kept),
     /// without a branch per value (the scalar test, lane by lane: same values). Panics
     /// unless `out` has room for all of `vals` (no reallocation here).
@@ -1447,6 +1517,33 @@ mod tests {
                 // SAFETY: AVX-512 present; room for every value (just checked).
                 unsafe { avx512::compact_f64(&mut v1, &lo0, a, m) };
                 assert_eq!(v0, v1);
+                // The robust pass's f32 filters (lower ends rounded down, upper ends).
+                let mut lows = lo0.clone();
+                if trial % 5 == 0 {
+                    lows[0] = f64::MAX;
+                    lows[1] = -f64::MAX;
+                    lows[2] = 1e-300;
+                    lows[3] = f64::NEG_INFINITY;
+                }
+                let m32 = f32_down(l0) as f64 - 1.25;
+                let mut w0: Vec<f32> = Vec::with_capacity(ps);
+                for &l in &lows {
+                    let v = f32_down(l);
+                    if a * (v as f64 - m32) > -1.0 {
+                        w0.push(v);
+                    }
+                }
+                let mut w1: Vec<f32> = Vec::with_capacity(ps);
+                // SAFETY: AVX-512 present; room for every value.
+                unsafe { avx512::compact_lows_f32(&mut w1, &lows, a, m32) };
+                let b0: Vec<u32> = w0.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(b0, w1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "trial {trial}");
+                let th = a * u0 as f64 - 0.75;
+                let u0v: Vec<f32> = up0.iter().copied().filter(|&u| a * u as f64 - th > 0.0).collect();
+                let mut u1v: Vec<f32> = Vec::with_capacity(ps);
+                // SAFETY: as above.
+                unsafe { avx512::compact_ups_f32(&mut u1v, &up0, a, th) };
+                assert_eq!(u0v, u1v);
             }
         }
         if fast {

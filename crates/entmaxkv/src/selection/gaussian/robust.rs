@@ -116,6 +116,8 @@ pub(crate) struct RobustScratch {
     n_low: Vec<usize>,
     n_up: Vec<usize>,
     lmax: Vec<f64>,
+    /// Sink pages of the current selection (kept between [`seq_begin`] and [`seq_finish`]).
+    sinks: usize,
 }
 
 /// Sizes the scratch for `g` heads over `closed` pages: `tok` holds, per head, a segment of
@@ -159,12 +161,25 @@ pub fn select(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
+    let sinks = begin(ctx, opts, scratch)?;
+    let meta = out.meta_bytes + ctx.closed_pages() * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
+    // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
+    // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
+    // solve and the upper ends above τ̂ are kept.
+    let meta = meta + token_pass(ctx, scratch, Pass::Fused { sinks });
+    finish(ctx, scratch, out, meta, sinks)
+}
+
+/// [`select`] up to the fused pass: τ̂ per head (into `head`), the scratch sized and
+/// reset. Returns the number of sink pages.
+fn begin(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+) -> Result<usize> {
     let g = ctx.group();
     let closed = ctx.closed_pages();
-    let cache = ctx.cache;
-    let (ps, d) = (cache.page_size(), cache.head_dim());
-    let a = ctx.alpha - 1.0;
-
+    let ps = ctx.cache.page_size();
     // head[hg] = τ̂ (pass-1 hint), then τ_lb.
     scratch.head.clear();
     for hg in 0..g {
@@ -180,14 +195,22 @@ pub fn select(
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
     scratch.keep.resize(closed, false);
-    let row_b = cache.stats().row_bytes(d);
-    let mut meta = out.meta_bytes + closed * 2 * row_b;
-    let sinks = opts.sink_pages.min(closed);
+    Ok(opts.sink_pages.min(closed))
+}
 
-    // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
-    // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
-    // solve and the upper ends above τ̂ are kept.
-    meta += token_pass(ctx, scratch, Pass::Fused { sinks });
+/// [`select`] after the fused pass (`meta`: the statistics and sketch bytes read so far):
+/// the trust test of τ̂, τ_lb, pass 2, the kept pages.
+fn finish(
+    ctx: &SelectionContext<'_>,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    mut meta: usize,
+    sinks: usize,
+) -> Result<()> {
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ctx.cache.page_size();
+    let a = ctx.alpha - 1.0;
     // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
     // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
     // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
@@ -500,105 +523,160 @@ enum Pass {
 /// (`head[hg]`) to its upper segment (rounded up), and each page's best upper bound to
 /// `mu`. Marks the pages bounded (`b`) and returns the sketch bytes read.
 fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pass) -> usize {
-    let cache = ctx.cache;
-    let (ps, d) = (cache.page_size(), cache.head_dim());
     let g = ctx.group();
-    let closed = ctx.closed_pages();
-    let max_tokens = closed * ps;
-    let bits = cache.config().sketch_bits;
-    let q_pos = ctx.q_pos();
-    let a = ctx.alpha - 1.0;
-    let sk_row = sketch::row_bytes(d, bits);
+    pass_prelude(ctx, scratch);
     let tau_hat = &scratch.head[..g];
+    let fast = has_avx512();
+    for_blocks(ctx, &mut scratch.robust, |first, last, blk, mut out| {
+        for i in first..last {
+            pass_page(ctx, fast, true, pass, tau_hat, i, first, blk, &mut out);
+        }
+    });
+    pass_merge(ctx, scratch, pass)
+}
+
+/// [`token_pass`] before the walk: the blocks' lists emptied, their running maxima seeded.
+fn pass_prelude(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) {
+    let g = ctx.group();
     let rs = &mut scratch.robust;
-    let nb = closed.div_ceil(BLOCK_PAGES);
+    let nb = ctx.closed_pages().div_ceil(BLOCK_PAGES);
     for blk in &mut rs.blocks[..nb] {
         blk.lmax[..g].copy_from_slice(&rs.lmax[..g]);
         for l in blk.lows[..g].iter_mut().chain(blk.ups[..g].iter_mut()) {
             l.clear();
         }
     }
-    let fast = has_avx512();
-    for_blocks(ctx, rs, |first, last, blk, out| {
-        for i in first..last {
-            let o = (i - first) * g;
-            if let Pass::Fused { sinks } = pass {
-                prefetch_ahead(ctx, i, true);
-                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load_fast(fast, cache.stats(), base, d, bits);
-                page_boxes(
-                    ctx,
-                    i,
-                    blk,
-                    true,
-                    &mut out.hi[o..o + g],
-                    &mut out.lo[o..o + g],
-                );
-                out.want[i - first] =
-                    i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
-                if !out.want[i - first] {
-                    continue;
-                }
-            } else {
-                if !out.want[i - first] {
-                    continue;
-                }
-                prefetch_ahead(ctx, i, true);
-                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load_fast(fast, cache.stats(), base, d, bits);
-                for hg in 0..g {
-                    let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-                    blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
-                }
-            }
-            let sk = if bits > 0 {
-                let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-                &cache.sketch()[skb..skb + ps * sk_row]
-            } else {
-                &[][..]
-            };
-            let s0 = (i * ps) as f64 - q_pos;
-            for hg in 0..g {
-                let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
-                let pb = blk.pbs[hg];
-                let (umax, lmx) = tokens_from(
-                    fast,
-                    &pb,
-                    &blk.qw[hg * d..(hg + 1) * d],
-                    sk,
-                    sk_row,
-                    bits,
-                    ctx.slopes[hg] as f64,
-                    s0,
-                    &mut blk.sdot[..ps],
-                    &mut blk.codes,
-                    ups,
-                    lows,
-                );
-                out.best[o + hg] = umax as f64;
-                if let Pass::Fused { .. } = pass {
-                    let th = tau_hat[hg];
-                    compact(&mut blk.ups[hg], ups, |u| a * u as f64 - th > 0.0);
-                }
-                // Lower ends: only those within 1/a of the running maximum can be
-                // candidates of the τ_lb solve (as in `certified`); the rest are dropped.
-                // f32_down is monotone, so the largest rounded value is f32_down(lmx).
-                let pmax = f32_down(lmx) as f64;
-                let lmax = &mut blk.lmax[hg];
-                if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
-                    *lmax = lmax.max(pmax);
-                    let m = *lmax;
-                    let vals = &mut blk.vals[..ps];
-                    for (v, &l) in vals.iter_mut().zip(lows.iter()) {
-                        *v = f32_down(l);
-                    }
-                    compact(&mut blk.lows[hg], vals, |v| a * (v as f64 - m) > -1.0);
-                }
-            }
+}
+
+/// [`token_pass`] on closed page `i` (in the block starting at page `first`, whose
+/// scratch and outputs are `blk`/`out`); `tau_hat` the task's `[G]` τ̂, `prefetch`
+/// whether to prefetch the page [`PREFETCH_PAGES`](crate::certificate::bounds::PREFETCH_PAGES)
+/// slots on (the per-task walk; the page-major one reads forward streams).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn pass_page(
+    ctx: &SelectionContext<'_>,
+    fast: bool,
+    prefetch: bool,
+    pass: Pass,
+    tau_hat: &[f64],
+    i: usize,
+    first: usize,
+    blk: &mut Block,
+    out: &mut BlockOut<'_>,
+) {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
+    let bits = cache.config().sketch_bits;
+    let a = ctx.alpha - 1.0;
+    let sk_row = sketch::row_bytes(d, bits);
+    let o = (i - first) * g;
+    if let Pass::Fused { sinks } = pass {
+        if prefetch {
+            prefetch_ahead(ctx, i, true);
         }
-    });
-    // Merge: boxes (fused pass), flags, best upper ends, and the blocks' lists into the
-    // head segments.
+        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+        blk.rows.load_fast(fast, cache.stats(), base, d, bits);
+        page_boxes(
+            ctx,
+            i,
+            blk,
+            true,
+            &mut out.hi[o..o + g],
+            &mut out.lo[o..o + g],
+        );
+        out.want[i - first] = i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
+        if !out.want[i - first] {
+            return;
+        }
+    } else {
+        if !out.want[i - first] {
+            return;
+        }
+        if prefetch {
+            prefetch_ahead(ctx, i, true);
+        }
+        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+        blk.rows.load_fast(fast, cache.stats(), base, d, bits);
+        for hg in 0..g {
+            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+            blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
+        }
+    }
+    let sk = if bits > 0 {
+        let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+        &cache.sketch()[skb..skb + ps * sk_row]
+    } else {
+        &[][..]
+    };
+    let s0 = (i * ps) as f64 - ctx.q_pos();
+    for hg in 0..g {
+        let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
+        let pb = blk.pbs[hg];
+        let (umax, lmx) = tokens_from(
+            fast,
+            &pb,
+            &blk.qw[hg * d..(hg + 1) * d],
+            sk,
+            sk_row,
+            bits,
+            ctx.slopes[hg] as f64,
+            s0,
+            &mut blk.sdot[..ps],
+            &mut blk.codes,
+            ups,
+            lows,
+        );
+        out.best[o + hg] = umax as f64;
+        if let Pass::Fused { .. } = pass {
+            let th = tau_hat[hg];
+            let list = &mut blk.ups[hg];
+            #[cfg(target_arch = "x86_64")]
+            if fast && list.capacity() - list.len() >= ps {
+                // SAFETY: `fast` only where `has_avx512()` holds; room checked.
+                unsafe { crate::certificate::bounds::avx512::compact_ups_f32(list, ups, a, th) };
+            } else {
+                compact(list, ups, |u| a * u as f64 - th > 0.0);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            compact(list, ups, |u| a * u as f64 - th > 0.0);
+        }
+        // Lower ends: only those within 1/a of the running maximum can be candidates of
+        // the τ_lb solve (as in `certified`); the rest are dropped. f32_down is monotone,
+        // so the largest rounded value is f32_down(lmx).
+        let pmax = f32_down(lmx) as f64;
+        let lmax = &mut blk.lmax[hg];
+        if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
+            *lmax = lmax.max(pmax);
+            let m = *lmax;
+            let list = &mut blk.lows[hg];
+            #[cfg(target_arch = "x86_64")]
+            if fast && list.capacity() - list.len() >= ps {
+                // SAFETY: `fast` only where `has_avx512()` holds; room checked.
+                unsafe { crate::certificate::bounds::avx512::compact_lows_f32(list, lows, a, m) };
+                continue;
+            }
+            let vals = &mut blk.vals[..ps];
+            for (v, &l) in vals.iter_mut().zip(lows.iter()) {
+                *v = f32_down(l);
+            }
+            compact(list, vals, |v| a * (v as f64 - m) > -1.0);
+        }
+    }
+}
+
+/// [`token_pass`] after the walk: boxes (fused pass), flags, best upper ends, and the
+/// blocks' lists into the head segments. Returns the sketch bytes read.
+fn pass_merge(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pass) -> usize {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ps;
+    let bits = cache.config().sketch_bits;
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let rs = &mut scratch.robust;
     let mut pages = 0usize;
     for i in 0..closed {
         if let Pass::Fused { .. } = pass {
@@ -630,7 +708,7 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
         }
     }
     if bits > 0 {
-        pages * ps * sk_row
+        pages * ps * sketch::row_bytes(d, bits)
     } else {
         0
     }
@@ -667,4 +745,241 @@ fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
         }
     }
     false
+}
+
+/// One task of [`pass_seq`] (the robust criterion's fused pass, page-major over all tasks
+/// of a sequence): its kv head, query heads `h0..h0 + group`, sink pages, and raw
+/// pointers to its scratch (taken by [`seq_begin`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqTask {
+    kv_head: usize,
+    h0: usize,
+    group: usize,
+    sinks: usize,
+    blocks: *mut Block,
+    hi: *mut f64,
+    lo: *mut f64,
+    best: *mut f64,
+    want: *mut bool,
+    tau_hat: *const f64,
+}
+
+// SAFETY: the pointers are only dereferenced by `pass_seq`, whose jobs touch disjoint
+// blocks of every task (and only read τ̂).
+unsafe impl Send for SeqTask {}
+unsafe impl Sync for SeqTask {}
+
+/// [`super::select`] with the robust criterion and α ≠ 1, up to its fused pass, for the
+/// page-major pass of a sequence: the same checks and early returns, the page moments,
+/// τ̂, the scratch prepared. Returns the task for [`pass_seq`], or `None` when the
+/// selection is already complete (a single page, non-finite statistics). The scratch must
+/// not be touched until [`seq_finish`].
+pub(crate) fn seq_begin(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    h0: usize,
+) -> Result<Option<SeqTask>> {
+    const OP: &str = "gaussian::select";
+    opts.validate(OP)?;
+    let g = ctx.group();
+    out.reset(g);
+    let closed = ctx.closed_pages();
+    let keep_all = |out: &mut Selection| {
+        out.pages.clear();
+        for i in 0..ctx.seq.pages.len() {
+            out.pages.push(ctx.page_ref(i));
+        }
+    };
+    debug_assert!(ctx.alpha != 1.0 && opts.criterion == super::Criterion::Robust);
+    if closed == 0 {
+        keep_all(out);
+        return Ok(None);
+    }
+    scratch.reserve_pages(g, closed);
+    out.meta_bytes = model::page_moments(ctx, scratch);
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        keep_all(out);
+        return Ok(None);
+    }
+    let sinks = begin(ctx, opts, scratch)?;
+    pass_prelude(ctx, scratch);
+    let rs = &mut scratch.robust;
+    rs.sinks = sinks;
+    Ok(Some(SeqTask {
+        kv_head: ctx.kv_head,
+        h0,
+        group: g,
+        sinks,
+        blocks: rs.blocks.as_mut_ptr(),
+        hi: rs.pg_hi.as_mut_ptr(),
+        lo: rs.pg_lo.as_mut_ptr(),
+        best: rs.pg_best.as_mut_ptr(),
+        want: rs.want.as_mut_ptr(),
+        tau_hat: scratch.head.as_ptr(),
+    }))
+}
+
+/// [`super::select`] after [`pass_seq`] (for a task [`seq_begin`] returned).
+pub(crate) fn seq_finish(
+    ctx: &SelectionContext<'_>,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    let closed = ctx.closed_pages();
+    let sinks = scratch.robust.sinks;
+    let meta = out.meta_bytes
+        + closed * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim())
+        + pass_merge(ctx, scratch, Pass::Fused { sinks });
+    finish(ctx, scratch, out, meta, sinks)
+}
+
+/// The fused pass (box bounds of every closed page, token bounds of the pages pass 1
+/// picks) of every task of one sequence, page-major: a page's min/max rows and sketch
+/// blocks of all kv heads are contiguous, so one walk over the pages reads them as forward
+/// streams, where each task's own walk reads a scattered slice per page. Each task's
+/// results are exactly those of its own pass (the same [`pass_page`] on the same pages in
+/// the same block order; tested). `q_scaled` is the sequence's `[H, D]`, `slopes` `[H]`.
+///
+/// # Safety
+/// The tasks come from [`seq_begin`] on distinct scratches for this sequence, alive and
+/// otherwise untouched until the call returns.
+pub(crate) unsafe fn pass_seq(
+    cache: &crate::cache::PagedKvCache,
+    seq: crate::cache::SeqView<'_>,
+    tasks: &[SeqTask],
+    q_scaled: &[f32],
+    slopes: &[f32],
+    alpha: f64,
+) {
+    let d = cache.head_dim();
+    let closed = seq.pages.len().saturating_sub(1);
+    if closed == 0 || tasks.is_empty() {
+        return;
+    }
+    let fast = has_avx512();
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let run = |bi: usize| {
+        let first = bi * BLOCK_PAGES;
+        let last = (first + BLOCK_PAGES).min(closed);
+        for i in first..last {
+            for t in tasks {
+                let g = t.group;
+                let ctx = SelectionContext {
+                    cache,
+                    seq,
+                    kv_head: t.kv_head,
+                    q_scaled: &q_scaled[t.h0 * d..(t.h0 + g) * d],
+                    slopes: &slopes[t.h0..t.h0 + g],
+                    alpha,
+                };
+                let n = last - first;
+                // SAFETY (the caller's contract): block `bi` of every task and its pages
+                // first..last of the page-major outputs are touched by this job only; τ̂
+                // is only read.
+                let (blk, mut out, tau_hat) = unsafe {
+                    (
+                        &mut *t.blocks.add(bi),
+                        BlockOut {
+                            hi: std::slice::from_raw_parts_mut(t.hi.add(first * g), n * g),
+                            lo: std::slice::from_raw_parts_mut(t.lo.add(first * g), n * g),
+                            best: std::slice::from_raw_parts_mut(t.best.add(first * g), n * g),
+                            want: std::slice::from_raw_parts_mut(t.want.add(first), n),
+                        },
+                        std::slice::from_raw_parts(t.tau_hat, g),
+                    )
+                };
+                let pass = Pass::Fused { sinks: t.sinks };
+                pass_page(&ctx, fast, false, pass, tau_hat, i, first, blk, &mut out);
+            }
+        }
+    };
+    if nb > 1 {
+        (0..nb).into_par_iter().for_each(run);
+    } else {
+        run(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CacheConfig, StatsDType};
+    use crate::selection::gaussian::Criterion;
+    use crate::synth::{Synth, Workload};
+    use crate::DType;
+
+    /// The page-major fused pass ([`seq_begin`], [`pass_seq`], [`seq_finish`]) selects
+    /// exactly what the per-task [`super::super::select`] does: pages, τ̂ bits, bytes read;
+    /// GQA groups, ALiBi, several sequences, statistics dtypes, sink pages, sketch widths.
+    #[test]
+    fn page_major_pass_equals_per_task_select() {
+        for trial in 0..24u64 {
+            let (hkv, group) = ([1usize, 2, 4][trial as usize % 3], [1usize, 2][trial as usize / 3 % 2]);
+            let h = hkv * group;
+            let d = [64usize, 32][trial as usize / 6 % 2];
+            let ps = 16;
+            let lens = [vec![3000usize + 97 * trial as usize], vec![2500, 17, 4100]][trial as usize / 12 % 2].clone();
+            let mut syn = Synth::new(trial);
+            let wl = if trial % 2 == 0 { Workload::Structured } else { Workload::Iid };
+            let prob = syn.problem(wl, &lens, h, hkv, d);
+            let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
+            let (kvd, sd) = [(DType::F16, StatsDType::Kv), (DType::F32, StatsDType::F32), (DType::Bf16, StatsDType::Kv), (DType::F16, StatsDType::F32)][trial as usize % 4];
+            let bits = [4u32, 4, 2, 8][trial as usize / 4 % 4];
+            let cfg = CacheConfig::new(hkv, d, pages)
+                .with_kv_dtype(kvd)
+                .with_stats_dtype(sd)
+                .with_sketch_bits(bits);
+            let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+            let alpha = [1.5, 2.0, 4.0 / 3.0][trial as usize % 3];
+            let opts = GaussianOpts {
+                sink_pages: (trial % 3) as usize,
+                ..GaussianOpts::default().with_criterion(Criterion::Robust)
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
+            let slopes: Vec<f32> = (0..h)
+                .map(|i| if trial % 4 == 1 { -0.01 * (i + 1) as f32 } else { 0.0 })
+                .collect();
+            for (b, &id) in ids.iter().enumerate() {
+                let seq = cache.seq(id).unwrap();
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ctx_of = |h0: usize| SelectionContext {
+                    cache: &cache,
+                    seq,
+                    kv_head: h0 / group,
+                    q_scaled: &qb[h0 * d..(h0 + group) * d],
+                    slopes: &slopes[h0..h0 + group],
+                    alpha,
+                };
+                let heads: Vec<usize> = (0..h).step_by(group).collect();
+                let mut scr: Vec<SelectScratch> = heads.iter().map(|_| SelectScratch::new(seq.pages.len(), d)).collect();
+                let mut sel: Vec<Selection> = heads.iter().map(|_| Selection::with_capacity(seq.pages.len(), group)).collect();
+                let mut tasks = Vec::new();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if let Some(t) = seq_begin(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap() {
+                        tasks.push(t);
+                    }
+                }
+                // SAFETY: distinct scratches prepared just above.
+                unsafe { pass_seq(&cache, seq, &tasks, qb, &slopes, alpha) };
+                let active = tasks.len();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        seq_finish(&ctx_of(h0), &mut scr[j], &mut sel[j]).unwrap();
+                    }
+                    let mut s1 = SelectScratch::new(seq.pages.len(), d);
+                    let mut sel1 = Selection::with_capacity(seq.pages.len(), group);
+                    super::super::select(&ctx_of(h0), &opts, &mut s1, &mut sel1).unwrap();
+                    assert_eq!(sel[j].pages, sel1.pages, "trial {trial} seq {b} head {h0}");
+                    let t0: Vec<u64> = sel[j].tau_hat.iter().map(|x| x.to_bits()).collect();
+                    let t1: Vec<u64> = sel1.tau_hat.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(t0, t1, "trial {trial}");
+                    assert_eq!(sel[j].meta_bytes, sel1.meta_bytes, "trial {trial}");
+                }
+                assert!(seq.pages.len() == 1 || active == heads.len());
+            }
+        }
+    }
 }
