@@ -523,8 +523,9 @@ impl Decoder {
                 })?;
             }
         }
-        // Gaussian robust (α ≠ 1): per sequence, each task's moments and τ̂, then the fused
-        // box/token pass of all tasks in one walk over the pages, then each task's rest.
+        // Gaussian robust (α ≠ 1): per sequence, the page moments of all tasks in one walk
+        // over the pages, each task's τ̂, then the fused box/token pass of all tasks in one
+        // walk, then each task's rest.
         let robust_seq = matches!(method, Method::Gaussian(o) if o.criterion == Criterion::Robust)
             && alpha != 1.0;
         if let (Method::Gaussian(o), true) = (method, robust_seq) {
@@ -543,6 +544,24 @@ impl Decoder {
                 ts.par_iter_mut().try_for_each(|t| -> Result<()> {
                     let ctx = ctx_of(t);
                     t.robust = robust::seq_begin(&ctx, o, &mut t.scratch, &mut t.selection, t.h0)?;
+                    Ok(())
+                })?;
+                self.robust_tasks.clear();
+                self.robust_tasks.extend(ts.iter().filter_map(|t| t.robust));
+                // SAFETY: distinct tasks' scratches, each prepared by `seq_begin` for this
+                // sequence just above, untouched until the pass returns.
+                unsafe { robust::moments_seq(cache, seq, &self.robust_tasks, qb) };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    if t.robust.is_some() {
+                        let ctx = ctx_of(t);
+                        t.robust = robust::seq_begin_pass(
+                            &ctx,
+                            o,
+                            &mut t.scratch,
+                            &mut t.selection,
+                            t.h0,
+                        )?;
+                    }
                     Ok(())
                 })?;
                 self.robust_tasks.clear();

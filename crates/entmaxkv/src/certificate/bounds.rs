@@ -705,6 +705,30 @@ pub(crate) mod avx512 {
         rows.finite = ok == 0xffff;
     }
 
+    /// One statistics row (`d` values at `base`, D a multiple of 16, inside the storage)
+    /// widened to f32 into `out` (at least D long): exact, the values of `read_row`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn read_row(stats: &StatsStorage, stat: Stat, base: usize, out: &mut [f32]) {
+        let d = out.len();
+        let o = out.as_mut_ptr();
+        let mut c = 0;
+        while c < d {
+            let v = match stats {
+                StatsStorage::F32(a) => _mm512_loadu_ps(a[stat as usize].as_ptr().add(base + c)),
+                StatsStorage::F16(a) => _mm512_cvtph_ps(_mm256_loadu_si256(
+                    a[stat as usize].as_ptr().add(base + c).cast(),
+                )),
+                StatsStorage::Bf16(a) => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                        a[stat as usize].as_ptr().add(base + c).cast(),
+                    )),
+                )),
+            };
+            _mm512_storeu_ps(o.add(c), v);
+            c += 16;
+        }
+    }
+
     /// Sums of 16 vectors of 16 i32 lanes: lane t of the result is the sum of vector t's
     /// lanes (exact, wrapping i32 arithmetic: any order gives the same value).
     #[inline(always)]

@@ -762,6 +762,8 @@ pub(crate) struct SeqTask {
     best: *mut f64,
     want: *mut bool,
     tau_hat: *const f64,
+    /// [`moments_seq`]: `[blocks, 2D]` row scratch (the task's `pm_rows`).
+    rows: *mut f32,
 }
 
 // SAFETY: the pointers are only dereferenced by `pass_seq`, whose jobs touch disjoint
@@ -769,11 +771,11 @@ pub(crate) struct SeqTask {
 unsafe impl Send for SeqTask {}
 unsafe impl Sync for SeqTask {}
 
-/// [`super::select`] with the robust criterion and α ≠ 1, up to its fused pass, for the
-/// page-major pass of a sequence: the same checks and early returns, the page moments,
-/// τ̂, the scratch prepared. Returns the task for [`pass_seq`], or `None` when the
-/// selection is already complete (a single page, non-finite statistics). The scratch must
-/// not be touched until [`seq_finish`].
+/// [`super::select`] with the robust criterion and α ≠ 1, its first part for the
+/// page-major passes of a sequence: the checks and early returns, the moments' buffers
+/// sized. Returns the task for [`moments_seq`] (and later [`pass_seq`]), or `None` when
+/// the selection is already complete (a single page). Then [`moments_seq`], then
+/// [`seq_begin_pass`]; the scratch must not be touched in between.
 pub(crate) fn seq_begin(
     ctx: &SelectionContext<'_>,
     opts: &GaussianOpts,
@@ -786,21 +788,59 @@ pub(crate) fn seq_begin(
     let g = ctx.group();
     out.reset(g);
     let closed = ctx.closed_pages();
-    let keep_all = |out: &mut Selection| {
-        out.pages.clear();
-        for i in 0..ctx.seq.pages.len() {
-            out.pages.push(ctx.page_ref(i));
-        }
-    };
     debug_assert!(ctx.alpha != 1.0 && opts.criterion == super::Criterion::Robust);
     if closed == 0 {
-        keep_all(out);
+        keep_all(ctx, out);
         return Ok(None);
     }
     scratch.reserve_pages(g, closed);
-    out.meta_bytes = model::page_moments(ctx, scratch);
+    // As `model::page_moments`: `[G, closed]` μ_p and σ_p, filled by `moments_seq`.
+    scratch.mu.clear();
+    scratch.mu.resize(g * closed, 0.0);
+    scratch.sd.clear();
+    scratch.sd.resize(g * closed, 0.0);
+    let d = ctx.cache.head_dim();
+    let need = closed.div_ceil(BLOCK_PAGES) * 2 * d;
+    if scratch.pm_rows.len() < need {
+        scratch.pm_rows.resize(need, 0.0);
+    }
+    Ok(Some(SeqTask {
+        kv_head: ctx.kv_head,
+        h0,
+        group: g,
+        sinks: 0,
+        blocks: std::ptr::null_mut(),
+        hi: scratch.mu.as_mut_ptr(),
+        lo: scratch.sd.as_mut_ptr(),
+        best: std::ptr::null_mut(),
+        want: std::ptr::null_mut(),
+        tau_hat: std::ptr::null(),
+        rows: scratch.pm_rows.as_mut_ptr(),
+    }))
+}
+
+/// Every page into the selection (nothing to drop, or no model).
+fn keep_all(ctx: &SelectionContext<'_>, out: &mut Selection) {
+    out.pages.clear();
+    for i in 0..ctx.seq.pages.len() {
+        out.pages.push(ctx.page_ref(i));
+    }
+}
+
+/// After [`moments_seq`]: the rest of [`super::select`] up to the fused pass (the finite
+/// check, τ̂, the scratch prepared). Returns the task for [`pass_seq`], or `None` when the
+/// selection is complete (non-finite statistics).
+pub(crate) fn seq_begin_pass(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    h0: usize,
+) -> Result<Option<SeqTask>> {
+    let closed = ctx.closed_pages();
+    out.meta_bytes = closed * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
     if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
-        keep_all(out);
+        keep_all(ctx, out);
         return Ok(None);
     }
     let sinks = begin(ctx, opts, scratch)?;
@@ -810,7 +850,7 @@ pub(crate) fn seq_begin(
     Ok(Some(SeqTask {
         kv_head: ctx.kv_head,
         h0,
-        group: g,
+        group: ctx.group(),
         sinks,
         blocks: rs.blocks.as_mut_ptr(),
         hi: rs.pg_hi.as_mut_ptr(),
@@ -818,7 +858,99 @@ pub(crate) fn seq_begin(
         best: rs.pg_best.as_mut_ptr(),
         want: rs.want.as_mut_ptr(),
         tau_hat: scratch.head.as_ptr(),
+        rows: scratch.pm_rows.as_mut_ptr(),
     }))
+}
+
+/// `model::page_moments`' `(Σ q_d·m_d, Σ (q_d·s_d)²)`, operation for operation (eight f32
+/// lanes with fused multiply-adds, then the lanes summed in order from −0): the same bits
+/// (tested against `model::page_moments`).
+#[inline]
+fn mean_var(q: &[f32], m: &[f32], s: &[f32]) -> (f32, f32) {
+    let (mut am, mut av) = ([0.0f32; 8], [0.0f32; 8]);
+    let (qc, mc, sc) = (q.chunks_exact(8), m.chunks_exact(8), s.chunks_exact(8));
+    let (qr, mr, sr) = (qc.remainder(), mc.remainder(), sc.remainder());
+    for ((q8, m8), s8) in qc.zip(mc).zip(sc) {
+        for j in 0..8 {
+            am[j] = q8[j].mul_add(m8[j], am[j]);
+            let x = q8[j] * s8[j];
+            av[j] = x.mul_add(x, av[j]);
+        }
+    }
+    let (mut mu, mut var) = (am.iter().sum::<f32>(), av.iter().sum::<f32>());
+    for j in 0..qr.len() {
+        mu += qr[j] * mr[j];
+        var += (qr[j] * sr[j]) * (qr[j] * sr[j]);
+    }
+    (mu, var)
+}
+
+/// `model::page_moments` of every task of one sequence (tasks from [`seq_begin`]),
+/// page-major: a page's mean and std rows of all kv heads are contiguous, read once as
+/// forward streams, where each task's own walk reads a scattered slice per page. Writes
+/// each task's `[G, closed]` μ_p / σ_p, the same bits as `model::page_moments` (tested).
+///
+/// # Safety
+/// As [`pass_seq`], for tasks from [`seq_begin`].
+pub(crate) unsafe fn moments_seq(
+    cache: &crate::cache::PagedKvCache,
+    seq: crate::cache::SeqView<'_>,
+    tasks: &[SeqTask],
+    q_scaled: &[f32],
+) {
+    let d = cache.head_dim();
+    let closed = seq.pages.len().saturating_sub(1);
+    if closed == 0 || tasks.is_empty() {
+        return;
+    }
+    let stats = cache.stats();
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let fast = crate::certificate::bounds::has_avx512() && d.is_multiple_of(16);
+    let run = |bi: usize| {
+        // SAFETY (the caller's contract): the first task's `[blocks, 2D]` row scratch;
+        // block bi's rows belong to this job only.
+        let rows = unsafe { std::slice::from_raw_parts_mut(tasks[0].rows.add(bi * 2 * d), 2 * d) };
+        let (r0, r1) = rows.split_at_mut(d);
+        let first = bi * BLOCK_PAGES;
+        for i in first..(first + BLOCK_PAGES).min(closed) {
+            let page = seq.pages[i];
+            for t in tasks {
+                let base = cache.stats_offset(page, t.kv_head);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: AVX-512 present (`fast`), D a multiple of 16, the rows inside
+                    // the statistics (a closed page of the sequence).
+                    unsafe {
+                        crate::certificate::bounds::avx512::read_row(stats, Stat::Mean, base, r0);
+                        crate::certificate::bounds::avx512::read_row(stats, Stat::Std, base, r1);
+                    }
+                } else {
+                    stats.read_row(Stat::Mean, base, r0);
+                    stats.read_row(Stat::Std, base, r1);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    stats.read_row(Stat::Mean, base, r0);
+                    stats.read_row(Stat::Std, base, r1);
+                }
+                for hg in 0..t.group {
+                    let h = t.h0 + hg;
+                    let (mu, var) = mean_var(&q_scaled[h * d..(h + 1) * d], r0, r1);
+                    // SAFETY (the caller's contract): `[G, closed]` buffers of this task;
+                    // page i belongs to this job only.
+                    unsafe {
+                        *t.hi.add(hg * closed + i) = mu as f64;
+                        *t.lo.add(hg * closed + i) = (var as f64).sqrt();
+                    }
+                }
+            }
+        }
+    };
+    if nb > 1 {
+        (0..nb).into_par_iter().for_each(run);
+    } else {
+        run(0);
+    }
 }
 
 /// [`super::select`] after [`pass_seq`] (for a task [`seq_begin`] returned).
@@ -960,6 +1092,26 @@ mod tests {
                 for (j, &h0) in heads.iter().enumerate() {
                     if let Some(t) = seq_begin(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap() {
                         tasks.push(t);
+                    }
+                }
+                // SAFETY: distinct scratches prepared just above.
+                unsafe { moments_seq(&cache, seq, &tasks, qb) };
+                // The moments equal `model::page_moments` bit for bit.
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        let mut s1 = SelectScratch::new(seq.pages.len(), d);
+                        model::page_moments(&ctx_of(h0), &mut s1);
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&scr[j].mu), bits(&s1.mu), "trial {trial} mu");
+                        assert_eq!(bits(&scr[j].sd), bits(&s1.sd), "trial {trial} sd");
+                    }
+                }
+                tasks.clear();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        if let Some(t) = seq_begin_pass(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap() {
+                            tasks.push(t);
+                        }
                     }
                 }
                 // SAFETY: distinct scratches prepared just above.
