@@ -349,15 +349,50 @@ fn quantise_all(w: &[f32], step: &[f32], inv: f32, scale: f32, q: &mut [i16]) ->
 pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]) -> PageBound {
     let d = w.len();
     let sketch = sketch && rows.bits > 0;
-    if !rows.finite {
-        q[..d].fill(0);
-        return PageBound::UNBOUNDED;
-    }
-    let (lo, step, amax) = (&rows.lo[..d], &rows.step[..d], &rows.amax[..d]);
-    let ([b, p, m, mg], mx) = page_sums(w, lo, step, amax);
+    let pre = if rows.finite {
+        let (sums, mx) = page_sums(w, &rows.lo[..d], &rows.step[..d], &rows.amax[..d]);
+        bound_pre(rows, sketch, sums, mx)
+    } else {
+        BoundPre::UNBOUNDED
+    };
+    bound_post(&pre, rows, w, q)
+}
+
+/// What [`page_bound`] derives from the page sums before the quantisation (split out so
+/// that [`page_bounds`] can run each stage over many heads back to back).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoundPre {
+    /// 0: unbounded; 1: the box only (no sketch); 2: box and sketch.
+    kind: u8,
+    b: f32,
+    m_up: f64,
+    s_up: f64,
+    box_lo: f64,
+    box_hi: f64,
+    scale: f32,
+    inv: f32,
+}
+
+impl BoundPre {
+    const UNBOUNDED: BoundPre = BoundPre {
+        kind: 0,
+        b: 0.0,
+        m_up: 0.0,
+        s_up: 0.0,
+        box_lo: 0.0,
+        box_hi: 0.0,
+        scale: 0.0,
+        inv: 0.0,
+    };
+}
+
+/// [`page_bound`] from the page sums `([Σ w·lo, P̂, N̂, Σ|w|·amax], max|ŵs|)` of finite rows
+/// (`sketch`: rows loaded for a width > 0 and the sketch asked for).
+#[inline]
+fn bound_pre(rows: &PageRows, sketch: bool, sums: [f32; 4], mx: f32) -> BoundPre {
+    let [b, p, m, mg] = sums;
     if !(b.is_finite() && p.is_finite() && m.is_finite() && mg.is_finite()) {
-        q[..d].fill(0);
-        return PageBound::UNBOUNDED;
+        return BoundPre::UNBOUNDED;
     }
     let (gam, lv) = (rows.gam, rows.lv);
     let m_up = mg as f64 * (1.0 + 3.0 * gam);
@@ -369,17 +404,17 @@ pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]
     let box_lo = b as f64 + lv * m as f64 - widen;
     let box_hi = b as f64 + lv * p as f64 + widen;
     if !sketch {
-        q[..d].fill(0);
-        return PageBound {
+        return BoundPre {
+            kind: 1,
+            b,
+            m_up,
+            s_up,
             box_lo,
             box_hi,
-            mag: m_up,
-            base: b as f64,
-            half: f64::INFINITY,
             scale: 0.0,
+            inv: 0.0,
         };
     }
-
     // Quantise ŵs_c = fl(w_c·ŝ_c) (recomputed: the same f32 products as above).
     let qmax = rows.qmax;
     // 2⁻¹¹⁰ ≤ mx keeps scale ≥ 2⁻¹²⁵ (normal), mx ≤ 2¹⁰⁰ keeps scale·q finite.
@@ -398,25 +433,125 @@ pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]
         // Nothing to quantise (or out of range): q = 0, e_c = ŵs_c.
         (0.0, 0.0)
     };
-    let e = quantise_all(w, step, inv, scale, &mut q[..d]) as f64;
+    BoundPre {
+        kind: 2,
+        b,
+        m_up,
+        s_up,
+        box_lo,
+        box_hi,
+        scale,
+        inv,
+    }
+}
+
+/// [`page_bound`] after [`bound_pre`]: the quantised weights into `q` and the bound.
+#[inline]
+fn bound_post(pre: &BoundPre, rows: &PageRows, w: &[f32], q: &mut [i16]) -> PageBound {
+    let d = w.len();
+    if pre.kind == 0 {
+        q[..d].fill(0);
+        return PageBound::UNBOUNDED;
+    }
+    if pre.kind == 1 {
+        q[..d].fill(0);
+        return PageBound {
+            box_lo: pre.box_lo,
+            box_hi: pre.box_hi,
+            mag: pre.m_up,
+            base: pre.b as f64,
+            half: f64::INFINITY,
+            scale: 0.0,
+        };
+    }
+    let e = quantise_all(w, &rows.step[..d], pre.inv, pre.scale, &mut q[..d]) as f64;
+    bound_finish(pre, rows, e, q)
+}
+
+/// The half-width from the quantisation error `e` ([`page_bound`]'s last step).
+#[inline]
+fn bound_finish(pre: &BoundPre, rows: &PageRows, e: f64, q: &mut [i16]) -> PageBound {
+    let (gam, lv) = (rows.gam, rows.lv);
+    let (s_up, m_up) = (pre.s_up, pre.m_up);
+    let tail = 1.0 / (1u64 << 40) as f64;
+    let tiny = f64::powi(2.0, -120);
     let h0 = s_up * (1.0 + 5.0 * U) * 0.5
         + lv * e * (1.0 + 2.0 * gam)
         + 4.03 * U * lv * s_up
         + gam * m_up;
     let half = h0 + tail * (h0 + m_up) + BOUND_ERR * m_up + tiny;
     if !half.is_finite() {
-        q[..d].fill(0);
+        q.fill(0);
         return PageBound::UNBOUNDED;
     }
     PageBound {
-        box_lo,
-        box_hi,
+        box_lo: pre.box_lo,
+        box_hi: pre.box_hi,
         mag: m_up,
-        base: b as f64,
+        base: pre.b as f64,
         half,
-        scale: scale as f64,
+        scale: pre.scale as f64,
     }
 }
+
+/// One head of [`page_bounds`]: its query (D values), the page's rows, and its quantised
+/// weights' buffer (D values).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoundUnit {
+    pub w: *const f32,
+    pub rows: *const PageRows,
+    pub q: *mut i16,
+}
+
+/// [`page_bound`] (sketch on) of up to [`BATCH`] heads at once into `out`: the same
+/// function, stage by stage over all the heads (sums, constants, quantisation,
+/// half-widths), so that the heads' long dependency chains overlap in the out-of-order core
+/// instead of running one after the other. The same bits as `page_bound` per head (the
+/// same operations on the same values; tested).
+///
+/// # Safety
+/// Every unit's pointers are valid for D values (`rows` for reads, loaded for D), the `q`
+/// buffers are distinct from each other and from everything else in use.
+#[inline]
+pub(crate) unsafe fn page_bounds(d: usize, units: &[BoundUnit], out: &mut [PageBound]) {
+    let n = units.len();
+    assert!(n <= BATCH && out.len() >= n);
+    // SAFETY (the caller's contract): valid for D values.
+    let w = |i: usize| unsafe { std::slice::from_raw_parts(units[i].w, d) };
+    let rows = |i: usize| unsafe { &*units[i].rows };
+    let q = |i: usize| unsafe { std::slice::from_raw_parts_mut(units[i].q, d) };
+    let mut sums = [([0.0f32; 4], 0.0f32); BATCH];
+    let mut pre = [BoundPre::UNBOUNDED; BATCH];
+    for i in 0..n {
+        let r = rows(i);
+        if r.finite {
+            sums[i] = page_sums(w(i), &r.lo[..d], &r.step[..d], &r.amax[..d]);
+        }
+    }
+    for i in 0..n {
+        let r = rows(i);
+        if r.finite {
+            pre[i] = bound_pre(r, r.bits > 0, sums[i].0, sums[i].1);
+        }
+    }
+    let mut e = [0.0f64; BATCH];
+    for i in 0..n {
+        if pre[i].kind == 2 {
+            e[i] = quantise_all(w(i), &rows(i).step[..d], pre[i].inv, pre[i].scale, q(i)) as f64;
+        }
+    }
+    for i in 0..n {
+        out[i] = if pre[i].kind == 2 {
+            bound_finish(&pre[i], rows(i), e[i], q(i))
+        } else {
+            bound_post(&pre[i], rows(i), w(i), q(i))
+        };
+    }
+}
+
+/// Heads per call of [`page_bounds`].
+pub(crate) const BATCH: usize = 8;
+
 
 /// The ends of every token interval of one page for one head, ALiBi `slope·(s0 + t)` added
 /// for token `t` (`s0 = first position − q_pos`, so this is exactly [`alibi`]'s value):
@@ -1648,6 +1783,60 @@ mod tests {
         }
     }
 
+    /// [`page_bounds`] (heads batched stage by stage) equals [`page_bound`] per head, bit
+    /// for bit: bounds and quantised weights, rows of every kind (non-finite, overflowing,
+    /// zero-width, tiny, huge), every sketch width and none.
+    #[test]
+    fn batched_page_bounds_equal_page_bound() {
+        let mut r = Rng(21);
+        for trial in 0..200 {
+            let d = [64usize, 32, 16, 128][trial % 4];
+            let bits = [4u32, 4, 1, 2, 3, 8, 0][trial / 4 % 7];
+            let n = 1 + trial % BATCH;
+            let rows: Vec<PageRows> = (0..n)
+                .map(|i| {
+                    let keys = page_keys(&mut r, ((trial + i) % 6) as u32, 16, d);
+                    let mut lo: Vec<f32> = (0..d)
+                        .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
+                        .collect();
+                    let hi: Vec<f32> = (0..d)
+                        .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
+                        .collect();
+                    if (trial + i) % 17 == 5 {
+                        lo[1] = f32::NEG_INFINITY;
+                    }
+                    let mut pr = PageRows::new(d);
+                    pr.set(&lo, &hi, bits);
+                    pr
+                })
+                .collect();
+            let ws: Vec<Vec<f32>> = (0..n)
+                .map(|i| {
+                    (0..d)
+                        .map(|_| r.sym() * if (trial + i) % 23 == 7 { 1e30 } else { 1.0 })
+                        .collect()
+                })
+                .collect();
+            let mut q0 = vec![0i16; n * d];
+            let want: Vec<PageBound> = (0..n)
+                .map(|i| page_bound(&ws[i], &rows[i], true, &mut q0[i * d..(i + 1) * d]))
+                .collect();
+            let mut q1 = vec![5i16; n * d];
+            let units: Vec<BoundUnit> = (0..n)
+                .map(|i| BoundUnit {
+                    w: ws[i].as_ptr(),
+                    rows: &rows[i],
+                    q: q1[i * d..].as_mut_ptr(),
+                })
+                .collect();
+            let mut got = vec![PageBound::UNBOUNDED; n];
+            // SAFETY: D-long queries, rows and disjoint weight buffers.
+            unsafe { page_bounds(d, &units, &mut got) };
+            assert_eq!(want, got, "trial {trial}");
+            assert_eq!(q0, q1, "trial {trial}");
+        }
+    }
+
     #[test]
     fn non_finite_rows_are_unbounded() {
         let d = 8;
@@ -1739,6 +1928,25 @@ mod tests {
         }
         let ld_ns = best * 1e9 / pages as f64;
         let fast = has_avx512();
+        let mut qb = vec![0i16; BATCH * d];
+        let mut pbo = [PageBound::UNBOUNDED; BATCH];
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = Instant::now();
+            for ch in rows.chunks(BATCH) {
+                let units: [BoundUnit; BATCH] = std::array::from_fn(|i| BoundUnit {
+                    w: w.as_ptr(),
+                    rows: &ch[i.min(ch.len() - 1)],
+                    q: qb[i * d..].as_mut_ptr(),
+                });
+                // SAFETY: D-long query, rows, disjoint weight buffers.
+                unsafe { page_bounds(d, &units[..ch.len()], &mut pbo) };
+                acc += pbo[3].half;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let pbb_ns = best * 1e9 / pages as f64;
+        println!("page_bounds (batched) {pbb_ns:.1} ns");
         let mut best = f64::INFINITY;
         for _ in 0..reps {
             let t = Instant::now();

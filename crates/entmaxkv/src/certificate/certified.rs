@@ -19,8 +19,8 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    above_mask, alibi, f32_down, has_avx512, page_bound, tokens_from, PageBound, PageRows,
-    PREFETCH_PAGES,
+    above_mask, alibi, f32_down, has_avx512, page_bounds, tokens_from, BoundUnit, PageBound,
+    PageRows, BATCH, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{
@@ -328,9 +328,18 @@ fn slot_rows(
 /// back: the tasks' long dependency chains then overlap in the out-of-order core.)
 #[inline]
 fn slot_bounds(q_scaled: &[f32], g: usize, d: usize, part: &mut BlockScratch) {
-    for hg in 0..g {
-        let w = &q_scaled[hg * d..(hg + 1) * d];
-        part.pbs[hg] = page_bound(w, &part.rows, true, &mut part.qw[hg * d..(hg + 1) * d]);
+    let mut h0 = 0;
+    while h0 < g {
+        let n = (g - h0).min(BATCH);
+        let rows: *const PageRows = &part.rows;
+        let units: [BoundUnit; BATCH] = std::array::from_fn(|i| BoundUnit {
+            w: q_scaled[((h0 + i).min(g - 1)) * d..].as_ptr(),
+            rows,
+            q: part.qw[((h0 + i).min(g - 1)) * d..].as_mut_ptr(),
+        });
+        // SAFETY: head h0 + i's query and weights (D each, distinct heads), the block's rows.
+        unsafe { page_bounds(d, &units[..n], &mut part.pbs[h0..h0 + n]) };
+        h0 += n;
     }
 }
 
@@ -882,9 +891,46 @@ pub(crate) unsafe fn bound_pass_seq(
             for t in tasks {
                 slot_rows(fast, cache, seq, t.kv_head, slot, part(t));
             }
-            // Phase 2 for every task, then phase 3 (see `slot_bounds`).
-            for t in tasks {
-                slot_bounds(&q_scaled[t.h0 * d..(t.h0 + t.group) * d], t.group, d, part(t));
+            // Phase 2 for every task (batches of heads across tasks), then phase 3 (see
+            // `slot_bounds`).
+            let mut units = [BoundUnit {
+                w: std::ptr::null(),
+                rows: std::ptr::null(),
+                q: std::ptr::null_mut(),
+            }; BATCH];
+            let mut dest = [(0usize, 0usize); BATCH];
+            let mut pbs = [PageBound::UNBOUNDED; BATCH];
+            let mut n = 0;
+            let flush = |n: usize,
+                         units: &[BoundUnit; BATCH],
+                         dest: &[(usize, usize); BATCH],
+                         pbs: &mut [PageBound; BATCH]| {
+                // SAFETY: distinct (task, head) units: their queries, their block's rows
+                // and weights (D each) of this job's block.
+                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
+                for i in 0..n {
+                    let (ti, hg) = dest[i];
+                    part(&tasks[ti]).pbs[hg] = pbs[i];
+                }
+            };
+            for (ti, t) in tasks.iter().enumerate() {
+                let p = part(t);
+                for hg in 0..t.group {
+                    units[n] = BoundUnit {
+                        w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
+                        rows: &p.rows,
+                        q: p.qw[hg * d..].as_mut_ptr(),
+                    };
+                    dest[n] = (ti, hg);
+                    n += 1;
+                    if n == BATCH {
+                        flush(n, &units, &dest, &mut pbs);
+                        n = 0;
+                    }
+                }
+            }
+            if n > 0 {
+                flush(n, &units, &dest, &mut pbs);
             }
             for t in tasks {
                 let g = t.group;
