@@ -37,7 +37,8 @@
 
 use super::{model, GaussianOpts};
 use crate::certificate::bounds::{
-    f32_down, has_avx512, page_bound, tokens_from, PageBound, PageRows,
+    f32_down, has_avx512, page_bound, page_bounds, tokens_from, BoundUnit, PageBound, PageRows,
+    BATCH,
 };
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
@@ -441,13 +442,22 @@ fn page_boxes(
     hi: &mut [f64],
     lo: &mut [f64],
 ) {
-    let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
+    let d = ctx.cache.head_dim();
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        blk.pbs[hg] = page_bound(q, &blk.rows, sketch, &mut blk.qw[hg * d..(hg + 1) * d]);
+    }
+    boxes_from(ctx, i, blk, hi, lo);
+}
+
+/// The box bounds of [`page_boxes`] from the heads' bounds already in `blk.pbs`.
+#[inline]
+fn boxes_from(ctx: &SelectionContext<'_>, i: usize, blk: &Block, hi: &mut [f64], lo: &mut [f64]) {
+    let ps = ctx.cache.page_size();
     let q_pos = ctx.q_pos();
     let start = (i * ps) as f64;
     for hg in 0..ctx.group() {
-        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-        let pb = page_bound(q, &blk.rows, sketch, &mut blk.qw[hg * d..(hg + 1) * d]);
-        blk.pbs[hg] = pb;
+        let pb = blk.pbs[hg];
         let slope = ctx.slopes[hg] as f64;
         let (b0, b1) = (
             slope * (start - q_pos),
@@ -529,7 +539,7 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
     let fast = has_avx512();
     for_blocks(ctx, &mut scratch.robust, |first, last, blk, mut out| {
         for i in first..last {
-            pass_page(ctx, fast, true, pass, tau_hat, i, first, blk, &mut out);
+            pass_page(ctx, fast, true, false, pass, tau_hat, i, first, blk, &mut out);
         }
     });
     pass_merge(ctx, scratch, pass)
@@ -558,6 +568,7 @@ fn pass_page(
     ctx: &SelectionContext<'_>,
     fast: bool,
     prefetch: bool,
+    bounded: bool,
     pass: Pass,
     tau_hat: &[f64],
     i: usize,
@@ -573,19 +584,24 @@ fn pass_page(
     let sk_row = sketch::row_bytes(d, bits);
     let o = (i - first) * g;
     if let Pass::Fused { sinks } = pass {
-        if prefetch {
-            prefetch_ahead(ctx, i, true);
+        if bounded {
+            // Rows and bounds done by the caller (`pass_seq`).
+            boxes_from(ctx, i, blk, &mut out.hi[o..o + g], &mut out.lo[o..o + g]);
+        } else {
+            if prefetch {
+                prefetch_ahead(ctx, i, true);
+            }
+            let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+            blk.rows.load_fast(fast, cache.stats(), base, d, bits);
+            page_boxes(
+                ctx,
+                i,
+                blk,
+                true,
+                &mut out.hi[o..o + g],
+                &mut out.lo[o..o + g],
+            );
         }
-        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-        blk.rows.load_fast(fast, cache.stats(), base, d, bits);
-        page_boxes(
-            ctx,
-            i,
-            blk,
-            true,
-            &mut out.hi[o..o + g],
-            &mut out.lo[o..o + g],
-        );
         out.want[i - first] = i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
         if !out.want[i - first] {
             return;
@@ -992,10 +1008,59 @@ pub(crate) unsafe fn pass_seq(
     }
     let fast = has_avx512();
     let nb = closed.div_ceil(BLOCK_PAGES);
+    let bits = cache.config().sketch_bits;
     let run = |bi: usize| {
         let first = bi * BLOCK_PAGES;
         let last = (first + BLOCK_PAGES).min(closed);
+        // SAFETY (the caller's contract): block `bi` of every task is touched by this job
+        // only.
+        let blk = |t: &SeqTask| unsafe { &mut *t.blocks.add(bi) };
         for i in first..last {
+            // Phase 1: every task's rows; phase 2: every head's page bound, batched across
+            // tasks (`page_bounds`); phase 3: the rest of `pass_page` per task.
+            for t in tasks {
+                let base = cache.stats_offset(seq.pages[i], t.kv_head);
+                blk(t).rows.load_fast(fast, cache.stats(), base, d, bits);
+            }
+            let mut units = [BoundUnit {
+                w: std::ptr::null(),
+                rows: std::ptr::null(),
+                q: std::ptr::null_mut(),
+            }; BATCH];
+            let mut dest = [(0usize, 0usize); BATCH];
+            let mut pbs = [PageBound::UNBOUNDED; BATCH];
+            let mut n = 0;
+            let flush = |n: usize,
+                         units: &[BoundUnit; BATCH],
+                         dest: &[(usize, usize); BATCH],
+                         pbs: &mut [PageBound; BATCH]| {
+                // SAFETY: distinct (task, head) units: their queries, their block's rows
+                // and weights (D each).
+                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
+                for k in 0..n {
+                    let (ti, hg) = dest[k];
+                    blk(&tasks[ti]).pbs[hg] = pbs[k];
+                }
+            };
+            for (ti, t) in tasks.iter().enumerate() {
+                let b = blk(t);
+                for hg in 0..t.group {
+                    units[n] = BoundUnit {
+                        w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
+                        rows: &b.rows,
+                        q: b.qw[hg * d..].as_mut_ptr(),
+                    };
+                    dest[n] = (ti, hg);
+                    n += 1;
+                    if n == BATCH {
+                        flush(n, &units, &dest, &mut pbs);
+                        n = 0;
+                    }
+                }
+            }
+            if n > 0 {
+                flush(n, &units, &dest, &mut pbs);
+            }
             for t in tasks {
                 let g = t.group;
                 let ctx = SelectionContext {
@@ -1007,12 +1072,10 @@ pub(crate) unsafe fn pass_seq(
                     alpha,
                 };
                 let n = last - first;
-                // SAFETY (the caller's contract): block `bi` of every task and its pages
-                // first..last of the page-major outputs are touched by this job only; τ̂
-                // is only read.
-                let (blk, mut out, tau_hat) = unsafe {
+                // SAFETY (the caller's contract): this task's page-major outputs of pages
+                // first..last are touched by this job only; τ̂ is only read.
+                let (mut out, tau_hat) = unsafe {
                     (
-                        &mut *t.blocks.add(bi),
                         BlockOut {
                             hi: std::slice::from_raw_parts_mut(t.hi.add(first * g), n * g),
                             lo: std::slice::from_raw_parts_mut(t.lo.add(first * g), n * g),
@@ -1023,7 +1086,7 @@ pub(crate) unsafe fn pass_seq(
                     )
                 };
                 let pass = Pass::Fused { sinks: t.sinks };
-                pass_page(&ctx, fast, false, pass, tau_hat, i, first, blk, &mut out);
+                pass_page(&ctx, fast, false, true, pass, tau_hat, i, first, blk(t), &mut out);
             }
         }
     };
