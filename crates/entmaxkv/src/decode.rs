@@ -17,8 +17,10 @@
 //! the statistics ([`crate::selection::topk::seq_page_bounds`]) and, with one task per kv
 //! head, attends in one walk over the union of the kept pages
 //! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
-//! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
-//! support (the bound passes bit for bit), tested in `tests/sparse_union.rs`.
+//! a sequence in one walk over the pages, and the robust Gaussian criterion (α ≠ 1) its
+//! page moments and its fused box/token pass (`selection::gaussian::robust::seq_begin`,
+//! `moments_seq`, `pass_seq`). Each gives the per-task path's pages, τ and support (the
+//! bound passes bit for bit), tested in `tests/sparse_union.rs` and the robust module.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
@@ -272,6 +274,8 @@ impl Decoder {
             b.validate(OP)?;
         }
         let is_certified = cfg.method == Method::Certified;
+        // The bound kernels' CPU check, decided once here (not in a step).
+        crate::certificate::bounds::has_avx512();
         let is_dense = cfg.method == Method::Dense;
         if is_certified && cfg.attention.alpha == 1.0 {
             return Err(Error::Unsupported {

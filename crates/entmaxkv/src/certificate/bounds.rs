@@ -552,7 +552,6 @@ pub(crate) unsafe fn page_bounds(d: usize, units: &[BoundUnit], out: &mut [PageB
 /// Heads per call of [`page_bounds`].
 pub(crate) const BATCH: usize = 8;
 
-
 /// The ends of every token interval of one page for one head, ALiBi `slope·(s0 + t)` added
 /// for token `t` (`s0 = first position − q_pos`, so this is exactly [`alibi`]'s value):
 /// upper ends rounded up to f32 into `up`, lower ends (f64) into `lo`. Returns the largest
@@ -675,21 +674,27 @@ pub(crate) fn sketch_dots_portable(
 /// Whether the CPU runs the AVX-512 bound kernels (F, BW, VL, DQ and VNNI), detected at run
 /// time: binaries are built for x86-64-v3, so these kernels are picked here, and the
 /// AVX2/portable ones stay the fallback. Every AVX-512 kernel gives the same bits as the
-/// AVX2 path it replaces (tested).
+/// AVX2 path it replaces (tested). `ENTMAXKV_NO_AVX512` set in the environment forces the
+/// fallback (to test it on an AVX-512 machine). Decided once per process (the decoder asks
+/// at plan time, so a step never allocates for it).
 #[inline]
 pub(crate) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::env::var_os("ENTMAXKV_NO_AVX512").is_none()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// Whether the fused AVX-512 token kernel serves this shape: 4-bit sketch, D a multiple of
@@ -722,7 +727,9 @@ pub(crate) fn head_tokens(
     lo: &mut [f64],
 ) -> (PageBound, f32, f64) {
     let pb = page_bound(w, rows, true, qw);
-    let (u, l) = tokens_from(fast, &pb, qw, sk, rb, rows.bits, slope, s0, sdot, codes, up, lo);
+    let (u, l) = tokens_from(
+        fast, &pb, qw, sk, rb, rows.bits, slope, s0, sdot, codes, up, lo,
+    );
     (pb, u, l)
 }
 
@@ -829,7 +836,8 @@ pub(crate) mod avx512 {
             _mm512_storeu_ps(lo.add(c), l);
             _mm512_storeu_ps(hi.add(c), h);
             let (al, ah) = (_mm512_and_ps(l, absm), _mm512_and_ps(h, absm));
-            ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(al, fmax) & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ah, fmax);
+            ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(al, fmax)
+                & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ah, fmax);
             let r = _mm512_sub_ps(h, l);
             // Scalar: `(if r > 0 { r } else { 0 }) * inv`; max_ps(r, 0) is `r > 0 ? r : 0`.
             _mm512_storeu_ps(st.add(c), _mm512_mul_ps(_mm512_max_ps(r, z), inv));
@@ -853,11 +861,11 @@ pub(crate) mod avx512 {
                 StatsStorage::F16(a) => _mm512_cvtph_ps(_mm256_loadu_si256(
                     a[stat as usize].as_ptr().add(base + c).cast(),
                 )),
-                StatsStorage::Bf16(a) => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(
-                    _mm512_cvtepu16_epi32(_mm256_loadu_si256(
-                        a[stat as usize].as_ptr().add(base + c).cast(),
-                    )),
-                )),
+                StatsStorage::Bf16(a) => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                        _mm256_loadu_si256(a[stat as usize].as_ptr().add(base + c).cast()),
+                    )))
+                }
             };
             _mm512_storeu_ps(o.add(c), v);
             c += 16;
@@ -997,14 +1005,17 @@ pub(crate) mod avx512 {
         // Weights of block b as the codes come: byte j of a row holds channels 2j (low
         // nibble) and 2j + 1 (high nibble).
         let ie = _mm512_set_epi16(
-            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22,
-            20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
+            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20,
+            18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
         );
         let io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
         if NB == 1 {
             let x = _mm512_loadu_si512(q.as_ptr().cast());
             let y = _mm512_loadu_si512(q.as_ptr().add(32).cast());
-            let (we, wo) = (_mm512_permutex2var_epi16(x, ie, y), _mm512_permutex2var_epi16(x, io, y));
+            let (we, wo) = (
+                _mm512_permutex2var_epi16(x, ie, y),
+                _mm512_permutex2var_epi16(x, io, y),
+            );
             // High bytes (arithmetic shift) and low bytes, in both 256-bit halves.
             let dup = |v: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v);
             let weh = dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(we)));
@@ -1081,7 +1092,10 @@ pub(crate) mod avx512 {
         let y = _mm512_cvtpd_ps(_mm512_mask_blend_pd(k, negmax, x));
         let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         _mm256_add_ps(
-            _mm256_add_ps(y, _mm256_mul_ps(_mm256_and_ps(y, absm), _mm256_set1_ps(f32::EPSILON))),
+            _mm256_add_ps(
+                y,
+                _mm256_mul_ps(_mm256_and_ps(y, absm), _mm256_set1_ps(f32::EPSILON)),
+            ),
             _mm256_set1_ps(f32::from_bits(1)),
         )
     }
@@ -1650,7 +1664,11 @@ mod tests {
             let dtype = [DType::F16, DType::F32, DType::Bf16][trial / 6 % 3];
             let d = [64usize, 128, 64, 192, 256, 512, 48, 80][trial / 18 % 8];
             let ps = [16usize, 32, 16, 48, 8][trial / 144 % 5];
-            let bits = if trial % 11 == 10 { [1u32, 2, 3, 8][trial / 11 % 4] } else { 4 };
+            let bits = if trial % 11 == 10 {
+                [1u32, 2, 3, 8][trial / 11 % 4]
+            } else {
+                4
+            };
             let keys = page_keys(&mut r, kind as u32, ps, d);
             let mut stats = crate::stats::StatsStorage::new(dtype, 3 * d);
             let base = d;
@@ -1689,9 +1707,19 @@ mod tests {
             let rb = sketch::row_bytes(d, bits) + (trial % 3 == 2) as usize;
             let mut sk = vec![0u8; ps * rb];
             for (t, k) in keys.iter().enumerate() {
-                sketch::encode_row(k, &lo, &hi, bits, &mut sk[t * rb..t * rb + sketch::row_bytes(d, bits)]);
+                sketch::encode_row(
+                    k,
+                    &lo,
+                    &hi,
+                    bits,
+                    &mut sk[t * rb..t * rb + sketch::row_bytes(d, bits)],
+                );
             }
-            let slope = if trial % 4 == 3 { -0.0625 * (trial % 5) as f64 } else { 0.0 };
+            let slope = if trial % 4 == 3 {
+                -0.0625 * (trial % 5) as f64
+            } else {
+                0.0
+            };
             let s0 = -((trial * 37) as f64);
             let run = |fast: bool, rows: &PageRows| {
                 let (mut qw, mut sdot, mut codes) = (vec![0i16; d], vec![0i32; ps], vec![0u8; d]);
@@ -1719,7 +1747,11 @@ mod tests {
                 for (t, k) in keys.iter().enumerate() {
                     let exact: f64 = w.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
                     let al = slope * (s0 + t as f64);
-                    let tol = 1e-12 * w.iter().zip(k).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>();
+                    let tol = 1e-12
+                        * w.iter()
+                            .zip(k)
+                            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                            .sum::<f64>();
                     assert!(
                         lo1[t] <= exact + al + tol && exact + al - tol <= up1[t] as f64,
                         "trial {trial} t {t}: {} {} {}",
@@ -1769,9 +1801,17 @@ mod tests {
                 // SAFETY: AVX-512 present; room for every value.
                 unsafe { avx512::compact_lows_f32(&mut w1, &lows, a, m32) };
                 let b0: Vec<u32> = w0.iter().map(|x| x.to_bits()).collect();
-                assert_eq!(b0, w1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "trial {trial}");
+                assert_eq!(
+                    b0,
+                    w1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "trial {trial}"
+                );
                 let th = a * u0 as f64 - 0.75;
-                let u0v: Vec<f32> = up0.iter().copied().filter(|&u| a * u as f64 - th > 0.0).collect();
+                let u0v: Vec<f32> = up0
+                    .iter()
+                    .copied()
+                    .filter(|&u| a * u as f64 - th > 0.0)
+                    .collect();
                 let mut u1v: Vec<f32> = Vec::with_capacity(ps);
                 // SAFETY: as above.
                 unsafe { avx512::compact_ups_f32(&mut u1v, &up0, a, th) };

@@ -163,7 +163,8 @@ pub fn select(
     out: &mut Selection,
 ) -> Result<()> {
     let sinks = begin(ctx, opts, scratch)?;
-    let meta = out.meta_bytes + ctx.closed_pages() * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
+    let meta =
+        out.meta_bytes + ctx.closed_pages() * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
     // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
     // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
     // solve and the upper ends above τ̂ are kept.
@@ -539,7 +540,9 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
     let fast = has_avx512();
     for_blocks(ctx, &mut scratch.robust, |first, last, blk, mut out| {
         for i in first..last {
-            pass_page(ctx, fast, true, false, pass, tau_hat, i, first, blk, &mut out);
+            pass_page(
+                ctx, fast, true, false, pass, tau_hat, i, first, blk, &mut out,
+            );
         }
     });
     pass_merge(ctx, scratch, pass)
@@ -1086,7 +1089,18 @@ pub(crate) unsafe fn pass_seq(
                     )
                 };
                 let pass = Pass::Fused { sinks: t.sinks };
-                pass_page(&ctx, fast, false, true, pass, tau_hat, i, first, blk(t), &mut out);
+                pass_page(
+                    &ctx,
+                    fast,
+                    false,
+                    true,
+                    pass,
+                    tau_hat,
+                    i,
+                    first,
+                    blk(t),
+                    &mut out,
+                );
             }
         }
     };
@@ -1111,16 +1125,30 @@ mod tests {
     #[test]
     fn page_major_pass_equals_per_task_select() {
         for trial in 0..24u64 {
-            let (hkv, group) = ([1usize, 2, 4][trial as usize % 3], [1usize, 2][trial as usize / 3 % 2]);
+            let (hkv, group) = (
+                [1usize, 2, 4][trial as usize % 3],
+                [1usize, 2][trial as usize / 3 % 2],
+            );
             let h = hkv * group;
             let d = [64usize, 32][trial as usize / 6 % 2];
             let ps = 16;
-            let lens = [vec![3000usize + 97 * trial as usize], vec![2500, 17, 4100]][trial as usize / 12 % 2].clone();
+            let lens = [vec![3000usize + 97 * trial as usize], vec![2500, 17, 4100]]
+                [trial as usize / 12 % 2]
+                .clone();
             let mut syn = Synth::new(trial);
-            let wl = if trial % 2 == 0 { Workload::Structured } else { Workload::Iid };
+            let wl = if trial % 2 == 0 {
+                Workload::Structured
+            } else {
+                Workload::Iid
+            };
             let prob = syn.problem(wl, &lens, h, hkv, d);
             let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
-            let (kvd, sd) = [(DType::F16, StatsDType::Kv), (DType::F32, StatsDType::F32), (DType::Bf16, StatsDType::Kv), (DType::F16, StatsDType::F32)][trial as usize % 4];
+            let (kvd, sd) = [
+                (DType::F16, StatsDType::Kv),
+                (DType::F32, StatsDType::F32),
+                (DType::Bf16, StatsDType::Kv),
+                (DType::F16, StatsDType::F32),
+            ][trial as usize % 4];
             let bits = [4u32, 4, 2, 8][trial as usize / 4 % 4];
             let cfg = CacheConfig::new(hkv, d, pages)
                 .with_kv_dtype(kvd)
@@ -1135,7 +1163,13 @@ mod tests {
             let scale = 1.0 / (d as f32).sqrt();
             let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
             let slopes: Vec<f32> = (0..h)
-                .map(|i| if trial % 4 == 1 { -0.01 * (i + 1) as f32 } else { 0.0 })
+                .map(|i| {
+                    if trial % 4 == 1 {
+                        -0.01 * (i + 1) as f32
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             for (b, &id) in ids.iter().enumerate() {
                 let seq = cache.seq(id).unwrap();
@@ -1149,11 +1183,19 @@ mod tests {
                     alpha,
                 };
                 let heads: Vec<usize> = (0..h).step_by(group).collect();
-                let mut scr: Vec<SelectScratch> = heads.iter().map(|_| SelectScratch::new(seq.pages.len(), d)).collect();
-                let mut sel: Vec<Selection> = heads.iter().map(|_| Selection::with_capacity(seq.pages.len(), group)).collect();
+                let mut scr: Vec<SelectScratch> = heads
+                    .iter()
+                    .map(|_| SelectScratch::new(seq.pages.len(), d))
+                    .collect();
+                let mut sel: Vec<Selection> = heads
+                    .iter()
+                    .map(|_| Selection::with_capacity(seq.pages.len(), group))
+                    .collect();
                 let mut tasks = Vec::new();
                 for (j, &h0) in heads.iter().enumerate() {
-                    if let Some(t) = seq_begin(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap() {
+                    if let Some(t) =
+                        seq_begin(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap()
+                    {
                         tasks.push(t);
                     }
                 }
@@ -1172,7 +1214,10 @@ mod tests {
                 tasks.clear();
                 for (j, &h0) in heads.iter().enumerate() {
                     if seq.pages.len() > 1 {
-                        if let Some(t) = seq_begin_pass(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap() {
+                        if let Some(t) =
+                            seq_begin_pass(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0)
+                                .unwrap()
+                        {
                             tasks.push(t);
                         }
                     }
