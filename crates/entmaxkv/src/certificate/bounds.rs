@@ -29,8 +29,9 @@
 //!   `e_c = ŵs_c − scale·q_c` is exact in f32 (a power-of-two scaling and a Sterbenz
 //!   subtraction); `Ê ≈ Σ|e_c|`, `Σ|e_c| ≤ Ê(1 + 2γ)`.
 //!
-//! Per token, `S = Σ q_c·code_c` is an exact i32 (any order, SIMD or not: the AVX2 kernel and
-//! the portable one agree bit for bit), and `ĉ = B̂ + scale·S` in f64. Then
+//! Per token, `S = Σ q_c·code_c` is an exact i32 (any order, SIMD or not: the AVX2 kernel,
+//! the AVX-512 ones — VPDPWSSD on widened codes; at D = 64 VPDPBUSD on the weights' high and
+//! low bytes, `q = 256·(q >> 8) + (q & 255)` — and the portable one agree bit for bit), and `ĉ = B̂ + scale·S` in f64. Then
 //! `Σ w_c·s_c·code_c = scale·S + Σ e_c·code_c + Σ (w_c·s_c − ŵs_c)·code_c`, so
 //!
 //! `|w·k − ĉ| ≤ S⁺(1 + 5u)/2 + L·Ê(1 + 2γ) + 4.03u·L·S⁺ + γ·M⁺ =: H₀`
@@ -46,6 +47,15 @@
 //!
 //! Non-finite statistics, or f32 overflow of any of the sums, give the interval (−∞, +∞):
 //! rigorous, and the caller then reads that token.
+//!
+//! Where the CPU has AVX-512 (detected at run time, [`has_avx512`]), the rows, the sketch
+//! dots, the token ends and the lower-end filters run in AVX-512 kernels that perform, per
+//! value, the same IEEE operations in the same order as the AVX2/portable path (the page
+//! sums and quantisation keep the AVX2 kernels' 8-lane order; the f64 token ends are
+//! rounded lane by lane without fused multiply-adds; the integer dots are exact in any
+//! order; maxima are order-independent since no end is NaN or −0). So the intervals are the
+//! same bits on either path and the derivation above applies unchanged (tested:
+//! `avx512_kernels_equal_the_fallback_bitwise`, `batched_page_bounds_equal_page_bound`).
 
 use super::BOUND_ERR;
 use crate::stats::{sketch, Stat, StatsStorage};
