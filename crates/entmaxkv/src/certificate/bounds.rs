@@ -530,32 +530,142 @@ pub(crate) unsafe fn page_bounds(d: usize, units: &[BoundUnit], out: &mut [PageB
     let w = |i: usize| unsafe { std::slice::from_raw_parts(units[i].w, d) };
     let rows = |i: usize| unsafe { &*units[i].rows };
     let q = |i: usize| unsafe { std::slice::from_raw_parts_mut(units[i].q, d) };
-    let mut sums = [([0.0f32; 4], 0.0f32); BATCH];
-    let mut pre = [BoundPre::UNBOUNDED; BATCH];
+    if n == 0 {
+        return;
+    }
+    // The lane-wise stages need every head's constants alike (the same D and width: always
+    // so in one pass); otherwise head by head.
+    let r0 = rows(0);
+    let alike = (0..n).all(|i| {
+        let r = rows(i);
+        r.consts_for == r0.consts_for && r.bits == r0.bits && r.bits > 0
+    });
+    if !alike {
+        for i in 0..n {
+            out[i] = page_bound(w(i), rows(i), true, q(i));
+        }
+        return;
+    }
+    // Stage 1: the page sums (AVX2 kernel order), as lanes.
+    let mut sums = [[0.0f32; BATCH]; 5];
+    let mut fin = [false; BATCH];
     for i in 0..n {
         let r = rows(i);
+        fin[i] = r.finite;
         if r.finite {
-            sums[i] = page_sums(w(i), &r.lo[..d], &r.step[..d], &r.amax[..d]);
+            let ([b, p, m, mg], mx) = page_sums(w(i), &r.lo[..d], &r.step[..d], &r.amax[..d]);
+            for (k, v) in [b, p, m, mg, mx].into_iter().enumerate() {
+                sums[k][i] = v;
+            }
         }
     }
-    for i in 0..n {
-        let r = rows(i);
-        if r.finite {
-            pre[i] = bound_pre(r, r.bits > 0, sums[i].0, sums[i].1);
-        }
-    }
+    // Stage 2: `bound_pre`'s arithmetic, lane by lane without branches (the same
+    // operations in the same order per lane: the same values).
+    let lanes = PreLanes::new(r0, &sums, &fin);
+    // Stage 3: the quantisation per head.
     let mut e = [0.0f64; BATCH];
     for i in 0..n {
-        if pre[i].kind == 2 {
-            e[i] = quantise_all(w(i), &rows(i).step[..d], pre[i].inv, pre[i].scale, q(i)) as f64;
+        if lanes.ok[i] {
+            let st = &rows(i).step[..d];
+            e[i] = quantise_all(w(i), st, lanes.inv[i], lanes.scale[i], q(i)) as f64;
         }
     }
+    // Stage 4: the half-widths, lane by lane, then the bounds.
+    let half = lanes.half(r0, &e);
     for i in 0..n {
-        out[i] = if pre[i].kind == 2 {
-            bound_finish(&pre[i], rows(i), e[i], q(i))
+        out[i] = if !lanes.ok[i] || !half[i].is_finite() {
+            q(i).fill(0);
+            PageBound::UNBOUNDED
         } else {
-            bound_post(&pre[i], rows(i), w(i), q(i))
+            PageBound {
+                box_lo: lanes.box_lo[i],
+                box_hi: lanes.box_hi[i],
+                mag: lanes.m_up[i],
+                base: sums[0][i] as f64,
+                half: half[i],
+                scale: lanes.scale[i] as f64,
+            }
         };
+    }
+}
+
+/// [`bound_pre`] (sketch on) for [`BATCH`] heads as lanes: plain per-lane arithmetic in
+/// fixed-length loops (which the compiler vectorises), the same operations in the same
+/// order as `bound_pre`, so the same values.
+struct PreLanes {
+    ok: [bool; BATCH],
+    m_up: [f64; BATCH],
+    s_up: [f64; BATCH],
+    box_lo: [f64; BATCH],
+    box_hi: [f64; BATCH],
+    scale: [f32; BATCH],
+    inv: [f32; BATCH],
+}
+
+impl PreLanes {
+    #[inline(always)]
+    fn new(rows: &PageRows, sums: &[[f32; BATCH]; 5], fin: &[bool; BATCH]) -> Self {
+        let (gam, lv) = (rows.gam, rows.lv);
+        let tail = 1.0 / (1u64 << 40) as f64;
+        let tiny = f64::powi(2.0, -120);
+        let (lo_mx, hi_mx) = (
+            f32::from_bits((127 - 110) << 23),
+            f32::from_bits((127 + 100) << 23),
+        );
+        let (qmax, inv_qmax) = (rows.qmax, rows.inv_qmax);
+        let [b, p, m, mg, mx] = sums;
+        let mut l = PreLanes {
+            ok: [false; BATCH],
+            m_up: [0.0; BATCH],
+            s_up: [0.0; BATCH],
+            box_lo: [0.0; BATCH],
+            box_hi: [0.0; BATCH],
+            scale: [0.0; BATCH],
+            inv: [0.0; BATCH],
+        };
+        for i in 0..BATCH {
+            l.ok[i] =
+                fin[i] & b[i].is_finite() & p[i].is_finite() & m[i].is_finite() & mg[i].is_finite();
+            let m_up = mg[i] as f64 * (1.0 + 3.0 * gam);
+            let s_up = (p[i] as f64 - m[i] as f64) * (1.0 + 2.0 * gam);
+            let box_err = gam * m_up + lv * (gam + 4.03 * U) * s_up;
+            let widen = box_err + tail * (box_err + m_up) + BOUND_ERR * m_up + tiny;
+            l.m_up[i] = m_up;
+            l.s_up[i] = s_up;
+            l.box_lo[i] = b[i] as f64 + lv * m[i] as f64 - widen;
+            l.box_hi[i] = b[i] as f64 + lv * p[i] as f64 + widen;
+        }
+        for i in 0..BATCH {
+            // `bound_pre`'s scale: a power of two ≥ mx/qmax (one doubling where the
+            // product rounded low), or 0 out of range; written as selects.
+            let inr = mx[i] >= lo_mx && mx[i] <= hi_mx;
+            // Out of range: any normal stand-in (its scale is discarded), so that the bit
+            // manipulations below only ever see normal numbers.
+            let x = if inr { mx[i] } else { 1.0 };
+            let s = pow2_at_least(x * inv_qmax);
+            let s = if x * pow2_inv(s) > qmax { s * 2.0 } else { s };
+            l.scale[i] = if inr { s } else { 0.0 };
+            l.inv[i] = if inr { pow2_inv(s) } else { 0.0 };
+        }
+        l
+    }
+
+    /// `bound_finish`'s half-width per lane.
+    #[inline(always)]
+    fn half(&self, rows: &PageRows, e: &[f64; BATCH]) -> [f64; BATCH] {
+        let (gam, lv) = (rows.gam, rows.lv);
+        let tail = 1.0 / (1u64 << 40) as f64;
+        let tiny = f64::powi(2.0, -120);
+        let mut out = [0.0; BATCH];
+        for i in 0..BATCH {
+            let (s_up, m_up) = (self.s_up[i], self.m_up[i]);
+            let h0 = s_up * (1.0 + 5.0 * U) * 0.5
+                + lv * e[i] * (1.0 + 2.0 * gam)
+                + 4.03 * U * lv * s_up
+                + gam * m_up;
+            out[i] = h0 + tail * (h0 + m_up) + BOUND_ERR * m_up + tiny;
+        }
+        out
     }
 }
 
