@@ -887,7 +887,8 @@ pub(crate) unsafe fn bound_pass_seq(
             // sketch blocks of all kv heads are three forward streams, which the hardware
             // prefetchers follow; the earlier steady software prefetch (one line per line
             // consumed, 32 KiB ahead) stalled on full fill buffers once the kernels got
-            // faster, and measured slower here (alternated runs, 2 threads).
+            // faster and measured slower here, and 12–16 KiB ahead gained nothing beyond
+            // the noise in alternated runs (2 threads, 128K).
             for t in tasks {
                 slot_rows(fast, cache, seq, t.kv_head, slot, part(t));
             }
