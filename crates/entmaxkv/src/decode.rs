@@ -19,9 +19,11 @@
 //! ([`crate::selection::gaussian::model::seq_page_moments`]), and both, with one task per
 //! kv head, attend in one walk over the union of the kept pages
 //! ([`crate::attention::sparse`]); `certified` runs its sketch bound pass for all tasks of
-//! a sequence in one walk over the pages. Each gives the per-task path's pages, τ and
-//! support (the bound passes and moments bit for bit), tested in `tests/sparse_union.rs`
-//! and `tests/gaussian_page_major.rs`.
+//! a sequence in one walk over the pages, and the robust Gaussian criterion (α ≠ 1) its
+//! page moments and its fused box/token pass (`selection::gaussian::robust::seq_begin`,
+//! `moments_seq`, `pass_seq`). Each gives the per-task path's pages, τ and support (the
+//! bound passes and moments bit for bit), tested in `tests/sparse_union.rs`,
+//! `tests/gaussian_page_major.rs` and the robust module.
 
 use crate::attention::cpu::{
     attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
@@ -35,7 +37,7 @@ use crate::certificate::{
     CheckTask, HeadCertificate,
 };
 use crate::error::{Error, Result};
-use crate::selection::gaussian::{self, model, Criterion, GaussianOpts};
+use crate::selection::gaussian::{self, model, robust, Criterion, GaussianOpts};
 use crate::selection::topk::{self, Budget, TaskHeads, TopkScoring};
 use crate::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use crate::with_kv;
@@ -222,6 +224,9 @@ struct Task {
     certs: Vec<HeadCertificate>,
     cert_bytes: CertBytes,
     tau_kept: Vec<f64>,
+    /// Gaussian robust (α ≠ 1): this step's task of the page-major fused pass (`None`:
+    /// selection complete without it).
+    robust: Option<robust::SeqTask>,
 }
 
 /// A planned decode (see the module docs).
@@ -251,6 +256,9 @@ pub struct Decoder {
     /// moments of every query head `[H, closed]` (μ_p, σ_p) and the rows scratch of the one
     /// walk over the statistics that computes them for all tasks.
     gauss_moments: Vec<(Vec<f64>, Vec<f64>, Vec<f32>)>,
+    /// Gaussian robust (α ≠ 1): the tasks of one sequence for the page-major fused pass
+    /// (capacity planned; refilled every step).
+    robust_tasks: Vec<robust::SeqTask>,
 }
 
 impl Decoder {
@@ -273,6 +281,8 @@ impl Decoder {
             b.validate(OP)?;
         }
         let is_certified = cfg.method == Method::Certified;
+        // The bound kernels' CPU check, decided once here (not in a step).
+        crate::certificate::bounds::has_avx512();
         let is_dense = cfg.method == Method::Dense;
         if is_certified && cfg.attention.alpha == 1.0 {
             return Err(Error::Unsupported {
@@ -333,6 +343,7 @@ impl Decoder {
                     certs: vec![HeadCertificate::default(); per_task],
                     cert_bytes: CertBytes::default(),
                     tau_kept: vec![0.0; per_task],
+                    robust: None,
                 }
             })
             .collect();
@@ -396,6 +407,7 @@ impl Decoder {
             sparse,
             cert_tasks: Vec::with_capacity(if is_certified { per_b } else { 0 }),
             gauss_moments,
+            robust_tasks: Vec::with_capacity(if is_gaussian { per_b } else { 0 }),
             tasks,
             q_scaled: vec![0.0; batch * h * d],
             slopes: (0..h).map(|i| cfg.attention.slope(i)).collect(),
@@ -572,6 +584,61 @@ impl Decoder {
                 }
             }
         }
+        // Gaussian robust (α ≠ 1): per sequence, the page moments of all tasks in one walk
+        // over the pages, each task's τ̂, then the fused box/token pass of all tasks in one
+        // walk, then each task's rest.
+        let robust_seq = matches!(method, Method::Gaussian(o) if o.criterion == Criterion::Robust)
+            && alpha != 1.0;
+        if let (Method::Gaussian(o), true) = (method, robust_seq) {
+            for b in 0..self.batch {
+                let seq = view(b)?;
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ts = &mut self.tasks[b * per_b..(b + 1) * per_b];
+                let ctx_of = |t: &Task| SelectionContext {
+                    cache,
+                    seq,
+                    kv_head: t.kv_head,
+                    q_scaled: &qb[t.h0 * d..(t.h0 + t.group) * d],
+                    slopes: &slopes[t.h0..t.h0 + t.group],
+                    alpha,
+                };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    let ctx = ctx_of(t);
+                    t.robust = robust::seq_begin(&ctx, o, &mut t.scratch, &mut t.selection, t.h0)?;
+                    Ok(())
+                })?;
+                self.robust_tasks.clear();
+                self.robust_tasks.extend(ts.iter().filter_map(|t| t.robust));
+                // SAFETY: distinct tasks' scratches, each prepared by `seq_begin` for this
+                // sequence just above, untouched until the pass returns.
+                unsafe { robust::moments_seq(cache, seq, &self.robust_tasks, qb) };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    if t.robust.is_some() {
+                        let ctx = ctx_of(t);
+                        t.robust = robust::seq_begin_pass(
+                            &ctx,
+                            o,
+                            &mut t.scratch,
+                            &mut t.selection,
+                            t.h0,
+                        )?;
+                    }
+                    Ok(())
+                })?;
+                self.robust_tasks.clear();
+                self.robust_tasks.extend(ts.iter().filter_map(|t| t.robust));
+                // SAFETY: distinct tasks' scratches, each prepared by `seq_begin` for this
+                // sequence just above, untouched until the pass returns.
+                unsafe { robust::pass_seq(cache, seq, &self.robust_tasks, qb, slopes, alpha) };
+                ts.par_iter_mut().try_for_each(|t| -> Result<()> {
+                    if t.robust.take().is_some() {
+                        let ctx = ctx_of(t);
+                        robust::seq_finish(&ctx, &mut t.scratch, &mut t.selection)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         let topk_bounds = &self.topk_bounds;
         let gauss_moments = &self.gauss_moments;
         self.tasks
@@ -636,6 +703,8 @@ impl Decoder {
                             &mut t.selection,
                         )
                     }
+                    // Done above, page-major.
+                    Method::Gaussian(_) if robust_seq => Ok(()),
                     Method::Gaussian(o) => {
                         gaussian::select(&ctx, o, &mut t.scratch, &mut t.selection)
                     }

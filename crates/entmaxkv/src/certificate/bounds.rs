@@ -29,8 +29,9 @@
 //!   `e_c = ŵs_c − scale·q_c` is exact in f32 (a power-of-two scaling and a Sterbenz
 //!   subtraction); `Ê ≈ Σ|e_c|`, `Σ|e_c| ≤ Ê(1 + 2γ)`.
 //!
-//! Per token, `S = Σ q_c·code_c` is an exact i32 (any order, SIMD or not: the AVX2 kernel and
-//! the portable one agree bit for bit), and `ĉ = B̂ + scale·S` in f64. Then
+//! Per token, `S = Σ q_c·code_c` is an exact i32 (any order, SIMD or not: the AVX2 kernel,
+//! the AVX-512 ones — VPDPWSSD on widened codes; at D = 64 VPDPBUSD on the weights' high and
+//! low bytes, `q = 256·(q >> 8) + (q & 255)` — and the portable one agree bit for bit), and `ĉ = B̂ + scale·S` in f64. Then
 //! `Σ w_c·s_c·code_c = scale·S + Σ e_c·code_c + Σ (w_c·s_c − ŵs_c)·code_c`, so
 //!
 //! `|w·k − ĉ| ≤ S⁺(1 + 5u)/2 + L·Ê(1 + 2γ) + 4.03u·L·S⁺ + γ·M⁺ =: H₀`
@@ -46,6 +47,15 @@
 //!
 //! Non-finite statistics, or f32 overflow of any of the sums, give the interval (−∞, +∞):
 //! rigorous, and the caller then reads that token.
+//!
+//! Where the CPU has AVX-512 (detected at run time, [`has_avx512`]), the rows, the sketch
+//! dots, the token ends and the lower-end filters run in AVX-512 kernels that perform, per
+//! value, the same IEEE operations in the same order as the AVX2/portable path (the page
+//! sums and quantisation keep the AVX2 kernels' 8-lane order; the f64 token ends are
+//! rounded lane by lane without fused multiply-adds; the integer dots are exact in any
+//! order; maxima are order-independent since no end is NaN or −0). So the intervals are the
+//! same bits on either path and the derivation above applies unchanged (tested:
+//! `avx512_kernels_equal_the_fallback_bitwise`, `batched_page_bounds_equal_page_bound`).
 
 use super::BOUND_ERR;
 use crate::stats::{sketch, Stat, StatsStorage};
@@ -138,6 +148,46 @@ impl PageRows {
         self.derive(d, bits);
     }
 
+    /// [`PageRows::load`] where the CPU has AVX-512 ([`has_avx512`]): the same values bit
+    /// for bit (every derived quantity is elementwise), 16 channels per instruction.
+    #[inline]
+    pub fn load_fast(
+        &mut self,
+        fast: bool,
+        stats: &StatsStorage,
+        base: usize,
+        d: usize,
+        bits: u32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if fast && d.is_multiple_of(16) {
+            let end = base + d;
+            let ok = crate::with_stats!(stats, |a| a[Stat::Min as usize].len() >= end
+                && a[Stat::Max as usize].len() >= end);
+            if ok && self.lo.len() >= d && self.step.len() >= d {
+                // SAFETY: `fast` is only set where `has_avx512()` holds; the rows
+                // `base..base + d` and the D-long buffers are checked just above.
+                unsafe { avx512::load_rows(self, stats, base, d, bits) };
+                self.set_consts(d, bits);
+                return;
+            }
+        }
+        self.load(stats, base, d, bits);
+    }
+
+    #[inline]
+    fn set_consts(&mut self, d: usize, bits: u32) {
+        self.bits = bits;
+        if self.consts_for != (d, bits) {
+            self.consts_for = (d, bits);
+            self.qmax = q_max(d, bits);
+            self.inv_qmax = 1.0 / self.qmax;
+            let n = (d + 2) as f64;
+            self.gam = n * U / (1.0 - n * U);
+            self.lv = sketch::levels(bits).max(1) as f64;
+        }
+    }
+
     #[inline]
     fn derive(&mut self, d: usize, bits: u32) {
         // L = 1 without a sketch: the step is then the key range itself (for the box).
@@ -154,15 +204,7 @@ impl PageRows {
             amax[c] = if l.abs() > h.abs() { l.abs() } else { h.abs() };
         }
         self.finite = bad == 0;
-        self.bits = bits;
-        if self.consts_for != (d, bits) {
-            self.consts_for = (d, bits);
-            self.qmax = q_max(d, bits);
-            self.inv_qmax = 1.0 / self.qmax;
-            let n = (d + 2) as f64;
-            self.gam = n * U / (1.0 - n * U);
-            self.lv = sketch::levels(bits).max(1) as f64;
-        }
+        self.set_consts(d, bits);
     }
 }
 
@@ -317,15 +359,50 @@ fn quantise_all(w: &[f32], step: &[f32], inv: f32, scale: f32, q: &mut [i16]) ->
 pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]) -> PageBound {
     let d = w.len();
     let sketch = sketch && rows.bits > 0;
-    if !rows.finite {
-        q[..d].fill(0);
-        return PageBound::UNBOUNDED;
-    }
-    let (lo, step, amax) = (&rows.lo[..d], &rows.step[..d], &rows.amax[..d]);
-    let ([b, p, m, mg], mx) = page_sums(w, lo, step, amax);
+    let pre = if rows.finite {
+        let (sums, mx) = page_sums(w, &rows.lo[..d], &rows.step[..d], &rows.amax[..d]);
+        bound_pre(rows, sketch, sums, mx)
+    } else {
+        BoundPre::UNBOUNDED
+    };
+    bound_post(&pre, rows, w, q)
+}
+
+/// What [`page_bound`] derives from the page sums before the quantisation (split out so
+/// that [`page_bounds`] can run each stage over many heads back to back).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoundPre {
+    /// 0: unbounded; 1: the box only (no sketch); 2: box and sketch.
+    kind: u8,
+    b: f32,
+    m_up: f64,
+    s_up: f64,
+    box_lo: f64,
+    box_hi: f64,
+    scale: f32,
+    inv: f32,
+}
+
+impl BoundPre {
+    const UNBOUNDED: BoundPre = BoundPre {
+        kind: 0,
+        b: 0.0,
+        m_up: 0.0,
+        s_up: 0.0,
+        box_lo: 0.0,
+        box_hi: 0.0,
+        scale: 0.0,
+        inv: 0.0,
+    };
+}
+
+/// [`page_bound`] from the page sums `([Σ w·lo, P̂, N̂, Σ|w|·amax], max|ŵs|)` of finite rows
+/// (`sketch`: rows loaded for a width > 0 and the sketch asked for).
+#[inline]
+fn bound_pre(rows: &PageRows, sketch: bool, sums: [f32; 4], mx: f32) -> BoundPre {
+    let [b, p, m, mg] = sums;
     if !(b.is_finite() && p.is_finite() && m.is_finite() && mg.is_finite()) {
-        q[..d].fill(0);
-        return PageBound::UNBOUNDED;
+        return BoundPre::UNBOUNDED;
     }
     let (gam, lv) = (rows.gam, rows.lv);
     let m_up = mg as f64 * (1.0 + 3.0 * gam);
@@ -337,17 +414,17 @@ pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]
     let box_lo = b as f64 + lv * m as f64 - widen;
     let box_hi = b as f64 + lv * p as f64 + widen;
     if !sketch {
-        q[..d].fill(0);
-        return PageBound {
+        return BoundPre {
+            kind: 1,
+            b,
+            m_up,
+            s_up,
             box_lo,
             box_hi,
-            mag: m_up,
-            base: b as f64,
-            half: f64::INFINITY,
             scale: 0.0,
+            inv: 0.0,
         };
     }
-
     // Quantise ŵs_c = fl(w_c·ŝ_c) (recomputed: the same f32 products as above).
     let qmax = rows.qmax;
     // 2⁻¹¹⁰ ≤ mx keeps scale ≥ 2⁻¹²⁵ (normal), mx ≤ 2¹⁰⁰ keeps scale·q finite.
@@ -366,25 +443,234 @@ pub(crate) fn page_bound(w: &[f32], rows: &PageRows, sketch: bool, q: &mut [i16]
         // Nothing to quantise (or out of range): q = 0, e_c = ŵs_c.
         (0.0, 0.0)
     };
-    let e = quantise_all(w, step, inv, scale, &mut q[..d]) as f64;
+    BoundPre {
+        kind: 2,
+        b,
+        m_up,
+        s_up,
+        box_lo,
+        box_hi,
+        scale,
+        inv,
+    }
+}
+
+/// [`page_bound`] after [`bound_pre`]: the quantised weights into `q` and the bound.
+#[inline]
+fn bound_post(pre: &BoundPre, rows: &PageRows, w: &[f32], q: &mut [i16]) -> PageBound {
+    let d = w.len();
+    if pre.kind == 0 {
+        q[..d].fill(0);
+        return PageBound::UNBOUNDED;
+    }
+    if pre.kind == 1 {
+        q[..d].fill(0);
+        return PageBound {
+            box_lo: pre.box_lo,
+            box_hi: pre.box_hi,
+            mag: pre.m_up,
+            base: pre.b as f64,
+            half: f64::INFINITY,
+            scale: 0.0,
+        };
+    }
+    let e = quantise_all(w, &rows.step[..d], pre.inv, pre.scale, &mut q[..d]) as f64;
+    bound_finish(pre, rows, e, q)
+}
+
+/// The half-width from the quantisation error `e` ([`page_bound`]'s last step).
+#[inline]
+fn bound_finish(pre: &BoundPre, rows: &PageRows, e: f64, q: &mut [i16]) -> PageBound {
+    let (gam, lv) = (rows.gam, rows.lv);
+    let (s_up, m_up) = (pre.s_up, pre.m_up);
+    let tail = 1.0 / (1u64 << 40) as f64;
+    let tiny = f64::powi(2.0, -120);
     let h0 = s_up * (1.0 + 5.0 * U) * 0.5
         + lv * e * (1.0 + 2.0 * gam)
         + 4.03 * U * lv * s_up
         + gam * m_up;
     let half = h0 + tail * (h0 + m_up) + BOUND_ERR * m_up + tiny;
     if !half.is_finite() {
-        q[..d].fill(0);
+        q.fill(0);
         return PageBound::UNBOUNDED;
     }
     PageBound {
-        box_lo,
-        box_hi,
+        box_lo: pre.box_lo,
+        box_hi: pre.box_hi,
         mag: m_up,
-        base: b as f64,
+        base: pre.b as f64,
         half,
-        scale: scale as f64,
+        scale: pre.scale as f64,
     }
 }
+
+/// One head of [`page_bounds`]: its query (D values), the page's rows, and its quantised
+/// weights' buffer (D values).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoundUnit {
+    pub w: *const f32,
+    pub rows: *const PageRows,
+    pub q: *mut i16,
+}
+
+/// [`page_bound`] (sketch on) of up to [`BATCH`] heads at once into `out`: the same
+/// function, stage by stage over all the heads (sums, constants, quantisation,
+/// half-widths), so that the heads' long dependency chains overlap in the out-of-order core
+/// instead of running one after the other. The same bits as `page_bound` per head (the
+/// same operations on the same values; tested).
+///
+/// # Safety
+/// Every unit's pointers are valid for D values (`rows` for reads, loaded for D), the `q`
+/// buffers are distinct from each other and from everything else in use.
+#[inline]
+pub(crate) unsafe fn page_bounds(d: usize, units: &[BoundUnit], out: &mut [PageBound]) {
+    let n = units.len();
+    assert!(n <= BATCH && out.len() >= n);
+    // SAFETY (the caller's contract): valid for D values.
+    let w = |i: usize| unsafe { std::slice::from_raw_parts(units[i].w, d) };
+    let rows = |i: usize| unsafe { &*units[i].rows };
+    let q = |i: usize| unsafe { std::slice::from_raw_parts_mut(units[i].q, d) };
+    if n == 0 {
+        return;
+    }
+    // The lane-wise stages need every head's constants alike (the same D and width: always
+    // so in one pass); otherwise head by head.
+    let r0 = rows(0);
+    let alike = (0..n).all(|i| {
+        let r = rows(i);
+        r.consts_for == r0.consts_for && r.bits == r0.bits && r.bits > 0
+    });
+    if !alike {
+        for i in 0..n {
+            out[i] = page_bound(w(i), rows(i), true, q(i));
+        }
+        return;
+    }
+    // Stage 1: the page sums (AVX2 kernel order), as lanes.
+    let mut sums = [[0.0f32; BATCH]; 5];
+    let mut fin = [false; BATCH];
+    for i in 0..n {
+        let r = rows(i);
+        fin[i] = r.finite;
+        if r.finite {
+            let ([b, p, m, mg], mx) = page_sums(w(i), &r.lo[..d], &r.step[..d], &r.amax[..d]);
+            for (k, v) in [b, p, m, mg, mx].into_iter().enumerate() {
+                sums[k][i] = v;
+            }
+        }
+    }
+    // Stage 2: `bound_pre`'s arithmetic, lane by lane without branches (the same
+    // operations in the same order per lane: the same values).
+    let lanes = PreLanes::new(r0, &sums, &fin);
+    // Stage 3: the quantisation per head.
+    let mut e = [0.0f64; BATCH];
+    for i in 0..n {
+        if lanes.ok[i] {
+            let st = &rows(i).step[..d];
+            e[i] = quantise_all(w(i), st, lanes.inv[i], lanes.scale[i], q(i)) as f64;
+        }
+    }
+    // Stage 4: the half-widths, lane by lane, then the bounds.
+    let half = lanes.half(r0, &e);
+    for i in 0..n {
+        out[i] = if !lanes.ok[i] || !half[i].is_finite() {
+            q(i).fill(0);
+            PageBound::UNBOUNDED
+        } else {
+            PageBound {
+                box_lo: lanes.box_lo[i],
+                box_hi: lanes.box_hi[i],
+                mag: lanes.m_up[i],
+                base: sums[0][i] as f64,
+                half: half[i],
+                scale: lanes.scale[i] as f64,
+            }
+        };
+    }
+}
+
+/// [`bound_pre`] (sketch on) for [`BATCH`] heads as lanes: plain per-lane arithmetic in
+/// fixed-length loops (which the compiler vectorises), the same operations in the same
+/// order as `bound_pre`, so the same values.
+struct PreLanes {
+    ok: [bool; BATCH],
+    m_up: [f64; BATCH],
+    s_up: [f64; BATCH],
+    box_lo: [f64; BATCH],
+    box_hi: [f64; BATCH],
+    scale: [f32; BATCH],
+    inv: [f32; BATCH],
+}
+
+impl PreLanes {
+    #[inline(always)]
+    fn new(rows: &PageRows, sums: &[[f32; BATCH]; 5], fin: &[bool; BATCH]) -> Self {
+        let (gam, lv) = (rows.gam, rows.lv);
+        let tail = 1.0 / (1u64 << 40) as f64;
+        let tiny = f64::powi(2.0, -120);
+        let (lo_mx, hi_mx) = (
+            f32::from_bits((127 - 110) << 23),
+            f32::from_bits((127 + 100) << 23),
+        );
+        let (qmax, inv_qmax) = (rows.qmax, rows.inv_qmax);
+        let [b, p, m, mg, mx] = sums;
+        let mut l = PreLanes {
+            ok: [false; BATCH],
+            m_up: [0.0; BATCH],
+            s_up: [0.0; BATCH],
+            box_lo: [0.0; BATCH],
+            box_hi: [0.0; BATCH],
+            scale: [0.0; BATCH],
+            inv: [0.0; BATCH],
+        };
+        for i in 0..BATCH {
+            l.ok[i] =
+                fin[i] & b[i].is_finite() & p[i].is_finite() & m[i].is_finite() & mg[i].is_finite();
+            let m_up = mg[i] as f64 * (1.0 + 3.0 * gam);
+            let s_up = (p[i] as f64 - m[i] as f64) * (1.0 + 2.0 * gam);
+            let box_err = gam * m_up + lv * (gam + 4.03 * U) * s_up;
+            let widen = box_err + tail * (box_err + m_up) + BOUND_ERR * m_up + tiny;
+            l.m_up[i] = m_up;
+            l.s_up[i] = s_up;
+            l.box_lo[i] = b[i] as f64 + lv * m[i] as f64 - widen;
+            l.box_hi[i] = b[i] as f64 + lv * p[i] as f64 + widen;
+        }
+        for i in 0..BATCH {
+            // `bound_pre`'s scale: a power of two ≥ mx/qmax (one doubling where the
+            // product rounded low), or 0 out of range; written as selects.
+            let inr = mx[i] >= lo_mx && mx[i] <= hi_mx;
+            // Out of range: any normal stand-in (its scale is discarded), so that the bit
+            // manipulations below only ever see normal numbers.
+            let x = if inr { mx[i] } else { 1.0 };
+            let s = pow2_at_least(x * inv_qmax);
+            let s = if x * pow2_inv(s) > qmax { s * 2.0 } else { s };
+            l.scale[i] = if inr { s } else { 0.0 };
+            l.inv[i] = if inr { pow2_inv(s) } else { 0.0 };
+        }
+        l
+    }
+
+    /// `bound_finish`'s half-width per lane.
+    #[inline(always)]
+    fn half(&self, rows: &PageRows, e: &[f64; BATCH]) -> [f64; BATCH] {
+        let (gam, lv) = (rows.gam, rows.lv);
+        let tail = 1.0 / (1u64 << 40) as f64;
+        let tiny = f64::powi(2.0, -120);
+        let mut out = [0.0; BATCH];
+        for i in 0..BATCH {
+            let (s_up, m_up) = (self.s_up[i], self.m_up[i]);
+            let h0 = s_up * (1.0 + 5.0 * U) * 0.5
+                + lv * e[i] * (1.0 + 2.0 * gam)
+                + 4.03 * U * lv * s_up
+                + gam * m_up;
+            out[i] = h0 + tail * (h0 + m_up) + BOUND_ERR * m_up + tiny;
+        }
+        out
+    }
+}
+
+/// Heads per call of [`page_bounds`].
+pub(crate) const BATCH: usize = 8;
 
 /// The ends of every token interval of one page for one head, ALiBi `slope·(s0 + t)` added
 /// for token `t` (`s0 = first position − q_pos`, so this is exactly [`alibi`]'s value):
@@ -502,6 +788,518 @@ pub(crate) fn sketch_dots_portable(
                 .map(|(&w, &c)| w as i32 * c as i32)
                 .sum()
         };
+    }
+}
+
+/// Whether the CPU runs the AVX-512 bound kernels (F, BW, VL, DQ and VNNI), detected at run
+/// time: binaries are built for x86-64-v3, so these kernels are picked here, and the
+/// AVX2/portable ones stay the fallback. Every AVX-512 kernel gives the same bits as the
+/// AVX2 path it replaces (tested). `ENTMAXKV_NO_AVX512` set in the environment forces the
+/// fallback (to test it on an AVX-512 machine). Decided once per process (the decoder asks
+/// at plan time, so a step never allocates for it).
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::env::var_os("ENTMAXKV_NO_AVX512").is_none()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether the fused AVX-512 token kernel serves this shape: 4-bit sketch, D a multiple of
+/// 64 up to 256, or 512; whole blocks of 16 tokens.
+#[inline]
+fn fused_fits(bits: u32, d: usize, n: usize) -> bool {
+    bits == 4 && matches!(d, 64 | 128 | 192 | 256 | 512) && n.is_multiple_of(16)
+}
+
+/// The token bounds of one page for one head in one call: [`page_bound`] (sketch on),
+/// [`sketch_dots`] (zeros without a sketch) and [`token_ends`]. `fast` (from
+/// [`has_avx512`]) picks the fused AVX-512 kernel where it fits; the results are the same
+/// bits either way: `sdot`, `up`, `lo` (first `sdot.len()` entries), `qw` and the returned
+/// `(bound, max upper end, max lower end)`. (The decode passes call the two halves
+/// separately, [`page_bound`] for every head first; this is their composition, tested.)
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_tokens(
+    fast: bool,
+    w: &[f32],
+    rows: &PageRows,
+    sk: &[u8],
+    rb: usize,
+    slope: f64,
+    s0: f64,
+    qw: &mut [i16],
+    sdot: &mut [i32],
+    codes: &mut [u8],
+    up: &mut [f32],
+    lo: &mut [f64],
+) -> (PageBound, f32, f64) {
+    let pb = page_bound(w, rows, true, qw);
+    let (u, l) = tokens_from(
+        fast, &pb, qw, sk, rb, rows.bits, slope, s0, sdot, codes, up, lo,
+    );
+    (pb, u, l)
+}
+
+/// [`sketch_dots`] (zeros when `bits == 0`) then [`token_ends`] for a page whose bound and
+/// quantised weights [`page_bound`] gave; `fast` as in [`head_tokens`], same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn tokens_from(
+    fast: bool,
+    pb: &PageBound,
+    qw: &[i16],
+    sk: &[u8],
+    rb: usize,
+    bits: u32,
+    slope: f64,
+    s0: f64,
+    sdot: &mut [i32],
+    codes: &mut [u8],
+    up: &mut [f32],
+    lo: &mut [f64],
+) -> (f32, f64) {
+    let (d, n) = (qw.len(), sdot.len());
+    #[cfg(target_arch = "x86_64")]
+    if fast && fused_fits(bits, d, n) {
+        assert!(
+            sk.len() >= n * rb
+                && rb >= sketch::row_bytes(d, bits)
+                && up.len() >= n
+                && lo.len() >= n
+        );
+        // SAFETY: `fast` is only set where `has_avx512()` holds; the assert keeps every
+        // row load inside `sk` and every store inside `sdot`/`up`/`lo`.
+        // SAFETY: as above (the block count is D/64 ≤ 8: `fused_fits`).
+        return unsafe {
+            match d / 64 {
+                1 => avx512::dots_ends::<1>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                2 => avx512::dots_ends::<2>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                3 => avx512::dots_ends::<3>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                4 => avx512::dots_ends::<4>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+                _ => avx512::dots_ends::<8>(pb, qw, sk, rb, slope, s0, sdot, up, lo),
+            }
+        };
+    }
+    if bits > 0 {
+        sketch_dots(qw, sk, rb, bits, sdot, codes);
+    } else {
+        sdot.fill(0);
+    }
+    token_ends(pb, sdot, slope, s0, up, lo)
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::{PageBound, PageRows};
+    use crate::stats::{Stat, StatsStorage};
+    use std::arch::x86_64::*;
+
+    /// [`PageRows::load`]'s rows and derived channels (D a multiple of 16, buffers of at
+    /// least D, rows `base..base + d` inside the statistics): elementwise, so the same
+    /// bits as the scalar `derive` (`max(r, 0)` is `r > 0 ? r : 0`, NaN to 0, as there).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn load_rows(
+        rows: &mut PageRows,
+        stats: &StatsStorage,
+        base: usize,
+        d: usize,
+        bits: u32,
+    ) {
+        // As `derive`: L = 1 without a sketch.
+        let inv = _mm512_set1_ps(1.0 / crate::stats::sketch::levels(bits).max(1) as f32);
+        let z = _mm512_setzero_ps();
+        let absm = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fff_ffff));
+        let fmax = _mm512_set1_ps(f32::MAX);
+        let mut ok: u16 = 0xffff;
+        let (lo, hi) = (rows.lo.as_mut_ptr(), rows.hi.as_mut_ptr());
+        let (st, am) = (rows.step.as_mut_ptr(), rows.amax.as_mut_ptr());
+        let mut c = 0;
+        while c < d {
+            let (l, h) = match stats {
+                StatsStorage::F32(a) => (
+                    _mm512_loadu_ps(a[Stat::Min as usize].as_ptr().add(base + c)),
+                    _mm512_loadu_ps(a[Stat::Max as usize].as_ptr().add(base + c)),
+                ),
+                StatsStorage::F16(a) => (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(
+                        a[Stat::Min as usize].as_ptr().add(base + c).cast(),
+                    )),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(
+                        a[Stat::Max as usize].as_ptr().add(base + c).cast(),
+                    )),
+                ),
+                StatsStorage::Bf16(a) => {
+                    let w = |p: *const half::bf16| {
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                            _mm256_loadu_si256(p.cast()),
+                        )))
+                    };
+                    (
+                        w(a[Stat::Min as usize].as_ptr().add(base + c)),
+                        w(a[Stat::Max as usize].as_ptr().add(base + c)),
+                    )
+                }
+            };
+            _mm512_storeu_ps(lo.add(c), l);
+            _mm512_storeu_ps(hi.add(c), h);
+            let (al, ah) = (_mm512_and_ps(l, absm), _mm512_and_ps(h, absm));
+            ok &= _mm512_cmp_ps_mask::<_CMP_LE_OQ>(al, fmax)
+                & _mm512_cmp_ps_mask::<_CMP_LE_OQ>(ah, fmax);
+            let r = _mm512_sub_ps(h, l);
+            // Scalar: `(if r > 0 { r } else { 0 }) * inv`; max_ps(r, 0) is `r > 0 ? r : 0`.
+            _mm512_storeu_ps(st.add(c), _mm512_mul_ps(_mm512_max_ps(r, z), inv));
+            // Scalar: `|l| > |h| ? |l| : |h|`, which is max_ps(|l|, |h|).
+            _mm512_storeu_ps(am.add(c), _mm512_max_ps(al, ah));
+            c += 16;
+        }
+        rows.finite = ok == 0xffff;
+    }
+
+    /// One statistics row (`d` values at `base`, D a multiple of 16, inside the storage)
+    /// widened to f32 into `out` (at least D long): exact, the values of `read_row`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn read_row(stats: &StatsStorage, stat: Stat, base: usize, out: &mut [f32]) {
+        let d = out.len();
+        let o = out.as_mut_ptr();
+        let mut c = 0;
+        while c < d {
+            let v = match stats {
+                StatsStorage::F32(a) => _mm512_loadu_ps(a[stat as usize].as_ptr().add(base + c)),
+                StatsStorage::F16(a) => _mm512_cvtph_ps(_mm256_loadu_si256(
+                    a[stat as usize].as_ptr().add(base + c).cast(),
+                )),
+                StatsStorage::Bf16(a) => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                        _mm256_loadu_si256(a[stat as usize].as_ptr().add(base + c).cast()),
+                    )))
+                }
+            };
+            _mm512_storeu_ps(o.add(c), v);
+            c += 16;
+        }
+    }
+
+    /// Sums of 16 vectors of 16 i32 lanes: lane t of the result is the sum of vector t's
+    /// lanes (exact, wrapping i32 arithmetic: any order gives the same value).
+    #[inline(always)]
+    unsafe fn reduce16(a: &[__m512i; 16]) -> __m512i {
+        // Level 1: pairs → [a2i: 2 quads | a2i+1: 2 quads].
+        let b: [__m512i; 8] = std::array::from_fn(|i| {
+            let (x, y) = (a[2 * i], a[2 * i + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x44>(x, y),
+                _mm512_shuffle_i32x4::<0xEE>(x, y),
+            )
+        });
+        // Level 2: quad k of c[i] holds token 4i + k (4 partials).
+        let c: [__m512i; 4] = std::array::from_fn(|i| {
+            let (x, y) = (b[2 * i], b[2 * i + 1]);
+            _mm512_add_epi32(
+                _mm512_shuffle_i32x4::<0x88>(x, y),
+                _mm512_shuffle_i32x4::<0xDD>(x, y),
+            )
+        });
+        reduce_quads(&c)
+    }
+
+    /// Levels 3–4 of [`reduce16`]: quad k of `c[i]` holds 4 partials of token 4i + k;
+    /// returns the 16 sums in token order.
+    #[inline(always)]
+    unsafe fn reduce_quads(c: &[__m512i; 4]) -> __m512i {
+        // Level 3: quad k = [token k: 2 partials, token k + 4: 2] (e0), tokens 8 + k and
+        // 12 + k (e1).
+        let e0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(c[0], c[1]),
+            _mm512_unpackhi_epi64(c[0], c[1]),
+        );
+        let e1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi64(c[2], c[3]),
+            _mm512_unpackhi_epi64(c[2], c[3]),
+        );
+        // Level 4: quad k = [token k, 8 + k, 4 + k, 12 + k].
+        let lo = _mm512_unpacklo_epi32(e0, e1);
+        let hi = _mm512_unpackhi_epi32(e0, e1);
+        let s = _mm512_add_epi32(_mm512_unpacklo_epi64(lo, hi), _mm512_unpackhi_epi64(lo, hi));
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(idx, s)
+    }
+
+    /// The constants of [`super::token_ends`] for one page and head, broadcast.
+    struct Ends {
+        base: __m512d,
+        scale: __m512d,
+        half: __m512d,
+        blo: __m512d,
+        bhi: __m512d,
+        sl: __m512d,
+        s0: f64,
+    }
+
+    /// [`super::token_ends`] of 16 tokens `t0..t0 + 16` whose sketch dots are `s` (also
+    /// stored to `sdot`), eight f64 lanes at a time with exactly the scalar's operations per
+    /// token (products and sums rounded separately, no fused multiply-add), so the same
+    /// bits; running maxima in `um`/`lm` (order-independent: no value is NaN or −0, see
+    /// the comments there).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn ends16(
+        e: &Ends,
+        s: __m512i,
+        t0: usize,
+        sdot: &mut [i32],
+        up: &mut [f32],
+        lo: &mut [f64],
+        um: &mut __m256,
+        lm: &mut __m512d,
+    ) {
+        _mm512_storeu_si512(sdot.as_mut_ptr().add(t0).cast(), s);
+        let iota = _mm512_setr_pd(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+        for h in 0..2 {
+            let si = if h == 0 {
+                _mm512_castsi512_si256(s)
+            } else {
+                _mm512_extracti64x4_epi64::<1>(s)
+            };
+            let t = t0 + 8 * h;
+            // c = base + scale·s; [c − half, c + half] ∩ box; ALiBi slope·(s0 + t)
+            // (s0 + t an exact integer, as tb + j there).
+            let c = _mm512_add_pd(e.base, _mm512_mul_pd(e.scale, _mm512_cvtepi32_pd(si)));
+            let l = _mm512_max_pd(_mm512_sub_pd(c, e.half), e.blo);
+            let u = _mm512_min_pd(_mm512_add_pd(c, e.half), e.bhi);
+            let al = _mm512_mul_pd(e.sl, _mm512_add_pd(_mm512_set1_pd(e.s0 + t as f64), iota));
+            let (u, l) = (_mm512_add_pd(u, al), _mm512_add_pd(l, al));
+            let uf = f32_up8(u);
+            _mm256_storeu_ps(up.as_mut_ptr().add(t), uf);
+            _mm512_storeu_pd(lo.as_mut_ptr().add(t), l);
+            *um = _mm256_max_ps(*um, uf);
+            *lm = _mm512_max_pd(*lm, l);
+        }
+    }
+
+    /// [`super::tokens_from`] for a 4-bit sketch, D = 64·NB (NB ≤ 8) and `sdot.len()` a
+    /// multiple of 16: the exact i32 sketch dots (`q_max` keeps every partial sum below
+    /// 2³¹; wrapping i32 arithmetic gives the exact sum in any order), then [`ends16`].
+    /// D = 64 takes two tokens per 512-bit register with VPDPBUSD: `q = 256·q_h + q_l` with
+    /// `q_h = q >> 8` signed and `q_l = q & 255` unsigned bytes, so
+    /// `S = 256·Σ q_h·code + Σ q_l·code`, both byte dots exact (codes are 0..15, signed or
+    /// unsigned alike). Other D: VPDPWSSD on codes widened to i16.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    pub(super) unsafe fn dots_ends<const NB: usize>(
+        pb: &PageBound,
+        q: &[i16],
+        rows: &[u8],
+        rb: usize,
+        slope: f64,
+        s0: f64,
+        sdot: &mut [i32],
+        up: &mut [f32],
+        lo: &mut [f64],
+    ) -> (f32, f64) {
+        let n = sdot.len();
+        debug_assert_eq!(q.len(), 64 * NB);
+        let e = Ends {
+            base: _mm512_set1_pd(pb.base),
+            scale: _mm512_set1_pd(pb.scale),
+            half: _mm512_set1_pd(pb.half),
+            blo: _mm512_set1_pd(pb.box_lo),
+            bhi: _mm512_set1_pd(pb.box_hi),
+            sl: _mm512_set1_pd(slope),
+            s0,
+        };
+        let mut um = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut lm = _mm512_set1_pd(f64::NEG_INFINITY);
+        // Weights of block b as the codes come: byte j of a row holds channels 2j (low
+        // nibble) and 2j + 1 (high nibble).
+        let ie = _mm512_set_epi16(
+            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20,
+            18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
+        );
+        let io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
+        if NB == 1 {
+            let x = _mm512_loadu_si512(q.as_ptr().cast());
+            let y = _mm512_loadu_si512(q.as_ptr().add(32).cast());
+            let (we, wo) = (
+                _mm512_permutex2var_epi16(x, ie, y),
+                _mm512_permutex2var_epi16(x, io, y),
+            );
+            // High bytes (arithmetic shift) and low bytes, in both 256-bit halves.
+            let dup = |v: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v);
+            let weh = dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(we)));
+            let wel = dup(_mm512_cvtepi16_epi8(we));
+            let woh = dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(wo)));
+            let wol = dup(_mm512_cvtepi16_epi8(wo));
+            let m0f = _mm512_set1_epi8(0x0f);
+            let z = _mm512_setzero_si512();
+            let mut t0 = 0;
+            while t0 < n {
+                let mut a = [z; 8];
+                for (p, acc) in a.iter_mut().enumerate() {
+                    let r0 = rows.as_ptr().add((t0 + 2 * p) * rb);
+                    let v = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(r0.cast())),
+                        _mm256_loadu_si256(r0.add(rb).cast()),
+                    );
+                    let lo4 = _mm512_and_si512(v, m0f);
+                    let hi4 = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m0f);
+                    let h = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo4, weh), hi4, woh);
+                    let l = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, wel, lo4), wol, hi4);
+                    *acc = _mm512_add_epi32(_mm512_slli_epi32::<8>(h), l);
+                }
+                // Lanes 0–7 of a[p] hold token 2p, 8–15 token 2p + 1: quad k of c[i] holds
+                // token 4i + k, as level 2 of `reduce16`.
+                let c: [__m512i; 4] = std::array::from_fn(|i| {
+                    let (x, y) = (a[2 * i], a[2 * i + 1]);
+                    _mm512_add_epi32(
+                        _mm512_shuffle_i32x4::<0x88>(x, y),
+                        _mm512_shuffle_i32x4::<0xDD>(x, y),
+                    )
+                });
+                let s = reduce_quads(&c);
+                ends16(&e, s, t0, sdot, up, lo, &mut um, &mut lm);
+                t0 += 16;
+            }
+        } else {
+            let mut we = [_mm512_setzero_si512(); NB];
+            let mut wo = [_mm512_setzero_si512(); NB];
+            for b in 0..NB {
+                let x = _mm512_loadu_si512(q.as_ptr().add(64 * b).cast());
+                let y = _mm512_loadu_si512(q.as_ptr().add(64 * b + 32).cast());
+                we[b] = _mm512_permutex2var_epi16(x, ie, y);
+                wo[b] = _mm512_permutex2var_epi16(x, io, y);
+            }
+            let m0f = _mm512_set1_epi16(0x0f);
+            let mut t0 = 0;
+            while t0 < n {
+                let mut a = [_mm512_setzero_si512(); 16];
+                for (i, acc) in a.iter_mut().enumerate() {
+                    let row = rows.as_ptr().add((t0 + i) * rb);
+                    for b in 0..NB {
+                        let x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.add(32 * b).cast()));
+                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_and_si512(x, m0f), we[b]);
+                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_srli_epi16::<4>(x), wo[b]);
+                    }
+                }
+                let s = reduce16(&a);
+                ends16(&e, s, t0, sdot, up, lo, &mut um, &mut lm);
+                t0 += 16;
+            }
+        }
+        let x = _mm_max_ps(_mm256_castps256_ps128(um), _mm256_extractf128_ps::<1>(um));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_movehdup_ps(x));
+        (_mm_cvtss_f32(x), _mm512_reduce_max_pd(lm))
+    }
+
+    /// `f32_up` of eight f64 lanes, lane by lane the scalar's operations.
+    #[inline(always)]
+    unsafe fn f32_up8(x: __m512d) -> __m256 {
+        let negmax = _mm512_set1_pd(-(f32::MAX as f64));
+        let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(x, negmax);
+        let y = _mm512_cvtpd_ps(_mm512_mask_blend_pd(k, negmax, x));
+        let absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        _mm256_add_ps(
+            _mm256_add_ps(
+                y,
+                _mm256_mul_ps(_mm256_and_ps(y, absm), _mm256_set1_ps(f32::EPSILON)),
+            ),
+            _mm256_set1_ps(f32::from_bits(1)),
+        )
+    }
+
+    /// The robust pass's lower-end filter: appends `v = f32_down(l)` for each `l` of
+    /// `lows` with `a·(v − m) > −1` (v widened to f64) to `out`, order kept; the scalar
+    /// operations lane by lane (`f32_down(l) = −f32_up(−l)`). Panics unless `out` has room
+    /// for all of `lows`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_lows_f32(out: &mut Vec<f32>, lows: &[f64], a: f64, m: f64) {
+        let n = lows.len();
+        assert!(out.capacity() - out.len() >= n, "compact_lows_f32: no room");
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let sign = _mm512_set1_pd(-0.0);
+        let sign32 = _mm256_set1_ps(-0.0);
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let l = _mm512_loadu_pd(lows.as_ptr().add(i));
+            let v = _mm256_xor_ps(f32_up8(_mm512_xor_pd(l, sign)), sign32);
+            let z = _mm512_mul_pd(av, _mm512_sub_pd(_mm512_cvtps_pd(v), mv));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, neg1);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, v);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &l in &lows[i..] {
+            let v = super::f32_down(l);
+            *dst.add(len) = v;
+            len += (a * (v as f64 - m) > -1.0) as usize;
+        }
+        out.set_len(len);
+    }
+
+    /// The robust pass's upper-end filter: appends each `u` of `ups` with
+    /// `a·u − th > 0` (u widened to f64) to `out`, order kept. Panics unless `out` has room
+    /// for all of `ups`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_ups_f32(out: &mut Vec<f32>, ups: &[f32], a: f64, th: f64) {
+        let n = ups.len();
+        assert!(out.capacity() - out.len() >= n, "compact_ups_f32: no room");
+        let (av, tv, z0) = (_mm512_set1_pd(a), _mm512_set1_pd(th), _mm512_setzero_pd());
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let u = _mm256_loadu_ps(ups.as_ptr().add(i));
+            let z = _mm512_sub_pd(_mm512_mul_pd(av, _mm512_cvtps_pd(u)), tv);
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, z0);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, u);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &u in &ups[i..] {
+            *dst.add(len) = u;
+            len += (a * u as f64 - th > 0.0) as usize;
+        }
+        out.set_len(len);
+    }
+
+    /// Appends the values `v` of `vals` with `a·(v − m) > −1` to `out` (order kept),
+    /// without a branch per value (the scalar test, lane by lane: same values). Panics
+    /// unless `out` has room for all of `vals` (no reallocation here).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(crate) unsafe fn compact_f64(out: &mut Vec<f64>, vals: &[f64], a: f64, m: f64) {
+        let n = vals.len();
+        assert!(out.capacity() - out.len() >= n, "compact_f64: no room");
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 8 <= n {
+            let l = _mm512_loadu_pd(vals.as_ptr().add(i));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(_mm512_mul_pd(av, _mm512_sub_pd(l, mv)), neg1);
+            _mm512_mask_compressstoreu_pd(dst.add(len).cast(), k, l);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        for &l in &vals[i..] {
+            *dst.add(len) = l;
+            len += (a * (l - m) > -1.0) as usize;
+        }
+        out.set_len(len);
     }
 }
 
@@ -935,6 +1733,270 @@ mod tests {
         );
     }
 
+    /// Min/max rows of `keys` written into `stats` at `base` (outward rounding of the
+    /// statistics dtype, as the cache does), and the f32 rows read back.
+    fn store_rows(
+        stats: &mut crate::stats::StatsStorage,
+        base: usize,
+        keys: &[Vec<f32>],
+    ) -> (Vec<f32>, Vec<f32>) {
+        use crate::dtype::KvElem;
+        let d = keys[0].len();
+        let lo: Vec<f32> = (0..d)
+            .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
+            .collect();
+        let hi: Vec<f32> = (0..d)
+            .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        fn put<T: KvElem>(a: &mut [Vec<T>; 4], base: usize, lo: &[f32], hi: &[f32]) {
+            for c in 0..lo.len() {
+                a[0][base + c] = T::from_f32_down(lo[c]);
+                a[1][base + c] = T::from_f32_up(hi[c]);
+            }
+        }
+        match stats {
+            crate::stats::StatsStorage::F32(a) => put(a, base, &lo, &hi),
+            crate::stats::StatsStorage::F16(a) => put(a, base, &lo, &hi),
+            crate::stats::StatsStorage::Bf16(a) => put(a, base, &lo, &hi),
+        }
+        let (mut l, mut h) = (vec![0.0f32; d], vec![0.0f32; d]);
+        stats.read_row(Stat::Min, base, &mut l);
+        stats.read_row(Stat::Max, base, &mut h);
+        (l, h)
+    }
+
+    /// The AVX-512 kernels (where the CPU has them) against the AVX2/portable path, bit for
+    /// bit, and both against the exact scores and the scalar f64 reference
+    /// [`sketch::dot_bounds`]: rows of every statistics dtype (outlier channels, zero-width
+    /// channels, tiny and huge magnitudes, infinities), every head dim the fused kernel
+    /// takes and some it does not, ALiBi, several page sizes.
+    #[test]
+    fn avx512_kernels_equal_the_fallback_bitwise() {
+        use crate::DType;
+        let fast = has_avx512();
+        if !fast {
+            eprintln!("no AVX-512 (F/BW/VL/DQ/VNNI): fallback path only");
+        }
+        let mut r = Rng(99);
+        let mut fused = 0;
+        for trial in 0..360 {
+            let kind = trial % 6;
+            let dtype = [DType::F16, DType::F32, DType::Bf16][trial / 6 % 3];
+            let d = [64usize, 128, 64, 192, 256, 512, 48, 80][trial / 18 % 8];
+            let ps = [16usize, 32, 16, 48, 8][trial / 144 % 5];
+            let bits = if trial % 11 == 10 {
+                [1u32, 2, 3, 8][trial / 11 % 4]
+            } else {
+                4
+            };
+            let keys = page_keys(&mut r, kind as u32, ps, d);
+            let mut stats = crate::stats::StatsStorage::new(dtype, 3 * d);
+            let base = d;
+            let (lo, hi) = store_rows(&mut stats, base, &keys);
+            if trial % 13 == 12 {
+                // A non-finite row (the interval is then unbounded on both paths).
+                let mut bad = keys.clone();
+                bad[0][d / 2] = f32::INFINITY;
+                store_rows(&mut stats, base, &bad);
+            }
+            let mut slow_rows = PageRows::new(d);
+            slow_rows.load(&stats, base, d, bits);
+            let mut fast_rows = PageRows::new(d);
+            fast_rows.load_fast(fast, &stats, base, d, bits);
+            for (x, y) in [
+                (&slow_rows.lo, &fast_rows.lo),
+                (&slow_rows.hi, &fast_rows.hi),
+                (&slow_rows.step, &fast_rows.step),
+                (&slow_rows.amax, &fast_rows.amax),
+            ] {
+                let bx: Vec<u32> = x[..d].iter().map(|v| v.to_bits()).collect();
+                let by: Vec<u32> = y[..d].iter().map(|v| v.to_bits()).collect();
+                assert_eq!(bx, by, "rows: trial {trial} dtype {dtype:?} d {d}");
+            }
+            assert_eq!(slow_rows.finite, fast_rows.finite);
+            let w: Vec<f32> = (0..d)
+                .map(|c| {
+                    let x = r.sym();
+                    if kind == 4 {
+                        x * 10f32.powi(3 - (c % 7) as i32)
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            let rb = sketch::row_bytes(d, bits) + (trial % 3 == 2) as usize;
+            let mut sk = vec![0u8; ps * rb];
+            for (t, k) in keys.iter().enumerate() {
+                sketch::encode_row(
+                    k,
+                    &lo,
+                    &hi,
+                    bits,
+                    &mut sk[t * rb..t * rb + sketch::row_bytes(d, bits)],
+                );
+            }
+            let slope = if trial % 4 == 3 {
+                -0.0625 * (trial % 5) as f64
+            } else {
+                0.0
+            };
+            let s0 = -((trial * 37) as f64);
+            let run = |fast: bool, rows: &PageRows| {
+                let (mut qw, mut sdot, mut codes) = (vec![0i16; d], vec![0i32; ps], vec![0u8; d]);
+                let (mut up, mut low) = (vec![0f32; ps], vec![0f64; ps]);
+                let (pb, u, l) = head_tokens(
+                    fast, &w, rows, &sk, rb, slope, s0, &mut qw, &mut sdot, &mut codes, &mut up,
+                    &mut low,
+                );
+                (pb, u, l, qw, sdot, up, low)
+            };
+            let (pb0, u0, l0, q0, s0v, up0, lo0) = run(false, &slow_rows);
+            let (pb1, u1, l1, q1, s1v, up1, lo1) = run(fast, &fast_rows);
+            fused += (fast && fused_fits(bits, d, ps)) as usize;
+            assert_eq!(pb0, pb1, "trial {trial}");
+            assert_eq!(q0, q1);
+            assert_eq!(s0v, s1v, "dots: trial {trial} d {d} bits {bits}");
+            assert_eq!(u0.to_bits(), u1.to_bits(), "trial {trial}");
+            assert_eq!(l0.to_bits(), l1.to_bits(), "trial {trial}");
+            let bu: Vec<u32> = up0.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bu, up1.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let bl: Vec<u64> = lo0.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(bl, lo1.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            // Both enclose the exact score (ALiBi added) and meet the f64 reference.
+            if slow_rows.finite && trial % 13 != 12 {
+                for (t, k) in keys.iter().enumerate() {
+                    let exact: f64 = w.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let al = slope * (s0 + t as f64);
+                    let tol = 1e-12
+                        * w.iter()
+                            .zip(k)
+                            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                            .sum::<f64>();
+                    assert!(
+                        lo1[t] <= exact + al + tol && exact + al - tol <= up1[t] as f64,
+                        "trial {trial} t {t}: {} {} {}",
+                        lo1[t],
+                        exact + al,
+                        up1[t]
+                    );
+                    let row = &sk[t * rb..(t + 1) * rb];
+                    let (rl, ru) = sketch::dot_bounds(&w, row, &lo, &hi, bits);
+                    assert!(rl + al <= up1[t] as f64 && lo1[t] <= ru + al);
+                }
+            }
+            // The vectorised lower-end filter keeps exactly the scalar's values.
+            let (a, m) = (0.5, l0 - 1.5);
+            let mut v0: Vec<f64> = Vec::with_capacity(4 * ps);
+            v0.push(1.0);
+            let mut v1: Vec<f64> = Vec::with_capacity(4 * ps);
+            v1.push(1.0);
+            for &l in &lo0 {
+                if a * (l - m) > -1.0 {
+                    v0.push(l);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                assert!(v1.capacity() - v1.len() >= lo0.len());
+                // SAFETY: AVX-512 present; room for every value (just checked).
+                unsafe { avx512::compact_f64(&mut v1, &lo0, a, m) };
+                assert_eq!(v0, v1);
+                // The robust pass's f32 filters (lower ends rounded down, upper ends).
+                let mut lows = lo0.clone();
+                if trial % 5 == 0 {
+                    lows[0] = f64::MAX;
+                    lows[1] = -f64::MAX;
+                    lows[2] = 1e-300;
+                    lows[3] = f64::NEG_INFINITY;
+                }
+                let m32 = f32_down(l0) as f64 - 1.25;
+                let mut w0: Vec<f32> = Vec::with_capacity(ps);
+                for &l in &lows {
+                    let v = f32_down(l);
+                    if a * (v as f64 - m32) > -1.0 {
+                        w0.push(v);
+                    }
+                }
+                let mut w1: Vec<f32> = Vec::with_capacity(ps);
+                // SAFETY: AVX-512 present; room for every value.
+                unsafe { avx512::compact_lows_f32(&mut w1, &lows, a, m32) };
+                let b0: Vec<u32> = w0.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(
+                    b0,
+                    w1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "trial {trial}"
+                );
+                let th = a * u0 as f64 - 0.75;
+                let u0v: Vec<f32> = up0
+                    .iter()
+                    .copied()
+                    .filter(|&u| a * u as f64 - th > 0.0)
+                    .collect();
+                let mut u1v: Vec<f32> = Vec::with_capacity(ps);
+                // SAFETY: as above.
+                unsafe { avx512::compact_ups_f32(&mut u1v, &up0, a, th) };
+                assert_eq!(u0v, u1v);
+            }
+        }
+        if fast {
+            assert!(fused > 100, "the fused kernel ran {fused} times");
+        }
+    }
+
+    /// [`page_bounds`] (heads batched stage by stage) equals [`page_bound`] per head, bit
+    /// for bit: bounds and quantised weights, rows of every kind (non-finite, overflowing,
+    /// zero-width, tiny, huge), every sketch width and none.
+    #[test]
+    fn batched_page_bounds_equal_page_bound() {
+        let mut r = Rng(21);
+        for trial in 0..200 {
+            let d = [64usize, 32, 16, 128][trial % 4];
+            let bits = [4u32, 4, 1, 2, 3, 8, 0][trial / 4 % 7];
+            let n = 1 + trial % BATCH;
+            let rows: Vec<PageRows> = (0..n)
+                .map(|i| {
+                    let keys = page_keys(&mut r, ((trial + i) % 6) as u32, 16, d);
+                    let mut lo: Vec<f32> = (0..d)
+                        .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
+                        .collect();
+                    let hi: Vec<f32> = (0..d)
+                        .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
+                        .collect();
+                    if (trial + i) % 17 == 5 {
+                        lo[1] = f32::NEG_INFINITY;
+                    }
+                    let mut pr = PageRows::new(d);
+                    pr.set(&lo, &hi, bits);
+                    pr
+                })
+                .collect();
+            let ws: Vec<Vec<f32>> = (0..n)
+                .map(|i| {
+                    (0..d)
+                        .map(|_| r.sym() * if (trial + i) % 23 == 7 { 1e30 } else { 1.0 })
+                        .collect()
+                })
+                .collect();
+            let mut q0 = vec![0i16; n * d];
+            let want: Vec<PageBound> = (0..n)
+                .map(|i| page_bound(&ws[i], &rows[i], true, &mut q0[i * d..(i + 1) * d]))
+                .collect();
+            let mut q1 = vec![5i16; n * d];
+            let units: Vec<BoundUnit> = (0..n)
+                .map(|i| BoundUnit {
+                    w: ws[i].as_ptr(),
+                    rows: &rows[i],
+                    q: q1[i * d..].as_mut_ptr(),
+                })
+                .collect();
+            let mut got = vec![PageBound::UNBOUNDED; n];
+            // SAFETY: D-long queries, rows and disjoint weight buffers.
+            unsafe { page_bounds(d, &units, &mut got) };
+            assert_eq!(want, got, "trial {trial}");
+            assert_eq!(q0, q1, "trial {trial}");
+        }
+    }
+
     #[test]
     fn non_finite_rows_are_unbounded() {
         let d = 8;
@@ -951,7 +2013,8 @@ mod tests {
         assert_eq!(pb.interval(7), (f64::NEG_INFINITY, f64::INFINITY));
     }
 
-    /// Timings of the kernel's pieces on in-cache data (run with `--ignored --nocapture`).
+    /// Timings of the kernel's pieces on in-cache data (run with `--ignored --nocapture`):
+    /// the fastest of the repetitions, robust to other load on the machine.
     #[test]
     #[ignore]
     fn kernel_timing() {
@@ -979,45 +2042,106 @@ mod tests {
         let (mut up, mut lo) = (vec![0f32; ps], vec![0f64; ps]);
         let reps = 200;
         let mut acc = 0.0;
-        let t = Instant::now();
+        let mut best = f64::INFINITY;
         for _ in 0..reps {
+            let t = Instant::now();
             for rw in &rows {
                 acc += page_bound(&w, rw, true, &mut q).half;
             }
+            best = best.min(t.elapsed().as_secs_f64());
         }
-        let pb_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
-        let t = Instant::now();
+        let pb_ns = best * 1e9 / pages as f64;
+        let mut best = f64::INFINITY;
         for _ in 0..reps {
+            let t = Instant::now();
             for i in 0..pages {
                 sketch_dots(&q, &sk[i * ps * rb..], rb, bits, &mut sd, &mut codes);
                 acc += sd[3] as f64;
             }
+            best = best.min(t.elapsed().as_secs_f64());
         }
-        let sd_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let sd_ns = best * 1e9 / pages as f64;
         let pc = page_bound(&w, &rows[0], true, &mut q);
-        let t = Instant::now();
+        let mut best = f64::INFINITY;
         for _ in 0..reps {
+            let t = Instant::now();
             for i in 0..pages {
                 let (a, b) = token_ends(&pc, &sd, 0.0, -(i as f64), &mut up, &mut lo);
                 acc += a as f64 + b;
             }
+            best = best.min(t.elapsed().as_secs_f64());
         }
-        let te_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let te_ns = best * 1e9 / pages as f64;
         let stats = crate::stats::StatsStorage::new(crate::DType::F16, pages * d);
         let mut rr = PageRows::new(d);
         for i in 0..pages {
             rr.load(&stats, i * d, d, bits);
         }
-        let t = Instant::now();
+        let mut best = f64::INFINITY;
         for _ in 0..reps {
+            let t = Instant::now();
             for i in 0..pages {
                 rr.load(&stats, i * d, d, bits);
                 acc += rr.step[5] as f64;
             }
+            best = best.min(t.elapsed().as_secs_f64());
         }
-        let ld_ns = t.elapsed().as_secs_f64() * 1e9 / (reps * pages) as f64;
+        let ld_ns = best * 1e9 / pages as f64;
+        let fast = has_avx512();
+        let mut qb = vec![0i16; BATCH * d];
+        let mut pbo = [PageBound::UNBOUNDED; BATCH];
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = Instant::now();
+            for ch in rows.chunks(BATCH) {
+                let units: [BoundUnit; BATCH] = std::array::from_fn(|i| BoundUnit {
+                    w: w.as_ptr(),
+                    rows: &ch[i.min(ch.len() - 1)],
+                    q: qb[i * d..].as_mut_ptr(),
+                });
+                // SAFETY: D-long query, rows, disjoint weight buffers.
+                unsafe { page_bounds(d, &units[..ch.len()], &mut pbo) };
+                acc += pbo[3].half;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let pbb_ns = best * 1e9 / pages as f64;
+        println!("page_bounds (batched) {pbb_ns:.1} ns");
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = Instant::now();
+            for i in 0..pages {
+                rr.load_fast(fast, &stats, i * d, d, bits);
+                acc += rr.step[5] as f64;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let ldf_ns = best * 1e9 / pages as f64;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = Instant::now();
+            for i in 0..pages {
+                let (a, b) = tokens_from(
+                    fast,
+                    &pc,
+                    &q,
+                    &sk[i * ps * rb..],
+                    rb,
+                    bits,
+                    0.0,
+                    -(i as f64),
+                    &mut sd,
+                    &mut codes,
+                    &mut up,
+                    &mut lo,
+                );
+                acc += a as f64 + b;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let tf_ns = best * 1e9 / pages as f64;
         println!(
-            "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns ({acc})"
+            "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns; fast ({fast}): rows {ldf_ns:.1} ns, dots+ends {tf_ns:.1} ns ({acc})"
         );
     }
 }

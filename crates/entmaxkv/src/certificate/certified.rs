@@ -19,7 +19,8 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    above_mask, alibi, f32_down, page_bound, sketch_dots, token_ends, PageRows, PREFETCH_PAGES,
+    above_mask, alibi, f32_down, has_avx512, page_bounds, tokens_from, BoundUnit, PageBound,
+    PageRows, BATCH, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{
@@ -192,8 +193,9 @@ type BlockItem<'a> = (
 #[derive(Debug, Clone, Default)]
 struct BlockScratch {
     rows: PageRows,
-    /// `[G, D]` quantised sketch weights of the current page.
+    /// `[G, D]` quantised sketch weights of the current page, `[G]` its bounds.
     qw: Vec<i16>,
+    pbs: Vec<PageBound>,
     /// `[page_size]` sketch dots and lower ends of one page and head.
     sdot: Vec<i32>,
     page_lows: Vec<f64>,
@@ -214,6 +216,7 @@ impl BlockScratch {
         }
         self.rows.reserve(d);
         grow(&mut self.qw, group * d);
+        grow(&mut self.pbs, group);
         grow(&mut self.sdot, page_size);
         grow(&mut self.page_lows, page_size);
         grow(&mut self.codes, d);
@@ -262,6 +265,7 @@ fn bound_block(
     let stats = cache.stats();
     let bits = cache.config().sketch_bits;
     let rb = sketch::row_bytes(d, bits);
+    let fast = has_avx512();
     for slot in first..last {
         if let Some(&next) = seq.pages.get(slot + PREFETCH_PAGES) {
             let nb = cache.stats_offset(next, kv_head);
@@ -273,16 +277,17 @@ fn bound_block(
             }
         }
         bound_slot(
-            cache, seq, kv_head, q_scaled, slopes, a, slot, first, part, up, pu,
+            fast, cache, seq, kv_head, q_scaled, slopes, a, slot, first, part, up, pu,
         );
     }
 }
 
 /// The bound pass of one closed page (`slot`) of one task, inside the block starting at
-/// page `first` (see [`bound_block`]).
+/// page `first` (see [`bound_block`]). `fast`: [`has_avx512`] (same bits either way).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn bound_slot(
+    fast: bool,
     cache: &PagedKvCache,
     seq: SeqView<'_>,
     kv_head: usize,
@@ -295,48 +300,98 @@ fn bound_slot(
     up: &mut [f32],
     pu: &mut [f32],
 ) {
+    slot_rows(fast, cache, seq, kv_head, slot, part);
+    slot_bounds(q_scaled, slopes.len(), cache.head_dim(), part);
+    slot_tokens(
+        fast, cache, seq, kv_head, slopes, a, slot, first, part, up, pu,
+    );
+}
+
+/// [`bound_slot`], phase 1: the page's min/max rows of the task's kv head.
+#[inline]
+fn slot_rows(
+    fast: bool,
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    slot: usize,
+    part: &mut BlockScratch,
+) {
+    let d = cache.head_dim();
+    let bits = cache.config().sketch_bits;
+    let off = cache.stats_offset(seq.pages[slot], kv_head);
+    part.rows.load_fast(fast, cache.stats(), off, d, bits);
+}
+
+/// [`bound_slot`], phase 2: every head's page bound and quantised weights. (The phases
+/// are separate so that the page-major pass runs each over all tasks of a page back to
+/// back: the tasks' long dependency chains then overlap in the out-of-order core.)
+#[inline]
+fn slot_bounds(q_scaled: &[f32], g: usize, d: usize, part: &mut BlockScratch) {
+    let mut h0 = 0;
+    while h0 < g {
+        let n = (g - h0).min(BATCH);
+        let rows: *const PageRows = &part.rows;
+        let units: [BoundUnit; BATCH] = std::array::from_fn(|i| BoundUnit {
+            w: q_scaled[((h0 + i).min(g - 1)) * d..].as_ptr(),
+            rows,
+            q: part.qw[((h0 + i).min(g - 1)) * d..].as_mut_ptr(),
+        });
+        // SAFETY: head h0 + i's query and weights (D each, distinct heads), the block's rows.
+        unsafe { page_bounds(d, &units[..n], &mut part.pbs[h0..h0 + n]) };
+        h0 += n;
+    }
+}
+
+/// [`bound_slot`], phase 3: sketch dots, token ends, lower ends.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn slot_tokens(
+    fast: bool,
+    cache: &PagedKvCache,
+    seq: SeqView<'_>,
+    kv_head: usize,
+    slopes: &[f32],
+    a: f64,
+    slot: usize,
+    first: usize,
+    part: &mut BlockScratch,
+    up: &mut [f32],
+    pu: &mut [f32],
+) {
     let g = slopes.len();
     let (d, ps) = (cache.head_dim(), cache.page_size());
-    let stats = cache.stats();
     let bits = cache.config().sketch_bits;
     let rb = sketch::row_bytes(d, bits);
     let q_pos = seq.len as f64 - 1.0;
-    {
-        let page = seq.pages[slot];
-        part.rows
-            .load(stats, cache.stats_offset(page, kv_head), d, bits);
-        let sk = if bits > 0 {
-            let sb = cache.sketch_offset(page, kv_head);
-            &cache.sketch()[sb..sb + ps * rb]
-        } else {
-            &[][..]
-        };
-        let start = slot * ps;
-        let s0 = start as f64 - q_pos;
-        for hg in 0..g {
-            let w = &q_scaled[hg * d..(hg + 1) * d];
-            let qw = &mut part.qw[hg * d..(hg + 1) * d];
-            let pc = page_bound(w, &part.rows, true, qw);
-            part.mag[hg] = part.mag[hg].max(pc.mag);
-            let sdot = &mut part.sdot[..ps];
-            if bits > 0 {
-                sketch_dots(qw, sk, rb, bits, sdot, &mut part.codes);
-            } else {
-                sdot.fill(0);
-            }
-            let o = (slot - first) * g + hg;
-            let lows = &mut part.page_lows[..ps];
-            let (umax, lmx) = token_ends(
-                &pc,
-                sdot,
-                slopes[hg] as f64,
-                s0,
-                &mut up[o * ps..(o + 1) * ps],
-                lows,
-            );
-            pu[o] = umax;
-            push_lows(a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
-        }
+    let sk = if bits > 0 {
+        let sb = cache.sketch_offset(seq.pages[slot], kv_head);
+        &cache.sketch()[sb..sb + ps * rb]
+    } else {
+        &[][..]
+    };
+    let s0 = (slot * ps) as f64 - q_pos;
+    for hg in 0..g {
+        let pc = part.pbs[hg];
+        let o = (slot - first) * g + hg;
+        let lows = &mut part.page_lows[..ps];
+        let (umax, lmx) = tokens_from(
+            fast,
+            &pc,
+            &part.qw[hg * d..(hg + 1) * d],
+            sk,
+            rb,
+            bits,
+            slopes[hg] as f64,
+            s0,
+            &mut part.sdot[..ps],
+            &mut part.codes,
+            &mut up[o * ps..(o + 1) * ps],
+            lows,
+        );
+        part.mag[hg] = part.mag[hg].max(pc.mag);
+        pu[o] = umax;
+        push_lows(fast, a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
     }
 }
 
@@ -346,12 +401,18 @@ fn bound_slot(
 /// every lower end (f64 rounding is monotone, so a value failing the test against the
 /// running maximum fails it against the final one). `pmax` is the largest of `vals`.
 #[inline]
-fn push_lows(a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64>) {
+fn push_lows(fast: bool, a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64>) {
     if !(pmax > *lmax || a * (pmax - *lmax) > -1.0) {
         return;
     }
     *lmax = lmax.max(pmax);
     let m = *lmax;
+    #[cfg(target_arch = "x86_64")]
+    if fast && lows.capacity() - lows.len() >= vals.len() {
+        // SAFETY: `fast` only where `has_avx512()` holds; room for every value checked.
+        unsafe { super::bounds::avx512::compact_f64(lows, vals, a, m) };
+        return;
+    }
     // Branch-free compaction into the reserved tail (the capacity holds every token).
     let n0 = lows.len();
     lows.resize(n0 + vals.len(), 0.0);
@@ -501,7 +562,7 @@ pub(crate) fn select_begin(
     for hg in 0..g {
         let vals = &ws.page_lows[hg * ps..hg * ps + open_len];
         let pmax = vals.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
-        push_lows(a, vals, pmax, &mut ws.lmax[hg], &mut ws.lows[hg]);
+        push_lows(false, a, vals, pmax, &mut ws.lmax[hg], &mut ws.lows[hg]);
     }
 
     // Closed pages: statistics and sketch only, blocks of pages in parallel. Each block
@@ -788,15 +849,10 @@ impl CertifiedWorkspace {
     }
 }
 
-/// How far ahead of the page being bounded [`bound_pass_seq`] prefetches (rounded up to
-/// pages).
-const SEQ_PREFETCH_BYTES: usize = 32 * 1024;
-
 /// The closed-page bound pass of every task of one sequence, page-major: a page's min/max
 /// rows (`[H_kv, D]` each) and sketch rows (`[H_kv, page_size, row_bytes]`) of all kv heads
-/// are contiguous, so one walk over the pages reads them as one forward stream (with a
-/// steady prefetch a fixed distance down the page list) and bounds every task's tokens
-/// from it, where the per-task pass reads one scattered slice per page and task. Each
+/// are contiguous, so one walk over the pages reads them as three forward streams (which
+/// the hardware prefetchers follow) and bounds every task's tokens from it, where the per-task pass reads one scattered slice per page and task. Each
 /// task's results are exactly those of its own pass ([`bound_slot`] on the same pages in
 /// the same block order). `q_scaled` is the sequence's `[H, D]`, `slopes` its `[H]`.
 ///
@@ -812,43 +868,76 @@ pub(crate) unsafe fn bound_pass_seq(
     slopes: &[f32],
     alpha: f64,
 ) {
-    let (hkv, d, ps) = (cache.num_kv_heads(), cache.head_dim(), cache.page_size());
+    let (d, ps) = (cache.head_dim(), cache.page_size());
     let closed = seq.pages.len().saturating_sub(1);
     if closed == 0 || tasks.is_empty() {
         return;
     }
     let a = z_scale(alpha);
-    let stats = cache.stats();
-    let bits = cache.config().sketch_bits;
-    let rb = sketch::row_bytes(d, bits);
-    let page_bytes = 2 * hkv * stats.row_bytes(d) + hkv * ps * rb;
-    let ahead = SEQ_PREFETCH_BYTES.div_ceil(page_bytes.max(1)).max(1);
     let nb = closed.div_ceil(BLOCK_PAGES);
+    let fast = has_avx512();
     let run = |bi: usize| {
         let first = bi * BLOCK_PAGES;
         let last = (first + BLOCK_PAGES).min(closed);
         for slot in first..last {
-            let next = seq.pages.get(slot + ahead).copied();
+            // SAFETY (the caller's contract): block `bi` of every task is touched by this
+            // job only; its upper ends and page maxima are pages first..last.
+            let part = |t: &SeqBoundTask| unsafe { &mut *t.blocks.add(bi) };
+            // Phase 1 for every task: the rows. No software prefetch: a page's rows and
+            // sketch blocks of all kv heads are three forward streams, which the hardware
+            // prefetchers follow; the earlier steady software prefetch (one line per line
+            // consumed, 32 KiB ahead) stalled on full fill buffers once the kernels got
+            // faster and measured slower here, and 12–16 KiB ahead gained nothing beyond
+            // the noise in alternated runs (2 threads, 128K).
             for t in tasks {
-                // One kv head's rows of the page `ahead` pages on: a steady stream of
-                // prefetches, spread over the page's tasks.
-                if let Some(next) = next {
-                    let nb = cache.stats_offset(next, t.kv_head);
-                    crate::with_stats!(stats, |st| {
-                        prefetch_l2(&st[Stat::Min as usize][nb..nb + d]);
-                        prefetch_l2(&st[Stat::Max as usize][nb..nb + d]);
-                    });
-                    if bits > 0 {
-                        let sb = cache.sketch_offset(next, t.kv_head);
-                        prefetch_l2(&cache.sketch()[sb..sb + ps * rb]);
+                slot_rows(fast, cache, seq, t.kv_head, slot, part(t));
+            }
+            // Phase 2 for every task (batches of heads across tasks), then phase 3 (see
+            // `slot_bounds`).
+            let mut units = [BoundUnit {
+                w: std::ptr::null(),
+                rows: std::ptr::null(),
+                q: std::ptr::null_mut(),
+            }; BATCH];
+            let mut dest = [(0usize, 0usize); BATCH];
+            let mut pbs = [PageBound::UNBOUNDED; BATCH];
+            let mut n = 0;
+            let flush = |n: usize,
+                         units: &[BoundUnit; BATCH],
+                         dest: &[(usize, usize); BATCH],
+                         pbs: &mut [PageBound; BATCH]| {
+                // SAFETY: distinct (task, head) units: their queries, their block's rows
+                // and weights (D each) of this job's block.
+                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
+                for i in 0..n {
+                    let (ti, hg) = dest[i];
+                    part(&tasks[ti]).pbs[hg] = pbs[i];
+                }
+            };
+            for (ti, t) in tasks.iter().enumerate() {
+                let p = part(t);
+                for hg in 0..t.group {
+                    units[n] = BoundUnit {
+                        w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
+                        rows: &p.rows,
+                        q: p.qw[hg * d..].as_mut_ptr(),
+                    };
+                    dest[n] = (ti, hg);
+                    n += 1;
+                    if n == BATCH {
+                        flush(n, &units, &dest, &mut pbs);
+                        n = 0;
                     }
                 }
+            }
+            if n > 0 {
+                flush(n, &units, &dest, &mut pbs);
+            }
+            for t in tasks {
                 let g = t.group;
-                // SAFETY (the caller's contract): block `bi` of task `t` is touched by this
-                // job only; its upper ends and page maxima are pages first..last.
-                let (part, up, pu) = unsafe {
+                // SAFETY: as `part` above.
+                let (up, pu) = unsafe {
                     (
-                        &mut *t.blocks.add(bi),
                         std::slice::from_raw_parts_mut(
                             t.upper.add(first * g * ps),
                             (last - first) * g * ps,
@@ -859,16 +948,16 @@ pub(crate) unsafe fn bound_pass_seq(
                         ),
                     )
                 };
-                bound_slot(
+                slot_tokens(
+                    fast,
                     cache,
                     seq,
                     t.kv_head,
-                    &q_scaled[t.h0 * d..(t.h0 + g) * d],
                     &slopes[t.h0..t.h0 + g],
                     a,
                     slot,
                     first,
-                    part,
+                    part(t),
                     up,
                     pu,
                 );
@@ -880,23 +969,4 @@ pub(crate) unsafe fn bound_pass_seq(
     } else {
         run(0);
     }
-}
-
-/// Prefetches `data` into L2, one line per 64 bytes.
-#[inline(always)]
-fn prefetch_l2<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        let bytes = std::mem::size_of_val(data);
-        let base = data.as_ptr() as *const i8;
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: prefetch never faults and `off` stays inside `data`.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(base.add(off)) };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
 }

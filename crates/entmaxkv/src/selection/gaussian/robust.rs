@@ -37,7 +37,8 @@
 
 use super::{model, GaussianOpts};
 use crate::certificate::bounds::{
-    f32_down, page_bound, sketch_dots, token_ends, PageBound, PageRows,
+    f32_down, has_avx512, page_bound, page_bounds, tokens_from, BoundUnit, PageBound, PageRows,
+    BATCH,
 };
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
@@ -116,6 +117,8 @@ pub(crate) struct RobustScratch {
     n_low: Vec<usize>,
     n_up: Vec<usize>,
     lmax: Vec<f64>,
+    /// Sink pages of the current selection (kept between [`seq_begin`] and [`seq_finish`]).
+    sinks: usize,
 }
 
 /// Sizes the scratch for `g` heads over `closed` pages: `tok` holds, per head, a segment of
@@ -159,12 +162,26 @@ pub fn select(
     scratch: &mut SelectScratch,
     out: &mut Selection,
 ) -> Result<()> {
+    let sinks = begin(ctx, opts, scratch)?;
+    let meta =
+        out.meta_bytes + ctx.closed_pages() * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
+    // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
+    // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
+    // solve and the upper ends above τ̂ are kept.
+    let meta = meta + token_pass(ctx, scratch, Pass::Fused { sinks });
+    finish(ctx, scratch, out, meta, sinks)
+}
+
+/// [`select`] up to the fused pass: τ̂ per head (into `head`), the scratch sized and
+/// reset. Returns the number of sink pages.
+fn begin(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+) -> Result<usize> {
     let g = ctx.group();
     let closed = ctx.closed_pages();
-    let cache = ctx.cache;
-    let (ps, d) = (cache.page_size(), cache.head_dim());
-    let a = ctx.alpha - 1.0;
-
+    let ps = ctx.cache.page_size();
     // head[hg] = τ̂ (pass-1 hint), then τ_lb.
     scratch.head.clear();
     for hg in 0..g {
@@ -180,14 +197,22 @@ pub fn select(
     scratch.b.resize(closed, 0.0);
     scratch.keep.clear();
     scratch.keep.resize(closed, false);
-    let row_b = cache.stats().row_bytes(d);
-    let mut meta = out.meta_bytes + closed * 2 * row_b;
-    let sinks = opts.sink_pages.min(closed);
+    Ok(opts.sink_pages.min(closed))
+}
 
-    // Box bounds of every closed page, and pass 1: pages the Gaussian τ̂ points at, and
-    // the sink pages (one read of the rows). Only the lower ends that can enter the τ_lb
-    // solve and the upper ends above τ̂ are kept.
-    meta += token_pass(ctx, scratch, Pass::Fused { sinks });
+/// [`select`] after the fused pass (`meta`: the statistics and sketch bytes read so far):
+/// the trust test of τ̂, τ_lb, pass 2, the kept pages.
+fn finish(
+    ctx: &SelectionContext<'_>,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    mut meta: usize,
+    sinks: usize,
+) -> Result<()> {
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ctx.cache.page_size();
+    let a = ctx.alpha - 1.0;
     // τ̂ is kept as the threshold only where it passes a necessary test of τ̂ ≤ τ_true:
     // the bounded tokens' upper bounds must carry entmax mass ≥ 1 at τ̂ (the others are
     // below τ̂ by their box). `trust[hg]` (in `head[g..2g]`) is 1 where it passes.
@@ -418,13 +443,22 @@ fn page_boxes(
     hi: &mut [f64],
     lo: &mut [f64],
 ) {
-    let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
+    let d = ctx.cache.head_dim();
+    for hg in 0..ctx.group() {
+        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+        blk.pbs[hg] = page_bound(q, &blk.rows, sketch, &mut blk.qw[hg * d..(hg + 1) * d]);
+    }
+    boxes_from(ctx, i, blk, hi, lo);
+}
+
+/// The box bounds of [`page_boxes`] from the heads' bounds already in `blk.pbs`.
+#[inline]
+fn boxes_from(ctx: &SelectionContext<'_>, i: usize, blk: &Block, hi: &mut [f64], lo: &mut [f64]) {
+    let ps = ctx.cache.page_size();
     let q_pos = ctx.q_pos();
     let start = (i * ps) as f64;
     for hg in 0..ctx.group() {
-        let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-        let pb = page_bound(q, &blk.rows, sketch, &mut blk.qw[hg * d..(hg + 1) * d]);
-        blk.pbs[hg] = pb;
+        let pb = blk.pbs[hg];
         let slope = ctx.slopes[hg] as f64;
         let (b0, b1) = (
             slope * (start - q_pos),
@@ -442,11 +476,12 @@ fn box_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) {
     let d = cache.head_dim();
     let g = ctx.group();
     let closed = ctx.closed_pages();
+    let fast = has_avx512();
     for_blocks(ctx, &mut scratch.robust, |first, last, blk, out| {
         for i in first..last {
             prefetch_ahead(ctx, i, false);
             let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-            blk.rows.load(cache.stats(), base, d, 0);
+            blk.rows.load_fast(fast, cache.stats(), base, d, 0);
             let o = (i - first) * g;
             page_boxes(
                 ctx,
@@ -499,98 +534,168 @@ enum Pass {
 /// (`head[hg]`) to its upper segment (rounded up), and each page's best upper bound to
 /// `mu`. Marks the pages bounded (`b`) and returns the sketch bytes read.
 fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pass) -> usize {
-    let cache = ctx.cache;
-    let (ps, d) = (cache.page_size(), cache.head_dim());
     let g = ctx.group();
-    let closed = ctx.closed_pages();
-    let max_tokens = closed * ps;
-    let bits = cache.config().sketch_bits;
-    let q_pos = ctx.q_pos();
-    let a = ctx.alpha - 1.0;
-    let sk_row = sketch::row_bytes(d, bits);
+    pass_prelude(ctx, scratch);
     let tau_hat = &scratch.head[..g];
+    let fast = has_avx512();
+    for_blocks(ctx, &mut scratch.robust, |first, last, blk, mut out| {
+        for i in first..last {
+            pass_page(
+                ctx, fast, true, false, pass, tau_hat, i, first, blk, &mut out,
+            );
+        }
+    });
+    pass_merge(ctx, scratch, pass)
+}
+
+/// [`token_pass`] before the walk: the blocks' lists emptied, their running maxima seeded.
+fn pass_prelude(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) {
+    let g = ctx.group();
     let rs = &mut scratch.robust;
-    let nb = closed.div_ceil(BLOCK_PAGES);
+    let nb = ctx.closed_pages().div_ceil(BLOCK_PAGES);
     for blk in &mut rs.blocks[..nb] {
         blk.lmax[..g].copy_from_slice(&rs.lmax[..g]);
         for l in blk.lows[..g].iter_mut().chain(blk.ups[..g].iter_mut()) {
             l.clear();
         }
     }
-    for_blocks(ctx, rs, |first, last, blk, out| {
-        for i in first..last {
-            let o = (i - first) * g;
-            if let Pass::Fused { sinks } = pass {
+}
+
+/// [`token_pass`] on closed page `i` (in the block starting at page `first`, whose
+/// scratch and outputs are `blk`/`out`); `tau_hat` the task's `[G]` τ̂, `prefetch`
+/// whether to prefetch the page [`PREFETCH_PAGES`](crate::certificate::bounds::PREFETCH_PAGES)
+/// slots on (the per-task walk; the page-major one reads forward streams).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn pass_page(
+    ctx: &SelectionContext<'_>,
+    fast: bool,
+    prefetch: bool,
+    bounded: bool,
+    pass: Pass,
+    tau_hat: &[f64],
+    i: usize,
+    first: usize,
+    blk: &mut Block,
+    out: &mut BlockOut<'_>,
+) {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
+    let bits = cache.config().sketch_bits;
+    let a = ctx.alpha - 1.0;
+    let sk_row = sketch::row_bytes(d, bits);
+    let o = (i - first) * g;
+    if let Pass::Fused { sinks } = pass {
+        if bounded {
+            // Rows and bounds done by the caller (`pass_seq`).
+            boxes_from(ctx, i, blk, &mut out.hi[o..o + g], &mut out.lo[o..o + g]);
+        } else {
+            if prefetch {
                 prefetch_ahead(ctx, i, true);
-                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load(cache.stats(), base, d, bits);
-                page_boxes(
-                    ctx,
-                    i,
-                    blk,
-                    true,
-                    &mut out.hi[o..o + g],
-                    &mut out.lo[o..o + g],
-                );
-                out.want[i - first] =
-                    i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
-                if !out.want[i - first] {
-                    continue;
-                }
-            } else {
-                if !out.want[i - first] {
-                    continue;
-                }
-                prefetch_ahead(ctx, i, true);
-                let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
-                blk.rows.load(cache.stats(), base, d, bits);
-                for hg in 0..g {
-                    let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
-                    blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
-                }
             }
-            let sk = if bits > 0 {
-                let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
-                &cache.sketch()[skb..skb + ps * sk_row]
-            } else {
-                &[][..]
-            };
-            let s0 = (i * ps) as f64 - q_pos;
-            for hg in 0..g {
-                let qw = &blk.qw[hg * d..(hg + 1) * d];
-                let sdot = &mut blk.sdot[..ps];
-                if bits > 0 {
-                    sketch_dots(qw, sk, sk_row, bits, sdot, &mut blk.codes);
-                } else {
-                    sdot.fill(0);
-                }
-                let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
-                let pb = blk.pbs[hg];
-                let (umax, lmx) = token_ends(&pb, sdot, ctx.slopes[hg] as f64, s0, ups, lows);
-                out.best[o + hg] = umax as f64;
-                if let Pass::Fused { .. } = pass {
-                    let th = tau_hat[hg];
-                    compact(&mut blk.ups[hg], ups, |u| a * u as f64 - th > 0.0);
-                }
-                // Lower ends: only those within 1/a of the running maximum can be
-                // candidates of the τ_lb solve (as in `certified`); the rest are dropped.
-                // f32_down is monotone, so the largest rounded value is f32_down(lmx).
-                let vals = &mut blk.vals[..ps];
-                for (v, &l) in vals.iter_mut().zip(lows.iter()) {
-                    *v = f32_down(l);
-                }
-                let pmax = f32_down(lmx) as f64;
-                let lmax = &mut blk.lmax[hg];
-                if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
-                    *lmax = lmax.max(pmax);
-                    let m = *lmax;
-                    compact(&mut blk.lows[hg], vals, |v| a * (v as f64 - m) > -1.0);
-                }
-            }
+            let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+            blk.rows.load_fast(fast, cache.stats(), base, d, bits);
+            page_boxes(
+                ctx,
+                i,
+                blk,
+                true,
+                &mut out.hi[o..o + g],
+                &mut out.lo[o..o + g],
+            );
         }
-    });
-    // Merge: boxes (fused pass), flags, best upper ends, and the blocks' lists into the
-    // head segments.
+        out.want[i - first] = i < sinks || (0..g).any(|hg| a * out.hi[o + hg] > tau_hat[hg]);
+        if !out.want[i - first] {
+            return;
+        }
+    } else {
+        if !out.want[i - first] {
+            return;
+        }
+        if prefetch {
+            prefetch_ahead(ctx, i, true);
+        }
+        let base = cache.stats_offset(ctx.seq.pages[i], ctx.kv_head);
+        blk.rows.load_fast(fast, cache.stats(), base, d, bits);
+        for hg in 0..g {
+            let q = &ctx.q_scaled[hg * d..(hg + 1) * d];
+            blk.pbs[hg] = page_bound(q, &blk.rows, true, &mut blk.qw[hg * d..(hg + 1) * d]);
+        }
+    }
+    let sk = if bits > 0 {
+        let skb = cache.sketch_offset(ctx.seq.pages[i], ctx.kv_head);
+        &cache.sketch()[skb..skb + ps * sk_row]
+    } else {
+        &[][..]
+    };
+    let s0 = (i * ps) as f64 - ctx.q_pos();
+    for hg in 0..g {
+        let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
+        let pb = blk.pbs[hg];
+        let (umax, lmx) = tokens_from(
+            fast,
+            &pb,
+            &blk.qw[hg * d..(hg + 1) * d],
+            sk,
+            sk_row,
+            bits,
+            ctx.slopes[hg] as f64,
+            s0,
+            &mut blk.sdot[..ps],
+            &mut blk.codes,
+            ups,
+            lows,
+        );
+        out.best[o + hg] = umax as f64;
+        if let Pass::Fused { .. } = pass {
+            let th = tau_hat[hg];
+            let list = &mut blk.ups[hg];
+            #[cfg(target_arch = "x86_64")]
+            if fast && list.capacity() - list.len() >= ps {
+                // SAFETY: `fast` only where `has_avx512()` holds; room checked.
+                unsafe { crate::certificate::bounds::avx512::compact_ups_f32(list, ups, a, th) };
+            } else {
+                compact(list, ups, |u| a * u as f64 - th > 0.0);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            compact(list, ups, |u| a * u as f64 - th > 0.0);
+        }
+        // Lower ends: only those within 1/a of the running maximum can be candidates of
+        // the τ_lb solve (as in `certified`); the rest are dropped. f32_down is monotone,
+        // so the largest rounded value is f32_down(lmx).
+        let pmax = f32_down(lmx) as f64;
+        let lmax = &mut blk.lmax[hg];
+        if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
+            *lmax = lmax.max(pmax);
+            let m = *lmax;
+            let list = &mut blk.lows[hg];
+            #[cfg(target_arch = "x86_64")]
+            if fast && list.capacity() - list.len() >= ps {
+                // SAFETY: `fast` only where `has_avx512()` holds; room checked.
+                unsafe { crate::certificate::bounds::avx512::compact_lows_f32(list, lows, a, m) };
+                continue;
+            }
+            let vals = &mut blk.vals[..ps];
+            for (v, &l) in vals.iter_mut().zip(lows.iter()) {
+                *v = f32_down(l);
+            }
+            compact(list, vals, |v| a * (v as f64 - m) > -1.0);
+        }
+    }
+}
+
+/// [`token_pass`] after the walk: boxes (fused pass), flags, best upper ends, and the
+/// blocks' lists into the head segments. Returns the sketch bytes read.
+fn pass_merge(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pass) -> usize {
+    let cache = ctx.cache;
+    let (ps, d) = (cache.page_size(), cache.head_dim());
+    let g = ctx.group();
+    let closed = ctx.closed_pages();
+    let max_tokens = closed * ps;
+    let bits = cache.config().sketch_bits;
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let rs = &mut scratch.robust;
     let mut pages = 0usize;
     for i in 0..closed {
         if let Pass::Fused { .. } = pass {
@@ -622,7 +727,7 @@ fn token_pass(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, pass: Pas
         }
     }
     if bits > 0 {
-        pages * ps * sk_row
+        pages * ps * sketch::row_bytes(d, bits)
     } else {
         0
     }
@@ -659,4 +764,500 @@ fn mass_at_least_one(ups: &[f32], alpha: f64, tau: f64) -> bool {
         }
     }
     false
+}
+
+/// One task of [`pass_seq`] (the robust criterion's fused pass, page-major over all tasks
+/// of a sequence): its kv head, query heads `h0..h0 + group`, sink pages, and raw
+/// pointers to its scratch (taken by [`seq_begin`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqTask {
+    kv_head: usize,
+    h0: usize,
+    group: usize,
+    sinks: usize,
+    blocks: *mut Block,
+    hi: *mut f64,
+    lo: *mut f64,
+    best: *mut f64,
+    want: *mut bool,
+    tau_hat: *const f64,
+    /// [`moments_seq`]: `[blocks, 2D]` row scratch (the task's `pm_rows`).
+    rows: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced by `pass_seq`, whose jobs touch disjoint
+// blocks of every task (and only read τ̂).
+unsafe impl Send for SeqTask {}
+unsafe impl Sync for SeqTask {}
+
+/// [`super::select`] with the robust criterion and α ≠ 1, its first part for the
+/// page-major passes of a sequence: the checks and early returns, the moments' buffers
+/// sized. Returns the task for [`moments_seq`] (and later [`pass_seq`]), or `None` when
+/// the selection is already complete (a single page). Then [`moments_seq`], then
+/// [`seq_begin_pass`]; the scratch must not be touched in between.
+pub(crate) fn seq_begin(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    h0: usize,
+) -> Result<Option<SeqTask>> {
+    const OP: &str = "gaussian::select";
+    opts.validate(OP)?;
+    let g = ctx.group();
+    out.reset(g);
+    let closed = ctx.closed_pages();
+    debug_assert!(ctx.alpha != 1.0 && opts.criterion == super::Criterion::Robust);
+    if closed == 0 {
+        keep_all(ctx, out);
+        return Ok(None);
+    }
+    scratch.reserve_pages(g, closed);
+    // As `model::page_moments`: `[G, closed]` μ_p and σ_p, filled by `moments_seq`.
+    scratch.mu.clear();
+    scratch.mu.resize(g * closed, 0.0);
+    scratch.sd.clear();
+    scratch.sd.resize(g * closed, 0.0);
+    let d = ctx.cache.head_dim();
+    let need = closed.div_ceil(BLOCK_PAGES) * 2 * d;
+    if scratch.pm_rows.len() < need {
+        scratch.pm_rows.resize(need, 0.0);
+    }
+    Ok(Some(SeqTask {
+        kv_head: ctx.kv_head,
+        h0,
+        group: g,
+        sinks: 0,
+        blocks: std::ptr::null_mut(),
+        hi: scratch.mu.as_mut_ptr(),
+        lo: scratch.sd.as_mut_ptr(),
+        best: std::ptr::null_mut(),
+        want: std::ptr::null_mut(),
+        tau_hat: std::ptr::null(),
+        rows: scratch.pm_rows.as_mut_ptr(),
+    }))
+}
+
+/// Every page into the selection (nothing to drop, or no model).
+fn keep_all(ctx: &SelectionContext<'_>, out: &mut Selection) {
+    out.pages.clear();
+    for i in 0..ctx.seq.pages.len() {
+        out.pages.push(ctx.page_ref(i));
+    }
+}
+
+/// After [`moments_seq`]: the rest of [`super::select`] up to the fused pass (the finite
+/// check, τ̂, the scratch prepared). Returns the task for [`pass_seq`], or `None` when the
+/// selection is complete (non-finite statistics).
+pub(crate) fn seq_begin_pass(
+    ctx: &SelectionContext<'_>,
+    opts: &GaussianOpts,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+    h0: usize,
+) -> Result<Option<SeqTask>> {
+    let closed = ctx.closed_pages();
+    out.meta_bytes = closed * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim());
+    if !scratch.mu.iter().chain(&scratch.sd).all(|x| x.is_finite()) {
+        keep_all(ctx, out);
+        return Ok(None);
+    }
+    let sinks = begin(ctx, opts, scratch)?;
+    pass_prelude(ctx, scratch);
+    let rs = &mut scratch.robust;
+    rs.sinks = sinks;
+    Ok(Some(SeqTask {
+        kv_head: ctx.kv_head,
+        h0,
+        group: ctx.group(),
+        sinks,
+        blocks: rs.blocks.as_mut_ptr(),
+        hi: rs.pg_hi.as_mut_ptr(),
+        lo: rs.pg_lo.as_mut_ptr(),
+        best: rs.pg_best.as_mut_ptr(),
+        want: rs.want.as_mut_ptr(),
+        tau_hat: scratch.head.as_ptr(),
+        rows: scratch.pm_rows.as_mut_ptr(),
+    }))
+}
+
+/// `model::page_moments`' `(Σ q_d·m_d, Σ (q_d·s_d)²)`, operation for operation (eight f32
+/// lanes with fused multiply-adds, then the lanes summed in order from −0): the same bits
+/// (tested against `model::page_moments`).
+#[inline]
+fn mean_var(q: &[f32], m: &[f32], s: &[f32]) -> (f32, f32) {
+    let (mut am, mut av) = ([0.0f32; 8], [0.0f32; 8]);
+    let (qc, mc, sc) = (q.chunks_exact(8), m.chunks_exact(8), s.chunks_exact(8));
+    let (qr, mr, sr) = (qc.remainder(), mc.remainder(), sc.remainder());
+    for ((q8, m8), s8) in qc.zip(mc).zip(sc) {
+        for j in 0..8 {
+            am[j] = q8[j].mul_add(m8[j], am[j]);
+            let x = q8[j] * s8[j];
+            av[j] = x.mul_add(x, av[j]);
+        }
+    }
+    let (mut mu, mut var) = (am.iter().sum::<f32>(), av.iter().sum::<f32>());
+    for j in 0..qr.len() {
+        mu += qr[j] * mr[j];
+        var += (qr[j] * sr[j]) * (qr[j] * sr[j]);
+    }
+    (mu, var)
+}
+
+/// How far ahead [`moments_seq`] prefetches (rounded up to pages).
+const MOMENTS_PREFETCH_BYTES: usize = 8 * 1024;
+
+/// `model::page_moments` of every task of one sequence (tasks from [`seq_begin`]),
+/// page-major: a page's mean and std rows of all kv heads are contiguous, read once as
+/// forward streams, where each task's own walk reads a scattered slice per page. Writes
+/// each task's `[G, closed]` μ_p / σ_p, the same bits as `model::page_moments` (tested).
+///
+/// # Safety
+/// As [`pass_seq`], for tasks from [`seq_begin`].
+pub(crate) unsafe fn moments_seq(
+    cache: &crate::cache::PagedKvCache,
+    seq: crate::cache::SeqView<'_>,
+    tasks: &[SeqTask],
+    q_scaled: &[f32],
+) {
+    let d = cache.head_dim();
+    let closed = seq.pages.len().saturating_sub(1);
+    if closed == 0 || tasks.is_empty() {
+        return;
+    }
+    let stats = cache.stats();
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let fast = crate::certificate::bounds::has_avx512() && d.is_multiple_of(16);
+    // A steady prefetch of the same rows a fixed distance down the page list (one line per
+    // line consumed): 2 to 6 pages ahead took the robust selection from ~9.5 to ~7.5 ms in
+    // alternated runs (2 threads, 128K, 8 kv heads); the hardware prefetchers alone leave
+    // the walk waiting.
+    let ahead_m = MOMENTS_PREFETCH_BYTES
+        .div_ceil((2 * cache.num_kv_heads() * stats.row_bytes(d)).max(1))
+        .max(1);
+    let run = |bi: usize| {
+        // SAFETY (the caller's contract): the first task's `[blocks, 2D]` row scratch;
+        // block bi's rows belong to this job only.
+        let rows = unsafe { std::slice::from_raw_parts_mut(tasks[0].rows.add(bi * 2 * d), 2 * d) };
+        let (r0, r1) = rows.split_at_mut(d);
+        let first = bi * BLOCK_PAGES;
+        for i in first..(first + BLOCK_PAGES).min(closed) {
+            let page = seq.pages[i];
+            let next = seq.pages.get(i + ahead_m).copied();
+            for t in tasks {
+                if let Some(next) = next {
+                    let nb = cache.stats_offset(next, t.kv_head);
+                    stats.prefetch_row(Stat::Mean, nb, d);
+                    stats.prefetch_row(Stat::Std, nb, d);
+                }
+                let base = cache.stats_offset(page, t.kv_head);
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    // SAFETY: AVX-512 present (`fast`), D a multiple of 16, the rows inside
+                    // the statistics (a closed page of the sequence).
+                    unsafe {
+                        crate::certificate::bounds::avx512::read_row(stats, Stat::Mean, base, r0);
+                        crate::certificate::bounds::avx512::read_row(stats, Stat::Std, base, r1);
+                    }
+                } else {
+                    stats.read_row(Stat::Mean, base, r0);
+                    stats.read_row(Stat::Std, base, r1);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                {
+                    stats.read_row(Stat::Mean, base, r0);
+                    stats.read_row(Stat::Std, base, r1);
+                }
+                for hg in 0..t.group {
+                    let h = t.h0 + hg;
+                    let (mu, var) = mean_var(&q_scaled[h * d..(h + 1) * d], r0, r1);
+                    // SAFETY (the caller's contract): `[G, closed]` buffers of this task;
+                    // page i belongs to this job only.
+                    unsafe {
+                        *t.hi.add(hg * closed + i) = mu as f64;
+                        *t.lo.add(hg * closed + i) = (var as f64).sqrt();
+                    }
+                }
+            }
+        }
+    };
+    if nb > 1 {
+        (0..nb).into_par_iter().for_each(run);
+    } else {
+        run(0);
+    }
+}
+
+/// [`super::select`] after [`pass_seq`] (for a task [`seq_begin`] returned).
+pub(crate) fn seq_finish(
+    ctx: &SelectionContext<'_>,
+    scratch: &mut SelectScratch,
+    out: &mut Selection,
+) -> Result<()> {
+    let closed = ctx.closed_pages();
+    let sinks = scratch.robust.sinks;
+    let meta = out.meta_bytes
+        + closed * 2 * ctx.cache.stats().row_bytes(ctx.cache.head_dim())
+        + pass_merge(ctx, scratch, Pass::Fused { sinks });
+    finish(ctx, scratch, out, meta, sinks)
+}
+
+/// The fused pass (box bounds of every closed page, token bounds of the pages pass 1
+/// picks) of every task of one sequence, page-major: a page's min/max rows and sketch
+/// blocks of all kv heads are contiguous, so one walk over the pages reads them as forward
+/// streams, where each task's own walk reads a scattered slice per page. Each task's
+/// results are exactly those of its own pass (the same [`pass_page`] on the same pages in
+/// the same block order; tested). `q_scaled` is the sequence's `[H, D]`, `slopes` `[H]`.
+///
+/// # Safety
+/// The tasks come from [`seq_begin`] on distinct scratches for this sequence, alive and
+/// otherwise untouched until the call returns.
+pub(crate) unsafe fn pass_seq(
+    cache: &crate::cache::PagedKvCache,
+    seq: crate::cache::SeqView<'_>,
+    tasks: &[SeqTask],
+    q_scaled: &[f32],
+    slopes: &[f32],
+    alpha: f64,
+) {
+    let d = cache.head_dim();
+    let closed = seq.pages.len().saturating_sub(1);
+    if closed == 0 || tasks.is_empty() {
+        return;
+    }
+    let fast = has_avx512();
+    let nb = closed.div_ceil(BLOCK_PAGES);
+    let bits = cache.config().sketch_bits;
+    let run = |bi: usize| {
+        let first = bi * BLOCK_PAGES;
+        let last = (first + BLOCK_PAGES).min(closed);
+        // SAFETY (the caller's contract): block `bi` of every task is touched by this job
+        // only.
+        let blk = |t: &SeqTask| unsafe { &mut *t.blocks.add(bi) };
+        for i in first..last {
+            // Phase 1: every task's rows; phase 2: every head's page bound, batched across
+            // tasks (`page_bounds`); phase 3: the rest of `pass_page` per task.
+            // (No software prefetch here: one the certified pass's way, 2–3 pages ahead,
+            // measured ~0.5 ms slower.)
+            for t in tasks {
+                let base = cache.stats_offset(seq.pages[i], t.kv_head);
+                blk(t).rows.load_fast(fast, cache.stats(), base, d, bits);
+            }
+            let mut units = [BoundUnit {
+                w: std::ptr::null(),
+                rows: std::ptr::null(),
+                q: std::ptr::null_mut(),
+            }; BATCH];
+            let mut dest = [(0usize, 0usize); BATCH];
+            let mut pbs = [PageBound::UNBOUNDED; BATCH];
+            let mut n = 0;
+            let flush = |n: usize,
+                         units: &[BoundUnit; BATCH],
+                         dest: &[(usize, usize); BATCH],
+                         pbs: &mut [PageBound; BATCH]| {
+                // SAFETY: distinct (task, head) units: their queries, their block's rows
+                // and weights (D each).
+                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
+                for k in 0..n {
+                    let (ti, hg) = dest[k];
+                    blk(&tasks[ti]).pbs[hg] = pbs[k];
+                }
+            };
+            for (ti, t) in tasks.iter().enumerate() {
+                let b = blk(t);
+                for hg in 0..t.group {
+                    units[n] = BoundUnit {
+                        w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
+                        rows: &b.rows,
+                        q: b.qw[hg * d..].as_mut_ptr(),
+                    };
+                    dest[n] = (ti, hg);
+                    n += 1;
+                    if n == BATCH {
+                        flush(n, &units, &dest, &mut pbs);
+                        n = 0;
+                    }
+                }
+            }
+            if n > 0 {
+                flush(n, &units, &dest, &mut pbs);
+            }
+            for t in tasks {
+                let g = t.group;
+                let ctx = SelectionContext {
+                    cache,
+                    seq,
+                    kv_head: t.kv_head,
+                    q_scaled: &q_scaled[t.h0 * d..(t.h0 + g) * d],
+                    slopes: &slopes[t.h0..t.h0 + g],
+                    alpha,
+                };
+                let n = last - first;
+                // SAFETY (the caller's contract): this task's page-major outputs of pages
+                // first..last are touched by this job only; τ̂ is only read.
+                let (mut out, tau_hat) = unsafe {
+                    (
+                        BlockOut {
+                            hi: std::slice::from_raw_parts_mut(t.hi.add(first * g), n * g),
+                            lo: std::slice::from_raw_parts_mut(t.lo.add(first * g), n * g),
+                            best: std::slice::from_raw_parts_mut(t.best.add(first * g), n * g),
+                            want: std::slice::from_raw_parts_mut(t.want.add(first), n),
+                        },
+                        std::slice::from_raw_parts(t.tau_hat, g),
+                    )
+                };
+                let pass = Pass::Fused { sinks: t.sinks };
+                pass_page(
+                    &ctx,
+                    fast,
+                    false,
+                    true,
+                    pass,
+                    tau_hat,
+                    i,
+                    first,
+                    blk(t),
+                    &mut out,
+                );
+            }
+        }
+    };
+    if nb > 1 {
+        (0..nb).into_par_iter().for_each(run);
+    } else {
+        run(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CacheConfig, StatsDType};
+    use crate::selection::gaussian::Criterion;
+    use crate::synth::{Synth, Workload};
+    use crate::DType;
+
+    /// The page-major fused pass ([`seq_begin`], [`pass_seq`], [`seq_finish`]) selects
+    /// exactly what the per-task [`super::super::select`] does: pages, τ̂ bits, bytes read;
+    /// GQA groups, ALiBi, several sequences, statistics dtypes, sink pages, sketch widths.
+    #[test]
+    fn page_major_pass_equals_per_task_select() {
+        for trial in 0..24u64 {
+            let (hkv, group) = (
+                [1usize, 2, 4][trial as usize % 3],
+                [1usize, 2][trial as usize / 3 % 2],
+            );
+            let h = hkv * group;
+            let d = [64usize, 32][trial as usize / 6 % 2];
+            let ps = 16;
+            let lens = [vec![3000usize + 97 * trial as usize], vec![2500, 17, 4100]]
+                [trial as usize / 12 % 2]
+                .clone();
+            let mut syn = Synth::new(trial);
+            let wl = if trial % 2 == 0 {
+                Workload::Structured
+            } else {
+                Workload::Iid
+            };
+            let prob = syn.problem(wl, &lens, h, hkv, d);
+            let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
+            let (kvd, sd) = [
+                (DType::F16, StatsDType::Kv),
+                (DType::F32, StatsDType::F32),
+                (DType::Bf16, StatsDType::Kv),
+                (DType::F16, StatsDType::F32),
+            ][trial as usize % 4];
+            let bits = [4u32, 4, 2, 8][trial as usize / 4 % 4];
+            let cfg = CacheConfig::new(hkv, d, pages)
+                .with_kv_dtype(kvd)
+                .with_stats_dtype(sd)
+                .with_sketch_bits(bits);
+            let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+            let alpha = [1.5, 2.0, 4.0 / 3.0][trial as usize % 3];
+            let opts = GaussianOpts {
+                sink_pages: (trial % 3) as usize,
+                ..GaussianOpts::default().with_criterion(Criterion::Robust)
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
+            let slopes: Vec<f32> = (0..h)
+                .map(|i| {
+                    if trial % 4 == 1 {
+                        -0.01 * (i + 1) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            for (b, &id) in ids.iter().enumerate() {
+                let seq = cache.seq(id).unwrap();
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                let ctx_of = |h0: usize| SelectionContext {
+                    cache: &cache,
+                    seq,
+                    kv_head: h0 / group,
+                    q_scaled: &qb[h0 * d..(h0 + group) * d],
+                    slopes: &slopes[h0..h0 + group],
+                    alpha,
+                };
+                let heads: Vec<usize> = (0..h).step_by(group).collect();
+                let mut scr: Vec<SelectScratch> = heads
+                    .iter()
+                    .map(|_| SelectScratch::new(seq.pages.len(), d))
+                    .collect();
+                let mut sel: Vec<Selection> = heads
+                    .iter()
+                    .map(|_| Selection::with_capacity(seq.pages.len(), group))
+                    .collect();
+                let mut tasks = Vec::new();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if let Some(t) =
+                        seq_begin(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0).unwrap()
+                    {
+                        tasks.push(t);
+                    }
+                }
+                // SAFETY: distinct scratches prepared just above.
+                unsafe { moments_seq(&cache, seq, &tasks, qb) };
+                // The moments equal `model::page_moments` bit for bit.
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        let mut s1 = SelectScratch::new(seq.pages.len(), d);
+                        model::page_moments(&ctx_of(h0), &mut s1);
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&scr[j].mu), bits(&s1.mu), "trial {trial} mu");
+                        assert_eq!(bits(&scr[j].sd), bits(&s1.sd), "trial {trial} sd");
+                    }
+                }
+                tasks.clear();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        if let Some(t) =
+                            seq_begin_pass(&ctx_of(h0), &opts, &mut scr[j], &mut sel[j], h0)
+                                .unwrap()
+                        {
+                            tasks.push(t);
+                        }
+                    }
+                }
+                // SAFETY: distinct scratches prepared just above.
+                unsafe { pass_seq(&cache, seq, &tasks, qb, &slopes, alpha) };
+                let active = tasks.len();
+                for (j, &h0) in heads.iter().enumerate() {
+                    if seq.pages.len() > 1 {
+                        seq_finish(&ctx_of(h0), &mut scr[j], &mut sel[j]).unwrap();
+                    }
+                    let mut s1 = SelectScratch::new(seq.pages.len(), d);
+                    let mut sel1 = Selection::with_capacity(seq.pages.len(), group);
+                    super::super::select(&ctx_of(h0), &opts, &mut s1, &mut sel1).unwrap();
+                    assert_eq!(sel[j].pages, sel1.pages, "trial {trial} seq {b} head {h0}");
+                    let t0: Vec<u64> = sel[j].tau_hat.iter().map(|x| x.to_bits()).collect();
+                    let t1: Vec<u64> = sel1.tau_hat.iter().map(|x| x.to_bits()).collect();
+                    assert_eq!(t0, t1, "trial {trial}");
+                    assert_eq!(sel[j].meta_bytes, sel1.meta_bytes, "trial {trial}");
+                }
+                assert!(seq.pages.len() == 1 || active == heads.len());
+            }
+        }
+    }
 }
