@@ -245,25 +245,10 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const Topk
     const float inv_l = bits > 0 ? 1.0f / (float)((1u << bits) - 1u) : 1.0f;
     const float q_pos = (float)(len - 1);
     // A warp per page: lanes over channels for the page constants, lanes over tokens after.
-    const size_t blk = (size_t)ps * p.sketch_rb;  // sketch bytes of one (page, kv head)
-    u32 page = p0 + warp < p1 ? p.block_tables[(size_t)row * p.bt_stride + p0 + warp] : 0u;
     for (int pi = p0 + warp; pi < p1; pi += BLOCK / 32) {
+        const u32 page = p.block_tables[(size_t)row * p.bt_stride + pi];
         const size_t sbase = ((size_t)page * p.num_kv_heads + kvh) * HEAD_DIM;
-        const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + kvh) * blk;
-        // The warp's next page: its rows start towards L2 now, under this page's work.
-        const int pn = pi + BLOCK / 32;
-        const u32 next = pn < p1 ? p.block_tables[(size_t)row * p.bt_stride + pn] : 0u;
-        if (pn < p1) {
-            const size_t nb = ((size_t)next * p.num_kv_heads + kvh) * HEAD_DIM;
-            const char* ns = reinterpret_cast<const char*>(p.sketch + ((size_t)next * p.num_kv_heads + kvh) * blk);
-            const int lines = (int)((blk + 127) / 128);
-            if (lane < lines && bits > 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(ns + (size_t)lane * 128));
-            const int slines = (HEAD_DIM * ST::BYTES + 127) / 128;
-            if (lane < slines) {
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(p.kmin + nb) + lane * 128));
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(p.kmax + nb) + lane * 128));
-            }
-        }
+        const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + kvh) * ps * (size_t)p.sketch_rb;
         float lo_r[(HEAD_DIM + 31) / 32], d_r[(HEAD_DIM + 31) / 32];
 #pragma unroll
         for (int i = 0; i < (HEAD_DIM + 31) / 32; ++i) {
@@ -323,7 +308,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const Topk
         }
         if (!p.per_head && lane == 0)
             p.keys[((size_t)b * p.num_kv_heads + kvh) * p.list_stride + pi] = pinned_key(p, pi, closed, best);
-        page = next;
     }
 }
 
