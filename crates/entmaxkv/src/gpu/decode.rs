@@ -1136,7 +1136,8 @@ impl GpuDecoder {
                     bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
                     // Sketch page scores also read every closed page's sketch rows.
                     if t.params.scoring != 0 {
-                        bytes.sketch += (closed * ps * t.params.sketch_rb as usize * self.hkv) as u64;
+                        bytes.sketch +=
+                            (closed * ps * t.params.sketch_rb as usize * self.hkv) as u64;
                     }
                 }
             }
