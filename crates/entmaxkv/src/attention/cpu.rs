@@ -14,6 +14,7 @@
 use crate::dtype::KvElem;
 use crate::error::Result;
 use crate::tau::{entmax_threshold_f32, halley_correct};
+use crate::workspace::grow;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -91,11 +92,6 @@ impl Workspace {
 
     /// Grows (only ever grows) the per-block buffers to `blocks` blocks.
     fn reserve_blocks(&mut self, blocks: usize, group: usize, page_size: usize, head_dim: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         grow(&mut self.block_rows, blocks * page_size * head_dim);
         grow(&mut self.block_acc, blocks * group * head_dim);
         grow(&mut self.block_start, blocks + 1);

@@ -31,6 +31,7 @@ use super::stream::{accum_page, score_page, PageOut};
 use crate::dtype::KvElem;
 use crate::error::Result;
 use crate::tau::{entmax_threshold_candidates, halley_correct_candidates};
+use crate::workspace::grow;
 use rayon::prelude::*;
 
 /// Union pages per block of the parallel passes (fixed: the summation order depends on it,
@@ -95,12 +96,6 @@ pub struct SparseWorkspace {
     pub res: Vec<HeadResult>,
     /// `[H_kv]` V rows read by the last call.
     pub v_rows: Vec<u64>,
-}
-
-fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
 }
 
 impl SparseWorkspace {

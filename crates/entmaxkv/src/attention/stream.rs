@@ -33,6 +33,7 @@ use super::cpu::{alpha_code, dot, exp_f32, HeadResult, PageRef, PoolGeometry, Sh
 use crate::dtype::{DType, KvElem};
 use crate::error::Result;
 use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
+use crate::workspace::grow;
 use rayon::prelude::*;
 
 /// How far ahead of the rows being read the dense passes prefetch (rounded up to pages).
@@ -90,12 +91,6 @@ pub struct StreamWorkspace {
     pub res: Vec<HeadResult>,
     /// `[H_kv]` V rows read by the last call, per kv head.
     pub v_rows: Vec<u64>,
-}
-
-fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
 }
 
 impl StreamWorkspace {

@@ -32,6 +32,7 @@ use crate::error::{check_len, Error, Result};
 use crate::stats::{sketch, Stat};
 use crate::tau::{entmax_threshold_f32, entmax_threshold_f64};
 use crate::with_kv;
+use crate::workspace::grow;
 use rayon::prelude::*;
 
 /// Scratch and phase-1 state of the `certified` strategy for one task.
@@ -88,11 +89,6 @@ impl CertifiedWorkspace {
 
     /// Grows (only ever grows) to the given sizes.
     pub fn reserve(&mut self, group: usize, max_tokens: usize, page_size: usize, d: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         fn cap<T>(v: &mut Vec<T>, n: usize) {
             if v.capacity() < n {
                 v.reserve(n - v.len());
@@ -209,11 +205,6 @@ struct BlockScratch {
 
 impl BlockScratch {
     fn reserve(&mut self, group: usize, page_size: usize, d: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         self.rows.reserve(d);
         grow(&mut self.qw, group * d);
         grow(&mut self.pbs, group);

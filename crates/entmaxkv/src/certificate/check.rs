@@ -8,6 +8,7 @@ use crate::attention::cpu::PageRef;
 use crate::cache::{PagedKvCache, SeqView};
 use crate::error::{check_len, Error, Result};
 use crate::stats::sketch;
+use crate::workspace::grow;
 
 /// One task to certify: a sequence and kv head, the G query heads it serves, the pages a
 /// selector kept and the exact τ attention found on them.
@@ -55,11 +56,6 @@ impl CheckScratch {
     }
 
     fn reserve(&mut self, group: usize, pages: usize, d: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         grow(&mut self.keep, pages);
         grow(&mut self.page_u, pages * group);
         self.rows.reserve(d);

@@ -13,6 +13,7 @@
 use super::{SelectScratch, SelectionContext};
 use crate::certificate::bounds::{page_bound, sketch_dots, token_ends, PageBound, PageRows};
 use crate::stats::sketch;
+use crate::workspace::grow;
 use serde::{Deserialize, Serialize};
 
 /// How top-k scores a page.
@@ -42,11 +43,6 @@ pub(crate) struct SketchScoreScratch {
 
 impl SketchScoreScratch {
     fn reserve(&mut self, ps: usize, d: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         self.rows.reserve(d);
         grow(&mut self.qw, d);
         grow(&mut self.sdot, ps);

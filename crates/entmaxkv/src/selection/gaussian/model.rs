@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::selection::{SelectScratch, SelectionContext};
 use crate::stats::Stat;
 use crate::tau::{tau_hat_mixture, tau_hat_single, SIGMA_FLOOR};
+use crate::workspace::grow;
 use rayon::prelude::*;
 
 /// Closed pages per block of [`page_moments`] (blocks run in parallel).
@@ -20,11 +21,6 @@ const BLOCK_PAGES: usize = 256;
 /// and std rows of every closed page, each row read once for the whole group; blocks of
 /// pages run in parallel. Returns the statistics bytes read.
 pub fn page_moments(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> usize {
-    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-        if v.len() < n {
-            v.resize(n, T::default());
-        }
-    }
     let g = ctx.group();
     let closed = ctx.closed_pages();
     let d = ctx.cache.head_dim();
@@ -124,11 +120,6 @@ pub fn seq_page_moments(
     sd: &mut Vec<f64>,
     rows: &mut Vec<f32>,
 ) -> usize {
-    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-        if v.len() < n {
-            v.resize(n, T::default());
-        }
-    }
     let (hkv, d) = (cache.num_kv_heads(), cache.head_dim());
     let h = q_scaled.len() / d.max(1);
     let g = h / hkv.max(1);

@@ -44,6 +44,7 @@ use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
 use crate::stats::{sketch, Stat};
 use crate::tau::entmax_threshold_f32;
+use crate::workspace::grow;
 use rayon::prelude::*;
 
 /// Closed pages per block of the bound passes: blocks run in parallel (rayon), each with
@@ -74,11 +75,6 @@ struct Block {
 
 impl Block {
     fn reserve(&mut self, g: usize, ps: usize, d: usize) {
-        fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-        }
         self.rows.reserve(d);
         grow(&mut self.qw, g * d);
         grow(&mut self.pbs, g);
@@ -125,11 +121,6 @@ pub(crate) struct RobustScratch {
 /// lower ends (`[hg·max_tokens..]`) and one of upper ends (`[(G + hg)·max_tokens..]`),
 /// filled from the front (lengths in `n_low` / `n_up`).
 fn prepare_tokens(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch, max_tokens: usize) {
-    fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
-        if v.len() < n {
-            v.resize(n, T::default());
-        }
-    }
     let g = ctx.group();
     let closed = ctx.closed_pages();
     let (ps, d) = (ctx.cache.page_size(), ctx.cache.head_dim());
