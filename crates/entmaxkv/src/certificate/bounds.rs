@@ -672,6 +672,46 @@ impl PreLanes {
 /// Heads per call of [`page_bounds`].
 pub(crate) const BATCH: usize = 8;
 
+/// [`page_bounds`] over any number of heads, [`BATCH`] at a time in the order `units`
+/// yields them; `store(tag, bound)` receives each head's bound with the tag it came with.
+/// The page-major certified and robust passes batch every (task, head) of a page this way.
+///
+/// # Safety
+/// As [`page_bounds`], for every unit yielded; `store` must not touch the units' buffers.
+pub(crate) unsafe fn page_bounds_batched<T: Copy + Default>(
+    d: usize,
+    units: impl IntoIterator<Item = (BoundUnit, T)>,
+    mut store: impl FnMut(T, PageBound),
+) {
+    let mut buf = [BoundUnit {
+        w: std::ptr::null(),
+        rows: std::ptr::null(),
+        q: std::ptr::null_mut(),
+    }; BATCH];
+    let mut tags = [T::default(); BATCH];
+    let mut pbs = [PageBound::UNBOUNDED; BATCH];
+    let mut n = 0;
+    let mut flush = |n: usize, buf: &[BoundUnit; BATCH], tags: &[T; BATCH]| {
+        // SAFETY: the caller's contract.
+        unsafe { page_bounds(d, &buf[..n], &mut pbs[..n]) };
+        for i in 0..n {
+            store(tags[i], pbs[i]);
+        }
+    };
+    for (unit, tag) in units {
+        buf[n] = unit;
+        tags[n] = tag;
+        n += 1;
+        if n == BATCH {
+            flush(n, &buf, &tags);
+            n = 0;
+        }
+    }
+    if n > 0 {
+        flush(n, &buf, &tags);
+    }
+}
+
 /// The ends of every token interval of one page for one head, ALiBi `slope·(s0 + t)` added
 /// for token `t` (`s0 = first position − q_pos`, so this is exactly [`alibi`]'s value):
 /// upper ends rounded up to f32 into `up`, lower ends (f64) into `lo`. Returns the largest

@@ -19,8 +19,8 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    above_mask, alibi, f32_down, has_avx512, page_bounds, tokens_from, BoundUnit, PageBound,
-    PageRows, BATCH, PREFETCH_PAGES,
+    above_mask, alibi, f32_down, has_avx512, page_bounds, page_bounds_batched, tokens_from,
+    BoundUnit, PageBound, PageRows, BATCH, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{
@@ -885,45 +885,20 @@ pub(crate) unsafe fn bound_pass_seq(
             }
             // Phase 2 for every task (batches of heads across tasks), then phase 3 (see
             // `slot_bounds`).
-            let mut units = [BoundUnit {
-                w: std::ptr::null(),
-                rows: std::ptr::null(),
-                q: std::ptr::null_mut(),
-            }; BATCH];
-            let mut dest = [(0usize, 0usize); BATCH];
-            let mut pbs = [PageBound::UNBOUNDED; BATCH];
-            let mut n = 0;
-            let flush = |n: usize,
-                         units: &[BoundUnit; BATCH],
-                         dest: &[(usize, usize); BATCH],
-                         pbs: &mut [PageBound; BATCH]| {
-                // SAFETY: distinct (task, head) units: their queries, their block's rows
-                // and weights (D each) of this job's block.
-                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
-                for i in 0..n {
-                    let (ti, hg) = dest[i];
-                    part(&tasks[ti]).pbs[hg] = pbs[i];
-                }
-            };
-            for (ti, t) in tasks.iter().enumerate() {
-                let p = part(t);
-                for hg in 0..t.group {
-                    units[n] = BoundUnit {
+            let units = tasks.iter().enumerate().flat_map(|(ti, t)| {
+                let b = part(t);
+                (0..t.group).map(move |hg| {
+                    let unit = BoundUnit {
                         w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
-                        rows: &p.rows,
-                        q: p.qw[hg * d..].as_mut_ptr(),
+                        rows: &b.rows,
+                        q: b.qw[hg * d..].as_mut_ptr(),
                     };
-                    dest[n] = (ti, hg);
-                    n += 1;
-                    if n == BATCH {
-                        flush(n, &units, &dest, &mut pbs);
-                        n = 0;
-                    }
-                }
-            }
-            if n > 0 {
-                flush(n, &units, &dest, &mut pbs);
-            }
+                    (unit, (ti, hg))
+                })
+            });
+            // SAFETY: distinct (task, head) units: their queries, their block's rows
+            // and weights (D each) of this job's block.
+            unsafe { page_bounds_batched(d, units, |(ti, hg), pb| part(&tasks[ti]).pbs[hg] = pb) };
             for t in tasks {
                 let g = t.group;
                 // SAFETY: as `part` above.

@@ -37,8 +37,8 @@
 
 use super::{model, GaussianOpts};
 use crate::certificate::bounds::{
-    f32_down, has_avx512, page_bound, page_bounds, tokens_from, BoundUnit, PageBound, PageRows,
-    BATCH,
+    f32_down, has_avx512, page_bound, page_bounds_batched, tokens_from, BoundUnit, PageBound,
+    PageRows,
 };
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
@@ -1034,45 +1034,20 @@ pub(crate) unsafe fn pass_seq(
                 let base = cache.stats_offset(seq.pages[i], t.kv_head);
                 blk(t).rows.load_fast(fast, cache.stats(), base, d, bits);
             }
-            let mut units = [BoundUnit {
-                w: std::ptr::null(),
-                rows: std::ptr::null(),
-                q: std::ptr::null_mut(),
-            }; BATCH];
-            let mut dest = [(0usize, 0usize); BATCH];
-            let mut pbs = [PageBound::UNBOUNDED; BATCH];
-            let mut n = 0;
-            let flush = |n: usize,
-                         units: &[BoundUnit; BATCH],
-                         dest: &[(usize, usize); BATCH],
-                         pbs: &mut [PageBound; BATCH]| {
-                // SAFETY: distinct (task, head) units: their queries, their block's rows
-                // and weights (D each).
-                unsafe { page_bounds(d, &units[..n], &mut pbs[..n]) };
-                for k in 0..n {
-                    let (ti, hg) = dest[k];
-                    blk(&tasks[ti]).pbs[hg] = pbs[k];
-                }
-            };
-            for (ti, t) in tasks.iter().enumerate() {
+            let units = tasks.iter().enumerate().flat_map(|(ti, t)| {
                 let b = blk(t);
-                for hg in 0..t.group {
-                    units[n] = BoundUnit {
+                (0..t.group).map(move |hg| {
+                    let unit = BoundUnit {
                         w: q_scaled[(t.h0 + hg) * d..].as_ptr(),
                         rows: &b.rows,
                         q: b.qw[hg * d..].as_mut_ptr(),
                     };
-                    dest[n] = (ti, hg);
-                    n += 1;
-                    if n == BATCH {
-                        flush(n, &units, &dest, &mut pbs);
-                        n = 0;
-                    }
-                }
-            }
-            if n > 0 {
-                flush(n, &units, &dest, &mut pbs);
-            }
+                    (unit, (ti, hg))
+                })
+            });
+            // SAFETY: distinct (task, head) units: their queries, their block's rows
+            // and weights (D each).
+            unsafe { page_bounds_batched(d, units, |(ti, hg), pb| blk(&tasks[ti]).pbs[hg] = pb) };
             for t in tasks {
                 let g = t.group;
                 let ctx = SelectionContext {
