@@ -544,23 +544,18 @@ fn v_pass_reached<T: KvElem>(
             let (kvh, uu, idx) = (kvh as usize, u as usize, idx as usize);
             let len = upages[uu].len as usize;
             let h0 = kvh * g;
-            let mut any = false;
-            for hg in 0..g {
-                let hh = h0 + hg;
-                let w = &mut part.w[hg * ps..hg * ps + len];
-                if a * page_max[hh * nu + uu] as f64 > res[hh].tau {
-                    let norm = (1.0 / res[hh].mass) as f32;
-                    let sc = &scores[hh * stride + idx..hh * stride + idx + len];
-                    let mut bits = 0u32;
-                    for (w, &s) in w.iter_mut().zip(sc) {
-                        *w = s * norm;
-                        bits |= s.to_bits() & 0x7fff_ffff;
-                    }
-                    any |= bits != 0;
-                } else {
-                    w.fill(0.0);
-                }
-            }
+            let any = group_weights(
+                &mut part.w,
+                h0,
+                g,
+                ps,
+                len,
+                scores,
+                stride,
+                idx,
+                res,
+                |hh| a * page_max[hh * nu + uu] as f64 > res[hh].tau,
+            );
             if !any {
                 continue;
             }
@@ -873,23 +868,18 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
                     let h0 = kvh * g;
                     let idx = cur[kvh];
                     cur[kvh] += len;
-                    let mut any = false;
-                    for hg in 0..g {
-                        let hh = h0 + hg;
-                        let w = &mut part.w[hg * ps..hg * ps + len];
-                        if reach(hh, u) {
-                            let norm = (1.0 / res[hh].mass) as f32;
-                            let sc = &scores[hh * stride + idx..hh * stride + idx + len];
-                            let mut bits = 0u32;
-                            for (w, &s) in w.iter_mut().zip(sc) {
-                                *w = s * norm;
-                                bits |= s.to_bits() & 0x7fff_ffff;
-                            }
-                            any |= bits != 0;
-                        } else {
-                            w.fill(0.0);
-                        }
-                    }
+                    let any = group_weights(
+                        &mut part.w,
+                        h0,
+                        g,
+                        ps,
+                        len,
+                        scores,
+                        stride,
+                        idx,
+                        res,
+                        |hh| reach(hh, u),
+                    );
                     if !any {
                         continue;
                     }
@@ -936,6 +926,43 @@ pub fn attend_sparse_seq<'a, T: KvElem>(
         }
     }
     Ok(())
+}
+
+/// The V weights of one (kv head, page) slice for the kv head's query heads `h0..h0 + g`
+/// into `w` (`[g, ps]`, the first `len` of each row): a head whose page `reaches` its τ gets
+/// its (unnormalised) weights `scores[hh·stride + idx..][..len]` times 1/mass, every other
+/// head zeros. True when any weight is nonzero (the slice's V must be read).
+#[allow(clippy::too_many_arguments)]
+fn group_weights(
+    w: &mut [f32],
+    h0: usize,
+    g: usize,
+    ps: usize,
+    len: usize,
+    scores: &[f32],
+    stride: usize,
+    idx: usize,
+    res: &[HeadResult],
+    reaches: impl Fn(usize) -> bool,
+) -> bool {
+    let mut any = false;
+    for hg in 0..g {
+        let hh = h0 + hg;
+        let w = &mut w[hg * ps..hg * ps + len];
+        if reaches(hh) {
+            let norm = (1.0 / res[hh].mass) as f32;
+            let sc = &scores[hh * stride + idx..hh * stride + idx + len];
+            let mut bits = 0u32;
+            for (w, &s) in w.iter_mut().zip(sc) {
+                *w = s * norm;
+                bits |= s.to_bits() & 0x7fff_ffff;
+            }
+            any |= bits != 0;
+        } else {
+            w.fill(0.0);
+        }
+    }
+    any
 }
 
 #[cfg(test)]
