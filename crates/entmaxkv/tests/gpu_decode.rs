@@ -634,8 +634,8 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
 
 /// Gaussian-aware selection (original criterion, exact τ) on the GPU against the CPU
 /// selector and pipeline: α 4/3, 1.5, 2; GQA off, per-head and shared, with and without
-/// ALiBi (the page-mixture τ̂); lengths at and around page boundaries, one page only, and a
-/// 20K-token context.
+/// ALiBi (the page-mixture τ̂); lengths at and around page boundaries, one page only, a
+/// 20K-token context, and 33K–70K-token contexts (several selection chunks).
 #[test]
 fn gaussian_selection_matches_cpu() {
     if common::gpu_or_skip("gaussian_selection_matches_cpu").is_none() {
@@ -669,6 +669,19 @@ fn gaussian_selection_matches_cpu() {
     c.lens = vec![5000, 777];
     let w = check(&c);
     worst = (worst.0.max(w.0), worst.1.max(w.1));
+    // Several selection chunks (2048 closed pages each) per task: gauss_select's ordered
+    // offsets across chunks, with sequences of one, two and three chunks in one batch.
+    for alibi in [false, true] {
+        let mut c = Case::new(DType::F16, 1.5, g.clone());
+        c.hkv = 2;
+        c.heads = 4;
+        c.gqa = GqaMode::PerHead;
+        c.alibi = alibi;
+        c.lens = vec![70_000, 33_000, 40];
+        c.seed = 12;
+        let w = check(&c);
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
+    }
     // Written to the process stderr directly so the harness does not capture it.
     let _ = writeln!(
         std::io::stderr(),

@@ -652,3 +652,44 @@ pub(crate) unsafe fn launch<P>(
     )
     .map_err(|e| cuda_err("launch", e))
 }
+
+/// Launches `func` like [`launch`], with programmatic stream serialization allowed when
+/// `pdl` (sm_90+): the kernel may be scheduled before its predecessor in the stream has
+/// finished. Only for kernels that begin with `PDL_ENTRY()` (common.cuh), which waits for
+/// the predecessor before any global access, so stream order is kept; graph capture records
+/// the launch as a programmatic edge.
+///
+/// # Safety
+/// As [`launch`].
+pub(crate) unsafe fn launch_ex<P>(
+    func: sys::CUfunction,
+    grid: (u32, u32, u32),
+    block: u32,
+    smem: usize,
+    stream: &Stream,
+    params: &P,
+    pdl: bool,
+) -> Result<()> {
+    if !pdl {
+        return launch(func, grid, block, smem, stream, params);
+    }
+    let mut args = [params as *const P as *mut c_void];
+    let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let cfg = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: smem as u32,
+        hStream: stream.raw,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    sys::cuLaunchKernelEx(&cfg, func, args.as_mut_ptr(), std::ptr::null_mut())
+        .result()
+        .map_err(|e| cuda_err("launch (PDL)", e))
+}

@@ -28,9 +28,17 @@
 //!
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
 //! the same graph serves every step while the sequences grow (up to the planned length).
+//!
+//! On sm_90+ the step's kernels are launched with programmatic dependent launch: each may be
+//! scheduled while its predecessor drains and waits for it (`PDL_ENTRY` in common.cuh)
+//! before touching memory, so order is that of the stream and only launch latency overlaps
+//! (`ENTMAXKV_NO_PDL` turns it off). Page-statistics passes dispatch the kv heads of a page
+//! range side by side (`kv_fast`; `ENTMAXKV_KV_FAST=0` for the page-range-major order), and
+//! a selection's kept list is spread over one resident wave of attention chunks rather than
+//! over every planned chunk (`chunk_range` in attn.cu).
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
-use super::ctx::{launch, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
+use super::ctx::{launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
 use super::params::{AttnParams, GaussParams, TopkParams};
 use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
@@ -146,6 +154,28 @@ pub struct GpuDecoder {
     work: Vec<DevBuf<u8>>,
     graph: Option<Graph>,
     report: StepReport,
+    /// Launch the step's kernels with programmatic dependent launch (sm_90+, unless
+    /// `ENTMAXKV_NO_PDL` is set): each may be scheduled while its predecessor drains.
+    pdl: bool,
+}
+
+/// A development knob read from the environment at plan time (`default` when unset or not a
+/// number).
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(default)
+}
+
+/// Grid of a page-statistics pass: page ranges × (sequence, kv head), or the transpose when
+/// `kv_fast` (CTAs dispatched in x order then read the kv heads of a page range together).
+fn stat_grid(parts: u32, rows: usize, kv_fast: i32) -> (u32, u32, u32) {
+    if kv_fast != 0 {
+        (rows as u32, parts, 1)
+    } else {
+        (parts, rows as u32, 1)
+    }
 }
 
 fn alpha_code(alpha: f64) -> i32 {
@@ -440,6 +470,7 @@ impl GpuDecoder {
                     },
                     sketch_bits: ccfg.sketch_bits as i32,
                     sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
+                    kv_fast: knob("ENTMAXKV_KV_FAST", 1) as i32,
                 };
                 Some(TopkPlan {
                     params,
@@ -525,6 +556,7 @@ impl GpuDecoder {
                     nsel: nsel as i32,
                     has_alibi: slopes.is_some() as i32,
                     within_page: o.alibi_within_page as i32,
+                    kv_fast: knob("ENTMAXKV_KV_FAST", 1) as i32,
                 };
                 Some(GaussPlan {
                     params,
@@ -643,13 +675,16 @@ impl GpuDecoder {
                 TauMode::Corrected(n) => n.min(1000) as i32,
                 _ => 0,
             },
+            wave_chunks: target.div_ceil(tasks).max(1) as i32,
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {
             cert_phase: 1,
             ..attn
         };
+        let pdl = gpu.info().cc.0 >= 9 && std::env::var_os("ENTMAXKV_NO_PDL").is_none();
         Ok(GpuDecoder {
+            pdl,
             gpu,
             stream,
             bufs,
@@ -853,65 +888,110 @@ impl GpuDecoder {
                     let t = self.topk.as_ref().expect("top-k plan");
                     if name == "topk_score" && t.params.scoring != 0 {
                         // Sketch page scores: the scaled queries, then a weight row per warp.
-                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
+                        let g = stat_grid(t.grid_x, self.seqs.len() * self.hkv, t.params.kv_fast);
                         let smem = t.smem + (BLOCK as usize / 32) * self.d * 4;
-                        launch(m.func("topk_sketch_score"), g, BLOCK, smem, s, &t.params)
+                        launch_ex(
+                            m.func("topk_sketch_score"),
+                            g,
+                            BLOCK,
+                            smem,
+                            s,
+                            &t.params,
+                            self.pdl,
+                        )
                     } else if name == "topk_score" {
-                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
-                        launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
+                        let g = stat_grid(t.grid_x, self.seqs.len() * self.hkv, t.params.kv_fast);
+                        launch_ex(m.func(name), g, BLOCK, t.smem, s, &t.params, self.pdl)
                     } else {
                         let g = (self.tasks as u32, 1, 1);
-                        launch(m.func(name), g, SEL_THREADS, 0, s, &t.params)
+                        launch_ex(m.func(name), g, SEL_THREADS, 0, s, &t.params, self.pdl)
                     }
                 }
                 "gauss_moments" | "gauss_mix" | "gauss_count" | "gauss_pack" => {
                     let t = self.gauss.as_ref().expect("Gaussian plan");
                     if name == "gauss_mix" {
                         let g = ((self.seqs.len() * self.heads) as u32, 1, 1);
-                        launch(m.func(name), g, BLOCK, 0, s, &t.params)
+                        launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     } else if name == "gauss_moments" {
-                        let g = (t.grid_x, (self.seqs.len() * self.hkv) as u32, 1);
-                        launch(m.func(name), g, BLOCK, t.smem, s, &t.params)
+                        let g = stat_grid(t.grid_x, self.seqs.len() * self.hkv, t.params.kv_fast);
+                        launch_ex(m.func(name), g, BLOCK, t.smem, s, &t.params, self.pdl)
                     } else {
                         let g = (t.params.nsel as u32, self.tasks as u32, 1);
-                        launch(m.func(name), g, BLOCK, 0, s, &t.params)
+                        launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
                 }
-                "attn_softmax" => {
-                    launch(m.func(name), grid, BLOCK, self.dyn_softmax, s, &self.attn)
-                }
-                "attn_entmax_scores" => {
-                    launch(m.func(name), grid, BLOCK, self.dyn_scores, s, &self.attn)
-                }
+                "attn_softmax" => launch_ex(
+                    m.func(name),
+                    grid,
+                    BLOCK,
+                    self.dyn_softmax,
+                    s,
+                    &self.attn,
+                    self.pdl,
+                ),
+                "attn_entmax_scores" => launch_ex(
+                    m.func(name),
+                    grid,
+                    BLOCK,
+                    self.dyn_scores,
+                    s,
+                    &self.attn,
+                    self.pdl,
+                ),
                 "attn_entmax_tail" => {
                     let g = (self.tasks as u32, 1, 1);
-                    launch(m.func(name), g, BLOCK, self.dyn_solve, s, &self.attn)
+                    launch_ex(
+                        m.func(name),
+                        g,
+                        BLOCK,
+                        self.dyn_solve,
+                        s,
+                        &self.attn,
+                        self.pdl,
+                    )
                 }
                 "cert_bounds" => {
                     let c = self.cert.as_ref().expect("certified plan");
-                    launch(m.func(name), grid, BLOCK, c.dyn_bytes, s, &self.attn)
+                    launch_ex(
+                        m.func(name),
+                        grid,
+                        BLOCK,
+                        c.dyn_bytes,
+                        s,
+                        &self.attn,
+                        self.pdl,
+                    )
                 }
                 // The filter and tail on the score bounds (cert_phase 1).
-                "cert_filter" => launch(
+                "cert_filter" => launch_ex(
                     m.func("attn_entmax_filter"),
                     grid8,
                     BLOCK,
                     0,
                     s,
                     &self.attn_cert,
+                    self.pdl,
                 ),
                 "cert_tau_lb" => {
                     let g = (self.tasks as u32, 1, 1);
                     let f = m.func("attn_entmax_tail");
-                    launch(f, g, BLOCK, self.dyn_solve, s, &self.attn_cert)
+                    launch_ex(f, g, BLOCK, self.dyn_solve, s, &self.attn_cert, self.pdl)
                 }
-                "cert_exact" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
+                "cert_exact" => launch_ex(m.func(name), grid8, BLOCK, 0, s, &self.attn, self.pdl),
                 // One warp per chunk, CPB chunks per CTA.
-                "attn_entmax_filter" => launch(m.func(name), grid8, BLOCK, 0, s, &self.attn),
-                // CPB chunks per CTA.
-                "attn_entmax_values" => {
-                    launch(m.func(name), grid8, BLOCK, self.dyn_values, s, &self.attn)
+                "attn_entmax_filter" => {
+                    launch_ex(m.func(name), grid8, BLOCK, 0, s, &self.attn, self.pdl)
                 }
+                // CPB chunks per CTA.
+                "attn_entmax_values" => launch_ex(
+                    m.func(name),
+                    grid8,
+                    BLOCK,
+                    self.dyn_values,
+                    s,
+                    &self.attn,
+                    self.pdl,
+                ),
                 _ => unreachable!("unknown kernel {name}"),
             }
         }

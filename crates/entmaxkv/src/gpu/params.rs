@@ -62,6 +62,7 @@ pub(crate) struct TopkParams {
     pub scoring: i32,
     pub sketch_bits: i32,
     pub sketch_rb: i32,
+    pub kv_fast: i32,
 }
 
 #[repr(C)]
@@ -110,6 +111,7 @@ pub(crate) struct GaussParams {
     pub nsel: i32,
     pub has_alibi: i32,
     pub within_page: i32,
+    pub kv_fast: i32,
 }
 
 #[repr(C)]
@@ -178,4 +180,5 @@ pub(crate) struct AttnParams {
     pub cert_phase: i32,
     pub tau_mode: i32,
     pub tau_iters: i32,
+    pub wave_chunks: i32,
 }

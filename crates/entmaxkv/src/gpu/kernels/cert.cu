@@ -144,6 +144,7 @@ __device__ __forceinline__ int sketch_dot4_int(const u32* row, const u32* pw) {
 
 // grid (nch, tasks), block BLOCK, dynamic smem 2 * TG * caprows * 4 bytes.
 extern "C" __global__ void __launch_bounds__(BLOCK, 3) cert_bounds(const AttnParams p) {
+    PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
     __shared__ u32 s_slot[PPC_CAP];
@@ -472,6 +473,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK, 3) cert_bounds(const AttnPar
 // margin), scores them exactly from their K rows into cand_s (the candidate list of the
 // attention stage) and folds the chunk maximum into gmax.
 extern "C" __global__ void __launch_bounds__(BLOCK) cert_exact(const AttnParams p) {
+    PDL_ENTRY();
     const int task = blockIdx.y;
     const TaskInfo ti = task_info(p, task);
     const int caprows = p.ppc_max * p.page_size;

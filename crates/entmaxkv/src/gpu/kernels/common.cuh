@@ -269,3 +269,21 @@ __device__ bool last_block_of(u32* counter, int expected) {
     if (last) __threadfence();
     return last;
 }
+
+// Programmatic dependent launch (sm_90+). A step's kernels are launched so that the next one
+// may be scheduled while this one drains: every step kernel first waits for its predecessor
+// grid to finish and its writes to be visible (griddepcontrol.wait — before touching any
+// global memory), then lets its own successor launch. Semantics are exactly those of plain
+// stream order; what overlaps is launch latency and CTA ramp-up. Both instructions are no-ops
+// for a kernel launched without the attribute.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define PDL_ENTRY()                                              \
+    do {                                                         \
+        asm volatile("griddepcontrol.wait;" ::: "memory");       \
+        asm volatile("griddepcontrol.launch_dependents;" :::);   \
+    } while (0)
+#else
+#define PDL_ENTRY() \
+    do {            \
+    } while (0)
+#endif

@@ -61,6 +61,7 @@ struct GaussParams {
     int nsel;            // selection chunks per task
     int has_alibi;
     int within_page;     // GaussianOpts::alibi_within_page
+    int kv_fast;         // gauss_moments grid is (B * H_kv, n_part): kv heads of a page range side by side
 };
 
 // ALiBi (SPEC §4.4): μ_p is kept unshifted in the workspace; each use adds the bias at the
@@ -81,15 +82,18 @@ static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout diff
 
 // grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussParams p) {
+    PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
     float* s_mv = qs + p.group * HEAD_DIM;       // [group, 2, ppb] this CTA's μ_p, σ_p²
-    const int b = blockIdx.y / p.num_kv_heads;
-    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
+    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
+    const int b = by / p.num_kv_heads;
+    const int kvh = by - b * p.num_kv_heads;
     const int row = p.rows[b];
     const int len = p.seq_lens[row];
     const int ps = p.page_size;
     const int closed = (len + ps - 1) / ps - 1;
-    const int p0 = blockIdx.x * p.ppb;
+    const int p0 = part * p.ppb;
     if (p0 >= closed) return;
     const int p1 = min(closed, p0 + p.ppb);
     const int G = p.group;
@@ -186,7 +190,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
         }
         block_sum3<BLOCK>(m2, z1, z2);
         if (threadIdx.x == 0) {
-            double* o = p.part + (((size_t)b * p.num_heads + h0 + g) * p.n_part + blockIdx.x) * 4;
+            double* o = p.part + (((size_t)b * p.num_heads + h0 + g) * p.n_part + part) * 4;
             o[0] = sm;
             o[1] = sv;
             o[2] = st;
@@ -423,6 +427,7 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
 // regula falsi start, then Newton safeguarded by bisection inside the bracket, to a step of
 // 1e-14 relative (the CPU stops at |Σp − 1| ≤ tau_tol: the same root to that tolerance).
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams p) {
+    PDL_ENTRY();
     __shared__ double s_red[2][BLOCK / 32];
     const int bh = blockIdx.x;
     const int b = bh / p.num_heads;
@@ -519,6 +524,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
 
 // grid (nsel, tasks), block BLOCK.
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParams p) {
+    PDL_ENTRY();
     __shared__ double s_sum[8][4];
     __shared__ double s_floor[8], s_z[8], s_tau[8];
     __shared__ int s_bad;
@@ -645,6 +651,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
 
 // grid (nsel, tasks), block BLOCK.
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams p) {
+    PDL_ENTRY();
     __shared__ double s_floor[8], s_z[8];
     const int task = blockIdx.y, c = blockIdx.x;
     const GaussTask t = gauss_task(p, task);

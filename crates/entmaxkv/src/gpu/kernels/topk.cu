@@ -33,6 +33,7 @@ struct TopkParams {
     int scoring;          // selection/topk_sketch.rs TopkScoring: 0 box, 1 sketch, 2 sketch mass
     int sketch_bits;
     int sketch_rb;        // bytes of a sketch row
+    int kv_fast;          // scoring grid is (B * H_kv, grid_x): kv heads of a page range side by side
 };
 #ifdef EXPECT_TOPK_SIZE
 static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
@@ -63,9 +64,12 @@ __device__ __forceinline__ u32 pinned_key(const TopkParams& p, int pi, int close
 }
 
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams p) {
+    PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
-    const int b = blockIdx.y / p.num_kv_heads;
-    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
+    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
+    const int b = by / p.num_kv_heads;
+    const int kvh = by - b * p.num_kv_heads;
     const int row = p.rows[b];
     const int len = p.seq_lens[row];
     const int ps = p.page_size;
@@ -73,7 +77,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams 
     const int closed = npages - 1;
     const int k = topk_budget_pages(p, closed);
     if (k >= closed) return;
-    const int p0 = blockIdx.x * p.ppb;
+    const int p0 = part * p.ppb;
     if (p0 >= closed) return;
     const int p1 = min(closed, p0 + p.ppb);
     const int G = p.group;
@@ -221,16 +225,19 @@ __device__ __forceinline__ void lse_add(float& m, float& s, float x) {
 }
 
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const TopkParams p) {
+    PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM] scaled, then [warps, HEAD_DIM]
-    const int b = blockIdx.y / p.num_kv_heads;
-    const int kvh = blockIdx.y - b * p.num_kv_heads;
+    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
+    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
+    const int b = by / p.num_kv_heads;
+    const int kvh = by - b * p.num_kv_heads;
     const int row = p.rows[b];
     const int len = p.seq_lens[row];
     const int ps = p.page_size;
     const int closed = (len + ps - 1) / ps - 1;
     const int k = topk_budget_pages(p, closed);
     if (k >= closed) return;
-    const int p0 = blockIdx.x * p.ppb;
+    const int p0 = part * p.ppb;
     if (p0 >= closed) return;
     const int p1 = min(closed, p0 + p.ppb);
     const int G = p.group;
@@ -389,6 +396,7 @@ template <class P> __device__ int compact_keys(const u32* K, int beg, int end, u
 
 // grid (tasks), block SEL_THREADS.
 extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
+    PDL_ENTRY();
     __shared__ int hist[2048];
     __shared__ int s_digit, s_cum;
     __shared__ u32 s_idx;
