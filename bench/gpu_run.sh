@@ -6,7 +6,7 @@
 # fuzz campaign kit in fuzz/ (fuzz/campaign.sh), run on the spare CPU cores meanwhile.
 # SOAK=1 adds the 1M-step device soak; MEMCHECK="<test filter>" runs compute-sanitizer
 # memcheck over those gpu_decode tests at the end.
-# OUT is the folder for logs and JSON. Needs LD_LIBRARY_PATH to reach libnvrtc (CUDA's lib64).
+# TAR=1 packs the outputs into results.tgz. OUT is the folder for logs and JSON. Needs LD_LIBRARY_PATH to reach libnvrtc (CUDA's lib64).
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -50,3 +50,7 @@ if [ -n "${FUZZ_PID:-}" ]; then el "waiting for the fuzz campaign"; wait $FUZZ_P
 el "done"
 grep "^  " $OUT/bench.log | cut -c1-330
 grep -v "^  \|^context\|measuring\|wrote" $OUT/bench.log | cut -c1-240
+# TAR=1: everything in one archive (the device tool returns at most eight files).
+if [ -n "${TAR:-}" ]; then
+  ( cd $OUT && tar czf ../results.tgz . && find . -type f -delete && mv ../results.tgz . )
+fi
