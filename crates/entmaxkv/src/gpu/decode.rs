@@ -363,11 +363,7 @@ impl GpuDecoder {
         };
         let occ = module.occupancy(main_kernel, BLOCK, (tg * ppc_lim * ps + red_floats) * 4)?;
         // `ENTMAXKV_WAVES` (default 1) resident waves of chunks, for experiments.
-        let waves = std::env::var("ENTMAXKV_WAVES")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&w| (1..=16).contains(&w))
-            .unwrap_or(1);
+        let waves = knob("ENTMAXKV_WAVES", 1).clamp(1, 16);
         let target = waves * occ * gpu.info().sm_count;
         let nch = need.max(target.div_ceil(tasks)).min(max_pages).min(NCH_MAX);
         let ppc_max = max_pages.div_ceil(nch);
