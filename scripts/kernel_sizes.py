@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""SASS size of every decode kernel, without a GPU: NVRTC compiles the sources (concatenated as
+gpu/ctx.rs does) straight to an sm_90 cubin, and readelf lists each kernel's .text section
+(callees marked __noinline__ are placed inside their callers' sections).
+
+    pip download --no-deps "nvidia-cuda-nvrtc==13.0.*" -d /tmp/nvrtc   # then unzip the wheel
+    LD_LIBRARY_PATH=/tmp/nvrtc/nvidia/cu13/lib python3 scripts/kernel_sizes.py \
+        --lib /tmp/nvrtc/nvidia/cu13/lib/libnvrtc.so.13 [--kernels DIR] [--kv 1 --st 1 --d 64 --tg 1]
+
+Why it matters: after the benchmark's L2 flush a step's code is cold, and the one-CTA kernels
+(the entmax tail, the Gaussian count, the radix select) spend ~40% of their stall cycles on
+instruction fetch (BENCHMARKS dev log run 15), so their size is part of their latency.
+"""
+import argparse
+import ctypes
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
+    ap.add_argument("--kernels", default=str(ROOT / "crates/entmaxkv/src/gpu/kernels"))
+    ap.add_argument("--kv", type=int, default=1, help="KV_T: 0 f32, 1 f16, 2 bf16")
+    ap.add_argument("--st", type=int, default=1, help="ST_T (statistics dtype)")
+    ap.add_argument("--d", type=int, default=64, help="HEAD_DIM")
+    ap.add_argument("--tg", type=int, default=1, help="query heads per task")
+    ap.add_argument("--arch", default="sm_90")
+    a = ap.parse_args()
+    lib = ctypes.CDLL(a.lib)
+    kdir = pathlib.Path(a.kernels)
+    src = "\n".join((kdir / p).read_text() for p in PARTS) + "\n"
+    unroll = 4 if a.tg > 1 else 8
+    opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
+            f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}"]
+    prog = ctypes.c_void_p()
+    if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"decode.cu", 0, None, None) != 0:
+        print("nvrtcCreateProgram failed")
+        return 1
+    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+    if lib.nvrtcCompileProgram(prog, len(opts), arr) != 0:
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        print(log.value.decode(errors="replace"))
+        return 1
+    n = ctypes.c_size_t()
+    lib.nvrtcGetCUBINSize(prog, ctypes.byref(n))
+    buf = ctypes.create_string_buffer(n.value)
+    lib.nvrtcGetCUBIN(prog, buf)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(buf.raw)
+        f.flush()
+        out = subprocess.run(["readelf", "-S", "-W", f.name], capture_output=True, text=True).stdout
+    total = 0
+    print(f"{'kernel':24s} {'bytes':>8s} {'instrs':>7s}   ({a.arch}, KV_T={a.kv} ST_T={a.st} D={a.d} TG={a.tg})")
+    for line in out.splitlines():
+        f = line.replace("[ ", "[").split()
+        if len(f) > 6 and f[1].startswith(".text.") and f[2] == "PROGBITS":
+            size = int(f[5], 16)
+            total += size
+            print(f"{f[1][6:]:24s} {size:8d} {size // 16:7d}")
+    print(f"{'total':24s} {total:8d} {total // 16:7d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
