@@ -74,6 +74,11 @@ pub struct BenchArgs {
     /// Skip the f64 oracle comparison (faster on huge caches).
     #[arg(long)]
     pub no_accuracy: bool,
+    /// GPU: keep the L2 cache warm between timed steps instead of flushing it before each
+    /// (the step's code and whatever data fits in L2 stay cached; for comparison only, the
+    /// recorded numbers flush).
+    #[arg(long)]
+    pub warm_l2: bool,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub json: Option<String>,
@@ -303,6 +308,9 @@ pub struct BenchResult {
     pub device: String,
     pub bandwidth: Bandwidth,
     pub sweep: Sweep,
+    /// GPU timing protocol: "flushed" (L2 flushed before every timed step) or "warm".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l2: Option<String>,
     pub cells: Vec<Cell>,
 }
 
@@ -459,6 +467,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         device: format!("cpu ({} threads)", rayon::current_num_threads()),
         bandwidth: bw,
         sweep: sw,
+        l2: None,
         cells,
     })
 }

@@ -2,7 +2,9 @@
 //!
 //! Per cell: a [`GpuDecoder`] is planned, its step captured in a CUDA graph, and each timed
 //! replay is bracketed by CUDA events with the L2 cache flushed before it (so no step reads
-//! the previous step's cache lines); median, min and p90 over the replays. Stage times are
+//! the previous step's cache lines, nor finds its own code cached); median, min and p90 over
+//! the replays. `--warm-l2` skips the flush, to see how much of a kernel's time is cold
+//! misses (code included); the recorded numbers flush. Stage times are
 //! separate graphs (selection, attention) timed the same way. Bytes moved come from the
 //! step report (page metadata, kept K, V rows read) and are compared with the byte floor at
 //! the read bandwidth measured in the same run (`probe_read`, a 16-byte-load reduction).
@@ -100,25 +102,30 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
 }
 
-/// Times `launch` with the L2 flushed before each call; returns sorted milliseconds.
+/// Times `launch` with the L2 flushed before each call (unless `flush` is None: warm L2);
+/// returns sorted milliseconds.
 fn time_it(
     gpu: &std::sync::Arc<Gpu>,
     dev: &DeviceKvCache,
-    flush: &L2Flush,
+    flush: Option<&L2Flush>,
     warmup: usize,
     iters: usize,
     launch: &dyn Fn() -> entmaxkv::Result<()>,
 ) -> Res<Vec<f64>> {
     let s = dev.stream();
     for _ in 0..warmup {
-        flush.run(s)?;
+        if let Some(f) = flush {
+            f.run(s)?;
+        }
         launch()?;
     }
     s.sync()?;
     let (e0, e1) = (Event::new(gpu)?, Event::new(gpu)?);
     let mut t = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
-        flush.run(s)?;
+        if let Some(f) = flush {
+            f.run(s)?;
+        }
         e0.record(s)?;
         launch()?;
         e1.record(s)?;
@@ -163,7 +170,8 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         let t0 = std::time::Instant::now();
         let prob = build(&sw, ctx, a.seed + ci as u64)?;
         let dev = DeviceKvCache::upload(&prob.host, DeviceCacheOptions::default())?;
-        let flush = L2Flush::new(&gpu)?;
+        let flush_buf = L2Flush::new(&gpu)?;
+        let flush = (!a.warm_l2).then_some(&flush_buf);
         eprintln!(
             "context {ctx}: cache built and uploaded in {:.1} s",
             t0.elapsed().as_secs_f64()
@@ -188,7 +196,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     dec.set_query(&prob.q)?;
                     dec.capture(&dev)?;
                     let times =
-                        time_it(&gpu, &dev, &flush, a.warmup, a.iters, &|| dec.replay(&dev))?;
+                        time_it(&gpu, &dev, flush, a.warmup, a.iters, &|| dec.replay(&dev))?;
                     if m == "certified" && alpha <= 1.0 {
                         eprintln!("  {m}: defined for alpha > 1 only, skipped at alpha {alpha}");
                         continue;
@@ -196,7 +204,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     let sel = if b.is_some() || m.starts_with("gaussian") || m == "certified" {
                         let g = dec.capture_stage(&dev, Stage::Selection)?;
                         quantile(
-                            &time_it(&gpu, &dev, &flush, 2, a.iters, &|| g.launch())?,
+                            &time_it(&gpu, &dev, flush, 2, a.iters, &|| g.launch())?,
                             0.5,
                         )
                     } else {
@@ -204,7 +212,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     };
                     let att_graph = dec.capture_stage(&dev, Stage::Attention)?;
                     let att = quantile(
-                        &time_it(&gpu, &dev, &flush, 2, a.iters, &|| att_graph.launch())?,
+                        &time_it(&gpu, &dev, flush, 2, a.iters, &|| att_graph.launch())?,
                         0.5,
                     );
                     // Per kernel: events between the launches of plain (ungraphed) steps.
@@ -214,7 +222,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         .collect::<entmaxkv::Result<Vec<_>>>()?;
                     let mut per: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
                     for it in 0..a.iters.max(1) + 2 {
-                        flush.run(dev.stream())?;
+                        if let Some(f) = flush {
+                            f.run(dev.stream())?;
+                        }
                         dec.enqueue_timed(&dev, &evs)?;
                         dev.stream().sync()?;
                         if it >= 2 {
@@ -337,6 +347,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
             bytes: bw.bytes,
         },
         sweep: sw,
+        l2: Some(if a.warm_l2 { "warm" } else { "flushed" }.into()),
         cells,
     })
 }
