@@ -466,7 +466,9 @@ impl GpuDecoder {
                     },
                     sketch_bits: ccfg.sketch_bits as i32,
                     sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
-                    kv_fast: knob("ENTMAXKV_KV_FAST", 1) as i32,
+                    // gridDim.y holds the page ranges then, at most 65535.
+                    kv_fast: (knob("ENTMAXKV_KV_FAST", 1) != 0 && max_pages.div_ceil(ppb) <= 65535)
+                        as i32,
                 };
                 Some(TopkPlan {
                     params,
@@ -552,7 +554,7 @@ impl GpuDecoder {
                     nsel: nsel as i32,
                     has_alibi: slopes.is_some() as i32,
                     within_page: o.alibi_within_page as i32,
-                    kv_fast: knob("ENTMAXKV_KV_FAST", 1) as i32,
+                    kv_fast: (knob("ENTMAXKV_KV_FAST", 1) != 0 && n_part <= 65535) as i32,
                 };
                 Some(GaussPlan {
                     params,
