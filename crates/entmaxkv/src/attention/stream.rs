@@ -583,21 +583,6 @@ mod simd {
     }
 }
 
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma",
-    target_feature = "f16c"
-))]
-const SIMD: bool = true;
-#[cfg(not(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma",
-    target_feature = "f16c"
-)))]
-const SIMD: bool = false;
-
 /// Where one page of one kv head writes: head `hg` of the group writes its scores at
 /// `scores + hg · stride + t` (t < len) and its page maximum (NaN when a score is not
 /// finite) at `page_max + hg · pm_stride`.
@@ -629,6 +614,7 @@ pub(crate) unsafe fn score_page<T: KvElem>(
     buf: &mut [f32],
     out: PageOut,
 ) {
+    let _ = pf; // only the SIMD kernels prefetch
     let g = q.len() / d;
     #[cfg(all(
         target_arch = "x86_64",
@@ -636,7 +622,7 @@ pub(crate) unsafe fn score_page<T: KvElem>(
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if SIMD && d.is_multiple_of(16) {
+    if d.is_multiple_of(16) {
         let alibi = |hg: usize| slopes.map(|s| (s[hg], start, q_pos));
         let put = |hg: usize, (m, finite): (f32, bool)| {
             *out.page_max.add(hg * out.pm_stride) = if finite { m } else { f32::NAN };
@@ -703,13 +689,14 @@ pub(crate) fn accum_page<T: KvElem>(
     buf: &mut [f32],
     acc: &mut [f32],
 ) {
+    let _ = pf; // only the SIMD kernels prefetch
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if SIMD && d.is_multiple_of(8) {
+    if d.is_multiple_of(8) {
         // SAFETY: rows holds len·d elements, w[hg·ps..] at least len, acc[hg·d..] d.
         unsafe {
             if g == 1 {
