@@ -18,14 +18,14 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from nvrtc_check import KDIR, compile_src, decode_source  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
-    ap.add_argument("--kernels", default=str(ROOT / "crates/entmaxkv/src/gpu/kernels"))
+    ap.add_argument("--kernels", default=str(KDIR))
     ap.add_argument("--kv", type=int, default=1, help="KV_T: 0 f32, 1 f16, 2 bf16")
     ap.add_argument("--st", type=int, default=1, help="ST_T (statistics dtype)")
     ap.add_argument("--d", type=int, default=64, help="HEAD_DIM")
@@ -33,29 +33,15 @@ def main():
     ap.add_argument("--arch", default="sm_90")
     a = ap.parse_args()
     lib = ctypes.CDLL(a.lib)
-    kdir = pathlib.Path(a.kernels)
-    src = "\n".join((kdir / p).read_text() for p in PARTS) + "\n"
     unroll = 4 if a.tg > 1 else 8
     opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
             f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}"]
-    prog = ctypes.c_void_p()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"decode.cu", 0, None, None) != 0:
-        print("nvrtcCreateProgram failed")
+    r, log, code = compile_src(lib, decode_source(a.kernels), opts, cubin=True)
+    if r != 0:
+        print(log)
         return 1
-    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
-    if lib.nvrtcCompileProgram(prog, len(opts), arr) != 0:
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        print(log.value.decode(errors="replace"))
-        return 1
-    n = ctypes.c_size_t()
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(n))
-    buf = ctypes.create_string_buffer(n.value)
-    lib.nvrtcGetCUBIN(prog, buf)
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(buf.raw)
+        f.write(code)
         f.flush()
         out = subprocess.run(["readelf", "-S", "-W", f.name], capture_output=True, text=True).stdout
     total = 0

@@ -18,7 +18,16 @@ import sys
 KDIR = pathlib.Path(__file__).resolve().parent.parent / "crates/entmaxkv/src/gpu/kernels"
 
 
-def compile_src(lib, src, opts):
+# The decode module's sources, concatenated in this order as gpu/ctx.rs does.
+PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
+
+
+def decode_source(kdir=KDIR):
+    return "\n".join((pathlib.Path(kdir) / p).read_text() for p in PARTS) + "\n"
+
+
+def compile_src(lib, src, opts, cubin=False):
+    """NVRTC status and log; with `cubin`, also the cubin bytes (None on failure)."""
     prog = ctypes.c_void_p()
     r = lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"decode.cu", 0, None, None)
     assert r == 0, f"nvrtcCreateProgram: {r}"
@@ -28,7 +37,16 @@ def compile_src(lib, src, opts):
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetProgramLog(prog, log)
+    code = None
+    if cubin and r == 0:
+        n = ctypes.c_size_t()
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(n))
+        buf = ctypes.create_string_buffer(n.value)
+        lib.nvrtcGetCUBIN(prog, buf)
+        code = buf.raw
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    if cubin:
+        return r, log.value.decode(errors="replace"), code
     return r, log.value.decode(errors="replace")
 
 
@@ -38,8 +56,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one configuration only")
     a = ap.parse_args()
     lib = ctypes.CDLL(a.lib)
-    parts = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
-    src = "\n".join((KDIR / p).read_text() for p in parts) + "\n"
+    src = decode_source()
     configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8]))
     if a.quick:
         configs = configs[:1]
