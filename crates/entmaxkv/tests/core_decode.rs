@@ -42,14 +42,13 @@ fn conditioning_bound(
     let mut dv = vec![0.0f64; d];
     for (t, &s) in z.iter().enumerate() {
         let row = (t * hkv + kvh) * d;
-        let mag: f64 = (0..d)
-            .map(|c| (q[c] as f64 * kb[row + c] as f64).abs())
-            .sum();
-        let bias = (s - scale
-            * (0..d)
-                .map(|c| q[c] as f64 * kb[row + c] as f64)
-                .sum::<f64>())
-        .abs();
+        let (mut dot, mut mag) = (0.0f64, 0.0f64);
+        for c in 0..d {
+            let x = q[c] as f64 * kb[row + c] as f64;
+            dot += x;
+            mag += x.abs();
+        }
+        let bias = (s - scale * dot).abs();
         let ez = a * 4.0 * (d as f64 + 2.0) * u * (scale * mag + bias);
         let x = a * s - tau;
         let dw = if x < -2.0 * ez {
