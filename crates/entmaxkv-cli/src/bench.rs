@@ -79,6 +79,11 @@ pub struct BenchArgs {
     /// recorded numbers flush).
     #[arg(long)]
     pub warm_l2: bool,
+    /// GPU: flush the L2 before each timed step as usual, then run the same method's step on
+    /// a 128-page cache (the same kernels, other data) before the timed one: its code is
+    /// then in L2 and its data is not. Separates cold instruction fetch from cold data.
+    #[arg(long, conflicts_with = "warm_l2")]
+    pub warm_code: bool,
     /// Write every figure as JSON here.
     #[arg(long)]
     pub json: Option<String>,

@@ -298,6 +298,19 @@ impl Stream {
         self.gpu.bind()?;
         unsafe { result::stream::synchronize(self.raw) }.map_err(|e| cuda_err("sync", e))
     }
+    /// Makes work queued on this stream after the call wait for `event` (recorded on any
+    /// stream) without blocking the host: orders two streams on the device.
+    pub fn wait(&self, event: &Event) -> Result<()> {
+        self.gpu.bind()?;
+        unsafe {
+            result::stream::wait_event(
+                self.raw,
+                event.raw,
+                sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT,
+            )
+        }
+        .map_err(|e| cuda_err("stream wait", e))
+    }
 }
 
 impl Drop for Stream {
