@@ -614,9 +614,13 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
         GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, gauss),
         Err(Error::Unsupported { .. })
     ));
-    // Gaussian at an α without the closed-form moments (β = 1/(α − 1) not an integer).
+    // Gaussian at an α without closed-form moments (β = 1/(α − 1) not an integer): planned
+    // with the original criterion (quadrature), still unsupported with the robust one.
     let dflt = Method::Gaussian(GaussianOpts::default());
     let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt);
+    assert!(GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg).is_ok());
+    let robust = Method::Gaussian(GaussianOpts::default().with_criterion(Criterion::Robust));
+    let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.7), robust);
     assert!(matches!(
         GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg),
         Err(Error::Unsupported { .. })
@@ -633,7 +637,8 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
 }
 
 /// Gaussian-aware selection (original criterion, exact τ) on the GPU against the CPU
-/// selector and pipeline: α 4/3, 1.5, 2; GQA off, per-head and shared, with and without
+/// selector and pipeline: α 4/3, 1.5, 2 (closed-form moments) and 3, 1.25, 1.7 (β = 1/2, 4,
+/// 10/7: the quadrature of gauss_beta.cuh); GQA off, per-head and shared, with and without
 /// ALiBi (the page-mixture τ̂); lengths at and around page boundaries, one page only, a
 /// 20K-token context, and 33K–70K-token contexts (several selection chunks).
 #[test]
@@ -643,7 +648,7 @@ fn gaussian_selection_matches_cpu() {
     }
     let g = Method::Gaussian(GaussianOpts::default());
     let mut worst = (0.0f64, 0.0f64);
-    for alpha in [1.5, 2.0, 4.0 / 3.0] {
+    for alpha in [1.5, 2.0, 4.0 / 3.0, 3.0, 1.25, 1.7] {
         // ALiBi: the page-mixture τ̂ (gauss_mix), shifted page tests.
         for (hkv, heads, gqa, alibi) in [
             (2, 2, GqaMode::PerHead, false),
@@ -802,7 +807,8 @@ fn certified_at_alpha_one_is_a_typed_error() {
 
 /// Gaussian selection with the fixed (τ̂ as is) and corrected (τ̂ + N Halley steps) τ modes
 /// against the CPU pipeline: same τ to 1e-5, same outputs (weights renormalised over the
-/// tokens read); α 4/3, 1.5, 2; shared GQA; a long context.
+/// tokens read); α 4/3, 1.5, 2 and the generic-β 3, 1.25, 1.7; shared GQA; ALiBi; a long
+/// context.
 #[test]
 fn gaussian_fixed_and_corrected_tau_match_cpu() {
     if common::gpu_or_skip("gaussian_fixed_and_corrected_tau_match_cpu").is_none() {
@@ -817,6 +823,10 @@ fn gaussian_fixed_and_corrected_tau_match_cpu() {
             (2.0, 8, GqaMode::Shared, false),
             (4.0 / 3.0, 2, GqaMode::PerHead, false),
             (1.5, 8, GqaMode::PerHead, true),
+            (3.0, 2, GqaMode::PerHead, false),
+            (1.25, 8, GqaMode::Shared, false),
+            (1.7, 8, GqaMode::PerHead, true),
+            (3.0, 8, GqaMode::Shared, true),
         ] {
             seed += 1;
             let mut c = Case::new(DType::F16, alpha, g.clone());

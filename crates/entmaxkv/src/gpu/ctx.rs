@@ -439,6 +439,7 @@ impl Drop for Graph {
 const COMMON_SRC: &str = include_str!("kernels/common.cuh");
 const CACHE_SRC: &str = include_str!("kernels/cache.cu");
 const TOPK_SRC: &str = include_str!("kernels/topk.cu");
+const GAUSS_BETA_SRC: &str = include_str!("kernels/gauss_beta.cuh");
 const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
 const CERT_SRC: &str = include_str!("kernels/cert.cu");
@@ -537,7 +538,7 @@ impl ModuleKey {
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
                 format!(
-                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
+                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
                 )
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),
