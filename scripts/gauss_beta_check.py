@@ -37,12 +37,14 @@ def run_host(exe, queries):
     return out.stdout.splitlines()
 
 
-def moment_queries(pairs):
-    return [f"m {float(b)!r} {float(t)!r}\n" for b, t in pairs]
+def moment_queries(pairs, kind="m"):
+    return [f"{kind} {float(b)!r} {float(t)!r}\n" for b, t in pairs]
 
 
-def parse_m(lines):
+def parse_m(lines, warp=False):
     rows = [ln.split() for ln in lines]
+    if warp:
+        return parse_m([" ".join(r[:5]) for r in rows]) + (np.array([int(r[5]) for r in rows]),)
     ok = np.array([int(r[0]) for r in rows])
     lm = np.array([float(r[1]) for r in rows])
     ra = np.array([float(r[2]) for r in rows])
@@ -68,7 +70,7 @@ def main():
     # ladder (trapezoid halvings 3-4, tanh-sinh 4-5), which the grid never needs otherwise
     stress = str(tmp / "gauss_beta_host_stress")
     for out, extra in [(exe, []), (stress, ["-DGB_TRAP_FIRST_ACCEPT=3", "-DGB_TS_FIRST_ACCEPT=4"])]:
-        subprocess.run(["g++", "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", *extra, "-o", out,
+        subprocess.run(["g++", "-O2", "-std=c++20", "-pthread", "-Wall", "-Wextra", "-Werror", *extra, "-o", out,
                         str(ROOT / "scripts/gauss_beta_host.cpp")], check=True)
 
     m_rows, tau_rows = [], []
@@ -122,6 +124,22 @@ def main():
         bad = 1
     worst = max(worst, ws)
 
+    # the 32-lane split (gauss_count's warp), emulated by host threads, on every 7th point,
+    # with the production and the stress builds
+    sub = np.arange(0, len(beta), 7)
+    for name, binary in [("production", exe), ("stress", stress)]:
+        wok, wlm, wra, _, _, same = parse_m(
+            run_host(binary, moment_queries(zip(beta[sub], t[sub]), "m32")), warp=True)
+        w_lm = np.abs(wlm - lm_ref[sub]) / np.maximum(1.0, np.abs(lm_ref[sub]))
+        w_ra = np.abs(wra - ra_ref[sub]) / ra_ref[sub]
+        ww = max(w_lm.max(), w_ra.max())
+        print(f"32 lanes, {name} build: {len(sub)} points, worst rel {ww:.2e}; "
+              f"lanes bitwise equal: {bool(same.all())}; failed: {int((wok == 0).sum())}")
+        if not (wok.all() and same.all()):
+            print("FAIL: 32-lane split failed or lanes disagree")
+            bad = 1
+        worst = max(worst, ww)
+
     # τ̂ of single Gaussians against tau_hat_single
     tr = np.array(tau_rows)
     qs = [f"tau {float(al)!r} {float(mu)!r} {float(sg)!r} {float(n)!r}\n" for al, mu, sg, n, _ in tr]
@@ -133,6 +151,15 @@ def main():
     worst_tau = e_tau[i]
     if not np.isfinite(tau).all():
         print("FAIL: non-finite device tau")
+        bad = 1
+    rows32 = [ln.split() for ln in run_host(exe, [q.replace("tau ", "tau32 ", 1) for q in qs])]
+    tau32 = np.array([float(r[0]) for r in rows32])
+    same32 = all(r[1] == "1" for r in rows32)
+    e32 = np.abs(tau32 - tr[:, 4]) / np.maximum(1.0, np.abs(tr[:, 4]))
+    print(f"tau_hat single, 32 lanes (as gauss_count): worst rel {e32.max():.2e}; lanes bitwise equal: {same32}")
+    worst_tau = max(worst_tau, e32.max())
+    if not (same32 and np.isfinite(tau32).all()):
+        print("FAIL: 32-lane tau")
         bad = 1
 
     # t = 0 closed forms, tiny to huge β (beyond the CPU reference's accurate range)

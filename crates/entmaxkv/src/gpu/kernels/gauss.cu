@@ -5,7 +5,7 @@
 //                  the head moments (Σμ_p, Σσ_p², Σ(μ_p + 1.5σ_p), and Σ(μ_p − μ_cta)²);
 //   gauss_count    every CTA merges the partials in a fixed order (Chan's formula for the
 //                  variance of the page means: the CPU's two-pass value to rounding), solves
-//                  τ̂ of the single Gaussian (one thread per head; every CTA gets the same
+//                  τ̂ of the single Gaussian (one warp per head; every CTA gets the same
 //                  bits), applies the margins, and counts the kept pages of its chunk and
 //                  their clamp maxima; chunk 0 publishes τ̂ and the per-head floors;
 //   gauss_mix      (ALiBi only, before gauss_count) τ̂ of the per-page mixture of a head with a
@@ -276,26 +276,42 @@ __device__ void gauss_mk_pair(int k, double t, double& ln_mk, double& ratio) {
     }
 }
 
+// Lane split of gauss_beta.cuh over a full warp: the butterfly leaves the same bits on every
+// lane (each step adds the same two values, and IEEE addition is commutative).
+struct GbWarp {
+    static constexpr int L = 32;
+    int ln;
+    __device__ __forceinline__ int lane() const { return ln; }
+    __device__ __forceinline__ double sum(double x) const {
+        for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(FULL_MASK, x, off);
+        return x;
+    }
+};
+
 // ln M_β(t) and M_{β−1}/M_β: closed forms for k = β ∈ {1, 2, 3}, else the quadrature of
-// gauss_beta.cuh (false where its ladder fails: the caller keeps every page).
-__device__ __forceinline__ bool gauss_pair(int k, double beta, double t, double& ln_m, double& ratio) {
+// gauss_beta.cuh split over `red`'s lanes (false where its ladder fails: the caller keeps
+// every page).
+template <class R>
+__device__ __forceinline__ bool gauss_pair(int k, double beta, double t, double& ln_m, double& ratio, const R& red) {
     if (k > 0) {
         gauss_mk_pair(k, t, ln_m, ratio);
         return true;
     }
-    return gb_moment_pair(beta, t, ln_m, ratio);
+    return gb_moment_pair(beta, t, ln_m, ratio, red);
 }
 
-// τ̂ (kernel space) for N(mu, sigma²) over n tokens (gauss_tau_newton); NaN when a generic-β
-// moment fails.
-__device__ double gauss_tau_hat(double mu, double sigma, double n, const GaussParams& p) {
+// τ̂ (kernel space) for N(mu, sigma²) over n tokens (gauss_tau_newton), by a whole warp (every
+// lane gets the same bits; the closed forms are evaluated redundantly by each lane); NaN when a
+// generic-β moment fails.
+__device__ double gauss_tau_hat(double mu, double sigma, double n, const GaussParams& p, int lane) {
     const int k = p.kint;
     const double beta = p.beta;
+    const GbWarp red = {lane};
     // ln Γ(β + 1) of the starting point's tail bound
     const double lng = k == 3 ? 1.79175946922805500081
                               : (k == 2 ? 0.69314718055994530942 : (k == 1 ? 0.0 : lgamma(beta + 1.0)));
     return gauss_tau_newton(mu, sigma, n, p.a, beta, lng, [&](double t, double& lm, double& r) {
-        return gauss_pair(k, beta, t, lm, r);
+        return gauss_pair(k, beta, t, lm, r, red);
     });
 }
 
@@ -388,7 +404,10 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
     const double LN_PHI0 = -0.91893853320467274178;
     LogSum acc = {gauss_ninf(), 0.0, 0.0};
     bool fail = false;
-    for (int i = threadIdx.x; i < closed; i += BLOCK) {
+    for (int j = threadIdx.x; j < closed; j += BLOCK) {
+        // Quadrature: newest pages first (the largest ALiBi bias), so that the running maximum
+        // is set early and the skip below drops the old pages deep in the tail.
+        const int i = k > 0 ? j : closed - 1 - j;
         const double m = (double)mu[i] + page_bias(p, slope, i, q_pos);
         const double s = sqrt((double)var[i]);
         const double sig = sqrt(s * s + spread);
@@ -401,7 +420,7 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
             base + LN_PHI0 - 0.5 * t * t + lng - (beta + 1.0) * log(-t) < acc.m - 60.0)
             continue;
         double ln_mk, ratio;
-        fail |= !gauss_pair(k, beta, t, ln_mk, ratio);
+        fail |= !gauss_pair(k, beta, t, ln_mk, ratio, GbSerial());
         if (!fail) logsum_add(acc, base + ln_mk, -beta * ratio / sy);
     }
     for (int off = 16; off > 0; off >>= 1) {
@@ -576,27 +595,32 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
     }
     if (tid == 0) s_bad = 0;
     __syncthreads();
-    if (tid < p.tg) {
-        const double sm = s_sum[tid][0], sv = s_sum[tid][1], st = s_sum[tid][2], vm = s_sum[tid][3];
+    // Warp g: head g (tg ≤ 8 = BLOCK/32 warps); every lane of it computes the same values,
+    // lane 0 publishes them.
+    const int hg = tid >> 5, lane = tid & 31;
+    if (hg < p.tg) {
+        const double sm = s_sum[hg][0], sv = s_sum[hg][1], st = s_sum[hg][2], vm = s_sum[hg][3];
         if (!isfinite(sm) || !isfinite(sv)) {
-            s_bad = 1;
+            if (lane == 0) s_bad = 1;
         } else {
             const double mu_g = sm / n;
             const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
             // ALiBi heads with a slope: the page mixture's τ̂ (gauss_mix); NaN there (no
             // bracket: statistics beyond f64) keeps every page, as non-finite sums do.
-            const bool mix = head_slope(p, t.h0 + tid) != 0.0;
-            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + tid]
-                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p);
-            if (!isfinite(th)) s_bad = 1;
+            const bool mix = head_slope(p, t.h0 + hg) != 0.0;
+            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + hg]
+                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p, lane);
             const bool low = sigma_g < 1.5;
             const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
             const double d_sigma = smz * sigma_g;
             const double typical = st / n;
             const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
-            s_tau[tid] = th;
-            s_floor[tid] = th - p.a * fmax(d_sigma, d_tau);
-            s_z[tid] = low ? p.zp_low : p.zp_high;
+            if (lane == 0) {
+                if (!isfinite(th)) s_bad = 1;
+                s_tau[hg] = th;
+                s_floor[hg] = th - p.a * fmax(d_sigma, d_tau);
+                s_z[hg] = low ? p.zp_low : p.zp_high;
+            }
         }
     }
     __syncthreads();

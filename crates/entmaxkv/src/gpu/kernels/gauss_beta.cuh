@@ -12,6 +12,12 @@
 //   * only the two components the device solvers need (no M_β − t·M_{β−1}: they use Newton).
 // Plain C++ on doubles (exp, log, log1p, sqrt, sinh, cosh, asinh, fabs, ceil): the same text
 // compiles on the host for scripts/gauss_beta_check.py, which holds it to the CPU reference.
+//
+// Lane split: the node sums of a level are spread over R::L lanes (lane j sums every L-th node
+// from its offset) and `red.sum` combines the lanes' partials into the same value on every
+// lane in a fixed order, so the ladder's control flow is uniform. GbSerial (L = 1) serves one
+// thread per moment (the mixture: a thread per page); gauss.cu's warp reducer (L = 32) serves
+// the single-Gaussian τ̂, where one head's Newton would otherwise run on one thread.
 
 #ifndef GB_TRACE
 #define GB_TRACE(kind, level)  // host check: which rule and ladder level accepted
@@ -45,6 +51,12 @@
 #define GB_TS_K_RIGHT (7 * GB_TS_INV_H / 2)
 #define GB_TS_J_MAX 5
 
+struct GbSerial {
+    static constexpr int L = 1;
+    __device__ __forceinline__ int lane() const { return 0; }
+    __device__ __forceinline__ double sum(double x) const { return x; }
+};
+
 // ln(1 + z) − z (z > −1) without cancellation near 0 (quad.rs ln1p_minus_x): there
 // ln(1+z) = 2·atanh(w), w = z/(2+z), giving −z·w + 2w·Σ_k w^{2k}/(2k+1).
 __device__ __forceinline__ double gb_ln1p_minus_x(double z) {
@@ -65,8 +77,9 @@ __device__ __forceinline__ double gb_lg(double beta, double x_star, double kappa
 // Uniform trapezoid in δ over [−R_CUT·width, d_hi] (quad.rs trapezoid) of
 // x^{−1}e^{g}·(x, 1): i0 = ∫e^g dx, i1 = ∫x^{−1}e^g dx. All terms are positive, so the
 // CPU's Σ|f| scale equals the sum itself.
+template <class R>
 __device__ bool gb_trapezoid(double x_star, double beta, double kappa, double width, double d_hi, double& i0,
-                             double& i1) {
+                             double& i1, const R& red) {
     const double d_lo = -GB_R_CUT * width;
     double r0 = 0.0, r1 = 0.0, p0 = 0.0, p1 = 0.0;
     for (int level = 0; level < GB_TRAP_LEVELS; ++level) {
@@ -75,13 +88,17 @@ __device__ bool gb_trapezoid(double x_star, double beta, double kappa, double wi
         const long long k_hi = (long long)floor(d_hi / step);
         const bool odd_only = level > 0;
         // k_lo | 1: the first odd k ≥ k_lo (two's complement, as the CPU's i64)
-        for (long long k = odd_only ? (k_lo | 1) : k_lo; k <= k_hi; k += odd_only ? 2 : 1) {
+        const long long k0 = odd_only ? (k_lo | 1) : k_lo, inc = odd_only ? 2 : 1;
+        double l0 = 0.0, l1 = 0.0;  // this lane's nodes of the level
+        for (long long k = k0 + inc * red.lane(); k <= k_hi; k += inc * R::L) {
             const double d = (double)k * step;
             const double x = x_star + d;
             const double e = exp(gb_lg(beta, x_star, kappa, d)) / x;
-            r0 += x * e;
-            r1 += e;
+            l0 += x * e;
+            l1 += e;
         }
+        r0 += red.sum(l0);
+        r1 += red.sum(l1);
         const double e0 = r0 * step, e1 = r1 * step;
         if (level >= GB_TRAP_FIRST_ACCEPT && fabs(e0 - p0) <= GB_FAST_TOL * e0 && fabs(e1 - p1) <= GB_FAST_TOL * e1) {
             GB_TRACE(0, level);
@@ -98,7 +115,9 @@ __device__ bool gb_trapezoid(double x_star, double beta, double kappa, double wi
 // Tanh-sinh in x over [0, b] (quad.rs tanh_sinh_from_zero), every term in log space:
 // x^{−1}e^{g}dx = e^{β ln(b/x*) + β ln y − βδ/x* − κδ²/2 + ln(w/y)}dτ with x = b·y, so nodes
 // whose x underflows still carry the x^β mass of a small β exactly.
-__device__ bool gb_tanh_sinh(double x_star, double b, double beta, double kappa, double& i0, double& i1) {
+template <class R>
+__device__ bool gb_tanh_sinh(double x_star, double b, double beta, double kappa, double& i0, double& i1,
+                             const R& red) {
     const double ln_bx = log(b / x_star);
     const double need = ((GB_LOG_CUT + 15.0) / beta + ln_bx) / GB_PI;  // −ln y ≥ π sinh|τ| on the left
     const double t_left = asinh(need);
@@ -113,7 +132,9 @@ __device__ bool gb_tanh_sinh(double x_star, double b, double beta, double kappa,
     for (int j = GB_TS_J_MAX; j >= 0; --j) {
         const int stride = 1 << j;
         const bool first = j == GB_TS_J_MAX;
-        for (int i = first ? i0_node : i0_node + stride; i <= n; i += first ? stride : 2 * stride) {
+        const int inc = first ? stride : 2 * stride;
+        double l0 = 0.0, l1 = 0.0;  // this lane's nodes of the level
+        for (int i = (first ? i0_node : i0_node + stride) + inc * red.lane(); i <= n; i += inc * R::L) {
             const double tau = (double)(i - GB_TS_K_LEFT) / (double)GB_TS_INV_H;
             // node y ∈ (0, 1): distance from the nearer end e/(1+e), e = e^{−π sinh|τ|};
             // dy/dτ = π cosh τ · e/(1+e)²
@@ -134,9 +155,11 @@ __device__ bool gb_tanh_sinh(double x_star, double b, double beta, double kappa,
             const double g_rest = -d * (slope + 0.5 * kappa * d);
             const double e = exp(base + beta * ln_y + ln_wy + g_rest);
             if (e == 0.0) continue;  // underflow (a NaN propagates and fails the level check)
-            r0 += x * e;
-            r1 += e;
+            l0 += x * e;
+            l1 += e;
         }
+        r0 += red.sum(l0);
+        r1 += red.sum(l1);
         const double h = (double)stride / (double)GB_TS_INV_H;
         const double e0 = r0 * h, e1 = r1 * h;
         if (GB_TS_J_MAX - j >= GB_TS_FIRST_ACCEPT && fabs(e0 - p0) <= GB_FAST_TOL * e0 && fabs(e1 - p1) <= GB_FAST_TOL * e1) {
@@ -155,7 +178,8 @@ __device__ bool gb_tanh_sinh(double x_star, double b, double beta, double kappa,
 // peak_integral): the right end is the first δ (doubling from R_CUT widths, then four
 // bisections) with g ≤ −LOG_CUT; trapezoid when the peak sits ≥ D_TRAPEZOID widths above 0,
 // else tanh-sinh from 0.
-__device__ bool gb_peak_integral(double x_star, double beta, double kappa, double& i0, double& i1) {
+template <class R>
+__device__ bool gb_peak_integral(double x_star, double beta, double kappa, double& i0, double& i1, const R& red) {
     if (!(x_star > 0.0 && isfinite(x_star) && beta > 0.0 && isfinite(beta) && kappa >= 0.0 && isfinite(kappa)))
         return false;
     const double width = 1.0 / sqrt(beta / (x_star * x_star) + kappa);
@@ -174,13 +198,15 @@ __device__ bool gb_peak_integral(double x_star, double beta, double kappa, doubl
         if (gb_lg(beta, x_star, kappa, mid) <= -GB_LOG_CUT) d_hi = mid;
         else d_in = mid;
     }
-    if (x_star >= GB_D_TRAPEZOID * width) return gb_trapezoid(x_star, beta, kappa, width, d_hi, i0, i1);
-    return gb_tanh_sinh(x_star, x_star + d_hi, beta, kappa, i0, i1);
+    if (x_star >= GB_D_TRAPEZOID * width) return gb_trapezoid(x_star, beta, kappa, width, d_hi, i0, i1, red);
+    return gb_tanh_sinh(x_star, x_star + d_hi, beta, kappa, i0, i1, red);
 }
 
 // ln M_β(t) and M_{β−1}(t)/M_β(t) for β > 0 (gaussian.rs std_moment_quad_fast); false where
 // the ladder does not reach GB_FAST_TOL (the caller then treats the statistics as unusable).
-__device__ bool gb_moment_pair(double beta, double t, double& ln_m, double& ratio) {
+// Every lane of `red` gets the same result.
+template <class R>
+__device__ bool gb_moment_pair(double beta, double t, double& ln_m, double& ratio, const R& red) {
     double i0, i1;
     if (t >= -1.0) {
         // peak of β ln u − (u−t)²/2 at u*, d0 = u* − t without cancellation
@@ -194,7 +220,7 @@ __device__ bool gb_moment_pair(double beta, double t, double& ln_m, double& rati
             d0 = u_star - t;
         }
         const double l = beta * log(u_star) - 0.5 * d0 * d0;
-        if (!gb_peak_integral(u_star, beta, 1.0, i0, i1)) return false;
+        if (!gb_peak_integral(u_star, beta, 1.0, i0, i1, red)) return false;
         ln_m = l + log(i0) - GB_LN_SQRT_2PI;
         ratio = i1 / i0;
     } else {
@@ -202,7 +228,7 @@ __device__ bool gb_moment_pair(double beta, double t, double& ln_m, double& rati
         const double s = -t, s2 = s * s;
         const double v_star = 2.0 * beta / (1.0 + sqrt(1.0 + 4.0 * beta / s2));
         const double l = beta * log(v_star) - v_star - 0.5 * v_star * v_star / s2;
-        if (!gb_peak_integral(v_star, beta, 1.0 / s2, i0, i1)) return false;
+        if (!gb_peak_integral(v_star, beta, 1.0 / s2, i0, i1, red)) return false;
         ln_m = -0.5 * t * t - GB_LN_SQRT_2PI - (beta + 1.0) * log(s) + l + log(i0);
         ratio = s * i1 / i0;
     }
