@@ -456,6 +456,9 @@ pub(crate) enum ModuleKey {
         tg: usize,
         /// K/V rows each thread has in flight (8 unless `ENTMAXKV_UNROLL` says otherwise).
         unroll: usize,
+        /// Gaussian τ̂ by quadrature (α with β = 1/(α−1) ∉ {1, 2, 3}): compiled only into the
+        /// modules that need it, to keep the closed-form kernels small.
+        gauss_generic: bool,
     },
     Probe,
 }
@@ -510,6 +513,7 @@ impl ModuleKey {
                 head_dim,
                 tg,
                 unroll,
+                gauss_generic,
             } => {
                 let code = |d: DType| match d {
                     DType::F32 => 0,
@@ -521,6 +525,7 @@ impl ModuleKey {
                 opts.push(format!("-DHEAD_DIM={head_dim}"));
                 opts.push(format!("-DTG={tg}"));
                 opts.push(format!("-DUNROLL_ROWS={unroll}"));
+                opts.push(format!("-DGAUSS_GENERIC={}", u8::from(gauss_generic)));
                 opts.push(format!(
                     "-DEXPECT_ATTN_SIZE={}",
                     std::mem::size_of::<super::params::AttnParams>()

@@ -331,6 +331,8 @@ impl GpuDecoder {
             head_dim: d,
             tg,
             unroll: super::ctx::unroll_rows(tg),
+            // The quadrature only where the Gaussian τ̂ needs it (kint = 0).
+            gauss_generic: gauss_opts.is_some() && alpha > 1.0 && gauss_beta(alpha).0 == 0,
         })?;
         for k in [
             "attn_entmax_scores",

@@ -297,7 +297,17 @@ __device__ __forceinline__ bool gauss_pair(int k, double beta, double t, double&
         gauss_mk_pair(k, t, ln_m, ratio);
         return true;
     }
+#if GAUSS_GENERIC
     return gb_moment_pair(beta, t, ln_m, ratio, red);
+#else
+    // Closed-form modules leave the quadrature out: it more than doubles gauss_count's and
+    // gauss_mix's code, and their time at 32K is mostly cold instruction fetch (H100: 5 µs
+    // more per step with it compiled in). The host never plans kint = 0 on such a module.
+    (void)beta;
+    (void)red;
+    ln_m = ratio = __longlong_as_double(0x7ff8000000000000LL);
+    return false;
+#endif
 }
 
 // τ̂ (kernel space) for N(mu, sigma²) over n tokens (gauss_tau_newton), by a whole warp (every
