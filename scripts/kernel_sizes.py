@@ -31,11 +31,12 @@ def main():
     ap.add_argument("--d", type=int, default=64, help="HEAD_DIM")
     ap.add_argument("--tg", type=int, default=1, help="query heads per task")
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--generic", type=int, default=0, help="GAUSS_GENERIC: 1 compiles the quadrature τ̂ in")
     a = ap.parse_args()
     lib = ctypes.CDLL(a.lib)
     unroll = 4 if a.tg > 1 else 8
     opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
-            f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}"]
+            f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={a.generic}"]
     r, log, code = compile_src(lib, decode_source(a.kernels), opts, cubin=True)
     if r != 0:
         print(log)

@@ -19,7 +19,7 @@ KDIR = pathlib.Path(__file__).resolve().parent.parent / "crates/entmaxkv/src/gpu
 
 
 # The decode module's sources, concatenated in this order as gpu/ctx.rs does.
-PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss.cu", "attn.cu", "cert.cu"]
+PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss_beta.cuh", "gauss.cu", "attn.cu", "cert.cu"]
 
 
 def decode_source(kdir=KDIR):
@@ -53,23 +53,24 @@ def compile_src(lib, src, opts, cubin=False):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
-    ap.add_argument("--quick", action="store_true", help="one configuration only")
+    ap.add_argument("--quick", action="store_true", help="one configuration (both GAUSS_GENERIC values) only")
     a = ap.parse_args()
     lib = ctypes.CDLL(a.lib)
     src = decode_source()
-    configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8]))
+    # The last field: GAUSS_GENERIC (the quadrature τ̂ compiled in or not).
+    configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8], [0, 1]))
     if a.quick:
-        configs = configs[:1]
-    for kv, st, d, tg in configs:
+        configs = configs[:2]  # f16, D 64, one head: closed forms and quadrature
+    for kv, st, d, tg, gen in configs:
         unroll = 4 if tg > 1 else 8
         opts = ["--gpu-architecture=compute_90", "--std=c++17", f"-DKV_T={kv}", f"-DST_T={st}",
-                f"-DHEAD_DIM={d}", f"-DTG={tg}", f"-DUNROLL_ROWS={unroll}"]
+                f"-DHEAD_DIM={d}", f"-DTG={tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={gen}"]
         r, log = compile_src(lib, src, opts)
         if r != 0:
-            print(f"FAILED kv={kv} st={st} d={d} tg={tg}\n{log}")
+            print(f"FAILED kv={kv} st={st} d={d} tg={tg} generic={gen}\n{log}")
             return 1
         if log.strip():
-            print(f"kv={kv} st={st} d={d} tg={tg}: warnings\n{log}")
+            print(f"kv={kv} st={st} d={d} tg={tg} generic={gen}: warnings\n{log}")
     probe = (KDIR / "probe.cu").read_text()
     r, log = compile_src(lib, probe, ["--gpu-architecture=compute_90", "--std=c++17"])
     if r != 0:

@@ -117,6 +117,7 @@ impl DeviceKvCache {
             head_dim: cfg.head_dim,
             tg: 1,
             unroll: super::ctx::unroll_rows(1),
+            gauss_generic: false,
         })?;
         let live = host.sequences();
         let max_rows = if opts.max_seqs == 0 {

@@ -439,6 +439,7 @@ impl Drop for Graph {
 const COMMON_SRC: &str = include_str!("kernels/common.cuh");
 const CACHE_SRC: &str = include_str!("kernels/cache.cu");
 const TOPK_SRC: &str = include_str!("kernels/topk.cu");
+const GAUSS_BETA_SRC: &str = include_str!("kernels/gauss_beta.cuh");
 const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
 const CERT_SRC: &str = include_str!("kernels/cert.cu");
@@ -455,6 +456,9 @@ pub(crate) enum ModuleKey {
         tg: usize,
         /// K/V rows each thread has in flight (8 unless `ENTMAXKV_UNROLL` says otherwise).
         unroll: usize,
+        /// Gaussian τ̂ by quadrature (α with β = 1/(α−1) ∉ {1, 2, 3}): compiled only into the
+        /// modules that need it, to keep the closed-form kernels small.
+        gauss_generic: bool,
     },
     Probe,
 }
@@ -509,6 +513,7 @@ impl ModuleKey {
                 head_dim,
                 tg,
                 unroll,
+                gauss_generic,
             } => {
                 let code = |d: DType| match d {
                     DType::F32 => 0,
@@ -520,6 +525,7 @@ impl ModuleKey {
                 opts.push(format!("-DHEAD_DIM={head_dim}"));
                 opts.push(format!("-DTG={tg}"));
                 opts.push(format!("-DUNROLL_ROWS={unroll}"));
+                opts.push(format!("-DGAUSS_GENERIC={}", u8::from(gauss_generic)));
                 opts.push(format!(
                     "-DEXPECT_ATTN_SIZE={}",
                     std::mem::size_of::<super::params::AttnParams>()
@@ -537,7 +543,7 @@ impl ModuleKey {
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
                 format!(
-                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
+                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
                 )
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),

@@ -192,13 +192,27 @@ fn alpha_code(alpha: f64) -> i32 {
     }
 }
 
+/// `(kint, β)` of the Gaussian kernels for α > 1: `kint` = β where β is 1, 2 or 3 within
+/// the CPU's tolerance (`tau/gaussian.rs` `int_beta`; the closed forms, with β passed as that
+/// integer), else 0 with β = 1/(α−1) (quadrature). The CPU also has closed forms for β = 4;
+/// the device uses quadrature there (the two agree to ~5e-12, `integer_paths_match_quadrature`).
+fn gauss_beta(alpha: f64) -> (i32, f64) {
+    let beta = 1.0 / (alpha - 1.0);
+    let k = beta.round();
+    if (1.0..=3.0).contains(&k) && (beta - k).abs() <= 1e-12 * k {
+        (k as i32, k)
+    } else {
+        (0, beta)
+    }
+}
+
 impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
     /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box or
     /// sketch page scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
     /// whole 4-byte words), and [`Method::Gaussian`] with the original criterion at
-    /// α ∈ {4/3, 1.5, 2} (with or without ALiBi; exact, fixed or corrected τ) and at α = 1
-    /// (every page kept, as on the CPU). Anything else is [`Error::Unsupported`].
+    /// any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and at α = 1 (every page
+    /// kept, as on the CPU). Anything else is [`Error::Unsupported`].
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],
@@ -245,17 +259,12 @@ impl GpuDecoder {
             }
             Method::Gaussian(o) => {
                 o.validate(OP)?;
-                let why = if o.criterion != Criterion::Original {
-                    Some("the robust Gaussian criterion")
-                } else if ![2, 13, 15].contains(&alpha_code(cfg.attention.alpha)) {
-                    Some("Gaussian selection for alpha other than 4/3, 1.5 and 2")
-                } else {
-                    None
-                };
-                if let Some(w) = why {
+                // Any α > 1: β ∈ {1, 2, 3} by closed forms, other β by quadrature
+                // (kernels/gauss_beta.cuh).
+                if o.criterion != Criterion::Original {
                     return Err(Error::Unsupported {
                         op: OP,
-                        what: format!("{w} on the GPU is not implemented"),
+                        what: "the robust Gaussian criterion on the GPU is not implemented".into(),
                     });
                 }
                 gauss_opts = Some(o.clone());
@@ -322,6 +331,8 @@ impl GpuDecoder {
             head_dim: d,
             tg,
             unroll: super::ctx::unroll_rows(tg),
+            // The quadrature only where the Gaussian τ̂ needs it (kint = 0).
+            gauss_generic: gauss_opts.is_some() && alpha > 1.0 && gauss_beta(alpha).0 == 0,
         })?;
         for k in [
             "attn_entmax_scores",
@@ -510,6 +521,7 @@ impl GpuDecoder {
                         page_max_quantile_z(0.995, ps)?,
                     ),
                 };
+                let (kint, beta) = gauss_beta(alpha);
                 let params = GaussParams {
                     smean: bufs.stats[2].ptr(),
                     sstd: bufs.stats[3].ptr(),
@@ -531,6 +543,7 @@ impl GpuDecoder {
                     slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
                     tau_mix: salloc(batch * heads * 8)?,
                     a: alpha - 1.0,
+                    beta,
                     zp_low,
                     zp_high,
                     z_clamp: page_max_quantile_z(o.tau_clamp_page_max_quantile, ps)?,
@@ -538,7 +551,7 @@ impl GpuDecoder {
                     clamp_scale: o.tau_clamp_sigma_scale,
                     smz: o.safety_margin_z.unwrap_or(-1.0),
                     scale: cfg.attention.scale_for(d),
-                    kint: (1.0 / (alpha - 1.0)).round() as i32,
+                    kint,
                     clamp_tau: o.clamp_tau as i32,
                     num_heads: heads as i32,
                     num_kv_heads: hkv as i32,

@@ -26,7 +26,8 @@ pub use ctx::{DevBuf, DeviceInfo, Event, Gpu, Graph, Stream};
 pub use decode::{GpuDecoder, Stage};
 
 /// Compiles every kernel module a configuration set needs to PTX for compute capability
-/// `cc`, without a device (needs NVRTC only). Returns the PTX sizes. Used by tests to catch
+/// `cc`, without a device (needs NVRTC only), each with and without the Gaussian quadrature.
+/// Returns the PTX sizes (the probe first). Used by tests to catch
 /// kernel compile errors on machines without a GPU.
 pub fn compile_check(
     configs: &[(crate::DType, crate::DType, usize, usize)],
@@ -34,14 +35,18 @@ pub fn compile_check(
 ) -> crate::Result<Vec<usize>> {
     let mut sizes = vec![ctx::compile(&ctx::ModuleKey::Probe, cc)?.len()];
     for &(kv, stats, head_dim, tg) in configs {
-        let key = ctx::ModuleKey::Decode {
-            kv,
-            stats,
-            head_dim,
-            tg,
-            unroll: ctx::unroll_rows(tg),
-        };
-        sizes.push(ctx::compile(&key, cc)?.len());
+        // Both variants: closed-form Gaussian τ̂ only, and with the quadrature compiled in.
+        for gauss_generic in [false, true] {
+            let key = ctx::ModuleKey::Decode {
+                kv,
+                stats,
+                head_dim,
+                tg,
+                unroll: ctx::unroll_rows(tg),
+                gauss_generic,
+            };
+            sizes.push(ctx::compile(&key, cc)?.len());
+        }
     }
     Ok(sizes)
 }

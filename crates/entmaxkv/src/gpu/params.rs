@@ -88,6 +88,7 @@ pub(crate) struct GaussParams {
     pub slopes: u64,
     pub tau_mix: u64,
     pub a: f64,
+    pub beta: f64,
     pub zp_low: f64,
     pub zp_high: f64,
     pub z_clamp: f64,

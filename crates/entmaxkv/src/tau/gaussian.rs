@@ -938,6 +938,77 @@ mod tests {
         }
     }
 
+    /// Reference values for `scripts/gauss_beta_check.py`, which holds the device quadrature
+    /// (`gpu/kernels/gauss_beta.cuh`, compiled on the host) to them: the adaptive reference
+    /// `(ln M_β, M_{β−1}/M_β)` on a (β, t) grid, whether the CPU's fast rule needed its
+    /// fallback there, and τ̂ of single Gaussians. Writes to `$ENTMAXKV_GBETA_REF`; does
+    /// nothing without it.
+    #[test]
+    #[ignore = "a data dump for scripts/gauss_beta_check.py"]
+    fn gauss_beta_reference_dump() {
+        use std::fmt::Write as _;
+        let Ok(path) = std::env::var("ENTMAXKV_GBETA_REF") else {
+            return;
+        };
+        let mut out = String::new();
+        // β = 1/(α−1): 20 (α = 1.05) down to 1/20 (α = 21); 0.5, 0.8, 1.3, 4 and 6 are
+        // α = 3, 2.25, 1.77, 1.25, 1.17
+        let betas = [
+            0.05,
+            0.1,
+            0.25,
+            1.0 / 3.0,
+            0.5,
+            0.8,
+            1.0,
+            1.3,
+            1.0 / 0.7,
+            1.7,
+            2.5,
+            3.0,
+            3.3,
+            4.0,
+            6.0,
+            10.0,
+            20.0,
+            100.0,
+            1000.0,
+        ];
+        let mut ts = vec![
+            -1e4, -1e3, -300.0, -100.0, -60.0, 60.0, 100.0, 300.0, 1e3, 1e4,
+        ];
+        ts.extend([-2.0, -1.0 - 1e-12, -1.0, -1.0 + 1e-12, -1e-300, 0.0, 1e-300]);
+        let mut t = -40.0;
+        while t <= 40.0 {
+            ts.push(t);
+            t += 0.0731;
+        }
+        for &beta in &betas {
+            for &t in &ts {
+                let (l, r, _) = std_moment_quad_adaptive(beta, t);
+                let fast_ok = std_moment_quad_fast(beta, t).is_some() as u8;
+                writeln!(out, "m {beta:e} {t:e} {l:e} {r:e} {fast_ok}").unwrap();
+            }
+        }
+        let opts = TauHatOpts {
+            tol: 1e-14,
+            rtol: 0.0,
+            max_iter: 500,
+        };
+        for alpha in [3.0, 1.25, 1.7, 2.5, 1.1, 1.05, 5.0, 21.0] {
+            for mu in [-3.0, 0.0, 0.7, 6.0] {
+                for sigma in [1e-3, 0.3, 1.0, 3.0] {
+                    for n in [1.0, 16.0, 1e3, 1e6, 1.6e7] {
+                        let th = tau_hat_single(mu, sigma, n, alpha, &opts).unwrap();
+                        let tau = th.tau;
+                        writeln!(out, "tau {alpha:e} {mu:e} {sigma:e} {n:e} {tau:e}").unwrap();
+                    }
+                }
+            }
+        }
+        std::fs::write(&path, out).unwrap();
+    }
+
     #[test]
     fn spec_closed_forms() {
         // m1, m2, m3 of SPEC §4.6 at a benign point. NB: the SPEC prints the φ term of m3 as

@@ -5,7 +5,7 @@
 //                  the head moments (Σμ_p, Σσ_p², Σ(μ_p + 1.5σ_p), and Σ(μ_p − μ_cta)²);
 //   gauss_count    every CTA merges the partials in a fixed order (Chan's formula for the
 //                  variance of the page means: the CPU's two-pass value to rounding), solves
-//                  τ̂ of the single Gaussian (one thread per head; every CTA gets the same
+//                  τ̂ of the single Gaussian (one warp per head; every CTA gets the same
 //                  bits), applies the margins, and counts the kept pages of its chunk and
 //                  their clamp maxima; chunk 0 publishes τ̂ and the per-head floors;
 //   gauss_mix      (ALiBi only, before gauss_count) τ̂ of the per-page mixture of a head with a
@@ -16,6 +16,8 @@
 //                  pages (ascending) into the slot-list format of the top-k path; chunk 0
 //                  appends the last page and applies the τ clamp.
 // No host round trip, no atomics: counts and maxima are combined in a fixed order.
+// β = 1/(α−1) ∈ {1, 2, 3} uses the closed forms below; any other β > 0 (kint = 0) the
+// quadrature of gauss_beta.cuh (concatenated before this file), in τ̂ and in the mixture.
 
 struct GaussParams {
     const st_t* smean;
@@ -38,6 +40,7 @@ struct GaussParams {
     const float* slopes; // [H] ALiBi slopes, or null
     double* tau_mix;     // [B, H] τ̂ of the page mixture (ALiBi heads with a nonzero slope)
     double a;            // α − 1
+    double beta;         // β = 1/(α − 1) (= kint when kint > 0)
     double zp_low;       // z of the page-max quantile when σ_g < 1.5
     double zp_high;      // ... when σ_g ≥ 1.5
     double z_clamp;      // z of the clamp quantile
@@ -45,7 +48,7 @@ struct GaussParams {
     double clamp_scale;  // tau_clamp_sigma_scale
     double smz;          // safety_margin_z, < 0: automatic
     float scale;
-    int kint;            // β = 1/(α−1) ∈ {1, 2, 3}
+    int kint;            // β ∈ {1, 2, 3}: closed forms; 0: any β by quadrature (gauss_beta.cuh)
     int clamp_tau;
     int num_heads;
     int num_kv_heads;
@@ -273,34 +276,53 @@ __device__ void gauss_mk_pair(int k, double t, double& ln_mk, double& ratio) {
     }
 }
 
-// τ̂ (kernel space) for N(mu, sigma²) over n tokens; Newton on the concave increasing
-// g(t) = ln M_β(t) − c in t = (aμ − τ)/σ_Y. Started left of the root (t = 0 when g(0) ≤ 0,
-// else the Gaussian-tail guess −√(−2(c − ln β! − ln φ(0))), below the root because
-// ln M_β(t) < ln φ(0) + ln β! − t²/2 for t < −1), the iterates increase monotonically
-// (concavity) to the root: a handful of steps.
-__device__ double gauss_tau_hat(double mu, double sigma, double n, double a, int k) {
-    const double sy = fmax(a * fmax(sigma, 1e-6), 1e-10);
-    const double c = -log(n) - (double)k * log(sy);
-    const double TLO = -38.0;
-    double t = 0.0, lm, ratio;
-    gauss_mk_pair(k, t, lm, ratio);
-    if (lm - c > 0.0) {
-        const double lnfact = k == 3 ? 1.79175946922805500081 : (k == 2 ? 0.69314718055994530942 : 0.0);
-        const double LN_PHI0 = -0.91893853320467274178;
-        t = fmax(-sqrt(fmax(-2.0 * (c - lnfact - LN_PHI0), 1.0)), TLO);
-        gauss_mk_pair(k, t, lm, ratio);
+// Lane split of gauss_beta.cuh over a full warp: the butterfly leaves the same bits on every
+// lane (each step adds the same two values, and IEEE addition is commutative).
+struct GbWarp {
+    static constexpr int L = 32;
+    int ln;
+    __device__ __forceinline__ int lane() const { return ln; }
+    __device__ __forceinline__ double sum(double x) const {
+        for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(FULL_MASK, x, off);
+        return x;
     }
-    for (int it = 0; it < 200; ++it) {
-        const double g = lm - c;
-        const double dg = (double)k * ratio;  // d/dt ln M_k = k·M_{k−1}/M_k
-        double tn = t - g / dg;
-        if (!(tn >= TLO)) tn = TLO;  // also catches NaN
-        const double step = fabs(tn - t);
-        t = tn;
-        if (step <= 1e-14 * fmax(1.0, fabs(t))) break;
-        gauss_mk_pair(k, t, lm, ratio);
+};
+
+// ln M_β(t) and M_{β−1}/M_β: closed forms for k = β ∈ {1, 2, 3}, else the quadrature of
+// gauss_beta.cuh split over `red`'s lanes (false where its ladder fails: the caller keeps
+// every page).
+template <class R>
+__device__ __forceinline__ bool gauss_pair(int k, double beta, double t, double& ln_m, double& ratio, const R& red) {
+    if (k > 0) {
+        gauss_mk_pair(k, t, ln_m, ratio);
+        return true;
     }
-    return a * mu - sy * t;
+#if GAUSS_GENERIC
+    return gb_moment_pair(beta, t, ln_m, ratio, red);
+#else
+    // Closed-form modules leave the quadrature out: it more than doubles gauss_count's and
+    // gauss_mix's code, and their time at 32K is mostly cold instruction fetch (H100: 5 µs
+    // more per step with it compiled in). The host never plans kint = 0 on such a module.
+    (void)beta;
+    (void)red;
+    ln_m = ratio = __longlong_as_double(0x7ff8000000000000LL);
+    return false;
+#endif
+}
+
+// τ̂ (kernel space) for N(mu, sigma²) over n tokens (gauss_tau_newton), by a whole warp (every
+// lane gets the same bits; the closed forms are evaluated redundantly by each lane); NaN when a
+// generic-β moment fails.
+__device__ double gauss_tau_hat(double mu, double sigma, double n, const GaussParams& p, int lane) {
+    const int k = p.kint;
+    const double beta = p.beta;
+    const GbWarp red = {lane};
+    // ln Γ(β + 1) of the starting point's tail bound
+    const double lng = k == 3 ? 1.79175946922805500081
+                              : (k == 2 ? 0.69314718055994530942 : (k == 1 ? 0.0 : lgamma(beta + 1.0)));
+    return gauss_tau_newton(mu, sigma, n, p.a, beta, lng, [&](double t, double& lm, double& r) {
+        return gauss_pair(k, beta, t, lm, r, red);
+    });
 }
 
 __device__ double gauss_block_max(double v) {
@@ -386,17 +408,30 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
                          double q_pos, double spread, double tau, double& h, double& h1) {
     __shared__ LogSum red[BLOCK / 32];
     const int k = p.kint;
+    const double beta = p.beta;
     const double ln_c = log((double)p.page_size);
+    const double lng = k > 0 ? 0.0 : lgamma(beta + 1.0);
+    const double LN_PHI0 = -0.91893853320467274178;
     LogSum acc = {gauss_ninf(), 0.0, 0.0};
-    for (int i = threadIdx.x; i < closed; i += BLOCK) {
+    bool fail = false;
+    for (int j = threadIdx.x; j < closed; j += BLOCK) {
+        // Quadrature: newest pages first (the largest ALiBi bias), so that the running maximum
+        // is set early and the skip below drops the old pages deep in the tail.
+        const int i = k > 0 ? j : closed - 1 - j;
         const double m = (double)mu[i] + page_bias(p, slope, i, q_pos);
         const double s = sqrt((double)var[i]);
         const double sig = sqrt(s * s + spread);
         const double sy = fmax(p.a * fmax(sig, 1e-6), 1e-10);  // tau/gaussian.rs Model::sigma_y
         const double t = (p.a * m - tau) / sy;
+        const double base = ln_c + beta * log(sy);
+        // Quadrature is costly: skip a page provably below e^{−60} of this thread's running
+        // maximum (so of the sum), as the CPU's Model::add does, by J_β(s) ≤ Γ(β+1)/s^{β+1}.
+        if (k == 0 && t < -2.0 &&
+            base + LN_PHI0 - 0.5 * t * t + lng - (beta + 1.0) * log(-t) < acc.m - 60.0)
+            continue;
         double ln_mk, ratio;
-        gauss_mk_pair(k, t, ln_mk, ratio);
-        logsum_add(acc, ln_c + (double)k * log(sy) + ln_mk, -(double)k * ratio / sy);
+        fail |= !gauss_pair(k, beta, t, ln_mk, ratio, GbSerial());
+        if (!fail) logsum_add(acc, base + ln_mk, -beta * ratio / sy);
     }
     for (int off = 16; off > 0; off >>= 1) {
         LogSum o;
@@ -416,7 +451,11 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
     __syncthreads();
     LogSum r = red[0];
     for (int w = 1; w < BLOCK / 32; ++w) logsum_merge(r, red[w]);
-    __syncthreads();
+    // A failed generic-β moment makes F unusable: NaN, which ends the solve with no τ̂.
+    if (__syncthreads_or(fail)) {
+        h = h1 = __longlong_as_double(0x7ff8000000000000LL);
+        return;
+    }
     h = r.m + log(r.s0);
     h1 = r.s1 / r.s0;
 }
@@ -481,7 +520,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
     double h, h1, step = r0;
     double lo = cmax - step, h_lo;
     mix_eval(p, mu, var, closed, slope, q_pos, spread, lo, h_lo, h1);
-    for (int tries = 0; !(h_lo >= 0.0) && tries < 1100 && isfinite(lo); ++tries) {
+    // NaN ends the expansion (the CPU's solve errors on it at once).
+    for (int tries = 0; !(h_lo >= 0.0) && !isnan(h_lo) && tries < 1100 && isfinite(lo); ++tries) {
         step = fmax(step, 4.0 * 2.220446049250313e-16 * fabs(lo));
         lo -= step;
         step *= 2.0;
@@ -490,7 +530,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
     step = r0;
     double hi = cmax + step, h_hi;
     mix_eval(p, mu, var, closed, slope, q_pos, spread, hi, h_hi, h1);
-    for (int tries = 0; !(h_hi <= 0.0) && tries < 1100 && isfinite(hi); ++tries) {
+    for (int tries = 0; !(h_hi <= 0.0) && !isnan(h_hi) && tries < 1100 && isfinite(hi); ++tries) {
         step = fmax(step, 4.0 * 2.220446049250313e-16 * fabs(hi));
         hi += step;
         step *= 2.0;
@@ -565,27 +605,32 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
     }
     if (tid == 0) s_bad = 0;
     __syncthreads();
-    if (tid < p.tg) {
-        const double sm = s_sum[tid][0], sv = s_sum[tid][1], st = s_sum[tid][2], vm = s_sum[tid][3];
+    // Warp g: head g (tg ≤ 8 = BLOCK/32 warps); every lane of it computes the same values,
+    // lane 0 publishes them.
+    const int hg = tid >> 5, lane = tid & 31;
+    if (hg < p.tg) {
+        const double sm = s_sum[hg][0], sv = s_sum[hg][1], st = s_sum[hg][2], vm = s_sum[hg][3];
         if (!isfinite(sm) || !isfinite(sv)) {
-            s_bad = 1;
+            if (lane == 0) s_bad = 1;
         } else {
             const double mu_g = sm / n;
             const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
             // ALiBi heads with a slope: the page mixture's τ̂ (gauss_mix); NaN there (no
             // bracket: statistics beyond f64) keeps every page, as non-finite sums do.
-            const bool mix = head_slope(p, t.h0 + tid) != 0.0;
-            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + tid]
-                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p.a, p.kint);
-            if (!isfinite(th)) s_bad = 1;
+            const bool mix = head_slope(p, t.h0 + hg) != 0.0;
+            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + hg]
+                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p, lane);
             const bool low = sigma_g < 1.5;
             const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
             const double d_sigma = smz * sigma_g;
             const double typical = st / n;
             const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
-            s_tau[tid] = th;
-            s_floor[tid] = th - p.a * fmax(d_sigma, d_tau);
-            s_z[tid] = low ? p.zp_low : p.zp_high;
+            if (lane == 0) {
+                if (!isfinite(th)) s_bad = 1;
+                s_tau[hg] = th;
+                s_floor[hg] = th - p.a * fmax(d_sigma, d_tau);
+                s_z[hg] = low ? p.zp_low : p.zp_high;
+            }
         }
     }
     __syncthreads();
