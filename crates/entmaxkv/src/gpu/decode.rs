@@ -672,7 +672,9 @@ impl GpuDecoder {
             nch: nch as i32,
             ppc_max: ppc_max as i32,
             cap: cap as i32,
-            small_support: SMALL_SUPPORT as i32,
+            // `ENTMAXKV_SMALL_SUPPORT` overrides it for experiments (0: V always by
+            // attn_entmax_values, over the chunks).
+            small_support: knob("ENTMAXKV_SMALL_SUPPORT", SMALL_SUPPORT).min(SMALL_SUPPORT) as i32,
             has_alibi: slopes.is_some() as i32,
             sketch_bits: ccfg.sketch_bits as i32,
             sketch_row_bytes: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
