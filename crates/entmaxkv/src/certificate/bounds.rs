@@ -1625,7 +1625,7 @@ mod tests {
                         hi[c] = if c % 11 == 3 { lo[c] } else { a.max(b) };
                         w[c] = if c % 13 == 5 { 0.0 } else { rng.sym() * 0.3 };
                     }
-                    if rep == 5 && case % 2 == 0 {
+                    if rep == 5 && case.is_multiple_of(2) {
                         hi[d / 2] = f32::INFINITY;
                     }
                     let slope = if rep % 2 == 1 {
