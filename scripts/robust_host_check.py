@@ -13,7 +13,15 @@ without a GPU:
    once with ENTMAXKV_NO_AVX512=1 (AVX2/portable);
 2. scripts/robust_host.cpp (the same .cuh text NVRTC compiles, built as host C++ with
    -ffp-contract=off, the 8-lane combination of robust.cu replayed on arrays) recomputes
-   them and compares every bit. Exit status 0 iff every case matches.
+   them and compares every bit;
+3. `robust_selection_reference_dump` (selection/gaussian/robust.rs) writes 100+ tasks of the
+   CPU's robust selection (Iid, structured and adversarial keys; GQA groups 1, 2, 4; head
+   dims 64, 128, 40; page sizes 16, 32; sketch widths 0, 2, 3, 4, 8; α 1.5, 2, 4/3, 1.7;
+   ALiBi; sink pages 0-2) with its inputs and τ̂, and `robust_host sel` replays the device
+   kernels' control flow (rob_box, rob_tok1, rob_solve1, rob_tok2, rob_solve2, rob_pack:
+   the same decisions, the shared robust_bound.cuh arithmetic and solver) on them: kept pages
+   must be equal and T within 1e-12.
+Exit status 0 iff every case matches.
 """
 import argparse
 import os
@@ -48,6 +56,16 @@ def main():
             if r.returncode != 0:
                 print(r.stderr[-4000:])
                 status = 1
+        ref = pathlib.Path(tmp) / "sel.txt"
+        subprocess.run(["cargo", "test", "--release", "-q", "-p", "entmaxkv", "--lib",
+                        "robust_selection_reference_dump", "--", "--ignored"],
+                       cwd=ROOT, env=dict(env, ENTMAXKV_ROBUST_SEL_REF=str(ref)), check=True,
+                       stdout=subprocess.DEVNULL)
+        r = subprocess.run([str(exe), "sel", str(ref)], capture_output=True, text=True)
+        print(f"selection: {r.stdout.strip()}")
+        if r.returncode != 0:
+            print(r.stderr[-4000:])
+            status = 1
     return status
 
 

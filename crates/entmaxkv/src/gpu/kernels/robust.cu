@@ -101,14 +101,7 @@ __device__ __forceinline__ double rb_slope(const RobustParams& p, int h) {
 }
 
 // x^(β−1) for x > 0.
-__device__ __forceinline__ double rb_pow_bm1(const RobustParams& p, double x) {
-    switch (p.kint) {
-        case 1: return 1.0;
-        case 2: return x;
-        case 3: return x * x;
-        default: return pow(x, p.beta - 1.0);
-    }
-}
+__device__ __forceinline__ double rb_pow_bm1(const RobustParams& p, double x) { return rb_pow_bm1_k(p.kint, p.beta, x); }
 
 // One unit's page bound (8 lanes: `sub` = lane & 7, `gm` the lanes' mask): the lanes' sums
 // combined in the CPU's order, so every lane of the unit returns the same bits; with
@@ -307,12 +300,11 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
             n += total;
         }
         __syncthreads();
-        // Σ [z − τ]_+^β = 1 with z = a·l: safeguarded Newton on [a·M − 1, a·M] (the sum is
-        // ≥ 1 at the left end, 0 at the right), fixed-order block sums.
-        const double aM = p.a * Md;
-        double lo = aM - 1.0, hi = aM, tau = lo;
-        for (int it = 0; it < 200; ++it) {
-            double f = 0.0, df = 0.0, z = 0.0;
+        // Σ [z − τ]_+^β = 1 with z = a·l (robust_bound.cuh), fixed-order block sums.
+        const auto ev = [&](double tau, double& f, double& df) {
+            double z = 0.0;
+            f = 0.0;
+            df = 0.0;
             for (int k = tid; k < n; k += BLOCK) {
                 const double x = p.a * (double)cand[k] - tau;
                 if (x > 0.0) {
@@ -322,16 +314,8 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
                 }
             }
             block_sum3<BLOCK>(f, df, z);
-            f -= 1.0;
-            if (f == 0.0) break;
-            if (f > 0.0) lo = tau;
-            else hi = tau;
-            double nt = tau + f / (p.beta * df);
-            if (!(nt > lo && nt < hi)) nt = 0.5 * (lo + hi);
-            const bool done = fabs(nt - tau) <= 1e-15 * fmax(1.0, fabs(tau)) || !(hi > lo);
-            tau = nt;
-            if (done) break;
-        }
+        };
+        const double tau = rb_entmax_solve(p.a * Md, p.beta, ev);
         tlb = tau;
     }
     if (tid == 0) {

@@ -248,3 +248,37 @@ RB_FN int rb_sketch_dot(const unsigned char* row, int bits, const short* qw, int
     }
     return s;
 }
+
+// τ with Σ_k [z_k − τ]_+^β = 1 (z_k = a·l_k, the lower ends within 1/a of the largest, aM =
+// a·max l): safeguarded Newton from the left end of [aM − 1, aM] (the sum is ≥ 1 there and
+// 0 at the right end). `ev(τ, f, df)` returns Σ [z − τ]_+^β and Σ [z − τ]_+^(β−1) (the
+// device: a fixed-order block reduction; every thread gets the same bits, so every thread
+// takes the same steps). Stops at a zero, when a step is below 1e-15·max(1, |τ|), or when
+// the bracket closes; 200 steps at most (bisection alone needs ~60).
+template <class EV> RB_FN double rb_entmax_solve(double aM, double beta, const EV& ev) {
+    double lo = aM - 1.0, hi = aM, tau = lo;
+    for (int it = 0; it < 200; ++it) {
+        double f, df;
+        ev(tau, f, df);
+        f -= 1.0;
+        if (f == 0.0) break;
+        if (f > 0.0) lo = tau;
+        else hi = tau;
+        double nt = tau + f / (beta * df);
+        if (!(nt > lo && nt < hi)) nt = 0.5 * (lo + hi);
+        const bool done = fabs(nt - tau) <= 1e-15 * fmax(1.0, fabs(tau)) || !(hi > lo);
+        tau = nt;
+        if (done) break;
+    }
+    return tau;
+}
+
+// x^(β−1) for x > 0: integer powers for β ∈ {1, 2, 3} (kint), else pow.
+RB_FN double rb_pow_bm1_k(int kint, double beta, double x) {
+    switch (kint) {
+        case 1: return 1.0;
+        case 2: return x;
+        case 3: return x * x;
+        default: return pow(x, beta - 1.0);
+    }
+}
