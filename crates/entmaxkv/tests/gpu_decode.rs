@@ -1078,7 +1078,8 @@ fn robust_method(sink_pages: usize) -> Method {
 /// The robust Gaussian criterion on the GPU against the CPU selector and pipeline (exact τ):
 /// α 1.5, 2, 4/3 (closed-form τ̂) and 1.7 (quadrature); f16 KV with GQA off, per-head and
 /// shared, with and without ALiBi (the mixture τ̂); lengths 1–16 (no closed page), at and
-/// around page boundaries, up to 4096; bf16 and f32 KV; sink pages 0–2.
+/// around page boundaries, up to 4096; bf16 and f32 KV (also α = 3: β < 1 in the τ_lb
+/// solve); sink pages 0–2.
 #[test]
 fn gaussian_robust_matches_cpu() {
     if common::gpu_or_skip("gaussian_robust_matches_cpu").is_none() {
@@ -1111,6 +1112,7 @@ fn gaussian_robust_matches_cpu() {
             (1.5, GqaMode::Shared, 0),
             (2.0, GqaMode::PerHead, 2),
             (1.7, GqaMode::Shared, 1),
+            (3.0, GqaMode::PerHead, 1),
         ] {
             seed += 1;
             let mut c = Case::new(kv, alpha, robust_method(sinks));

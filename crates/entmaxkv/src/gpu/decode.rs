@@ -13,6 +13,13 @@
 //!   ln M_β in standardised space, applies the original criterion's margins and counts its
 //!   kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
 //!   before; chunk 0 appends the last page and applies the τ clamp);
+//! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
+//!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
+//!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
+//!   head), `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
+//!   token intervals, bit for bit), `rob_solve1` (τ_lb of the pass-1 lower ends, the trust
+//!   test of τ̂, the threshold), `rob_tok2` (pass 2: the pages whose box still reaches it),
+//!   `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pack` (kept slots, last page last);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
@@ -222,9 +229,10 @@ impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
     /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box or
     /// sketch page scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
-    /// whole 4-byte words), and [`Method::Gaussian`] with the original criterion at
-    /// any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and at α = 1 (every page
-    /// kept, as on the CPU). Anything else is [`Error::Unsupported`].
+    /// whole 4-byte words), and [`Method::Gaussian`] with the original or the robust criterion
+    /// at any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and with the original
+    /// at α = 1 (every page kept, as on the CPU). Anything else (the robust criterion's
+    /// softmax mode at α = 1) is [`Error::Unsupported`].
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],

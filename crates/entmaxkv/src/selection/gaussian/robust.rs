@@ -1155,7 +1155,7 @@ mod tests {
                 .with_stats_dtype(sd)
                 .with_sketch_bits(bits);
             let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
-            let alpha = [1.5, 2.0, 4.0 / 3.0, 1.7][trial as usize % 4];
+            let alpha = [1.5, 2.0, 4.0 / 3.0, 1.7, 3.0][trial as usize % 5];
             let opts = GaussianOpts {
                 sink_pages: (trial % 3) as usize,
                 ..GaussianOpts::default().with_criterion(Criterion::Robust)
