@@ -246,7 +246,7 @@ static int sel_main(const char* path) {
             std::vector<float> cand;
             const double Md = (double)M;
             for (int i = 0; i < closed; ++i)
-                if (phase1 ? want[i] == 1 : want[i] != 0)
+                if ((phase1 ? want[i] == 1 : want[i] != 0) && a * ((double)lmax[(size_t)g * closed + i] - Md) > -1.0)
                     for (int k = 0; k < ps; ++k) {
                         const float l = lows[((size_t)g * closed + i) * ps + k];
                         if (a * ((double)l - Md) > -1.0) cand.push_back(l);

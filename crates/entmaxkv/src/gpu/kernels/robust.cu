@@ -287,7 +287,9 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
         for (int i0 = 0; i0 < t.closed; i0 += BLOCK) {
             const int i = i0 + tid;
             int cnt = 0;
-            const bool on = i < t.closed && (PHASE == 1 ? want[i] == 1 : want[i] != 0);
+            // A page whose largest lower end fails the test has no candidate (lows not read).
+            const bool on = i < t.closed && (PHASE == 1 ? want[i] == 1 : want[i] != 0) &&
+                            p.a * ((double)lm[i] - Md) > -1.0;
             if (on)
                 for (int k = 0; k < ps; ++k) cnt += p.a * ((double)lows[(size_t)i * ps + k] - Md) > -1.0;
             int total;

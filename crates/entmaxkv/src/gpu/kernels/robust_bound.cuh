@@ -231,6 +231,14 @@ RB_FN int rb_sketch_dot(const unsigned char* row, int bits, const short* qw, int
     int s = 0;
     if (bits == 8) {
         for (int c = 0; c < d; ++c) s += (int)qw[c] * (int)row[c];
+    } else if (bits == 4 && d % 8 == 0) {
+        // Whole 4-byte words (rows of d/2 bytes, a multiple of 4, 4-byte aligned): nibble k of
+        // word j is channel 8j + k (little-endian bytes, low nibble first). Exact in any order.
+        const unsigned int* w = reinterpret_cast<const unsigned int*>(row);
+        for (int j = 0; j < d / 8; ++j) {
+            const unsigned int x = w[j];
+            for (int k = 0; k < 8; ++k) s += (int)qw[8 * j + k] * (int)((x >> (4 * k)) & 15u);
+        }
     } else if (bits == 4) {
         for (int j = 0; j < d / 2; ++j) {
             const int byte = row[j];
