@@ -19,7 +19,8 @@ KDIR = pathlib.Path(__file__).resolve().parent.parent / "crates/entmaxkv/src/gpu
 
 
 # The decode module's sources, concatenated in this order as gpu/ctx.rs does.
-PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss_beta.cuh", "gauss.cu", "attn.cu", "cert.cu"]
+PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss_beta.cuh", "gauss.cu", "attn.cu", "cert.cu",
+         "robust_bound.cuh", "robust.cu"]
 
 
 def decode_source(kdir=KDIR):
@@ -59,8 +60,11 @@ def main():
     src = decode_source()
     # The last field: GAUSS_GENERIC (the quadrature τ̂ compiled in or not).
     configs = list(itertools.product([1, 0, 2], [1, 0], [64, 128], [1, 4, 8], [0, 1]))
+    # Head dims off the 16-multiple grid: the robust kernels' other combining orders
+    # (robust_bound.cuh: D % 16 != 0 and D % 8 != 0), and a GQA group of 3.
+    configs += [(1, 1, 40, 2, 1), (0, 0, 36, 1, 0), (2, 1, 64, 3, 1)]
     if a.quick:
-        configs = configs[:2]  # f16, D 64, one head: closed forms and quadrature
+        configs = configs[:2] + configs[-3:]  # f16, D 64, one head: closed forms and quadrature
     for kv, st, d, tg, gen in configs:
         unroll = 4 if tg > 1 else 8
         opts = ["--gpu-architecture=compute_90", "--std=c++17", f"-DKV_T={kv}", f"-DST_T={st}",

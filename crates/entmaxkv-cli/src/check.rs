@@ -30,7 +30,7 @@ pub struct CheckArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "dense-softmax,dense-entmax,topk,topk-full,topk-softmax,gaussian-exact,gaussian-corrected,certified"
+        default_value = "dense-softmax,dense-entmax,topk,topk-full,topk-softmax,gaussian-exact,gaussian-corrected,gaussian-robust,certified"
     )]
     pub methods: Vec<String>,
     #[arg(

@@ -17,11 +17,15 @@ fn every_kernel_module_compiles_for_sm90() {
                 (128, 8),
                 (80, 2),
                 (256, 1),
+                // D % 16 != 0: the robust kernels' other combining order (robust_bound.cuh).
+                (40, 2),
             ] {
                 configs.push((kv, stats, d, tg));
             }
         }
     }
+    // D % 8 != 0 (f32 rows only): the robust kernels' portable page-sum order.
+    configs.push((DType::F32, DType::F32, 36, 1));
     match entmaxkv::gpu::compile_check(&configs, (9, 0)) {
         Ok(sizes) => {
             assert_eq!(sizes.len(), 2 * configs.len() + 1);

@@ -44,6 +44,9 @@ struct Case {
     recent: usize,
     /// Top-k page scores (box, sketch, sketch mass).
     scoring: TopkScoring,
+    /// A coherent sink key (aligned with the group's first query head, score ≈ +12 above
+    /// the rest) planted at token 3 of every sequence of at least 4 tokens.
+    plant_sink: bool,
     seed: u64,
 }
 
@@ -68,6 +71,7 @@ impl Case {
             sinks: 0,
             recent: 0,
             scoring: TopkScoring::Box,
+            plant_sink: false,
             seed: 1,
         }
     }
@@ -90,6 +94,24 @@ fn build(c: &Case) -> Built {
             let first: Vec<f32> = k[..hd].to_vec();
             for row in k.chunks_mut(hd) {
                 row.copy_from_slice(&first);
+            }
+        }
+    }
+    if c.plant_sink {
+        let (hd, group) = (c.hkv * c.d, c.heads / c.hkv);
+        let scale = 1.0 / (c.d as f32).sqrt();
+        for (b, k) in prob.k.iter_mut().enumerate() {
+            if k.len() < 4 * hd {
+                continue;
+            }
+            for j in 0..c.hkv {
+                let q = &prob.q[(b * c.heads + j * group) * c.d..][..c.d];
+                let n = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                // scale·(λ q̂)·q = 12 for the group's first head.
+                let lam = 12.0 / (scale * n);
+                for (x, &qv) in k[3 * hd + j * c.d..][..c.d].iter_mut().zip(q) {
+                    *x = lam * qv / n;
+                }
             }
         }
     }
@@ -225,7 +247,11 @@ fn check(c: &Case) -> (f64, f64) {
     }
 
     if let Method::Gaussian(opts) = &c.method {
-        check_gaussian(c, &bt, &gd, &dev, &rep, opts, &mut skip);
+        if opts.criterion == Criterion::Robust {
+            check_robust(c, &bt, &gd, &dev, &rep, opts, &mut skip);
+        } else {
+            check_gaussian(c, &bt, &gd, &dev, &rep, opts, &mut skip);
+        }
     }
     if c.method == Method::Certified {
         for (i, (g, r)) in rep.heads.iter().zip(&cpu_rep.heads).enumerate() {
@@ -439,6 +465,117 @@ fn check_gaussian(
     }
 }
 
+/// Robust Gaussian selection: the GPU keeps the CPU selector's pages (its page and token
+/// bounds are the CPU's bit for bit, kernels/robust_bound.cuh), except a page whose final
+/// bound a·u_p sits within 1e-5 (relative) of the threshold T of some head: T is τ̂ where
+/// τ̂ passed its test, and the device's τ̂ comes from f32 page moments summed in another
+/// order (~1e-7 relative, as for the original criterion), τ_lb from another solver (a few
+/// ulps); such heads are not compared further. The last page last; T (reported as τ̂)
+/// within 1e-5 relative.
+#[allow(clippy::too_many_arguments)]
+fn check_robust(
+    c: &Case,
+    bt: &Built,
+    gd: &GpuDecoder,
+    dev: &DeviceKvCache,
+    rep: &entmaxkv::decode::StepReport,
+    opts: &GaussianOpts,
+    skip: &mut [bool],
+) {
+    let (d, h) = (c.d, c.heads);
+    let scale = bt.cfg.attention.scale_for(d);
+    let qs: Vec<f32> = bt.q.iter().map(|x| x * scale).collect();
+    let slopes: Vec<f32> = (0..h).map(|i| bt.cfg.attention.slope(i)).collect();
+    let group = h / c.hkv;
+    let a = c.alpha - 1.0;
+    let (_, tasks) = gd.grid();
+    for task in 0..tasks {
+        let (bi, h0, tg) = gd.task_heads(task);
+        let ctx = SelectionContext {
+            cache: &bt.host,
+            seq: bt.host.seq(bt.ids[bi]).unwrap(),
+            kv_head: h0 / group,
+            q_scaled: &qs[(bi * h + h0) * d..(bi * h + h0 + tg) * d],
+            slopes: &slopes[h0..h0 + tg],
+            alpha: c.alpha,
+        };
+        let mut scratch = SelectScratch::new(8192, d);
+        let mut sel = Selection::default();
+        gaussian::select(&ctx, opts, &mut scratch, &mut sel).unwrap();
+        let cpu_set: BTreeSet<u32> = sel.pages.iter().map(|p| p.start / c.ps as u32).collect();
+        let gpu_list = gd.kept_slots(dev, task).unwrap();
+        let gpu_set: BTreeSet<u32> = gpu_list.iter().copied().collect();
+        assert_eq!(gpu_list.len(), gpu_set.len(), "{c:?}: duplicate slots");
+        assert!(
+            gpu_list.windows(2).all(|w| w[0] < w[1]),
+            "{c:?}: task {task} slots not ascending"
+        );
+        let closed = ctx.seq.pages.len() - 1;
+        assert_eq!(
+            *gpu_list.last().unwrap() as usize,
+            closed,
+            "{c:?}: the last page must be the last entry (task {task})"
+        );
+        for s in 0..opts.sink_pages.min(closed) {
+            assert!(
+                gpu_set.contains(&(s as u32)),
+                "{c:?}: task {task}: sink page {s} dropped"
+            );
+        }
+        if c.plant_sink && closed > 0 && !c.alibi && h0 % group == 0 {
+            // The planted sink (token 3, page 0) carries most of the mass of the group's
+            // first head (the one it is aligned with; ALiBi would bury it at these lengths):
+            // kept on both sides without relying on sink_pages.
+            assert!(
+                cpu_set.contains(&0) && gpu_set.contains(&0),
+                "{c:?}: task {task}: the planted sink's page dropped (cpu {}, gpu {})",
+                cpu_set.contains(&0),
+                gpu_set.contains(&0)
+            );
+        }
+        if cpu_set != gpu_set {
+            // `scratch.mu` holds the CPU's final page bounds, `sel.tau_hat` its thresholds T.
+            for &slot in cpu_set.symmetric_difference(&gpu_set) {
+                let i = slot as usize;
+                let mut nearest = f64::INFINITY;
+                for hg in 0..tg {
+                    let t = sel.tau_hat[hg];
+                    let gap = (a * scratch.mu[hg * closed + i] - t).abs() / t.abs().max(1.0);
+                    nearest = nearest.min(gap);
+                }
+                assert!(
+                    nearest <= 1e-5,
+                    "{c:?}: task {task} page {slot} kept by one side only, {nearest:.2e} from T \
+                     (cpu {} pages, gpu {})",
+                    cpu_set.len(),
+                    gpu_set.len()
+                );
+            }
+            for g in 0..tg {
+                skip[bi * h + h0 + g] = true;
+            }
+        }
+        for g in 0..tg {
+            let i = bi * h + h0 + g;
+            assert_eq!(
+                rep.heads[i].pages_kept as usize,
+                gpu_set.len(),
+                "{c:?}: report pages_kept"
+            );
+            let (gt, ct) = (rep.heads[i].tau_hat, sel.tau_hat[g]);
+            if ct.is_nan() {
+                assert!(gt.is_nan(), "{c:?}: head {i}: T gpu {gt}, cpu NaN");
+            } else if !skip[i] {
+                let e = (gt - ct).abs() / ct.abs().max(1.0);
+                assert!(
+                    e <= 1e-5,
+                    "{c:?}: head {i}: T gpu {gt} cpu {ct} (rel {e:.2e})"
+                );
+            }
+        }
+    }
+}
+
 fn methods() -> Vec<Method> {
     vec![
         Method::Dense,
@@ -637,19 +774,17 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
     let c = Case::new(DType::F16, 1.5, Method::Dense);
     let bt = build(&c);
     let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
+    // The robust criterion plans at any α > 1 (closed-form or quadrature τ̂); its softmax
+    // mode (α = 1) stays CPU-only.
     let robust = Method::Gaussian(GaussianOpts::default().with_criterion(Criterion::Robust));
-    let gauss = DecodeConfig::new(bt.cfg.attention.clone(), robust);
-    assert!(matches!(
-        GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, gauss),
-        Err(Error::Unsupported { .. })
-    ));
-    // Gaussian at an α without closed-form moments (β = 1/(α − 1) not an integer): planned
-    // with the original criterion (quadrature), still unsupported with the robust one.
+    let gauss = DecodeConfig::new(bt.cfg.attention.clone(), robust.clone());
+    assert!(GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, gauss).is_ok());
     let dflt = Method::Gaussian(GaussianOpts::default());
     let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.7), dflt);
     assert!(GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg).is_ok());
-    let robust = Method::Gaussian(GaussianOpts::default().with_criterion(Criterion::Robust));
-    let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.7), robust);
+    let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.7), robust.clone());
+    assert!(GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg).is_ok());
+    let cfg = DecodeConfig::new(AttentionParams::new(c.heads, 1.0), robust);
     assert!(matches!(
         GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, cfg),
         Err(Error::Unsupported { .. })
@@ -930,5 +1065,153 @@ fn topk_sketch_scores_match_cpu() {
             c.seed = seed;
             check(&c);
         }
+    }
+}
+
+fn robust_method(sink_pages: usize) -> Method {
+    Method::Gaussian(GaussianOpts {
+        sink_pages,
+        ..GaussianOpts::default().with_criterion(Criterion::Robust)
+    })
+}
+
+/// The robust Gaussian criterion on the GPU against the CPU selector and pipeline (exact τ):
+/// α 1.5, 2, 4/3 (closed-form τ̂) and 1.7 (quadrature); f16 KV with GQA off, per-head and
+/// shared, with and without ALiBi (the mixture τ̂); lengths 1–16 (no closed page), at and
+/// around page boundaries, up to 4096; bf16 and f32 KV (also α = 3: β < 1 in the τ_lb
+/// solve); sink pages 0–2.
+#[test]
+fn gaussian_robust_matches_cpu() {
+    if common::gpu_or_skip("gaussian_robust_matches_cpu").is_none() {
+        return;
+    }
+    let mut worst = (0.0f64, 0.0f64);
+    let mut seed = 1100;
+    for alpha in [1.5, 2.0, 4.0 / 3.0, 1.7] {
+        for (hkv, heads, gqa, alibi) in [
+            (2, 2, GqaMode::PerHead, false),
+            (2, 8, GqaMode::PerHead, false),
+            (2, 8, GqaMode::Shared, false),
+            (2, 8, GqaMode::PerHead, true),
+            (2, 8, GqaMode::Shared, true),
+        ] {
+            seed += 1;
+            let mut c = Case::new(DType::F16, alpha, robust_method(1));
+            c.hkv = hkv;
+            c.heads = heads;
+            c.gqa = gqa;
+            c.alibi = alibi;
+            c.lens = vec![1, 5, 16, 17, 32, 48, 300, 1000, 4096];
+            c.seed = seed;
+            let w = check(&c);
+            worst = (worst.0.max(w.0), worst.1.max(w.1));
+        }
+    }
+    for kv in [DType::Bf16, DType::F32] {
+        for (alpha, gqa, sinks) in [
+            (1.5, GqaMode::Shared, 0),
+            (2.0, GqaMode::PerHead, 2),
+            (1.7, GqaMode::Shared, 1),
+            (3.0, GqaMode::PerHead, 1),
+        ] {
+            seed += 1;
+            let mut c = Case::new(kv, alpha, robust_method(sinks));
+            c.hkv = 2;
+            c.heads = 4;
+            c.gqa = gqa;
+            c.lens = vec![3, 16, 33, 640, 2500];
+            c.seed = seed;
+            let w = check(&c);
+            worst = (worst.0.max(w.0), worst.1.max(w.1));
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "gaussian robust: worst output rel {:.2e}, worst tau rel {:.2e}",
+        worst.0,
+        worst.1
+    );
+}
+
+/// Robust selection where it matters: structured keys with a planted coherent sink on the
+/// first page and sink_pages = 0 (the page must be kept by its bounds alone), GQA with
+/// ALiBi; other sketch widths (0: box-only token intervals, 2, 8), head dim 128, statistics
+/// in f32, page size 32; the fixed and corrected τ modes (T as τ̂).
+#[test]
+fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
+    if common::gpu_or_skip("gaussian_robust_sink_sketch_widths_and_tau_modes").is_none() {
+        return;
+    }
+    use entmaxkv::attention::cpu::TauMode;
+    let mut seed = 1200;
+    for (alpha, gqa, alibi) in [
+        (1.5, GqaMode::PerHead, false),
+        (2.0, GqaMode::Shared, true),
+        (4.0 / 3.0, GqaMode::Shared, false),
+        (1.7, GqaMode::PerHead, true),
+    ] {
+        seed += 1;
+        let mut c = Case::new(DType::F16, alpha, robust_method(0));
+        c.hkv = 2;
+        c.heads = 8;
+        c.gqa = gqa;
+        c.alibi = alibi;
+        c.workload = Workload::Structured;
+        c.plant_sink = true;
+        c.lens = vec![20, 700, 3000];
+        c.seed = seed;
+        check(&c);
+    }
+    for bits in [0u32, 2, 8] {
+        seed += 1;
+        let mut c = Case::new(DType::F16, 1.5, robust_method(1));
+        c.bits = bits;
+        c.heads = 4;
+        c.lens = vec![17, 500, 2000];
+        c.seed = seed;
+        check(&c);
+    }
+    seed += 1;
+    let mut c = Case::new(DType::F16, 2.0, robust_method(1));
+    c.d = 128;
+    c.stats = StatsDType::F32;
+    c.ps = 32;
+    c.workload = Workload::Structured;
+    c.lens = vec![31, 32, 33, 1500];
+    c.seed = seed;
+    check(&c);
+    for (mode, alpha, gqa) in [
+        (TauMode::Fixed, 1.5, GqaMode::PerHead),
+        (TauMode::Corrected(2), 2.0, GqaMode::Shared),
+        (TauMode::Corrected(1), 1.7, GqaMode::PerHead),
+    ] {
+        seed += 1;
+        let mut c = Case::new(DType::F16, alpha, robust_method(1));
+        c.heads = 8;
+        c.gqa = gqa;
+        c.tau_mode = mode;
+        c.lens = vec![1, 16, 17, 300, 2000];
+        c.seed = seed;
+        check(&c);
+    }
+}
+
+/// Robust selection on long contexts (33K–70K tokens: two to four thousand closed pages per
+/// task, several pack rounds), with and without ALiBi, and a batch mixing them with a
+/// short sequence.
+#[test]
+fn gaussian_robust_long_contexts() {
+    if common::gpu_or_skip("gaussian_robust_long_contexts").is_none() {
+        return;
+    }
+    for (alpha, alibi, gqa) in [(1.5, false, GqaMode::PerHead), (2.0, true, GqaMode::Shared)] {
+        let mut c = Case::new(DType::F16, alpha, robust_method(1));
+        c.hkv = 2;
+        c.heads = 4;
+        c.gqa = gqa;
+        c.alibi = alibi;
+        c.lens = vec![70_000, 33_000, 40];
+        c.seed = 1300 + alibi as u64;
+        check(&c);
     }
 }

@@ -255,6 +255,18 @@ impl PageBound {
     }
 }
 
+/// The constants [`PageRows`] derives for head dim `d` and sketch width `bits`, as the GPU
+/// port of the bounds takes them (`kernels/robust_bound.cuh`): `(γ, L as f64, q_max,
+/// fl(1/q_max), fl(1/L))`, each computed by the same expression as here.
+pub(crate) fn device_consts(d: usize, bits: u32) -> (f64, f64, f32, f32, f32) {
+    let n = (d + 2) as f64;
+    let gam = n * U / (1.0 - n * U);
+    let lv = sketch::levels(bits).max(1) as f64;
+    let qmax = q_max(d, bits);
+    let inv_levels = 1.0 / sketch::levels(bits).max(1) as f32;
+    (gam, lv, qmax, 1.0 / qmax, inv_levels)
+}
+
 /// Largest quantised weight for head dim `d` and `bits`: `|Σ q_c·code_c| < 2³¹` always.
 #[inline]
 fn q_max(d: usize, bits: u32) -> f32 {
@@ -1578,6 +1590,109 @@ pub(crate) fn alibi_max(slope: f32, first: usize, last: usize, q_pos: f64) -> f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reference page and token bounds for `scripts/robust_host_check.py` (the GPU port in
+    /// `gpu/kernels/robust_bound.cuh` compiled as host C++): with `ENTMAXKV_ROBUST_REF` set,
+    /// writes, per case, the inputs (D, bits, rows, query, slope, position offset, sketch
+    /// bytes) and the CPU's outputs (box ends, quantised weights, every token's f32 upper end
+    /// and f64 lower end) as hex bits, one case per line. Ignored: a dump, not a check.
+    #[test]
+    #[ignore]
+    fn robust_device_reference_dump() {
+        use std::fmt::Write as _;
+        let Ok(path) = std::env::var("ENTMAXKV_ROBUST_REF") else {
+            return;
+        };
+        let mut rng = Rng(0x5eed);
+        let mut out = String::new();
+        let fast = has_avx512();
+        let ps = 16usize;
+        let mut case = 0usize;
+        for &d in &[64usize, 128, 40, 36, 256, 8] {
+            for &bits in &[0u32, 1, 2, 3, 4, 5, 7, 8] {
+                for rep in 0..6 {
+                    case += 1;
+                    // Magnitudes from tiny to large; some channels with hi == lo, a zero
+                    // query channel, and (rep 5) a non-finite row.
+                    let mag = [1e-3f32, 0.1, 1.0, 10.0, 300.0, 1.0][rep];
+                    let mut lo = vec![0f32; d];
+                    let mut hi = vec![0f32; d];
+                    let mut w = vec![0f32; d];
+                    for c in 0..d {
+                        let a = rng.sym() * mag;
+                        let b = rng.sym() * mag;
+                        lo[c] = a.min(b);
+                        hi[c] = if c % 11 == 3 { lo[c] } else { a.max(b) };
+                        w[c] = if c % 13 == 5 { 0.0 } else { rng.sym() * 0.3 };
+                    }
+                    if rep == 5 && case.is_multiple_of(2) {
+                        hi[d / 2] = f32::INFINITY;
+                    }
+                    let slope = if rep % 2 == 1 {
+                        -0.0625f32 * rng.next() as f32
+                    } else {
+                        0.0
+                    };
+                    let s0 = -((rng.next() * 5000.0).floor() * ps as f64);
+                    let rb = sketch::row_bytes(d, bits);
+                    let sk: Vec<u8> = (0..ps * rb.max(1))
+                        .map(|_| (rng.next() * 256.0) as u8)
+                        .collect();
+                    let mut rows = PageRows::new(d);
+                    rows.set(&lo, &hi, bits);
+                    let mut q = vec![0i16; d];
+                    let pb = page_bound(&w, &rows, true, &mut q);
+                    let mut sdot = vec![0i32; ps];
+                    let mut codes = vec![0u8; d];
+                    let mut up = vec![0f32; ps];
+                    let mut lw = vec![0f64; ps];
+                    let sk_use = if bits > 0 { &sk[..ps * rb] } else { &[][..] };
+                    tokens_from(
+                        fast,
+                        &pb,
+                        &q,
+                        sk_use,
+                        rb,
+                        bits,
+                        slope as f64,
+                        s0,
+                        &mut sdot,
+                        &mut codes,
+                        &mut up,
+                        &mut lw,
+                    );
+                    let hx = |v: &[f32]| {
+                        v.iter()
+                            .map(|x| format!("{:08x}", x.to_bits()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    let _ = write!(
+                        out,
+                        "{d} {bits} {ps} {:08x} {:016x} ",
+                        slope.to_bits(),
+                        s0.to_bits()
+                    );
+                    let _ = write!(out, "{} {} {} ", hx(&lo), hx(&hi), hx(&w));
+                    let skh: String = sk.iter().map(|b| format!("{b:02x}")).collect();
+                    let _ = write!(out, "{skh} ");
+                    let _ = write!(
+                        out,
+                        "{:016x} {:016x} ",
+                        pb.box_lo.to_bits(),
+                        pb.box_hi.to_bits()
+                    );
+                    let qh: Vec<String> = q.iter().map(|x| format!("{:04x}", *x as u16)).collect();
+                    let _ = write!(out, "{} {} ", qh.join(","), hx(&up));
+                    let lh: Vec<String> =
+                        lw.iter().map(|x| format!("{:016x}", x.to_bits())).collect();
+                    let _ = writeln!(out, "{}", lh.join(","));
+                }
+            }
+        }
+        std::fs::write(&path, out).unwrap();
+        eprintln!("robust_device_reference_dump: {case} cases into {path} (avx512 {fast})");
+    }
 
     struct Rng(u64);
     impl Rng {

@@ -443,6 +443,8 @@ const GAUSS_BETA_SRC: &str = include_str!("kernels/gauss_beta.cuh");
 const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
 const CERT_SRC: &str = include_str!("kernels/cert.cu");
+const ROBUST_BOUND_SRC: &str = include_str!("kernels/robust_bound.cuh");
+const ROBUST_SRC: &str = include_str!("kernels/robust.cu");
 const PROBE_SRC: &str = include_str!("kernels/probe.cu");
 
 /// Which compiled module: the decode kernels are specialised on the element types, the
@@ -495,6 +497,12 @@ impl ModuleKey {
                 "attn_softmax",
                 "cert_bounds",
                 "cert_exact",
+                "rob_box",
+                "rob_tok1",
+                "rob_tok2",
+                "rob_solve1",
+                "rob_solve2",
+                "rob_pack",
             ],
             ModuleKey::Probe => &["probe_read", "probe_copy", "probe_fill"],
         }
@@ -539,11 +547,15 @@ impl ModuleKey {
                     std::mem::size_of::<super::params::GaussParams>()
                 ));
                 opts.push(format!(
+                    "-DEXPECT_ROBUST_SIZE={}",
+                    std::mem::size_of::<super::params::RobustParams>()
+                ));
+                opts.push(format!(
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
                 format!(
-                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n"
+                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n{ROBUST_BOUND_SRC}\n{ROBUST_SRC}\n"
                 )
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),

@@ -13,6 +13,13 @@
 //!   ln M_β in standardised space, applies the original criterion's margins and counts its
 //!   kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
 //!   before; chunk 0 appends the last page and applies the τ clamp);
+//! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
+//!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
+//!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
+//!   head), `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
+//!   token intervals, bit for bit), `rob_solve1` (τ_lb of the pass-1 lower ends, the trust
+//!   test of τ̂, the threshold), `rob_tok2` (pass 2: the pages whose box still reaches it),
+//!   `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pack` (kept slots, last page last);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
@@ -39,7 +46,7 @@
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
 use super::ctx::{launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
-use super::params::{AttnParams, GaussParams, TopkParams};
+use super::params::{AttnParams, GaussParams, RobustParams, TopkParams};
 use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
@@ -95,6 +102,17 @@ struct GaussPlan {
     scratch: Vec<DevBuf<u8>>,
 }
 
+/// The robust Gaussian criterion's kernels (`kernels/robust.cu`) and their workspaces; the
+/// moments, τ̂ and the kept lists are the Gaussian plan's.
+struct RobustPlan {
+    params: RobustParams,
+    /// Units grid (x) of rob_box / rob_tok*: `(max_pages · tg) / 32` CTAs per task.
+    grid_x: u32,
+    /// `[tasks]` pages bounded per token in the last step (bytes report).
+    bounded: DevBuf<i32>,
+    bufs: Vec<DevBuf<u8>>,
+}
+
 /// Workspaces of the certified strategy (addresses of plan-owned `work` buffers, and the
 /// per-step results the report reads).
 struct CertPlan {
@@ -144,6 +162,7 @@ pub struct GpuDecoder {
     attn_cert: AttnParams,
     topk: Option<TopkPlan>,
     gauss: Option<GaussPlan>,
+    robust: Option<RobustPlan>,
     cert: Option<CertPlan>,
     _rows: DevBuf<i32>,
     q: DevBuf<f32>,
@@ -210,9 +229,10 @@ impl GpuDecoder {
     /// Plans steps over the sequences `seqs` of `cache` (batch entry b = `seqs[b]`), each up
     /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box or
     /// sketch page scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
-    /// whole 4-byte words), and [`Method::Gaussian`] with the original criterion at
-    /// any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and at α = 1 (every page
-    /// kept, as on the CPU). Anything else is [`Error::Unsupported`].
+    /// whole 4-byte words), and [`Method::Gaussian`] with the original or the robust criterion
+    /// at any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and with the original
+    /// at α = 1 (every page kept, as on the CPU). Anything else (the robust criterion's
+    /// softmax mode at α = 1) is [`Error::Unsupported`].
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],
@@ -260,11 +280,14 @@ impl GpuDecoder {
             Method::Gaussian(o) => {
                 o.validate(OP)?;
                 // Any α > 1: β ∈ {1, 2, 3} by closed forms, other β by quadrature
-                // (kernels/gauss_beta.cuh).
-                if o.criterion != Criterion::Original {
+                // (kernels/gauss_beta.cuh). The robust criterion adds kernels/robust.cu; its
+                // softmax mode (α = 1: a bound on the dropped mass) is CPU-only.
+                if o.criterion != Criterion::Original && cfg.attention.alpha == 1.0 {
                     return Err(Error::Unsupported {
                         op: OP,
-                        what: "the robust Gaussian criterion on the GPU is not implemented".into(),
+                        what: "the robust Gaussian criterion at alpha = 1 (its softmax mode) on \
+                               the GPU is not implemented"
+                            .into(),
                     });
                 }
                 gauss_opts = Some(o.clone());
@@ -568,6 +591,7 @@ impl GpuDecoder {
                     has_alibi: slopes.is_some() as i32,
                     within_page: o.alibi_within_page as i32,
                     kv_fast: (knob("ENTMAXKV_KV_FAST", 1) != 0 && n_part <= 65535) as i32,
+                    robust: (o.criterion == Criterion::Robust) as i32,
                 };
                 Some(GaussPlan {
                     params,
@@ -581,6 +605,76 @@ impl GpuDecoder {
                     scratch,
                 })
             }
+        };
+        let robust = match (&gauss, &gauss_opts) {
+            (Some(g), Some(o)) if o.criterion == Criterion::Robust => {
+                let stride = g.params.ws_stride as usize;
+                let bh = batch * heads;
+                let tok = bh * stride * ps;
+                let mut rbufs = Vec::new();
+                let mut ralloc = |bytes: usize| -> Result<u64> {
+                    // Zeroed once: every value a step reads is written earlier in that step.
+                    let b = gpu.zeros::<u8>(bytes.max(1))?;
+                    let p = b.ptr();
+                    rbufs.push(b);
+                    Ok(p)
+                };
+                let bounded = gpu.zeros::<i32>(tasks)?;
+                let (gam, lv, qmax, inv_qmax, inv_levels) =
+                    crate::certificate::bounds::device_consts(d, ccfg.sketch_bits);
+                let params = RobustParams {
+                    smin: bufs.stats[0].ptr(),
+                    smax: bufs.stats[1].ptr(),
+                    sketch: bufs.sketch.ptr(),
+                    block_tables: bufs.block_tables.ptr(),
+                    seq_lens: bufs.lens.ptr(),
+                    rows: rows_dev.ptr(),
+                    q: q.ptr(),
+                    slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
+                    tau_hat: g.tau_hat.ptr(),
+                    task_bad: g.params.task_bad,
+                    box_hi: ralloc(bh * stride * 8)?,
+                    best: ralloc(bh * stride * 8)?,
+                    lmax: ralloc(bh * stride * 4)?,
+                    mass: ralloc(bh * stride * 8)?,
+                    lows: ralloc(tok * 4)?,
+                    cand: ralloc(tok * 4)?,
+                    want: ralloc(tasks * stride * 4)?,
+                    thr: ralloc(bh * 8)?,
+                    trust: ralloc(bh * 4)?,
+                    lists: g.lists.ptr(),
+                    list_counts: g.counts.ptr(),
+                    bounded: bounded.ptr(),
+                    a: alpha - 1.0,
+                    beta: 1.0 / (alpha - 1.0),
+                    gam,
+                    lv,
+                    scale: cfg.attention.scale_for(d),
+                    inv_levels,
+                    qmax,
+                    inv_qmax,
+                    kint: g.params.kint,
+                    num_heads: heads as i32,
+                    num_kv_heads: hkv as i32,
+                    group: group as i32,
+                    tg: tg as i32,
+                    page_size: ps as i32,
+                    bt_stride: bufs.bt_stride as i32,
+                    list_stride: g.params.list_stride,
+                    ws_stride: stride as i32,
+                    sketch_bits: ccfg.sketch_bits as i32,
+                    sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
+                    sinks: o.sink_pages.min(i32::MAX as usize) as i32,
+                    has_alibi: slopes.is_some() as i32,
+                };
+                Some(RobustPlan {
+                    params,
+                    grid_x: (max_pages * tg).div_ceil(32) as u32,
+                    bounded,
+                    bufs: rbufs,
+                })
+            }
+            _ => None,
         };
         let (sel_lists, sel_counts, sel_stride) = match (&topk, &gauss) {
             (Some(t), _) => (t.lists.ptr(), t.counts.ptr(), t.params.list_stride),
@@ -723,6 +817,7 @@ impl GpuDecoder {
             attn_cert,
             topk,
             gauss,
+            robust,
             cert,
             _rows: rows_dev,
             q,
@@ -757,6 +852,9 @@ impl GpuDecoder {
                 .topk
                 .as_ref()
                 .map_or(0, |t| t.keys.bytes() + t.lists.bytes() + t.counts.bytes())
+            + self.robust.as_ref().map_or(0, |r| {
+                r.bounded.bytes() + r.bufs.iter().map(|b| b.bytes()).sum::<usize>()
+            })
             + self.gauss.as_ref().map_or(0, |g| {
                 g.mu.bytes()
                     + g.var.bytes()
@@ -857,6 +955,33 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &'static [&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            // Robust criterion: τ̂ (no counting in gauss_count), then the bound passes.
+            Stage::Selection if self.robust.is_some() => {
+                if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) {
+                    &[
+                        "gauss_moments",
+                        "gauss_mix",
+                        "gauss_count",
+                        "rob_box",
+                        "rob_tok1",
+                        "rob_solve1",
+                        "rob_tok2",
+                        "rob_solve2",
+                        "rob_pack",
+                    ]
+                } else {
+                    &[
+                        "gauss_moments",
+                        "gauss_count",
+                        "rob_box",
+                        "rob_tok1",
+                        "rob_solve1",
+                        "rob_tok2",
+                        "rob_solve2",
+                        "rob_pack",
+                    ]
+                }
+            }
             Stage::Selection if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) => {
                 &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"]
             }
@@ -932,6 +1057,17 @@ impl GpuDecoder {
                         let g = (t.params.nsel as u32, self.tasks as u32, 1);
                         launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
+                }
+                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_solve1" | "rob_solve2" | "rob_pack" => {
+                    let r = self.robust.as_ref().expect("robust plan");
+                    let g = match name {
+                        // One (page, head) unit per 8 lanes.
+                        "rob_box" | "rob_tok1" | "rob_tok2" => (r.grid_x, self.tasks as u32, 1),
+                        // One CTA per head of a task.
+                        "rob_solve1" | "rob_solve2" => (self.tg as u32, self.tasks as u32, 1),
+                        _ => (1, self.tasks as u32, 1),
+                    };
+                    launch_ex(m.func(name), g, BLOCK, 0, s, &r.params, self.pdl)
                 }
                 "attn_softmax" => launch_ex(
                     m.func(name),
@@ -1240,6 +1376,21 @@ impl GpuDecoder {
             for &id in &self.seqs {
                 let closed = cache.seq_len(id)?.div_ceil(ps).saturating_sub(1);
                 bytes.meta += (closed * 2 * self.d * self.st_size * self.hkv) as u64;
+            }
+        }
+        if let Some(r) = &self.robust {
+            // The box pass reads every closed page's min and max rows once per task (as the
+            // CPU's per-task count), the token passes the sketch of the pages they bound.
+            let mut nb = vec![0i32; self.tasks];
+            r.bounded.read_at(&self.stream, 0, &mut nb)?;
+            let rb = sketch::row_bytes(self.d, r.params.sketch_bits as u32);
+            for (task, &n) in nb.iter().enumerate() {
+                let closed = cache
+                    .seq_len(self.seqs[task / per_b])?
+                    .div_ceil(ps)
+                    .saturating_sub(1);
+                bytes.meta += (closed * 2 * self.d * self.st_size) as u64;
+                bytes.sketch += (n.max(0) as usize * ps * rb) as u64;
             }
         }
         self.report.bytes = bytes;

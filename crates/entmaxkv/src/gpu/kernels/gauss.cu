@@ -65,6 +65,7 @@ struct GaussParams {
     int has_alibi;
     int within_page;     // GaussianOpts::alibi_within_page
     int kv_fast;         // gauss_moments grid is (B * H_kv, n_part): kv heads of a page range side by side
+    int robust;          // robust criterion (robust.cu): chunk 0 publishes τ̂ and task_bad only
 };
 
 // ALiBi (SPEC §4.4): μ_p is kept unshifted in the workspace; each use adds the bias at the
@@ -574,6 +575,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
     if (t.closed == 0) return;  // gauss_pack writes the lone last page
     const int beg = c * p.spc;
     if (beg >= t.closed) return;  // gauss_pack only reads chunks that hold pages
+    if (p.robust && c != 0) return;  // the robust kernels need τ̂ once per task
     const int end = min(t.closed, beg + p.spc);
     // Head moments from the moments partials, in a fixed order.
     const int nm = (t.closed + p.ppb - 1) / p.ppb;
@@ -642,6 +644,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
         p.head_z[bh] = s_z[tid];
         if (tid == 0) p.task_bad[task] = bad ? 1 : 0;
     }
+    if (p.robust) return;  // no original-criterion counts (rob_* select)
     // Count this chunk's kept pages and their clamp maxima.
     const double zc = p.z_clamp * p.clamp_scale;
     double cap[8];

@@ -1103,6 +1103,168 @@ mod tests {
     use crate::synth::{Synth, Workload};
     use crate::DType;
 
+    /// Reference selections for `scripts/robust_host_check.py`'s pipeline check (the GPU
+    /// kernels' control flow, `gpu/kernels/robust.cu`, replayed on the host with the shared
+    /// `robust_bound.cuh`): with `ENTMAXKV_ROBUST_SEL_REF` set, writes one line per task —
+    /// the shape, α, sink pages, the CPU's τ̂ per head (the host replay takes it as given:
+    /// the device's own τ̂ is checked by the GPU tests), the scaled queries and slopes, every
+    /// closed page's min/max rows and sketch bytes — and the CPU selection (kept closed
+    /// pages, T per head). Ignored: a dump, not a check.
+    #[test]
+    #[ignore]
+    fn robust_selection_reference_dump() {
+        use std::fmt::Write as _;
+        let Ok(path) = std::env::var("ENTMAXKV_ROBUST_SEL_REF") else {
+            return;
+        };
+        let hx = |v: &[f32]| {
+            v.iter()
+                .map(|x| format!("{:08x}", x.to_bits()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut out = String::new();
+        let mut lines = 0usize;
+        for trial in 0..48u64 {
+            let (hkv, group) = (
+                [1usize, 2][trial as usize % 2],
+                [1usize, 2, 4][trial as usize / 2 % 3],
+            );
+            let h = hkv * group;
+            let d = [64usize, 128, 40][trial as usize / 6 % 3];
+            let ps = [16usize, 16, 32][trial as usize % 3];
+            let lens = [
+                vec![1500 + 37 * trial as usize, 17, 5],
+                vec![6000 + trial as usize],
+            ][trial as usize / 18 % 2]
+                .clone();
+            let wl =
+                [Workload::Iid, Workload::Structured, Workload::Adversarial][trial as usize % 3];
+            let mut syn = Synth::new(100 + trial);
+            let prob = syn.problem(wl, &lens, h, hkv, d);
+            let pages: usize = lens.iter().map(|l| l.div_ceil(ps)).sum();
+            let (kvd, sd) = [
+                (DType::F16, StatsDType::Kv),
+                (DType::F32, StatsDType::F32),
+                (DType::Bf16, StatsDType::Kv),
+            ][trial as usize % 3];
+            let bits = [4u32, 2, 0, 8, 3][trial as usize % 5];
+            let cfg = CacheConfig::new(hkv, d, pages)
+                .with_page_size(ps)
+                .with_kv_dtype(kvd)
+                .with_stats_dtype(sd)
+                .with_sketch_bits(bits);
+            let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
+            let alpha = [1.5, 2.0, 4.0 / 3.0, 1.7, 3.0][trial as usize % 5];
+            let opts = GaussianOpts {
+                sink_pages: (trial % 3) as usize,
+                ..GaussianOpts::default().with_criterion(Criterion::Robust)
+            };
+            let scale = 1.0 / (d as f32).sqrt();
+            let qs: Vec<f32> = prob.q.iter().map(|x| x * scale).collect();
+            let slopes: Vec<f32> = (0..h)
+                .map(|i| {
+                    if trial % 4 == 1 {
+                        -0.01 * (i + 1) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let rb = sketch::row_bytes(d, bits);
+            for (b, &id) in ids.iter().enumerate() {
+                let seq = cache.seq(id).unwrap();
+                let closed = seq.pages.len() - 1;
+                if closed == 0 {
+                    continue;
+                }
+                let qb = &qs[b * h * d..(b + 1) * h * d];
+                for h0 in (0..h).step_by(group) {
+                    let ctx = SelectionContext {
+                        cache: &cache,
+                        seq,
+                        kv_head: h0 / group,
+                        q_scaled: &qb[h0 * d..(h0 + group) * d],
+                        slopes: &slopes[h0..h0 + group],
+                        alpha,
+                    };
+                    let mut scr = SelectScratch::new(seq.pages.len(), d);
+                    let mut sel = Selection::with_capacity(seq.pages.len(), group);
+                    super::super::select(&ctx, &opts, &mut scr, &mut sel).unwrap();
+                    let mut s2 = SelectScratch::new(seq.pages.len(), d);
+                    s2.reserve_pages(group, closed);
+                    model::page_moments(&ctx, &mut s2);
+                    let mut that = Vec::new();
+                    for hg in 0..group {
+                        that.push(model::head_model(&ctx, &opts, &mut s2, hg).unwrap().tau_hat);
+                    }
+                    let _ = write!(
+                        out,
+                        "{d} {bits} {ps} {:016x} {closed} {group} {} {:016x} ",
+                        alpha.to_bits(),
+                        opts.sink_pages,
+                        ctx.q_pos().to_bits()
+                    );
+                    let th: Vec<String> = that
+                        .iter()
+                        .map(|x| format!("{:016x}", x.to_bits()))
+                        .collect();
+                    let _ = write!(
+                        out,
+                        "{} {} {} ",
+                        th.join(","),
+                        hx(ctx.q_scaled),
+                        hx(ctx.slopes)
+                    );
+                    let (mut lo, mut hi) = (vec![0f32; d], vec![0f32; d]);
+                    let mut rows = Vec::new();
+                    let mut sk = String::new();
+                    for i in 0..closed {
+                        let base = cache.stats_offset(seq.pages[i], ctx.kv_head);
+                        cache.stats().read_row(Stat::Min, base, &mut lo);
+                        cache.stats().read_row(Stat::Max, base, &mut hi);
+                        rows.push(hx(&lo));
+                        rows.push(hx(&hi));
+                        if bits > 0 {
+                            let sb = cache.sketch_offset(seq.pages[i], ctx.kv_head);
+                            for byte in &cache.sketch()[sb..sb + ps * rb] {
+                                let _ = write!(sk, "{byte:02x}");
+                            }
+                        }
+                    }
+                    let _ = write!(
+                        out,
+                        "{} {} ",
+                        rows.join(";"),
+                        if sk.is_empty() { "-" } else { &sk }
+                    );
+                    let kept: Vec<String> = sel.pages[..sel.pages.len() - 1]
+                        .iter()
+                        .map(|p| (p.start as usize / ps).to_string())
+                        .collect();
+                    let tt: Vec<String> = sel
+                        .tau_hat
+                        .iter()
+                        .map(|x| format!("{:016x}", x.to_bits()))
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "{} {}",
+                        if kept.is_empty() {
+                            "-".to_string()
+                        } else {
+                            kept.join(",")
+                        },
+                        tt.join(",")
+                    );
+                    lines += 1;
+                }
+            }
+        }
+        std::fs::write(&path, out).unwrap();
+        eprintln!("robust_selection_reference_dump: {lines} tasks into {path}");
+    }
+
     /// The page-major fused pass ([`seq_begin`], [`pass_seq`], [`seq_finish`]) selects
     /// exactly what the per-task [`super::super::select`] does: pages, τ̂ bits, bytes read;
     /// GQA groups, ALiBi, several sequences, statistics dtypes, sink pages, sketch widths.

@@ -1,0 +1,398 @@
+// The robust Gaussian criterion on the device (selection/gaussian/robust.rs), after
+// gauss_moments, [gauss_mix,] gauss_count (robust = 1: only τ̂ and the task's "statistics
+// not usable" flag are published, no counting):
+//
+//   rob_box     every (closed page, head) of a task: the key-range box bound (ALiBi maximum
+//               of the page added) into box_hi;
+//   rob_tok1    pass 1: a page is bounded per token iff it is a sink page (i < sinks) or some
+//               head has a·box_hi > τ̂; its token intervals from the key sketch: lower ends
+//               (f32, rounded down) into `lows`, per page and head the largest upper end
+//               (best), the largest lower end (lmax) and Σ_t [a·u_t − τ̂]_+^β (mass, the trust
+//               test's share); want[i] = 1 (else 0);
+//   rob_solve1  per head: τ_lb = the exact entmax τ of the pass-1 lower ends; trust = Σ mass
+//               ≥ 1; thr = trust ? max(τ̂, τ_lb) : τ_lb;
+//   rob_tok2    pass 2: the pages not bounded yet whose box reaches thr for some head are
+//               bounded as in pass 1 (want[i] = 2);
+//   rob_solve2  τ_lb over the pass-1 and pass-2 lower ends; T = trust ? max(τ̂, τ_lb) :
+//               τ_lb, into thr and tau_hat (the selection's τ̂ output, as the CPU's);
+//   rob_pack    keep page i iff i < sinks or some head has a·min(box_hi, best) > T (best
+//               only where bounded); the kept slots ascending, then the last page.
+//
+// The page and token bounds are the CPU's bit for bit (robust_bound.cuh: the same IEEE
+// operations; here the same per-lane partial sums and the same order of combining them: the
+// CPU's AVX2 kernels where HEAD_DIM is a multiple of 8 (page sums) or 16 (quantisation
+// error), its portable loops otherwise), so the token sets of both passes and the kept pages
+// are the CPU's except where τ_lb or the trust sum round differently (f64 sums in another
+// order, pow from another libm, Newton/bisection instead of the CPU's sort-based solve: a few
+// ulps). A unit is one (page, head): 8 lanes, lane j summing channels j, j + 8, ... as the
+// CPU's eight SIMD lanes do. No atomics; every sum has a fixed order.
+
+struct RobustParams {
+    const st_t* smin;
+    const st_t* smax;
+    const unsigned char* sketch;
+    const u32* block_tables;
+    const int* seq_lens;
+    const int* rows;      // [B]
+    const float* q;       // [B, H, D] unscaled
+    const float* slopes;  // [H] ALiBi slopes, or null
+    double* tau_hat;      // [B, H] τ̂ of gauss_count in, T out (rob_solve2)
+    const int* task_bad;  // [tasks] 1: statistics not usable (gauss_count): every page kept
+    double* box_hi;       // [B * H, ws_stride] box upper bound, ALiBi maximum of the page added
+    double* best;         // [B * H, ws_stride] largest token upper end (bounded pages)
+    float* lmax;          // [B * H, ws_stride] largest token lower end (bounded pages)
+    double* mass;         // [B * H, ws_stride] pass-1 page's Σ_t [a·u_t − τ̂]_+^β
+    float* lows;          // [B * H, ws_stride * page_size] token lower ends (bounded pages)
+    float* cand;          // [B * H, ws_stride * page_size] τ_lb candidates (rob_solve scratch)
+    int* want;            // [tasks, ws_stride] 0: box only, 1: bounded in pass 1, 2: in pass 2
+    double* thr;          // [B * H] threshold after pass 1, then T
+    int* trust;           // [B * H] 1 where τ̂ passed the mass test
+    u32* lists;           // [tasks, list_stride] kept slots
+    int* list_counts;     // [tasks]
+    int* bounded;         // [tasks] pages bounded per token (bytes report)
+    double a;             // α − 1
+    double beta;          // 1/(α − 1)
+    double gam;           // bounds.rs γ = n·u/(1 − n·u), n = D + 2
+    double lv;            // sketch levels as f64 (1 without a sketch)
+    float scale;
+    float inv_levels;     // fl(1/levels) (1 without a sketch)
+    float qmax;           // bounds.rs q_max(D, bits)
+    float inv_qmax;       // fl(1/q_max)
+    int kint;             // β ∈ {1, 2, 3}: integer powers; 0: pow
+    int num_heads;
+    int num_kv_heads;
+    int group;            // H / H_kv
+    int tg;               // query heads per task
+    int page_size;
+    int bt_stride;
+    int list_stride;
+    int ws_stride;
+    int sketch_bits;
+    int sketch_rb;
+    int sinks;            // GaussianOpts::sink_pages (clamped)
+    int has_alibi;
+};
+#ifdef EXPECT_ROBUST_SIZE
+static_assert(sizeof(RobustParams) == EXPECT_ROBUST_SIZE, "RobustParams layout differs from Rust");
+#endif
+
+constexpr int RB_UNITS = BLOCK / 8;  // (page, head) units per CTA
+
+struct RbTask {
+    int b, h0, kvh, row, closed;
+    double q_pos;
+};
+
+__device__ __forceinline__ RbTask rb_task(const RobustParams& p, int task) {
+    RbTask t;
+    const int per_b = p.num_heads / p.tg;
+    t.b = task / per_b;
+    t.h0 = (task - t.b * per_b) * p.tg;
+    t.kvh = t.h0 / p.group;
+    t.row = p.rows[t.b];
+    const int len = p.seq_lens[t.row];
+    t.closed = (len + p.page_size - 1) / p.page_size - 1;
+    t.q_pos = (double)(len - 1);
+    return t;
+}
+
+__device__ __forceinline__ double rb_slope(const RobustParams& p, int h) {
+    return p.has_alibi ? (double)p.slopes[h] : 0.0;
+}
+
+// x^(β−1) for x > 0.
+__device__ __forceinline__ double rb_pow_bm1(const RobustParams& p, double x) { return rb_pow_bm1_k(p.kint, p.beta, x); }
+
+// One unit's page bound (8 lanes: `sub` = lane & 7, `gm` the lanes' mask): the lanes' sums
+// combined in the CPU's order, so every lane of the unit returns the same bits; with
+// `sketch`, the quantised weights into qw[0..HEAD_DIM).
+__device__ __forceinline__ RbBound rb_page_bound(const RobustParams& p, size_t srow, const float* qh, int sub,
+                                                 u32 gm, bool sketch, short* qw) {
+    const auto ld = [&](int c, float& l, float& h, float& qc) {
+        l = ST::to_f(p.smin[srow + c]);
+        h = ST::to_f(p.smax[srow + c]);
+        qc = qh[c];
+    };
+    RbLane s = rb_lane_sums(sub, HEAD_DIM, p.scale, p.inv_levels, ld);
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        const int off = rb_sum_off(HEAD_DIM, k);
+        s.b = __fadd_rn(s.b, __shfl_xor_sync(gm, s.b, off));
+        s.p = __fadd_rn(s.p, __shfl_xor_sync(gm, s.p, off));
+        s.m = __fadd_rn(s.m, __shfl_xor_sync(gm, s.m, off));
+        s.mg = __fadd_rn(s.mg, __shfl_xor_sync(gm, s.mg, off));
+        const float o = __shfl_xor_sync(gm, s.mx, off);
+        s.mx = s.mx > o ? s.mx : o;
+        s.bad |= __shfl_xor_sync(gm, s.bad, off);
+    }
+    RbBound r = rb_bound_pre(s.bad == 0, sketch, s.b, s.p, s.m, s.mg, s.mx, p.gam, p.lv, p.qmax, p.inv_qmax);
+    if (r.kind != 2) {
+        if (qw)
+            for (int c = sub; c < HEAD_DIM; c += 8) qw[c] = 0;
+        return r;
+    }
+    float e = rb_lane_quant(sub, HEAD_DIM, p.scale, p.inv_levels, r.inv, r.sc, ld, qw);
+    if (rb_e_tree(HEAD_DIM)) {
+        e = __fadd_rn(e, __shfl_xor_sync(gm, e, 4));
+        e = __fadd_rn(e, __shfl_xor_sync(gm, e, 2));
+        e = __fadd_rn(e, __shfl_xor_sync(gm, e, 1));
+    } else {
+        const int base = threadIdx.x & 24;
+        float t = __shfl_sync(gm, e, base);
+        for (int j = 1; j < 8; ++j) t = __fadd_rn(t, __shfl_sync(gm, e, base + j));
+        e = t;
+    }
+    rb_bound_finish(r, s.p, s.m, s.mg, (double)e, p.gam, p.lv);
+    if (r.kind == 0)
+        for (int c = sub; c < HEAD_DIM; c += 8) qw[c] = 0;
+    return r;
+}
+
+// grid (ceil(max_pages · tg / RB_UNITS), tasks), block BLOCK.
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p) {
+    PDL_ENTRY();
+    const int task = blockIdx.y;
+    const RbTask t = rb_task(p, task);
+    const int unit = blockIdx.x * RB_UNITS + (threadIdx.x >> 3);
+    const int sub = threadIdx.x & 7;
+    const u32 gm = 0xffu << (threadIdx.x & 24);
+    const int i = unit / p.tg, g = unit - i * p.tg;
+    // A unit's 8 lanes leave together (their shuffles name only them).
+    if (i >= t.closed || p.task_bad[task] != 0) return;
+    const int h = t.h0 + g;
+    const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
+    const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
+    const float* qh = p.q + ((size_t)t.b * p.num_heads + h) * HEAD_DIM;
+    const RbBound r = rb_page_bound(p, srow, qh, sub, gm, false, nullptr);
+    if (sub == 0) {
+        const double slope = rb_slope(p, h);
+        const double start = (double)i * p.page_size;
+        // As bounds.rs: slope·(start − q_pos), slope·(start + ps − 1 − q_pos), each rounded once.
+        const double b0 = __dmul_rn(slope, start - t.q_pos);
+        const double b1 = __dmul_rn(slope, (start + (double)(p.page_size - 1)) - t.q_pos);
+        p.box_hi[((size_t)t.b * p.num_heads + h) * p.ws_stride + i] = __dadd_rn(r.box_hi, fmax(b0, b1));
+    }
+}
+
+// Token pass PASS (1 or 2), grid as rob_box.
+template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& p) {
+    __shared__ __align__(16) short s_qw[RB_UNITS][HEAD_DIM];
+    const int task = blockIdx.y;
+    const RbTask t = rb_task(p, task);
+    const int u = threadIdx.x >> 3;
+    const int unit = blockIdx.x * RB_UNITS + u;
+    const int sub = threadIdx.x & 7;
+    const u32 gm = 0xffu << (threadIdx.x & 24);
+    const int i = unit / p.tg, g = unit - i * p.tg;
+    if (i >= t.closed || p.task_bad[task] != 0) return;
+    const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
+    int* wp = p.want + (size_t)task * p.ws_stride + i;
+    // Whether the page is bounded in this pass: every unit of the page decides alike. Pass 2
+    // writes only 0 → 2, so "not bounded in pass 1" reads the same before and after.
+    bool want = false;
+    if (PASS == 1) {
+        want = i < p.sinks;
+        for (int g2 = 0; g2 < p.tg; ++g2)
+            want |= p.a * p.box_hi[(bh0 + g2) * p.ws_stride + i] > p.tau_hat[bh0 + g2];
+        if (g == 0 && sub == 0) *wp = want ? 1 : 0;
+    } else {
+        if (*wp != 1)
+            for (int g2 = 0; g2 < p.tg; ++g2) want |= p.a * p.box_hi[(bh0 + g2) * p.ws_stride + i] > p.thr[bh0 + g2];
+    }
+    if (!want) return;
+    if (PASS == 2 && g == 0 && sub == 0) *wp = 2;
+    const int h = t.h0 + g;
+    const size_t bh = bh0 + g;
+    const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
+    const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
+    const float* qh = p.q + bh * HEAD_DIM;
+    short* qw = s_qw[u];
+    const bool sketch = p.sketch_bits > 0;
+    const RbBound r = rb_page_bound(p, srow, qh, sub, gm, sketch, qw);
+    __syncwarp(gm);
+    const double slope = rb_slope(p, h);
+    const double th = PASS == 1 ? p.tau_hat[bh] : 0.0;
+    const int ps = p.page_size;
+    float umax = neg_inf(), lmx = neg_inf();
+    double mass = 0.0;
+    float* lo_out = p.lows + bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
+    const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + t.kvh) * ps * (size_t)p.sketch_rb;
+    for (int tk = sub; tk < ps; tk += 8) {
+        const int s = (sketch && r.kind == 2) ? rb_sketch_dot(sk + (size_t)tk * p.sketch_rb, p.sketch_bits, qw, HEAD_DIM) : 0;
+        float up;
+        double lo;
+        rb_token(r, s, slope, (double)(i * ps + tk) - t.q_pos, &up, &lo);
+        const float lf = rb_f32_down(lo);
+        lo_out[tk] = lf;
+        umax = umax > up ? umax : up;
+        lmx = lmx > lf ? lmx : lf;
+        if (PASS == 1) {
+            const double z = __dsub_rn(__dmul_rn(p.a, (double)up), th);  // the CPU's a·u − τ̂
+            if (z > 0.0) mass += rb_pow_bm1(p, z) * z;
+        }
+    }
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1) {
+        const float ou = __shfl_xor_sync(gm, umax, off), ol = __shfl_xor_sync(gm, lmx, off);
+        umax = umax > ou ? umax : ou;
+        lmx = lmx > ol ? lmx : ol;
+        mass += __shfl_xor_sync(gm, mass, off);
+    }
+    if (sub == 0) {
+        p.best[bh * p.ws_stride + i] = (double)umax;
+        p.lmax[bh * p.ws_stride + i] = lmx;
+        if (PASS == 1) p.mass[bh * p.ws_stride + i] = mass;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_tok1(const RobustParams p) {
+    PDL_ENTRY();
+    rob_tok<1>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_tok2(const RobustParams p) {
+    PDL_ENTRY();
+    rob_tok<2>(p);
+}
+
+// τ_lb of head blockIdx.x of a task over the pages bounded so far (PHASE 1: pass 1; PHASE 2:
+// both passes), the trust test (PHASE 1) and the threshold. grid (tg, tasks), block BLOCK.
+template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParams& p) {
+    const int task = blockIdx.y, g = blockIdx.x;
+    const RbTask t = rb_task(p, task);
+    if (t.closed <= 0 || p.task_bad[task] != 0) return;
+    const int tid = threadIdx.x;
+    const size_t bh = (size_t)t.b * p.num_heads + t.h0 + g;
+    const int* want = p.want + (size_t)task * p.ws_stride;
+    const float* lm = p.lmax + bh * p.ws_stride;
+    const int ps = p.page_size;
+    // The largest lower end, and (pass 1) the trust test's mass.
+    float M = neg_inf();
+    double ms = 0.0, z1 = 0.0, z2 = 0.0;
+    for (int i = tid; i < t.closed; i += BLOCK) {
+        const int w = want[i];
+        if (PHASE == 1 ? w == 1 : w != 0) {
+            M = fmaxf(M, lm[i]);
+            if (PHASE == 1) ms += p.mass[bh * p.ws_stride + i];
+        }
+    }
+    M = block_max<BLOCK>(M);
+    if (PHASE == 1) block_sum3<BLOCK>(ms, z1, z2);
+    double tlb = gauss_ninf();
+    if (M > neg_inf()) {
+        // The candidates a·(l − M) > −1 (the only ones τ's equation can use), in page order.
+        const float* lows = p.lows + bh * (size_t)p.ws_stride * ps;
+        float* cand = p.cand + bh * (size_t)p.ws_stride * ps;
+        const double Md = (double)M;
+        int n = 0;
+        for (int i0 = 0; i0 < t.closed; i0 += BLOCK) {
+            const int i = i0 + tid;
+            int cnt = 0;
+            // A page whose largest lower end fails the test has no candidate (lows not read).
+            const bool on = i < t.closed && (PHASE == 1 ? want[i] == 1 : want[i] != 0) &&
+                            p.a * ((double)lm[i] - Md) > -1.0;
+            if (on)
+                for (int k = 0; k < ps; ++k) cnt += p.a * ((double)lows[(size_t)i * ps + k] - Md) > -1.0;
+            int total;
+            int at = n + block_excl_scan<BLOCK>(cnt, &total);
+            if (on && cnt > 0)
+                for (int k = 0; k < ps; ++k) {
+                    const float l = lows[(size_t)i * ps + k];
+                    if (p.a * ((double)l - Md) > -1.0) cand[at++] = l;
+                }
+            n += total;
+        }
+        __syncthreads();
+        // Σ [z − τ]_+^β = 1 with z = a·l (robust_bound.cuh), fixed-order block sums.
+        const auto ev = [&](double tau, double& f, double& df) {
+            double z = 0.0;
+            f = 0.0;
+            df = 0.0;
+            for (int k = tid; k < n; k += BLOCK) {
+                const double x = p.a * (double)cand[k] - tau;
+                if (x > 0.0) {
+                    const double pw = rb_pow_bm1(p, x);
+                    f += pw * x;
+                    df += pw;
+                }
+            }
+            block_sum3<BLOCK>(f, df, z);
+        };
+        const double tau = rb_entmax_solve(p.a * Md, p.beta, ev);
+        tlb = tau;
+    }
+    if (tid == 0) {
+        const double th = p.tau_hat[bh];
+        if (PHASE == 1) {
+            const int tr = ms >= 1.0 ? 1 : 0;
+            p.trust[bh] = tr;
+            p.thr[bh] = tr ? fmax(tlb, th) : tlb;
+        } else {
+            const double T = p.trust[bh] ? fmax(tlb, th) : tlb;
+            p.thr[bh] = T;
+            p.tau_hat[bh] = T;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_solve1(const RobustParams p) {
+    PDL_ENTRY();
+    rob_solve<1>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_solve2(const RobustParams p) {
+    PDL_ENTRY();
+    rob_solve<2>(p);
+}
+
+// grid (1, tasks), block BLOCK: the kept slots in order (one block scan per BLOCK pages).
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_pack(const RobustParams p) {
+    PDL_ENTRY();
+    __shared__ double s_T[8];
+    const int task = blockIdx.y;
+    const RbTask t = rb_task(p, task);
+    const int tid = threadIdx.x;
+    u32* L = p.lists + (size_t)task * p.list_stride;
+    const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
+    if (t.closed <= 0) {
+        if (tid == 0) {
+            L[0] = 0;
+            p.list_counts[task] = 1;
+            p.bounded[task] = 0;
+        }
+        if (tid < p.tg) p.tau_hat[bh0 + tid] = __longlong_as_double(0x7ff8000000000000LL);
+        return;
+    }
+    const bool bad = p.task_bad[task] != 0;
+    if (tid < p.tg) s_T[tid] = p.thr[bh0 + tid];
+    __syncthreads();
+    const int* want = p.want + (size_t)task * p.ws_stride;
+    int o = 0, nb = 0;
+    for (int i0 = 0; i0 < t.closed; i0 += BLOCK) {
+        const int i = i0 + tid;
+        int keep = 0;
+        if (i < t.closed) {
+            if (bad || i < p.sinks) {
+                keep = 1;
+            } else {
+                const bool bd = want[i] != 0;
+                nb += bd;
+                for (int g = 0; g < p.tg; ++g) {
+                    const size_t at = (bh0 + g) * p.ws_stride + i;
+                    double mu = p.box_hi[at];
+                    if (bd) mu = fmin(p.best[at], mu);
+                    keep |= p.a * mu > s_T[g];
+                }
+            }
+            if (!bad && i < p.sinks) nb += want[i] != 0;
+        }
+        int round;
+        const int at = block_excl_scan<BLOCK>(keep, &round);
+        if (keep) L[o + at] = (u32)i;
+        o += round;
+    }
+    nb = block_sum_int<BLOCK>(nb);
+    if (tid == 0) {
+        L[o] = (u32)t.closed;
+        p.list_counts[task] = o + 1;
+        p.bounded[task] = bad ? 0 : nb;
+    }
+}
