@@ -970,6 +970,32 @@ pub(crate) unsafe fn moments_seq(
                     stats.prefetch_row(Stat::Std, nb, d);
                 }
                 let base = cache.stats_offset(page, t.kv_head);
+                // The rows in their storage type, widened in registers (as
+                // `model::seq_page_moments`): `mean_var_typed` is `mean_var` bit for bit.
+                #[cfg(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "fma",
+                    target_feature = "f16c"
+                ))]
+                if d.is_multiple_of(8) {
+                    for hg in 0..t.group {
+                        let h = t.h0 + hg;
+                        let q = &q_scaled[h * d..(h + 1) * d];
+                        let (mu, var) = crate::with_stats!(stats, |a| model::mean_var_typed(
+                            q,
+                            &a[Stat::Mean as usize][base..base + d],
+                            &a[Stat::Std as usize][base..base + d],
+                        ));
+                        // SAFETY (the caller's contract): `[G, closed]` buffers of this
+                        // task; page i belongs to this job only.
+                        unsafe {
+                            *t.hi.add(hg * closed + i) = mu as f64;
+                            *t.lo.add(hg * closed + i) = (var as f64).sqrt();
+                        }
+                    }
+                    continue;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: AVX-512 present (`fast`), D a multiple of 16, the rows inside
