@@ -680,7 +680,11 @@ fn pass_page(
         // Lower ends: only those within 1/a of the running maximum can be candidates of
         // the τ_lb solve (as in `certified`); the rest are dropped. f32_down is monotone,
         // so the largest rounded value is f32_down(lmx).
-        if lows_pass {
+        // Without ALiBi the filter runs whatever the page's largest end (no branch on it,
+        // which the predictor misses often): where `lows_pass` fails the largest is at
+        // most the running maximum, which then stays, and the per-token test drops every
+        // end (a ≥ 0, each step monotone), so the same list either way.
+        if lows_pass || lazy {
             let lmax = &mut blk.lmax[hg];
             *lmax = lmax.max(pmax);
             let m = *lmax;
