@@ -56,6 +56,13 @@
 //! order; maxima are order-independent since no end is NaN or −0). So the intervals are the
 //! same bits on either path and the derivation above applies unchanged (tested:
 //! `avx512_kernels_equal_the_fallback_bitwise`, `batched_page_bounds_equal_page_bound`).
+//!
+//! Without ALiBi the passes form a page's ends lazily ([`dots_max`], [`dots_ups`], the
+//! `push_*_dots` filters): each end above is a composition of operations non-decreasing in
+//! the sketch dot `S` (`scale ≥ 0`; `±H`, the clamp to the box, the directed f32 roundings;
+//! the ALiBi term is ±0 and adds nothing), so the largest end of a page is the end of its
+//! largest dot, and the per-token ends, formed only where a filter can pass, are the same
+//! operations on the same values: no bound changes (tested: `lazy_ends_equal_token_ends`).
 
 use super::BOUND_ERR;
 use crate::stats::{sketch, Stat, StatsStorage};
