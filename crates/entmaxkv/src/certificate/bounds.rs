@@ -56,6 +56,13 @@
 //! order; maxima are order-independent since no end is NaN or −0). So the intervals are the
 //! same bits on either path and the derivation above applies unchanged (tested:
 //! `avx512_kernels_equal_the_fallback_bitwise`, `batched_page_bounds_equal_page_bound`).
+//!
+//! Without ALiBi the passes form a page's ends lazily ([`dots_max`], [`dots_ups`], the
+//! `push_*_dots` filters): each end above is a composition of operations non-decreasing in
+//! the sketch dot `S` (`scale ≥ 0`; `±H`, the clamp to the box, the directed f32 roundings;
+//! the ALiBi term is ±0 and adds nothing), so the largest end of a page is the end of its
+//! largest dot, and the per-token ends, formed only where a filter can pass, are the same
+//! operations on the same values: no bound changes (tested: `lazy_ends_equal_token_ends`).
 
 use super::BOUND_ERR;
 use crate::stats::{sketch, Stat, StatsStorage};
@@ -953,6 +960,206 @@ pub(crate) fn tokens_from(
     token_ends(pb, sdot, slope, s0, up, lo)
 }
 
+/// [`sketch_dots`] (zeros when `bits == 0`) into `sdot`, returning the largest dot: the
+/// lazy form of [`tokens_from`]. Every end of [`token_ends`] is non-decreasing in the dot
+/// (`c = base + scale·s` with `scale ≥ 0`, then `±half`, the box clamp, the ALiBi term and
+/// the directed f32 rounding, each monotone), so without ALiBi (`slope = 0`, where the
+/// term is ±0 and adds nothing) the largest ends are those of the largest dot, bit for bit:
+/// [`PageBound::interval`] of the result. The per-token ends are then formed only where
+/// they are needed ([`upper_end`], [`lower_ends`]). `fast` as in [`tokens_from`].
+#[inline]
+pub(crate) fn dots_max(
+    fast: bool,
+    qw: &[i16],
+    sk: &[u8],
+    rb: usize,
+    bits: u32,
+    sdot: &mut [i32],
+    codes: &mut [u8],
+) -> i32 {
+    let (d, n) = (qw.len(), sdot.len());
+    #[cfg(target_arch = "x86_64")]
+    if fast && fused_fits(bits, d, n) {
+        assert!(sk.len() >= n * rb && rb >= sketch::row_bytes(d, bits));
+        // SAFETY: `fast` is only set where `has_avx512()` holds; the assert keeps every
+        // row load inside `sk` (the block count is D/64 ≤ 8: `fused_fits`).
+        return unsafe {
+            match d / 64 {
+                1 => avx512::dots_max::<1>(qw, sk, rb, sdot),
+                2 => avx512::dots_max::<2>(qw, sk, rb, sdot),
+                3 => avx512::dots_max::<3>(qw, sk, rb, sdot),
+                4 => avx512::dots_max::<4>(qw, sk, rb, sdot),
+                _ => avx512::dots_max::<8>(qw, sk, rb, sdot),
+            }
+        };
+    }
+    if bits > 0 {
+        sketch_dots(qw, sk, rb, bits, sdot, codes);
+    } else {
+        sdot.fill(0);
+    }
+    sdot.iter().fold(i32::MIN, |m, &x| m.max(x))
+}
+
+/// [`dots_max`] and, without ALiBi, the upper ends [`token_ends`] gives (rounded up to
+/// f32) into `up`: returns `(largest upper end, largest dot)`, the values of
+/// [`tokens_from`] with `slope = 0` bit for bit, without its lower ends (the caller forms
+/// those from the dots where they are needed, [`push_lows_dots`]).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(crate) fn dots_ups(
+    fast: bool,
+    pc: &PageBound,
+    qw: &[i16],
+    sk: &[u8],
+    rb: usize,
+    bits: u32,
+    sdot: &mut [i32],
+    codes: &mut [u8],
+    up: &mut [f32],
+) -> (f32, i32) {
+    let (d, n) = (qw.len(), sdot.len());
+    #[cfg(target_arch = "x86_64")]
+    if fast && fused_fits(bits, d, n) {
+        assert!(sk.len() >= n * rb && rb >= sketch::row_bytes(d, bits) && up.len() >= n);
+        // SAFETY: `fast` is only set where `has_avx512()` holds; the assert keeps every
+        // row load inside `sk` and every store inside `up` (D/64 ≤ 8 blocks: `fused_fits`).
+        return unsafe {
+            match d / 64 {
+                1 => avx512::dots_ups::<1>(pc, qw, sk, rb, sdot, up),
+                2 => avx512::dots_ups::<2>(pc, qw, sk, rb, sdot, up),
+                3 => avx512::dots_ups::<3>(pc, qw, sk, rb, sdot, up),
+                4 => avx512::dots_ups::<4>(pc, qw, sk, rb, sdot, up),
+                _ => avx512::dots_ups::<8>(pc, qw, sk, rb, sdot, up),
+            }
+        };
+    }
+    let smax = dots_max(false, qw, sk, rb, bits, sdot, codes);
+    let mut um = f32::NEG_INFINITY;
+    for (u, &s) in up[..n].iter_mut().zip(sdot.iter()) {
+        *u = f32_up(pc.interval(s).1);
+        um = if *u > um { *u } else { um };
+    }
+    (um, smax)
+}
+
+#[cfg(test)]
+/// The lower ends [`token_ends`] gives without ALiBi (`slope = 0`), into `lo`; the upper
+/// ends too where `up` is given (same operations, same bits).
+#[inline]
+pub(crate) fn ends_no_alibi(pc: &PageBound, sdot: &[i32], lo: &mut [f64], up: Option<&mut [f32]>) {
+    let n = sdot.len();
+    let lo = &mut lo[..n];
+    match up {
+        Some(up) => {
+            let up = &mut up[..n];
+            for t in 0..n {
+                let (l, u) = pc.interval(sdot[t]);
+                lo[t] = l;
+                up[t] = f32_up(u);
+            }
+        }
+        None => {
+            for t in 0..n {
+                lo[t] = pc.interval(sdot[t]).0;
+            }
+        }
+    }
+}
+
+/// Appends to `out` the lower ends `l` [`ends_no_alibi`] gives the tokens whose sketch
+/// dots are `sdot` (page bound `pc`, no ALiBi) that pass `a·(l − m) > −1`, order kept,
+/// without a branch per token (the filter of the certified pass). `out` should have room
+/// for every token (then its capacity is never exceeded). `fast` as in [`tokens_from`];
+/// the same values either way.
+#[inline]
+pub(crate) fn push_lows_dots(
+    fast: bool,
+    out: &mut Vec<f64>,
+    pc: &PageBound,
+    sdot: &[i32],
+    a: f64,
+    m: f64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fast && sdot.len().is_multiple_of(8) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: `fast` only where `has_avx512()` holds; room and length checked.
+        unsafe { avx512::push_lows_dots(out, pc, sdot, a, m) };
+        return;
+    }
+    let _ = fast;
+    let n0 = out.len();
+    out.resize(n0 + sdot.len(), 0.0);
+    let tail = &mut out[n0..];
+    let mut k = 0;
+    for &s in sdot {
+        let l = pc.interval(s).0;
+        tail[k] = l;
+        k += (a * (l - m) > -1.0) as usize;
+    }
+    out.truncate(n0 + k);
+}
+
+/// As [`push_lows_dots`] with the lower ends rounded down to f32 ([`f32_down`]) and the
+/// test on the rounded values (the robust pass's filter).
+#[inline]
+pub(crate) fn push_lows_dots_f32(
+    fast: bool,
+    out: &mut Vec<f32>,
+    pc: &PageBound,
+    sdot: &[i32],
+    a: f64,
+    m: f64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fast && sdot.len().is_multiple_of(8) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: `fast` only where `has_avx512()` holds; room and length checked.
+        unsafe { avx512::push_lows_dots_f32(out, pc, sdot, a, m) };
+        return;
+    }
+    let _ = fast;
+    let n0 = out.len();
+    out.resize(n0 + sdot.len(), 0.0);
+    let tail = &mut out[n0..];
+    let mut k = 0;
+    for &s in sdot {
+        let v = f32_down(pc.interval(s).0);
+        tail[k] = v;
+        k += (a * (v as f64 - m) > -1.0) as usize;
+    }
+    out.truncate(n0 + k);
+}
+
+/// Appends to `out` the upper ends [`ends_no_alibi`] gives (rounded up to f32) that pass
+/// `a·u − th > 0`, order kept (the robust pass's filter); as [`push_lows_dots`] otherwise.
+#[inline]
+pub(crate) fn push_ups_dots_f32(
+    fast: bool,
+    out: &mut Vec<f32>,
+    pc: &PageBound,
+    sdot: &[i32],
+    a: f64,
+    th: f64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fast && sdot.len().is_multiple_of(8) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: `fast` only where `has_avx512()` holds; room and length checked.
+        unsafe { avx512::push_ups_dots_f32(out, pc, sdot, a, th) };
+        return;
+    }
+    let _ = fast;
+    let n0 = out.len();
+    out.resize(n0 + sdot.len(), 0.0);
+    let tail = &mut out[n0..];
+    let mut k = 0;
+    for &s in sdot {
+        let u = f32_up(pc.interval(s).1);
+        tail[k] = u;
+        k += (a * u as f64 - th > 0.0) as usize;
+    }
+    out.truncate(n0 + k);
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use super::{PageBound, PageRows};
@@ -1141,13 +1348,109 @@ pub(crate) mod avx512 {
         }
     }
 
+    /// The quantised weights of one page and head arranged for [`dots16`]: at D = 64 the
+    /// high and low bytes of the even / odd channels (`[weh, wel, woh, wol]` in `b`), else
+    /// the even / odd channels' i16 weights of each 64-channel block.
+    struct DotWeights<const NB: usize> {
+        b: [__m512i; 4],
+        we: [__m512i; NB],
+        wo: [__m512i; NB],
+    }
+
+    #[inline(always)]
+    unsafe fn dot_weights<const NB: usize>(q: &[i16]) -> DotWeights<NB> {
+        debug_assert_eq!(q.len(), 64 * NB);
+        // Weights of block b as the codes come: byte j of a row holds channels 2j (low
+        // nibble) and 2j + 1 (high nibble).
+        let ie = _mm512_set_epi16(
+            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20,
+            18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
+        );
+        let io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
+        let z = _mm512_setzero_si512();
+        let mut w = DotWeights {
+            b: [z; 4],
+            we: [z; NB],
+            wo: [z; NB],
+        };
+        for b in 0..NB {
+            let x = _mm512_loadu_si512(q.as_ptr().add(64 * b).cast());
+            let y = _mm512_loadu_si512(q.as_ptr().add(64 * b + 32).cast());
+            w.we[b] = _mm512_permutex2var_epi16(x, ie, y);
+            w.wo[b] = _mm512_permutex2var_epi16(x, io, y);
+        }
+        if NB == 1 {
+            let (we, wo) = (w.we[0], w.wo[0]);
+            // High bytes (arithmetic shift) and low bytes, in both 256-bit halves.
+            let dup = |v: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v);
+            w.b = [
+                dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(we))),
+                dup(_mm512_cvtepi16_epi8(we)),
+                dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(wo))),
+                dup(_mm512_cvtepi16_epi8(wo)),
+            ];
+        }
+        w
+    }
+
+    /// The exact i32 sketch dots of the 16 tokens `t0..t0 + 16` (4-bit sketch, D = 64·NB,
+    /// rows of `rb` bytes at `rows`), in token order. `q_max` keeps every partial sum below
+    /// 2³¹; wrapping i32 arithmetic gives the exact sum in any order. D = 64 takes two
+    /// tokens per 512-bit register with VPDPBUSD: `q = 256·q_h + q_l` with `q_h = q >> 8`
+    /// signed and `q_l = q & 255` unsigned bytes, so `S = 256·Σ q_h·code + Σ q_l·code`,
+    /// both byte dots exact (codes are 0..15, signed or unsigned alike). Other D: VPDPWSSD
+    /// on codes widened to i16.
+    #[inline(always)]
+    unsafe fn dots16<const NB: usize>(
+        w: &DotWeights<NB>,
+        rows: *const u8,
+        rb: usize,
+        t0: usize,
+    ) -> __m512i {
+        if NB == 1 {
+            let [weh, wel, woh, wol] = w.b;
+            let m0f = _mm512_set1_epi8(0x0f);
+            let z = _mm512_setzero_si512();
+            let mut a = [z; 8];
+            for (p, acc) in a.iter_mut().enumerate() {
+                let r0 = rows.add((t0 + 2 * p) * rb);
+                let v = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(r0.cast())),
+                    _mm256_loadu_si256(r0.add(rb).cast()),
+                );
+                let lo4 = _mm512_and_si512(v, m0f);
+                let hi4 = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m0f);
+                let h = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo4, weh), hi4, woh);
+                let l = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, wel, lo4), wol, hi4);
+                *acc = _mm512_add_epi32(_mm512_slli_epi32::<8>(h), l);
+            }
+            // Lanes 0–7 of a[p] hold token 2p, 8–15 token 2p + 1: quad k of c[i] holds
+            // token 4i + k, as level 2 of `reduce16`.
+            let c: [__m512i; 4] = std::array::from_fn(|i| {
+                let (x, y) = (a[2 * i], a[2 * i + 1]);
+                _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0x88>(x, y),
+                    _mm512_shuffle_i32x4::<0xDD>(x, y),
+                )
+            });
+            reduce_quads(&c)
+        } else {
+            let m0f = _mm512_set1_epi16(0x0f);
+            let mut a = [_mm512_setzero_si512(); 16];
+            for (i, acc) in a.iter_mut().enumerate() {
+                let row = rows.add((t0 + i) * rb);
+                for b in 0..NB {
+                    let x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.add(32 * b).cast()));
+                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_and_si512(x, m0f), w.we[b]);
+                    *acc = _mm512_dpwssd_epi32(*acc, _mm512_srli_epi16::<4>(x), w.wo[b]);
+                }
+            }
+            reduce16(&a)
+        }
+    }
+
     /// [`super::tokens_from`] for a 4-bit sketch, D = 64·NB (NB ≤ 8) and `sdot.len()` a
-    /// multiple of 16: the exact i32 sketch dots (`q_max` keeps every partial sum below
-    /// 2³¹; wrapping i32 arithmetic gives the exact sum in any order), then [`ends16`].
-    /// D = 64 takes two tokens per 512-bit register with VPDPBUSD: `q = 256·q_h + q_l` with
-    /// `q_h = q >> 8` signed and `q_l = q & 255` unsigned bytes, so
-    /// `S = 256·Σ q_h·code + Σ q_l·code`, both byte dots exact (codes are 0..15, signed or
-    /// unsigned alike). Other D: VPDPWSSD on codes widened to i16.
+    /// multiple of 16: the exact sketch dots ([`dots16`]), then [`ends16`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
     pub(super) unsafe fn dots_ends<const NB: usize>(
@@ -1162,7 +1465,6 @@ pub(crate) mod avx512 {
         lo: &mut [f64],
     ) -> (f32, f64) {
         let n = sdot.len();
-        debug_assert_eq!(q.len(), 64 * NB);
         let e = Ends {
             base: _mm512_set1_pd(pb.base),
             scale: _mm512_set1_pd(pb.scale),
@@ -1174,86 +1476,39 @@ pub(crate) mod avx512 {
         };
         let mut um = _mm256_set1_ps(f32::NEG_INFINITY);
         let mut lm = _mm512_set1_pd(f64::NEG_INFINITY);
-        // Weights of block b as the codes come: byte j of a row holds channels 2j (low
-        // nibble) and 2j + 1 (high nibble).
-        let ie = _mm512_set_epi16(
-            62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26, 24, 22, 20,
-            18, 16, 14, 12, 10, 8, 6, 4, 2, 0,
-        );
-        let io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
-        if NB == 1 {
-            let x = _mm512_loadu_si512(q.as_ptr().cast());
-            let y = _mm512_loadu_si512(q.as_ptr().add(32).cast());
-            let (we, wo) = (
-                _mm512_permutex2var_epi16(x, ie, y),
-                _mm512_permutex2var_epi16(x, io, y),
-            );
-            // High bytes (arithmetic shift) and low bytes, in both 256-bit halves.
-            let dup = |v: __m256i| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v), v);
-            let weh = dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(we)));
-            let wel = dup(_mm512_cvtepi16_epi8(we));
-            let woh = dup(_mm512_cvtepi16_epi8(_mm512_srai_epi16::<8>(wo)));
-            let wol = dup(_mm512_cvtepi16_epi8(wo));
-            let m0f = _mm512_set1_epi8(0x0f);
-            let z = _mm512_setzero_si512();
-            let mut t0 = 0;
-            while t0 < n {
-                let mut a = [z; 8];
-                for (p, acc) in a.iter_mut().enumerate() {
-                    let r0 = rows.as_ptr().add((t0 + 2 * p) * rb);
-                    let v = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm256_loadu_si256(r0.cast())),
-                        _mm256_loadu_si256(r0.add(rb).cast()),
-                    );
-                    let lo4 = _mm512_and_si512(v, m0f);
-                    let hi4 = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m0f);
-                    let h = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo4, weh), hi4, woh);
-                    let l = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, wel, lo4), wol, hi4);
-                    *acc = _mm512_add_epi32(_mm512_slli_epi32::<8>(h), l);
-                }
-                // Lanes 0–7 of a[p] hold token 2p, 8–15 token 2p + 1: quad k of c[i] holds
-                // token 4i + k, as level 2 of `reduce16`.
-                let c: [__m512i; 4] = std::array::from_fn(|i| {
-                    let (x, y) = (a[2 * i], a[2 * i + 1]);
-                    _mm512_add_epi32(
-                        _mm512_shuffle_i32x4::<0x88>(x, y),
-                        _mm512_shuffle_i32x4::<0xDD>(x, y),
-                    )
-                });
-                let s = reduce_quads(&c);
-                ends16(&e, s, t0, sdot, up, lo, &mut um, &mut lm);
-                t0 += 16;
-            }
-        } else {
-            let mut we = [_mm512_setzero_si512(); NB];
-            let mut wo = [_mm512_setzero_si512(); NB];
-            for b in 0..NB {
-                let x = _mm512_loadu_si512(q.as_ptr().add(64 * b).cast());
-                let y = _mm512_loadu_si512(q.as_ptr().add(64 * b + 32).cast());
-                we[b] = _mm512_permutex2var_epi16(x, ie, y);
-                wo[b] = _mm512_permutex2var_epi16(x, io, y);
-            }
-            let m0f = _mm512_set1_epi16(0x0f);
-            let mut t0 = 0;
-            while t0 < n {
-                let mut a = [_mm512_setzero_si512(); 16];
-                for (i, acc) in a.iter_mut().enumerate() {
-                    let row = rows.as_ptr().add((t0 + i) * rb);
-                    for b in 0..NB {
-                        let x = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.add(32 * b).cast()));
-                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_and_si512(x, m0f), we[b]);
-                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_srli_epi16::<4>(x), wo[b]);
-                    }
-                }
-                let s = reduce16(&a);
-                ends16(&e, s, t0, sdot, up, lo, &mut um, &mut lm);
-                t0 += 16;
-            }
+        let w = dot_weights::<NB>(q);
+        let mut t0 = 0;
+        while t0 < n {
+            let s = dots16::<NB>(&w, rows.as_ptr(), rb, t0);
+            ends16(&e, s, t0, sdot, up, lo, &mut um, &mut lm);
+            t0 += 16;
         }
         let x = _mm_max_ps(_mm256_castps256_ps128(um), _mm256_extractf128_ps::<1>(um));
         let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
         let x = _mm_max_ss(x, _mm_movehdup_ps(x));
         (_mm_cvtss_f32(x), _mm512_reduce_max_pd(lm))
+    }
+
+    /// [`super::dots_max`] for a 4-bit sketch, D = 64·NB (NB ≤ 8) and `sdot.len()` a
+    /// multiple of 16: the exact sketch dots ([`dots16`]) into `sdot`, and their maximum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    pub(super) unsafe fn dots_max<const NB: usize>(
+        q: &[i16],
+        rows: &[u8],
+        rb: usize,
+        sdot: &mut [i32],
+    ) -> i32 {
+        let n = sdot.len();
+        let w = dot_weights::<NB>(q);
+        let mut mx = _mm512_set1_epi32(i32::MIN);
+        let mut t0 = 0;
+        while t0 < n {
+            let s = dots16::<NB>(&w, rows.as_ptr(), rb, t0);
+            _mm512_storeu_si512(sdot.as_mut_ptr().add(t0).cast(), s);
+            mx = _mm512_max_epi32(mx, s);
+            t0 += 16;
+        }
+        _mm512_reduce_max_epi32(mx)
     }
 
     /// `f32_up` of eight f64 lanes, lane by lane the scalar's operations.
@@ -1270,6 +1525,172 @@ pub(crate) mod avx512 {
             ),
             _mm256_set1_ps(f32::from_bits(1)),
         )
+    }
+
+    /// The ends of eight tokens whose sketch dots are `s`, without ALiBi: `(lower, upper)`
+    /// as [`PageBound::interval`] forms them, lane by lane the same operations (products
+    /// and sums rounded separately), so the same bits.
+    #[inline(always)]
+    unsafe fn ends8(e: &Ends, s: __m256i) -> (__m512d, __m512d) {
+        let c = _mm512_add_pd(e.base, _mm512_mul_pd(e.scale, _mm512_cvtepi32_pd(s)));
+        (
+            _mm512_max_pd(_mm512_sub_pd(c, e.half), e.blo),
+            _mm512_min_pd(_mm512_add_pd(c, e.half), e.bhi),
+        )
+    }
+
+    fn ends_of(pc: &PageBound) -> Ends {
+        // SAFETY: plain broadcasts (AVX-512F, present wherever these kernels run).
+        unsafe {
+            Ends {
+                base: _mm512_set1_pd(pc.base),
+                scale: _mm512_set1_pd(pc.scale),
+                half: _mm512_set1_pd(pc.half),
+                blo: _mm512_set1_pd(pc.box_lo),
+                bhi: _mm512_set1_pd(pc.box_hi),
+                sl: _mm512_setzero_pd(),
+                s0: 0.0,
+            }
+        }
+    }
+
+    /// [`super::dots_ups`], a 4-bit sketch, D = 64·NB and `sdot.len()` a multiple of 16:
+    /// [`dots16`], then the upper ends of [`ends16`] without ALiBi (where its term is ±0,
+    /// which adds nothing), their maximum and the dots' maximum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    pub(super) unsafe fn dots_ups<const NB: usize>(
+        pb: &PageBound,
+        q: &[i16],
+        rows: &[u8],
+        rb: usize,
+        sdot: &mut [i32],
+        up: &mut [f32],
+    ) -> (f32, i32) {
+        let n = sdot.len();
+        let e = ends_of(pb);
+        let w = dot_weights::<NB>(q);
+        let mut um = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut mx = _mm512_set1_epi32(i32::MIN);
+        let mut t0 = 0;
+        while t0 < n {
+            let s = dots16::<NB>(&w, rows.as_ptr(), rb, t0);
+            _mm512_storeu_si512(sdot.as_mut_ptr().add(t0).cast(), s);
+            mx = _mm512_max_epi32(mx, s);
+            for h in 0..2 {
+                let si = if h == 0 {
+                    _mm512_castsi512_si256(s)
+                } else {
+                    _mm512_extracti64x4_epi64::<1>(s)
+                };
+                let (_, u) = ends8(&e, si);
+                let uf = f32_up8(u);
+                _mm256_storeu_ps(up.as_mut_ptr().add(t0 + 8 * h), uf);
+                um = _mm256_max_ps(um, uf);
+            }
+            t0 += 16;
+        }
+        let x = _mm_max_ps(_mm256_castps256_ps128(um), _mm256_extractf128_ps::<1>(um));
+        let x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+        let x = _mm_max_ss(x, _mm_movehdup_ps(x));
+        (_mm_cvtss_f32(x), _mm512_reduce_max_epi32(mx))
+    }
+
+    /// [`super::push_lows_dots`]: the lower ends of the tokens whose dots are `sdot`
+    /// (`sdot.len()` a multiple of 8), those with `a·(l − m) > −1` appended to `out`, order
+    /// kept. Panics unless `out` has room for all of them.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn push_lows_dots(
+        out: &mut Vec<f64>,
+        pc: &PageBound,
+        sdot: &[i32],
+        a: f64,
+        m: f64,
+    ) {
+        let n = sdot.len();
+        assert!(
+            n.is_multiple_of(8) && out.capacity() - out.len() >= n,
+            "push_lows_dots: no room"
+        );
+        let e = ends_of(pc);
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let (l, _) = ends8(&e, _mm256_loadu_si256(sdot.as_ptr().add(i).cast()));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(_mm512_mul_pd(av, _mm512_sub_pd(l, mv)), neg1);
+            _mm512_mask_compressstoreu_pd(dst.add(len).cast(), k, l);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        out.set_len(len);
+    }
+
+    /// [`super::push_lows_dots_f32`]: as [`push_lows_dots`] with the lower ends rounded
+    /// down to f32 first (the values and test of [`compact_lows_f32`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn push_lows_dots_f32(
+        out: &mut Vec<f32>,
+        pc: &PageBound,
+        sdot: &[i32],
+        a: f64,
+        m: f64,
+    ) {
+        let n = sdot.len();
+        assert!(
+            n.is_multiple_of(8) && out.capacity() - out.len() >= n,
+            "push_lows_dots_f32: no room"
+        );
+        let e = ends_of(pc);
+        let (av, mv, neg1) = (_mm512_set1_pd(a), _mm512_set1_pd(m), _mm512_set1_pd(-1.0));
+        let sign = _mm512_set1_pd(-0.0);
+        let sign32 = _mm256_set1_ps(-0.0);
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let (l, _) = ends8(&e, _mm256_loadu_si256(sdot.as_ptr().add(i).cast()));
+            let v = _mm256_xor_ps(f32_up8(_mm512_xor_pd(l, sign)), sign32);
+            let z = _mm512_mul_pd(av, _mm512_sub_pd(_mm512_cvtps_pd(v), mv));
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, neg1);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, v);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        out.set_len(len);
+    }
+
+    /// [`super::push_ups_dots_f32`]: the upper ends (rounded up to f32) of the tokens whose
+    /// dots are `sdot` (a multiple of 8), those with `a·u − th > 0` appended to `out` (the
+    /// values and test of [`compact_ups_f32`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub(super) unsafe fn push_ups_dots_f32(
+        out: &mut Vec<f32>,
+        pc: &PageBound,
+        sdot: &[i32],
+        a: f64,
+        th: f64,
+    ) {
+        let n = sdot.len();
+        assert!(
+            n.is_multiple_of(8) && out.capacity() - out.len() >= n,
+            "push_ups_dots_f32: no room"
+        );
+        let e = ends_of(pc);
+        let (av, tv, z0) = (_mm512_set1_pd(a), _mm512_set1_pd(th), _mm512_setzero_pd());
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let (_, u) = ends8(&e, _mm256_loadu_si256(sdot.as_ptr().add(i).cast()));
+            let uf = f32_up8(u);
+            let z = _mm512_sub_pd(_mm512_mul_pd(av, _mm512_cvtps_pd(uf)), tv);
+            let k = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(z, z0);
+            _mm256_mask_compressstoreu_ps(dst.add(len).cast(), k, uf);
+            len += k.count_ones() as usize;
+            i += 8;
+        }
+        out.set_len(len);
     }
 
     /// The robust pass's lower-end filter: appends `v = f32_down(l)` for each `l` of
@@ -2098,6 +2519,104 @@ mod tests {
         }
     }
 
+    /// The lazy token path ([`dots_max`], then the ends of the largest dot, [`upper_end`],
+    /// [`above_mask_dots`], the `push_*_dots` filters) gives, without ALiBi, exactly the
+    /// values of the eager one ([`tokens_from`] then the filters on its ends), on the
+    /// AVX-512 and the fallback kernels alike: rows of every kind, widths, page sizes.
+    #[test]
+    fn lazy_ends_equal_token_ends() {
+        let fast = has_avx512();
+        let mut r = Rng(7);
+        for trial in 0..240 {
+            let kind = (trial % 6) as u32;
+            let d = [64usize, 128, 64, 192, 48, 512][trial / 6 % 6];
+            let ps = [16usize, 32, 16, 8, 48][trial / 36 % 5];
+            let bits = [4u32, 4, 4, 2, 8, 1][trial / 7 % 6];
+            let keys = page_keys(&mut r, kind, ps, d);
+            let lo: Vec<f32> = (0..d)
+                .map(|c| keys.iter().map(|k| k[c]).fold(f32::INFINITY, f32::min))
+                .collect();
+            let hi: Vec<f32> = (0..d)
+                .map(|c| keys.iter().map(|k| k[c]).fold(f32::NEG_INFINITY, f32::max))
+                .collect();
+            let mut rows = PageRows::new(d);
+            rows.set(&lo, &hi, bits);
+            if trial % 29 == 28 {
+                rows.finite = false;
+            }
+            let w: Vec<f32> = (0..d).map(|_| r.sym()).collect();
+            let rb = sketch::row_bytes(d, bits);
+            let mut sk = vec![0u8; ps * rb];
+            for (t, k) in keys.iter().enumerate() {
+                sketch::encode_row(k, &lo, &hi, bits, &mut sk[t * rb..(t + 1) * rb]);
+            }
+            let s0 = -((trial * 53 + 1000) as f64);
+            let mut qw = vec![0i16; d];
+            let pb = page_bound(&w, &rows, true, &mut qw);
+            let mut codes = vec![0u8; d];
+            let (mut sd0, mut up0, mut lo0) = (vec![0i32; ps], vec![0f32; ps], vec![0f64; ps]);
+            let (u0, l0) = tokens_from(
+                false, &pb, &qw, &sk, rb, bits, 0.0, s0, &mut sd0, &mut codes, &mut up0, &mut lo0,
+            );
+            for path in [false, fast] {
+                let mut sd1 = vec![0i32; ps];
+                let smax = dots_max(path, &qw, &sk, rb, bits, &mut sd1, &mut codes);
+                assert_eq!(sd0, sd1, "trial {trial}");
+                let (l1, u1) = pb.interval(smax);
+                assert_eq!(f32_up(u1).to_bits(), u0.to_bits(), "trial {trial}");
+                assert_eq!(l1.to_bits(), l0.to_bits(), "trial {trial}");
+                let (mut lo2, mut up2) = (vec![0f64; ps], vec![0f32; ps]);
+                ends_no_alibi(&pb, &sd1, &mut lo2, Some(&mut up2));
+                let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits_of(&up2), bits_of(&up0));
+                assert_eq!(
+                    lo2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    lo0.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                );
+                // The upper ends and their maximum with the dots in one kernel.
+                let (mut sd2, mut up3) = (vec![0i32; ps], vec![0f32; ps]);
+                let (um, sm) = dots_ups(
+                    path, &pb, &qw, &sk, rb, bits, &mut sd2, &mut codes, &mut up3,
+                );
+                assert_eq!(sd2, sd0, "trial {trial}");
+                assert_eq!(sm, smax);
+                assert_eq!(um.to_bits(), u0.to_bits(), "trial {trial}");
+                assert_eq!(bits_of(&up3), bits_of(&up0), "trial {trial}");
+                // The filters against the eager ends (a leading value checks the append).
+                for (a, m) in [(0.5, l0 - 1.5), (0.5, l0), (2.0, l0 - 0.1), (0.0, l0)] {
+                    let mut want = vec![9.0f64];
+                    want.extend(lo0.iter().copied().filter(|&l| a * (l - m) > -1.0));
+                    let mut got = Vec::with_capacity(ps + 1);
+                    got.push(9.0f64);
+                    push_lows_dots(path, &mut got, &pb, &sd1, a, m);
+                    assert_eq!(
+                        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                        "trial {trial}"
+                    );
+                    let m32 = f32_down(m) as f64;
+                    let mut want = vec![9.0f32];
+                    want.extend(
+                        lo0.iter()
+                            .map(|&l| f32_down(l))
+                            .filter(|&v| a * (v as f64 - m32) > -1.0),
+                    );
+                    let mut got = Vec::with_capacity(ps + 1);
+                    got.push(9.0f32);
+                    push_lows_dots_f32(path, &mut got, &pb, &sd1, a, m32);
+                    assert_eq!(bits_of(&want), bits_of(&got), "trial {trial}");
+                    let th = a * u0 as f64 - 0.25;
+                    let mut want = vec![9.0f32];
+                    want.extend(up0.iter().copied().filter(|&u| a * u as f64 - th > 0.0));
+                    let mut got = Vec::with_capacity(ps + 1);
+                    got.push(9.0f32);
+                    push_ups_dots_f32(path, &mut got, &pb, &sd1, a, th);
+                    assert_eq!(bits_of(&want), bits_of(&got), "trial {trial}");
+                }
+            }
+        }
+    }
+
     /// [`page_bounds`] (heads batched stage by stage) equals [`page_bound`] per head, bit
     /// for bit: bounds and quantised weights, rows of every kind (non-finite, overflowing,
     /// zero-width, tiny, huge), every sketch width and none.
@@ -2295,6 +2814,19 @@ mod tests {
             best = best.min(t.elapsed().as_secs_f64());
         }
         let tf_ns = best * 1e9 / pages as f64;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = Instant::now();
+            for i in 0..pages {
+                let m = dots_max(fast, &q, &sk[i * ps * rb..], rb, bits, &mut sd, &mut codes);
+                acc += m as f64;
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "dots_max (fast: {fast}) {:.1} ns",
+            best * 1e9 / pages as f64
+        );
         println!(
             "per page (D {d}, {ps} tokens): page_bound {pb_ns:.1} ns, sketch_dots {sd_ns:.1} ns, token_ends {te_ns:.1} ns, rows load {ld_ns:.1} ns; fast ({fast}): rows {ldf_ns:.1} ns, dots+ends {tf_ns:.1} ns ({acc})"
         );

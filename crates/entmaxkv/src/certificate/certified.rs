@@ -19,8 +19,8 @@
 //! Everything is sized by [`CertifiedWorkspace::new`]; a step allocates nothing.
 
 use super::bounds::{
-    above_mask, alibi, f32_down, has_avx512, page_bounds, page_bounds_batched, tokens_from,
-    BoundUnit, PageBound, PageRows, BATCH, PREFETCH_PAGES,
+    above_mask, alibi, dots_ups, f32_down, has_avx512, page_bounds, page_bounds_batched,
+    push_lows_dots, tokens_from, BoundUnit, PageBound, PageRows, BATCH, PREFETCH_PAGES,
 };
 use super::{margin, z_scale, CertBytes};
 use crate::attention::cpu::{
@@ -334,7 +334,10 @@ fn slot_bounds(q_scaled: &[f32], g: usize, d: usize, part: &mut BlockScratch) {
     }
 }
 
-/// [`bound_slot`], phase 3: sketch dots, token ends, lower ends.
+/// [`bound_slot`], phase 3: sketch dots, token ends, lower ends. Without ALiBi the lower
+/// ends come from the dots only where the page's largest can enter the τ_lb solve (the
+/// largest is that of the largest dot: every end is non-decreasing in the dot), formed and
+/// filtered in one step ([`push_lows_dots`]); the same values as [`tokens_from`]'s.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn slot_tokens(
@@ -366,24 +369,49 @@ fn slot_tokens(
         let pc = part.pbs[hg];
         let o = (slot - first) * g + hg;
         let lows = &mut part.page_lows[..ps];
-        let (umax, lmx) = tokens_from(
-            fast,
-            &pc,
-            &part.qw[hg * d..(hg + 1) * d],
-            sk,
-            rb,
-            bits,
-            slopes[hg] as f64,
-            s0,
-            &mut part.sdot[..ps],
-            &mut part.codes,
-            &mut up[o * ps..(o + 1) * ps],
-            lows,
-        );
+        let (qw, sdot) = (&part.qw[hg * d..(hg + 1) * d], &mut part.sdot[..ps]);
+        let up = &mut up[o * ps..(o + 1) * ps];
         part.mag[hg] = part.mag[hg].max(pc.mag);
-        pu[o] = umax;
-        push_lows(fast, a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
+        let slope = slopes[hg] as f64;
+        if slope == 0.0 {
+            let (umax, smax) = dots_ups(fast, &pc, qw, sk, rb, bits, sdot, &mut part.codes, up);
+            pu[o] = umax;
+            let lmx = pc.interval(smax).0;
+            // `push_lows`' filter without its branch on the page's largest end (taken
+            // for ~80% of the pages at 128K: a branch the predictor misses often, and
+            // whose misses flush the next head's dots): where that test fails, the
+            // largest is at most the running maximum (which then stays) and every end is
+            // dropped by the per-token test (a > 0, every step monotone), so the same
+            // list either way.
+            let lmax = &mut part.lmax[hg];
+            *lmax = lmax.max(lmx);
+            push_lows_dots(fast, &mut part.lows[hg], &pc, sdot, a, *lmax);
+        } else {
+            let (umax, lmx) = tokens_from(
+                fast,
+                &pc,
+                qw,
+                sk,
+                rb,
+                bits,
+                slope,
+                s0,
+                sdot,
+                &mut part.codes,
+                up,
+                lows,
+            );
+            pu[o] = umax;
+            push_lows(fast, a, lows, lmx, &mut part.lmax[hg], &mut part.lows[hg]);
+        }
     }
+}
+
+/// Whether a page whose largest lower end is `pmax` can add lower ends to a head's τ_lb
+/// candidates, whose running maximum is `lmax` ([`push_lows`]' test).
+#[inline(always)]
+fn lows_may_enter(a: f64, pmax: f64, lmax: f64) -> bool {
+    pmax > lmax || a * (pmax - lmax) > -1.0
 }
 
 /// Adds lower ends to a head's τ_lb candidates: only those within `1/(α−1)` of the running
@@ -393,7 +421,7 @@ fn slot_tokens(
 /// running maximum fails it against the final one). `pmax` is the largest of `vals`.
 #[inline]
 fn push_lows(fast: bool, a: f64, vals: &[f64], pmax: f64, lmax: &mut f64, lows: &mut Vec<f64>) {
-    if !(pmax > *lmax || a * (pmax - *lmax) > -1.0) {
+    if !lows_may_enter(a, pmax, *lmax) {
         return;
     }
     *lmax = lmax.max(pmax);

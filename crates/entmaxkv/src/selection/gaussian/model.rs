@@ -238,7 +238,7 @@ fn prefetch_l2<T>(data: &[T]) {
     target_feature = "f16c"
 ))]
 #[inline(always)]
-fn mean_var_typed<T: crate::dtype::KvElem>(q: &[f32], m: &[T], s: &[T]) -> (f32, f32) {
+pub(super) fn mean_var_typed<T: crate::dtype::KvElem>(q: &[f32], m: &[T], s: &[T]) -> (f32, f32) {
     use std::arch::x86_64::*;
     #[inline(always)]
     unsafe fn load8<T: crate::dtype::KvElem>(p: *const T) -> __m256 {

@@ -37,8 +37,8 @@
 
 use super::{model, GaussianOpts};
 use crate::certificate::bounds::{
-    f32_down, has_avx512, page_bound, page_bounds_batched, tokens_from, BoundUnit, PageBound,
-    PageRows,
+    dots_max, f32_down, f32_up, has_avx512, page_bound, page_bounds_batched, push_lows_dots_f32,
+    push_ups_dots_f32, tokens_from, BoundUnit, PageBound, PageRows,
 };
 use crate::error::Result;
 use crate::selection::{SelectScratch, Selection, SelectionContext};
@@ -624,22 +624,47 @@ fn pass_page(
     for hg in 0..g {
         let (ups, lows) = (&mut blk.ups_pg[..ps], &mut blk.lows_pg[..ps]);
         let pb = blk.pbs[hg];
-        let (umax, lmx) = tokens_from(
-            fast,
-            &pb,
-            &blk.qw[hg * d..(hg + 1) * d],
-            sk,
-            sk_row,
-            bits,
-            ctx.slopes[hg] as f64,
-            s0,
-            &mut blk.sdot[..ps],
-            &mut blk.codes,
-            ups,
-            lows,
-        );
+        let slope = ctx.slopes[hg] as f64;
+        let qw = &blk.qw[hg * d..(hg + 1) * d];
+        let sdot = &mut blk.sdot[..ps];
+        // Without ALiBi the largest ends are those of the largest sketch dot (bit for bit,
+        // `dots_max`), and the per-token ends are formed only where a page's largest passes
+        // a filter below (`lazy`); with ALiBi every token's ends are formed here.
+        let lazy = slope == 0.0;
+        let (umax, lmx) = if lazy {
+            let smax = dots_max(fast, qw, sk, sk_row, bits, sdot, &mut blk.codes);
+            let (l, u) = pb.interval(smax);
+            (f32_up(u), l)
+        } else {
+            tokens_from(
+                fast,
+                &pb,
+                qw,
+                sk,
+                sk_row,
+                bits,
+                slope,
+                s0,
+                sdot,
+                &mut blk.codes,
+                ups,
+                lows,
+            )
+        };
         out.best[o + hg] = umax as f64;
-        if let Pass::Fused { .. } = pass {
+        let pmax = f32_down(lmx) as f64;
+        let lmax = blk.lmax[hg];
+        let lows_pass = pmax > lmax || a * (pmax - lmax) > -1.0;
+        // The upper-end filter `a·u − th > 0` is monotone in u (a ≥ 0): no token passes
+        // unless the largest does, and the list is then left as it is.
+        let ups_pass = match pass {
+            Pass::Fused { .. } => !(a >= 0.0 && a * umax as f64 - tau_hat[hg] <= 0.0),
+            Pass::Marked => false,
+        };
+        if ups_pass && lazy {
+            let sdot = &blk.sdot[..ps];
+            push_ups_dots_f32(fast, &mut blk.ups[hg], &pb, sdot, a, tau_hat[hg]);
+        } else if ups_pass {
             let th = tau_hat[hg];
             let list = &mut blk.ups[hg];
             #[cfg(target_arch = "x86_64")]
@@ -655,12 +680,19 @@ fn pass_page(
         // Lower ends: only those within 1/a of the running maximum can be candidates of
         // the τ_lb solve (as in `certified`); the rest are dropped. f32_down is monotone,
         // so the largest rounded value is f32_down(lmx).
-        let pmax = f32_down(lmx) as f64;
-        let lmax = &mut blk.lmax[hg];
-        if pmax > *lmax || a * (pmax - *lmax) > -1.0 {
+        // Without ALiBi the filter runs whatever the page's largest end (no branch on it,
+        // which the predictor misses often): where `lows_pass` fails the largest is at
+        // most the running maximum, which then stays, and the per-token test drops every
+        // end (a ≥ 0, each step monotone), so the same list either way.
+        if lows_pass || lazy {
+            let lmax = &mut blk.lmax[hg];
             *lmax = lmax.max(pmax);
             let m = *lmax;
             let list = &mut blk.lows[hg];
+            if lazy {
+                push_lows_dots_f32(fast, list, &pb, &blk.sdot[..ps], a, m);
+                continue;
+            }
             #[cfg(target_arch = "x86_64")]
             if fast && list.capacity() - list.len() >= ps {
                 // SAFETY: `fast` only where `has_avx512()` holds; room checked.
@@ -942,6 +974,32 @@ pub(crate) unsafe fn moments_seq(
                     stats.prefetch_row(Stat::Std, nb, d);
                 }
                 let base = cache.stats_offset(page, t.kv_head);
+                // The rows in their storage type, widened in registers (as
+                // `model::seq_page_moments`): `mean_var_typed` is `mean_var` bit for bit.
+                #[cfg(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "fma",
+                    target_feature = "f16c"
+                ))]
+                if d.is_multiple_of(8) {
+                    for hg in 0..t.group {
+                        let h = t.h0 + hg;
+                        let q = &q_scaled[h * d..(h + 1) * d];
+                        let (mu, var) = crate::with_stats!(stats, |a| model::mean_var_typed(
+                            q,
+                            &a[Stat::Mean as usize][base..base + d],
+                            &a[Stat::Std as usize][base..base + d],
+                        ));
+                        // SAFETY (the caller's contract): `[G, closed]` buffers of this
+                        // task; page i belongs to this job only.
+                        unsafe {
+                            *t.hi.add(hg * closed + i) = mu as f64;
+                            *t.lo.add(hg * closed + i) = (var as f64).sqrt();
+                        }
+                    }
+                    continue;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if fast {
                     // SAFETY: AVX-512 present (`fast`), D a multiple of 16, the rows inside
