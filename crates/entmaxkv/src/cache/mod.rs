@@ -306,6 +306,8 @@ impl PartialEq for PagedKvCache {
     }
 }
 
+use crate::workspace::huge_zeroed;
+
 impl PagedKvCache {
     /// Allocates the pool. Memory is reserved once; pages are handed out on append.
     pub fn new(cfg: CacheConfig) -> Result<Self> {
@@ -313,16 +315,16 @@ impl PagedKvCache {
         let block = cfg.num_pages * cfg.num_kv_heads * cfg.page_size * cfg.head_dim;
         let kv = match cfg.kv_dtype {
             DType::F32 => KvStorage::F32 {
-                k: vec![0.0; block],
-                v: vec![0.0; block],
+                k: huge_zeroed(block),
+                v: huge_zeroed(block),
             },
             DType::F16 => KvStorage::F16 {
-                k: vec![f16::ZERO; block],
-                v: vec![f16::ZERO; block],
+                k: huge_zeroed(block),
+                v: huge_zeroed(block),
             },
             DType::Bf16 => KvStorage::Bf16 {
-                k: vec![bf16::ZERO; block],
-                v: vec![bf16::ZERO; block],
+                k: huge_zeroed(block),
+                v: huge_zeroed(block),
             },
         };
         let stats = StatsStorage::new(
@@ -344,7 +346,7 @@ impl PagedKvCache {
             cfg,
             kv,
             stats,
-            sketch: vec![0; sketch_len],
+            sketch: huge_zeroed(sketch_len),
             chunk_f32: Vec::new(),
             row_scratch,
             free,

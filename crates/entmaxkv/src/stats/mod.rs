@@ -90,8 +90,8 @@ pub enum StatsView<'a> {
 
 impl StatsStorage {
     pub(crate) fn new(dtype: DType, len: usize) -> Self {
-        fn arrays<T: KvElem>(len: usize) -> [Vec<T>; 4] {
-            std::array::from_fn(|_| vec![T::default(); len])
+        fn arrays<T: KvElem + bytemuck::Zeroable>(len: usize) -> [Vec<T>; 4] {
+            std::array::from_fn(|_| crate::workspace::huge_zeroed(len))
         }
         match dtype {
             DType::F32 => StatsStorage::F32(arrays(len)),
