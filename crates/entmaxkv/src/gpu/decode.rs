@@ -620,6 +620,9 @@ impl GpuDecoder {
                     Ok(p)
                 };
                 let bounded = gpu.zeros::<i32>(tasks)?;
+                // Chunks of BLOCK closed pages (kernels/robust.cu RB_CH) of the τ_lb
+                // compaction (rob_cmax/rob_ccnt/rob_cpack) and of the kept list (rob_pcnt/rob_pack).
+                let nch_stride = max_pages.div_ceil(BLOCK as usize);
                 let (gam, lv, qmax, inv_qmax, inv_levels) =
                     crate::certificate::bounds::device_consts(d, ccfg.sketch_bits);
                 let params = RobustParams {
@@ -645,6 +648,9 @@ impl GpuDecoder {
                     lists: g.lists.ptr(),
                     list_counts: g.counts.ptr(),
                     bounded: bounded.ptr(),
+                    cmax: ralloc(bh * nch_stride * 4)?,
+                    ccnt: ralloc(bh * nch_stride * 4)?,
+                    pcnt: ralloc(tasks * 2 * nch_stride * 4)?,
                     a: alpha - 1.0,
                     beta: 1.0 / (alpha - 1.0),
                     gam,
@@ -666,6 +672,7 @@ impl GpuDecoder {
                     sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
                     sinks: o.sink_pages.min(i32::MAX as usize) as i32,
                     has_alibi: slopes.is_some() as i32,
+                    nch_stride: nch_stride as i32,
                 };
                 Some(RobustPlan {
                     params,
@@ -964,9 +971,16 @@ impl GpuDecoder {
                         "gauss_count",
                         "rob_box",
                         "rob_tok1",
+                        "rob_cmax1",
+                        "rob_ccnt1",
+                        "rob_cpack1",
                         "rob_solve1",
                         "rob_tok2",
+                        "rob_cmax2",
+                        "rob_ccnt2",
+                        "rob_cpack2",
                         "rob_solve2",
+                        "rob_pcnt",
                         "rob_pack",
                     ]
                 } else {
@@ -975,9 +989,16 @@ impl GpuDecoder {
                         "gauss_count",
                         "rob_box",
                         "rob_tok1",
+                        "rob_cmax1",
+                        "rob_ccnt1",
+                        "rob_cpack1",
                         "rob_solve1",
                         "rob_tok2",
+                        "rob_cmax2",
+                        "rob_ccnt2",
+                        "rob_cpack2",
                         "rob_solve2",
+                        "rob_pcnt",
                         "rob_pack",
                     ]
                 }
@@ -1058,14 +1079,21 @@ impl GpuDecoder {
                         launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
                 }
-                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_solve1" | "rob_solve2" | "rob_pack" => {
+                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1" | "rob_cpack1"
+                | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2" | "rob_solve2"
+                | "rob_pcnt" | "rob_pack" => {
                     let r = self.robust.as_ref().expect("robust plan");
+                    let nch = r.params.nch_stride as u32;
                     let g = match name {
                         // One (page, head) unit per 8 lanes.
                         "rob_box" | "rob_tok1" | "rob_tok2" => (r.grid_x, self.tasks as u32, 1),
+                        // One CTA per chunk of BLOCK closed pages and head of a task.
+                        "rob_cmax1" | "rob_ccnt1" | "rob_cpack1" | "rob_cmax2" | "rob_ccnt2"
+                        | "rob_cpack2" => (nch, self.tasks as u32, self.tg as u32),
                         // One CTA per head of a task.
                         "rob_solve1" | "rob_solve2" => (self.tg as u32, self.tasks as u32, 1),
-                        _ => (1, self.tasks as u32, 1),
+                        // rob_pcnt, rob_pack: one CTA per chunk of a task.
+                        _ => (nch, self.tasks as u32, 1),
                     };
                     launch_ex(m.func(name), g, BLOCK, 0, s, &r.params, self.pdl)
                 }
