@@ -17,9 +17,12 @@
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
 //!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
 //!   head), `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
-//!   token intervals, bit for bit), `rob_solve1` (τ_lb of the pass-1 lower ends, the trust
-//!   test of τ̂, the threshold), `rob_tok2` (pass 2: the pages whose box still reaches it),
-//!   `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pack` (kept slots, last page last);
+//!   token intervals, bit for bit), `rob_cmax1`/`rob_ccnt1`/`rob_cpack1` (per chunk of 256
+//!   pages: largest lower end, candidate count, candidates written in page order),
+//!   `rob_solve1` (τ_lb of the pass-1 lower ends, the trust test of τ̂, the threshold),
+//!   `rob_tok2` (pass 2: the pages whose box still reaches it), `rob_cmax2`/`rob_ccnt2`/
+//!   `rob_cpack2`, `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pcnt` (per chunk:
+//!   kept and bounded pages), `rob_pack` (kept slots after the chunks before, last page last);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a

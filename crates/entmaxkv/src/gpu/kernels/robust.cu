@@ -9,12 +9,16 @@
 //               (f32, rounded down) into `lows`, per page and head the largest upper end
 //               (best), the largest lower end (lmax) and Σ_t [a·u_t − τ̂]_+^β (mass, the trust
 //               test's share); want[i] = 1 (else 0);
+//   rob_cmax1, rob_ccnt1, rob_cpack1  (chunks of BLOCK pages) the τ_lb candidates of pass 1
+//               compacted in page order into `cand`;
 //   rob_solve1  per head: τ_lb = the exact entmax τ of the pass-1 lower ends; trust = Σ mass
 //               ≥ 1; thr = trust ? max(τ̂, τ_lb) : τ_lb;
 //   rob_tok2    pass 2: the pages not bounded yet whose box reaches thr for some head are
 //               bounded as in pass 1 (want[i] = 2);
+//   rob_cmax2, rob_ccnt2, rob_cpack2  the same over both passes;
 //   rob_solve2  τ_lb over the pass-1 and pass-2 lower ends; T = trust ? max(τ̂, τ_lb) :
 //               τ_lb, into thr and tau_hat (the selection's τ̂ output, as the CPU's);
+//   rob_pcnt    per chunk of BLOCK pages: kept pages and pages bounded per token;
 //   rob_pack    keep page i iff i < sinks or some head has a·min(box_hi, best) > T (best
 //               only where bounded); the kept slots ascending, then the last page.
 //
@@ -306,8 +310,8 @@ __device__ __forceinline__ bool rb_chunk(const RobustParams& p, RbChunk& k) {
     return true;
 }
 
-// Page i's candidates (0 where the page is not bounded so far or its largest lower end fails
-// the test: its lows are not read), counted.
+// Whether page i may hold candidates: closed, bounded so far, and its largest lower end
+// passes the test (otherwise its lows are not read).
 template <int PHASE>
 __device__ __forceinline__ bool rb_page_on(const RobustParams& p, const RbChunk& k, int i, double Md) {
     return i < k.t.closed && rb_in<PHASE>(p.want[(size_t)k.task * p.ws_stride + i]) &&
