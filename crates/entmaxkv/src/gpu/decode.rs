@@ -17,9 +17,12 @@
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
 //!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
 //!   head), `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
-//!   token intervals, bit for bit), `rob_solve1` (τ_lb of the pass-1 lower ends, the trust
-//!   test of τ̂, the threshold), `rob_tok2` (pass 2: the pages whose box still reaches it),
-//!   `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pack` (kept slots, last page last);
+//!   token intervals, bit for bit), `rob_cmax1`/`rob_ccnt1`/`rob_cpack1` (per chunk of 256
+//!   pages: largest lower end, candidate count, candidates written in page order),
+//!   `rob_solve1` (τ_lb of the pass-1 lower ends, the trust test of τ̂, the threshold),
+//!   `rob_tok2` (pass 2: the pages whose box still reaches it), `rob_cmax2`/`rob_ccnt2`/
+//!   `rob_cpack2`, `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pcnt` (per chunk:
+//!   kept and bounded pages), `rob_pack` (kept slots after the chunks before, last page last);
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
@@ -620,6 +623,9 @@ impl GpuDecoder {
                     Ok(p)
                 };
                 let bounded = gpu.zeros::<i32>(tasks)?;
+                // Chunks of BLOCK closed pages (kernels/robust.cu RB_CH) of the τ_lb
+                // compaction (rob_cmax/rob_ccnt/rob_cpack) and of the kept list (rob_pcnt/rob_pack).
+                let nch_stride = max_pages.div_ceil(BLOCK as usize);
                 let (gam, lv, qmax, inv_qmax, inv_levels) =
                     crate::certificate::bounds::device_consts(d, ccfg.sketch_bits);
                 let params = RobustParams {
@@ -645,6 +651,9 @@ impl GpuDecoder {
                     lists: g.lists.ptr(),
                     list_counts: g.counts.ptr(),
                     bounded: bounded.ptr(),
+                    cmax: ralloc(bh * nch_stride * 4)?,
+                    ccnt: ralloc(bh * nch_stride * 4)?,
+                    pcnt: ralloc(tasks * 2 * nch_stride * 4)?,
                     a: alpha - 1.0,
                     beta: 1.0 / (alpha - 1.0),
                     gam,
@@ -666,6 +675,7 @@ impl GpuDecoder {
                     sketch_rb: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
                     sinks: o.sink_pages.min(i32::MAX as usize) as i32,
                     has_alibi: slopes.is_some() as i32,
+                    nch_stride: nch_stride as i32,
                 };
                 Some(RobustPlan {
                     params,
@@ -964,9 +974,16 @@ impl GpuDecoder {
                         "gauss_count",
                         "rob_box",
                         "rob_tok1",
+                        "rob_cmax1",
+                        "rob_ccnt1",
+                        "rob_cpack1",
                         "rob_solve1",
                         "rob_tok2",
+                        "rob_cmax2",
+                        "rob_ccnt2",
+                        "rob_cpack2",
                         "rob_solve2",
+                        "rob_pcnt",
                         "rob_pack",
                     ]
                 } else {
@@ -975,9 +992,16 @@ impl GpuDecoder {
                         "gauss_count",
                         "rob_box",
                         "rob_tok1",
+                        "rob_cmax1",
+                        "rob_ccnt1",
+                        "rob_cpack1",
                         "rob_solve1",
                         "rob_tok2",
+                        "rob_cmax2",
+                        "rob_ccnt2",
+                        "rob_cpack2",
                         "rob_solve2",
+                        "rob_pcnt",
                         "rob_pack",
                     ]
                 }
@@ -1058,14 +1082,21 @@ impl GpuDecoder {
                         launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
                 }
-                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_solve1" | "rob_solve2" | "rob_pack" => {
+                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1" | "rob_cpack1"
+                | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2" | "rob_solve2"
+                | "rob_pcnt" | "rob_pack" => {
                     let r = self.robust.as_ref().expect("robust plan");
+                    let nch = r.params.nch_stride as u32;
                     let g = match name {
                         // One (page, head) unit per 8 lanes.
                         "rob_box" | "rob_tok1" | "rob_tok2" => (r.grid_x, self.tasks as u32, 1),
+                        // One CTA per chunk of BLOCK closed pages and head of a task.
+                        "rob_cmax1" | "rob_ccnt1" | "rob_cpack1" | "rob_cmax2" | "rob_ccnt2"
+                        | "rob_cpack2" => (nch, self.tasks as u32, self.tg as u32),
                         // One CTA per head of a task.
                         "rob_solve1" | "rob_solve2" => (self.tg as u32, self.tasks as u32, 1),
-                        _ => (1, self.tasks as u32, 1),
+                        // rob_pcnt, rob_pack: one CTA per chunk of a task.
+                        _ => (nch, self.tasks as u32, 1),
                     };
                     launch_ex(m.func(name), g, BLOCK, 0, s, &r.params, self.pdl)
                 }

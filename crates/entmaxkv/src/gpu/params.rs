@@ -142,6 +142,9 @@ pub(crate) struct RobustParams {
     pub lists: u64,
     pub list_counts: u64,
     pub bounded: u64,
+    pub cmax: u64,
+    pub ccnt: u64,
+    pub pcnt: u64,
     pub a: f64,
     pub beta: f64,
     pub gam: f64,
@@ -163,6 +166,7 @@ pub(crate) struct RobustParams {
     pub sketch_rb: i32,
     pub sinks: i32,
     pub has_alibi: i32,
+    pub nch_stride: i32,
 }
 
 #[repr(C)]

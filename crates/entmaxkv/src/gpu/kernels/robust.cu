@@ -9,12 +9,16 @@
 //               (f32, rounded down) into `lows`, per page and head the largest upper end
 //               (best), the largest lower end (lmax) and Σ_t [a·u_t − τ̂]_+^β (mass, the trust
 //               test's share); want[i] = 1 (else 0);
+//   rob_cmax1, rob_ccnt1, rob_cpack1  (chunks of BLOCK pages) the τ_lb candidates of pass 1
+//               compacted in page order into `cand`;
 //   rob_solve1  per head: τ_lb = the exact entmax τ of the pass-1 lower ends; trust = Σ mass
 //               ≥ 1; thr = trust ? max(τ̂, τ_lb) : τ_lb;
 //   rob_tok2    pass 2: the pages not bounded yet whose box reaches thr for some head are
 //               bounded as in pass 1 (want[i] = 2);
+//   rob_cmax2, rob_ccnt2, rob_cpack2  the same over both passes;
 //   rob_solve2  τ_lb over the pass-1 and pass-2 lower ends; T = trust ? max(τ̂, τ_lb) :
 //               τ_lb, into thr and tau_hat (the selection's τ̂ output, as the CPU's);
+//   rob_pcnt    per chunk of BLOCK pages: kept pages and pages bounded per token;
 //   rob_pack    keep page i iff i < sinks or some head has a·min(box_hi, best) > T (best
 //               only where bounded); the kept slots ascending, then the last page.
 //
@@ -50,6 +54,9 @@ struct RobustParams {
     u32* lists;           // [tasks, list_stride] kept slots
     int* list_counts;     // [tasks]
     int* bounded;         // [tasks] pages bounded per token (bytes report)
+    float* cmax;          // [B * H, nch_stride] per chunk of RB_CH pages: largest lower end (rob_cmax)
+    int* ccnt;            // [B * H, nch_stride] per chunk: τ_lb candidates (rob_ccnt)
+    int* pcnt;            // [tasks, 2, nch_stride] per chunk: kept pages, pages bounded (rob_pcnt)
     double a;             // α − 1
     double beta;          // 1/(α − 1)
     double gam;           // bounds.rs γ = n·u/(1 − n·u), n = D + 2
@@ -71,6 +78,7 @@ struct RobustParams {
     int sketch_rb;
     int sinks;            // GaussianOpts::sink_pages (clamped)
     int has_alibi;
+    int nch_stride;       // ⌈max_pages / RB_CH⌉: chunks of the rob_c* / rob_p* grids
 };
 #ifdef EXPECT_ROBUST_SIZE
 static_assert(sizeof(RobustParams) == EXPECT_ROBUST_SIZE, "RobustParams layout differs from Rust");
@@ -254,71 +262,187 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_tok2(const RobustParams 
     rob_tok<2>(p);
 }
 
-// τ_lb of head blockIdx.x of a task over the pages bounded so far (PHASE 1: pass 1; PHASE 2:
-// both passes), the trust test (PHASE 1) and the threshold. grid (tg, tasks), block BLOCK.
+// ---------------------------------------------------------------------------------------
+// τ_lb (rob_cmax → rob_ccnt → rob_cpack → rob_solve, once per phase). The candidates are the
+// lower ends l of the pages bounded so far (PHASE 1: pass 1; PHASE 2: both passes) with
+// a·(l − M), M the largest of them, > −1, listed in page order and token order: rob_cmax
+// takes each chunk's largest lower end, rob_ccnt counts each chunk's candidates, rob_cpack
+// writes them at the chunk's offset (the counts of the chunks before it), and rob_solve
+// (one CTA per head) solves on that list. A chunk is RB_CH = BLOCK closed pages (one per
+// thread); grid (nch_stride, tasks, tg), head blockIdx.z of the task. The list is the one a
+// single CTA's page-order walk builds, so τ_lb does not depend on the chunking.
+
+constexpr int RB_CH = BLOCK;
+constexpr int RB_SCAP = 8192;  // candidates rob_solve reads from shared memory (32 KB)
+constexpr int RB_UNR = 8;      // rob_solve: strided loads issued ahead of their in-order sums
+
+template <int PHASE> __device__ __forceinline__ bool rb_in(int w) { return PHASE == 1 ? w == 1 : w != 0; }
+
+// The largest lower end M of head row bh from the chunk maxima of chunks [0, nused) (a max:
+// the same value in any order; every thread gets it).
+__device__ __forceinline__ float rb_chunks_max(const RobustParams& p, size_t bh, int nused) {
+    float m = neg_inf();
+    for (int c = threadIdx.x; c < nused; c += BLOCK) m = fmaxf(m, p.cmax[bh * p.nch_stride + c]);
+    return block_max<BLOCK>(m);
+}
+
+// Σ v[0..n) (ints: exact in any order; every thread gets it).
+__device__ __forceinline__ int rb_chunks_sum(const int* v, int n) {
+    int s = 0;
+    for (int c = threadIdx.x; c < n; c += BLOCK) s += v[c];
+    return block_sum_int<BLOCK>(s);
+}
+
+// Head row, chunk and task of a rob_cmax / rob_ccnt / rob_cpack CTA; false: nothing to do
+// (the whole CTA returns).
+struct RbChunk {
+    RbTask t;
+    size_t bh;
+    int task, c, nused;
+};
+__device__ __forceinline__ bool rb_chunk(const RobustParams& p, RbChunk& k) {
+    k.task = blockIdx.y;
+    k.c = blockIdx.x;
+    k.t = rb_task(p, k.task);
+    if (k.t.closed <= 0 || p.task_bad[k.task] != 0 || k.c * RB_CH >= k.t.closed) return false;
+    k.bh = (size_t)k.t.b * p.num_heads + k.t.h0 + blockIdx.z;
+    k.nused = (k.t.closed + RB_CH - 1) / RB_CH;
+    return true;
+}
+
+// Whether page i may hold candidates: closed, bounded so far, and its largest lower end
+// passes the test (otherwise its lows are not read).
+template <int PHASE>
+__device__ __forceinline__ bool rb_page_on(const RobustParams& p, const RbChunk& k, int i, double Md) {
+    return i < k.t.closed && rb_in<PHASE>(p.want[(size_t)k.task * p.ws_stride + i]) &&
+           p.a * ((double)p.lmax[k.bh * p.ws_stride + i] - Md) > -1.0;
+}
+
+template <int PHASE> __device__ __forceinline__ void rob_cmax(const RobustParams& p) {
+    RbChunk k;
+    if (!rb_chunk(p, k)) return;
+    const int i = k.c * RB_CH + threadIdx.x;
+    float m = neg_inf();
+    if (i < k.t.closed && rb_in<PHASE>(p.want[(size_t)k.task * p.ws_stride + i]))
+        m = fmaxf(m, p.lmax[k.bh * p.ws_stride + i]);
+    m = block_max<BLOCK>(m);
+    if (threadIdx.x == 0) p.cmax[k.bh * p.nch_stride + k.c] = m;
+}
+
+template <int PHASE> __device__ __forceinline__ void rob_ccnt(const RobustParams& p) {
+    RbChunk k;
+    if (!rb_chunk(p, k)) return;
+    const float M = rb_chunks_max(p, k.bh, k.nused);
+    const double Md = (double)M;
+    const int ps = p.page_size;
+    const int i = k.c * RB_CH + threadIdx.x;
+    int cnt = 0;
+    if (M > neg_inf() && rb_page_on<PHASE>(p, k, i, Md)) {
+        const float* lows = p.lows + k.bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
+        for (int t = 0; t < ps; ++t) cnt += p.a * ((double)lows[t] - Md) > -1.0;
+    }
+    cnt = block_sum_int<BLOCK>(cnt);
+    if (threadIdx.x == 0) p.ccnt[k.bh * p.nch_stride + k.c] = cnt;
+}
+
+template <int PHASE> __device__ __forceinline__ void rob_cpack(const RobustParams& p) {
+    RbChunk k;
+    if (!rb_chunk(p, k)) return;
+    const float M = rb_chunks_max(p, k.bh, k.nused);
+    const int off = rb_chunks_sum(p.ccnt + k.bh * p.nch_stride, k.c);
+    if (!(M > neg_inf())) return;  // uniform: no candidates anywhere
+    const double Md = (double)M;
+    const int ps = p.page_size;
+    const int i = k.c * RB_CH + threadIdx.x;
+    const bool on = rb_page_on<PHASE>(p, k, i, Md);
+    const float* lows = p.lows + k.bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
+    int cnt = 0;
+    if (on)
+        for (int t = 0; t < ps; ++t) cnt += p.a * ((double)lows[t] - Md) > -1.0;
+    int total;
+    int at = off + block_excl_scan<BLOCK>(cnt, &total);
+    if (on && cnt > 0) {
+        float* cand = p.cand + k.bh * (size_t)p.ws_stride * ps;
+        for (int t = 0; t < ps; ++t) {
+            const float l = lows[t];
+            if (p.a * ((double)l - Md) > -1.0) cand[at++] = l;
+        }
+    }
+}
+
+// τ_lb of head blockIdx.x of a task from the candidate list, the trust test (PHASE 1) and the
+// threshold. grid (tg, tasks), block BLOCK.
 template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParams& p) {
+    __shared__ float s_c[RB_SCAP];
     const int task = blockIdx.y, g = blockIdx.x;
     const RbTask t = rb_task(p, task);
     if (t.closed <= 0 || p.task_bad[task] != 0) return;
     const int tid = threadIdx.x;
     const size_t bh = (size_t)t.b * p.num_heads + t.h0 + g;
     const int* want = p.want + (size_t)task * p.ws_stride;
-    const float* lm = p.lmax + bh * p.ws_stride;
     const int ps = p.page_size;
-    // The largest lower end, and (pass 1) the trust test's mass.
-    float M = neg_inf();
+    const int nused = (t.closed + RB_CH - 1) / RB_CH;
+    // The trust test's mass (pass 1): page-strided partial sums (pages tid, tid + BLOCK, ...
+    // added in that order; the loads of RB_UNR of them issued first), then the block's fixed
+    // order. mass is read for every page (a workspace, always allocated) and added only where
+    // the page was bounded in pass 1.
     double ms = 0.0, z1 = 0.0, z2 = 0.0;
-    for (int i = tid; i < t.closed; i += BLOCK) {
-        const int w = want[i];
-        if (PHASE == 1 ? w == 1 : w != 0) {
-            M = fmaxf(M, lm[i]);
-            if (PHASE == 1) ms += p.mass[bh * p.ws_stride + i];
+    if (PHASE == 1) {
+        const double* mp = p.mass + bh * p.ws_stride;
+        for (int i0 = tid; i0 < t.closed; i0 += RB_UNR * BLOCK) {
+            int w[RB_UNR];
+            double v[RB_UNR];
+#pragma unroll
+            for (int j = 0; j < RB_UNR; ++j) {
+                const int i = i0 + j * BLOCK;
+                w[j] = i < t.closed ? want[i] : 0;
+                v[j] = i < t.closed ? mp[i] : 0.0;
+            }
+#pragma unroll
+            for (int j = 0; j < RB_UNR; ++j)
+                if (w[j] == 1) ms += v[j];
         }
+        block_sum3<BLOCK>(ms, z1, z2);
     }
-    M = block_max<BLOCK>(M);
-    if (PHASE == 1) block_sum3<BLOCK>(ms, z1, z2);
+    const float M = rb_chunks_max(p, bh, nused);
     double tlb = gauss_ninf();
     if (M > neg_inf()) {
-        // The candidates a·(l − M) > −1 (the only ones τ's equation can use), in page order.
-        const float* lows = p.lows + bh * (size_t)p.ws_stride * ps;
-        float* cand = p.cand + bh * (size_t)p.ws_stride * ps;
         const double Md = (double)M;
-        int n = 0;
-        for (int i0 = 0; i0 < t.closed; i0 += BLOCK) {
-            const int i = i0 + tid;
-            int cnt = 0;
-            // A page whose largest lower end fails the test has no candidate (lows not read).
-            const bool on = i < t.closed && (PHASE == 1 ? want[i] == 1 : want[i] != 0) &&
-                            p.a * ((double)lm[i] - Md) > -1.0;
-            if (on)
-                for (int k = 0; k < ps; ++k) cnt += p.a * ((double)lows[(size_t)i * ps + k] - Md) > -1.0;
-            int total;
-            int at = n + block_excl_scan<BLOCK>(cnt, &total);
-            if (on && cnt > 0)
-                for (int k = 0; k < ps; ++k) {
-                    const float l = lows[(size_t)i * ps + k];
-                    if (p.a * ((double)l - Md) > -1.0) cand[at++] = l;
-                }
-            n += total;
-        }
+        const int n = rb_chunks_sum(p.ccnt + bh * p.nch_stride, nused);
+        const float* cand = p.cand + bh * (size_t)p.ws_stride * ps;
+        // The same values from shared memory where they fit (same order: same sums).
+        const bool sh = n <= RB_SCAP;
+        if (sh)
+            for (int k = tid; k < n; k += BLOCK) s_c[k] = cand[k];
         __syncthreads();
+        const float* src = sh ? s_c : cand;
         // Σ [z − τ]_+^β = 1 with z = a·l (robust_bound.cuh), fixed-order block sums.
         const auto ev = [&](double tau, double& f, double& df) {
             double z = 0.0;
             f = 0.0;
             df = 0.0;
-            for (int k = tid; k < n; k += BLOCK) {
-                const double x = p.a * (double)cand[k] - tau;
-                if (x > 0.0) {
-                    const double pw = rb_pow_bm1(p, x);
-                    f += pw * x;
-                    df += pw;
+            // Candidates tid, tid + BLOCK, ... in that order (RB_UNR loads issued first).
+            for (int k0 = tid; k0 < n; k0 += RB_UNR * BLOCK) {
+                float v[RB_UNR];
+#pragma unroll
+                for (int j = 0; j < RB_UNR; ++j) {
+                    const int k = k0 + j * BLOCK;
+                    v[j] = k < n ? src[k] : 0.f;
+                }
+#pragma unroll
+                for (int j = 0; j < RB_UNR; ++j) {
+                    if (k0 + j * BLOCK >= n) break;
+                    const double x = p.a * (double)v[j] - tau;
+                    if (x > 0.0) {
+                        const double pw = rb_pow_bm1(p, x);
+                        f += pw * x;
+                        df += pw;
+                    }
                 }
             }
             block_sum3<BLOCK>(f, df, z);
         };
-        const double tau = rb_entmax_solve(p.a * Md, p.beta, ev);
-        tlb = tau;
+        tlb = rb_entmax_solve(p.a * Md, p.beta, ev);
     }
     if (tid == 0) {
         const double th = p.tau_hat[bh];
@@ -334,65 +458,129 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
     }
 }
 
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_cmax1(const RobustParams p) {
+    PDL_ENTRY();
+    rob_cmax<1>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_ccnt1(const RobustParams p) {
+    PDL_ENTRY();
+    rob_ccnt<1>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_cpack1(const RobustParams p) {
+    PDL_ENTRY();
+    rob_cpack<1>(p);
+}
 extern "C" __global__ void __launch_bounds__(BLOCK) rob_solve1(const RobustParams p) {
     PDL_ENTRY();
     rob_solve<1>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_cmax2(const RobustParams p) {
+    PDL_ENTRY();
+    rob_cmax<2>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_ccnt2(const RobustParams p) {
+    PDL_ENTRY();
+    rob_ccnt<2>(p);
+}
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_cpack2(const RobustParams p) {
+    PDL_ENTRY();
+    rob_cpack<2>(p);
 }
 extern "C" __global__ void __launch_bounds__(BLOCK) rob_solve2(const RobustParams p) {
     PDL_ENTRY();
     rob_solve<2>(p);
 }
 
-// grid (1, tasks), block BLOCK: the kept slots in order (one block scan per BLOCK pages).
+// ---------------------------------------------------------------------------------------
+// The kept list: rob_pcnt counts each chunk's kept pages and pages bounded per token, rob_pack
+// writes the chunk's kept slots at its offset (the kept counts of the chunks before it); the
+// CTA of the last chunk appends the last page and the counts. grid (nch_stride, tasks), block
+// BLOCK, chunks of RB_CH closed pages.
+
+// Whether closed page i (< closed) is kept; *nb += 1 where it was bounded per token.
+__device__ __forceinline__ int rb_keep(const RobustParams& p, size_t bh0, const int* want, const double* sT, bool bad,
+                                       int i, int* nb) {
+    int keep = 0;
+    if (bad || i < p.sinks) {
+        keep = 1;
+    } else {
+        const bool bd = want[i] != 0;
+        *nb += bd;
+        for (int g = 0; g < p.tg; ++g) {
+            const size_t at = (bh0 + g) * p.ws_stride + i;
+            double mu = p.box_hi[at];
+            if (bd) mu = fmin(p.best[at], mu);
+            keep |= p.a * mu > sT[g];
+        }
+    }
+    if (!bad && i < p.sinks) *nb += want[i] != 0;
+    return keep;
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_pcnt(const RobustParams p) {
+    PDL_ENTRY();
+    __shared__ double s_T[8];
+    const int task = blockIdx.y, c = blockIdx.x;
+    const RbTask t = rb_task(p, task);
+    if (t.closed <= 0 || c * RB_CH >= t.closed) return;
+    const int tid = threadIdx.x;
+    const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
+    const bool bad = p.task_bad[task] != 0;
+    if (tid < p.tg) s_T[tid] = p.thr[bh0 + tid];
+    __syncthreads();
+    const int* want = p.want + (size_t)task * p.ws_stride;
+    const int i = c * RB_CH + tid;
+    int keep = 0, nb = 0;
+    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, &nb);
+    keep = block_sum_int<BLOCK>(keep);
+    nb = block_sum_int<BLOCK>(nb);
+    if (tid == 0) {
+        int* pc = p.pcnt + (size_t)task * 2 * p.nch_stride;
+        pc[c] = keep;
+        pc[p.nch_stride + c] = nb;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(BLOCK) rob_pack(const RobustParams p) {
     PDL_ENTRY();
     __shared__ double s_T[8];
-    const int task = blockIdx.y;
+    const int task = blockIdx.y, c = blockIdx.x;
     const RbTask t = rb_task(p, task);
     const int tid = threadIdx.x;
     u32* L = p.lists + (size_t)task * p.list_stride;
     const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
     if (t.closed <= 0) {
-        if (tid == 0) {
-            L[0] = 0;
-            p.list_counts[task] = 1;
-            p.bounded[task] = 0;
+        if (c == 0) {
+            if (tid == 0) {
+                L[0] = 0;
+                p.list_counts[task] = 1;
+                p.bounded[task] = 0;
+            }
+            if (tid < p.tg) p.tau_hat[bh0 + tid] = __longlong_as_double(0x7ff8000000000000LL);
         }
-        if (tid < p.tg) p.tau_hat[bh0 + tid] = __longlong_as_double(0x7ff8000000000000LL);
         return;
     }
+    if (c * RB_CH >= t.closed) return;
     const bool bad = p.task_bad[task] != 0;
     if (tid < p.tg) s_T[tid] = p.thr[bh0 + tid];
     __syncthreads();
     const int* want = p.want + (size_t)task * p.ws_stride;
-    int o = 0, nb = 0;
-    for (int i0 = 0; i0 < t.closed; i0 += BLOCK) {
-        const int i = i0 + tid;
-        int keep = 0;
-        if (i < t.closed) {
-            if (bad || i < p.sinks) {
-                keep = 1;
-            } else {
-                const bool bd = want[i] != 0;
-                nb += bd;
-                for (int g = 0; g < p.tg; ++g) {
-                    const size_t at = (bh0 + g) * p.ws_stride + i;
-                    double mu = p.box_hi[at];
-                    if (bd) mu = fmin(p.best[at], mu);
-                    keep |= p.a * mu > s_T[g];
-                }
-            }
-            if (!bad && i < p.sinks) nb += want[i] != 0;
+    const int* pc = p.pcnt + (size_t)task * 2 * p.nch_stride;
+    const int nused = (t.closed + RB_CH - 1) / RB_CH;
+    const int off = rb_chunks_sum(pc, c);
+    const int i = c * RB_CH + tid;
+    int keep = 0, nb = 0;
+    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, &nb);
+    int round;
+    const int at = block_excl_scan<BLOCK>(keep, &round);
+    if (keep) L[off + at] = (u32)i;
+    if (c == nused - 1) {  // uniform: the CTA of the last chunk
+        const int nbt = rb_chunks_sum(pc + p.nch_stride, nused);
+        if (tid == 0) {
+            const int o = off + round;
+            L[o] = (u32)t.closed;
+            p.list_counts[task] = o + 1;
+            p.bounded[task] = bad ? 0 : nbt;
         }
-        int round;
-        const int at = block_excl_scan<BLOCK>(keep, &round);
-        if (keep) L[o + at] = (u32)i;
-        o += round;
-    }
-    nb = block_sum_int<BLOCK>(nb);
-    if (tid == 0) {
-        L[o] = (u32)t.closed;
-        p.list_counts[task] = o + 1;
-        p.bounded[task] = bad ? 0 : nb;
     }
 }
