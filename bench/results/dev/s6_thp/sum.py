@@ -1,6 +1,8 @@
-import json,glob,statistics as st,collections
+import json,glob,os,sys,statistics as st,collections
+# Summarises the A/B runs in the folder given (default: this script's folder, e.g. `sum.py quiet`).
+D=os.path.join(os.path.dirname(os.path.abspath(__file__)), sys.argv[1] if len(sys.argv)>1 else '')
 R=collections.defaultdict(list); BW=collections.defaultdict(list)
-for f in sorted(glob.glob('bench/results/dev/s6_thp/*_*.json')):
+for f in sorted(glob.glob(os.path.join(D,'*_*.json'))):
     b=f.split('/')[-1].split('_')[0]
     d=json.load(open(f))
     bw=d['bandwidth']['read_gbs'] if 'bandwidth' in d and isinstance(d['bandwidth'],dict) else None

@@ -1088,16 +1088,10 @@ pub(crate) fn push_lows_dots(
         return;
     }
     let _ = fast;
-    let n0 = out.len();
-    out.resize(n0 + sdot.len(), 0.0);
-    let tail = &mut out[n0..];
-    let mut k = 0;
-    for &s in sdot {
+    push_kept(out, sdot, |s| {
         let l = pc.interval(s).0;
-        tail[k] = l;
-        k += (a * (l - m) > -1.0) as usize;
-    }
-    out.truncate(n0 + k);
+        (l, a * (l - m) > -1.0)
+    });
 }
 
 /// As [`push_lows_dots`] with the lower ends rounded down to f32 ([`f32_down`]) and the
@@ -1118,16 +1112,10 @@ pub(crate) fn push_lows_dots_f32(
         return;
     }
     let _ = fast;
-    let n0 = out.len();
-    out.resize(n0 + sdot.len(), 0.0);
-    let tail = &mut out[n0..];
-    let mut k = 0;
-    for &s in sdot {
+    push_kept(out, sdot, |s| {
         let v = f32_down(pc.interval(s).0);
-        tail[k] = v;
-        k += (a * (v as f64 - m) > -1.0) as usize;
-    }
-    out.truncate(n0 + k);
+        (v, a * (v as f64 - m) > -1.0)
+    });
 }
 
 /// Appends to `out` the upper ends [`ends_no_alibi`] gives (rounded up to f32) that pass
@@ -1148,14 +1136,25 @@ pub(crate) fn push_ups_dots_f32(
         return;
     }
     let _ = fast;
+    push_kept(out, sdot, |s| {
+        let u = f32_up(pc.interval(s).1);
+        (u, a * u as f64 - th > 0.0)
+    });
+}
+
+/// The portable path of the `push_*_dots` filters: `end(s)` gives each token's end and
+/// whether it passes; the passing ones are appended in order, without a branch per token
+/// (every end is written, the write position advances only past a passing one).
+#[inline]
+fn push_kept<T: Copy + Default>(out: &mut Vec<T>, sdot: &[i32], end: impl Fn(i32) -> (T, bool)) {
     let n0 = out.len();
-    out.resize(n0 + sdot.len(), 0.0);
+    out.resize(n0 + sdot.len(), T::default());
     let tail = &mut out[n0..];
     let mut k = 0;
     for &s in sdot {
-        let u = f32_up(pc.interval(s).1);
-        tail[k] = u;
-        k += (a * u as f64 - th > 0.0) as usize;
+        let (v, keep) = end(s);
+        tail[k] = v;
+        k += keep as usize;
     }
     out.truncate(n0 + k);
 }
