@@ -185,6 +185,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p
 // Token pass PASS (1 or 2), grid as rob_box.
 template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& p) {
     __shared__ __align__(16) short s_qw[RB_UNITS][HEAD_DIM];
+    // 4-bit sketch, HEAD_DIM a multiple of 8: the unit's weights packed for dp4a (rb_pack4).
+    __shared__ __align__(16) unsigned s_pk[RB_UNITS][HEAD_DIM / 2 + 1];
     const int task = blockIdx.y;
     const RbTask t = rb_task(p, task);
     const int u = threadIdx.x >> 3;
@@ -218,6 +220,16 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     const bool sketch = p.sketch_bits > 0;
     const RbBound r = rb_page_bound(p, srow, qh, sub, gm, sketch, qw);
     __syncwarp(gm);
+    const bool dp4 = sketch && r.kind == 2 && p.sketch_bits == 4 && HEAD_DIM % 8 == 0;
+    if (dp4) {
+        for (int j = sub; j < HEAD_DIM / 8; j += 8) {
+            unsigned w[4];
+            rb_pack4(qw, j, w);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) s_pk[u][4 * j + k] = w[k];
+        }
+        __syncwarp(gm);
+    }
     const double slope = rb_slope(p, h);
     const double th = PASS == 1 ? p.tau_hat[bh] : 0.0;
     const int ps = p.page_size;
@@ -226,7 +238,9 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     float* lo_out = p.lows + bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
     const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + t.kvh) * ps * (size_t)p.sketch_rb;
     for (int tk = sub; tk < ps; tk += 8) {
-        const int s = (sketch && r.kind == 2) ? rb_sketch_dot(sk + (size_t)tk * p.sketch_rb, p.sketch_bits, qw, HEAD_DIM) : 0;
+        const unsigned char* row = sk + (size_t)tk * p.sketch_rb;
+        const int s = dp4 ? rb_sketch_dot4_packed(reinterpret_cast<const unsigned*>(row), s_pk[u], HEAD_DIM / 8)
+                          : ((sketch && r.kind == 2) ? rb_sketch_dot(row, p.sketch_bits, qw, HEAD_DIM) : 0);
         float up;
         double lo;
         rb_token(r, s, slope, (double)(i * ps + tk) - t.q_pos, &up, &lo);
