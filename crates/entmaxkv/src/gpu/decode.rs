@@ -793,6 +793,8 @@ impl GpuDecoder {
                 _ => 0,
             },
             wave_chunks: target.div_ceil(tasks).max(1) as i32,
+            // `ENTMAXKV_TAU_CLOSED=0`: Halley steps only (for comparison).
+            tau_closed: (knob("ENTMAXKV_TAU_CLOSED", 1) != 0) as i32,
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {

@@ -236,4 +236,7 @@ pub(crate) struct AttnParams {
     pub tau_mode: i32,
     pub tau_iters: i32,
     pub wave_chunks: i32,
+    /// 1: the tail solves the exact τ for β ∈ {1, 2, 3} from power sums (attn.cu
+    /// `solve_closed`), Halley otherwise or when that does not apply.
+    pub tau_closed: i32,
 }

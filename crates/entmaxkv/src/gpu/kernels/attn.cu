@@ -95,6 +95,7 @@ struct AttnParams {
     int tau_mode;            // 0 exact, 1 fixed (τ̂), 2 corrected (τ̂ + tau_iters Halley steps)
     int tau_iters;
     int wave_chunks;         // chunks per task that fill one resident wave of CTAs
+    int tau_closed;          // 1: exact τ by power sums for β ∈ {1, 2, 3} (solve_closed)
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -523,6 +524,142 @@ __device__ void halley_sums(const AttnParams& p, const SolveCtx& sc, int caprows
     if (support) *support = block_sum_int<BLOCK>(cnt);
 }
 
+// Sums of four doubles over the block, in a fixed order (deterministic).
+template <int NT> __device__ void block_sum4(double (&v)[4]) {
+    __shared__ double ws4[4][NT / 32];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[k] += __shfl_xor_sync(FULL_MASK, v[k], off);
+    if (lane == 0)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) ws4[k][w] = v[k];
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        v[k] = ws4[k][0];
+        for (int i = 1; i < NT / 32; ++i) v[k] += ws4[k][i];
+    }
+    __syncthreads();
+}
+
+// Root t' < min x of Σ_k (x_k − t')^β = 1 (β ∈ {1, 2, 3}) from the power sums X_j = Σ x^j
+// over k values; NaN when there is none (β = 2: a negative discriminant). β = 2 uses the
+// form without cancellation; β = 3 Newton from the left, where the sum is convex and
+// decreasing in t' (monotone, quadratic convergence).
+__device__ double power_sum_root(int beta, double k, double X1, double X2, double X3, double left) {
+    if (beta == 1) return (X1 - 1.0) / k;
+    if (beta == 2) {
+        const double disc = X1 * X1 - k * (X2 - 1.0);
+        if (!(disc >= 0.0)) return __longlong_as_double(0x7ff8000000000000LL);
+        const double r = sqrt(disc);
+        return X1 > 0.0 ? (X2 - 1.0) / (X1 + r) : (X1 - r) / k;
+    }
+    double t = left;
+    for (int it = 0; it < 60; ++it) {
+        const double f = X3 - 3.0 * t * X2 + 3.0 * t * t * X1 - k * t * t * t - 1.0;
+        const double df = -3.0 * (X2 - 2.0 * t * X1 + k * t * t);
+        if (!(df < 0.0)) break;
+        const double step = -f / df;
+        t += step;
+        if (fabs(step) <= 1e-15 * fmax(1.0, fabs(t))) break;
+    }
+    return t;
+}
+
+// The exact τ (relative t) for β ∈ {1, 2, 3} in two block reductions instead of one per
+// Halley step. The bracket [lo, hi) holds the root, so survivors with d > hi are in the
+// support and those with d <= lo are not; their power sums (in x = d − hi, small near the
+// root: no cancellation) take one pass. The m <= 31 ambiguous ones in (lo, hi] are ranked
+// in one warp (descending, ties by index), whose lane j solves on the support "sure ∪ the
+// j + 1 largest"; the largest valid support (smallest member above its root) is the entmax
+// support (the sort-based algorithm on the sorted values). Returns false (Halley then
+// solves) when the survivors are not in shared memory, m > 31, or nothing is valid.
+__device__ bool solve_closed(const AttnParams& p, const SolveCtx& sc, double lo, double hi, double& t_out) {
+    __shared__ float s_amb[32];
+    __shared__ float s_sorted[32];
+    __shared__ double s_t;
+    __shared__ int s_ok;
+    const int beta = p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3);
+    double v[4] = {0.0, 0.0, 0.0, 0.0};  // count, X1, X2, X3 of the sure ones
+    int amb = 0;
+    for (int i = threadIdx.x; i < sc.n; i += BLOCK) {
+        const double d = (double)sc.d[i];
+        if (d > hi) {
+            const double x = d - hi, x2 = x * x;
+            v[0] += 1.0;
+            v[1] += x;
+            v[2] += x2;
+            v[3] += x2 * x;
+        } else if (d > lo) {
+            ++amb;
+        }
+    }
+    int m;
+    int o = block_excl_scan<BLOCK>(amb, &m);
+    if (m > 31) return false;  // every thread sees the same m
+    if (amb)
+        for (int i = threadIdx.x; i < sc.n; i += BLOCK) {
+            const double d = (double)sc.d[i];
+            if (d <= hi && d > lo) s_amb[o++] = sc.d[i];
+        }
+    block_sum4<BLOCK>(v);  // its barriers publish s_amb
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        // Rank descending, ties by list index: a permutation.
+        if (lane < m) {
+            const float a = s_amb[lane];
+            int r = 0;
+            for (int i = 0; i < m; ++i) {
+                const float b = s_amb[i];
+                r += (b > a || (b == a && i < lane)) ? 1 : 0;
+            }
+            s_sorted[r] = a;
+        }
+        __syncwarp();
+        const double xv = lane < m ? (double)s_sorted[lane] - hi : 0.0;
+        double c1 = xv, c2 = xv * xv, c3 = xv * xv * xv;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const double y1 = __shfl_up_sync(FULL_MASK, c1, off);
+            const double y2 = __shfl_up_sync(FULL_MASK, c2, off);
+            const double y3 = __shfl_up_sync(FULL_MASK, c3, off);
+            if (lane >= off) {
+                c1 += y1;
+                c2 += y2;
+                c3 += y3;
+            }
+        }
+        const double left = lo - hi - 1.0;  // the sum is >= 1 there for any support of >= 1
+        // Lane j < m: the sure ones and the j + 1 largest ambiguous (smallest member xv).
+        bool ok = false;
+        double t = 0.0;
+        if (lane < m) {
+            t = power_sum_root(beta, v[0] + (double)(lane + 1), v[1] + c1, v[2] + c2, v[3] + c3, left);
+            ok = t < xv;
+        }
+        const u32 valid = __ballot_sync(FULL_MASK, ok);
+        if (valid) {
+            const int best = 31 - __clz(valid);
+            const double tb = __shfl_sync(FULL_MASK, t, best);
+            if (lane == 0) {
+                s_t = tb;
+                s_ok = 1;
+            }
+        } else if (lane == 0) {
+            // The sure ones alone (they are in the support, so this is it when no ambiguous
+            // one is).
+            const double t0 = v[0] > 0.0 ? power_sum_root(beta, v[0], v[1], v[2], v[3], left) : 0.0;
+            s_ok = (v[0] > 0.0 && t0 == t0) ? 1 : 0;
+            s_t = t0;
+        }
+    }
+    __syncthreads();
+    t_out = hi + s_t;
+    return s_ok != 0;
+}
+
 // Solves the relative threshold t in the bracket [lo, hi]; returns it and the mass at it.
 __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, double lo, double hi,
                           double& mass, int& support) {
@@ -531,6 +668,20 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     double A0, A1, A2;
     int sup;
     int it = 0;
+    const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
+    if (p.tau_closed && poly && sc.in_smem && hi > lo) {
+        double tc;
+        if (solve_closed(p, sc, lo, hi, tc)) {
+            // Guard: the mass at the root is 1 (float powers, f64 sums); else Halley.
+            halley_sums(p, sc, caprows, tc, A0, A1, A2, &sup);
+            if (fabs(A0 - 1.0) <= 1e-4 && sup > 0) {
+                if (p.prof && blockIdx.x == 0 && threadIdx.x == 0 && sc.g == 0) p.prof[13] = -1;
+                mass = A0;
+                support = sup;
+                return tc;
+            }
+        }
+    }
     if (hi > lo) {
         for (; it < 60; ++it) {
             halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
