@@ -33,11 +33,18 @@ pub struct DeviceInfo {
     pub driver_version: i32,
 }
 
+/// A compiled module, or `None` until the first thread that needs it has compiled it (a
+/// failed compile leaves `None`: the next caller tries again and gets the error again).
+type ModuleSlot = Arc<Mutex<Option<Arc<Module>>>>;
+
 /// The process's CUDA device 0: context, properties and compiled modules.
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     info: DeviceInfo,
-    modules: Mutex<HashMap<ModuleKey, Arc<Module>>>,
+    /// One slot per configuration: the map's lock is held only to find the slot, so
+    /// threads compile different configurations in parallel (NVRTC and the driver's PTX JIT
+    /// take seconds per module) and wait only for one another on the same configuration.
+    modules: Mutex<HashMap<ModuleKey, ModuleSlot>>,
 }
 
 static GPU: OnceLock<std::result::Result<Arc<Gpu>, String>> = OnceLock::new();
@@ -108,14 +115,18 @@ impl Gpu {
 
     /// The module for a kernel configuration, compiled by NVRTC on first use.
     pub(crate) fn module(&self, key: ModuleKey) -> Result<Arc<Module>> {
-        let mut map = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = map.get(&key) {
+        let slot = {
+            let mut map = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key).or_default().clone()
+        };
+        let mut cell = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cell.as_ref() {
             return Ok(m.clone());
         }
         self.bind()?;
         let ptx = compile(&key, self.info.cc)?;
         let m = Arc::new(Module::load(&ptx, key.kernel_names())?);
-        map.insert(key, m.clone());
+        *cell = Some(m.clone());
         Ok(m)
     }
 
