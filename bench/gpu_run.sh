@@ -6,6 +6,9 @@
 # fuzz campaign kit in fuzz/ (fuzz/campaign.sh), run on the spare CPU cores meanwhile.
 # SOAK=1 adds the 1M-step device soak; MEMCHECK="<test filter>" runs compute-sanitizer
 # memcheck over those gpu_decode tests at the end.
+# RACECHECK="<test filter>" runs compute-sanitizer racecheck over those tests.
+# PART=tests runs only the tests and sanitizers, PART=bench only `check --device cuda`, SDPA
+# and the benches (the two halves fit the device tool's 600 s limit each); unset, both.
 # TAR=1 packs the outputs into results.tgz. OUT is the folder for logs and JSON. Needs LD_LIBRARY_PATH to reach libnvrtc (CUDA's lib64).
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -19,11 +22,25 @@ if [ -x fuzz/campaign.sh ]; then
   ( cd fuzz && OUT=$OUT nice -n 19 ./campaign.sh ${FUZZ_SECONDS:-420} ${FUZZ_WORKERS:-4} > $OUT/fuzz_campaign.log 2>&1 ) &
   FUZZ_PID=$!
 fi
+if [ "${PART:-all}" != bench ]; then
 el "tests"
-( timeout 240 ./gpu_cache --test-threads=4 2>&1; echo "gpu_cache rc=$?" ) > $OUT/tests.log
-( timeout 300 ./gpu_decode --test-threads=4 2>&1; echo "gpu_decode rc=$?" ) >> $OUT/tests.log
+( timeout 420 ./gpu_decode --test-threads=8 2>&1; echo "gpu_decode rc=$?" ) > $OUT/tests.log
+( timeout 100 ./gpu_cache --test-threads=4 2>&1; echo "gpu_cache rc=$?" ) >> $OUT/tests.log
 if [ -x gpu_oom ]; then ( timeout 60 ./gpu_oom 2>&1; echo "gpu_oom rc=$?" ) >> $OUT/tests.log; fi
 grep -E "^test |test result|rc=|panicked|worst" $OUT/tests.log | cut -c1-600 | tee -a $R
+grep -A8 "panicked" $OUT/tests.log | head -40 | tee -a $R
+if [ -n "${MEMCHECK:-}" ]; then
+  el "compute-sanitizer memcheck: $MEMCHECK"
+  ( timeout ${MEMCHECK_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 ./gpu_decode --test-threads=1 $MEMCHECK 2>&1; echo "memcheck rc=$?" ) > $OUT/memcheck.log
+  grep -E "ERROR SUMMARY|rc=|test result|panicked" $OUT/memcheck.log | tail -4 | tee -a $R
+fi
+if [ -n "${RACECHECK:-}" ]; then
+  el "compute-sanitizer racecheck: $RACECHECK"
+  ( timeout ${RACECHECK_TIMEOUT:-90} compute-sanitizer --tool racecheck --error-exitcode 9 ./gpu_decode --test-threads=1 $RACECHECK 2>&1; echo "racecheck rc=$?" ) > $OUT/racecheck.log
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|rc=|test result|panicked" $OUT/racecheck.log | tail -4 | tee -a $R
+fi
+fi
+if [ "${PART:-all}" != tests ]; then
 el "check --device cuda"
 timeout 200 ./entmaxkv check --device cuda --json $OUT/check_cuda.json > $OUT/check_cuda.log 2>&1; echo "check rc=$?" | tee -a $R
 tail -1 $OUT/check_cuda.log | tee -a $R
@@ -43,15 +60,13 @@ if [ -n "${SOAK:-}" ]; then
   timeout ${SOAK_TIMEOUT:-150} ./entmaxkv soak --device cuda --steps 1000000 --json $OUT/soak_cuda.json > $OUT/soak_cuda.log 2>&1; echo "soak rc=$?" | tee -a $R
   cut -c1-400 $OUT/soak_cuda.log | tee -a $R
 fi
-if [ -n "${MEMCHECK:-}" ]; then
-  el "compute-sanitizer memcheck: $MEMCHECK"
-  ( timeout ${MEMCHECK_TIMEOUT:-150} compute-sanitizer --tool memcheck --error-exitcode 9 ./gpu_decode --test-threads=1 $MEMCHECK 2>&1; echo "memcheck rc=$?" ) > $OUT/memcheck.log
-  grep -E "ERROR SUMMARY|rc=|test result|panicked" $OUT/memcheck.log | tail -4 | tee -a $R
 fi
 if [ -n "${FUZZ_PID:-}" ]; then el "waiting for the fuzz campaign"; wait $FUZZ_PID; tail -5 $OUT/fuzz_campaign.log | tee -a $R; fi
 el "done"
-grep "^  " $OUT/bench.log | cut -c1-330
-grep -v "^  \|^context\|measuring\|wrote" $OUT/bench.log | cut -c1-240
+if [ -f $OUT/bench.log ]; then
+  grep "^  " $OUT/bench.log | cut -c1-330
+  grep -v "^  \|^context\|measuring\|wrote" $OUT/bench.log | cut -c1-240
+fi
 # TAR=1: everything in one archive (the device tool returns at most eight files).
 if [ -n "${TAR:-}" ]; then
   ( cd $OUT && tar czf ../results.tgz . && find . -type f -delete && mv ../results.tgz . )
