@@ -182,7 +182,15 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p
     }
 }
 
-// Token pass PASS (1 or 2), grid as rob_box.
+// 4-bit sketch words of a row, and the tokens a lane bounds with its row words held in
+// registers (page size <= 16: tokens sub and sub + 8).
+constexpr int RB_W = HEAD_DIM / 8 > 0 ? HEAD_DIM / 8 : 1;
+constexpr int RB_TPL = 2;
+
+// Token pass PASS (1 or 2), grid as rob_box. The loads are issued early so that their
+// latencies overlap: the page id with the box bounds of the `want` test, the token rows of a
+// 4-bit sketch before the page bound's arithmetic (one dependent DRAM round trip each
+// instead of four in a row).
 template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& p) {
     __shared__ __align__(16) short s_qw[RB_UNITS][HEAD_DIM];
     // 4-bit sketch, HEAD_DIM a multiple of 8: the unit's weights packed for dp4a (rb_pack4).
@@ -197,6 +205,7 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     if (i >= t.closed || p.task_bad[task] != 0) return;
     const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
     int* wp = p.want + (size_t)task * p.ws_stride + i;
+    const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
     // Whether the page is bounded in this pass: every unit of the page decides alike. Pass 2
     // writes only 0 → 2, so "not bounded in pass 1" reads the same before and after.
     bool want = false;
@@ -213,11 +222,38 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     if (PASS == 2 && g == 0 && sub == 0) *wp = 2;
     const int h = t.h0 + g;
     const size_t bh = bh0 + g;
-    const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
     const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
     const float* qh = p.q + bh * HEAD_DIM;
     short* qw = s_qw[u];
     const bool sketch = p.sketch_bits > 0;
+    const int ps = p.page_size;
+    const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + t.kvh) * ps * (size_t)p.sketch_rb;
+    // The lane's token rows, loaded now (4-bit sketch, page size <= 16).
+    const bool held = sketch && p.sketch_bits == 4 && HEAD_DIM % 8 == 0 && ps <= 8 * RB_TPL;
+    unsigned rw[RB_TPL][RB_W];
+    if (held) {
+        const bool vec = RB_W % 4 == 0 && (p.sketch_rb & 15) == 0;
+#pragma unroll
+        for (int k = 0; k < RB_TPL; ++k) {
+            const int tk = sub + 8 * k;
+            if (tk < ps) {
+                const unsigned* rowp = reinterpret_cast<const unsigned*>(sk + (size_t)tk * p.sketch_rb);
+                if (vec) {
+#pragma unroll
+                    for (int j = 0; j < RB_W / 4; ++j) {
+                        const uint4 v = __ldg(reinterpret_cast<const uint4*>(rowp) + j);
+                        rw[k][4 * j] = v.x;
+                        rw[k][4 * j + 1] = v.y;
+                        rw[k][4 * j + 2] = v.z;
+                        rw[k][4 * j + 3] = v.w;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < RB_W; ++j) rw[k][j] = __ldg(rowp + j);
+                }
+            }
+        }
+    }
     const RbBound r = rb_page_bound(p, srow, qh, sub, gm, sketch, qw);
     __syncwarp(gm);
     const bool dp4 = sketch && r.kind == 2 && p.sketch_bits == 4 && HEAD_DIM % 8 == 0;
@@ -232,15 +268,10 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     }
     const double slope = rb_slope(p, h);
     const double th = PASS == 1 ? p.tau_hat[bh] : 0.0;
-    const int ps = p.page_size;
     float umax = neg_inf(), lmx = neg_inf();
     double mass = 0.0;
     float* lo_out = p.lows + bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
-    const unsigned char* sk = p.sketch + ((size_t)page * p.num_kv_heads + t.kvh) * ps * (size_t)p.sketch_rb;
-    for (int tk = sub; tk < ps; tk += 8) {
-        const unsigned char* row = sk + (size_t)tk * p.sketch_rb;
-        const int s = dp4 ? rb_sketch_dot4_packed(reinterpret_cast<const unsigned*>(row), s_pk[u], HEAD_DIM / 8)
-                          : ((sketch && r.kind == 2) ? rb_sketch_dot(row, p.sketch_bits, qw, HEAD_DIM) : 0);
+    const auto token = [&](int tk, int s) {
         float up;
         double lo;
         rb_token(r, s, slope, (double)(i * ps + tk) - t.q_pos, &up, &lo);
@@ -251,6 +282,20 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
         if (PASS == 1) {
             const double z = __dsub_rn(__dmul_rn(p.a, (double)up), th);  // the CPU's a·u − τ̂
             if (z > 0.0) mass += rb_pow_bm1(p, z) * z;
+        }
+    };
+    if (held) {
+#pragma unroll
+        for (int k = 0; k < RB_TPL; ++k) {
+            const int tk = sub + 8 * k;
+            if (tk < ps) token(tk, dp4 ? rb_sketch_dot4_packed(rw[k], s_pk[u], RB_W) : 0);
+        }
+    } else {
+        for (int tk = sub; tk < ps; tk += 8) {
+            const unsigned char* row = sk + (size_t)tk * p.sketch_rb;
+            const int s = dp4 ? rb_sketch_dot4_packed(reinterpret_cast<const unsigned*>(row), s_pk[u], HEAD_DIM / 8)
+                              : ((sketch && r.kind == 2) ? rb_sketch_dot(row, p.sketch_bits, qw, HEAD_DIM) : 0);
+            token(tk, s);
         }
     }
 #pragma unroll
