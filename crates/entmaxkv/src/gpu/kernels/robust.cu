@@ -501,7 +501,26 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
             }
             block_sum3<BLOCK>(f, df, z);
         };
-        tlb = rb_entmax_solve(p.a * Md, p.beta, ev);
+        // Start one histogram bin below τ (count bounds of the candidates' 256-bin histogram,
+        // attn.cu `hist_bracket`): from aM − 1 Newton needs a step per halving of the
+        // distance, from there two or three. The bracket stays [aM − 1, aM], so a start
+        // above τ only costs steps.
+        __shared__ int s_h[HIST_BINS];
+        __shared__ double s_pwb[HIST_BINS + 1];
+        __shared__ float s_brk[2];
+        const double aMd = p.a * Md;
+        for (int k = tid; k < HIST_BINS; k += BLOCK) s_h[k] = 0;
+        if (p.kint == 0)
+            for (int k = tid; k <= HIST_BINS; k += BLOCK) s_pwb[k] = pow((double)k * (1.0 / HIST_BINS), p.beta);
+        __syncthreads();
+        for (int k = tid; k < n; k += BLOCK) atomicAdd(&s_h[hist_bin((float)(p.a * (double)src[k] - aMd))], 1);
+        __syncthreads();
+        if (p.kint != 0)
+            hist_bracket_poly(s_h, p.kint, s_brk);
+        else
+            hist_bracket(s_h, s_pwb, s_brk);
+        __syncthreads();
+        tlb = rb_entmax_solve_from(aMd, p.beta, aMd + (double)s_brk[0], ev);
     }
     if (tid == 0) {
         const double th = p.tau_hat[bh];

@@ -317,8 +317,10 @@ RB_FN int rb_sketch_dot4_packed(const unsigned* row, const unsigned* pw, int nw)
 // device: a fixed-order block reduction; every thread gets the same bits, so every thread
 // takes the same steps). Stops at a zero, when a step is below 1e-15·max(1, |τ|), or when
 // the bracket closes; 200 steps at most (bisection alone needs ~60).
-template <class EV> RB_FN double rb_entmax_solve(double aM, double beta, const EV& ev) {
-    double lo = aM - 1.0, hi = aM, tau = lo;
+// `start` (in [aM − 1, aM]) is the first point evaluated: the device starts at a histogram
+// bracket's lower end (rob_solve), which leaves the same bracket and steps, only fewer.
+template <class EV> RB_FN double rb_entmax_solve_from(double aM, double beta, double start, const EV& ev) {
+    double lo = aM - 1.0, hi = aM, tau = (start >= lo && start < hi) ? start : lo;
     for (int it = 0; it < 200; ++it) {
         double f, df;
         ev(tau, f, df);
@@ -333,6 +335,9 @@ template <class EV> RB_FN double rb_entmax_solve(double aM, double beta, const E
         if (done) break;
     }
     return tau;
+}
+template <class EV> RB_FN double rb_entmax_solve(double aM, double beta, const EV& ev) {
+    return rb_entmax_solve_from(aM, beta, aM - 1.0, ev);
 }
 
 // x^(β−1) for x > 0: integer powers for β ∈ {1, 2, 3} (kint), else pow.
