@@ -482,7 +482,7 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
     // order. mass is read for every page (a workspace, always allocated) and added only where
     // the page was bounded in pass 1.
     double ms = 0.0, z1 = 0.0, z2 = 0.0;
-    if (PHASE == 1 && !p.softmax) {
+    if (PHASE == 1) {
         const double* mp = p.mass + bh * p.ws_stride;
         for (int i0 = tid; i0 < t.closed; i0 += RB_UNR * BLOCK) {
             int w[RB_UNR];
