@@ -149,12 +149,15 @@ static Consts consts(int d, int bits) {
 
 // The selection of robust.cu (rob_box, rob_tok1, rob_solve1, rob_tok2, rob_solve2, rob_pack)
 // replayed for one task on the host, with the CPU's τ̂ given; compared with the CPU's kept
-// pages and T.
+// pages and T. α = 1 (the softmax mode: rob_box, rob_bmax, rob_tok1, rob_solve1, rob_tok2,
+// rob_solve2, rob_pack with softmax = 1): no τ̂; compared with the CPU's kept pages and L.
 static int sel_main(const char* path) {
     std::ifstream in(path);
     std::string line;
     long tasks = 0, bad = 0, pages_total = 0, bounded_total = 0, pass2_total = 0, kept_total = 0, heads = 0,
          trusted = 0;
+    // Softmax-mode tasks, their closed pages, kept pages and pass-2 pages.
+    long sm_tasks = 0, sm_pages = 0, sm_kept = 0, sm_pass2 = 0;
     double worst_t = 0.0;
     while (std::getline(in, line)) {
         std::istringstream ss(line);
@@ -162,7 +165,8 @@ static int sel_main(const char* path) {
         std::string als, qps, ths, qs, sls, rows, sks, kept_s, ts;
         ss >> d >> bits >> ps >> als >> closed >> tg >> sinks >> qps >> ths >> qs >> sls >> rows >> sks >> kept_s >> ts;
         const double alpha = hd(als), q_pos = hd(qps);
-        const double a = alpha - 1.0, beta = 1.0 / a;
+        const bool softmax = alpha == 1.0;
+        const double a = alpha - 1.0, beta = softmax ? 1.0 : 1.0 / a;
         const double kr = std::round(beta);
         const int kint = (kr >= 1.0 && kr <= 3.0 && std::fabs(beta - kr) <= 1e-12 * kr) ? (int)kr : 0;
         const double bt = kint ? (double)kint : beta;
@@ -223,7 +227,7 @@ static int sel_main(const char* path) {
                     lows[((size_t)g * closed + i) * ps + t] = lf;
                     um[sub] = um[sub] > up ? um[sub] : up;
                     lm[sub] = lm[sub] > lf ? lm[sub] : lf;
-                    if (pass == 1) {
+                    if (pass == 1 && !softmax) {
                         const double z = __dsub_rn(__dmul_rn(a, (double)up), that[g]);
                         if (z > 0.0) ms[sub] += rb_pow_bm1_k(kint, bt, z) * z;
                     }
@@ -245,6 +249,84 @@ static int sel_main(const char* path) {
             lmax[(size_t)g * closed + i] = lm[0];
             if (pass == 1) mass[(size_t)g * closed + i] = ms[0];
         };
+        if (softmax) {
+            // rob_bmax: the best box per head, the task's "box not finite" flag.
+            std::vector<double> bbox(tg, -INFINITY);
+            bool tbad = false;
+            for (int g = 0; g < tg; ++g)
+                for (int i = 0; i < closed; ++i) {
+                    const double v = box_hi[(size_t)g * closed + i];
+                    tbad |= !std::isfinite(v);
+                    bbox[g] = std::fmax(bbox[g], v);
+                }
+            // SOFTMAX_DROP_MASS (selection/gaussian/robust.rs; gpu/decode.rs passes it).
+            const double per_page = 1e-3 / (double)closed;
+            // rob_solve (softmax): L over the lower ends of the pages of the phase.
+            auto lse = [&](int g, bool phase1) -> double {
+                float M = -INFINITY;
+                for (int i = 0; i < closed; ++i)
+                    if (phase1 ? want[i] == 1 : want[i] != 0) M = std::fmax(M, lmax[(size_t)g * closed + i]);
+                if (!(M > -INFINITY)) return -(double)INFINITY;
+                const double Md = (double)M;
+                double S = 0.0;
+                for (int i = 0; i < closed; ++i)
+                    if (phase1 ? want[i] == 1 : want[i] != 0)
+                        for (int k = 0; k < ps; ++k)
+                            S += std::exp(__dsub_rn((double)lows[((size_t)g * closed + i) * ps + k], Md));
+                return rb_sm_lse(Md, S);
+            };
+            std::vector<double> L(tg, -INFINITY);
+            std::vector<int> kept;
+            if (tbad) {
+                for (int i = 0; i < closed; ++i) kept.push_back(i);
+            } else {
+                for (int i = 0; i < closed; ++i) {  // rob_tok1
+                    bool w = i < sinks;
+                    for (int g = 0; g < tg; ++g) w |= rb_sm_near_best(box_hi[(size_t)g * closed + i], bbox[g]);
+                    want[i] = w ? 1 : 0;
+                    if (w)
+                        for (int g = 0; g < tg; ++g) tok(1, i, g);
+                }
+                for (int g = 0; g < tg; ++g) L[g] = lse(g, true);
+                for (int i = 0; i < closed; ++i) {  // rob_tok2
+                    if (want[i] == 1) continue;
+                    bool w = false;
+                    for (int g = 0; g < tg; ++g) w |= rb_sm_heavy(ps, box_hi[(size_t)g * closed + i], L[g], per_page);
+                    if (w) {
+                        want[i] = 2;
+                        for (int g = 0; g < tg; ++g) tok(2, i, g);
+                    }
+                }
+                for (int g = 0; g < tg; ++g) L[g] = lse(g, false);
+                for (int i = 0; i < closed; ++i) {  // rob_pack
+                    bool k = i < sinks;
+                    for (int g = 0; g < tg && !k; ++g) {
+                        double mu = box_hi[(size_t)g * closed + i];
+                        if (want[i] != 0) mu = std::fmin(best[(size_t)g * closed + i], mu);
+                        k |= rb_sm_heavy(ps, mu, L[g], per_page);
+                    }
+                    if (k) kept.push_back(i);
+                    sm_pass2 += want[i] == 2;
+                }
+            }
+            ++sm_tasks;
+            ++tasks;
+            sm_pages += closed;
+            sm_kept += (long)kept.size();
+            bool ok = kept == cpu_kept;
+            for (int g = 0; g < tg; ++g) {
+                if (L[g] == tcpu[g]) continue;  // both −∞ included
+                const double e = std::fabs(L[g] - tcpu[g]) / std::fmax(1.0, std::fabs(tcpu[g]));
+                worst_t = std::fmax(worst_t, e);
+                ok &= e <= 1e-12;
+            }
+            if (!ok) {
+                ++bad;
+                fprintf(stderr, "softmax task %ld (d %d bits %d ps %d closed %d tg %d): kept %zu vs CPU %zu, L[0] %.17g vs %.17g\n",
+                        tasks, d, bits, ps, closed, tg, kept.size(), cpu_kept.size(), L[0], tcpu[0]);
+            }
+            continue;
+        }
         // rob_tok1
         for (int i = 0; i < closed; ++i) {
             bool w = i < sinks;
@@ -342,10 +424,12 @@ static int sel_main(const char* path) {
         }
     }
     printf("%ld tasks (%ld closed pages, %ld bounded per token, %ld of them in pass 2, %ld kept; tau-hat trusted "
-           "in %ld of %ld heads): %ld differ; worst T rel %.2e\n",
-           tasks, pages_total, bounded_total, pass2_total, kept_total, trusted, heads, bad, worst_t);
+           "in %ld of %ld heads; softmax mode: %ld tasks, %ld closed pages, %ld in pass 2, %ld kept): %ld differ; "
+           "worst T (L) rel %.2e\n",
+           tasks, pages_total, bounded_total, pass2_total, kept_total, trusted, heads, sm_tasks, sm_pages, sm_pass2,
+           sm_kept, bad, worst_t);
     printf("dp4a sketch dots differing from rb_sketch_dot: %ld\n", dot_mismatches);
-    return bad == 0 && dot_mismatches == 0 && tasks > 0 ? 0 : 1;
+    return bad == 0 && dot_mismatches == 0 && tasks > sm_tasks && sm_tasks > 0 ? 0 : 1;
 }
 
 int main(int argc, char** argv) {

@@ -20,7 +20,10 @@ without a GPU:
    ALiBi; sink pages 0-2) with its inputs and τ̂, and `robust_host sel` replays the device
    kernels' control flow (rob_box, rob_tok1, rob_solve1, rob_tok2, rob_solve2, rob_pack:
    the same decisions, the shared robust_bound.cuh arithmetic and solver) on them: kept pages
-   must be equal and T within 1e-12.
+   must be equal and T within 1e-12. Its last 24 trials are the softmax mode (α = 1: rob_box,
+   rob_bmax, rob_tok1, rob_solve1, rob_tok2, rob_solve2, rob_pack with softmax = 1, the
+   rb_sm_* helpers of robust_bound.cuh): kept pages equal, L (the log-sum-exp lower bound)
+   within 1e-12 of the CPU's.
 Exit status 0 iff every case matches.
 """
 import argparse

@@ -214,8 +214,8 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     let b = spec.budget;
                     let cfg = spec.config(alpha, sw.heads, sw.gqa, None);
                     let a_used = cfg.attention.alpha;
-                    // Combinations the GPU backend does not implement (e.g. the robust
-                    // criterion's softmax mode at alpha = 1) are skipped, not errors.
+                    // Combinations the GPU backend does not implement (e.g. certified with
+                    // sketch rows that are not whole 4-byte words) are skipped, not errors.
                     let mut dec = match GpuDecoder::new(&dev, &prob.ids, ctx, cfg.clone()) {
                         Err(entmaxkv::Error::Unsupported { what, .. }) => {
                             eprintln!("  {m}: not on the GPU ({what}), skipped at alpha {alpha}");

@@ -23,6 +23,16 @@
 //!   `rob_tok2` (pass 2: the pages whose box still reaches it), `rob_cmax2`/`rob_ccnt2`/
 //!   `rob_cpack2`, `rob_solve2` (τ_lb of both passes, T into τ̂), `rob_pcnt` (per chunk:
 //!   kept and bounded pages), `rob_pack` (kept slots after the chunks before, last page last);
+//! * the robust criterion's softmax mode (α = 1, `RobustParams.softmax`; the CPU's
+//!   `select_softmax`): no moments and no τ̂; `rob_box`, `rob_bmax` (one CTA per task: each
+//!   head's best box, τ̂ = NaN, the task's "box not finite" flag), `rob_tok1` (sink pages and
+//!   pages whose box is within 2 of the head's best), `rob_cmax1` (largest lower end M),
+//!   `rob_cpack1` (no list: per chunk Σ exp(l − M)), `rob_solve1` (L = M + ln Σ, the
+//!   log-sum-exp of the pass-1 lower ends, a rigorous lower bound of the dense one),
+//!   `rob_tok2` (pages with ps·exp(box − L) > 1e-3 / closed for some head), `rob_cmax2`,
+//!   `rob_cpack2`, `rob_solve2` (L over both passes), `rob_pcnt`, `rob_pack` (keep
+//!   where ps·exp(u − L) > 1e-3 / closed, u the final page bound; sinks kept); the attention
+//!   stage is `attn_softmax` over the kept lists, as for every α = 1 selection;
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
@@ -233,9 +243,9 @@ impl GpuDecoder {
     /// to `max_tokens` tokens. Supports [`Method::Dense`] and [`Method::TopK`] (box or
     /// sketch page scores), any α ≥ 1, [`Method::Certified`] for α > 1 (any sketch width whose rows are
     /// whole 4-byte words), and [`Method::Gaussian`] with the original or the robust criterion
-    /// at any α > 1 (with or without ALiBi; exact, fixed or corrected τ) and with the original
-    /// at α = 1 (every page kept, as on the CPU). Anything else (the robust criterion's
-    /// softmax mode at α = 1) is [`Error::Unsupported`].
+    /// at any α > 1 (with or without ALiBi; exact, fixed or corrected τ), with the original
+    /// at α = 1 (every page kept, as on the CPU) and with the robust criterion's softmax mode
+    /// at α = 1 (pages dropped only with a proven bound on their mass, as on the CPU).
     pub fn new(
         cache: &DeviceKvCache,
         seqs: &[SeqId],
@@ -283,16 +293,9 @@ impl GpuDecoder {
             Method::Gaussian(o) => {
                 o.validate(OP)?;
                 // Any α > 1: β ∈ {1, 2, 3} by closed forms, other β by quadrature
-                // (kernels/gauss_beta.cuh). The robust criterion adds kernels/robust.cu; its
-                // softmax mode (α = 1: a bound on the dropped mass) is CPU-only.
-                if o.criterion != Criterion::Original && cfg.attention.alpha == 1.0 {
-                    return Err(Error::Unsupported {
-                        op: OP,
-                        what: "the robust Gaussian criterion at alpha = 1 (its softmax mode) on \
-                               the GPU is not implemented"
-                            .into(),
-                    });
-                }
+                // (kernels/gauss_beta.cuh). The robust criterion adds kernels/robust.cu; at
+                // α = 1 its softmax mode (a bound on the dropped mass, no τ̂: the Gaussian
+                // plan only lends its kept lists, τ̂ output and task flags).
                 gauss_opts = Some(o.clone());
                 None
             }
@@ -628,6 +631,7 @@ impl GpuDecoder {
                 let nch_stride = max_pages.div_ceil(BLOCK as usize);
                 let (gam, lv, qmax, inv_qmax, inv_levels) =
                     crate::certificate::bounds::device_consts(d, ccfg.sketch_bits);
+                let sm = alpha == 1.0;
                 let params = RobustParams {
                     smin: bufs.stats[0].ptr(),
                     smax: bufs.stats[1].ptr(),
@@ -655,9 +659,11 @@ impl GpuDecoder {
                     ccnt: ralloc(bh * nch_stride * 4)?,
                     pcnt: ralloc(tasks * 2 * nch_stride * 4)?,
                     a: alpha - 1.0,
-                    beta: 1.0 / (alpha - 1.0),
+                    // Softmax mode: no β (the kernels' entmax solve and mass do not run).
+                    beta: if sm { 1.0 } else { 1.0 / (alpha - 1.0) },
                     gam,
                     lv,
+                    drop_mass: crate::selection::gaussian::robust::SOFTMAX_DROP_MASS,
                     scale: cfg.attention.scale_for(d),
                     inv_levels,
                     qmax,
@@ -676,6 +682,7 @@ impl GpuDecoder {
                     sinks: o.sink_pages.min(i32::MAX as usize) as i32,
                     has_alibi: slopes.is_some() as i32,
                     nch_stride: nch_stride as i32,
+                    softmax: sm as i32,
                 };
                 Some(RobustPlan {
                     params,
@@ -967,6 +974,21 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &'static [&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            // Robust criterion, softmax mode: no moments, no τ̂; the best boxes instead.
+            Stage::Selection if self.robust.as_ref().is_some_and(|r| r.params.softmax != 0) => &[
+                "rob_box",
+                "rob_bmax",
+                "rob_tok1",
+                "rob_cmax1",
+                "rob_cpack1",
+                "rob_solve1",
+                "rob_tok2",
+                "rob_cmax2",
+                "rob_cpack2",
+                "rob_solve2",
+                "rob_pcnt",
+                "rob_pack",
+            ],
             // Robust criterion: τ̂ (no counting in gauss_count), then the bound passes.
             Stage::Selection if self.robust.is_some() => {
                 if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) {
@@ -1084,9 +1106,9 @@ impl GpuDecoder {
                         launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
                 }
-                "rob_box" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1" | "rob_cpack1"
-                | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2" | "rob_solve2"
-                | "rob_pcnt" | "rob_pack" => {
+                "rob_box" | "rob_bmax" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1"
+                | "rob_cpack1" | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2"
+                | "rob_solve2" | "rob_pcnt" | "rob_pack" => {
                     let r = self.robust.as_ref().expect("robust plan");
                     let nch = r.params.nch_stride as u32;
                     let g = match name {
@@ -1097,6 +1119,8 @@ impl GpuDecoder {
                         | "rob_cpack2" => (nch, self.tasks as u32, self.tg as u32),
                         // One CTA per head of a task.
                         "rob_solve1" | "rob_solve2" => (self.tg as u32, self.tasks as u32, 1),
+                        // One CTA per task (softmax mode).
+                        "rob_bmax" => (1, self.tasks as u32, 1),
                         // rob_pcnt, rob_pack: one CTA per chunk of a task.
                         _ => (nch, self.tasks as u32, 1),
                     };
@@ -1404,7 +1428,8 @@ impl GpuDecoder {
                 }
             }
         }
-        if self.gauss.is_some() {
+        let robust_softmax = self.robust.as_ref().is_some_and(|r| r.params.softmax != 0);
+        if self.gauss.is_some() && !robust_softmax {
             // The moments read each closed page's mean and std once per (sequence, kv head).
             for &id in &self.seqs {
                 let closed = cache.seq_len(id)?.div_ceil(ps).saturating_sub(1);

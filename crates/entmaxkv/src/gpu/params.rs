@@ -149,6 +149,7 @@ pub(crate) struct RobustParams {
     pub beta: f64,
     pub gam: f64,
     pub lv: f64,
+    pub drop_mass: f64,
     pub scale: f32,
     pub inv_levels: f32,
     pub qmax: f32,
@@ -167,6 +168,7 @@ pub(crate) struct RobustParams {
     pub sinks: i32,
     pub has_alibi: i32,
     pub nch_stride: i32,
+    pub softmax: i32,
 }
 
 #[repr(C)]

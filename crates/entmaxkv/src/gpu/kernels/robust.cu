@@ -30,6 +30,26 @@
 // order, pow from another libm, Newton/bisection instead of the CPU's sort-based solve: a few
 // ulps). A unit is one (page, head): 8 lanes, lane j summing channels j, j + 8, ... as the
 // CPU's eight SIMD lanes do. No atomics; every sum has a fixed order.
+//
+// Softmax mode (softmax = 1, α = 1: selection/gaussian/robust.rs `select_softmax`): no τ̂,
+// so gauss_moments / gauss_count do not run; the same kernels with these changes:
+//   rob_box     every (closed page, head), whatever task_bad holds (not written yet);
+//   rob_bmax    (one CTA per task) per head the best box (largest box_hi) into thr, τ̂ =
+//               NaN (the selection's output, as the CPU's), task_bad = some box_hi of the
+//               task not finite (the CPU's "overflowed statistics": every page kept);
+//   rob_tok1    a page is bounded iff i < sinks or some head has box_hi ≥ best − 2; no mass;
+//   rob_cmax1   as above (M, the largest lower end of the pass-1 pages);
+//   rob_cpack1  no list (rob_ccnt does not run): per chunk Σ exp(l − M) over the lower ends
+//               of its pages into mass[bh, chunk];
+//   rob_solve1  L = M + ln Σ (chunk sums) (a rigorous lower bound of the log-sum-exp; the
+//               CPU's entmax_threshold_f32 at α = 1) into thr;
+//   rob_tok2    pages not bounded yet with ps·exp(box_hi − L) > drop_mass / closed for some
+//               head (want = 2);
+//   rob_cmax2, rob_cpack2, rob_solve2  L over both passes into thr (τ̂ stays NaN);
+//   rob_pcnt, rob_pack  keep i iff i < sinks or some head has ps·exp(u − L) > drop_mass /
+//               closed, u = min(box_hi, best) (best only where bounded).
+// L is an f64 sum in another order than the CPU's and exp/log come from the device's libm,
+// so a page whose test is within a few ulps of the cut can fall on the other side.
 
 struct RobustParams {
     const st_t* smin;
@@ -41,7 +61,7 @@ struct RobustParams {
     const float* q;       // [B, H, D] unscaled
     const float* slopes;  // [H] ALiBi slopes, or null
     double* tau_hat;      // [B, H] τ̂ of gauss_count in, T out (rob_solve2)
-    const int* task_bad;  // [tasks] 1: statistics not usable (gauss_count): every page kept
+    int* task_bad;        // [tasks] 1: statistics not usable (gauss_count; softmax mode: rob_bmax): every page kept
     double* box_hi;       // [B * H, ws_stride] box upper bound, ALiBi maximum of the page added
     double* best;         // [B * H, ws_stride] largest token upper end (bounded pages)
     float* lmax;          // [B * H, ws_stride] largest token lower end (bounded pages)
@@ -61,6 +81,7 @@ struct RobustParams {
     double beta;          // 1/(α − 1)
     double gam;           // bounds.rs γ = n·u/(1 − n·u), n = D + 2
     double lv;            // sketch levels as f64 (1 without a sketch)
+    double drop_mass;     // softmax mode: SOFTMAX_DROP_MASS (the mass a head may drop)
     float scale;
     float inv_levels;     // fl(1/levels) (1 without a sketch)
     float qmax;           // bounds.rs q_max(D, bits)
@@ -79,6 +100,7 @@ struct RobustParams {
     int sinks;            // GaussianOpts::sink_pages (clamped)
     int has_alibi;
     int nch_stride;       // ⌈max_pages / RB_CH⌉: chunks of the rob_c* / rob_p* grids
+    int softmax;          // 1: the softmax mode (α = 1, see above)
 };
 #ifdef EXPECT_ROBUST_SIZE
 static_assert(sizeof(RobustParams) == EXPECT_ROBUST_SIZE, "RobustParams layout differs from Rust");
@@ -165,8 +187,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p
     const int sub = threadIdx.x & 7;
     const u32 gm = 0xffu << (threadIdx.x & 24);
     const int i = unit / p.tg, g = unit - i * p.tg;
-    // A unit's 8 lanes leave together (their shuffles name only them).
-    if (i >= t.closed || p.task_bad[task] != 0) return;
+    // A unit's 8 lanes leave together (their shuffles name only them). Softmax mode: every
+    // task (rob_bmax writes task_bad from these boxes).
+    if (i >= t.closed || (!p.softmax && p.task_bad[task] != 0)) return;
     const int h = t.h0 + g;
     const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
     const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
@@ -180,6 +203,43 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p
         const double b1 = __dmul_rn(slope, (start + (double)(p.page_size - 1)) - t.q_pos);
         p.box_hi[((size_t)t.b * p.num_heads + h) * p.ws_stride + i] = __dadd_rn(r.box_hi, fmax(b0, b1));
     }
+}
+
+// Softmax mode only, after rob_box: per head of the task the best box (the largest box_hi,
+// exact in any order) into thr, τ̂ = NaN; task_bad = 1 where some box_hi is not finite (the
+// CPU checks box_hi and box_lo: both come from rb_bound_pre and are infinite together, the
+// ALiBi terms are finite). grid (1, tasks), block BLOCK.
+extern "C" __global__ void __launch_bounds__(BLOCK) rob_bmax(const RobustParams p) {
+    PDL_ENTRY();
+    __shared__ double s_m[BLOCK / 32];
+    const int task = blockIdx.y;
+    const RbTask t = rb_task(p, task);
+    if (t.closed <= 0) return;  // rob_pack keeps the one page and writes τ̂ = NaN
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const size_t bh0 = (size_t)t.b * p.num_heads + t.h0;
+    int bad = 0;
+    for (int g = 0; g < p.tg; ++g) {
+        const double* bx = p.box_hi + (bh0 + g) * p.ws_stride;
+        double m = -rb_inf();
+        for (int i = tid; i < t.closed; i += BLOCK) {
+            const double v = bx[i];
+            bad |= !isfinite(v);
+            m = fmax(m, v);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) m = fmax(m, __shfl_xor_sync(FULL_MASK, m, off));
+        if (lane == 0) s_m[w] = m;
+        __syncthreads();
+        if (tid == 0) {
+            double r = s_m[0];
+            for (int k = 1; k < BLOCK / 32; ++k) r = fmax(r, s_m[k]);
+            p.thr[bh0 + g] = r;
+            p.tau_hat[bh0 + g] = __longlong_as_double(0x7ff8000000000000LL);
+        }
+        __syncthreads();
+    }
+    bad = block_sum_int<BLOCK>(bad);
+    if (tid == 0) p.task_bad[task] = bad != 0;
 }
 
 // 4-bit sketch words of a row, and the tokens a lane bounds with its row words held in
@@ -208,15 +268,21 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     const u32 page = p.block_tables[(size_t)t.row * p.bt_stride + i];
     // Whether the page is bounded in this pass: every unit of the page decides alike. Pass 2
     // writes only 0 → 2, so "not bounded in pass 1" reads the same before and after.
+    // Softmax mode: thr holds the best box (pass 1), then L (pass 2).
     bool want = false;
     if (PASS == 1) {
         want = i < p.sinks;
-        for (int g2 = 0; g2 < p.tg; ++g2)
-            want |= p.a * p.box_hi[(bh0 + g2) * p.ws_stride + i] > p.tau_hat[bh0 + g2];
+        for (int g2 = 0; g2 < p.tg; ++g2) {
+            const double bx = p.box_hi[(bh0 + g2) * p.ws_stride + i];
+            want |= p.softmax ? rb_sm_near_best(bx, p.thr[bh0 + g2]) : p.a * bx > p.tau_hat[bh0 + g2];
+        }
         if (g == 0 && sub == 0) *wp = want ? 1 : 0;
-    } else {
-        if (*wp != 1)
-            for (int g2 = 0; g2 < p.tg; ++g2) want |= p.a * p.box_hi[(bh0 + g2) * p.ws_stride + i] > p.thr[bh0 + g2];
+    } else if (*wp != 1) {
+        const double per_page = p.drop_mass / (double)t.closed;
+        for (int g2 = 0; g2 < p.tg; ++g2) {
+            const double bx = p.box_hi[(bh0 + g2) * p.ws_stride + i];
+            want |= p.softmax ? rb_sm_heavy(p.page_size, bx, p.thr[bh0 + g2], per_page) : p.a * bx > p.thr[bh0 + g2];
+        }
     }
     if (!want) return;
     if (PASS == 2 && g == 0 && sub == 0) *wp = 2;
@@ -279,7 +345,7 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
         lo_out[tk] = lf;
         umax = umax > up ? umax : up;
         lmx = lmx > lf ? lmx : lf;
-        if (PASS == 1) {
+        if (PASS == 1 && !p.softmax) {
             const double z = __dsub_rn(__dmul_rn(p.a, (double)up), th);  // the CPU's a·u − τ̂
             if (z > 0.0) mass += rb_pow_bm1(p, z) * z;
         }
@@ -308,7 +374,7 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     if (sub == 0) {
         p.best[bh * p.ws_stride + i] = (double)umax;
         p.lmax[bh * p.ws_stride + i] = lmx;
-        if (PASS == 1) p.mass[bh * p.ws_stride + i] = mass;
+        if (PASS == 1 && !p.softmax) p.mass[bh * p.ws_stride + i] = mass;
     }
 }
 
@@ -408,6 +474,23 @@ template <int PHASE> __device__ __forceinline__ void rob_cpack(const RobustParam
     RbChunk k;
     if (!rb_chunk(p, k)) return;
     const float M = rb_chunks_max(p, k.bh, k.nused);
+    if (p.softmax) {
+        // Softmax mode: no list (rob_ccnt does not run); the chunk's Σ exp(l − M) over the
+        // lower ends of its pages (token order within a page, then the block's fixed order)
+        // into mass[bh, chunk] (mass is otherwise unused there), for rob_solve's L.
+        if (!(M > neg_inf())) return;  // uniform: no lower ends anywhere (rob_solve: L = −∞)
+        const double Md = (double)M;
+        const int ps = p.page_size;
+        const int i = k.c * RB_CH + threadIdx.x;
+        double S = 0.0, z1 = 0.0, z2 = 0.0;
+        if (rb_page_on<PHASE>(p, k, i, Md)) {
+            const float* lows = p.lows + k.bh * (size_t)p.ws_stride * ps + (size_t)i * ps;
+            for (int t = 0; t < ps; ++t) S += exp(__dsub_rn((double)lows[t], Md));
+        }
+        block_sum3<BLOCK>(S, z1, z2);
+        if (threadIdx.x == 0) p.mass[k.bh * p.ws_stride + k.c] = S;
+        return;
+    }
     const int off = rb_chunks_sum(p.ccnt + k.bh * p.nch_stride, k.c);
     if (!(M > neg_inf())) return;  // uniform: no candidates anywhere
     const double Md = (double)M;
@@ -430,7 +513,8 @@ template <int PHASE> __device__ __forceinline__ void rob_cpack(const RobustParam
 }
 
 // τ_lb of head blockIdx.x of a task from the candidate list, the trust test (PHASE 1) and the
-// threshold. grid (tg, tasks), block BLOCK.
+// threshold; softmax mode: L (the log-sum-exp of the candidates) into thr. grid (tg, tasks),
+// block BLOCK.
 template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParams& p) {
     __shared__ float s_c[RB_SCAP];
     const int task = blockIdx.y, g = blockIdx.x;
@@ -441,6 +525,17 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
     const int* want = p.want + (size_t)task * p.ws_stride;
     const int ps = p.page_size;
     const int nused = (t.closed + RB_CH - 1) / RB_CH;
+    if (p.softmax) {
+        // L = M + ln S, S = Σ exp(l − M) (tau/entmax.rs logsumexp, f64) from rob_cpack's chunk
+        // partial sums: chunks tid, tid + BLOCK, ... in that order, then the block's order.
+        const float M = rb_chunks_max(p, bh, nused);
+        double S = 0.0, z1 = 0.0, z2 = 0.0;
+        if (M > neg_inf())
+            for (int c = tid; c < nused; c += BLOCK) S += p.mass[bh * p.ws_stride + c];
+        block_sum3<BLOCK>(S, z1, z2);
+        if (tid == 0) p.thr[bh] = M > neg_inf() ? rb_sm_lse((double)M, S) : gauss_ninf();
+        return;
+    }
     // The trust test's mass (pass 1): page-strided partial sums (pages tid, tid + BLOCK, ...
     // added in that order; the loads of RB_UNR of them issued first), then the block's fixed
     // order. mass is read for every page (a workspace, always allocated) and added only where
@@ -576,8 +671,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_solve2(const RobustParam
 // BLOCK, chunks of RB_CH closed pages.
 
 // Whether closed page i (< closed) is kept; *nb += 1 where it was bounded per token.
+// `per_page`: the softmax mode's share drop_mass / closed (sT holds L there).
 __device__ __forceinline__ int rb_keep(const RobustParams& p, size_t bh0, const int* want, const double* sT, bool bad,
-                                       int i, int* nb) {
+                                       int i, double per_page, int* nb) {
     int keep = 0;
     if (bad || i < p.sinks) {
         keep = 1;
@@ -588,7 +684,7 @@ __device__ __forceinline__ int rb_keep(const RobustParams& p, size_t bh0, const 
             const size_t at = (bh0 + g) * p.ws_stride + i;
             double mu = p.box_hi[at];
             if (bd) mu = fmin(p.best[at], mu);
-            keep |= p.a * mu > sT[g];
+            keep |= p.softmax ? rb_sm_heavy(p.page_size, mu, sT[g], per_page) : p.a * mu > sT[g];
         }
     }
     if (!bad && i < p.sinks) *nb += want[i] != 0;
@@ -609,7 +705,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_pcnt(const RobustParams 
     const int* want = p.want + (size_t)task * p.ws_stride;
     const int i = c * RB_CH + tid;
     int keep = 0, nb = 0;
-    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, &nb);
+    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, p.drop_mass / (double)t.closed, &nb);
     keep = block_sum_int<BLOCK>(keep);
     nb = block_sum_int<BLOCK>(nb);
     if (tid == 0) {
@@ -648,7 +744,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_pack(const RobustParams 
     const int off = rb_chunks_sum(pc, c);
     const int i = c * RB_CH + tid;
     int keep = 0, nb = 0;
-    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, &nb);
+    if (i < t.closed) keep = rb_keep(p, bh0, want, s_T, bad, i, p.drop_mass / (double)t.closed, &nb);
     int round;
     const int at = block_excl_scan<BLOCK>(keep, &round);
     if (keep) L[off + at] = (u32)i;

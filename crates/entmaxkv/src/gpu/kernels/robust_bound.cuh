@@ -349,3 +349,16 @@ RB_FN double rb_pow_bm1_k(int kint, double beta, double x) {
         default: return pow(x, beta - 1.0);
     }
 }
+
+// Softmax mode (α = 1; selection/gaussian/robust.rs `select_softmax`).
+// Pass 1 bounds a page per token iff some head has box ≥ (its best box) − 2.
+RB_FN bool rb_sm_near_best(double box, double best_box) { return box >= best_box - 2.0; }
+// Whether a page whose scores are at most `u` may carry more than its share `per_page`
+// (= SOFTMAX_DROP_MASS / closed) of the mass against the log-sum-exp lower bound L: the
+// CPU's `ps as f64 * (u − L).exp() > per_page` (exp from the device's libm: ≤ 1 ulp off).
+RB_FN bool rb_sm_heavy(int ps, double u, double L, double per_page) {
+    return __dmul_rn((double)ps, exp(__dsub_rn(u, L))) > per_page;
+}
+// L from the largest lower end M and S = Σ exp(l − M) over the bounded tokens' lower ends:
+// the CPU's `logsumexp` (tau/entmax.rs: max + ln Σ exp(x − max), in f64); −∞ without any.
+RB_FN double rb_sm_lse(double M, double S) { return __dadd_rn(M, log(S)); }

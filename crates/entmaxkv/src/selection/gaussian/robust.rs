@@ -1167,7 +1167,9 @@ mod tests {
     /// the shape, α, sink pages, the CPU's τ̂ per head (the host replay takes it as given:
     /// the device's own τ̂ is checked by the GPU tests), the scaled queries and slopes, every
     /// closed page's min/max rows and sketch bytes — and the CPU selection (kept closed
-    /// pages, T per head). Ignored: a dump, not a check.
+    /// pages, T per head). Trials 48.. are the softmax mode (α = 1, [`select_softmax`]):
+    /// τ̂ written as NaN, and L per head (the log-sum-exp lower bound left in `head`) in
+    /// place of T. Ignored: a dump, not a check.
     #[test]
     #[ignore]
     fn robust_selection_reference_dump() {
@@ -1183,7 +1185,7 @@ mod tests {
         };
         let mut out = String::new();
         let mut lines = 0usize;
-        for trial in 0..48u64 {
+        for trial in 0..72u64 {
             let (hkv, group) = (
                 [1usize, 2][trial as usize % 2],
                 [1usize, 2, 4][trial as usize / 2 % 3],
@@ -1213,7 +1215,11 @@ mod tests {
                 .with_stats_dtype(sd)
                 .with_sketch_bits(bits);
             let (cache, ids) = prob.build_cache(cfg, 0).unwrap();
-            let alpha = [1.5, 2.0, 4.0 / 3.0, 1.7, 3.0][trial as usize % 5];
+            let alpha = if trial >= 48 {
+                1.0
+            } else {
+                [1.5, 2.0, 4.0 / 3.0, 1.7, 3.0][trial as usize % 5]
+            };
             let opts = GaussianOpts {
                 sink_pages: (trial % 3) as usize,
                 ..GaussianOpts::default().with_criterion(Criterion::Robust)
@@ -1249,12 +1255,16 @@ mod tests {
                     let mut scr = SelectScratch::new(seq.pages.len(), d);
                     let mut sel = Selection::with_capacity(seq.pages.len(), group);
                     super::super::select(&ctx, &opts, &mut scr, &mut sel).unwrap();
-                    let mut s2 = SelectScratch::new(seq.pages.len(), d);
-                    s2.reserve_pages(group, closed);
-                    model::page_moments(&ctx, &mut s2);
                     let mut that = Vec::new();
-                    for hg in 0..group {
-                        that.push(model::head_model(&ctx, &opts, &mut s2, hg).unwrap().tau_hat);
+                    if alpha == 1.0 {
+                        that.resize(group, f64::NAN);
+                    } else {
+                        let mut s2 = SelectScratch::new(seq.pages.len(), d);
+                        s2.reserve_pages(group, closed);
+                        model::page_moments(&ctx, &mut s2);
+                        for hg in 0..group {
+                            that.push(model::head_model(&ctx, &opts, &mut s2, hg).unwrap().tau_hat);
+                        }
                     }
                     let _ = write!(
                         out,
@@ -1300,11 +1310,14 @@ mod tests {
                         .iter()
                         .map(|p| (p.start as usize / ps).to_string())
                         .collect();
-                    let tt: Vec<String> = sel
-                        .tau_hat
-                        .iter()
-                        .map(|x| format!("{:016x}", x.to_bits()))
-                        .collect();
+                    // T per head, or L (softmax mode: `head[..group]` after the selection).
+                    let ts = if alpha == 1.0 {
+                        &scr.head[..group]
+                    } else {
+                        &sel.tau_hat[..group]
+                    };
+                    let tt: Vec<String> =
+                        ts.iter().map(|x| format!("{:016x}", x.to_bits())).collect();
                     let _ = writeln!(
                         out,
                         "{} {}",
