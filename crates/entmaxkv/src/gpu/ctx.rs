@@ -509,6 +509,7 @@ impl ModuleKey {
                 "cert_bounds",
                 "cert_exact",
                 "rob_box",
+                "rob_bmax",
                 "rob_tok1",
                 "rob_tok2",
                 "rob_cmax1",
@@ -741,4 +742,54 @@ pub(crate) unsafe fn launch_ex<P>(
     sys::cuLaunchKernelEx(&cfg, func, args.as_mut_ptr(), std::ptr::null_mut())
         .result()
         .map_err(|e| cuda_err("launch (PDL)", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `extern "C" __global__` kernels a source defines, in order.
+    fn kernels_defined(src: &str) -> Vec<String> {
+        src.lines()
+            .filter_map(|l| l.trim_start().strip_prefix("extern \"C\" __global__ void "))
+            .map(|rest| {
+                let rest = match rest.strip_prefix("__launch_bounds__(") {
+                    Some(r) => r.split_once(')').map(|(_, r)| r.trim_start()).unwrap_or(r),
+                    None => rest,
+                };
+                rest.split('(').next().unwrap_or("").trim().to_string()
+            })
+            .collect()
+    }
+
+    /// Every kernel the sources define is listed (a launch looks its function up by name, so
+    /// a kernel missing from the list fails only on a GPU), and every listed name is defined.
+    #[test]
+    fn kernel_lists_match_the_sources() {
+        let decode = ModuleKey::Decode {
+            kv: DType::F16,
+            stats: DType::F16,
+            head_dim: 64,
+            tg: 1,
+            unroll: 8,
+            gauss_generic: false,
+        };
+        for (key, srcs) in [
+            (
+                decode,
+                vec![
+                    CACHE_SRC, TOPK_SRC, GAUSS_SRC, ATTN_SRC, CERT_SRC, ROBUST_SRC,
+                ],
+            ),
+            (ModuleKey::Probe, vec![PROBE_SRC]),
+        ] {
+            let mut defined: Vec<String> = srcs.iter().flat_map(|s| kernels_defined(s)).collect();
+            let mut listed: Vec<String> =
+                key.kernel_names().iter().map(|s| s.to_string()).collect();
+            defined.sort();
+            listed.sort();
+            assert!(!defined.is_empty());
+            assert_eq!(defined, listed, "{key:?}: kernels defined vs listed");
+        }
+    }
 }
