@@ -169,6 +169,11 @@ fn solve_halley<T: Copy + Into<f64>>(
             hi = t;
         }
         let mut next = g_halley_step(t, m, beta);
+        // A step at rounding level is convergence, even where it lands on the end just set
+        // (else the bisection below would halve the whole bracket down to ulps).
+        if (next - t).abs() <= 2.0 * f64::EPSILON * t.abs().max(f64::MIN_POSITIVE) {
+            return if next > lo && next < hi { next } else { t };
+        }
         if !(next > lo && next < hi) {
             next = 0.5 * (lo + hi);
         }

@@ -690,6 +690,11 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
             if (f > 0.0) lo = t;
             else hi = t;
             double next = g_halley_step(t, A0, A1, A2, beta);
+            // A converged step (even one onto the end just set) ends the solve.
+            if (fabs(next - t) <= 1e-7) {
+                if (next > lo && next < hi) t = next;
+                break;
+            }
             if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
             const bool conv = fabs(next - t) <= 1e-7 || hi - lo <= 1e-7;
             t = next;

@@ -552,6 +552,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
                 if (h > 0.0) lo = tau;
                 else hi = tau;
                 double next = tau - h / h1;
+                // A step at rounding level is convergence (even onto the end just set).
+                if (fabs(next - tau) <= 1e-14 * fmax(fabs(tau), 1.0)) {
+                    if (next > lo && next < hi) tau = next;
+                    break;
+                }
                 if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
                 const bool done = fabs(next - tau) <= 1e-14 * fmax(fabs(tau), 1.0) ||
                                   hi - lo <= 4.0 * 2.220446049250313e-16 * fmax(fabs(lo), fabs(hi));

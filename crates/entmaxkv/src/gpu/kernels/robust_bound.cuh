@@ -329,6 +329,12 @@ template <class EV> RB_FN double rb_entmax_solve_from(double aM, double beta, do
         if (f > 0.0) lo = tau;
         else hi = tau;
         double nt = tau + f / (beta * df);
+        // Converged: the Newton step is at rounding level. (Tested before the bracket: a step
+        // that rounds onto the end just set would otherwise bisect the whole bracket again.)
+        if (fabs(nt - tau) <= 1e-15 * fmax(1.0, fabs(tau))) {
+            if (nt > lo && nt < hi) tau = nt;
+            break;
+        }
         if (!(nt > lo && nt < hi)) nt = 0.5 * (lo + hi);
         const bool done = fabs(nt - tau) <= 1e-15 * fmax(1.0, fabs(tau)) || !(hi > lo);
         tau = nt;
