@@ -683,6 +683,8 @@ impl GpuDecoder {
                     has_alibi: slopes.is_some() as i32,
                     nch_stride: nch_stride as i32,
                     softmax: sm as i32,
+                    // `ENTMAXKV_ROB_HIST=0`: Newton from aM − 1 (for comparison).
+                    hist_start: (knob("ENTMAXKV_ROB_HIST", 1) != 0) as i32,
                 };
                 Some(RobustPlan {
                     params,

@@ -169,6 +169,8 @@ pub(crate) struct RobustParams {
     pub has_alibi: i32,
     pub nch_stride: i32,
     pub softmax: i32,
+    /// 1: rob_solve starts Newton one histogram bin below τ_lb (else at aM − 1).
+    pub hist_start: i32,
 }
 
 #[repr(C)]

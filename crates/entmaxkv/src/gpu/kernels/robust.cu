@@ -101,6 +101,7 @@ struct RobustParams {
     int has_alibi;
     int nch_stride;       // ⌈max_pages / RB_CH⌉: chunks of the rob_c* / rob_p* grids
     int softmax;          // 1: the softmax mode (α = 1, see above)
+    int hist_start;       // 1: rob_solve starts one histogram bin below τ_lb (else at aM − 1)
 };
 #ifdef EXPECT_ROBUST_SIZE
 static_assert(sizeof(RobustParams) == EXPECT_ROBUST_SIZE, "RobustParams layout differs from Rust");
@@ -604,18 +605,22 @@ template <int PHASE> __device__ __forceinline__ void rob_solve(const RobustParam
         __shared__ double s_pwb[HIST_BINS + 1];
         __shared__ float s_brk[2];
         const double aMd = p.a * Md;
-        for (int k = tid; k < HIST_BINS; k += BLOCK) s_h[k] = 0;
-        if (p.kint == 0)
-            for (int k = tid; k <= HIST_BINS; k += BLOCK) s_pwb[k] = pow((double)k * (1.0 / HIST_BINS), p.beta);
-        __syncthreads();
-        for (int k = tid; k < n; k += BLOCK) atomicAdd(&s_h[hist_bin((float)(p.a * (double)src[k] - aMd))], 1);
-        __syncthreads();
-        if (p.kint != 0)
-            hist_bracket_poly(s_h, p.kint, s_brk);
-        else
-            hist_bracket(s_h, s_pwb, s_brk);
-        __syncthreads();
-        tlb = rb_entmax_solve_from(aMd, p.beta, aMd + (double)s_brk[0], ev);
+        double start = aMd - 1.0;
+        if (p.hist_start) {
+            for (int k = tid; k < HIST_BINS; k += BLOCK) s_h[k] = 0;
+            if (p.kint == 0)
+                for (int k = tid; k <= HIST_BINS; k += BLOCK) s_pwb[k] = pow((double)k * (1.0 / HIST_BINS), p.beta);
+            __syncthreads();
+            for (int k = tid; k < n; k += BLOCK) atomicAdd(&s_h[hist_bin((float)(p.a * (double)src[k] - aMd))], 1);
+            __syncthreads();
+            if (p.kint != 0)
+                hist_bracket_poly(s_h, p.kint, s_brk);
+            else
+                hist_bracket(s_h, s_pwb, s_brk);
+            __syncthreads();
+            start = aMd + (double)s_brk[0];
+        }
+        tlb = rb_entmax_solve_from(aMd, p.beta, start, ev);
     }
     if (tid == 0) {
         const double th = p.tau_hat[bh];
