@@ -255,7 +255,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         eprintln!("  {m}: defined for alpha > 1 only, skipped at alpha {alpha}");
                         continue;
                     }
-                    let sel = if b.is_some() || m.starts_with("gaussian") || m == "certified" {
+                    // Every method but dense decode has a selection stage (robust-softmax
+                    // was missed by a list of prefixes).
+                    let sel = if b.is_some() || !m.starts_with("dense") {
                         let g = dec.capture_stage(&dev, Stage::Selection)?;
                         quantile(
                             &time_it(&gpu, &dev, flush, prime.as_ref(), 2, a.iters, &|| {
