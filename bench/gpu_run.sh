@@ -53,6 +53,10 @@ el "bench B1 other alphas"
 timeout 100 ./entmaxkv bench --device cuda --preset figure --contexts 128K,1M --alpha 2,1.3333333333333333 --methods dense-entmax,topk,gaussian-exact,certified --budget 0.125 --iters 20 --warmup 3 --sdpa-json $OUT/sdpa.json --json $OUT/bench_alpha.json >> $OUT/bench.log 2>&1
 el "bench B1 robust Gaussian (GPU_ROBUST.md)"
 timeout 120 ./entmaxkv bench --device cuda --preset figure --contexts 32K,128K,1M --methods gaussian-exact,gaussian-robust,gaussian-robust-corrected --iters 10 --warmup 2 --no-accuracy --json $OUT/bench_robust.json >> $OUT/bench.log 2>&1; echo "bench robust rc=$?" | tee -a $R
+el "bench B1 robust criterion, softmax mode (alpha 1; iid and structured keys)"
+for w in iid structured; do
+  timeout 90 ./entmaxkv bench --device cuda --preset figure --alpha 1 --workload $w --contexts 32K,128K,1M --methods dense-softmax,topk-softmax,robust-softmax --budget 0.125 --iters 10 --warmup 2 --no-accuracy --json $OUT/bench_robust_softmax_$w.json >> $OUT/bench.log 2>&1; echo "bench robust softmax $w rc=$?" | tee -a $R
+done
 el "bench B8 32/8 D128"
 timeout 120 ./entmaxkv bench --device cuda --preset llama8b --batch 8 --contexts 128K --gqa shared --methods dense-softmax,dense-entmax,topk,gaussian-exact,certified --budget 0.125 --iters 20 --warmup 3 --no-accuracy --sdpa-json $OUT/sdpa.json --json $OUT/bench_gqa.json >> $OUT/bench.log 2>&1
 if [ -n "${SOAK:-}" ]; then
