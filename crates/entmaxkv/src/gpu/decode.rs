@@ -119,6 +119,8 @@ struct GaussPlan {
 /// moments, τ̂ and the kept lists are the Gaussian plan's.
 struct RobustPlan {
     params: RobustParams,
+    /// The selection stage's kernels, in launch order (fixed by the plan).
+    kernels: Vec<&'static str>,
     /// Units grid (x) of rob_box / rob_tok*: `(max_pages · tg) / 32` CTAs per task.
     grid_x: u32,
     /// `[tasks]` pages bounded per token in the last step (bytes report).
@@ -685,9 +687,41 @@ impl GpuDecoder {
                     softmax: sm as i32,
                     // `ENTMAXKV_ROB_HIST=0`: Newton from aM − 1 (for comparison).
                     hist_start: (knob("ENTMAXKV_ROB_HIST", 1) != 0) as i32,
+                    // One query head per task (α > 1): rob_tok1 forms the box bound itself
+                    // (its `want` test needs no other head's), so the rows are read once and
+                    // rob_box does not run. `ENTMAXKV_ROB_FUSE=0` keeps the separate pass.
+                    fuse_box: (!sm && tg == 1 && knob("ENTMAXKV_ROB_FUSE", 1) != 0) as i32,
                 };
+                let mut kernels: Vec<&'static str> = Vec::new();
+                if sm {
+                    // Softmax mode: no moments, no τ̂; the best boxes instead.
+                    kernels.extend(["rob_box", "rob_bmax"]);
+                } else {
+                    // τ̂ (no counting in gauss_count), then the bound passes.
+                    kernels.push("gauss_moments");
+                    if slopes.is_some() {
+                        kernels.push("gauss_mix");
+                    }
+                    kernels.push("gauss_count");
+                    if params.fuse_box == 0 {
+                        kernels.push("rob_box");
+                    }
+                }
+                for k in ["rob_tok1", "rob_cmax1", "rob_ccnt1", "rob_cpack1", "rob_solve1"] {
+                    // The softmax mode's chunk sums need no candidate counts.
+                    if !(sm && k == "rob_ccnt1") {
+                        kernels.push(k);
+                    }
+                }
+                for k in ["rob_tok2", "rob_cmax2", "rob_ccnt2", "rob_cpack2", "rob_solve2"] {
+                    if !(sm && k == "rob_ccnt2") {
+                        kernels.push(k);
+                    }
+                }
+                kernels.extend(["rob_pcnt", "rob_pack"]);
                 Some(RobustPlan {
                     params,
+                    kernels,
                     grid_x: (max_pages * tg).div_ceil(32) as u32,
                     bounded,
                     bufs: rbufs,
@@ -973,64 +1007,12 @@ impl GpuDecoder {
     }
 
     /// The kernels of a stage, in launch order.
-    fn kernels(&self, stage: Stage) -> &'static [&'static str] {
+    fn kernels(&self, stage: Stage) -> &[&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
-            // Robust criterion, softmax mode: no moments, no τ̂; the best boxes instead.
-            Stage::Selection if self.robust.as_ref().is_some_and(|r| r.params.softmax != 0) => &[
-                "rob_box",
-                "rob_bmax",
-                "rob_tok1",
-                "rob_cmax1",
-                "rob_cpack1",
-                "rob_solve1",
-                "rob_tok2",
-                "rob_cmax2",
-                "rob_cpack2",
-                "rob_solve2",
-                "rob_pcnt",
-                "rob_pack",
-            ],
-            // Robust criterion: τ̂ (no counting in gauss_count), then the bound passes.
+            // Robust criterion: the list its plan made.
             Stage::Selection if self.robust.is_some() => {
-                if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) {
-                    &[
-                        "gauss_moments",
-                        "gauss_mix",
-                        "gauss_count",
-                        "rob_box",
-                        "rob_tok1",
-                        "rob_cmax1",
-                        "rob_ccnt1",
-                        "rob_cpack1",
-                        "rob_solve1",
-                        "rob_tok2",
-                        "rob_cmax2",
-                        "rob_ccnt2",
-                        "rob_cpack2",
-                        "rob_solve2",
-                        "rob_pcnt",
-                        "rob_pack",
-                    ]
-                } else {
-                    &[
-                        "gauss_moments",
-                        "gauss_count",
-                        "rob_box",
-                        "rob_tok1",
-                        "rob_cmax1",
-                        "rob_ccnt1",
-                        "rob_cpack1",
-                        "rob_solve1",
-                        "rob_tok2",
-                        "rob_cmax2",
-                        "rob_ccnt2",
-                        "rob_cpack2",
-                        "rob_solve2",
-                        "rob_pcnt",
-                        "rob_pack",
-                    ]
-                }
+                &self.robust.as_ref().expect("robust plan").kernels
             }
             Stage::Selection if self.gauss.as_ref().is_some_and(|g| g.params.has_alibi != 0) => {
                 &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"]

@@ -171,6 +171,8 @@ pub(crate) struct RobustParams {
     pub softmax: i32,
     /// 1: rob_solve starts Newton one histogram bin below τ_lb (else at aM − 1).
     pub hist_start: i32,
+    /// 1: rob_tok1 forms the box bounds (one query head per task, α > 1); rob_box does not run.
+    pub fuse_box: i32,
 }
 
 #[repr(C)]

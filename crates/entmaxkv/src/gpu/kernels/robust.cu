@@ -102,6 +102,7 @@ struct RobustParams {
     int nch_stride;       // ⌈max_pages / RB_CH⌉: chunks of the rob_c* / rob_p* grids
     int softmax;          // 1: the softmax mode (α = 1, see above)
     int hist_start;       // 1: rob_solve starts one histogram bin below τ_lb (else at aM − 1)
+    int fuse_box;         // 1: rob_tok1 forms the box bounds (tg = 1, α > 1); rob_box does not run
 };
 #ifdef EXPECT_ROBUST_SIZE
 static_assert(sizeof(RobustParams) == EXPECT_ROBUST_SIZE, "RobustParams layout differs from Rust");
@@ -179,6 +180,16 @@ __device__ __forceinline__ RbBound rb_page_bound(const RobustParams& p, size_t s
     return r;
 }
 
+// The box upper bound of page i for head h with the page's largest ALiBi bias added (as
+// bounds.rs: slope·(start − q_pos), slope·(start + ps − 1 − q_pos), each rounded once).
+__device__ __forceinline__ double rb_box_alibi(const RobustParams& p, const RbTask& t, int h, int i, double box_hi) {
+    const double slope = rb_slope(p, h);
+    const double start = (double)i * p.page_size;
+    const double b0 = __dmul_rn(slope, start - t.q_pos);
+    const double b1 = __dmul_rn(slope, (start + (double)(p.page_size - 1)) - t.q_pos);
+    return __dadd_rn(box_hi, fmax(b0, b1));
+}
+
 // grid (ceil(max_pages · tg / RB_UNITS), tasks), block BLOCK.
 extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p) {
     PDL_ENTRY();
@@ -196,14 +207,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) rob_box(const RobustParams p
     const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
     const float* qh = p.q + ((size_t)t.b * p.num_heads + h) * HEAD_DIM;
     const RbBound r = rb_page_bound(p, srow, qh, sub, gm, false, nullptr);
-    if (sub == 0) {
-        const double slope = rb_slope(p, h);
-        const double start = (double)i * p.page_size;
-        // As bounds.rs: slope·(start − q_pos), slope·(start + ps − 1 − q_pos), each rounded once.
-        const double b0 = __dmul_rn(slope, start - t.q_pos);
-        const double b1 = __dmul_rn(slope, (start + (double)(p.page_size - 1)) - t.q_pos);
-        p.box_hi[((size_t)t.b * p.num_heads + h) * p.ws_stride + i] = __dadd_rn(r.box_hi, fmax(b0, b1));
-    }
+    if (sub == 0) p.box_hi[((size_t)t.b * p.num_heads + h) * p.ws_stride + i] = rb_box_alibi(p, t, h, i, r.box_hi);
 }
 
 // Softmax mode only, after rob_box: per head of the task the best box (the largest box_hi,
@@ -270,8 +274,19 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     // Whether the page is bounded in this pass: every unit of the page decides alike. Pass 2
     // writes only 0 → 2, so "not bounded in pass 1" reads the same before and after.
     // Softmax mode: thr holds the best box (pass 1), then L (pass 2).
+    const int h = t.h0 + g;
+    const size_t bh = bh0 + g;
+    const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
+    const float* qh = p.q + bh * HEAD_DIM;
     bool want = false;
-    if (PASS == 1) {
+    if (PASS == 1 && p.fuse_box) {
+        // One head per task: this unit's box bound (rob_box's, bit for bit) decides alone.
+        const RbBound rbx = rb_page_bound(p, srow, qh, sub, gm, false, nullptr);
+        const double bx = rb_box_alibi(p, t, h, i, rbx.box_hi);
+        if (sub == 0) p.box_hi[bh * p.ws_stride + i] = bx;
+        want = i < p.sinks || p.a * bx > p.tau_hat[bh];
+        if (sub == 0) *wp = want ? 1 : 0;
+    } else if (PASS == 1) {
         want = i < p.sinks;
         for (int g2 = 0; g2 < p.tg; ++g2) {
             const double bx = p.box_hi[(bh0 + g2) * p.ws_stride + i];
@@ -287,10 +302,6 @@ template <int PASS> __device__ __forceinline__ void rob_tok(const RobustParams& 
     }
     if (!want) return;
     if (PASS == 2 && g == 0 && sub == 0) *wp = 2;
-    const int h = t.h0 + g;
-    const size_t bh = bh0 + g;
-    const size_t srow = ((size_t)page * p.num_kv_heads + t.kvh) * HEAD_DIM;
-    const float* qh = p.q + bh * HEAD_DIM;
     short* qw = s_qw[u];
     const bool sketch = p.sketch_bits > 0;
     const int ps = p.page_size;
