@@ -17,8 +17,11 @@
 //                       the relative threshold t (count bounds of Σ(d−t)_+^β, one bin of slack
 //                       each side); the survivors go to shared memory in chunk order (all of
 //                       them when they fit, else those with d > lo, the only ones that can
-//                       carry weight); safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside
-//                       the bracket (tau/entmax.rs); V gathered for small supports. Streams
+//                       carry weight); the exact t: for β ∈ {1, 2, 3} from power sums (those
+//                       above the bracket summed, the few inside it ranked by one warp and
+//                       each candidate support solved in closed form: solve_closed), else
+//                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
+//                       (tau/entmax.rs); V gathered for small supports. Streams
 //                       from the chunk lists only if even the d > lo set does not fit. No
 //                       cross-CTA handshake.
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
