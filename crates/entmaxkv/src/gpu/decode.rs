@@ -16,7 +16,8 @@
 //! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
 //!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
-//!   head), `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
+//!   head; with one query head per task `rob_tok1` forms it instead, `fuse_box`),
+//!   `rob_tok1` (pass 1: sink pages and pages whose box reaches τ̂ get the CPU's
 //!   token intervals, bit for bit), `rob_cmax1`/`rob_ccnt1`/`rob_cpack1` (per chunk of 256
 //!   pages: largest lower end, candidate count, candidates written in page order),
 //!   `rob_solve1` (τ_lb of the pass-1 lower ends, the trust test of τ̂, the threshold),
@@ -37,7 +38,8 @@
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
 //!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
 //!   bracket of τ from the histogram, the survivors that can matter into shared memory,
-//!   safeguarded Halley, and V for small supports),
+//!   the exact τ (power sums for β ∈ {1, 2, 3}, else safeguarded Halley), and V for small
+//!   supports),
 //!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //! * `certified` (selection stage, then the α > 1 attention kernels over its candidates):
