@@ -709,13 +709,25 @@ impl GpuDecoder {
                         kernels.push("rob_box");
                     }
                 }
-                for k in ["rob_tok1", "rob_cmax1", "rob_ccnt1", "rob_cpack1", "rob_solve1"] {
+                for k in [
+                    "rob_tok1",
+                    "rob_cmax1",
+                    "rob_ccnt1",
+                    "rob_cpack1",
+                    "rob_solve1",
+                ] {
                     // The softmax mode's chunk sums need no candidate counts.
                     if !(sm && k == "rob_ccnt1") {
                         kernels.push(k);
                     }
                 }
-                for k in ["rob_tok2", "rob_cmax2", "rob_ccnt2", "rob_cpack2", "rob_solve2"] {
+                for k in [
+                    "rob_tok2",
+                    "rob_cmax2",
+                    "rob_ccnt2",
+                    "rob_cpack2",
+                    "rob_solve2",
+                ] {
                     if !(sm && k == "rob_ccnt2") {
                         kernels.push(k);
                     }
