@@ -19,7 +19,8 @@ use clap::Args;
 use entmaxkv::selection::GqaMode;
 use entmaxkv::DType;
 use entmaxkv_models::{
-    nll_of, AttentionShape, DataFiles, DecodeAttention, EntmaxKvAttention, EntmaxKvOptions, Model,
+    nll_of, AttentionShape, Backend, DataFiles, DecodeAttention, EntmaxKvAttention,
+    EntmaxKvOptions, Model,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -73,6 +74,11 @@ pub struct EvalArgs {
     /// K/V dtype of the caches.
     #[arg(long, default_value = "f16")]
     pub kv_dtype: DType,
+    /// Where the decode attention runs: `cpu` (entmaxkv's CPU pipeline) or `cuda` (its CUDA
+    /// backend: each layer's cache on the GPU, each step a replayed graph; the model's
+    /// matmuls stay on the CPU).
+    #[arg(long, default_value = "cpu", value_parser = parse_backend)]
+    pub device: Backend,
     /// Layers that stay dense (same α) whatever the method.
     #[arg(long, value_delimiter = ',')]
     pub dense_layers: Vec<usize>,
@@ -161,6 +167,10 @@ pub struct EvalResult {
     pub provenance: Provenance,
     pub command: String,
     pub kv_dtype: DType,
+    /// Where the decode attention ran.
+    pub device: Backend,
+    /// The GPU's name, driver and compute capability (CUDA backend only).
+    pub gpu: Option<String>,
     pub dense_layers: Vec<usize>,
     /// Teacher-forced f32 perplexity of the same positions (the model crate's forward).
     pub teacher_forced: Vec<(String, f64)>,
@@ -280,6 +290,14 @@ fn parse_runs(names: &[String], alpha: f64) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
+fn parse_backend(s: &str) -> std::result::Result<Backend, String> {
+    match s {
+        "cpu" => Ok(Backend::Cpu),
+        "cuda" => Ok(Backend::Cuda),
+        o => Err(format!("--device {o}: expected cpu or cuda")),
+    }
+}
+
 fn backend(
     shape: AttentionShape,
     run: &Run,
@@ -287,7 +305,7 @@ fn backend(
     max_tokens: usize,
 ) -> Result<EntmaxKvAttention> {
     let cfg = run.spec.config(run.alpha, shape.n_heads, a.gqa, None);
-    let mut opts = EntmaxKvOptions::new(a.kv_dtype, max_tokens);
+    let mut opts = EntmaxKvOptions::new(a.kv_dtype, max_tokens).with_backend(a.device);
     opts.dense_layers = a.dense_layers.clone();
     Ok(EntmaxKvAttention::new(shape, cfg, opts)?)
 }
@@ -303,10 +321,25 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     })?;
     let shape = model.attention_shape();
     let runs = parse_runs(&a.methods, a.alpha)?;
+    let gpu = match a.device {
+        Backend::Cpu => None,
+        Backend::Cuda => {
+            let g = entmaxkv::gpu::Gpu::get()?;
+            let i = g.info();
+            let s = format!(
+                "{} (cc {}.{}, {} SMs, driver {})",
+                i.name, i.cc.0, i.cc.1, i.sm_count, i.driver_version
+            );
+            println!("[eval] decode attention on {s}");
+            Some(s)
+        }
+    };
     let mut res = EvalResult {
         provenance: provenance(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         kv_dtype: a.kv_dtype,
+        device: a.device,
+        gpu,
         dense_layers: a.dense_layers.clone(),
         teacher_forced: Vec::new(),
         ppl: Vec::new(),

@@ -1,18 +1,36 @@
-//! [`DecodeAttention`] backed by entmaxkv: one [`PagedKvCache`] and one planned [`Decoder`]
-//! per layer. Prefill appends the prompt's K/V to the layer's paged cache (head-major
-//! chunk); each decode step appends the new token and runs the configured method with the
-//! new token as the query (entmaxkv's convention: the query is the last cached token).
+//! [`DecodeAttention`] backed by entmaxkv: one paged cache and one planned decoder per
+//! layer. Prefill appends the prompt's K/V to the layer's paged cache (head-major chunk);
+//! each decode step appends the new token and runs the configured method with the new token
+//! as the query (entmaxkv's convention: the query is the last cached token).
+//!
+//! [`Backend::Cpu`] keeps a [`PagedKvCache`] and a [`Decoder`]. [`Backend::Cuda`] fills the
+//! same host cache at prefill, uploads it ([`DeviceKvCache`]), plans a [`GpuDecoder`] on it
+//! and captures its step as a CUDA graph; each decode step then appends on the device
+//! (statistics and sketch updated by the append kernel) and replays the graph. The model's
+//! matmuls stay on the host: what runs on the GPU is the attention over the long cache.
 
 use crate::attention::{AttentionShape, DecodeAttention};
 use crate::error::{Error, Result};
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, ChunkLayout, PagedKvCache, SeqId, StatsDType};
-use entmaxkv::decode::{DecodeConfig, Decoder, HeadReport, Method};
+use entmaxkv::decode::{DecodeConfig, Decoder, HeadReport, Method, StepReport};
+use entmaxkv::gpu::{DeviceCacheOptions, DeviceKvCache, GpuDecoder};
 use entmaxkv::DType;
 use serde::Serialize;
 
 fn ek(op: &'static str, e: entmaxkv::Error) -> Error {
     Error::invalid(op, "entmaxkv", e.to_string())
+}
+
+/// Where an [`EntmaxKvAttention`] runs its decode steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// entmaxkv's CPU pipeline.
+    #[default]
+    Cpu,
+    /// entmaxkv's CUDA backend (the first GPU); a typed error where there is none.
+    Cuda,
 }
 
 /// How an [`EntmaxKvAttention`] stores its cache and which layers it runs sparse.
@@ -27,6 +45,8 @@ pub struct EntmaxKvOptions {
     pub max_tokens: usize,
     /// Layers that run `Method::Dense` regardless of the configured method (same α).
     pub dense_layers: Vec<usize>,
+    /// CPU pipeline or CUDA backend.
+    pub backend: Backend,
 }
 
 impl EntmaxKvOptions {
@@ -36,7 +56,13 @@ impl EntmaxKvOptions {
             page_size: 16,
             max_tokens,
             dense_layers: Vec::new(),
+            backend: Backend::Cpu,
         }
+    }
+    /// The same options on another backend.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
     }
 }
 
@@ -73,11 +99,83 @@ impl StepTotals {
     }
 }
 
+/// A layer's decode engine.
+enum Engine {
+    Cpu(Box<Decoder>),
+    /// Planned at prefill (the decoder is planned on the uploaded cache).
+    Cuda {
+        cfg: DecodeConfig,
+        dev: Option<Box<CudaLayer>>,
+    },
+}
+
+struct CudaLayer {
+    cache: DeviceKvCache,
+    seq: SeqId,
+    decoder: GpuDecoder,
+    /// The step is captured as a graph at the first step (capture needs a token cached).
+    captured: bool,
+}
+
 struct Layer {
+    /// The host cache: the whole cache on the CPU backend, the prompt's staging on CUDA.
     cache: PagedKvCache,
     seq: Option<SeqId>,
-    decoder: Decoder,
+    engine: Engine,
     totals: StepTotals,
+}
+
+impl Layer {
+    fn len(&self) -> usize {
+        match &self.engine {
+            Engine::Cuda { dev: Some(g), .. } => g.cache.seq_len(g.seq).unwrap_or(0),
+            _ => self
+                .seq
+                .map(|s| self.cache.seq_len(s).unwrap_or(0))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Starts a new sequence holding `t` prompt tokens (`[H_kv, t, D]` each); on CUDA
+    /// uploads it and plans the layer's decoder (and its graph) on the device copy.
+    fn start(
+        &mut self,
+        op: &'static str,
+        k: &[f32],
+        v: &[f32],
+        t: usize,
+        max: usize,
+    ) -> Result<()> {
+        if let Some(s) = self.seq.take() {
+            self.cache.release(s).map_err(|e| ek(op, e))?;
+        }
+        let s = self.cache.add_sequence();
+        self.seq = Some(s);
+        if t > 0 {
+            self.cache
+                .append(s, k, v, ChunkLayout::HeadMajor)
+                .map_err(|e| ek(op, e))?;
+        }
+        if let Engine::Cuda { cfg, dev } = &mut self.engine {
+            *dev = None;
+            let opts = DeviceCacheOptions {
+                max_seqs: 1,
+                max_pages_per_seq: 0,
+            };
+            let cache = DeviceKvCache::upload(&self.cache, opts).map_err(|e| ek(op, e))?;
+            // The host copy is only staging: drop its tokens (the pool stays allocated).
+            self.cache.release(s).map_err(|e| ek(op, e))?;
+            self.seq = None;
+            let decoder = GpuDecoder::new(&cache, &[s], max, cfg.clone()).map_err(|e| ek(op, e))?;
+            *dev = Some(Box::new(CudaLayer {
+                cache,
+                seq: s,
+                decoder,
+                captured: false,
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// Decode attention through entmaxkv (see the module docs).
@@ -119,11 +217,23 @@ impl EntmaxKvAttention {
                 lcfg.method = Method::Dense;
                 lcfg.certificate = Default::default();
             }
-            let decoder = Decoder::new(&cache, 1, opts.max_tokens, lcfg).map_err(|e| ek(OP, e))?;
+            let engine = match opts.backend {
+                Backend::Cpu => Engine::Cpu(Box::new(
+                    Decoder::new(&cache, 1, opts.max_tokens, lcfg).map_err(|e| ek(OP, e))?,
+                )),
+                Backend::Cuda => {
+                    // Fail here, not at the first prefill, where there is no GPU.
+                    entmaxkv::gpu::Gpu::get().map_err(|e| ek(OP, e))?;
+                    Engine::Cuda {
+                        cfg: lcfg,
+                        dev: None,
+                    }
+                }
+            };
             layers.push(Layer {
                 cache,
                 seq: None,
-                decoder,
+                engine,
                 totals: StepTotals::default(),
             });
         }
@@ -148,10 +258,7 @@ impl EntmaxKvAttention {
 
     /// Tokens cached for `layer`.
     pub fn len(&self, layer: usize) -> usize {
-        self.layers
-            .get(layer)
-            .and_then(|l| l.seq.map(|s| l.cache.seq_len(s).unwrap_or(0)))
-            .unwrap_or(0)
+        self.layers.get(layer).map_or(0, Layer::len)
     }
 
     /// Whether `layer` holds no tokens.
@@ -217,18 +324,7 @@ impl DecodeAttention for EntmaxKvAttention {
                 format!("{t} tokens > max_tokens {max}"),
             ));
         }
-        let l = self.layer_mut(OP, layer)?;
-        if let Some(s) = l.seq.take() {
-            l.cache.release(s).map_err(|e| ek(OP, e))?;
-        }
-        let s = l.cache.add_sequence();
-        l.seq = Some(s);
-        if t > 0 {
-            l.cache
-                .append(s, k, v, ChunkLayout::HeadMajor)
-                .map_err(|e| ek(OP, e))?;
-        }
-        Ok(())
+        self.layer_mut(OP, layer)?.start(OP, k, v, t, max)
     }
 
     fn step(
@@ -259,15 +355,7 @@ impl DecodeAttention for EntmaxKvAttention {
                 format!("{layer} >= n_layers {n}"),
             ));
         };
-        let s = match l.seq {
-            Some(s) => s,
-            None => {
-                let s = l.cache.add_sequence();
-                l.seq = Some(s);
-                s
-            }
-        };
-        let len = l.cache.seq_len(s).map_err(|e| ek(OP, e))?;
+        let len = l.len();
         if len + 1 > max {
             return Err(Error::invalid(
                 OP,
@@ -275,13 +363,46 @@ impl DecodeAttention for EntmaxKvAttention {
                 format!("cache would exceed max_tokens {max}"),
             ));
         }
-        l.cache
-            .append(s, k_new, v_new, ChunkLayout::TokenMajor)
-            .map_err(|e| ek(OP, e))?;
-        let rep = l
-            .decoder
-            .step(&l.cache, &[s], q, out)
-            .map_err(|e| ek(OP, e))?;
+        if matches!(l.engine, Engine::Cuda { dev: None, .. }) {
+            // No prefill: an empty sequence, uploaded and planned now.
+            l.start(OP, &[], &[], 0, max)?;
+        }
+        let rep: &StepReport = match &mut l.engine {
+            Engine::Cpu(decoder) => {
+                let s = match l.seq {
+                    Some(s) => s,
+                    None => {
+                        let s = l.cache.add_sequence();
+                        l.seq = Some(s);
+                        s
+                    }
+                };
+                l.cache
+                    .append(s, k_new, v_new, ChunkLayout::TokenMajor)
+                    .map_err(|e| ek(OP, e))?;
+                decoder
+                    .step(&l.cache, &[s], q, out)
+                    .map_err(|e| ek(OP, e))?
+            }
+            Engine::Cuda { dev: None, .. } => {
+                return Err(Error::invalid(
+                    OP,
+                    "layer",
+                    "the device cache was not planned",
+                ));
+            }
+            Engine::Cuda { dev: Some(g), .. } => {
+                g.cache
+                    .append(&[g.seq], k_new, v_new)
+                    .map_err(|e| ek(OP, e))?;
+                // Plan once, run many: the first step captures the graph, later ones replay.
+                if !g.captured {
+                    g.decoder.capture(&g.cache).map_err(|e| ek(OP, e))?;
+                    g.captured = true;
+                }
+                g.decoder.step(&g.cache, q, out).map_err(|e| ek(OP, e))?
+            }
+        };
         let t = &mut l.totals;
         t.steps += 1;
         t.bytes += rep.bytes.total();

@@ -15,7 +15,7 @@ pub mod tokenizer;
 pub mod trace;
 
 pub use attention::{AttentionShape, DecodeAttention, DenseAttention};
-pub use entmax_attention::{EntmaxKvAttention, EntmaxKvOptions, StepTotals};
+pub use entmax_attention::{Backend, EntmaxKvAttention, EntmaxKvOptions, StepTotals};
 pub use error::{Error, Result};
 pub use eval::{first_tokens, perplexity, DataFiles, Perplexity};
 pub use gguf::{sha256_file, verify_sha256, GgufFile, SMOLLM2_GGUF_NAME, SMOLLM2_GGUF_SHA256};
