@@ -13,8 +13,8 @@ use entmaxkv::attention::oracle::{oracle_decode, oracle_scores};
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, PagedKvCache, SeqId, StatsDType};
 use entmaxkv::certificate::{
-    certified_select, check, CertificateLevel, CertifiedWorkspace, CheckScratch, CheckTask,
-    HeadCertificate,
+    certified_decode_group, certified_select, check, CertificateLevel, CertifiedWorkspace,
+    CheckScratch, CheckTask, HeadCertificate,
 };
 use entmaxkv::decode::{DecodeConfig, Decoder, Method};
 use entmaxkv::metrics::compare;
@@ -482,6 +482,36 @@ proptest! {
         prop_assert!(mcd.rel <= 1e-6, "certified vs dense kernel: rel {}", mcd.rel);
         prop_assert!(m.rel <= tol(dtype).max(1.01 * md.rel),
             "rel {} (dense kernel {}; alpha {alpha}, bits {bits})", m.rel, md.rel);
+        // The probe of the K pass at sizes that make it run on these short contexts (the
+        // default, 256, runs on the longer ones): the same output to rounding, never more
+        // K rows than the candidates.
+        for (b, &id) in st.ids.iter().enumerate() {
+            let seq = st.cache.seq(id).unwrap();
+            let tg = if shared { group } else { 1 };
+            for h0 in (0..h).step_by(tg) {
+                let slopes: Vec<f32> = (h0..h0 + tg).map(|i| st.params.slope(i)).collect();
+                let q = &st.q_scaled[(b * h + h0) * d..(b * h + h0 + tg) * d];
+                let mut all = CertifiedWorkspace::new(tg, lens[b], ps, d);
+                all.set_probe(0);
+                let mut o0 = vec![0.0f32; tg * d];
+                let mut r0 = vec![HeadResult::default(); tg];
+                certified_decode_group(&st.cache, seq, h0 / group, q, &slopes, alpha, &mut all, &mut o0, &mut r0).unwrap();
+                for probe in [1usize, 8] {
+                    let mut ws = CertifiedWorkspace::new(tg, lens[b], ps, d);
+                    ws.set_probe(probe);
+                    let mut o1 = vec![0.0f32; tg * d];
+                    let mut r1 = vec![HeadResult::default(); tg];
+                    certified_decode_group(&st.cache, seq, h0 / group, q, &slopes, alpha, &mut ws, &mut o1, &mut r1).unwrap();
+                    prop_assert!(ws.candidates() <= all.candidates());
+                    let od: Vec<f64> = o0.iter().map(|&x| x as f64).collect();
+                    let mp = compare(&o1, &od).unwrap();
+                    prop_assert!(mp.rel <= 1e-6, "probe {probe}: rel {} vs every candidate read", mp.rel);
+                    for hg in 0..tg {
+                        prop_assert_eq!(r1[hg].support, r0[hg].support, "probe {}", probe);
+                    }
+                }
+            }
+        }
         let elem = dtype.size() as u64;
         let mut k_rows = 0u64;
         for (i, hr) in rep.heads.iter().enumerate() {

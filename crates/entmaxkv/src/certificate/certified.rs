@@ -8,9 +8,14 @@
 //!    (K read) on the open last page; `τ_lb` = exact entmax τ of the lower ends (a lower
 //!    bound of the dense τ, τ being monotone in the scores); candidates = closed-page
 //!    tokens with `(α−1)·u_i + margin > τ_lb` for some head of the group.
-//! 2. [`certified_attend`]: K rows of the candidates only (token granular), τ solved
-//!    exactly on the candidates and the open page — it equals the dense τ, since every
-//!    other token is provably outside the dense support — then V rows of the support only.
+//! 2. [`certified_attend`]: K rows of the candidates only (token granular), in two rounds.
+//!    The probe: the [`PROBE`] candidates with the largest upper ends; the entmax τ of their
+//!    exact scores (and the open page's) is a lower bound of the dense τ as well (a subset's
+//!    τ never exceeds the whole's), usually far tighter than `τ_lb` since the probe holds
+//!    the support, so the other candidates are tested again against it and most are
+//!    excluded without reading their K. Then τ solved exactly on what was read — it equals
+//!    the dense τ, since every other token is provably outside the dense support — and V
+//!    rows of the support only.
 //!
 //! α = 1 is rejected with [`Error::Unsupported`]: softmax gives every token weight, so an
 //! exact softmax must read every K and V (that is `dense`); the α = 1 deliverable is the
@@ -50,8 +55,24 @@ pub struct CertifiedWorkspace {
     page_lows: Vec<f64>,
     tau_f64: Vec<f64>,
     tau_f32: Vec<f32>,
+    /// The probe's scores and the open page's of one head (input of its τ).
+    tau_f32_in: Vec<f32>,
     /// Closed-page candidate positions, ascending.
     cand: Vec<u32>,
+    /// Closed-page positions whose K the last attend read: the probe (ascending), then the
+    /// candidates that survived its bound (ascending).
+    kread: Vec<u32>,
+    /// `(largest upper end over the group, candidate index)` for choosing the probe.
+    rank: Vec<(f32, u32)>,
+    /// `[G, PROBE]` exact scores of the probe.
+    pscores: Vec<f32>,
+    /// Whether `kread` belongs to the last select (an attend ran after it).
+    attended: bool,
+    /// Probe size (0: no probe, every candidate read), [`PROBE`] unless `ENTMAXKV_CERT_PROBE`;
+    /// set by the first `reserve`.
+    probe: Option<usize>,
+    /// `(group, max_tokens, page_size)` of the last `reserve` (to size a new probe).
+    reserved: (usize, usize, usize),
     /// `[G, page_size]` f32 scores of the open page.
     open_scores: Vec<f32>,
     /// `[G, candidates + open]` scores, then weights.
@@ -126,6 +147,21 @@ impl CertifiedWorkspace {
         cap(&mut self.tau_f64, max_tokens);
         cap(&mut self.tau_f32, max_tokens);
         cap(&mut self.cand, max_tokens);
+        let probe = *self.probe.get_or_insert_with(probe_size);
+        self.reserved = (group, max_tokens, page_size);
+        cap(&mut self.kread, max_tokens);
+        cap(&mut self.rank, max_tokens);
+        grow(&mut self.pscores, group * probe.min(max_tokens));
+        grow(&mut self.tau_f32_in, probe.min(max_tokens) + page_size);
+    }
+
+    /// Sets the probe size of [`certified_attend`] (0: read every candidate; default
+    /// [`PROBE`]). Plan-time: it sizes the probe's buffers.
+    pub fn set_probe(&mut self, probe: usize) {
+        let (group, max_tokens, page_size) = self.reserved;
+        self.probe = Some(probe);
+        grow(&mut self.pscores, group * probe.min(max_tokens));
+        grow(&mut self.tau_f32_in, probe.min(max_tokens) + page_size);
     }
 
     /// Bytes held.
@@ -139,16 +175,31 @@ impl CertifiedWorkspace {
                 + self.scores.len()
                 + self.open_scores.len()
                 + self.tau_f32.capacity()
+                + self.tau_f32_in.len()
                 + self.cand.capacity()
+                + self.kread.capacity()
+                + 2 * self.rank.capacity()
+                + self.pscores.len()
                 + self.row.len()
                 + self.krows.len()
                 + self.acc.len())
             + self.blocks.iter().map(BlockScratch::bytes).sum::<usize>()
     }
 
-    /// Tokens whose K the last step reads: closed-page candidates plus the open page.
+    /// Tokens whose K the last step reads: after [`certified_attend`] the closed-page tokens
+    /// it read (probe and survivors) plus the open page; after [`certified_select`] alone
+    /// its candidates plus the open page.
     pub fn candidates(&self) -> usize {
-        self.cand.len() + self.open_len
+        if self.attended {
+            self.kread.len() + self.open_len
+        } else {
+            self.cand.len() + self.open_len
+        }
+    }
+
+    /// Closed-page positions whose K the last [`certified_attend`] read.
+    pub fn read_positions(&self) -> &[u32] {
+        &self.kread
     }
 
     /// Closed-page candidate positions of the last [`certified_select`].
@@ -174,6 +225,20 @@ impl CertifiedWorkspace {
 
 /// Candidates per block of the parallel K pass of [`certified_attend`].
 const CAND_BLOCK: usize = 1024;
+
+/// Probe size of [`certified_attend`]: enough to hold the dense support of every head we
+/// measured (tens of tokens at 128K on iid keys), small next to the candidates it prunes
+/// (thousands there).
+pub const PROBE: usize = 256;
+
+/// [`PROBE`], or `ENTMAXKV_CERT_PROBE` (a development knob read when a workspace is made;
+/// 0 reads every candidate).
+fn probe_size() -> usize {
+    std::env::var("ENTMAXKV_CERT_PROBE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PROBE)
+}
 
 /// Closed pages per block of the bound pass: blocks run in parallel (rayon), each with
 /// its own scratch, so one long sequence uses every core.
@@ -643,6 +708,7 @@ pub(crate) fn select_finish(
         *t = f32_down((ws.tau_lb[hg] - ws.marg[hg]) / a);
     }
     ws.cand.clear();
+    ws.attended = false;
     ws.pages_touched = 1;
     for slot in 0..open_slot {
         let pu = &ws.page_umax[slot * g..(slot + 1) * g];
@@ -714,7 +780,8 @@ pub fn certified_attend(
         });
     }
     let nk = ws.cand.len();
-    let nc = nk + ws.open_len;
+    let open_len = ws.open_len;
+    let probe = ws.probe.unwrap_or(PROBE);
     let any_alibi = slopes.iter().any(|&s| s != 0.0);
     let q_pos_f32 = seq.len as f32 - 1.0;
     let code = alpha_code(alpha);
@@ -724,47 +791,98 @@ pub fn certified_attend(
     // Candidate rows are scattered (one 2·D-byte row here and there): fetch ahead.
     const AHEAD: usize = 16;
     let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
+    let slopes_opt = any_alibi.then_some(slopes);
+    ws.kread.clear();
     with_kv!(cache.kv(), |k, v| {
-        // K of the candidates, every head of the group from one read; blocks of
-        // candidates in parallel, each writing its own columns of the `[G, nc]` scores.
-        let scores = SharedMut::new(&mut ws.scores[..g * nc]);
-        let cand = &ws.cand[..nk];
-        let k_block = |(c, row): (usize, &mut [f32])| {
-            let first = c * CAND_BLOCK;
-            for j in first..(first + CAND_BLOCK).min(nk) {
-                if let Some(&ahead) = cand.get(j + AHEAD) {
-                    let o = row_off(ahead as usize);
-                    crate::attention::cpu::prefetch(&k[o..o + d]);
-                }
-                let pos = cand[j] as usize;
-                let off = row_off(pos);
-                KvElem::slice_to_f32(&k[off..off + d], row);
-                let rel = pos as f32 - q_pos_f32;
+        let mut np = 0;
+        if probe > 0 && nk > probe {
+            // The probe: the candidates with the largest upper ends (over the group).
+            ws.rank.clear();
+            for (j, &pos) in ws.cand.iter().enumerate() {
+                let (slot, t) = (pos as usize / ps, pos as usize % ps);
+                let mut m = f32::NEG_INFINITY;
                 for hg in 0..g {
-                    let mut s = dot(&q_scaled[hg * d..(hg + 1) * d], row);
-                    if any_alibi {
-                        s += slopes[hg] * rel;
-                    }
-                    // SAFETY: hg < G, j < nk ≤ nc: inside the `[G, nc]` slice shared
-                    // above; blocks own disjoint j ranges and nothing reads the scores
-                    // during this loop.
-                    unsafe { *scores.at(hg * nc + j) = s };
+                    m = m.max(ws.upper[(slot * g + hg) * ps + t]);
+                }
+                ws.rank.push((m, j as u32));
+            }
+            ws.rank
+                .select_nth_unstable_by(probe - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            for i in 0..probe {
+                let j = ws.rank[i].1 as usize;
+                ws.kread.push(ws.cand[j]);
+            }
+            ws.kread.sort_unstable();
+            np = probe;
+            let ctx = ScoreCtx {
+                d,
+                q_scaled,
+                slopes: slopes_opt,
+                q_pos: q_pos_f32,
+            };
+            score_list(
+                k,
+                &row_off,
+                &ws.kread[..np],
+                &ctx,
+                &mut ws.pscores[..g * np],
+                np,
+                0,
+                &mut ws.krows,
+            );
+            // The τ of the probe and the open page is a lower bound of the dense τ too
+            // (f32 scores: up to the rounding the margin covers, so it is taken one margin
+            // down); the other candidates are tested against the larger bound.
+            for hg in 0..g {
+                let tin = &mut ws.tau_f32_in[..np + open_len];
+                tin[..np].copy_from_slice(&ws.pscores[hg * np..(hg + 1) * np]);
+                tin[np..].copy_from_slice(&ws.open_scores[hg * ps..hg * ps + open_len]);
+                let t1 = entmax_threshold_f32(tin, alpha, &mut ws.tau_f32)?;
+                let lb = ws.tau_lb[hg].max(t1 - ws.marg[hg]);
+                ws.thr[hg] = f32_down((lb - ws.marg[hg]) / a);
+            }
+            let mut pi = 0;
+            for j in 0..nk {
+                let pos = ws.cand[j];
+                while pi < np && ws.kread[pi] < pos {
+                    pi += 1;
+                }
+                if pi < np && ws.kread[pi] == pos {
+                    continue;
+                }
+                let (slot, t) = (pos as usize / ps, pos as usize % ps);
+                if (0..g).any(|hg| ws.upper[(slot * g + hg) * ps + t] > ws.thr[hg]) {
+                    ws.kread.push(pos);
                 }
             }
-        };
-        let nb = nk.div_ceil(CAND_BLOCK);
-        let rows = &mut ws.krows[..nb.max(1) * d];
-        if nb > 1 {
-            rows.par_chunks_mut(d).enumerate().for_each(k_block);
-        } else if nb == 1 {
-            k_block((0, rows));
+        } else {
+            ws.kread.extend_from_slice(&ws.cand);
         }
+        let nread = ws.kread.len();
+        let nc = nread + open_len;
+        // Scores `[G, nc]`: the probe's, the others read now, the open page's.
         for hg in 0..g {
-            let (dst, src) = (hg * nc + nk, hg * ps);
-            ws.scores[dst..dst + ws.open_len]
-                .copy_from_slice(&ws.open_scores[src..src + ws.open_len]);
+            ws.scores[hg * nc..hg * nc + np].copy_from_slice(&ws.pscores[hg * np..(hg + 1) * np]);
+            let (dst, src) = (hg * nc + nread, hg * ps);
+            ws.scores[dst..dst + open_len].copy_from_slice(&ws.open_scores[src..src + open_len]);
         }
-        // Exact τ on the candidates (= the dense τ), weights in place.
+        let ctx = ScoreCtx {
+            d,
+            q_scaled,
+            slopes: slopes_opt,
+            q_pos: q_pos_f32,
+        };
+        score_list(
+            k,
+            &row_off,
+            &ws.kread[np..],
+            &ctx,
+            &mut ws.scores[..g * nc],
+            nc,
+            np,
+            &mut ws.krows,
+        );
+        // Exact τ on what was read (= the dense τ), weights in place.
         for hg in 0..g {
             let sc = &mut ws.scores[hg * nc..(hg + 1) * nc];
             let tau = entmax_threshold_f32(sc, alpha, &mut ws.tau_f32)?;
@@ -775,10 +893,10 @@ pub fn certified_attend(
         let acc = &mut ws.acc[..g * d];
         acc.fill(0.0);
         let pos_of = |j: usize| {
-            if j < nk {
-                ws.cand[j] as usize
+            if j < nread {
+                ws.kread[j] as usize
             } else {
-                ws.open_start + (j - nk)
+                ws.open_start + (j - nread)
             }
         };
         let weighted = |j: usize| (0..g).any(|hg| ws.scores[hg * nc + j] > 0.0);
@@ -803,8 +921,92 @@ pub fn certified_attend(
             }
         }
         out[..g * d].copy_from_slice(acc);
+        // Pages with a K row read: the two ascending runs of `kread`, merged, and the open page.
+        let (pr, sr) = ws.kread.split_at(np);
+        ws.pages_touched = 1 + distinct_pages(pr, sr, ps);
     });
+    ws.attended = true;
     Ok(v_rows)
+}
+
+/// What [`score_list`] needs of the query: head dim, scaled queries `[G, D]`, ALiBi slopes
+/// (`None` without) and the query position.
+struct ScoreCtx<'a> {
+    d: usize,
+    q_scaled: &'a [f32],
+    slopes: Option<&'a [f32]>,
+    q_pos: f32,
+}
+
+/// Exact scores of the closed-page tokens `list`, every head of the group from one K read,
+/// into columns `col0..col0 + list.len()` of the `[G, stride]` matrix `dst`; blocks of
+/// [`CAND_BLOCK`] tokens in parallel, each with its own `krows` row (K rows are scattered:
+/// each fetched `AHEAD` tokens early).
+#[allow(clippy::too_many_arguments)]
+fn score_list<T: KvElem + Sync>(
+    k: &[T],
+    row_off: &(dyn Fn(usize) -> usize + Sync),
+    list: &[u32],
+    ctx: &ScoreCtx<'_>,
+    dst: &mut [f32],
+    stride: usize,
+    col0: usize,
+    krows: &mut [f32],
+) {
+    const AHEAD: usize = 16;
+    let (d, n) = (ctx.d, list.len());
+    let g = ctx.q_scaled.len() / d;
+    let scores = SharedMut::new(dst);
+    let block = |(c, row): (usize, &mut [f32])| {
+        let first = c * CAND_BLOCK;
+        for j in first..(first + CAND_BLOCK).min(n) {
+            if let Some(&ahead) = list.get(j + AHEAD) {
+                let o = row_off(ahead as usize);
+                crate::attention::cpu::prefetch(&k[o..o + d]);
+            }
+            let pos = list[j] as usize;
+            let off = row_off(pos);
+            KvElem::slice_to_f32(&k[off..off + d], row);
+            let rel = pos as f32 - ctx.q_pos;
+            for hg in 0..g {
+                let mut s = dot(&ctx.q_scaled[hg * d..(hg + 1) * d], row);
+                if let Some(sl) = ctx.slopes {
+                    s += sl[hg] * rel;
+                }
+                // SAFETY: hg < G and col0 + j < stride: inside the `[G, stride]` slice
+                // shared above; blocks own disjoint j ranges and nothing reads `dst` during
+                // this loop.
+                unsafe { *scores.at(hg * stride + col0 + j) = s };
+            }
+        }
+    };
+    let nb = n.div_ceil(CAND_BLOCK);
+    let rows = &mut krows[..nb.max(1) * d];
+    if nb > 1 {
+        rows.par_chunks_mut(d).enumerate().for_each(block);
+    } else if nb == 1 {
+        block((0, rows));
+    }
+}
+
+/// Distinct pages of two ascending position lists.
+fn distinct_pages(a: &[u32], b: &[u32], ps: usize) -> u32 {
+    let (mut i, mut j, mut n, mut last) = (0, 0, 0u32, u32::MAX);
+    while i < a.len() || j < b.len() {
+        let p = if j >= b.len() || (i < a.len() && a[i] <= b[j]) {
+            i += 1;
+            a[i - 1]
+        } else {
+            j += 1;
+            b[j - 1]
+        };
+        let page = p / ps as u32;
+        if page != last {
+            n += 1;
+            last = page;
+        }
+    }
+    n
 }
 
 /// Both phases of the `certified` strategy for one task; returns the V rows read.
