@@ -783,7 +783,6 @@ pub fn certified_attend(
     let open_len = ws.open_len;
     let probe = ws.probe.unwrap_or(PROBE);
     let any_alibi = slopes.iter().any(|&s| s != 0.0);
-    let q_pos_f32 = seq.len as f32 - 1.0;
     let code = alpha_code(alpha);
     let a = alpha - 1.0;
     let beta = 1.0 / a;
@@ -791,7 +790,12 @@ pub fn certified_attend(
     // Candidate rows are scattered (one 2·D-byte row here and there): fetch ahead.
     const AHEAD: usize = 16;
     let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
-    let slopes_opt = any_alibi.then_some(slopes);
+    let ctx = ScoreCtx {
+        d,
+        q_scaled,
+        slopes: any_alibi.then_some(slopes),
+        q_pos: seq.len as f32 - 1.0,
+    };
     ws.kread.clear();
     with_kv!(cache.kv(), |k, v| {
         let mut np = 0;
@@ -814,12 +818,6 @@ pub fn certified_attend(
             }
             ws.kread.sort_unstable();
             np = probe;
-            let ctx = ScoreCtx {
-                d,
-                q_scaled,
-                slopes: slopes_opt,
-                q_pos: q_pos_f32,
-            };
             score_list(
                 k,
                 &row_off,
@@ -866,12 +864,6 @@ pub fn certified_attend(
             let (dst, src) = (hg * nc + nread, hg * ps);
             ws.scores[dst..dst + open_len].copy_from_slice(&ws.open_scores[src..src + open_len]);
         }
-        let ctx = ScoreCtx {
-            d,
-            q_scaled,
-            slopes: slopes_opt,
-            q_pos: q_pos_f32,
-        };
         score_list(
             k,
             &row_off,
