@@ -94,6 +94,9 @@ const CPB: usize = 8;
 const SCORES_DYN: usize = 80 * 1024;
 /// The dynamic shared-memory limit set on the attention kernels.
 const DYN_LIMIT: usize = 96 * 1024;
+/// The largest dynamic shared memory `ENTMAXKV_SOLVE_DYN_KB` may give the tail (its static
+/// arrays take ~12 KB of the 227 KB an sm_90 CTA may have).
+const SOLVE_DYN_MAX: usize = 200 * 1024;
 
 struct TopkPlan {
     params: TopkParams,
@@ -377,6 +380,13 @@ impl GpuDecoder {
         ] {
             module.set_max_dynamic_smem(k, DYN_LIMIT)?;
         }
+        // `ENTMAXKV_SOLVE_DYN_KB` (development knob, default SCORES_DYN): the tail's shared
+        // memory for candidates, 8 bytes each; more are streamed from the chunk lists.
+        let solve_dyn_knob = (knob("ENTMAXKV_SOLVE_DYN_KB", SCORES_DYN / 1024) * 1024)
+            .clamp(16 * 1024, SOLVE_DYN_MAX);
+        if solve_dyn_knob > DYN_LIMIT {
+            module.set_max_dynamic_smem("attn_entmax_tail", solve_dyn_knob)?;
+        }
 
         // Launch shapes.
         let lanes = (d * kv_size / 16).next_power_of_two().min(32);
@@ -416,7 +426,7 @@ impl GpuDecoder {
         let dyn_scores = tg * caprows * 4;
         // cert_bounds holds lower and upper ends.
         let dyn_cert = 2 * dyn_scores;
-        let dyn_solve = SCORES_DYN.max(red_floats * 4);
+        let dyn_solve = solve_dyn_knob.max(red_floats * 4);
         let cap = dyn_solve / 8;
         let dyn_values = (2 * caprows + red_floats) * 4;
         let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
@@ -427,7 +437,12 @@ impl GpuDecoder {
             ("values", dyn_values),
             ("softmax", dyn_softmax),
         ] {
-            if bytes > DYN_LIMIT {
+            let limit = if what == "solve" {
+                SOLVE_DYN_MAX.max(DYN_LIMIT)
+            } else {
+                DYN_LIMIT
+            };
+            if bytes > limit {
                 return Err(Error::Unsupported {
                     op: OP,
                     what: format!(
