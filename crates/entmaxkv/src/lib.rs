@@ -36,3 +36,6 @@ mod workspace;
 
 pub use dtype::{DType, KvElem};
 pub use error::{Error, Result};
+/// A zeroed vector backed by transparent huge pages where the kernel allows (the cache's own
+/// allocation): for buffers that must stream like the cache does (the bandwidth probe).
+pub use workspace::huge_zeroed;

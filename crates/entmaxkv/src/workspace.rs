@@ -14,7 +14,7 @@ pub(crate) fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
 /// with 4 KiB pages every 4 KiB of them is another TLB entry. The allocation is zeroed by the
 /// allocator (lazily committed, as `vec![0; n]` is). Advisory only: elsewhere, or where the
 /// kernel declines, it is a plain zeroed vector.
-pub(crate) fn huge_zeroed<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {
+pub fn huge_zeroed<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {
     const HUGE: usize = 2 << 20;
     let bytes = n.saturating_mul(std::mem::size_of::<T>());
     if bytes < 2 * HUGE {
