@@ -840,3 +840,80 @@ fn measure_certified() {
         }
     }
 }
+
+/// The probe of the certified K pass at its default size, where it runs: iid keys at 16K
+/// tokens give thousands of candidates per head. What it reads is a strict subset of the
+/// candidates that still holds every support token, and the output is the same as reading
+/// every candidate (and the oracle's to rounding).
+#[test]
+fn certified_probe_at_default_size_prunes_and_keeps_the_support() {
+    let (hkv, group, d, ps, len) = (2, 2, 64, 16, 16_384);
+    let alpha = 1.5;
+    let st = setup(
+        7,
+        Workload::Iid,
+        &[len],
+        hkv,
+        group,
+        d,
+        ps,
+        DType::F16,
+        4,
+        false,
+        alpha,
+        None,
+    );
+    let oracle = oracle_decode(&st.cache, &st.ids, &st.prob.q, &st.params).unwrap();
+    let seq = st.cache.seq(st.ids[0]).unwrap();
+    let open_start = (seq.pages.len() - 1) * ps;
+    let h = hkv * group;
+    for kvh in 0..hkv {
+        let h0 = kvh * group;
+        let slopes = vec![0.0f32; group];
+        let q = &st.q_scaled[h0 * d..(h0 + group) * d];
+        let run = |probe: Option<usize>| {
+            let mut ws = CertifiedWorkspace::new(group, len, ps, d);
+            if let Some(p) = probe {
+                ws.set_probe(p);
+            }
+            let mut out = vec![0.0f32; group * d];
+            let mut res = vec![HeadResult::default(); group];
+            certified_decode_group(
+                &st.cache, seq, kvh, q, &slopes, alpha, &mut ws, &mut out, &mut res,
+            )
+            .unwrap();
+            (ws, out, res)
+        };
+        let (ws, out, res) = run(None);
+        let (all, out0, res0) = run(Some(0));
+        let selected = ws.candidate_positions().len();
+        assert!(
+            selected > entmaxkv::certificate::PROBE,
+            "{selected} candidates: the probe would not run"
+        );
+        let read = ws.read_positions().len();
+        assert!(read < selected / 2, "read {read} of {selected} candidates");
+        assert_eq!(all.read_positions().len(), selected);
+        let od: Vec<f64> = out0.iter().map(|&x| x as f64).collect();
+        assert!(compare(&out, &od).unwrap().rel <= 1e-6);
+        let mut read_set = ws.read_positions().to_vec();
+        read_set.sort_unstable();
+        for hg in 0..group {
+            assert_eq!(res[hg].support, res0[hg].support);
+            let o = &oracle.out[(h0 + hg) * d..(h0 + hg + 1) * d];
+            assert!(compare(&out[hg * d..(hg + 1) * d], o).unwrap().rel <= 1e-4);
+            for (t, &x) in st.p[h0 + hg].iter().enumerate() {
+                if x > 0.0 && t < open_start {
+                    assert!(
+                        read_set.binary_search(&(t as u32)).is_ok(),
+                        "support token {t} not read"
+                    );
+                }
+            }
+        }
+        eprintln!(
+            "kv head {kvh}: read {read} of {selected} candidates (probe {}), {h} heads",
+            entmaxkv::certificate::PROBE
+        );
+    }
+}

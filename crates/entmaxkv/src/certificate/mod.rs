@@ -49,7 +49,7 @@ mod check;
 
 pub(crate) use certified::{bound_pass_seq, select_begin, select_finish, SeqBoundTask};
 pub use certified::{
-    certified_attend, certified_decode_group, certified_select, CertifiedWorkspace,
+    certified_attend, certified_decode_group, certified_select, CertifiedWorkspace, PROBE,
 };
 pub use check::{check, CheckScratch, CheckTask};
 
