@@ -62,7 +62,7 @@ pub struct CertifiedWorkspace {
     /// Closed-page positions whose K the last attend read: the probe (ascending), then the
     /// candidates that survived its bound (ascending).
     kread: Vec<u32>,
-    /// `(largest upper end over the group, candidate index)` for choosing the probe.
+    /// `(largest upper end over the group, position)` of each candidate, for choosing the probe.
     rank: Vec<(f32, u32)>,
     /// `[G, PROBE]` exact scores of the probe.
     pscores: Vec<f32>,
@@ -147,12 +147,11 @@ impl CertifiedWorkspace {
         cap(&mut self.tau_f64, max_tokens);
         cap(&mut self.tau_f32, max_tokens);
         cap(&mut self.cand, max_tokens);
-        let probe = *self.probe.get_or_insert_with(probe_size);
         self.reserved = (group, max_tokens, page_size);
         cap(&mut self.kread, max_tokens);
         cap(&mut self.rank, max_tokens);
-        grow(&mut self.pscores, group * probe.min(max_tokens));
-        grow(&mut self.tau_f32_in, probe.min(max_tokens) + page_size);
+        let probe = *self.probe.get_or_insert_with(probe_size);
+        self.set_probe(probe);
     }
 
     /// Sets the probe size of [`certified_attend`] (0: read every candidate; default
@@ -225,6 +224,10 @@ impl CertifiedWorkspace {
 
 /// Candidates per block of the parallel K pass of [`certified_attend`].
 const CAND_BLOCK: usize = 1024;
+
+/// Tokens ahead whose K (or V) row [`certified_attend`] prefetches: its rows are scattered,
+/// one 2·D-byte row here and there.
+const AHEAD: usize = 16;
 
 /// Probe size of [`certified_attend`]: enough to hold the dense support of every head we
 /// measured (tens of tokens at 128K on iid keys), small next to the candidates it prunes
@@ -787,8 +790,6 @@ pub fn certified_attend(
     let a = alpha - 1.0;
     let beta = 1.0 / a;
     let mut v_rows = 0u64;
-    // Candidate rows are scattered (one 2·D-byte row here and there): fetch ahead.
-    const AHEAD: usize = 16;
     let row_off = |pos: usize| cache.kv_offset(seq.pages[pos / ps], kv_head) + (pos % ps) * d;
     let ctx = ScoreCtx {
         d,
@@ -802,20 +803,18 @@ pub fn certified_attend(
         if probe > 0 && nk > probe {
             // The probe: the candidates with the largest upper ends (over the group).
             ws.rank.clear();
-            for (j, &pos) in ws.cand.iter().enumerate() {
+            for &pos in &ws.cand {
                 let (slot, t) = (pos as usize / ps, pos as usize % ps);
                 let mut m = f32::NEG_INFINITY;
                 for hg in 0..g {
                     m = m.max(ws.upper[(slot * g + hg) * ps + t]);
                 }
-                ws.rank.push((m, j as u32));
+                ws.rank.push((m, pos));
             }
             ws.rank
                 .select_nth_unstable_by(probe - 1, |x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-            for i in 0..probe {
-                let j = ws.rank[i].1 as usize;
-                ws.kread.push(ws.cand[j]);
-            }
+            ws.kread
+                .extend(ws.rank[..probe].iter().map(|&(_, pos)| pos));
             ws.kread.sort_unstable();
             np = probe;
             score_list(
@@ -933,7 +932,7 @@ struct ScoreCtx<'a> {
 /// Exact scores of the closed-page tokens `list`, every head of the group from one K read,
 /// into columns `col0..col0 + list.len()` of the `[G, stride]` matrix `dst`; blocks of
 /// [`CAND_BLOCK`] tokens in parallel, each with its own `krows` row (K rows are scattered:
-/// each fetched `AHEAD` tokens early).
+/// each fetched [`AHEAD`] tokens early).
 #[allow(clippy::too_many_arguments)]
 fn score_list<T: KvElem + Sync>(
     k: &[T],
@@ -945,7 +944,6 @@ fn score_list<T: KvElem + Sync>(
     col0: usize,
     krows: &mut [f32],
 ) {
-    const AHEAD: usize = 16;
     let (d, n) = (ctx.d, list.len());
     let g = ctx.q_scaled.len() / d;
     let scores = SharedMut::new(dst);
