@@ -503,6 +503,7 @@ impl ModuleKey {
                 "gauss_pack",
                 "attn_entmax_scores",
                 "attn_entmax_filter",
+                "attn_entmax_refilter",
                 "attn_entmax_tail",
                 "attn_entmax_values",
                 "attn_softmax",

@@ -36,7 +36,10 @@
 //!   stage is `attn_softmax` over the kept lists, as for every α = 1 selection;
 //! * α > 1: `attn_entmax_scores` (K once, chunk candidates against a running maximum),
 //!   `attn_entmax_filter` (each chunk's candidates against the final maximum, in place, one
-//!   warp per chunk, and a count histogram of them), `attn_entmax_tail` (one CTA per task: a
+//!   warp per chunk, and a count histogram of them), with the exact τ at α < 1.5
+//!   `attn_entmax_refilter` (each chunk's survivors above the histogram bracket's lower end,
+//!   in place: at α = 4/3 the survivors reach ~10⁵ at 1M, which one tail CTA would walk),
+//!   `attn_entmax_tail` (one CTA per task: a
 //!   bracket of τ from the histogram, the survivors that can matter into shared memory,
 //!   the exact τ (power sums for β ∈ {1, 2, 3}, else safeguarded Halley), and V for small
 //!   supports),
@@ -196,6 +199,9 @@ pub struct GpuDecoder {
     /// Launch the step's kernels with programmatic dependent launch (sm_90+, unless
     /// `ENTMAXKV_NO_PDL` is set): each may be scheduled while its predecessor drains.
     pdl: bool,
+    /// Run `attn_entmax_refilter` between the filter and the tail (exact τ at α < 1.5;
+    /// `ENTMAXKV_REFILTER=0` never, `=2` whenever the τ is exact, for comparison).
+    refilter: bool,
 }
 
 /// A development knob read from the environment at plan time (`default` when unset or not a
@@ -874,8 +880,18 @@ impl GpuDecoder {
             ..attn
         };
         let pdl = gpu.info().cc.0 >= 9 && std::env::var_os("ENTMAXKV_NO_PDL").is_none();
+        // At α < 1.5 the filter's survivors (scores within 1/(α−1) of the maximum) reach
+        // tens of thousands at long contexts, which one tail CTA would walk (dev run 6:
+        // 0.28 ms at 1M, α = 4/3); in the fixed and corrected τ modes every survivor counts.
+        let exact_tau = !softmax && attn.tau_mode == 0;
+        let refilter = match knob("ENTMAXKV_REFILTER", 1) {
+            0 => false,
+            2 => exact_tau,
+            _ => exact_tau && alpha < 1.5,
+        };
         Ok(GpuDecoder {
             pdl,
+            refilter,
             gpu,
             stream,
             bufs,
@@ -1055,8 +1071,21 @@ impl GpuDecoder {
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
             // The certified selection leaves exact scores of its candidates in the lists.
+            Stage::Attention if self.cert.is_some() && self.refilter => &[
+                "attn_entmax_filter",
+                "attn_entmax_refilter",
+                "attn_entmax_tail",
+                "attn_entmax_values",
+            ],
             Stage::Attention if self.cert.is_some() => &[
                 "attn_entmax_filter",
+                "attn_entmax_tail",
+                "attn_entmax_values",
+            ],
+            Stage::Attention if self.refilter => &[
+                "attn_entmax_scores",
+                "attn_entmax_filter",
+                "attn_entmax_refilter",
                 "attn_entmax_tail",
                 "attn_entmax_values",
             ],
@@ -1198,7 +1227,7 @@ impl GpuDecoder {
                 }
                 "cert_exact" => launch_ex(m.func(name), grid8, BLOCK, 0, s, &self.attn, self.pdl),
                 // One warp per chunk, CPB chunks per CTA.
-                "attn_entmax_filter" => {
+                "attn_entmax_filter" | "attn_entmax_refilter" => {
                     launch_ex(m.func(name), grid8, BLOCK, 0, s, &self.attn, self.pdl)
                 }
                 // CPB chunks per CTA.

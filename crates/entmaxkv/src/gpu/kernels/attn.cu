@@ -13,6 +13,12 @@
 //   attn_entmax_filter  every chunk keeps, in place, its candidates with d = z − z_max > −1
 //                       against the final maximum and adds them to a per-head 256-bin count
 //                       histogram of d (one warp per chunk, many CTAs, integer atomics).
+//   attn_entmax_refilter only for the exact τ at α < 1.5 (β > 2), where the survivors (scores
+//                       within 1/(α−1) of the maximum) can outnumber the tail's shared memory
+//                       many times: every CTA computes each head's histogram bracket as the
+//                       tail will, and each warp keeps, in place, its chunk's survivors with d
+//                       above the bracket's lower end (the only ones the tail would keep when
+//                       they do not fit, and the only ones that can carry weight).
 //   attn_entmax_tail    one CTA per task: per head, the histogram gives a bracket [lo, hi] of
 //                       the relative threshold t (count bounds of Σ(d−t)_+^β, one bin of slack
 //                       each side); the survivors go to shared memory in chunk order (all of
@@ -393,7 +399,7 @@ __device__ __forceinline__ int hist_bin(float d) {
 }
 
 // One warp keeps, in place and in order, the chunk's candidates with d = (α−1)(s − M) > thr
-// and counts their d into `hist_smem`. Returns the count kept (in every lane).
+// and counts their d into `hist_smem` (unless null). Returns the count kept (in every lane).
 __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
                              bool move_pos = true, float zf = __int_as_float(0x7f800000)) {
     const int lane = threadIdx.x & 31;
@@ -420,7 +426,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
             const int k = k0 + u * 32 + lane;
             const float d = p.a * (sv[u] - M);
             const bool keep = k < cnt && (d > thr || p.a * sv[u] > zf);
-            if (keep) atomicAdd(&hist_smem[hist_bin(d)], 1);
+            if (keep && hist_smem) atomicAdd(&hist_smem[hist_bin(d)], 1);
             const u32 m = __ballot_sync(FULL_MASK, keep);
             if (keep) {
                 const int at = kept + __popc(m & ((1u << lane) - 1u));
@@ -1147,6 +1153,40 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
     for (int i = threadIdx.x; i < TG * HIST_BINS; i += BLOCK) {
         const int v = (&s_hist[0][0])[i];
         if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
+    }
+}
+
+// grid (ceil(nch / CPB), tasks), block BLOCK: after attn_entmax_filter, warp w keeps chunk
+// blockIdx.x·CPB + w's survivors above the bracket's lower end (see the header). The
+// histogram is only read: the tail computes the same bracket from it.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_refilter(const AttnParams p) {
+    PDL_ENTRY();
+    __shared__ int s_hist[HIST_BINS];
+    __shared__ double s_pw[HIST_BINS + 1];
+    __shared__ float s_br[2];
+    const int task = blockIdx.y;
+    const int caprows = p.ppc_max * p.page_size;
+    const int c = blockIdx.x * CPB + (threadIdx.x >> 5);
+    const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
+    if (!poly)
+        for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
+            s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
+    for (int g = 0; g < TG; ++g) {
+        const int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
+        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) s_hist[i] = gh[i];
+        __syncthreads();
+        if (poly)
+            hist_bracket_poly(s_hist, p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3), s_br);
+        else
+            hist_bracket(s_hist, s_pw, s_br);
+        __syncthreads();
+        if (c < p.nch) {
+            const size_t idx = slot_index(p, task, c, g);
+            const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+            const int kept = warp_compact(p, idx, caprows, M, s_br[0], nullptr);
+            if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
+        }
+        __syncthreads();
     }
 }
 
