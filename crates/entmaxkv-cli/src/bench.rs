@@ -18,6 +18,7 @@ use entmaxkv::selection::GqaMode;
 use entmaxkv::synth::{Synth, Workload};
 use entmaxkv::DType;
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -74,10 +75,11 @@ pub struct BenchArgs {
     /// Skip the f64 oracle comparison (faster on huge caches).
     #[arg(long)]
     pub no_accuracy: bool,
-    /// GPU: keep the L2 cache warm between timed steps instead of flushing it before each
-    /// (the step's code and whatever data fits in L2 stay cached; for comparison only, the
-    /// recorded numbers flush).
-    #[arg(long)]
+    /// Keep the caches warm between timed steps instead of evicting them before each (GPU:
+    /// the L2; CPU: the last-level cache, which on some hosts holds a 128K cache's K between
+    /// steps). For comparison only: the recorded numbers evict, as a real decode does,
+    /// where the other layers' caches pass through between two steps of one layer.
+    #[arg(long, alias = "warm-cache")]
     pub warm_l2: bool,
     /// GPU: flush the L2 before each timed step as usual, then run the same method's step on
     /// a 128-page cache (the same kernels, other data) before the timed one: its code is
@@ -313,10 +315,71 @@ pub struct BenchResult {
     pub device: String,
     pub bandwidth: Bandwidth,
     pub sweep: Sweep,
-    /// GPU timing protocol: "flushed" (L2 flushed before every timed step) or "warm".
+    /// Timing protocol: "flushed" (GPU: L2 flushed; CPU: the last-level cache evicted,
+    /// before every timed step) or "warm".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l2: Option<String>,
     pub cells: Vec<Cell>,
+}
+
+/// Evicts the CPU caches by streaming a buffer of twice the last-level cache (at least
+/// 256 MiB): the timed step then reads its cache from memory, as a decode step does after
+/// the other layers' steps.
+struct CacheEvictor {
+    buf: Vec<u64>,
+}
+
+impl CacheEvictor {
+    fn new() -> Self {
+        let llc = last_level_cache_bytes().unwrap_or(64 << 20);
+        let bytes = (2 * llc).max(256 << 20);
+        let mut buf: Vec<u64> = entmaxkv::huge_zeroed(bytes / 8);
+        buf.par_iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = i as u64);
+        Self { buf }
+    }
+
+    fn bytes(&self) -> usize {
+        self.buf.len() * 8
+    }
+
+    fn evict(&self) {
+        let x = self
+            .buf
+            .par_chunks(1 << 15)
+            .map(|c| c.iter().fold(0u64, |a, &x| a ^ x))
+            .reduce(|| 0, |a, b| a ^ b);
+        std::hint::black_box(x);
+    }
+}
+
+/// The largest data cache of cpu0 as sysfs reports it (Linux), in bytes.
+fn last_level_cache_bytes() -> Option<usize> {
+    let mut best = None;
+    for i in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let Ok(kind) = std::fs::read_to_string(format!("{dir}/type")) else {
+            continue;
+        };
+        if kind.trim() == "Instruction" {
+            continue;
+        }
+        let Ok(size) = std::fs::read_to_string(format!("{dir}/size")) else {
+            continue;
+        };
+        let size = size.trim();
+        let (num, mult) = match size.chars().last() {
+            Some('K') => (&size[..size.len() - 1], 1usize << 10),
+            Some('M') => (&size[..size.len() - 1], 1 << 20),
+            Some('G') => (&size[..size.len() - 1], 1 << 30),
+            _ => (size, 1),
+        };
+        if let Ok(n) = num.parse::<usize>() {
+            best = best.max(Some(n * mult));
+        }
+    }
+    best
 }
 
 fn quantile(sorted: &[f64], p: f64) -> f64 {
@@ -336,6 +399,13 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         "  copy {:.1} GB/s (read+write), read-only {:.1} GB/s",
         bw.copy_gbs, bw.read_gbs
     );
+    let evict = (!a.warm_l2).then(CacheEvictor::new);
+    if let Some(e) = &evict {
+        eprintln!(
+            "  evicting the caches before each timed step ({} MiB read; --warm-cache to keep them)",
+            e.bytes() >> 20
+        );
+    }
     let mut cells = Vec::new();
     let mut plan: Vec<(usize, f64, String, f64)> = Vec::new();
     for &ctx in &sw.contexts {
@@ -411,6 +481,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         let mut cert = Vec::with_capacity(a.iters);
         let mut last = None;
         for _ in 0..a.iters.max(1) {
+            if let Some(e) = &evict {
+                e.evict();
+            }
             let t = Instant::now();
             let rep = dec.step(cache, ids, q, &mut out)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -472,7 +545,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         device: format!("cpu ({} threads)", rayon::current_num_threads()),
         bandwidth: bw,
         sweep: sw,
-        l2: None,
+        l2: Some(if a.warm_l2 { "warm" } else { "flushed" }.into()),
         cells,
     })
 }

@@ -304,7 +304,11 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y.mul_add(r, 1.666_666_5e-1);
     y = y.mul_add(r, 0.5);
     y = y.mul_add(r * r, r + 1.0);
-    let pow2 = f32::from_bits(((fx as i32 + 127) as u32) << 23);
+    // 2^fx by the exponent bits: fx is an integer in [-125, 127] (x clamped), so adding
+    // 1.5·2²³ puts it in the low mantissa bits exactly. Unlike `fx as i32` (a saturating
+    // cast, scalar code per lane) this vectorises; a NaN x gives a NaN y either way.
+    let k = (fx + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let pow2 = f32::from_bits(k.wrapping_add(127) << 23);
     if under {
         0.0
     } else {

@@ -409,10 +409,10 @@ mod simd {
         w: *const f32,
         acc: *mut f32,
     ) {
-        prefetch_rows(pf, 0, len, d);
         if has_avx512() {
-            avx512::accum(rows, len, d, w, acc)
+            avx512::accum(rows, pf, len, d, w, acc)
         } else {
+            prefetch_rows(pf, 0, len, d);
             accum(rows, len, d, w, acc, d)
         }
     }
@@ -491,11 +491,15 @@ mod simd {
         #[target_feature(enable = "avx512f")]
         pub unsafe fn accum<E: Load16 + Load>(
             rows: *const E,
+            pf: *const E,
             len: usize,
             d: usize,
             w: *const f32,
             acc: *mut f32,
         ) {
+            if d < 64 {
+                super::prefetch_rows(pf, 0, len, d);
+            }
             let mut c = 0;
             while c + 64 <= d {
                 let mut r = [_mm512_setzero_ps(); 4];
@@ -503,6 +507,11 @@ mod simd {
                     *x = _mm512_loadu_ps(acc.add(c + 16 * j));
                 }
                 for t in 0..len {
+                    // One row of the page ahead per row consumed (as `scores` does): a
+                    // burst of a whole page's prefetches stalls the core on fill buffers.
+                    if c == 0 {
+                        super::prefetch_rows(pf, t, 1, d);
+                    }
                     let wt = *w.add(t);
                     if wt == 0.0 {
                         continue;
@@ -1270,7 +1279,14 @@ mod tests {
                     }
                     let (mut a, mut b) = (acc0.clone(), acc0.clone());
                     simd::accum(k16.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
-                    simd::avx512::accum(k16.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    simd::avx512::accum(
+                        k16.as_ptr(),
+                        std::ptr::null(),
+                        len,
+                        d,
+                        w.as_ptr(),
+                        b.as_mut_ptr(),
+                    );
                     assert_eq!(
                         a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                         b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
@@ -1278,7 +1294,14 @@ mod tests {
                     );
                     let (mut a, mut b) = (acc0.clone(), acc0.clone());
                     simd::accum(kf.as_ptr(), len, d, w.as_ptr(), a.as_mut_ptr(), d);
-                    simd::avx512::accum(kf.as_ptr(), len, d, w.as_ptr(), b.as_mut_ptr());
+                    simd::avx512::accum(
+                        kf.as_ptr(),
+                        std::ptr::null(),
+                        len,
+                        d,
+                        w.as_ptr(),
+                        b.as_mut_ptr(),
+                    );
                     assert_eq!(
                         a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                         b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
