@@ -588,6 +588,27 @@ pub fn attend_group<T: KvElem>(
 mod tests {
     use super::*;
 
+    /// `exp_f32` against f64 `exp` over its whole range: a few ulps, 0 below −87, NaN in NaN
+    /// out, and the exponent bits right at both ends (2^-125 and 2^127 scale factors).
+    #[test]
+    fn exp_f32_matches_f64_exp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+            x += 0.001_3;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(-87.5), 0.0);
+        assert_eq!(exp_f32(-1e30), 0.0);
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(0.0), 1.0);
+        let big = exp_f32(88.0) as f64;
+        assert!((big / 88f64.exp() - 1.0).abs() < 4e-7);
+    }
+
     /// The dispatched dot (AVX2 where compiled) equals the portable one bit for bit, every
     /// length and sign mix.
     #[test]
