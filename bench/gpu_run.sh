@@ -42,7 +42,7 @@ fi
 fi
 if [ "${PART:-all}" != tests ]; then
 el "check --device cuda"
-timeout 200 ./entmaxkv check --device cuda --json $OUT/check_cuda.json > $OUT/check_cuda.log 2>&1; echo "check rc=$?" | tee -a $R
+timeout 300 ./entmaxkv check --device cuda --json $OUT/check_cuda.json > $OUT/check_cuda.log 2>&1; echo "check rc=$?" | tee -a $R
 tail -1 $OUT/check_cuda.log | tee -a $R
 el "sdpa"
 timeout 150 python3 sdpa_baseline.py --contexts 32K,64K,128K,256K,512K,1M --batch 1 --heads 8 --head-dim 64 --iters 50 --json $OUT/sdpa.json 2>&1 | tee -a $R
