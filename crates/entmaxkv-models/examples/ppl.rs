@@ -1,5 +1,6 @@
 //! Perplexity of SmolLM2 on the fetched texts:
-//! `cargo run --release -p entmaxkv-models --example ppl -- [N_TOKENS] [--bos] [--half-split] [--no-digit-split]`.
+//! `cargo run --release -p entmaxkv-models --example ppl -- [N_TOKENS] [--bos] [--half-split] [--no-digit-split] [--ascii]`
+//! (`--ascii` drops every non-ASCII character of the texts before tokenizing).
 use entmaxkv_models::{first_tokens, perplexity, DataFiles, Model, RopeLayout};
 use std::time::Instant;
 
@@ -25,7 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.config()
     );
     for (name, path) in [("kjv", &files.kjv), ("jargon", &files.jargon)] {
-        let text = DataFiles::read_text(path)?;
+        let mut text = DataFiles::read_text(path)?;
+        if args.iter().any(|a| a == "--ascii") {
+            text.retain(|c| c.is_ascii());
+        }
         let t1 = Instant::now();
         let toks = first_tokens(&model, &text, n, bos)?;
         let t_tok = t1.elapsed().as_secs_f64();
