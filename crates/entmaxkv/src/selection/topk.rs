@@ -280,7 +280,7 @@ pub fn seq_bounds_rows_len(closed: usize, num_kv_heads: usize, head_dim: usize) 
 }
 
 /// How far ahead of the statistics rows being read [`seq_page_bounds`] prefetches.
-const SEQ_PREFETCH_BYTES: usize = 16 * 1024;
+const SEQ_PREFETCH_BYTES: usize = 4 * 1024;
 
 /// The key-range bounds of every closed page for every task of one sequence in one walk
 /// over the pages: each page's min (and max) rows of all kv heads are one contiguous

@@ -80,7 +80,7 @@ pub fn page_moments(ctx: &SelectionContext<'_>, scratch: &mut SelectScratch) -> 
 const SEQ_BLOCK_PAGES: usize = 128;
 
 /// How far ahead of the statistics rows being read [`seq_page_moments`] prefetches.
-const SEQ_PREFETCH_BYTES: usize = 16 * 1024;
+const SEQ_PREFETCH_BYTES: usize = 4 * 1024;
 
 /// Length of the `rows` scratch [`seq_page_moments`] needs for `closed` closed pages (to
 /// size it at plan time).
