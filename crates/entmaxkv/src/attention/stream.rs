@@ -8,26 +8,29 @@
 //! every per-block partial (softmax block maximum and sum, V sums, entmax mass and support)
 //! is combined in block order, so the bits do not depend on the thread count.
 //!
-//! Pass 1 reads K once: the scores of all H query heads into `[H, n]`, plus the maximum of
-//! each (head, page) and of each (head, block). Softmax (α = 1) exponentiates each block
-//! against its own maximum while the block is hot (blocked softmax); blocks are rescaled to
-//! the global maximum afterwards. Entmax gathers the τ candidates (`(α−1)(s − s_max) > −1`,
-//! an exact f32 cut) block by block in parallel, from the pages whose maximum reaches the
-//! cut, and solves τ per head on them (the same solve, so the same τ as
-//! [`crate::tau::entmax_threshold_f32`] on all the scores); the weights' sum and support
-//! come from the candidates too. Pass 2 reads V — softmax every page, entmax only the
-//! (page, kv head) pairs where some head of the group has weight — with weights formed
-//! from the cached scores on the fly, exactly as the group kernel forms them.
+//! Pass 1 reads K once: the scores of all H query heads, plus the maximum of each (head,
+//! page) and of each (head, block). Softmax (α = 1) keeps a block's scores in a scratch its
+//! thread reuses block after block, exponentiates them against the block's own maximum,
+//! and reads the block's V right away (one walk, K then V per block); the blocks are
+//! rescaled to the global maximum when combined. Entmax writes the scores to `[H, n]`,
+//! gathers the τ candidates (`(α−1)(s − s_max) > −1`, an exact f32 cut) block by block in
+//! parallel, from the pages whose maximum reaches the cut, and solves τ per head on them
+//! (the same solve, so the same τ as [`crate::tau::entmax_threshold_f32`] on all the
+//! scores); the weights' sum and support come from the candidates too. Pass 2 (entmax)
+//! reads V only for the (page, kv head) pairs where some head of the group has weight,
+//! with weights formed from the cached scores on the fly, exactly as the group kernel
+//! forms them.
 //!
 //! Scores are bit-identical to the group kernel's (`dot` then the ALiBi term): where AVX2,
 //! FMA and F16C are compiled in and `D` is a multiple of 16, the inner loops convert f16
 //! rows in registers (no widened copy) and dot four rows at once with `dot`'s chunks and
 //! reduction tree; where the CPU has AVX-512F (detected at run time) one zmm FMA does the
 //! work of `dot`'s two ymm chains, same bits. Memory: the kernels prefetch (into L2) the
-//! rows they are about to read one page (≥ [`PREFETCH_BYTES`]) further down the page
-//! list, one line per line consumed — without that steady stream the cores compute and
-//! wait for memory in turn (2-core development machine, dense entmax at 128K: 9.0 ms
-//! without, 5.6 ms with, in one `examples/step_prof` round).
+//! rows they are about to read a fixed distance further in reading order (entmax: one page,
+//! ≥ [`PREFETCH_BYTES`]; softmax: [`SOFTMAX_PREFETCH_BYTES`]), one line per line consumed —
+//! without that steady stream the cores compute and wait for memory in turn (2-core
+//! development machine, dense entmax at 128K: 9.0 ms without, 5.6 ms with, in one
+//! `examples/step_prof` round).
 
 use super::cpu::{alpha_code, dot, exp_f32, HeadResult, PageRef, PoolGeometry, SharedMut};
 use crate::dtype::{DType, KvElem};
@@ -36,8 +39,13 @@ use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
 use crate::workspace::grow;
 use rayon::prelude::*;
 
-/// How far ahead of the rows being read the dense passes prefetch (rounded up to pages).
+/// How far ahead of the rows being read the dense entmax passes prefetch (rounded up to
+/// pages).
 pub const PREFETCH_BYTES: usize = 16 * 1024;
+
+/// How far ahead the dense softmax pass prefetches (2-core development machine, 128K, caches
+/// evicted: 2 KiB 10.8–10.9 ms, 4 KiB 11.2, 16 KiB 11.3–11.4).
+pub const SOFTMAX_PREFETCH_BYTES: usize = 2 * 1024;
 
 /// Entmax V pass: pages ahead whose needed V rows are prefetched.
 const V_AHEAD: usize = 4;
@@ -49,7 +57,7 @@ pub const STREAM_BLOCK_PAGES: usize = 64;
 /// One block's partial results and scratch.
 #[derive(Debug, Clone, Default)]
 struct BlockPart {
-    /// `[H, D]` V sums (weights normalised).
+    /// `[H, D]` V sums (entmax: weights normalised; softmax: weights exp(s − block max)).
     acc: Vec<f32>,
     /// `[H]` softmax: Σ exp(s − block max).
     mass: Vec<f64>,
@@ -63,7 +71,7 @@ struct BlockPart {
     /// `[G, page_size]` weights of one page.
     w: Vec<f32>,
     /// Entmax: `[H, STREAM_BLOCK_PAGES · page_size]` the block's τ candidates per head,
-    /// and their counts `[H]`.
+    /// and their counts `[H]`. Softmax: a run's first block lends it as the run's scores.
     cand: Vec<f32>,
     ncand: Vec<usize>,
 }
@@ -801,13 +809,23 @@ pub fn attend_dense_seq<T: KvElem>(
     let any_alibi = slopes.iter().any(|&s| s != 0.0);
     let softmax = alpha == 1.0;
     let page_elems = hkv * ps * d;
-    // The kernels prefetch the rows of the page this many pages down the list (≥ 16 KiB
-    // ahead): wherever the pool placed it.
-    let pf_pages = (PREFETCH_BYTES / (page_elems * std::mem::size_of::<T>()).max(1)).max(1);
+    // The kernels prefetch the (page, kv head) slice this many slices further in reading
+    // order (kv heads of a page, then the next page), wherever the pool placed it: softmax
+    // SOFTMAX_PREFETCH_BYTES ahead (its block's scores stay in a hot scratch, so K and V are
+    // the only streams), entmax whole pages ≥ PREFETCH_BYTES ahead (its `[H, n]` score
+    // stores are eight more streams, and a short distance gains nothing there).
+    let slice = ps * d;
+    let slice_bytes = (slice * std::mem::size_of::<T>()).max(1);
+    let pf_slices = if softmax {
+        (SOFTMAX_PREFETCH_BYTES / slice_bytes).max(1)
+    } else {
+        (PREFETCH_BYTES / (hkv * slice_bytes)).max(1) * hkv
+    };
     let ahead = |buf: &[T], i: usize, kvh: usize| -> *const T {
-        pages.get(i + pf_pages).map_or(std::ptr::null(), |p| {
+        let s = i * hkv + kvh + pf_slices;
+        pages.get(s / hkv).map_or(std::ptr::null(), |p| {
             buf.as_ptr()
-                .wrapping_add(p.page as usize * page_elems + kvh * ps * d)
+                .wrapping_add(p.page as usize * page_elems + (s % hkv) * slice)
         })
     };
 
@@ -816,7 +834,10 @@ pub fn attend_dense_seq<T: KvElem>(
         let scores = SharedMut::new(&mut ws.scores[..h * n]);
         let pmax = SharedMut::new(&mut ws.page_max[..h * np]);
         let starts = &ws.block_start[..=nb];
-        let k_block = |b: usize, part: &mut BlockPart| {
+        // Softmax writes a block's scores into `hot` (page-major within the block: page i's
+        // head hh at (t_i − block start)·H + hh·len_i), scratch one thread reuses block
+        // after block, and reads the block's V right after its K; entmax writes `[H, n]`.
+        let k_block = |b: usize, part: &mut BlockPart, hot: *mut f32| {
             let mut idx = starts[b];
             let range = pages_of(b);
             for i in range.clone() {
@@ -841,8 +862,12 @@ pub fn attend_dense_seq<T: KvElem>(
                             q_pos,
                             &mut part.rows,
                             PageOut {
-                                scores: scores.at(h0 * n + idx),
-                                stride: n,
+                                scores: if softmax {
+                                    hot.add((idx - starts[b]) * h + h0 * len)
+                                } else {
+                                    scores.at(h0 * n + idx)
+                                },
+                                stride: if softmax { len } else { n },
                                 page_max: pmax.at(h0 * np + i),
                                 pm_stride: np,
                             },
@@ -865,44 +890,74 @@ pub fn attend_dense_seq<T: KvElem>(
                 };
             }
             if softmax {
-                // Blocked softmax: exp against the block maximum while the block is hot.
-                let (s0, s1) = (starts[b], starts[b + 1]);
-                for hh in 0..h {
-                    let m = part.max[hh];
-                    let sc =
-                        unsafe { std::slice::from_raw_parts_mut(scores.at(hh * n + s0), s1 - s0) };
-                    // exp in place (vectorises), then Σ in 8 lanes per chunk of 256, the
-                    // lanes and chunks added in a fixed order.
-                    for x in sc.iter_mut() {
-                        *x = exp_f32(*x - m);
-                    }
-                    let mut sum = 0.0f64;
-                    for chunk in sc.chunks(256) {
-                        let mut lanes = [0.0f32; 8];
-                        let mut it = chunk.chunks_exact(8);
-                        for c8 in &mut it {
-                            for j in 0..8 {
-                                lanes[j] += c8[j];
-                            }
+                // Blocked softmax: exp against the block maximum, page by page (Σ per page in
+                // f32, pages added in order in f64), then V weighted by exp(s − block max);
+                // blocks are rescaled to the global maximum when combined.
+                part.mass[..h].fill(0.0);
+                part.acc[..h * d].fill(0.0);
+                part.v_rows[..hkv].fill(0);
+                let mut idx = starts[b];
+                for i in range {
+                    let p = pages[i];
+                    let len = p.len as usize;
+                    let base = p.page as usize * page_elems;
+                    // SAFETY: this block's scores in `hot`, written above.
+                    let sc = unsafe {
+                        std::slice::from_raw_parts_mut(hot.add((idx - starts[b]) * h), h * len)
+                    };
+                    for hh in 0..h {
+                        let m = part.max[hh];
+                        let x = &mut sc[hh * len..(hh + 1) * len];
+                        for v in x.iter_mut() {
+                            *v = exp_f32(*v - m); // vectorises
                         }
-                        let mut part_sum = lanes.iter().fold(0.0f32, |s, &x| s + x);
-                        for &x in it.remainder() {
-                            part_sum += x;
-                        }
-                        sum += part_sum as f64;
+                        part.mass[hh] += x.iter().fold(0.0f32, |a, &v| a + v) as f64;
                     }
-                    part.mass[hh] = sum;
+                    for kvh in 0..hkv {
+                        let h0 = kvh * g;
+                        for hg in 0..g {
+                            part.w[hg * ps..hg * ps + len]
+                                .copy_from_slice(&sc[(h0 + hg) * len..(h0 + hg + 1) * len]);
+                        }
+                        part.v_rows[kvh] += len as u64;
+                        let off = base + kvh * ps * d;
+                        accum_page(
+                            &v[off..off + len * d],
+                            ahead(v, i, kvh),
+                            len,
+                            d,
+                            &part.w,
+                            ps,
+                            |_| true,
+                            g,
+                            &mut part.rows,
+                            &mut part.acc[h0 * d..(h0 + g) * d],
+                        );
+                    }
+                    idx += len;
                 }
             }
         };
         let parts = &mut ws.parts[..nb];
-        if nb > 1 {
+        if softmax {
+            // One contiguous run of blocks per thread; its first block's candidate buffer
+            // (unused by softmax) is the run's hot scratch. Which thread runs a block
+            // changes no bit of its results.
+            let per = nb.div_ceil(rayon::current_num_threads().clamp(1, nb));
+            parts.par_chunks_mut(per).enumerate().for_each(|(c, run)| {
+                let mut hot = std::mem::take(&mut run[0].cand);
+                for (j, part) in run.iter_mut().enumerate() {
+                    k_block(c * per + j, part, hot.as_mut_ptr());
+                }
+                run[0].cand = hot;
+            });
+        } else if nb > 1 {
             parts
                 .par_iter_mut()
                 .enumerate()
-                .for_each(|(b, part)| k_block(b, part));
+                .for_each(|(b, part)| k_block(b, part, std::ptr::null_mut()));
         } else {
-            k_block(0, &mut parts[0]);
+            k_block(0, &mut parts[0], std::ptr::null_mut());
         }
     }
 
@@ -1012,8 +1067,8 @@ pub fn attend_dense_seq<T: KvElem>(
             });
     }
 
-    // Pass 2: V, page-major, blocks in parallel; entmax weights formed on the fly.
-    {
+    // Pass 2 (entmax): V, page-major, blocks in parallel; weights formed on the fly.
+    if !softmax {
         let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
         let starts = &ws.block_start[..=nb];
         let taus = &ws.tau[..h];
@@ -1105,12 +1160,28 @@ pub fn attend_dense_seq<T: KvElem>(
         }
     }
 
-    // Combine the blocks in block order.
+    // Combine the blocks in block order (softmax: each block's sums times its factor
+    // exp(m_b − M)/S).
     let out = &mut ws.out[..h * d];
-    out.copy_from_slice(&ws.parts[0].acc[..h * d]);
-    for part in &ws.parts[1..nb] {
-        for (o, &x) in out.iter_mut().zip(&part.acc[..h * d]) {
-            *o += x;
+    if softmax {
+        out.fill(0.0);
+        for part in &ws.parts[..nb] {
+            for hh in 0..h {
+                let c = part.scale[hh];
+                for (o, &x) in out[hh * d..(hh + 1) * d]
+                    .iter_mut()
+                    .zip(&part.acc[hh * d..(hh + 1) * d])
+                {
+                    *o += c * x;
+                }
+            }
+        }
+    } else {
+        out.copy_from_slice(&ws.parts[0].acc[..h * d]);
+        for part in &ws.parts[1..nb] {
+            for (o, &x) in out.iter_mut().zip(&part.acc[..h * d]) {
+                *o += x;
+            }
         }
     }
     for kvh in 0..hkv {
