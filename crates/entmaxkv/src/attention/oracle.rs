@@ -1,6 +1,6 @@
 //! The f64 dense decode oracle: every other path is tested against it.
 //!
-//! Scores, exact α-entmax ([`crate::tau::entmax::entmax`]) and the weighted sum of values,
+//! Scores, exact α-entmax ([`crate::tau::entmax`]) and the weighted sum of values,
 //! all in f64 from the stored (rounded) K/V.
 
 use super::{validate_batch, AttentionParams};

@@ -17,7 +17,7 @@ mod quad;
 
 pub use entmax::{
     entmax, entmax_threshold_candidates, entmax_threshold_f32, entmax_threshold_f64,
-    entmax_weights_f32, halley_correct, halley_correct_candidates, moments, Entmax,
+    entmax_weights_f32, halley_correct, halley_correct_candidates, moments, Entmax, CORRECT_TOL,
 };
 pub use gaussian::{
     page_max_quantile_z, tau_hat_mixture, tau_hat_single, trunc_gauss_moments, TauHat, TauHatOpts,

@@ -107,7 +107,7 @@ impl SharedF64 {
 /// F16C, with a steady prefetch (into L2) of the rows a fixed distance down the page list.
 /// `mu[hh · closed + i]` / `sd[hh · closed + i]` get query head hh's unshifted μ_p and σ_p
 /// of closed page i (kv head `hh / (H / H_kv)`), bit-identical to what [`page_moments`]
-/// writes for that head in any task holding it (same rows, same [`mean_var`] lanes and
+/// writes for that head in any task holding it (same rows, same `mean_var` lanes and
 /// reduction). `q_scaled` is the sequence's `[H, D]`. Blocks of pages run in parallel; every
 /// value is computed by one thread, so nothing depends on the thread count. `mu`, `sd` and
 /// `rows` are grown (never shrunk) when smaller than needed. Returns the statistics bytes
