@@ -8,9 +8,9 @@
 //! and lengths at page boundaries; bits do not depend on the thread count; steps never grow
 //! the planned workspace.
 
-use entmaxkv::attention::cpu::{
-    attend_group, GroupTask, HeadResult, PoolGeometry, TauMode, Workspace,
-};
+#[path = "support/group_reference.rs"]
+mod group_reference;
+use entmaxkv::attention::cpu::{PoolGeometry, TauMode};
 use entmaxkv::attention::AttentionParams;
 use entmaxkv::cache::{CacheConfig, StatsDType};
 use entmaxkv::decode::{DecodeConfig, Decoder, Method};
@@ -19,7 +19,7 @@ use entmaxkv::selection::gaussian::{self, model, GaussianOpts};
 use entmaxkv::selection::{GqaMode, SelectScratch, Selection, SelectionContext};
 use entmaxkv::synth::{Synth, Workload};
 use entmaxkv::tau::{halley_correct, halley_correct_candidates};
-use entmaxkv::{with_kv, DType};
+use entmaxkv::DType;
 use proptest::prelude::*;
 
 fn kv_dtype(i: u8) -> (DType, StatsDType) {
@@ -199,31 +199,17 @@ proptest! {
                 meta += ((seq.pages.len() - 1) * 2 * hkv * cache.stats().row_bytes(d)) as u64;
             }
             for h0 in (0..h).step_by(tg) {
-                let ctx = SelectionContext {
-                    cache: &cache,
+                let (sel, gout, res) = group_reference::group_reference(
+                    &cache,
                     seq,
-                    kv_head: h0 / group,
-                    q_scaled: &qs[(b * h + h0) * d..(b * h + h0 + tg) * d],
-                    slopes: &slopes[h0..h0 + tg],
+                    geom,
+                    h0 / group,
+                    &qs[(b * h + h0) * d..(b * h + h0 + tg) * d],
+                    &slopes[h0..h0 + tg],
                     alpha,
-                };
-                let mut scratch = SelectScratch::new(seq.pages.len(), d);
-                let mut sel = Selection::with_capacity(seq.pages.len(), tg);
-                gaussian::select(&ctx, &opts, &mut scratch, &mut sel).unwrap();
-                let task = GroupTask {
-                    kv_head: h0 / group,
-                    pages: &sel.pages,
-                    q_scaled: ctx.q_scaled,
-                    slopes: ctx.slopes,
-                    q_pos: seq.len as f32 - 1.0,
-                    tau_hat: if mode == TauMode::Exact { None } else { Some(&sel.tau_hat) },
-                };
-                let mut ws = Workspace::new(tg, seq.len, ps, d);
-                let mut gout = vec![0.0f32; tg * d];
-                let mut res = vec![HeadResult::default(); tg];
-                with_kv!(cache.kv(), |k, v| {
-                    attend_group(k, v, geom, &task, alpha, mode, &mut ws, &mut gout, &mut res)
-                }).unwrap();
+                    mode,
+                    |ctx, scratch, sel| gaussian::select(ctx, &opts, scratch, sel).unwrap(),
+                );
                 for hg in 0..tg {
                     let hh = h0 + hg;
                     let r = rep.heads[b * h + hh];
