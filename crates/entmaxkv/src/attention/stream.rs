@@ -1012,6 +1012,11 @@ pub fn attend_dense_seq<T: KvElem>(
         let gather = |b: usize, part: &mut BlockPart| {
             for hh in 0..h {
                 let cut = cuts[hh];
+                // No page of the block reaches the cut when its maximum does not.
+                if part.max[hh] < cut {
+                    part.ncand[hh] = 0;
+                    continue;
+                }
                 let dst = &mut part.cand[hh * cap..(hh + 1) * cap];
                 let (mut len_c, mut idx) = (0, starts[b]);
                 for i in pages_of(b) {
@@ -1078,6 +1083,11 @@ pub fn attend_dense_seq<T: KvElem>(
         let v_block = |b: usize, part: &mut BlockPart| {
             part.acc[..h * d].fill(0.0);
             part.v_rows[..hkv].fill(0);
+            // A block whose maximum gives no head weight has no page that does: most
+            // blocks, the support being a few pages.
+            if (0..h).all(|hh| a * part.max[hh] as f64 - taus[hh] <= 0.0) {
+                return;
+            }
             let mut idx = starts[b];
             let range = pages_of(b);
             for i in range.clone() {
