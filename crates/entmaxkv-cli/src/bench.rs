@@ -368,18 +368,23 @@ fn last_level_cache_bytes() -> Option<usize> {
         let Ok(size) = std::fs::read_to_string(format!("{dir}/size")) else {
             continue;
         };
-        let size = size.trim();
-        let (num, mult) = match size.chars().last() {
-            Some('K') => (&size[..size.len() - 1], 1usize << 10),
-            Some('M') => (&size[..size.len() - 1], 1 << 20),
-            Some('G') => (&size[..size.len() - 1], 1 << 30),
-            _ => (size, 1),
-        };
-        if let Ok(n) = num.parse::<usize>() {
-            best = best.max(Some(n * mult));
+        if let Some(n) = parse_cache_size(&size) {
+            best = best.max(Some(n));
         }
     }
     best
+}
+
+/// A sysfs cache size (`32K`, `2048K`, `480M`, `1G`, or plain bytes) in bytes.
+fn parse_cache_size(size: &str) -> Option<usize> {
+    let size = size.trim();
+    let (num, mult) = match size.chars().last()? {
+        'K' => (&size[..size.len() - 1], 1usize << 10),
+        'M' => (&size[..size.len() - 1], 1 << 20),
+        'G' => (&size[..size.len() - 1], 1 << 30),
+        _ => (size, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
 }
 
 fn quantile(sorted: &[f64], p: f64) -> f64 {
@@ -640,4 +645,21 @@ pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
         );
     }
     std::fs::write(path, s).context(format!("writing {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cache_size;
+
+    #[test]
+    fn cache_sizes_parse() {
+        assert_eq!(parse_cache_size("491520K\n"), Some(480 << 20));
+        assert_eq!(parse_cache_size("48K"), Some(48 << 10));
+        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
+        assert_eq!(parse_cache_size("4096"), Some(4096));
+        assert_eq!(parse_cache_size(""), None);
+        assert_eq!(parse_cache_size("K"), None);
+        assert_eq!(parse_cache_size("12X"), None);
+    }
 }
