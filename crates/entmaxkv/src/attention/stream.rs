@@ -834,9 +834,10 @@ pub fn attend_dense_seq<T: KvElem>(
         let scores = SharedMut::new(&mut ws.scores[..h * n]);
         let pmax = SharedMut::new(&mut ws.page_max[..h * np]);
         let starts = &ws.block_start[..=nb];
-        // Softmax writes a block's scores into `hot` (page-major within the block: page i's
-        // head hh at (t_i − block start)·H + hh·len_i), scratch one thread reuses block
-        // after block, and reads the block's V right after its K; entmax writes `[H, n]`.
+        // Softmax writes a block's scores into `hot` (page-major within the block: the
+        // block's j-th page's head hh at (j·H + hh)·page_size, the layout `accum_page` reads
+        // its weights in), scratch one thread reuses block after block, and reads the
+        // block's V right after its K; entmax writes `[H, n]`.
         let k_block = |b: usize, part: &mut BlockPart, hot: *mut f32| {
             let mut idx = starts[b];
             let range = pages_of(b);
@@ -863,11 +864,11 @@ pub fn attend_dense_seq<T: KvElem>(
                             &mut part.rows,
                             PageOut {
                                 scores: if softmax {
-                                    hot.add((idx - starts[b]) * h + h0 * len)
+                                    hot.add(((i - range.start) * h + h0) * ps)
                                 } else {
                                     scores.at(h0 * n + idx)
                                 },
-                                stride: if softmax { len } else { n },
+                                stride: if softmax { ps } else { n },
                                 page_max: pmax.at(h0 * np + i),
                                 pm_stride: np,
                             },
@@ -896,18 +897,17 @@ pub fn attend_dense_seq<T: KvElem>(
                 part.mass[..h].fill(0.0);
                 part.acc[..h * d].fill(0.0);
                 part.v_rows[..hkv].fill(0);
-                let mut idx = starts[b];
-                for i in range {
+                for i in range.clone() {
                     let p = pages[i];
                     let len = p.len as usize;
                     let base = p.page as usize * page_elems;
-                    // SAFETY: this block's scores in `hot`, written above.
+                    // SAFETY: this page's scores in `hot`, written above.
                     let sc = unsafe {
-                        std::slice::from_raw_parts_mut(hot.add((idx - starts[b]) * h), h * len)
+                        std::slice::from_raw_parts_mut(hot.add((i - range.start) * h * ps), h * ps)
                     };
                     for hh in 0..h {
                         let m = part.max[hh];
-                        let x = &mut sc[hh * len..(hh + 1) * len];
+                        let x = &mut sc[hh * ps..hh * ps + len];
                         for v in x.iter_mut() {
                             *v = exp_f32(*v - m); // vectorises
                         }
@@ -915,10 +915,6 @@ pub fn attend_dense_seq<T: KvElem>(
                     }
                     for kvh in 0..hkv {
                         let h0 = kvh * g;
-                        for hg in 0..g {
-                            part.w[hg * ps..hg * ps + len]
-                                .copy_from_slice(&sc[(h0 + hg) * len..(h0 + hg + 1) * len]);
-                        }
                         part.v_rows[kvh] += len as u64;
                         let off = base + kvh * ps * d;
                         accum_page(
@@ -926,7 +922,7 @@ pub fn attend_dense_seq<T: KvElem>(
                             ahead(v, i, kvh),
                             len,
                             d,
-                            &part.w,
+                            &sc[h0 * ps..(h0 + g) * ps],
                             ps,
                             |_| true,
                             g,
@@ -934,7 +930,6 @@ pub fn attend_dense_seq<T: KvElem>(
                             &mut part.acc[h0 * d..(h0 + g) * d],
                         );
                     }
-                    idx += len;
                 }
             }
         };
