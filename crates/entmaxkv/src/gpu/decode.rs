@@ -199,8 +199,9 @@ pub struct GpuDecoder {
     /// Launch the step's kernels with programmatic dependent launch (sm_90+, unless
     /// `ENTMAXKV_NO_PDL` is set): each may be scheduled while its predecessor drains.
     pdl: bool,
-    /// Run `attn_entmax_refilter` between the filter and the tail (exact τ at α < 1.5;
-    /// `ENTMAXKV_REFILTER=0` never, `=2` whenever the τ is exact, for comparison).
+    /// Run `attn_entmax_refilter` between the filter and the tail (exact τ at α < 1.5, and
+    /// for full lists of 512K tokens or more; `ENTMAXKV_REFILTER=0` never, `=2` whenever the
+    /// τ is exact, `=3` at α < 1.5 only — session 9's rule —, for comparison).
     refilter: bool,
 }
 
@@ -883,11 +884,17 @@ impl GpuDecoder {
         // At α < 1.5 the filter's survivors (scores within 1/(α−1) of the maximum) reach
         // tens of thousands at long contexts, which one tail CTA would walk (dev run 6:
         // 0.28 ms at 1M, α = 4/3); in the fixed and corrected τ modes every survivor counts.
+        // At α = 1.5 a full K pass of 512K tokens or more gains from it too (dense entmax and
+        // the certified strategy; same-run A/Bs: session 9 −2.6% / −3.3% dense entmax at 512K
+        // / 1M, session 10 run 1 −2.2% / −2.7%; at 128K it costs 3–4%), not the short lists of
+        // a selection (session 9: Gaussian +1%).
         let exact_tau = !softmax && attn.tau_mode == 0;
+        let full_lists = budget.is_none() && gauss_opts.is_none();
         let refilter = match knob("ENTMAXKV_REFILTER", 1) {
             0 => false,
             2 => exact_tau,
-            _ => exact_tau && alpha < 1.5,
+            3 => exact_tau && alpha < 1.5,
+            _ => exact_tau && (alpha < 1.5 || (full_lists && max_tokens >= 1 << 19)),
         };
         Ok(GpuDecoder {
             pdl,
