@@ -699,9 +699,12 @@ fn long_contexts_large_supports_and_ties() {
         return;
     }
     // Many chunks; α = 4/3 has too many candidates for shared memory (the streaming solve)
-    // and a support above the in-CTA V gather (the values kernel); flat keys tie everything.
+    // and a support above the in-CTA V gather (the values kernel); flat keys tie everything;
+    // from 512K tokens full lists at α = 1.5 go through the refilter too.
     let cases = [
         (1.5, Method::Dense, false, 65_536 + 5),
+        (1.5, Method::Dense, false, 524_288 + 7),
+        (1.5, Method::Certified, false, 524_288 + 7),
         (4.0 / 3.0, Method::Dense, false, 65_536 + 5),
         (2.0, Method::TopK(Budget::Fraction(0.125)), false, 65_536),
         (1.0, Method::TopK(Budget::Fraction(0.125)), false, 65_536),
