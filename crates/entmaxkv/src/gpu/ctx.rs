@@ -553,17 +553,6 @@ impl ModuleKey {
                 opts.push(format!("-DHEAD_DIM={head_dim}"));
                 opts.push(format!("-DTG={tg}"));
                 opts.push(format!("-DUNROLL_ROWS={unroll}"));
-                // `ENTMAXKV_LDHINT` (0, 1 or 2): the K/V row loads' cache hints (common.cuh
-                // `ld_stream16`; development knob, read once per process like every module
-                // option).
-                opts.push(format!(
-                    "-DLDHINT={}",
-                    std::env::var("ENTMAXKV_LDHINT")
-                        .ok()
-                        .and_then(|v| v.parse::<u8>().ok())
-                        .filter(|h| *h <= 2)
-                        .unwrap_or(0)
-                ));
                 opts.push(format!("-DGAUSS_GENERIC={}", u8::from(gauss_generic)));
                 opts.push(format!(
                     "-DEXPECT_ATTN_SIZE={}",

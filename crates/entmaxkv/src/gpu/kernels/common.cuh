@@ -150,29 +150,8 @@ constexpr int NCH_MAX = 2048;
 
 __device__ __forceinline__ uint4 zero4() { return make_uint4(0u, 0u, 0u, 0u); }
 
-// K/V rows read once a step. LDHINT (a development knob, ENTMAXKV_LDHINT): 0 streaming
-// (evict-first) loads; 1 non-coherent loads, not kept in L1, with a 256-byte L2 prefetch;
-// 2 streaming loads with the 256-byte L2 prefetch.
-#ifndef LDHINT
-#define LDHINT 0
-#endif
 __device__ __forceinline__ uint4 ld_stream16(const void* base, int chunk) {
-#if LDHINT == 0
     return __ldcs(reinterpret_cast<const uint4*>(base) + chunk);
-#else
-    uint4 r;
-    const uint4* p = reinterpret_cast<const uint4*>(base) + chunk;
-#if LDHINT == 1
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-#else
-    asm volatile("ld.global.cs.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-#endif
-    return r;
-#endif
 }
 __device__ __forceinline__ uint4 ld_nc16(const void* base, int chunk) {
     return __ldg(reinterpret_cast<const uint4*>(base) + chunk);
