@@ -18,7 +18,6 @@ use entmaxkv::selection::GqaMode;
 use entmaxkv::synth::{Synth, Workload};
 use entmaxkv::DType;
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -322,71 +321,6 @@ pub struct BenchResult {
     pub cells: Vec<Cell>,
 }
 
-/// Evicts the CPU caches by streaming a buffer of twice the last-level cache (at least
-/// 256 MiB): the timed step then reads its cache from memory, as a decode step does after
-/// the other layers' steps.
-struct CacheEvictor {
-    buf: Vec<u64>,
-}
-
-impl CacheEvictor {
-    fn new() -> Self {
-        let llc = last_level_cache_bytes().unwrap_or(64 << 20);
-        let bytes = (2 * llc).max(256 << 20);
-        let mut buf: Vec<u64> = entmaxkv::huge_zeroed(bytes / 8);
-        buf.par_iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = i as u64);
-        Self { buf }
-    }
-
-    fn bytes(&self) -> usize {
-        self.buf.len() * 8
-    }
-
-    fn evict(&self) {
-        let x = self
-            .buf
-            .par_chunks(1 << 15)
-            .map(|c| c.iter().fold(0u64, |a, &x| a ^ x))
-            .reduce(|| 0, |a, b| a ^ b);
-        std::hint::black_box(x);
-    }
-}
-
-/// The largest data cache of cpu0 as sysfs reports it (Linux), in bytes.
-fn last_level_cache_bytes() -> Option<usize> {
-    let mut best = None;
-    for i in 0..8 {
-        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-        let Ok(kind) = std::fs::read_to_string(format!("{dir}/type")) else {
-            continue;
-        };
-        if kind.trim() == "Instruction" {
-            continue;
-        }
-        let Ok(size) = std::fs::read_to_string(format!("{dir}/size")) else {
-            continue;
-        };
-        if let Some(n) = parse_cache_size(&size) {
-            best = best.max(Some(n));
-        }
-    }
-    best
-}
-
-/// A sysfs cache size (`32K`, `2048K`, `480M`, `1G`, or plain bytes) in bytes.
-fn parse_cache_size(size: &str) -> Option<usize> {
-    let size = size.trim();
-    let (num, mult) = match size.chars().last()? {
-        'K' => (&size[..size.len() - 1], 1usize << 10),
-        'M' => (&size[..size.len() - 1], 1 << 20),
-        'G' => (&size[..size.len() - 1], 1 << 30),
-        _ => (size, 1),
-    };
-    num.parse::<usize>().ok()?.checked_mul(mult)
-}
-
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
 }
@@ -404,7 +338,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         "  copy {:.1} GB/s (read+write), read-only {:.1} GB/s",
         bw.copy_gbs, bw.read_gbs
     );
-    let evict = (!a.warm_l2).then(CacheEvictor::new);
+    let evict = (!a.warm_l2).then(entmaxkv::timing::CacheEvictor::new);
     if let Some(e) = &evict {
         eprintln!(
             "  evicting the caches before each timed step ({} MiB read; --warm-cache to keep them)",
@@ -645,21 +579,4 @@ pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
         );
     }
     std::fs::write(path, s).context(format!("writing {path}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_cache_size;
-
-    #[test]
-    fn cache_sizes_parse() {
-        assert_eq!(parse_cache_size("491520K\n"), Some(480 << 20));
-        assert_eq!(parse_cache_size("48K"), Some(48 << 10));
-        assert_eq!(parse_cache_size("2M"), Some(2 << 20));
-        assert_eq!(parse_cache_size("1G"), Some(1 << 30));
-        assert_eq!(parse_cache_size("4096"), Some(4096));
-        assert_eq!(parse_cache_size(""), None);
-        assert_eq!(parse_cache_size("K"), None);
-        assert_eq!(parse_cache_size("12X"), None);
-    }
 }

@@ -13,7 +13,6 @@ use entmaxkv::selection::gaussian::{Criterion, GaussianOpts};
 use entmaxkv::selection::topk::Budget;
 use entmaxkv::synth::{Synth, Workload};
 use entmaxkv::DType;
-use rayon::prelude::*;
 use std::time::Instant;
 
 fn main() {
@@ -36,13 +35,9 @@ fn main() {
     let (cache, ids) = prob.build_cache(cfg, 0).expect("cache");
     // STEP_WARM=1 keeps the caches warm between steps; by default each timed step starts
     // after streaming 1 GiB (the bench's protocol: the last-level cache evicted).
-    let evict: Option<Vec<u64>> = std::env::var_os("STEP_WARM").is_none().then(|| {
-        let mut b: Vec<u64> = entmaxkv::huge_zeroed(1 << 27);
-        b.par_iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = i as u64);
-        b
-    });
+    let evict = std::env::var_os("STEP_WARM")
+        .is_none()
+        .then(|| entmaxkv::timing::CacheEvictor::with_bytes(1 << 30));
     for &nt in &threads {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(nt)
@@ -75,11 +70,7 @@ fn main() {
                 let cpu0 = cpu_ms();
                 for _ in 0..iters {
                     if let Some(e) = &evict {
-                        let x = e
-                            .par_chunks(1 << 15)
-                            .map(|c| c.iter().fold(0u64, |a, &x| a ^ x))
-                            .reduce(|| 0, |a, b| a ^ b);
-                        std::hint::black_box(x);
+                        e.evict();
                     }
                     let c = cpu_ns();
                     let t = Instant::now();

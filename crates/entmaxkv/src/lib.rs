@@ -32,6 +32,7 @@ pub mod selection;
 pub mod stats;
 pub mod synth;
 pub mod tau;
+pub mod timing;
 mod workspace;
 
 pub use dtype::{DType, KvElem};

@@ -351,133 +351,28 @@ fn check(c: &Case) -> (f64, f64) {
     worst
 }
 
-/// Gaussian selection: the GPU keeps the CPU selector's pages (a page on the other side
-/// only at a near-tie of its test, whose heads are then not compared further), the last
-/// page last, and τ̂ (after the clamp) within 1e-5 relative of the CPU's.
-#[allow(clippy::too_many_arguments)]
-fn check_gaussian(
-    c: &Case,
-    bt: &Built,
-    gd: &GpuDecoder,
-    dev: &DeviceKvCache,
-    rep: &entmaxkv::decode::StepReport,
-    opts: &GaussianOpts,
-    skip: &mut [bool],
-) {
-    let (d, h) = (c.d, c.heads);
-    let scale = bt.cfg.attention.scale_for(d);
-    let qs: Vec<f32> = bt.q.iter().map(|x| x * scale).collect();
-    let slopes: Vec<f32> = (0..h).map(|i| bt.cfg.attention.slope(i)).collect();
-    let group = h / c.hkv;
-    let a = c.alpha - 1.0;
-    let (_, tasks) = gd.grid();
-    for task in 0..tasks {
-        let (bi, h0, tg) = gd.task_heads(task);
-        let ctx = SelectionContext {
-            cache: &bt.host,
-            seq: bt.host.seq(bt.ids[bi]).unwrap(),
-            kv_head: h0 / group,
-            q_scaled: &qs[(bi * h + h0) * d..(bi * h + h0 + tg) * d],
-            slopes: &slopes[h0..h0 + tg],
-            alpha: c.alpha,
-        };
-        let mut scratch = SelectScratch::new(8192, d);
-        let mut sel = Selection::default();
-        gaussian::select(&ctx, opts, &mut scratch, &mut sel).unwrap();
-        let cpu_set: BTreeSet<u32> = sel.pages.iter().map(|p| p.start / c.ps as u32).collect();
-        let gpu_list = gd.kept_slots(dev, task).unwrap();
-        let gpu_set: BTreeSet<u32> = gpu_list.iter().copied().collect();
-        assert_eq!(gpu_list.len(), gpu_set.len(), "{c:?}: duplicate slots");
-        assert!(
-            gpu_list.windows(2).all(|w| w[0] < w[1]),
-            "{c:?}: task {task} slots not ascending"
-        );
-        assert_eq!(
-            *gpu_list.last().unwrap() as usize,
-            ctx.seq.pages.len() - 1,
-            "{c:?}: the last page must be the last entry (task {task})"
-        );
-        let closed = ctx.seq.pages.len() - 1;
-        if cpu_set != gpu_set {
-            // Every differing page must sit at its test's threshold for some head.
-            for &slot in cpu_set.symmetric_difference(&gpu_set) {
-                let i = slot as usize;
-                let mut nearest = f64::INFINITY;
-                for hg in 0..tg {
-                    // With ALiBi the selector left μ_p shifted to the page centre; the head
-                    // moments use the unshifted values, the page test adds the half width.
-                    let slope = ctx.slopes[hg] as f64;
-                    let half = (c.ps as f64 - 1.0) / 2.0;
-                    let bias = |j: usize| {
-                        if slope != 0.0 {
-                            slope * ((j * c.ps) as f64 + half - ctx.q_pos())
-                        } else {
-                            0.0
-                        }
-                    };
-                    let bhw = if slope != 0.0 && opts.alibi_within_page {
-                        slope.abs() * half
-                    } else {
-                        0.0
-                    };
-                    let mu = &scratch.mu[hg * closed..(hg + 1) * closed];
-                    let sd = &scratch.sd[hg * closed..(hg + 1) * closed];
-                    let n = closed as f64;
-                    let mg = (0..closed).map(|j| mu[j] - bias(j)).sum::<f64>() / n;
-                    let vg = (0..closed)
-                        .map(|j| (mu[j] - bias(j) - mg).powi(2))
-                        .sum::<f64>()
-                        / n
-                        + sd.iter().map(|s| s * s).sum::<f64>() / n;
-                    let q = if vg.sqrt() < 1.5 { 0.99 } else { 0.995 };
-                    let z = page_max_quantile_z(q, c.ps).unwrap();
-                    let floor = scratch.head[2 * hg + 1];
-                    let gap = (a * (mu[i] + bhw + z * sd[i]) - floor).abs() / floor.abs().max(1.0);
-                    nearest = nearest.min(gap);
-                }
-                assert!(
-                    nearest <= 1e-4,
-                    "{c:?}: task {task} page {slot} kept by one side only, {nearest:.2e} from its threshold"
-                );
-            }
-            for g in 0..tg {
-                skip[bi * h + h0 + g] = true;
-            }
-        }
-        for g in 0..tg {
-            let i = bi * h + h0 + g;
-            assert_eq!(
-                rep.heads[i].pages_kept as usize,
-                gpu_set.len(),
-                "{c:?}: report pages_kept"
-            );
-            let (gt, ct) = (rep.heads[i].tau_hat, sel.tau_hat[g]);
-            if ct.is_nan() {
-                assert!(gt.is_nan(), "{c:?}: head {i}: tau_hat gpu {gt}, cpu NaN");
-            } else if !skip[i] {
-                let e = (gt - ct).abs() / ct.abs().max(1e-12);
-                assert!(
-                    e <= 1e-5,
-                    "{c:?}: head {i}: tau_hat gpu {gt} cpu {ct} (rel {e:.2e})"
-                );
-            }
-        }
-    }
+/// One task of a Gaussian-selected step: the CPU selector's run on its heads and the GPU's
+/// kept list.
+struct TaskSelection<'a> {
+    task: usize,
+    tg: usize,
+    ctx: SelectionContext<'a>,
+    scratch: SelectScratch,
+    sel: Selection,
+    cpu_set: BTreeSet<u32>,
+    gpu_set: BTreeSet<u32>,
+    closed: usize,
 }
 
-/// Robust Gaussian selection: the GPU keeps the CPU selector's pages (its page and token
-/// bounds are the CPU's bit for bit, kernels/robust_bound.cuh), except a page whose final
-/// bound a·u_p sits within 1e-5 (relative) of the threshold T of some head: T is τ̂ where
-/// τ̂ passed its test, and the device's τ̂ comes from f32 page moments summed in another
-/// order (~1e-7 relative, as for the original criterion), τ_lb from another solver (a few
-/// ulps); such heads are not compared further. The last page last; T (reported as τ̂)
-/// within 1e-5 relative. Softmax mode (α = 1): the keep test is ps·exp(u_p − L) > 1e-3 /
-/// closed with L the log-sum-exp of the bounded tokens' lower ends (an f64 sum in another
-/// order on the device, exp/log from its libm: ulps), so a page kept by one side only must
-/// have u_p − L within 1e-5·max(1, |L|) of ln(1e-3 / (closed·ps)) for some head (L: the
-/// CPU's, left in `scratch.head`); τ̂ is NaN on both sides.
+/// What the checks of both Gaussian criteria share. Per task: the CPU selector on the
+/// task's heads; the GPU's kept list without a slot twice, ascending, the last page last;
+/// `extra` (criterion-specific checks); every page kept by one side only within `tol` of
+/// its test's threshold for some head (`gap(task, page)`: the relative distance of the
+/// nearest head), and then the task's heads are not compared further; the report's pages
+/// kept; `label` (τ̂ or T) within 1e-5 relative (of max(|cpu|, `tau_floor`)), NaN where
+/// the CPU's is.
 #[allow(clippy::too_many_arguments)]
-fn check_robust(
+fn check_selection(
     c: &Case,
     bt: &Built,
     gd: &GpuDecoder,
@@ -485,13 +380,15 @@ fn check_robust(
     rep: &entmaxkv::decode::StepReport,
     opts: &GaussianOpts,
     skip: &mut [bool],
+    (tol, tau_floor, label): (f64, f64, &str),
+    extra: impl Fn(&TaskSelection),
+    gap: impl Fn(&TaskSelection, usize) -> f64,
 ) {
     let (d, h) = (c.d, c.heads);
     let scale = bt.cfg.attention.scale_for(d);
     let qs: Vec<f32> = bt.q.iter().map(|x| x * scale).collect();
     let slopes: Vec<f32> = (0..h).map(|i| bt.cfg.attention.slope(i)).collect();
     let group = h / c.hkv;
-    let a = c.alpha - 1.0;
     let (_, tasks) = gd.grid();
     for task in 0..tasks {
         let (bi, h0, tg) = gd.task_heads(task);
@@ -520,47 +417,26 @@ fn check_robust(
             closed,
             "{c:?}: the last page must be the last entry (task {task})"
         );
-        for s in 0..opts.sink_pages.min(closed) {
-            assert!(
-                gpu_set.contains(&(s as u32)),
-                "{c:?}: task {task}: sink page {s} dropped"
-            );
-        }
-        if c.plant_sink && closed > 0 && !c.alibi && h0 % group == 0 {
-            // The planted sink (token 3, page 0) carries most of the mass of the group's
-            // first head (the one it is aligned with; ALiBi would bury it at these lengths):
-            // kept on both sides without relying on sink_pages.
-            assert!(
-                cpu_set.contains(&0) && gpu_set.contains(&0),
-                "{c:?}: task {task}: the planted sink's page dropped (cpu {}, gpu {})",
-                cpu_set.contains(&0),
-                gpu_set.contains(&0)
-            );
-        }
-        if cpu_set != gpu_set {
-            // `scratch.mu` holds the CPU's final page bounds, `sel.tau_hat` its thresholds T
-            // (softmax mode: `scratch.head[..tg]` its L).
-            let cut = (gaussian::robust::SOFTMAX_DROP_MASS / closed as f64 / c.ps as f64).ln();
-            for &slot in cpu_set.symmetric_difference(&gpu_set) {
-                let i = slot as usize;
-                let mut nearest = f64::INFINITY;
-                for hg in 0..tg {
-                    let u = scratch.mu[hg * closed + i];
-                    let gap = if c.alpha == 1.0 {
-                        let l = scratch.head[hg];
-                        (u - l - cut).abs() / l.abs().max(1.0)
-                    } else {
-                        let t = sel.tau_hat[hg];
-                        (a * u - t).abs() / t.abs().max(1.0)
-                    };
-                    nearest = nearest.min(gap);
-                }
+        let ts = TaskSelection {
+            task,
+            tg,
+            ctx,
+            scratch,
+            sel,
+            cpu_set,
+            gpu_set,
+            closed,
+        };
+        extra(&ts);
+        if ts.cpu_set != ts.gpu_set {
+            for &slot in ts.cpu_set.symmetric_difference(&ts.gpu_set) {
+                let nearest = gap(&ts, slot as usize);
                 assert!(
-                    nearest <= 1e-5,
-                    "{c:?}: task {task} page {slot} kept by one side only, {nearest:.2e} from its \
-                     cut (cpu {} pages, gpu {})",
-                    cpu_set.len(),
-                    gpu_set.len()
+                    nearest <= tol,
+                    "{c:?}: task {task} page {slot} kept by one side only, {nearest:.2e} from \
+                     its test's threshold (cpu {} pages, gpu {})",
+                    ts.cpu_set.len(),
+                    ts.gpu_set.len()
                 );
             }
             for g in 0..tg {
@@ -571,21 +447,162 @@ fn check_robust(
             let i = bi * h + h0 + g;
             assert_eq!(
                 rep.heads[i].pages_kept as usize,
-                gpu_set.len(),
+                ts.gpu_set.len(),
                 "{c:?}: report pages_kept"
             );
-            let (gt, ct) = (rep.heads[i].tau_hat, sel.tau_hat[g]);
+            let (gt, ct) = (rep.heads[i].tau_hat, ts.sel.tau_hat[g]);
             if ct.is_nan() {
-                assert!(gt.is_nan(), "{c:?}: head {i}: T gpu {gt}, cpu NaN");
+                assert!(gt.is_nan(), "{c:?}: head {i}: {label} gpu {gt}, cpu NaN");
             } else if !skip[i] {
-                let e = (gt - ct).abs() / ct.abs().max(1.0);
+                let e = (gt - ct).abs() / ct.abs().max(tau_floor);
                 assert!(
                     e <= 1e-5,
-                    "{c:?}: head {i}: T gpu {gt} cpu {ct} (rel {e:.2e})"
+                    "{c:?}: head {i}: {label} gpu {gt} cpu {ct} (rel {e:.2e})"
                 );
             }
         }
     }
+}
+
+/// Gaussian selection: the GPU keeps the CPU selector's pages (a page on the other side
+/// only at a near-tie of its test, whose heads are then not compared further), the last
+/// page last, and τ̂ (after the clamp) within 1e-5 relative of the CPU's.
+#[allow(clippy::too_many_arguments)]
+fn check_gaussian(
+    c: &Case,
+    bt: &Built,
+    gd: &GpuDecoder,
+    dev: &DeviceKvCache,
+    rep: &entmaxkv::decode::StepReport,
+    opts: &GaussianOpts,
+    skip: &mut [bool],
+) {
+    let a = c.alpha - 1.0;
+    let gap = |ts: &TaskSelection, i: usize| {
+        let (closed, scratch) = (ts.closed, &ts.scratch);
+        let mut nearest = f64::INFINITY;
+        for hg in 0..ts.tg {
+            // With ALiBi the selector left μ_p shifted to the page centre; the head moments
+            // use the unshifted values, the page test adds the half width.
+            let slope = ts.ctx.slopes[hg] as f64;
+            let half = (c.ps as f64 - 1.0) / 2.0;
+            let bias = |j: usize| {
+                if slope != 0.0 {
+                    slope * ((j * c.ps) as f64 + half - ts.ctx.q_pos())
+                } else {
+                    0.0
+                }
+            };
+            let bhw = if slope != 0.0 && opts.alibi_within_page {
+                slope.abs() * half
+            } else {
+                0.0
+            };
+            let mu = &scratch.mu[hg * closed..(hg + 1) * closed];
+            let sd = &scratch.sd[hg * closed..(hg + 1) * closed];
+            let n = closed as f64;
+            let mg = (0..closed).map(|j| mu[j] - bias(j)).sum::<f64>() / n;
+            let vg = (0..closed)
+                .map(|j| (mu[j] - bias(j) - mg).powi(2))
+                .sum::<f64>()
+                / n
+                + sd.iter().map(|s| s * s).sum::<f64>() / n;
+            let q = if vg.sqrt() < 1.5 { 0.99 } else { 0.995 };
+            let z = page_max_quantile_z(q, c.ps).unwrap();
+            let floor = scratch.head[2 * hg + 1];
+            let g = (a * (mu[i] + bhw + z * sd[i]) - floor).abs() / floor.abs().max(1.0);
+            nearest = nearest.min(g);
+        }
+        nearest
+    };
+    check_selection(
+        c,
+        bt,
+        gd,
+        dev,
+        rep,
+        opts,
+        skip,
+        (1e-4, 1e-12, "tau_hat"),
+        |_| {},
+        gap,
+    );
+}
+
+/// Robust Gaussian selection: the GPU keeps the CPU selector's pages (its page and token
+/// bounds are the CPU's bit for bit, kernels/robust_bound.cuh), except a page whose final
+/// bound a·u_p sits within 1e-5 (relative) of the threshold T of some head: T is τ̂ where
+/// τ̂ passed its test, and the device's τ̂ comes from f32 page moments summed in another
+/// order (~1e-7 relative, as for the original criterion), τ_lb from another solver (a few
+/// ulps); such heads are not compared further. The last page last; T (reported as τ̂)
+/// within 1e-5 relative. Softmax mode (α = 1): the keep test is ps·exp(u_p − L) > 1e-3 /
+/// closed with L the log-sum-exp of the bounded tokens' lower ends (an f64 sum in another
+/// order on the device, exp/log from its libm: ulps), so a page kept by one side only must
+/// have u_p − L within 1e-5·max(1, |L|) of ln(1e-3 / (closed·ps)) for some head (L: the
+/// CPU's, left in `scratch.head`); τ̂ is NaN on both sides.
+#[allow(clippy::too_many_arguments)]
+fn check_robust(
+    c: &Case,
+    bt: &Built,
+    gd: &GpuDecoder,
+    dev: &DeviceKvCache,
+    rep: &entmaxkv::decode::StepReport,
+    opts: &GaussianOpts,
+    skip: &mut [bool],
+) {
+    let a = c.alpha - 1.0;
+    let group = c.heads / c.hkv;
+    let extra = |ts: &TaskSelection| {
+        let (task, closed) = (ts.task, ts.closed);
+        for s in 0..opts.sink_pages.min(closed) {
+            assert!(
+                ts.gpu_set.contains(&(s as u32)),
+                "{c:?}: task {task}: sink page {s} dropped"
+            );
+        }
+        let (_, h0, _) = gd.task_heads(task);
+        if c.plant_sink && closed > 0 && !c.alibi && h0 % group == 0 {
+            // The planted sink (token 3, page 0) carries most of the mass of the group's
+            // first head (the one it is aligned with; ALiBi would bury it at these lengths):
+            // kept on both sides without relying on sink_pages.
+            assert!(
+                ts.cpu_set.contains(&0) && ts.gpu_set.contains(&0),
+                "{c:?}: task {task}: the planted sink's page dropped (cpu {}, gpu {})",
+                ts.cpu_set.contains(&0),
+                ts.gpu_set.contains(&0)
+            );
+        }
+    };
+    // `scratch.mu` holds the CPU's final page bounds, `sel.tau_hat` its thresholds T
+    // (softmax mode: `scratch.head[..tg]` its L).
+    let gap = |ts: &TaskSelection, i: usize| {
+        let cut = (gaussian::robust::SOFTMAX_DROP_MASS / ts.closed as f64 / c.ps as f64).ln();
+        let mut nearest = f64::INFINITY;
+        for hg in 0..ts.tg {
+            let u = ts.scratch.mu[hg * ts.closed + i];
+            let g = if c.alpha == 1.0 {
+                let l = ts.scratch.head[hg];
+                (u - l - cut).abs() / l.abs().max(1.0)
+            } else {
+                let t = ts.sel.tau_hat[hg];
+                (a * u - t).abs() / t.abs().max(1.0)
+            };
+            nearest = nearest.min(g);
+        }
+        nearest
+    };
+    check_selection(
+        c,
+        bt,
+        gd,
+        dev,
+        rep,
+        opts,
+        skip,
+        (1e-5, 1.0, "T"),
+        extra,
+        gap,
+    );
 }
 
 fn methods() -> Vec<Method> {

@@ -89,6 +89,17 @@ const BLOCK: u32 = 256;
 const SEL_THREADS: u32 = 1024;
 const PPC_CAP: usize = 256;
 const NCH_MAX: usize = 2048;
+
+/// The entmax attention stage (α > 1), in launch order; `attn_entmax_refilter` runs only
+/// where the plan says so (`GpuDecoder::refilter`), `attn_entmax_scores` not after the
+/// certified selection (its candidates' exact scores are already in the lists).
+const ATTN_ENTMAX: [&str; 5] = [
+    "attn_entmax_scores",
+    "attn_entmax_filter",
+    "attn_entmax_refilter",
+    "attn_entmax_tail",
+    "attn_entmax_values",
+];
 const SMALL_SUPPORT: usize = 1024;
 /// Chunks per CTA of the filter and values kernels.
 const CPB: usize = 8;
@@ -1078,38 +1089,25 @@ impl GpuDecoder {
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
             // The certified selection leaves exact scores of its candidates in the lists.
-            Stage::Attention if self.cert.is_some() && self.refilter => &[
-                "attn_entmax_filter",
-                "attn_entmax_refilter",
-                "attn_entmax_tail",
-                "attn_entmax_values",
-            ],
-            Stage::Attention if self.cert.is_some() => &[
-                "attn_entmax_filter",
-                "attn_entmax_tail",
-                "attn_entmax_values",
-            ],
-            Stage::Attention if self.refilter => &[
-                "attn_entmax_scores",
-                "attn_entmax_filter",
-                "attn_entmax_refilter",
-                "attn_entmax_tail",
-                "attn_entmax_values",
-            ],
-            Stage::Attention => &[
-                "attn_entmax_scores",
-                "attn_entmax_filter",
-                "attn_entmax_tail",
-                "attn_entmax_values",
-            ],
+            Stage::Attention if self.cert.is_some() => &ATTN_ENTMAX[1..],
+            Stage::Attention => &ATTN_ENTMAX,
         }
+    }
+
+    /// The kernels of a stage this plan launches, in order: [`Self::kernels`] without the
+    /// refilter where the plan does not run it.
+    fn launched(&self, stage: Stage) -> impl Iterator<Item = &'static str> + '_ {
+        self.kernels(stage)
+            .iter()
+            .copied()
+            .filter(|&k| self.refilter || k != "attn_entmax_refilter")
     }
 
     /// Names of the kernels of a step, in launch order.
     pub fn kernel_names(&self) -> Vec<&'static str> {
-        let mut v = self.kernels(Stage::Selection).to_vec();
-        v.extend_from_slice(self.kernels(Stage::Attention));
-        v
+        self.launched(Stage::Selection)
+            .chain(self.launched(Stage::Attention))
+            .collect()
     }
 
     fn launch_kernel(&self, name: &'static str) -> Result<()> {
@@ -1254,7 +1252,7 @@ impl GpuDecoder {
 
     fn launch_stage(&self, stage: Stage) -> Result<()> {
         self.gpu.bind()?;
-        for &k in self.kernels(stage) {
+        for k in self.launched(stage) {
             self.launch_kernel(k)?;
         }
         Ok(())
