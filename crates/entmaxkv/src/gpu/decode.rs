@@ -546,8 +546,6 @@ impl GpuDecoder {
                     // gridDim.y holds the page ranges then, at most 65535.
                     kv_fast: (knob("ENTMAXKV_KV_FAST", 1) != 0 && max_pages.div_ceil(ppb) <= 65535)
                         as i32,
-                    bitonic: (knob("ENTMAXKV_SEL_BITONIC", 1) != 0) as i32,
-                    pad_: 0,
                 };
                 Some(TopkPlan {
                     params,

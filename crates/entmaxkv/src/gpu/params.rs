@@ -63,10 +63,6 @@ pub(crate) struct TopkParams {
     pub sketch_bits: i32,
     pub sketch_rb: i32,
     pub kv_fast: i32,
-    /// 1: `topk_select` sorts up to 4096 closed pages with a bitonic sort instead of the
-    /// radix passes (kernels/topk.cu; `ENTMAXKV_SEL_BITONIC=0` for comparison).
-    pub bitonic: i32,
-    pub pad_: i32,
 }
 
 #[repr(C)]

@@ -34,8 +34,6 @@ struct TopkParams {
     int sketch_bits;
     int sketch_rb;        // bytes of a sketch row
     int kv_fast;          // scoring grid is (B * H_kv, grid_x): kv heads of a page range side by side
-    int bitonic;          // 1: topk_select sorts up to SEL_BITONIC closed pages (bitonic)
-    int pad_;
 };
 #ifdef EXPECT_TOPK_SIZE
 static_assert(sizeof(TopkParams) == EXPECT_TOPK_SIZE, "TopkParams layout differs from Rust");
@@ -322,7 +320,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const Topk
 
 constexpr int SEL_THREADS = 1024;
 constexpr int SEL_STAGE = 8192;  // keys staged in shared memory (32 KB)
-constexpr int SEL_BITONIC = 4096;  // at most this many closed pages: bitonic sort (32 KB of u64)
 
 // Warp-contiguous key ranges: warp w owns [w·WR, (w+1)·WR) (WR a multiple of 1024); each
 // step the warp reads 1024 consecutive keys as 8 coalesced 512-byte vector loads and calls
@@ -430,51 +427,6 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     // Short key rows are staged in shared memory once; every pass then reads them there.
     __shared__ __align__(16) u32 s_keys[SEL_STAGE];
     const u32* K = p.keys + (size_t)task * p.list_stride;
-    if (p.bitonic && closed <= SEL_BITONIC) {
-        // Up to SEL_BITONIC closed pages: one bitonic sort of (key, ~page) in shared memory
-        // (descending: higher bound first, ties to the lower page, exactly the radix
-        // select's order), a bitmask of the first k pages, then the mask compacted in page
-        // order. A fixed sequence of barriers instead of the radix passes' histograms and
-        // scans (the select's time at short contexts is serial latency).
-        unsigned long long* A = reinterpret_cast<unsigned long long*>(s_keys);
-        __shared__ u32 s_sel[SEL_BITONIC / 32];
-        int n = 2;
-        while (n < closed) n <<= 1;
-        for (int i = tid; i < n; i += SEL_THREADS)
-            A[i] = i < closed ? ((unsigned long long)K[i] << 32) | (unsigned long long)(~(u32)i) : 0ull;
-        for (int i = tid; i < SEL_BITONIC / 32; i += SEL_THREADS) s_sel[i] = 0u;
-        __syncthreads();
-        for (int size = 2; size <= n; size <<= 1) {
-            for (int stride = size >> 1; stride > 0; stride >>= 1) {
-                for (int t = tid; t < n / 2; t += SEL_THREADS) {
-                    const int lo = 2 * t - (t & (stride - 1));
-                    const int hi = lo + stride;
-                    const bool desc = (lo & size) == 0;
-                    const unsigned long long a = A[lo], b = A[hi];
-                    if ((a < b) == desc) {
-                        A[lo] = b;
-                        A[hi] = a;
-                    }
-                }
-                __syncthreads();
-            }
-        }
-        for (int i = tid; i < k; i += SEL_THREADS) {
-            const u32 page = ~(u32)(A[i] & 0xffffffffull);
-            atomicOr(&s_sel[page >> 5], 1u << (page & 31));
-        }
-        __syncthreads();
-        const int words = (closed + 31) / 32;
-        const u32 wbits = tid < words ? s_sel[tid] : 0u;
-        int total;
-        int o = block_excl_scan<SEL_THREADS>(__popc(wbits), &total);
-        for (u32 m = wbits; m != 0; m &= m - 1) L[o++] = (u32)(tid * 32 + __ffs(m) - 1);
-        if (tid == 0) {
-            L[total] = (u32)closed;
-            p.list_counts[task] = total + 1;
-        }
-        return;
-    }
     if (closed <= SEL_STAGE) {
         // 16-byte copies, then the last partial vector element by element: the key row is
         // written only up to `closed`, and reading past it would read unwritten memory.
