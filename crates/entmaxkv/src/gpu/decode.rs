@@ -897,7 +897,7 @@ impl GpuDecoder {
         // 0.28 ms at 1M, α = 4/3); in the fixed and corrected τ modes every survivor counts.
         // At α = 1.5 a full K pass of 512K tokens or more gains from it too (dense entmax and
         // the certified strategy; same-run A/Bs: session 9 −2.6% / −3.3% dense entmax at 512K
-        // / 1M, session 10 run 1 −2.2% / −2.7%; at 128K it costs 3–4%), not the short lists of
+        // / 1M, session 10 run 1 −2.2% / −2.6%; at 128K it costs 3–4%), not the short lists of
         // a selection (session 9: Gaussian +1%).
         let exact_tau = !softmax && attn.tau_mode == 0;
         let full_lists = budget.is_none() && gauss_opts.is_none();
