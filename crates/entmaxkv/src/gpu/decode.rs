@@ -885,6 +885,8 @@ impl GpuDecoder {
             wave_chunks: target.div_ceil(tasks).max(1) as i32,
             // `ENTMAXKV_TAU_CLOSED=0`: Halley steps only (for comparison).
             tau_closed: (knob("ENTMAXKV_TAU_CLOSED", 1) != 0) as i32,
+            // `ENTMAXKV_TAIL_LEAN=0`: every list by the full tail (for comparison).
+            tail_lean: (knob("ENTMAXKV_TAIL_LEAN", 1) != 0) as i32,
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {

@@ -105,6 +105,7 @@ struct AttnParams {
     int tau_iters;
     int wave_chunks;         // chunks per task that fill one resident wave of CTAs
     int tau_closed;          // 1: exact τ by power sums for β ∈ {1, 2, 3} (solve_closed)
+    int tail_lean;           // 1: short exact-τ lists take the lean path (lean_solve)
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -175,12 +176,14 @@ __device__ __forceinline__ double pow_beta_d(double x, int code, double beta) {
     return pow(x, beta);
 }
 
-// One safeguarded Halley step on G = A0^{1/β} − 1 (tau/entmax.rs `g_halley_step`).
-__device__ double g_halley_step(double t, double a0, double a1, double a2, double beta) {
+// One safeguarded Halley step on G = A0^{1/β} − 1 (tau/entmax.rs `g_halley_step`). B = 1, 2
+// or 3: β = B, known at compile time (the lean tail); 0: any β.
+template <int B> __device__ double g_halley_step_t(double t, double a0, double a1, double a2, double beta) {
     if (!(a0 > 0.0 && a1 > 0.0)) return __longlong_as_double(0x7ff8000000000000LL);
     double r;
-    if (beta == 1.0) r = a0;
-    else if (beta == 2.0) r = sqrt(a0);
+    if (B == 1 || (B == 0 && beta == 1.0)) r = a0;
+    else if (B == 2 || (B == 0 && beta == 2.0)) r = sqrt(a0);
+    else if (B == 3) r = cbrt(a0);
     else r = pow(a0, 1.0 / beta);
     const double ia0 = 1.0 / a0;  // one division; the rest are products
     const double g = r - 1.0;
@@ -191,6 +194,9 @@ __device__ double g_halley_step(double t, double a0, double a1, double a2, doubl
     const double corr = 0.5 * g * g2 * ig1 * ig1;
     const double step = (isfinite(corr) && fabs(corr) < 0.5) ? newton / (1.0 - corr) : newton;
     return t + step;
+}
+__device__ __forceinline__ double g_halley_step(double t, double a0, double a1, double a2, double beta) {
+    return g_halley_step_t<0>(t, a0, a1, a2, beta);
 }
 
 __device__ __forceinline__ void load_q(const AttnParams& p, int b, int h0, int lane, float (&qr)[TG][COLS]) {
@@ -316,9 +322,10 @@ __device__ __forceinline__ void load_chunk_pages(const AttnParams& p, int task, 
 }
 
 // ---------------------------------------------------------------------------------------
-// V gather for a (pos, w) list in shared memory: acc over the list, cross-row-group sum in
-// `red` (ROWGROUPS * HEAD_DIM floats), result (times `mul`) to dst[0..D) by the first
-// threads. Rows are assigned to thread groups by index: deterministic.
+// V gather for a (pos, w) list in shared memory: acc over the list, cross-row-group sum by
+// shuffles in each warp and then in `red` (BLOCK / 32 * HEAD_DIM floats), result (times
+// `mul`) to dst[0..D) by the first threads. Rows are assigned to thread groups by index and
+// every sum has a fixed order: deterministic.
 __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpos, const float* lw, int nsup,
                          float* red, float mul, float* dst) {
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
@@ -359,19 +366,29 @@ __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpo
             }
         }
     }
+    // The row groups of a warp summed by shuffles (same column, lanes LANES apart), then
+    // the BLOCK / 32 warp rows through `red`: a sum of 8 per column, not of ROWGROUPS.
+#pragma unroll
+    for (int off = LANES; off < 32; off <<= 1)
+#pragma unroll
+        for (int j = 0; j < COLS; ++j) acc[j] += __shfl_xor_sync(FULL_MASK, acc[j], off);
     __syncthreads();
+    const int w = threadIdx.x >> 5;
+    if ((threadIdx.x & 31) < LANES) {
 #pragma unroll
-    for (int i = 0; i < CPL; ++i) {
-        const int ch = lane + i * LANES;
-        if (ch < CHUNKS) {
+        for (int i = 0; i < CPL; ++i) {
+            const int ch = lane + i * LANES;
+            if (ch < CHUNKS) {
 #pragma unroll
-            for (int j = 0; j < KV_VEC; ++j) red[rg * HEAD_DIM + ch * KV_VEC + j] = acc[i * KV_VEC + j];
+                for (int j = 0; j < KV_VEC; ++j) red[w * HEAD_DIM + ch * KV_VEC + j] = acc[i * KV_VEC + j];
+            }
         }
     }
     __syncthreads();
     for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) {
         float s = 0.f;
-        for (int r = 0; r < ROWGROUPS; ++r) s += red[r * HEAD_DIM + c];
+#pragma unroll
+        for (int r = 0; r < BLOCK / 32; ++r) s += red[r * HEAD_DIM + c];
         dst[c] = s * mul;
     }
     __syncthreads();
@@ -815,6 +832,132 @@ __device__ void hist_bracket_poly(const int* h, int beta, float* br) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The lean exact-τ path of the tail, for survivor lists in shared memory at α ∈ {2, 1.5,
+// 4/3} (β = B ∈ {1, 2, 3}). Profiles (dev log runs 12–15) put the one-CTA tail's ~20 µs on
+// its chain of dependent, barrier-separated phases (histogram read and bracket, closed-form
+// ranking, a guard pass, the support count and scan, the V reduction), not on arithmetic.
+// Here: safeguarded Halley steps on G from t = −1 (the maximum has d = 0, so F(−1) >= 0;
+// 3–4 steps on these lists), one barrier a step (double-buffered partials; every thread
+// takes the same step from the same sums in the same order); each pass also gives the mass,
+// the support size and every thread's offset in the support list, so a converged step ends
+// the solve at the point just evaluated. No histogram read, no bracket, no closed-form
+// ranking, no guard pass, no support scan; V as in the full path. (The same solve in one
+// warp, without barriers, was slower: dense entmax 32K +4 µs, session 11 run 3.)
+
+// Longest list the lean path takes. Its passes walk every survivor (4–5 of them against the
+// full path's bracketed two), so it loses on long lists: session 11 runs 1–3, dense entmax
+// 128K (5.6K survivors) +0.6 µs, 32K (0.9K) −1.2 µs, top-k 128K (1.2K) −1.5 µs.
+constexpr int LEAN_MAX_N = 2048;
+
+// powers3 for β = B, as constants (no powf in the lean path's code).
+template <int B> __device__ __forceinline__ void powers3_poly(float x, float& p0, float& p1, float& p2) {
+    if (B == 1) {
+        p0 = x; p1 = 1.f; p2 = 1.f / x;
+    } else if (B == 2) {
+        p0 = x * x; p1 = x; p2 = 1.f;
+    } else {
+        p1 = x * x; p0 = p1 * x; p2 = x;
+    }
+}
+
+// Σx^β, Σx^{β−1}, Σx^{β−2} over x = d − t > 0 and their count, thread j over survivors j,
+// j + BLOCK, … (halley_sums' order), block-reduced in warp order through `part`/`cpart` (one
+// barrier; the results in every thread). `pre`: the count of the threads before this one
+// (its offset in a support list in that order).
+template <int B>
+__device__ __forceinline__ void lean_sums(const float* d, int n, double t, double (*part)[BLOCK / 32], int* cpart,
+                                          double& A0, double& A1, double& A2, int& cnt_all, int* pre = nullptr) {
+    const float tf = (float)t;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    int cnt = 0;
+#pragma unroll 4
+    for (int j = threadIdx.x; j < n; j += BLOCK) {
+        const float x = d[j] - tf;
+        if (x > 0.f) {
+            float p0, p1, p2;
+            powers3_poly<B>(x, p0, p1, p2);
+            s0 += p0;
+            s1 += p1;
+            s2 += p2;
+            ++cnt;
+        }
+    }
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    int inc = cnt;  // inclusive prefix of the counts over the warp's lanes
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const int y = __shfl_up_sync(FULL_MASK, inc, off);
+        if (lane >= off) inc += y;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s0 += __shfl_xor_sync(FULL_MASK, s0, off);
+        s1 += __shfl_xor_sync(FULL_MASK, s1, off);
+        s2 += __shfl_xor_sync(FULL_MASK, s2, off);
+    }
+    if (lane == 31) {
+        part[0][w] = s0;
+        part[1][w] = s1;
+        part[2][w] = s2;
+        cpart[w] = inc;
+    }
+    __syncthreads();
+    A0 = part[0][0];
+    A1 = part[1][0];
+    A2 = part[2][0];
+    cnt_all = cpart[0];
+    int before = 0;
+#pragma unroll
+    for (int i = 1; i < BLOCK / 32; ++i) {
+        A0 += part[0][i];
+        A1 += part[1][i];
+        A2 += part[2][i];
+        if (i <= w) before += cpart[i - 1];
+        cnt_all += cpart[i];
+    }
+    if (pre) *pre = before + inc - cnt;
+}
+
+// The exact relative threshold t of the n > 0 survivors d[0..n) by the lean path (the root
+// lies in [−1, hi]); the mass at t and the support size go to mass and support, the thread's
+// offset in the strided support list (survivors tid, tid + BLOCK, …) to pre.
+template <int B>
+__device__ double lean_solve(const AttnParams& p, const float* d, int n, double hi, double& mass, int& support,
+                             int& pre) {
+    __shared__ double s_part[2][3][BLOCK / 32];
+    __shared__ int s_cpart[2][BLOCK / 32];
+    constexpr double beta = (double)B;
+    // Safeguarded Halley on G in [lo, hi] (solve_t's rule) from lo; hi = −n^{−(α−1)}.
+    double lo = -1.0;
+    double t = lo, A0, A1, A2;
+    int sup, buf = 0, it = 0;
+    bool at_t = false;  // A0 and sup are those at t
+    for (; it < 60; ++it) {
+        lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], A0, A1, A2, sup, &pre);
+        buf ^= 1;
+        at_t = true;
+        const double f = A0 - 1.0;
+        if (f == 0.0) break;
+        if (f > 0.0) lo = t;
+        else hi = t;
+        const double next = g_halley_step_t<B>(t, A0, A1, A2, beta);
+        // A step of at most 1e-7 ends the solve at the point just evaluated (its error is
+        // of the order of the step; τ is compared to 1e-5 relative): no further pass.
+        if (fabs(next - t) <= 1e-7) break;
+        const double nb = (next > lo && next < hi) ? next : 0.5 * (lo + hi);
+        const bool conv = fabs(nb - t) <= 1e-7 || hi - lo <= 1e-7;
+        t = nb;
+        at_t = false;
+        if (conv) break;
+    }
+    if (p.prof && blockIdx.x == 0 && threadIdx.x == 0) p.prof[13] = it;
+    if (!at_t) lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], A0, A1, A2, sup, &pre);
+    mass = A0;
+    support = sup;
+    return t;
+}
+
 // Per head of the task (after attn_entmax_filter): the survivors into shared memory (or,
 // when they do not fit, streamed from the chunk lists), bracket from their histogram, τ,
 // then V for small supports.
@@ -856,21 +999,38 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         }
         if (threadIdx.x == 0) s_off[p.nch] = n_c;
         __syncthreads();
+        // The chunk of every survivor slot j, into pos_buf[j] (the copy below reads it back
+        // at the same j, in the same thread, before overwriting it): one shared load per
+        // survivor instead of chunk_of's binary search, ~9 dependent loads (the copy took
+        // 17.7K cycles for 5.6K survivors with it; session 11 run 1).
+        if (n_c <= p.cap && p.cert_phase == 0)
+            for (int ci = cb; ci < ce; ++ci)
+                for (int k = s_off[ci], ke = s_off[ci + 1]; k < ke; ++k) pos_buf[k] = (u32)ci;
         TAIL_STAMP(1)
+        // The lean path (lean_solve): exact τ, α ∈ {2, 1.5, 4/3}, every survivor in
+        // shared memory. It needs no histogram bracket.
+        const bool lean =
+            p.tail_lean && poly && p.cert_phase == 0 && p.tau_mode == 0 && n_c > 0 && n_c <= min(p.cap, LEAN_MAX_N);
         // Bracket from the filter's histogram (reset for the next step once read).
         int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
-        for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
-            s_hist[i] = gh[i];
-            gh[i] = 0;
+        if (lean) {
+            for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) gh[i] = 0;
+            TAIL_STAMP(2)
+            TAIL_STAMP(3)
+        } else {
+            for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) {
+                s_hist[i] = gh[i];
+                gh[i] = 0;
+            }
+            __syncthreads();
+            TAIL_STAMP(2)
+            if (poly)
+                hist_bracket_poly(s_hist, p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3), s_br);
+            else
+                hist_bracket(s_hist, s_pw, s_br);
+            __syncthreads();
+            TAIL_STAMP(3)
         }
-        __syncthreads();
-        TAIL_STAMP(2)
-        if (poly)
-            hist_bracket_poly(s_hist, p.alpha_code == 2 ? 1 : (p.alpha_code == 15 ? 2 : 3), s_br);
-        else
-            hist_bracket(s_hist, s_pw, s_br);
-        __syncthreads();
-        TAIL_STAMP(3)
         if (p.cert_phase == 1) {
             // Any lower bound of the lower ends' τ serves as τ_lb: the bracket's lower end
             // is one (count bounds, one bin of slack), so no solve is needed.
@@ -885,12 +1045,13 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             __syncthreads();
             continue;
         }
-        // Survivors to shared memory: all of them if they fit (thread per chunk, each at its
-        // chunk's offset: no search, no scan), else those above the bracket (ordered rounds).
+        // Survivors to shared memory: all of them if they fit, else those above the bracket
+        // (ordered rounds).
         int n_s = 0;
         if (n_c <= p.cap) {
-            // Flattened: survivor j of the task from chunk chunk_of(j); CU loads in flight
-            // per thread, consecutive threads on consecutive survivors.
+            __syncthreads();  // the chunk map is complete
+            // Flattened: survivor j of the task from the chunk the map names; CU loads in
+            // flight per thread, consecutive threads on consecutive survivors.
             constexpr int CU = 8;
             for (int j0 = 0; j0 < n_c; j0 += BLOCK * CU) {
                 float sv[CU];
@@ -899,7 +1060,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                 for (int u = 0; u < CU; ++u) {
                     const int j = j0 + u * BLOCK + threadIdx.x;
                     if (j < n_c) {
-                        const int ci = chunk_of(s_off, p.nch, j);
+                        const int ci = (int)pos_buf[j];
                         const size_t src = slot_index(p, task, ci, g) * (size_t)caprows + (size_t)(j - s_off[ci]);
                         sv[u] = p.cand_s[src];
                         pv[u] = p.cand_pos[src];
@@ -1022,6 +1183,13 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
                 solved = sup > 0;
             }
         }
+        int lean_pre = 0;
+        if (lean) {
+            if (p.alpha_code == 2) t = lean_solve<1>(p, d_buf, n_c, hi_n, mass, sup, lean_pre);
+            else if (p.alpha_code == 15) t = lean_solve<2>(p, d_buf, n_c, hi_n, mass, sup, lean_pre);
+            else t = lean_solve<3>(p, d_buf, n_c, hi_n, mass, sup, lean_pre);
+            solved = true;
+        }
         if (!solved) t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
         TAIL_STAMP(5)
@@ -1045,18 +1213,31 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             u32* lpos = reinterpret_cast<u32*>(s_off);
             float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
-            const int per2 = (sc.n + BLOCK - 1) / BLOCK;
-            const int ib = threadIdx.x * per2, ie = min(ib + per2, sc.n);
-            int cnt = 0;
-            for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
-            int tot;
-            int o = block_excl_scan<BLOCK>(cnt, &tot);
-            for (int i = ib; i < ie; ++i) {
-                const float x = d_buf[i] - tf;
-                if (x > 0.f) {
-                    lpos[o] = pos_buf[i];
-                    lw[o] = weight_of(x, p.alpha_code, p.beta);
-                    ++o;
+            int tot = sup;
+            if (lean) {
+                // Strided, at the offsets of lean_solve's last pass: no scan.
+                int o = lean_pre;
+                for (int j = threadIdx.x; j < sc.n; j += BLOCK) {
+                    const float x = d_buf[j] - tf;
+                    if (x > 0.f) {
+                        lpos[o] = pos_buf[j];
+                        lw[o] = weight_of(x, p.alpha_code, p.beta);
+                        ++o;
+                    }
+                }
+            } else {
+                const int per2 = (sc.n + BLOCK - 1) / BLOCK;
+                const int ib = threadIdx.x * per2, ie = min(ib + per2, sc.n);
+                int cnt = 0;
+                for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
+                int o = block_excl_scan<BLOCK>(cnt, &tot);
+                for (int i = ib; i < ie; ++i) {
+                    const float x = d_buf[i] - tf;
+                    if (x > 0.f) {
+                        lpos[o] = pos_buf[i];
+                        lw[o] = weight_of(x, p.alpha_code, p.beta);
+                        ++o;
+                    }
                 }
             }
             __syncthreads();
