@@ -101,6 +101,8 @@ const ATTN_ENTMAX: [&str; 5] = [
     "attn_entmax_values",
 ];
 const SMALL_SUPPORT: usize = 1024;
+/// The longest survivor list the tail's lean exact-τ path takes (attn.cu `lean_solve`).
+const TAIL_LEAN_MAX: usize = 1536;
 /// Chunks per CTA of the filter and values kernels.
 const CPB: usize = 8;
 /// Dynamic shared memory of `attn_entmax_tail`: candidate capacity of the τ solve held in
@@ -885,8 +887,11 @@ impl GpuDecoder {
             wave_chunks: target.div_ceil(tasks).max(1) as i32,
             // `ENTMAXKV_TAU_CLOSED=0`: Halley steps only (for comparison).
             tau_closed: (knob("ENTMAXKV_TAU_CLOSED", 1) != 0) as i32,
-            // `ENTMAXKV_TAIL_LEAN=0`: every list by the full tail (for comparison).
-            tail_lean: (knob("ENTMAXKV_TAIL_LEAN", 1) != 0) as i32,
+            // The lean path's passes walk every survivor (3–4 of them against the full
+            // path's bracketed two), so it wins on short lists only: session 11 run 5 swept
+            // the limit over 0 / 768 / 1024 / 1536 / 2048 (BENCHMARKS "GPU, session 11").
+            // `ENTMAXKV_TAIL_LEAN=<n>` sets the longest list it takes (0: never).
+            tail_lean: knob("ENTMAXKV_TAIL_LEAN", TAIL_LEAN_MAX).min(1 << 20) as i32,
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {

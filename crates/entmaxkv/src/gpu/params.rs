@@ -245,6 +245,7 @@ pub(crate) struct AttnParams {
     /// 1: the tail solves the exact τ for β ∈ {1, 2, 3} from power sums (attn.cu
     /// `solve_closed`), Halley otherwise or when that does not apply.
     pub tau_closed: i32,
-    /// 1: the tail solves short exact-τ lists by its lean path (attn.cu `tail_lean_head`).
+    /// The longest survivor list the tail solves by its lean path (attn.cu `lean_solve`);
+    /// 0: none.
     pub tail_lean: i32,
 }

@@ -29,7 +29,9 @@
 //                       safeguarded Halley on G = (Σ(d−t)_+^β)^{1/β} − 1 inside the bracket
 //                       (tau/entmax.rs); V gathered for small supports. Streams
 //                       from the chunk lists only if even the d > lo set does not fit. No
-//                       cross-CTA handshake.
+//                       cross-CTA handshake. Short lists (exact τ, α ∈ {2, 1.5, 4/3}, at
+//                       most `tail_lean` survivors) skip the histogram bracket and closed
+//                       form: lean_solve, Halley from t = −1 with one barrier a step.
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
 //                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
 //                       otherwise.
@@ -105,7 +107,7 @@ struct AttnParams {
     int tau_iters;
     int wave_chunks;         // chunks per task that fill one resident wave of CTAs
     int tau_closed;          // 1: exact τ by power sums for β ∈ {1, 2, 3} (solve_closed)
-    int tail_lean;           // 1: short exact-τ lists take the lean path (lean_solve)
+    int tail_lean;           // longest list the lean path (lean_solve) takes; 0: none
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -845,10 +847,6 @@ __device__ void hist_bracket_poly(const int* h, int beta, float* br) {
 // ranking, no guard pass, no support scan; V as in the full path. (The same solve in one
 // warp, without barriers, was slower: dense entmax 32K +4 µs, session 11 run 3.)
 
-// Longest list the lean path takes. Its passes walk every survivor (4–5 of them against the
-// full path's bracketed two), so it loses on long lists: session 11 runs 1–3, dense entmax
-// 128K (5.6K survivors) +0.6 µs, 32K (0.9K) −1.2 µs, top-k 128K (1.2K) −1.5 µs.
-constexpr int LEAN_MAX_N = 2048;
 
 // powers3 for β = B, as constants (no powf in the lean path's code).
 template <int B> __device__ __forceinline__ void powers3_poly(float x, float& p0, float& p1, float& p2) {
@@ -1010,7 +1008,7 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         // The lean path (lean_solve): exact τ, α ∈ {2, 1.5, 4/3}, every survivor in
         // shared memory. It needs no histogram bracket.
         const bool lean =
-            p.tail_lean && poly && p.cert_phase == 0 && p.tau_mode == 0 && n_c > 0 && n_c <= min(p.cap, LEAN_MAX_N);
+            poly && p.cert_phase == 0 && p.tau_mode == 0 && n_c > 0 && n_c <= min(p.cap, p.tail_lean);
         // Bracket from the filter's histogram (reset for the next step once read).
         int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
         if (lean) {
