@@ -42,7 +42,8 @@
 //!   `attn_entmax_tail` (one CTA per task: a
 //!   bracket of τ from the histogram, the survivors that can matter into shared memory,
 //!   the exact τ (power sums for β ∈ {1, 2, 3}, else safeguarded Halley), and V for small
-//!   supports),
+//!   supports; lists of at most 1536 survivors at α ∈ {2, 1.5, 4/3} skip the bracket and
+//!   take safeguarded Halley from t = −1 with one barrier a step, `ENTMAXKV_TAIL_LEAN`),
 //!   `attn_entmax_values` (V for large supports; exits at once otherwise);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //! * `certified` (selection stage, then the α > 1 attention kernels over its candidates):
