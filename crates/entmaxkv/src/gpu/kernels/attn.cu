@@ -847,7 +847,6 @@ __device__ void hist_bracket_poly(const int* h, int beta, float* br) {
 // ranking, no guard pass, no support scan; V as in the full path. (The same solve in one
 // warp, without barriers, was slower: dense entmax 32K +4 µs, session 11 run 3.)
 
-
 // powers3 for β = B, as constants (no powf in the lean path's code).
 template <int B> __device__ __forceinline__ void powers3_poly(float x, float& p0, float& p1, float& p2) {
     if (B == 1) {
