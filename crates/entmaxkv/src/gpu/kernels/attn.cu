@@ -153,14 +153,26 @@ __device__ __forceinline__ float z_floor(const AttnParams& p, int bh) {
     return isfinite(t) ? (float)t : pos_inf();
 }
 
+// x^β and the next two powers for β = B ∈ {1, 2, 3} known at compile time (no powf in the
+// lean path's code).
+template <int B> __device__ __forceinline__ void powers3_poly(float x, float& p0, float& p1, float& p2) {
+    if (B == 1) {
+        p0 = x; p1 = 1.f; p2 = 1.f / x;
+    } else if (B == 2) {
+        p0 = x * x; p1 = x; p2 = 1.f;
+    } else {
+        p1 = x * x; p0 = p1 * x; p2 = x;
+    }
+}
+
 // x^β and the next two powers for the Halley sums (tau/entmax.rs `powers`).
 __device__ __forceinline__ void powers3(float x, int code, float beta, float& p0, float& p1, float& p2) {
     if (code == 2) {
-        p0 = x; p1 = 1.f; p2 = 1.f / x;
+        powers3_poly<1>(x, p0, p1, p2);
     } else if (code == 15) {
-        p0 = x * x; p1 = x; p2 = 1.f;
+        powers3_poly<2>(x, p0, p1, p2);
     } else if (code == 13) {
-        p1 = x * x; p0 = p1 * x; p2 = x;
+        powers3_poly<3>(x, p0, p1, p2);
     } else {
         p0 = powf(x, beta); p1 = p0 / x; p2 = p1 / x;
     }
@@ -847,17 +859,6 @@ __device__ void hist_bracket_poly(const int* h, int beta, float* br) {
 // ranking, no guard pass, no support scan; V as in the full path. (The same solve in one
 // warp, without barriers, was slower: dense entmax 32K +4 µs, session 11 run 3.)
 
-// powers3 for β = B, as constants (no powf in the lean path's code).
-template <int B> __device__ __forceinline__ void powers3_poly(float x, float& p0, float& p1, float& p2) {
-    if (B == 1) {
-        p0 = x; p1 = 1.f; p2 = 1.f / x;
-    } else if (B == 2) {
-        p0 = x * x; p1 = x; p2 = 1.f;
-    } else {
-        p1 = x * x; p0 = p1 * x; p2 = x;
-    }
-}
-
 // Σx^β, Σx^{β−1}, Σx^{β−2} over x = d − t > 0 and their count, thread j over survivors j,
 // j + BLOCK, … (halley_sums' order), block-reduced in warp order through `part`/`cpart` (one
 // barrier; the results in every thread). `pre`: the count of the threads before this one
@@ -1210,32 +1211,27 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
             u32* lpos = reinterpret_cast<u32*>(s_off);
             float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
-            int tot = sup;
+            int tot = sup, o;
+            // Survivor i into the list at o if it is in the support.
+            auto put = [&](int i) {
+                const float x = d_buf[i] - tf;
+                if (x > 0.f) {
+                    lpos[o] = pos_buf[i];
+                    lw[o] = weight_of(x, p.alpha_code, p.beta);
+                    ++o;
+                }
+            };
             if (lean) {
                 // Strided, at the offsets of lean_solve's last pass: no scan.
-                int o = lean_pre;
-                for (int j = threadIdx.x; j < sc.n; j += BLOCK) {
-                    const float x = d_buf[j] - tf;
-                    if (x > 0.f) {
-                        lpos[o] = pos_buf[j];
-                        lw[o] = weight_of(x, p.alpha_code, p.beta);
-                        ++o;
-                    }
-                }
+                o = lean_pre;
+                for (int j = threadIdx.x; j < sc.n; j += BLOCK) put(j);
             } else {
                 const int per2 = (sc.n + BLOCK - 1) / BLOCK;
                 const int ib = threadIdx.x * per2, ie = min(ib + per2, sc.n);
                 int cnt = 0;
                 for (int i = ib; i < ie; ++i) cnt += (d_buf[i] - tf > 0.f) ? 1 : 0;
-                int o = block_excl_scan<BLOCK>(cnt, &tot);
-                for (int i = ib; i < ie; ++i) {
-                    const float x = d_buf[i] - tf;
-                    if (x > 0.f) {
-                        lpos[o] = pos_buf[i];
-                        lw[o] = weight_of(x, p.alpha_code, p.beta);
-                        ++o;
-                    }
-                }
+                o = block_excl_scan<BLOCK>(cnt, &tot);
+                for (int i = ib; i < ie; ++i) put(i);
             }
             __syncthreads();
             gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM);
