@@ -59,9 +59,11 @@ pub struct CertifiedWorkspace {
     tau_f32_in: Vec<f32>,
     /// Closed-page candidate positions, ascending.
     cand: Vec<u32>,
-    /// Closed-page positions whose K the last attend read: the probe (ascending), then the
-    /// candidates that survived its bound (ascending).
+    /// Closed-page positions whose K the last attend read (the probe and the candidates that
+    /// survived its bound), ascending once the attend has merged them.
     kread: Vec<u32>,
+    /// The probe's positions (ascending) while they are merged into `kread`.
+    ppos: Vec<u32>,
     /// `(largest upper end over the group, position)` of each candidate, for choosing the probe.
     rank: Vec<(f32, u32)>,
     /// `[G, PROBE]` exact scores of the probe.
@@ -160,6 +162,7 @@ impl CertifiedWorkspace {
         let (group, max_tokens, page_size) = self.reserved;
         self.probe = Some(probe);
         grow(&mut self.pscores, group * probe.min(max_tokens));
+        grow(&mut self.ppos, probe.min(max_tokens));
         grow(&mut self.tau_f32_in, probe.min(max_tokens) + page_size);
     }
 
@@ -179,6 +182,7 @@ impl CertifiedWorkspace {
                 + self.kread.capacity()
                 + 2 * self.rank.capacity()
                 + self.pscores.len()
+                + self.ppos.len()
                 + self.row.len()
                 + self.krows.len()
                 + self.acc.len())
@@ -857,9 +861,8 @@ pub fn certified_attend(
         }
         let nread = ws.kread.len();
         let nc = nread + open_len;
-        // Scores `[G, nc]`: the probe's, the others read now, the open page's.
+        // Scores `[G, nc]`: the others read now (after the probe's columns), the open page's.
         for hg in 0..g {
-            ws.scores[hg * nc..hg * nc + np].copy_from_slice(&ws.pscores[hg * np..(hg + 1) * np]);
             let (dst, src) = (hg * nc + nread, hg * ps);
             ws.scores[dst..dst + open_len].copy_from_slice(&ws.open_scores[src..src + open_len]);
         }
@@ -873,6 +876,13 @@ pub fn certified_attend(
             np,
             &mut ws.krows,
         );
+        if np > 0 {
+            // The probe's columns merged in, so that columns run in position order as they
+            // do with no probe: τ's sums and the V accumulation then take the same order
+            // whichever candidates the probe spared (f32 sums in another order differ at
+            // rounding, which an output with cancellation magnifies).
+            merge_probe(ws, g, np, nread, nc);
+        }
         // Exact τ on what was read (= the dense τ), weights in place.
         for hg in 0..g {
             let sc = &mut ws.scores[hg * nc..(hg + 1) * nc];
@@ -912,9 +922,8 @@ pub fn certified_attend(
             }
         }
         out[..g * d].copy_from_slice(acc);
-        // Pages with a K row read: the two ascending runs of `kread`, merged, and the open page.
-        let (pr, sr) = ws.kread.split_at(np);
-        ws.pages_touched = 1 + distinct_pages(pr, sr, ps);
+        // Pages with a K row read (`kread` ascending) and the open page.
+        ws.pages_touched = 1 + distinct_pages(&ws.kread, ps);
     });
     ws.attended = true;
     Ok(v_rows)
@@ -979,17 +988,36 @@ fn score_list<T: KvElem + Sync>(
     }
 }
 
-/// Distinct pages of two ascending position lists.
-fn distinct_pages(a: &[u32], b: &[u32], ps: usize) -> u32 {
-    let (mut i, mut j, mut n, mut last) = (0, 0, 0u32, u32::MAX);
-    while i < a.len() || j < b.len() {
-        let p = if j >= b.len() || (i < a.len() && a[i] <= b[j]) {
+/// Merges the probe (`kread[..np]`, scores in `pscores`) into the survivors read after it
+/// (`kread[np..nread]`, scores in columns `np..nread` of `scores`): both ascending, disjoint.
+/// A front merge in place: write index `i + j` never passes the unread survivor `np + i`,
+/// and once the probe is used up the remaining survivors already sit in their columns.
+fn merge_probe(ws: &mut CertifiedWorkspace, g: usize, np: usize, nread: usize, nc: usize) {
+    ws.ppos[..np].copy_from_slice(&ws.kread[..np]);
+    let (mut i, mut j) = (0, 0);
+    while j < np {
+        let w = i + j;
+        if np + i < nread && ws.kread[np + i] < ws.ppos[j] {
+            ws.kread[w] = ws.kread[np + i];
+            for hg in 0..g {
+                ws.scores[hg * nc + w] = ws.scores[hg * nc + np + i];
+            }
             i += 1;
-            a[i - 1]
         } else {
+            ws.kread[w] = ws.ppos[j];
+            for hg in 0..g {
+                ws.scores[hg * nc + w] = ws.pscores[hg * np + j];
+            }
             j += 1;
-            b[j - 1]
-        };
+        }
+    }
+}
+
+/// Distinct pages of an ascending position list.
+fn distinct_pages(pos: &[u32], ps: usize) -> u32 {
+    let mut n = 0u32;
+    let mut last = u32::MAX;
+    for &p in pos {
         let page = p / ps as u32;
         if page != last {
             n += 1;
