@@ -108,6 +108,7 @@ struct AttnParams {
     int wave_chunks;         // chunks per task that fill one resident wave of CTAs
     int tau_closed;          // 1: exact τ by power sums for β ∈ {1, 2, 3} (solve_closed)
     int tail_lean;           // longest list the lean path (lean_solve) takes; 0: none
+    int fused_ppc;           // attn_entmax_cluster: pages per CTA its shared memory holds
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -1443,6 +1444,290 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
         }
     }
     if (threadIdx.x == 0) p.vcounters[task] = 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// attn_entmax_cluster: the whole entmax attention of a short list in one launch, for the
+// plans that allow it (exact τ, α ∈ {2, 1.5, 4/3}, no certificate phase, sm_90, every list
+// within CL · fused_ppc pages). A task's list is split over a cluster of CL CTAs (sm_90
+// thread-block clusters, CL from the launch); each CTA scores its pages into shared memory
+// and keeps them there, and the CTAs exchange only small partials through distributed
+// shared memory: the warp maxima, then at each Halley step the warp power sums and support
+// counts, then each CTA's Σ w·v. Every CTA combines the partials in the same order, so each
+// holds the same maximum and the same iterates bit for bit, and the output sum has a fixed
+// order (no atomics: deterministic). It replaces the four-launch path (scores, filter,
+// tail, values), whose launches and global round trips dominate on short lists, by one
+// cluster barrier per step of the solve.
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define HAS_CLUSTER 1
+#else
+#define HAS_CLUSTER 0
+#endif
+// Largest cluster the kernel's partial arrays serve (16 needs the non-portable size).
+constexpr int CL_MAX = 16;
+constexpr int NWARP = BLOCK / 32;
+
+#if HAS_CLUSTER
+__device__ __forceinline__ u32 cluster_rank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ u32 cluster_size() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+    return r;
+}
+// Every thread of every CTA of the cluster; orders shared-memory writes before it with reads
+// after it, across the cluster.
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// `p` (this CTA's shared memory) as an address in the shared memory of cluster CTA `rank`.
+__device__ __forceinline__ u32 dsmem(const void* p, u32 rank) {
+    u64 g;
+    asm volatile("cvta.to.shared.u64 %0, %1;" : "=l"(g) : "l"(p));
+    u32 r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"((u32)g), "r"(rank));
+    return r;
+}
+// Remote shared-memory loads. Volatile keeps them after the cluster barrier (volatile asm is
+// not reordered against other volatile asm); no memory clobber, so independent loads issue
+// back to back instead of one round trip each.
+__device__ __forceinline__ void ld_dsmem_v2f64(u32 a, double& x, double& y) {
+    asm volatile("ld.shared::cluster.v2.f64 {%0, %1}, [%2];" : "=d"(x), "=d"(y) : "r"(a));
+}
+__device__ __forceinline__ float ld_dsmem_f32(u32 a) {
+    float v;
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a));
+    return v;
+}
+
+// Partials of one solve step: each warp's, then the CTA's (Σx^β, Σx^{β−1}, Σx^{β−2},
+// count), double-buffered: a CTA writes step i + 1 while the others may still read step i,
+// and it cannot reach step i + 2 before they passed the barrier of i + 1.
+struct ClusterPart {
+    double w[3][NWARP];
+    int wc[NWARP];
+    __align__(16) double cta[2][4];
+};
+
+// Σx^β, Σx^{β−1}, Σx^{β−2} and the count over x = d − t > 0 of this CTA's rows (thread j
+// over rows j, j + BLOCK, … as lean_sums), warp-reduced, then summed over the cluster's
+// warps: every warp of every CTA reads the ncl · NWARP partials and reduces them in the same
+// order, so all hold the same bits. One cluster barrier.
+template <int B>
+__device__ void cluster_sums(const float* d, int n, double t, ClusterPart& cp, int buf, u32 ncl, double& A0,
+                             double& A1, double& A2, int& cnt_all) {
+    const float tf = (float)t;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0;
+    int cnt = 0;
+#pragma unroll 4
+    for (int j = threadIdx.x; j < n; j += BLOCK) {
+        const float x = d[j] - tf;
+        if (x > 0.f) {
+            float p0, p1, p2;
+            powers3_poly<B>(x, p0, p1, p2);
+            s0 += p0;
+            s1 += p1;
+            s2 += p2;
+            ++cnt;
+        }
+    }
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        s0 += __shfl_xor_sync(FULL_MASK, s0, off);
+        s1 += __shfl_xor_sync(FULL_MASK, s1, off);
+        s2 += __shfl_xor_sync(FULL_MASK, s2, off);
+        cnt += __shfl_xor_sync(FULL_MASK, cnt, off);
+    }
+    if (lane == 0) {
+        cp.w[0][w] = s0;
+        cp.w[1][w] = s1;
+        cp.w[2][w] = s2;
+        cp.wc[w] = cnt;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double a = 0.0, b = 0.0, c = 0.0;
+        int k = 0;
+#pragma unroll
+        for (int i = 0; i < NWARP; ++i) {
+            a += cp.w[0][i];
+            b += cp.w[1][i];
+            c += cp.w[2][i];
+            k += cp.wc[i];
+        }
+        cp.cta[buf][0] = a;
+        cp.cta[buf][1] = b;
+        cp.cta[buf][2] = c;
+        cp.cta[buf][3] = (double)k;
+    }
+    cluster_sync();
+    // Lane r < ncl fetches CTA r's partials (two 16-byte loads); a butterfly over the warp
+    // adds them, both lanes of a pair adding the same two values (IEEE addition commutes), so
+    // every lane of every warp of every CTA ends with the same bits.
+    double r0 = 0.0, r1 = 0.0, r2 = 0.0, rc = 0.0;
+    if (lane < (int)ncl) {
+        const u32 a = dsmem(&cp.cta[buf][0], (u32)lane);
+        ld_dsmem_v2f64(a, r0, r1);
+        ld_dsmem_v2f64(a + 16, r2, rc);
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+        r0 += __shfl_xor_sync(FULL_MASK, r0, off);
+        r1 += __shfl_xor_sync(FULL_MASK, r1, off);
+        r2 += __shfl_xor_sync(FULL_MASK, r2, off);
+        rc += __shfl_xor_sync(FULL_MASK, rc, off);
+    }
+    A0 = r0;
+    A1 = r1;
+    A2 = r2;
+    cnt_all = (int)rc;
+}
+
+// The exact relative threshold t over the cluster's rows d (lean_solve's rule: safeguarded
+// Halley on G from t = −1; the first pass counts the survivors d > −1, which gives the upper
+// end −n^{−(α−1)}; a step of at most 1e-7 ends at the point just evaluated). The mass and
+// support at t to mass and support.
+template <int B>
+__device__ double cluster_solve(const AttnParams& p, const float* d, int n, ClusterPart& cp, u32 ncl,
+                                double& mass, int& support) {
+    constexpr double beta = (double)B;
+    double lo = -1.0, hi = 0.0;
+    double t = lo, A0 = 0.0, A1, A2;
+    int sup = 0, buf = 0;
+    bool at_t = false;
+    for (int it = 0; it < 60; ++it) {
+        cluster_sums<B>(d, n, t, cp, buf, ncl, A0, A1, A2, sup);
+        buf ^= 1;
+        at_t = true;
+        if (it == 0) hi = -exp(-p.a_d * log((double)(sup > 0 ? sup : 1)));
+        const double f = A0 - 1.0;
+        if (f == 0.0) break;
+        if (f > 0.0) lo = t;
+        else hi = t;
+        const double next = g_halley_step_t<B>(t, A0, A1, A2, beta);
+        if (fabs(next - t) <= 1e-7) break;
+        const double nb = (next > lo && next < hi) ? next : 0.5 * (lo + hi);
+        const bool conv = fabs(nb - t) <= 1e-7 || hi - lo <= 1e-7;
+        t = nb;
+        at_t = false;
+        if (conv) break;
+    }
+    if (!at_t) {
+        cluster_sums<B>(d, n, t, cp, buf, ncl, A0, A1, A2, sup);
+    }
+    mass = A0;
+    support = sup;
+    return t;
+}
+#endif  // HAS_CLUSTER
+
+// grid (CL, tasks) in clusters of (CL, 1, 1), block BLOCK; dynamic smem (TG · rows + 2 · rows
+// + ROWGROUPS · HEAD_DIM + HEAD_DIM) · 4 bytes, rows = fused_ppc · page_size.
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_cluster(const AttnParams p) {
+    PDL_ENTRY();
+#if HAS_CLUSTER
+    extern __shared__ __align__(16) unsigned char dyn[];
+    __shared__ u32 s_page[PPC_CAP];
+    __shared__ u32 s_slot[PPC_CAP];
+    __shared__ float s_cmax;
+    __shared__ ClusterPart s_cp;
+    const int caprows = p.fused_ppc * p.page_size;
+    float* sc = reinterpret_cast<float*>(dyn);                   // [TG, caprows] scores, then d
+    u32* lpos = reinterpret_cast<u32*>(dyn) + TG * caprows;      // [caprows] support rows
+    float* lw = reinterpret_cast<float*>(lpos + caprows);        // [caprows] their weights
+    float* red = lw + caprows;                                   // [ROWGROUPS · HEAD_DIM]
+    float* s_o = red + ROWGROUPS * HEAD_DIM;                     // [HEAD_DIM] this CTA's Σ w·v
+    const u32 rank = cluster_rank(), ncl = cluster_size();
+    const int task = blockIdx.y;
+    const TaskInfo ti = task_info(p, task);
+    const int lane = threadIdx.x & 31;
+    // This CTA's pages of the list: contiguous ranges in rank order.
+    const int ppc = (ti.n + (int)ncl - 1) / (int)ncl;
+    const int pbeg = min(ti.n, (int)rank * ppc), pend = min(ti.n, pbeg + ppc);
+    const int npg = pend - pbeg, nrows = npg * p.page_size;
+    // The plan bounds every list by ncl · fused_ppc pages; a longer one (never planned) gets
+    // NaN rather than a write past the shared arrays.
+    const bool fits = ppc <= p.fused_ppc && ppc <= PPC_CAP;
+    if (fits && npg > 0) {
+        load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
+        float qr[TG][COLS];
+        load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
+        __syncthreads();
+        score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+    }
+    __syncthreads();
+    const int n = fits ? nrows : 0;
+    for (int g = 0; g < TG; ++g) {
+        const int bh = ti.b * p.num_heads + ti.h0 + g;
+        float* dg = sc + g * caprows;
+        // The maximum over the cluster.
+        float m = neg_inf();
+        for (int r = threadIdx.x; r < n; r += BLOCK) m = fmaxf(m, dg[r]);
+        m = block_max<BLOCK>(m);
+        if (threadIdx.x == 0) s_cmax = m;
+        cluster_sync();
+        float M = lane < (int)ncl ? ld_dsmem_f32(dsmem(&s_cmax, (u32)lane)) : neg_inf();
+        M = warp_max_f(M);
+        // Relative scores in place, as the tail's survivors: d = (α−1)(s − M).
+        for (int r = threadIdx.x; r < n; r += BLOCK) dg[r] = p.a * (dg[r] - M);
+        __syncthreads();
+        double mass;
+        int sup;
+        double t;
+        if (p.alpha_code == 2) t = cluster_solve<1>(p, dg, n, s_cp, ncl, mass, sup);
+        else if (p.alpha_code == 15) t = cluster_solve<2>(p, dg, n, s_cp, ncl, mass, sup);
+        else t = cluster_solve<3>(p, dg, n, s_cp, ncl, mass, sup);
+        const bool ok = fits && isfinite(M) && sup > 0 && mass > 0.0;
+        // This CTA's support rows (strided order), then their V.
+        const float tf = (float)t;
+        const int per = (n + BLOCK - 1) / BLOCK;
+        const int rb = threadIdx.x * per, re = min(rb + per, n);
+        int cnt = 0;
+        for (int r = rb; r < re; ++r) cnt += (dg[r] - tf > 0.f) ? 1 : 0;
+        int tot;
+        int o = block_excl_scan<BLOCK>(cnt, &tot);
+        for (int r = rb; r < re; ++r) {
+            const float x = dg[r] - tf;
+            if (x > 0.f) {
+                const int pi = r / p.page_size;
+                lpos[o] = s_page[pi] * (u32)p.page_size + (u32)(r - pi * p.page_size);
+                lw[o] = weight_of(x, p.alpha_code, p.beta);
+                ++o;
+            }
+        }
+        __syncthreads();
+        if (tot > 0) {
+            gather_v(p, ti, lpos, lw, tot, red, 1.0f, s_o);
+        } else {
+            for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) s_o[c] = 0.f;
+        }
+        cluster_sync();
+        // Column c is summed over the cluster's CTAs in rank order by CTA c mod ncl.
+        const float inv = (float)(1.0 / mass);
+        const float nan = __int_as_float(0x7fc00000);
+        for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) {
+            if ((u32)c % ncl != rank) continue;
+            float s = 0.f;
+            for (u32 r = 0; r < ncl; ++r) s += ld_dsmem_f32(dsmem(&s_o[c], r));
+            p.out[(size_t)bh * HEAD_DIM + c] = ok ? s * inv : nan;
+        }
+        if (rank == 0 && threadIdx.x == 0) {
+            p.head_m[bh] = M;
+            p.head_t[bh] = (float)t;
+            p.head_inv[bh] = inv;
+            p.tau[bh] = ok ? p.a_d * (double)M + t : __longlong_as_double(0x7ff8000000000000LL);
+            p.support[bh] = ok ? sup : 0;
+            p.vflag[bh] = 0;
+        }
+        // No CTA leaves (or overwrites s_o / s_cmax) while another still reads them.
+        cluster_sync();
+    }
+#endif
 }
 
 // grid (nch, tasks), block BLOCK, dynamic smem (TG * caprows + ROWGROUPS * HEAD_DIM) * 4.
