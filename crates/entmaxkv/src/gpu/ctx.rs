@@ -506,7 +506,6 @@ impl ModuleKey {
                 "attn_entmax_refilter",
                 "attn_entmax_tail",
                 "attn_entmax_values",
-                "attn_entmax_cluster",
                 "attn_softmax",
                 "cert_bounds",
                 "cert_exact",
@@ -672,18 +671,6 @@ impl Module {
         }
         .map_err(|e| cuda_err("set smem", e))
     }
-
-    /// Lets a kernel run in clusters of more than 8 CTAs (sm_90's non-portable sizes).
-    pub(crate) fn allow_nonportable_cluster(&self, name: &'static str) -> Result<()> {
-        unsafe {
-            result::function::set_function_attribute(
-                self.func(name),
-                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
-                1,
-            )
-        }
-        .map_err(|e| cuda_err("set cluster size", e))
-    }
 }
 
 impl Drop for Module {
@@ -756,47 +743,6 @@ pub(crate) unsafe fn launch_ex<P>(
     sys::cuLaunchKernelEx(&cfg, func, args.as_mut_ptr(), std::ptr::null_mut())
         .result()
         .map_err(|e| cuda_err("launch (PDL)", e))
-}
-
-/// Launches `func` like [`launch_ex`] in clusters of `cluster` CTAs along x (sm_90; the
-/// grid's x is a multiple of it).
-///
-/// # Safety
-/// As [`launch`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn launch_cluster<P>(
-    func: sys::CUfunction,
-    grid: (u32, u32, u32),
-    cluster: u32,
-    block: u32,
-    smem: usize,
-    stream: &Stream,
-    params: &P,
-    pdl: bool,
-) -> Result<()> {
-    let mut args = [params as *const P as *mut c_void];
-    let mut attrs: [sys::CUlaunchAttribute; 2] = std::mem::zeroed();
-    attrs[0].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attrs[0].value.clusterDim.x = cluster;
-    attrs[0].value.clusterDim.y = 1;
-    attrs[0].value.clusterDim.z = 1;
-    attrs[1].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-    attrs[1].value.programmaticStreamSerializationAllowed = 1;
-    let cfg = sys::CUlaunchConfig {
-        gridDimX: grid.0,
-        gridDimY: grid.1,
-        gridDimZ: grid.2,
-        blockDimX: block,
-        blockDimY: 1,
-        blockDimZ: 1,
-        sharedMemBytes: smem as u32,
-        hStream: stream.raw,
-        attrs: attrs.as_mut_ptr(),
-        numAttrs: if pdl { 2 } else { 1 },
-    };
-    sys::cuLaunchKernelEx(&cfg, func, args.as_mut_ptr(), std::ptr::null_mut())
-        .result()
-        .map_err(|e| cuda_err("launch (cluster)", e))
 }
 
 #[cfg(test)]

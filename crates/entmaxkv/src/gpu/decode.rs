@@ -64,7 +64,7 @@
 //! over every planned chunk (`chunk_range` in attn.cu).
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
-use super::ctx::{launch_cluster, launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
+use super::ctx::{launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
 use super::params::{AttnParams, GaussParams, RobustParams, TopkParams};
 use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
@@ -104,17 +104,6 @@ const ATTN_ENTMAX: [&str; 5] = [
 const SMALL_SUPPORT: usize = 1024;
 /// The longest survivor list the tail's lean exact-τ path takes (attn.cu `lean_solve`).
 const TAIL_LEAN_MAX: usize = 1536;
-/// CTAs per cluster of `attn_entmax_cluster` (`ENTMAXKV_CLUSTER`, 2–16; above 8 the
-/// non-portable cluster size).
-const CLUSTER_CTAS: usize = 8;
-/// The longest list (pages a task) `attn_entmax_cluster` takes (`ENTMAXKV_FUSED_PAGES`; 0
-/// never; its CTAs hold their pages' scores in shared memory, at most `PPC_CAP` pages each).
-/// One cluster of 8 CTAs reads K through 8 SMs, so it wins only where the four-launch path's
-/// fixed cost dominates (session 12 run 2, H100, top-k 1/8: 257 pages −3.2 µs, 513 pages
-/// ±0, 1025 pages +5 µs; dense 2048 pages +15 µs).
-const FUSED_PAGES_MAX: usize = 384;
-/// Dynamic shared memory `attn_entmax_cluster` may take.
-const FUSED_DYN_MAX: usize = 160 * 1024;
 /// Chunks per CTA of the filter and values kernels.
 const CPB: usize = 8;
 /// Dynamic shared memory of `attn_entmax_tail`: candidate capacity of the τ solve held in
@@ -208,9 +197,6 @@ pub struct GpuDecoder {
     attn: AttnParams,
     /// `attn` with `cert_phase = 1` (the certified strategy's τ_lb pass).
     attn_cert: AttnParams,
-    /// The one-launch attention of short lists (`attn_entmax_cluster`): CTAs per cluster
-    /// and dynamic shared memory; `None` runs the four-launch path.
-    fused: Option<(u32, usize)>,
     topk: Option<TopkPlan>,
     gauss: Option<GaussPlan>,
     robust: Option<RobustPlan>,
@@ -819,40 +805,6 @@ impl GpuDecoder {
             None
         };
         let a = alpha - 1.0;
-        let tau_mode_code = match (cfg.tau_mode, gauss.is_some()) {
-            (TauMode::Fixed, true) => 1,
-            (TauMode::Corrected(_), true) => 2,
-            _ => 0,
-        };
-        // The one-launch cluster path (attn.cu `attn_entmax_cluster`) where every list is
-        // short: a selection's kept pages (top-k: its budget and the last page) or a short
-        // context. Exact τ at α ∈ {2, 1.5, 4/3} (lean_solve's closed powers), sm_90 clusters.
-        let fused = {
-            let list_pages = match budget {
-                Some(b) => b.pages(max_pages - 1, ps) + 1,
-                None => max_pages,
-            };
-            let cl = knob("ENTMAXKV_CLUSTER", CLUSTER_CTAS).clamp(2, 16);
-            let ppc = list_pages.div_ceil(cl);
-            let bytes = ((tg + 2) * ppc * ps + red_floats + d) * 4;
-            let ok = gpu.info().cc.0 >= 9
-                && !softmax
-                && !certified
-                && matches!(alpha_code(alpha), 2 | 15 | 13)
-                && tau_mode_code == 0
-                && list_pages <= knob("ENTMAXKV_FUSED_PAGES", FUSED_PAGES_MAX)
-                && ppc <= PPC_CAP
-                && bytes <= FUSED_DYN_MAX;
-            if ok {
-                module.set_max_dynamic_smem("attn_entmax_cluster", bytes.max(DYN_LIMIT))?;
-                if cl > 8 {
-                    module.allow_nonportable_cluster("attn_entmax_cluster")?;
-                }
-                Some((cl as u32, ppc, bytes))
-            } else {
-                None
-            }
-        };
         let attn = AttnParams {
             k: bufs.k.ptr(),
             v: bufs.v.ptr(),
@@ -924,7 +876,11 @@ impl GpuDecoder {
             sketch_bits: ccfg.sketch_bits as i32,
             sketch_row_bytes: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
             cert_phase: 0,
-            tau_mode: tau_mode_code,
+            tau_mode: match (cfg.tau_mode, gauss.is_some()) {
+                (TauMode::Fixed, true) => 1,
+                (TauMode::Corrected(_), true) => 2,
+                _ => 0,
+            },
             tau_iters: match cfg.tau_mode {
                 TauMode::Corrected(n) => n.min(1000) as i32,
                 _ => 0,
@@ -937,7 +893,6 @@ impl GpuDecoder {
             // the limit over 0 / 768 / 1024 / 1536 / 2048 (BENCHMARKS "GPU, session 11").
             // `ENTMAXKV_TAIL_LEAN=<n>` sets the longest list it takes (0: never).
             tail_lean: knob("ENTMAXKV_TAIL_LEAN", TAIL_LEAN_MAX).min(1 << 20) as i32,
-            fused_ppc: fused.map_or(0, |f| f.1 as i32),
         };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {
@@ -986,7 +941,6 @@ impl GpuDecoder {
             dyn_softmax,
             attn,
             attn_cert,
-            fused: fused.map(|f| (f.0, f.2)),
             topk,
             gauss,
             robust,
@@ -1142,7 +1096,6 @@ impl GpuDecoder {
             }
             Stage::Selection => &[],
             Stage::Attention if self.softmax => &["attn_softmax"],
-            Stage::Attention if self.fused.is_some() => &["attn_entmax_cluster"],
             // The certified selection leaves exact scores of its candidates in the lists.
             Stage::Attention if self.cert.is_some() => &ATTN_ENTMAX[1..],
             Stage::Attention => &ATTN_ENTMAX,
@@ -1246,11 +1199,6 @@ impl GpuDecoder {
                     &self.attn,
                     self.pdl,
                 ),
-                "attn_entmax_cluster" => {
-                    let (cl, bytes) = self.fused.expect("cluster plan");
-                    let g = (cl, self.tasks as u32, 1);
-                    launch_cluster(m.func(name), g, cl, BLOCK, bytes, s, &self.attn, self.pdl)
-                }
                 "attn_entmax_tail" => {
                     let g = (self.tasks as u32, 1, 1);
                     launch_ex(

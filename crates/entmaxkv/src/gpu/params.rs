@@ -248,7 +248,4 @@ pub(crate) struct AttnParams {
     /// The longest survivor list the tail solves by its lean path (attn.cu `lean_solve`);
     /// 0: none.
     pub tail_lean: i32,
-    /// Pages per CTA the shared memory of `attn_entmax_cluster` holds (0 when the plan does
-    /// not launch it).
-    pub fused_ppc: i32,
 }
