@@ -1035,6 +1035,11 @@ pub(crate) fn dots_ups(
         };
     }
     let smax = dots_max(false, qw, sk, rb, bits, sdot, codes);
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if n.is_multiple_of(4) {
+        // SAFETY: AVX2 is enabled at compile time (this cfg); `up[..n]` bounds the stores.
+        return (unsafe { avx2::ups(pc, sdot, &mut up[..n]) }, smax);
+    }
     let mut um = f32::NEG_INFINITY;
     for (u, &s) in up[..n].iter_mut().zip(sdot.iter()) {
         *u = f32_up(pc.interval(s).1);
@@ -1088,6 +1093,12 @@ pub(crate) fn push_lows_dots(
         return;
     }
     let _ = fast;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if sdot.len().is_multiple_of(4) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: AVX2 is enabled at compile time (this cfg); room and length checked.
+        unsafe { avx2::push_lows_dots(out, pc, sdot, a, m) };
+        return;
+    }
     push_kept(out, sdot, |s| {
         let l = pc.interval(s).0;
         (l, a * (l - m) > -1.0)
@@ -1112,6 +1123,12 @@ pub(crate) fn push_lows_dots_f32(
         return;
     }
     let _ = fast;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if sdot.len().is_multiple_of(4) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: as in `push_lows_dots`.
+        unsafe { avx2::push_ends_dots_f32(out, pc, sdot, a, m, true) };
+        return;
+    }
     push_kept(out, sdot, |s| {
         let v = f32_down(pc.interval(s).0);
         (v, a * (v as f64 - m) > -1.0)
@@ -1136,6 +1153,12 @@ pub(crate) fn push_ups_dots_f32(
         return;
     }
     let _ = fast;
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if sdot.len().is_multiple_of(4) && out.capacity() - out.len() >= sdot.len() {
+        // SAFETY: as in `push_lows_dots`.
+        unsafe { avx2::push_ends_dots_f32(out, pc, sdot, a, th, false) };
+        return;
+    }
     push_kept(out, sdot, |s| {
         let u = f32_up(pc.interval(s).1);
         (u, a * u as f64 - th > 0.0)
@@ -1777,10 +1800,168 @@ pub(crate) mod avx512 {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 mod avx2 {
+    use super::PageBound;
     use std::arch::x86_64::*;
 
     /// Head dims up to 64·MAX_BLOCKS take the AVX2 path.
     pub const MAX_BLOCKS: usize = 8;
+
+    /// `_mm256_permutevar8x32_epi32` indices that move the f64 lanes whose mask bit is set
+    /// to the front, in lane order (the compress store AVX2 lacks).
+    const COMPRESS_PD: [[i32; 8]; 16] = compress_table::<8, 2>();
+    /// `_mm_permutevar_ps` indices, the same for four f32 lanes.
+    const COMPRESS_PS: [[i32; 4]; 16] = compress_table::<4, 1>();
+
+    const fn compress_table<const W: usize, const E: usize>() -> [[i32; W]; 16] {
+        let mut t = [[0i32; W]; 16];
+        let mut m = 0;
+        while m < 16 {
+            let (mut lane, mut o) = (0, 0);
+            while lane < 4 {
+                if m & (1 << lane) != 0 {
+                    let mut e = 0;
+                    while e < E {
+                        t[m][o] = (lane * E + e) as i32;
+                        o += 1;
+                        e += 1;
+                    }
+                }
+                lane += 1;
+            }
+            m += 1;
+        }
+        t
+    }
+
+    /// The token score centres `base + scale·s` of four dots ([`PageBound::interval`]'s
+    /// operations: a product, then a sum).
+    #[inline(always)]
+    unsafe fn centres(pc: &PageBound, sdot: *const i32) -> __m256d {
+        let s = _mm256_cvtepi32_pd(_mm_loadu_si128(sdot.cast()));
+        _mm256_add_pd(
+            _mm256_set1_pd(pc.base),
+            _mm256_mul_pd(_mm256_set1_pd(pc.scale), s),
+        )
+    }
+
+    /// Lower ends: `max(c − half, box_lo)` (`maxpd` returns its second operand unless the
+    /// first is larger: the scalar `if l > box_lo { l } else { box_lo }`).
+    #[inline(always)]
+    unsafe fn lows(pc: &PageBound, c: __m256d) -> __m256d {
+        _mm256_max_pd(
+            _mm256_sub_pd(c, _mm256_set1_pd(pc.half)),
+            _mm256_set1_pd(pc.box_lo),
+        )
+    }
+
+    /// Upper ends: `min(c + half, box_hi)`.
+    #[inline(always)]
+    unsafe fn highs(pc: &PageBound, c: __m256d) -> __m256d {
+        _mm256_min_pd(
+            _mm256_add_pd(c, _mm256_set1_pd(pc.half)),
+            _mm256_set1_pd(pc.box_hi),
+        )
+    }
+
+    /// [`super::f32_up`] of four lanes, the same operations.
+    #[inline(always)]
+    unsafe fn f32_up4(x: __m256d) -> __m128 {
+        let y = _mm256_cvtpd_ps(_mm256_max_pd(x, _mm256_set1_pd(-f32::MAX as f64)));
+        let abs = _mm_and_ps(y, _mm_castsi128_ps(_mm_set1_epi32(0x7fff_ffff)));
+        _mm_add_ps(
+            _mm_add_ps(y, _mm_mul_ps(abs, _mm_set1_ps(f32::EPSILON))),
+            _mm_set1_ps(f32::from_bits(1)),
+        )
+    }
+
+    /// The upper ends (rounded up to f32) of the tokens whose dots are `sdot` (a multiple
+    /// of 4 of them) into `up`, and their maximum: [`super::dots_ups`]' loop, same bits.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn ups(pc: &PageBound, sdot: &[i32], up: &mut [f32]) -> f32 {
+        let n = sdot.len();
+        assert!(n.is_multiple_of(4) && up.len() >= n);
+        let mut um = _mm_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < n {
+            let u = f32_up4(highs(pc, centres(pc, sdot.as_ptr().add(i))));
+            _mm_storeu_ps(up.as_mut_ptr().add(i), u);
+            um = _mm_max_ps(u, um);
+            i += 4;
+        }
+        let x = _mm_max_ps(um, _mm_movehl_ps(um, um));
+        _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)))
+    }
+
+    /// [`super::push_lows_dots`]: lower ends kept where `a·(l − m) > −1`, compressed four
+    /// at a time (the store writes four lanes, the length advances by those kept; the
+    /// caller leaves room for every token).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn push_lows_dots(out: &mut Vec<f64>, pc: &PageBound, sdot: &[i32], a: f64, m: f64) {
+        let n = sdot.len();
+        assert!(
+            n.is_multiple_of(4) && out.capacity() - out.len() >= n,
+            "push_lows_dots: no room"
+        );
+        let (av, mv, neg1) = (_mm256_set1_pd(a), _mm256_set1_pd(m), _mm256_set1_pd(-1.0));
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let l = lows(pc, centres(pc, sdot.as_ptr().add(i)));
+            let keep = _mm256_cmp_pd::<_CMP_GT_OQ>(_mm256_mul_pd(av, _mm256_sub_pd(l, mv)), neg1);
+            let k = _mm256_movemask_pd(keep) as usize;
+            let idx = _mm256_loadu_si256(COMPRESS_PD[k].as_ptr().cast());
+            let packed = _mm256_permutevar8x32_epi32(_mm256_castpd_si256(l), idx);
+            _mm256_storeu_pd(dst.add(len), _mm256_castsi256_pd(packed));
+            len += k.count_ones() as usize;
+            i += 4;
+        }
+        out.set_len(len);
+    }
+
+    /// [`super::push_lows_dots_f32`] (`lower`: lower ends rounded down to f32, kept where
+    /// `a·(v − t) > −1`) and [`super::push_ups_dots_f32`] (upper ends rounded up, kept where
+    /// `a·v − t > 0`), compressed as [`push_lows_dots`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn push_ends_dots_f32(
+        out: &mut Vec<f32>,
+        pc: &PageBound,
+        sdot: &[i32],
+        a: f64,
+        t: f64,
+        lower: bool,
+    ) {
+        let n = sdot.len();
+        assert!(
+            n.is_multiple_of(4) && out.capacity() - out.len() >= n,
+            "push_ends_dots_f32: no room"
+        );
+        let (av, tv) = (_mm256_set1_pd(a), _mm256_set1_pd(t));
+        let (neg1, zero) = (_mm256_set1_pd(-1.0), _mm256_setzero_pd());
+        let (sign, sign32) = (_mm256_set1_pd(-0.0), _mm_set1_ps(-0.0));
+        let mut len = out.len();
+        let dst = out.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let c = centres(pc, sdot.as_ptr().add(i));
+            let (v, keep) = if lower {
+                // f32_down(l) = −f32_up(−l).
+                let v = _mm_xor_ps(f32_up4(_mm256_xor_pd(lows(pc, c), sign)), sign32);
+                let z = _mm256_mul_pd(av, _mm256_sub_pd(_mm256_cvtps_pd(v), tv));
+                (v, _mm256_cmp_pd::<_CMP_GT_OQ>(z, neg1))
+            } else {
+                let v = f32_up4(highs(pc, c));
+                let z = _mm256_sub_pd(_mm256_mul_pd(av, _mm256_cvtps_pd(v)), tv);
+                (v, _mm256_cmp_pd::<_CMP_GT_OQ>(z, zero))
+            };
+            let k = _mm256_movemask_pd(keep) as usize;
+            let idx = _mm_loadu_si128(COMPRESS_PS[k].as_ptr().cast());
+            _mm_storeu_ps(dst.add(len), _mm_permutevar_ps(v, idx));
+            len += k.count_ones() as usize;
+            i += 4;
+        }
+        out.set_len(len);
+    }
 
     #[inline(always)]
     unsafe fn hmax(v: __m256) -> f32 {
