@@ -44,7 +44,9 @@
 //!   the exact τ (power sums for β ∈ {1, 2, 3}, else safeguarded Halley), and V for small
 //!   supports; lists of at most 1536 survivors at α ∈ {2, 1.5, 4/3} skip the bracket and
 //!   take safeguarded Halley from t = −1 with one barrier a step, `ENTMAXKV_TAIL_LEAN`),
-//!   `attn_entmax_values` (V for large supports; exits at once otherwise);
+//!   `attn_entmax_values` (V for large supports; exits at once otherwise; not launched at
+//!   all where every list's tokens fit the tail's shared memory, 10240 by default: the tail
+//!   then gathers V for any support itself, `ENTMAXKV_V_IN_TAIL=0` to keep the launch);
 //! * α = 1: `attn_softmax` (split-K online softmax, log-sum-exp merge).
 //! * `certified` (selection stage, then the α > 1 attention kernels over its candidates):
 //!   `cert_bounds` (rigorous score intervals of every token from the key sketch and page
@@ -213,6 +215,8 @@ pub struct GpuDecoder {
     /// Launch the step's kernels with programmatic dependent launch (sm_90+, unless
     /// `ENTMAXKV_NO_PDL` is set): each may be scheduled while its predecessor drains.
     pdl: bool,
+    /// The tail gathers V for every support: `attn_entmax_values` is not launched.
+    v_in_tail: bool,
     /// Run `attn_entmax_refilter` between the filter and the tail (exact τ at α < 1.5, and
     /// for full lists of 512K tokens or more; `ENTMAXKV_REFILTER=0` never, `=2` whenever the
     /// τ is exact, `=3` at α < 1.5 only — session 9's rule —, for comparison).
@@ -394,20 +398,20 @@ impl GpuDecoder {
         for k in [
             "attn_entmax_scores",
             "attn_entmax_filter",
-            "attn_entmax_tail",
             "attn_entmax_values",
             "attn_softmax",
             "cert_bounds",
         ] {
             module.set_max_dynamic_smem(k, DYN_LIMIT)?;
         }
+        // The tail's limit is the largest any plan gives it: the attribute belongs to the
+        // module, which every plan of the process with the same shape shares, so a plan
+        // must never lower it under another's launches.
+        module.set_max_dynamic_smem("attn_entmax_tail", SOLVE_DYN_MAX)?;
         // `ENTMAXKV_SOLVE_DYN_KB` (development knob, default SCORES_DYN): the tail's shared
         // memory for candidates, 8 bytes each; more are streamed from the chunk lists.
         let solve_dyn_knob = (knob("ENTMAXKV_SOLVE_DYN_KB", SCORES_DYN / 1024) * 1024)
             .clamp(16 * 1024, SOLVE_DYN_MAX);
-        if solve_dyn_knob > DYN_LIMIT {
-            module.set_max_dynamic_smem("attn_entmax_tail", solve_dyn_knob)?;
-        }
 
         // Launch shapes.
         let lanes = (d * kv_size / 16).next_power_of_two().min(32);
@@ -447,8 +451,23 @@ impl GpuDecoder {
         let dyn_scores = tg * caprows * 4;
         // cert_bounds holds lower and upper ends.
         let dyn_cert = 2 * dyn_scores;
-        let dyn_solve = solve_dyn_knob.max(red_floats * 4);
-        let cap = dyn_solve / 8;
+        let dyn_cands = solve_dyn_knob.max(red_floats * 4);
+        let cap = dyn_cands / 8;
+        // Where every list is short enough that all its survivors fit the tail's shared
+        // memory, the tail gathers V for any support itself (its support list after the
+        // survivors, 8 bytes a token) and `attn_entmax_values` is not launched: launched,
+        // it costs 1–2 µs a step even when it exits at once (session 12 run 7: dense entmax
+        // 32K 0.0402 → 0.0381 ms, top-k 1/8 0.0527 → 0.0515, certified 0.0621 → 0.0610).
+        // `ENTMAXKV_V_IN_TAIL=0` keeps the launch.
+        let list_tokens = match budget {
+            Some(b) => (b.pages(max_pages - 1, ps) + 1) * ps,
+            None => max_pages * ps,
+        };
+        let v_in_tail = !softmax
+            && list_tokens <= cap
+            && dyn_cands + 8 * list_tokens <= SOLVE_DYN_MAX
+            && knob("ENTMAXKV_V_IN_TAIL", 1) != 0;
+        let dyn_solve = dyn_cands + if v_in_tail { 8 * list_tokens } else { 0 };
         let dyn_values = (2 * caprows + red_floats) * 4;
         let dyn_softmax = (tg * caprows + red_floats).max(nch) * 4;
         for (what, bytes) in [
@@ -871,7 +890,11 @@ impl GpuDecoder {
             cap: cap as i32,
             // `ENTMAXKV_SMALL_SUPPORT` overrides it for experiments (0: V always by
             // attn_entmax_values, over the chunks).
-            small_support: knob("ENTMAXKV_SMALL_SUPPORT", SMALL_SUPPORT).min(SMALL_SUPPORT) as i32,
+            small_support: if v_in_tail {
+                list_tokens as i32
+            } else {
+                knob("ENTMAXKV_SMALL_SUPPORT", SMALL_SUPPORT).min(SMALL_SUPPORT) as i32
+            },
             has_alibi: slopes.is_some() as i32,
             sketch_bits: ccfg.sketch_bits as i32,
             sketch_row_bytes: sketch::row_bytes(d, ccfg.sketch_bits) as i32,
@@ -918,6 +941,7 @@ impl GpuDecoder {
         Ok(GpuDecoder {
             pdl,
             refilter,
+            v_in_tail,
             gpu,
             stream,
             bufs,
@@ -1109,6 +1133,7 @@ impl GpuDecoder {
             .iter()
             .copied()
             .filter(|&k| self.refilter || k != "attn_entmax_refilter")
+            .filter(|&k| !self.v_in_tail || k != "attn_entmax_values")
     }
 
     /// Names of the kernels of a step, in launch order.

@@ -98,7 +98,8 @@ struct AttnParams {
     int nch;
     int ppc_max;
     int cap;                 // candidates the solver holds in shared memory
-    int small_support;       // the solver CTA gathers V itself up to this support
+    int small_support;       // the solver CTA gathers V itself up to this support (above
+                             // NCH_MAX / 2: its list follows the candidates in shared memory)
     int has_alibi;
     int sketch_bits;
     int sketch_row_bytes;
@@ -1207,9 +1208,13 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
         }
         __syncthreads();
         if (s_small) {
-            // Support list (pos, w) in candidate order, into s_off's storage.
-            u32* lpos = reinterpret_cast<u32*>(s_off);
-            float* lw = reinterpret_cast<float*>(s_off + NCH_MAX / 2);
+            // Support list (pos, w) in candidate order, into s_off's storage, or, where the
+            // plan lets the tail take every support (longer than that storage), after the
+            // candidates in dynamic shared memory.
+            const bool big = p.small_support > NCH_MAX / 2;
+            u32* lpos = big ? pos_buf + p.cap : reinterpret_cast<u32*>(s_off);
+            float* lw = big ? reinterpret_cast<float*>(pos_buf + p.cap + p.small_support)
+                            : reinterpret_cast<float*>(s_off + NCH_MAX / 2);
             const float tf = (float)t;
             int tot = sup, o;
             // Survivor i into the list at o if it is in the support.
