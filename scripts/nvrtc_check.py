@@ -19,7 +19,7 @@ KDIR = pathlib.Path(__file__).resolve().parent.parent / "crates/entmaxkv/src/gpu
 
 
 # The decode module's sources, concatenated in this order as gpu/ctx.rs does.
-PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss_beta.cuh", "gauss.cu", "attn.cu", "cert.cu",
+PARTS = ["common.cuh", "cache.cu", "topk.cu", "gauss_beta.cuh", "gauss.cu", "attn.cu", "cert.cu", "gauss_fused.cu",
          "robust_bound.cuh", "robust.cu"]
 
 

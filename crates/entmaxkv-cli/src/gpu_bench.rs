@@ -306,6 +306,11 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                             pr[10], pr[11], pr[12], pr[13]
                         );
                     }
+                    if let Some(f) = dec.fused_profile()? {
+                        eprintln!(
+                            "    fused µs (publish, chunk end, solver waited, solver end, filter keep, filter end; solve, merge): {f:.1?}"
+                        );
+                    }
                     // The stage graphs ran after the full step: run it once more for the report.
                     dec.replay(&dev)?;
                     let mut out = vec![0.0f32; prob.q.len()];

@@ -454,6 +454,7 @@ const GAUSS_BETA_SRC: &str = include_str!("kernels/gauss_beta.cuh");
 const GAUSS_SRC: &str = include_str!("kernels/gauss.cu");
 const ATTN_SRC: &str = include_str!("kernels/attn.cu");
 const CERT_SRC: &str = include_str!("kernels/cert.cu");
+const GAUSS_FUSED_SRC: &str = include_str!("kernels/gauss_fused.cu");
 const ROBUST_BOUND_SRC: &str = include_str!("kernels/robust_bound.cuh");
 const ROBUST_SRC: &str = include_str!("kernels/robust.cu");
 const PROBE_SRC: &str = include_str!("kernels/probe.cu");
@@ -501,6 +502,8 @@ impl ModuleKey {
                 "gauss_mix",
                 "gauss_count",
                 "gauss_pack",
+                "gauss_fused_scores",
+                "gauss_fused_filter",
                 "attn_entmax_scores",
                 "attn_entmax_filter",
                 "attn_entmax_refilter",
@@ -571,11 +574,15 @@ impl ModuleKey {
                     std::mem::size_of::<super::params::RobustParams>()
                 ));
                 opts.push(format!(
+                    "-DEXPECT_FUSED_SIZE={}",
+                    std::mem::size_of::<super::params::FusedGaussParams>()
+                ));
+                opts.push(format!(
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
                 format!(
-                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n{ROBUST_BOUND_SRC}\n{ROBUST_SRC}\n"
+                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n{GAUSS_FUSED_SRC}\n{ROBUST_BOUND_SRC}\n{ROBUST_SRC}\n"
                 )
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),
@@ -779,7 +786,13 @@ mod tests {
             (
                 decode,
                 vec![
-                    CACHE_SRC, TOPK_SRC, GAUSS_SRC, ATTN_SRC, CERT_SRC, ROBUST_SRC,
+                    CACHE_SRC,
+                    TOPK_SRC,
+                    GAUSS_SRC,
+                    ATTN_SRC,
+                    CERT_SRC,
+                    GAUSS_FUSED_SRC,
+                    ROBUST_SRC,
                 ],
             ),
             (ModuleKey::Probe, vec![PROBE_SRC]),

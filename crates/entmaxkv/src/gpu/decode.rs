@@ -13,6 +13,17 @@
 //!   ln M_β in standardised space, applies the original criterion's margins and counts its
 //!   kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
 //!   before; chunk 0 appends the last page and applies the τ clamp);
+//! * Gaussian, original criterion, exact τ, no ALiBi, α ≤ 1.5, caches up to 64K tokens
+//!   (`ENTMAXKV_GAUSS_FUSED=<tokens>`: up to that length at any α, 0 never): the
+//!   selection fused with the K pass
+//!   (`kernels/gauss_fused.cu`), since there the criterion keeps most pages and the
+//!   separate launches cost more than the K rows they save: `gauss_fused_scores` (per
+//!   chunk: page moments published first, then every K row scored, written as a
+//!   candidate, and each page's largest score; per task one solver CTA merges the
+//!   partials and solves τ̂ while the chunks stream K), `gauss_fused_filter` (the keep
+//!   test of every page, the kept pages' largest score, the kept list, each chunk's
+//!   candidates on kept pages within the entmax range into the histogram), then the
+//!   attention's tail (and refilter / values) as below;
 //! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
 //!   counting), then `kernels/robust.cu`: `rob_box` (box bound of every closed page and
@@ -67,7 +78,7 @@
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
 use super::ctx::{launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
-use super::params::{AttnParams, GaussParams, RobustParams, TopkParams};
+use super::params::{AttnParams, FusedGaussParams, GaussParams, RobustParams, TopkParams};
 use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
 use crate::decode::{ByteCount, DecodeConfig, HeadReport, Method, StepReport};
@@ -171,6 +182,24 @@ struct CertPlan {
 
 /// Closed pages per CTA of `gauss_count` / `gauss_pack`.
 const GAUSS_SPC: usize = 2048;
+/// Longest cache (tokens) whose Gaussian step is fused with the K pass by default
+/// (`ENTMAXKV_GAUSS_FUSED=<tokens>` sets it; 0: never); see `kernels/gauss_fused.cu`.
+/// Session 13 run 5 (α = 1.5, ms, fused / separate): 32K 0.0719 / 0.0847, 64K 0.0971 /
+/// 0.0998, 128K 0.1290 / 0.1084.
+const GAUSS_FUSED_MAX: usize = 65536;
+/// Largest α fused by default: at α = 2 the criterion keeps a third of the pages or fewer
+/// and reading every K row does not pay (session 13 run 3: 32K 0.0750 / 0.0757 ms, 64K
+/// 0.0924 / 0.0804).
+const GAUSS_FUSED_ALPHA: f64 = 1.5;
+/// Pages the fused filter's keep bitmask holds (gauss_fused.cu `FUSED_MAX_PAGES`).
+const GAUSS_FUSED_PAGES: usize = 16384;
+
+/// The fused Gaussian step's launch parameters and workspaces (`kernels/gauss_fused.cu`).
+struct FusedPlan {
+    params: FusedGaussParams,
+    /// Dynamic shared memory of `gauss_fused_scores`.
+    dyn_scores: usize,
+}
 
 /// A planned GPU decode step (see the module docs).
 pub struct GpuDecoder {
@@ -203,6 +232,9 @@ pub struct GpuDecoder {
     gauss: Option<GaussPlan>,
     robust: Option<RobustPlan>,
     cert: Option<CertPlan>,
+    /// The Gaussian selection fused with the K pass (short caches), replacing the moments,
+    /// count and pack launches and the attention's scores and filter.
+    fused: Option<FusedPlan>,
     _rows: DevBuf<i32>,
     q: DevBuf<f32>,
     out: DevBuf<f32>,
@@ -433,18 +465,55 @@ impl GpuDecoder {
                 ),
             });
         }
+        // The Gaussian step fused with the K pass (kernels/gauss_fused.cu): on short caches
+        // the original criterion keeps most pages, and the separate selection's launches
+        // cost more than the K rows it lets the attention skip. Exact τ, no ALiBi (the
+        // mixture's τ̂ is a launch of its own), the keep bitmask within its shared memory.
+        // `ENTMAXKV_GAUSS_FUSED=<tokens>`: the longest cache fused at any α > 1 (0: never);
+        // unset, caches up to GAUSS_FUSED_MAX at α ≤ GAUSS_FUSED_ALPHA.
+        let fused_limit = match std::env::var("ENTMAXKV_GAUSS_FUSED")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            Some(t) => t,
+            None if alpha <= GAUSS_FUSED_ALPHA => GAUSS_FUSED_MAX,
+            None => 0,
+        };
+        let fused_gauss = gauss_opts.as_ref().is_some_and(|o| {
+            o.criterion == Criterion::Original
+                && !softmax
+                && cfg.tau_mode == TauMode::Exact
+                && cfg.attention.alibi_slopes.is_none()
+                && max_pages <= GAUSS_FUSED_PAGES
+                && max_tokens <= fused_limit
+        });
         // One resident wave of attention CTAs when the context is short; more chunks only
         // when a chunk would exceed its shared-memory page budget.
-        let main_kernel = if softmax {
-            "attn_softmax"
+        let (main_kernel, main_smem) = if softmax {
+            ("attn_softmax", (tg * ppc_lim * ps + red_floats) * 4)
+        } else if fused_gauss {
+            module.set_max_dynamic_smem("gauss_fused_scores", DYN_LIMIT)?;
+            (
+                "gauss_fused_scores",
+                (tg * ppc_lim * ps + tg * d + 2 * tg * ppc_lim) * 4,
+            )
         } else {
-            "attn_entmax_scores"
+            ("attn_entmax_scores", (tg * ppc_lim * ps + red_floats) * 4)
         };
-        let occ = module.occupancy(main_kernel, BLOCK, (tg * ppc_lim * ps + red_floats) * 4)?;
+        let occ = module.occupancy(main_kernel, BLOCK, main_smem)?;
         // `ENTMAXKV_WAVES` (default 1) resident waves of chunks, for experiments.
         let waves = knob("ENTMAXKV_WAVES", 1).clamp(1, 16);
         let target = waves * occ * gpu.info().sm_count;
-        let nch = need.max(target.div_ceil(tasks)).min(max_pages).min(NCH_MAX);
+        // Fused, each task also has a solver CTA: one wave holds the chunks and solvers
+        // (session 13 run 2: a second wave's chunks published at 22 µs, not 7).
+        // `ENTMAXKV_GAUSS_FUSED_WAVE=0`: the attention's chunks (for comparison).
+        let nch = if fused_gauss && knob("ENTMAXKV_GAUSS_FUSED_WAVE", 1) != 0 {
+            need.max((target / tasks).saturating_sub(1).max(1))
+        } else {
+            need.max(target.div_ceil(tasks))
+        }
+        .min(max_pages)
+        .min(NCH_MAX);
         let ppc_max = max_pages.div_ceil(nch);
         debug_assert!(ppc_max <= PPC_CAP && ppc_max <= ppc_lim);
         let caprows = ppc_max * ps;
@@ -798,8 +867,10 @@ impl GpuDecoder {
             }
             _ => None,
         };
+        // The attention reads every page when fused (the kept list is only reported).
         let (sel_lists, sel_counts, sel_stride) = match (&topk, &gauss) {
             (Some(t), _) => (t.lists.ptr(), t.counts.ptr(), t.params.list_stride),
+            (_, Some(_)) if fused_gauss => (0, 0, 0),
             (_, Some(g)) => (g.lists.ptr(), g.counts.ptr(), g.params.list_stride),
             _ => (0, 0, 0),
         };
@@ -917,6 +988,35 @@ impl GpuDecoder {
             // `ENTMAXKV_TAIL_LEAN=<n>` sets the longest list it takes (0: never).
             tail_lean: knob("ENTMAXKV_TAIL_LEAN", TAIL_LEAN_MAX).min(1 << 20) as i32,
         };
+        let fused = match &gauss {
+            Some(g) if fused_gauss => {
+                let ws = g.params.ws_stride as usize;
+                let params = FusedGaussParams {
+                    a: attn,
+                    g: g.params,
+                    part: alloc(batch * heads * nch * 4 * 8, true)?,
+                    pmax: alloc(batch * heads * ws * 4, true)?,
+                    published: alloc(tasks * 4, true)?,
+                    ticket: alloc(4, true)?,
+                    prof: if attn.prof != 0 {
+                        alloc(16 * 8, true)?
+                    } else {
+                        0
+                    },
+                };
+                let dyn_scores = (tg * caprows + tg * d + tg * 2 * ppc_max) * 4;
+                if dyn_scores > DYN_LIMIT {
+                    return Err(Error::Unsupported {
+                        op: OP,
+                        what: format!(
+                            "the fused Gaussian kernel would need {dyn_scores} bytes of shared memory (page_size {ps})"
+                        ),
+                    });
+                }
+                Some(FusedPlan { params, dyn_scores })
+            }
+            _ => None,
+        };
         // The certified strategy's τ_lb pass runs the filter and tail on the score bounds.
         let attn_cert = AttnParams {
             cert_phase: 1,
@@ -969,6 +1069,7 @@ impl GpuDecoder {
             gauss,
             robust,
             cert,
+            fused,
             _rows: rows_dev,
             q,
             out,
@@ -1043,6 +1144,40 @@ impl GpuDecoder {
         ))
     }
 
+    /// Whether the plan fuses the Gaussian selection with the K pass (short caches,
+    /// `kernels/gauss_fused.cu`).
+    pub fn fused_gauss(&self) -> bool {
+        self.fused.is_some()
+    }
+
+    /// Phase times (µs from the first CTA's start) of the last fused Gaussian step: the
+    /// latest chunk publish, chunk end, solver wait done, solver end, filter keep pass,
+    /// filter end, and the longest solve and merge; when `ENTMAXKV_PROFILE_TAIL` was set at plan
+    /// time (development aid).
+    pub fn fused_profile(&self) -> Result<Option<Vec<f64>>> {
+        let Some(f) = self.fused.as_ref().filter(|f| f.params.prof != 0) else {
+            return Ok(None);
+        };
+        let buf = self
+            .work
+            .iter()
+            .find(|b| b.ptr() == f.params.prof)
+            .ok_or_else(|| Error::invalid("fused_profile", "prof", "?", "buffer not found"))?;
+        let mut raw = vec![0u8; 128];
+        buf.read_at(&self.stream, 0, &mut raw)?;
+        let t: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let rel = |x: u64| (x as f64 - t[0] as f64) * 1e-3;
+        Ok(Some(
+            (1..7)
+                .map(|i| rel(t[i]))
+                .chain([t[7], t[9]].iter().map(|&x| x as f64 * 1e-3))
+                .collect(),
+        ))
+    }
+
     /// Chunks per task and tasks: the attention grid.
     pub fn grid(&self) -> (usize, usize) {
         (self.nch, self.tasks)
@@ -1105,6 +1240,9 @@ impl GpuDecoder {
     fn kernels(&self, stage: Stage) -> &[&'static str] {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
+            Stage::Selection if self.fused.is_some() => {
+                &["gauss_fused_scores", "gauss_fused_filter"]
+            }
             // Robust criterion: the list its plan made.
             Stage::Selection if self.robust.is_some() => {
                 &self.robust.as_ref().expect("robust plan").kernels
@@ -1122,6 +1260,8 @@ impl GpuDecoder {
             Stage::Attention if self.softmax => &["attn_softmax"],
             // The certified selection leaves exact scores of its candidates in the lists.
             Stage::Attention if self.cert.is_some() => &ATTN_ENTMAX[1..],
+            // Fused: the selection stage scored and filtered every page.
+            Stage::Attention if self.fused.is_some() => &ATTN_ENTMAX[2..],
             Stage::Attention => &ATTN_ENTMAX,
         }
     }
@@ -1185,6 +1325,16 @@ impl GpuDecoder {
                         let g = (t.params.nsel as u32, self.tasks as u32, 1);
                         launch_ex(m.func(name), g, BLOCK, 0, s, &t.params, self.pdl)
                     }
+                }
+                "gauss_fused_scores" => {
+                    let f = self.fused.as_ref().expect("fused plan");
+                    // One CTA per chunk and a solver per task, roles by start order.
+                    let g = (((self.nch + 1) * self.tasks) as u32, 1, 1);
+                    launch_ex(m.func(name), g, BLOCK, f.dyn_scores, s, &f.params, self.pdl)
+                }
+                "gauss_fused_filter" => {
+                    let f = self.fused.as_ref().expect("fused plan");
+                    launch_ex(m.func(name), grid8, BLOCK, 0, s, &f.params, self.pdl)
                 }
                 "rob_box" | "rob_bmax" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1"
                 | "rob_cpack1" | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2"
@@ -1454,7 +1604,9 @@ impl GpuDecoder {
                 bytes.sketch += closed * (ps * c.row_bytes) as u64;
                 bytes.k += last as u64 * row;
             } else {
-                let tokens = ((kept.max(1) - 1) * ps + last) as u64;
+                // Fused with the K pass, the step reads every page's K.
+                let k_pages = if self.fused.is_some() { npages } else { kept };
+                let tokens = ((k_pages.max(1) - 1) * ps + last) as u64;
                 bytes.k += tokens * row;
                 if self.softmax {
                     bytes.v += tokens * row;

@@ -249,3 +249,22 @@ pub(crate) struct AttnParams {
     /// 0: none.
     pub tail_lean: i32,
 }
+
+/// `kernels/gauss_fused.cu`: the Gaussian selection fused with the entmax K pass (short
+/// caches); the attention and Gaussian parameters of the plan plus the fused workspaces.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FusedGaussParams {
+    pub a: AttnParams,
+    pub g: GaussParams,
+    /// `[B * H, nch, 4]` f64 moment partial sums per chunk.
+    pub part: u64,
+    /// `[B * H, ws_stride]` f32 largest score of each page.
+    pub pmax: u64,
+    /// `[tasks]` u32 chunks that published their partials (0 between steps).
+    pub published: u64,
+    /// `[1]` u32 CTAs started (0 between steps).
+    pub ticket: u64,
+    /// Null, or `[16]` u64 global-timer stamps of the last step (development aid).
+    pub prof: u64,
+}

@@ -430,10 +430,12 @@ __device__ __forceinline__ int hist_bin(float d) {
     return bin < 0 ? 0 : (bin >= HIST_BINS ? HIST_BINS - 1 : bin);
 }
 
-// One warp keeps, in place and in order, the chunk's candidates with d = (α−1)(s − M) > thr
-// and counts their d into `hist_smem` (unless null). Returns the count kept (in every lane).
-__device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
-                             bool move_pos = true, float zf = __int_as_float(0x7f800000)) {
+// One warp keeps, in place and in order, the chunk's candidates k with d = (α−1)(s − M) > thr
+// (or z above the fixed-τ floor zf) for which also(k) holds, and counts their d into
+// `hist_smem` (unless null). Returns the count kept (in every lane).
+template <class Also>
+__device__ int warp_compact_if(const AttnParams& p, size_t idx, int caprows, float M, float thr, int* hist_smem,
+                                bool move_pos, float zf, Also also) {
     const int lane = threadIdx.x & 31;
     const int cnt = p.cand_cnt[idx];
     float* cs = p.cand_s + idx * (size_t)caprows;
@@ -457,7 +459,7 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
         for (int u = 0; u < WU; ++u) {
             const int k = k0 + u * 32 + lane;
             const float d = p.a * (sv[u] - M);
-            const bool keep = k < cnt && (d > thr || p.a * sv[u] > zf);
+            const bool keep = k < cnt && (d > thr || p.a * sv[u] > zf) && also(k);
             if (keep && hist_smem) atomicAdd(&hist_smem[hist_bin(d)], 1);
             const u32 m = __ballot_sync(FULL_MASK, keep);
             if (keep) {
@@ -469,6 +471,12 @@ __device__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float 
         }
     }
     return kept;
+}
+
+__device__ __forceinline__ int warp_compact(const AttnParams& p, size_t idx, int caprows, float M, float thr,
+                                            int* hist_smem, bool move_pos = true,
+                                            float zf = __int_as_float(0x7f800000)) {
+    return warp_compact_if(p, idx, caprows, M, thr, hist_smem, move_pos, zf, [](int) { return true; });
 }
 
 constexpr double CERT_REL_SLACK = 1e-5;

@@ -84,29 +84,11 @@ __device__ __forceinline__ double bias_half_width(const GaussParams& p, double s
 static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout differs from Rust");
 #endif
 
-// grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
-extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussParams p) {
-    PDL_ENTRY();
-    extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
-    float* s_mv = qs + p.group * HEAD_DIM;       // [group, 2, ppb] this CTA's μ_p, σ_p²
-    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
-    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
-    const int b = by / p.num_kv_heads;
-    const int kvh = by - b * p.num_kv_heads;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
-    const int ps = p.page_size;
-    const int closed = (len + ps - 1) / ps - 1;
-    const int p0 = part * p.ppb;
-    if (p0 >= closed) return;
-    const int p1 = min(closed, p0 + p.ppb);
-    const int G = p.group;
-    const int h0 = kvh * G;
-    for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
-        qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
-    __shared__ u32 s_pages[256];
-    for (int i = threadIdx.x; i < p1 - p0; i += BLOCK) s_pages[i] = p.block_tables[(size_t)row * p.bt_stride + p0 + i];
-    __syncthreads();
+// μ_p, σ_p² of closed pages [p0, p1) (physical ids s_pages[i − p0]) for the G query heads
+// h0 .. h0 + G − 1 of kv head kvh, from their scaled queries qs [G, HEAD_DIM]: into p.mu /
+// p.sd and s_mv [G, 2, ppb]. One pass over the pages' mean and std rows.
+__device__ void page_moments(const GaussParams& p, int b, int kvh, int h0, int G, const float* qs,
+                             const u32* s_pages, int p0, int p1, float* s_mv, int ppb) {
     const int lane = threadIdx.x % ST_LANES;
     const int rg = threadIdx.x / ST_LANES;
     constexpr int PU = 4;  // pages in flight per row group
@@ -165,21 +147,24 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
                     const size_t o = ((size_t)b * p.num_heads + h0 + g) * p.ws_stride + pi;
                     p.mu[o] = am;
                     p.sd[o] = av;
-                    s_mv[(2 * g) * p.ppb + (pi - p0)] = am;
-                    s_mv[(2 * g + 1) * p.ppb + (pi - p0)] = av;
+                    s_mv[(2 * g) * ppb + (pi - p0)] = am;
+                    s_mv[(2 * g + 1) * ppb + (pi - p0)] = av;
                 }
             }
         }
     }
-    __syncthreads();
-    // Partial sums of this CTA's pages, per head (f64, fixed order).
-    const int np = p1 - p0;
-    const double q_pos = (double)(len - 1);
+}
+
+// Partial sums of page_moments' np pages (page p0 first, np ≤ BLOCK), per head (f64, fixed
+// order): (Σμ_p, Σσ_p², Σ(μ_p + bias_p + 1.5σ_p), Σ(μ_p − μ_part)²) into dst + g·gstride.
+// Every thread of the block takes part; s_mv must be complete (after a barrier).
+__device__ void moments_partial(const GaussParams& p, int h0, int G, int p0, int np, double q_pos,
+                                const float* s_mv, int ppb, double* dst, size_t gstride) {
     for (int g = 0; g < G; ++g) {
         const double slope = head_slope(p, h0 + g);
         double sm = 0.0, sv = 0.0, st = 0.0;
         if ((int)threadIdx.x < np) {
-            const double m = s_mv[(2 * g) * p.ppb + threadIdx.x], v = s_mv[(2 * g + 1) * p.ppb + threadIdx.x];
+            const double m = s_mv[(2 * g) * ppb + threadIdx.x], v = s_mv[(2 * g + 1) * ppb + threadIdx.x];
             sm = m;
             sv = v;
             // The typical page maximum uses the shifted μ_p; μ_g and σ_g stay unshifted.
@@ -189,18 +174,47 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
         const double lm = sm / (double)np;
         double m2 = 0.0, z1 = 0.0, z2 = 0.0;
         if ((int)threadIdx.x < np) {
-            const double dm = (double)s_mv[(2 * g) * p.ppb + threadIdx.x] - lm;
+            const double dm = (double)s_mv[(2 * g) * ppb + threadIdx.x] - lm;
             m2 = dm * dm;
         }
         block_sum3<BLOCK>(m2, z1, z2);
         if (threadIdx.x == 0) {
-            double* o = p.part + (((size_t)b * p.num_heads + h0 + g) * p.n_part + part) * 4;
+            double* o = dst + g * gstride;
             o[0] = sm;
             o[1] = sv;
             o[2] = st;
             o[3] = m2;
         }
     }
+}
+
+// grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
+extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussParams p) {
+    PDL_ENTRY();
+    extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
+    float* s_mv = qs + p.group * HEAD_DIM;       // [group, 2, ppb] this CTA's μ_p, σ_p²
+    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
+    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
+    const int b = by / p.num_kv_heads;
+    const int kvh = by - b * p.num_kv_heads;
+    const int row = p.rows[b];
+    const int len = p.seq_lens[row];
+    const int ps = p.page_size;
+    const int closed = (len + ps - 1) / ps - 1;
+    const int p0 = part * p.ppb;
+    if (p0 >= closed) return;
+    const int p1 = min(closed, p0 + p.ppb);
+    const int G = p.group;
+    const int h0 = kvh * G;
+    for (int i = threadIdx.x; i < G * HEAD_DIM; i += BLOCK)
+        qs[i] = p.q[((size_t)b * p.num_heads + h0) * HEAD_DIM + i] * p.scale;
+    __shared__ u32 s_pages[256];
+    for (int i = threadIdx.x; i < p1 - p0; i += BLOCK) s_pages[i] = p.block_tables[(size_t)row * p.bt_stride + p0 + i];
+    __syncthreads();
+    page_moments(p, b, kvh, h0, G, qs, s_pages, p0, p1, s_mv, p.ppb);
+    __syncthreads();
+    moments_partial(p, h0, G, p0, p1 - p0, (double)(len - 1), s_mv, p.ppb,
+                    p.part + (((size_t)b * p.num_heads + h0) * p.n_part + part) * 4, (size_t)p.n_part * 4);
 }
 
 __device__ __forceinline__ double gauss_ninf() { return __longlong_as_double((long long)0xfff0000000000000ULL); }
@@ -568,6 +582,70 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
     if (threadIdx.x == 0) p.tau_mix[bh] = tau;
 }
 
+// Head moment sums from np partials (4 doubles each, part i over nc(i) closed pages; parts
+// with none are skipped) over n pages, in a fixed order: (Σμ_p, Σσ_p², Σ(μ_p + bias +
+// 1.5σ_p), Σ(μ_p − μ_g)²), the last by Chan et al.'s merge, Σ_i [M2_i + nc_i (μ_i − μ_g)²]
+// (the CPU's two-pass value to rounding). Every thread takes part; thread 0 writes out.
+// The partials are read past L1 (__ldcg): the fused kernel reads them from other CTAs.
+template <class NC>
+__device__ void merge_moments(const double* part, int np, double n, NC nc, double* out) {
+    const int tid = threadIdx.x;
+    double sm = 0.0, sv = 0.0, st = 0.0;
+    for (int i = tid; i < np; i += BLOCK) {
+        sm += __ldcg(part + i * 4);
+        sv += __ldcg(part + i * 4 + 1);
+        st += __ldcg(part + i * 4 + 2);
+    }
+    block_sum3<BLOCK>(sm, sv, st);
+    const double mu_g = sm / n;
+    double vm = 0.0, z1 = 0.0, z2 = 0.0;
+    for (int i = tid; i < np; i += BLOCK) {
+        const int c = nc(i);
+        if (c > 0) {
+            const double dm = __ldcg(part + i * 4) / (double)c - mu_g;
+            vm += __ldcg(part + i * 4 + 3) + (double)c * dm * dm;
+        }
+    }
+    block_sum3<BLOCK>(vm, z1, z2);
+    if (tid == 0) {
+        out[0] = sm;
+        out[1] = sv;
+        out[2] = st;
+        out[3] = vm;
+    }
+}
+
+// Head hg of task t from its moment sums (Σμ_p, Σσ_p², Σ(μ_p + bias + 1.5σ_p), Σ(μ_p − μ_g)²)
+// over n closed pages, by one warp (every lane computes the same bits): τ̂ of the single
+// Gaussian (or the page mixture's, ALiBi), the selection floor (τ̂ minus the margins) and the
+// page-max z. Lane 0 writes them to s_tau / s_floor / s_z[hg] and raises *s_bad for
+// non-finite sums or τ̂.
+__device__ void gauss_head(const GaussParams& p, const GaussTask& t, int hg, int lane, const double* sum, double n,
+                           double* s_tau, double* s_floor, double* s_z, int* s_bad) {
+    const double sm = sum[0], sv = sum[1], st = sum[2], vm = sum[3];
+    if (!isfinite(sm) || !isfinite(sv)) {
+        if (lane == 0) *s_bad = 1;
+        return;
+    }
+    const double mu_g = sm / n;
+    const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
+    // ALiBi heads with a slope: the page mixture's τ̂ (gauss_mix); NaN there (no bracket:
+    // statistics beyond f64) keeps every page, as non-finite sums do.
+    const bool mix = head_slope(p, t.h0 + hg) != 0.0;
+    const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + hg] : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p, lane);
+    const bool low = sigma_g < 1.5;
+    const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
+    const double d_sigma = smz * sigma_g;
+    const double typical = st / n;
+    const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
+    if (lane == 0) {
+        if (!isfinite(th)) *s_bad = 1;
+        s_tau[hg] = th;
+        s_floor[hg] = th - p.a * fmax(d_sigma, d_tau);
+        s_z[hg] = low ? p.zp_low : p.zp_high;
+    }
+}
+
 // grid (nsel, tasks), block BLOCK.
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParams p) {
     PDL_ENTRY();
@@ -585,61 +663,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
     // Head moments from the moments partials, in a fixed order.
     const int nm = (t.closed + p.ppb - 1) / p.ppb;
     const double n = (double)t.closed;
-    for (int g = 0; g < p.tg; ++g) {
-        const double* part = p.part + ((size_t)t.b * p.num_heads + t.h0 + g) * p.n_part * 4;
-        double sm = 0.0, sv = 0.0, st = 0.0;
-        for (int i = tid; i < nm; i += BLOCK) {
-            sm += part[i * 4];
-            sv += part[i * 4 + 1];
-            st += part[i * 4 + 2];
-        }
-        block_sum3<BLOCK>(sm, sv, st);
-        // Σ(μ_p − μ_g)² = Σ_cta [M2_cta + n_cta (μ_cta − μ_g)²] (Chan et al.).
-        const double mu_g = sm / n;
-        double vm = 0.0, z1 = 0.0, z2 = 0.0;
-        for (int i = tid; i < nm; i += BLOCK) {
-            const double nc = (double)(min(t.closed, (i + 1) * p.ppb) - i * p.ppb);
-            const double dm = part[i * 4] / nc - mu_g;
-            vm += part[i * 4 + 3] + nc * dm * dm;
-        }
-        block_sum3<BLOCK>(vm, z1, z2);
-        if (tid == 0) {
-            s_sum[g][0] = sm;
-            s_sum[g][1] = sv;
-            s_sum[g][2] = st;
-            s_sum[g][3] = vm;
-        }
-    }
+    for (int g = 0; g < p.tg; ++g)
+        merge_moments(p.part + ((size_t)t.b * p.num_heads + t.h0 + g) * p.n_part * 4, nm, n,
+                      [&](int i) { return min(t.closed, (i + 1) * p.ppb) - i * p.ppb; }, s_sum[g]);
     if (tid == 0) s_bad = 0;
     __syncthreads();
-    // Warp g: head g (tg ≤ 8 = BLOCK/32 warps); every lane of it computes the same values,
-    // lane 0 publishes them.
+    // Warp g: head g (tg ≤ 8 = BLOCK/32 warps).
     const int hg = tid >> 5, lane = tid & 31;
-    if (hg < p.tg) {
-        const double sm = s_sum[hg][0], sv = s_sum[hg][1], st = s_sum[hg][2], vm = s_sum[hg][3];
-        if (!isfinite(sm) || !isfinite(sv)) {
-            if (lane == 0) s_bad = 1;
-        } else {
-            const double mu_g = sm / n;
-            const double sigma_g = fmax(sqrt(sv / n + vm / n), 1e-6);
-            // ALiBi heads with a slope: the page mixture's τ̂ (gauss_mix); NaN there (no
-            // bracket: statistics beyond f64) keeps every page, as non-finite sums do.
-            const bool mix = head_slope(p, t.h0 + hg) != 0.0;
-            const double th = mix ? p.tau_mix[t.b * p.num_heads + t.h0 + hg]
-                                  : gauss_tau_hat(mu_g, sigma_g, n * p.page_size, p, lane);
-            const bool low = sigma_g < 1.5;
-            const double smz = p.smz >= 0.0 ? p.smz : (low ? 0.01 : 0.05) * sigma_g;
-            const double d_sigma = smz * sigma_g;
-            const double typical = st / n;
-            const double d_tau = p.excess_frac * fmax(th / p.a - typical, 0.0);
-            if (lane == 0) {
-                if (!isfinite(th)) s_bad = 1;
-                s_tau[hg] = th;
-                s_floor[hg] = th - p.a * fmax(d_sigma, d_tau);
-                s_z[hg] = low ? p.zp_low : p.zp_high;
-            }
-        }
-    }
+    if (hg < p.tg) gauss_head(p, t, hg, lane, s_sum[hg], n, s_tau, s_floor, s_z, &s_bad);
     __syncthreads();
     const bool bad = s_bad != 0;
     if (c == 0 && tid < p.tg) {
