@@ -87,7 +87,7 @@ use crate::selection::gaussian::{Criterion, GaussianOpts};
 use crate::selection::topk::{Budget, TopkScoring};
 use crate::selection::GqaMode;
 use crate::stats::sketch;
-use crate::tau::page_max_quantile_z;
+use crate::tau::{page_max_quantile_z, TstarTable};
 use std::sync::Arc;
 
 /// Which part of a step to launch (for stage timings).
@@ -148,6 +148,8 @@ struct GaussPlan {
     tau_hat: DevBuf<f64>,
     /// Partial sums, chunk counts and maxima, per-head floors: scratch of the selection.
     scratch: Vec<DevBuf<u8>>,
+    /// Nodes of t*(c) for the τ̂ solve (tau::TstarTable), if used.
+    tstar: Option<DevBuf<f64>>,
 }
 
 /// The robust Gaussian criterion's kernels (`kernels/robust.cu`) and their workspaces; the
@@ -679,6 +681,23 @@ impl GpuDecoder {
                     ),
                 };
                 let (kint, beta) = gauss_beta(alpha);
+                // τ̂ by the tabulated standardised root (any β; `ENTMAXKV_TSTAR=0`: Newton
+                // on the device, for comparison). Softmax modes solve no τ̂. A β whose
+                // table cannot be built (none known) keeps Newton. The original criterion
+                // only: with the table, `gaussian_robust_matches_cpu` did not finish within
+                // 230 s on the device (session 13 run 9; the robust tests with sinks, sketch
+                // widths and long contexts passed), so the robust criterion keeps Newton
+                // until that is understood.
+                let use_tstar = alpha > 1.0
+                    && o.criterion == Criterion::Original
+                    && knob("ENTMAXKV_TSTAR", 1) != 0;
+                let tstar = match use_tstar.then(|| TstarTable::build(beta)) {
+                    Some(Ok(tab)) => {
+                        let flat: Vec<f64> = tab.nodes.iter().flatten().copied().collect();
+                        Some((gpu.upload(&flat)?, tab))
+                    }
+                    _ => None,
+                };
                 let params = GaussParams {
                     smean: bufs.stats[2].ptr(),
                     sstd: bufs.stats[3].ptr(),
@@ -699,6 +718,7 @@ impl GpuDecoder {
                     task_bad: salloc(tasks * 4)?,
                     slopes: slopes.as_ref().map_or(0, |s| s.ptr()),
                     tau_mix: salloc(batch * heads * 8)?,
+                    tstar: tstar.as_ref().map_or(0, |t| t.0.ptr()),
                     a: alpha - 1.0,
                     beta,
                     zp_low,
@@ -707,6 +727,8 @@ impl GpuDecoder {
                     excess_frac: o.threshold_excess_margin_fraction,
                     clamp_scale: o.tau_clamp_sigma_scale,
                     smz: o.safety_margin_z.unwrap_or(-1.0),
+                    tstar_c0: tstar.as_ref().map_or(0.0, |t| t.1.c0),
+                    tstar_inv_h: tstar.as_ref().map_or(0.0, |t| 1.0 / t.1.h),
                     scale: cfg.attention.scale_for(d),
                     kint,
                     clamp_tau: o.clamp_tau as i32,
@@ -726,6 +748,7 @@ impl GpuDecoder {
                     within_page: o.alibi_within_page as i32,
                     kv_fast: (knob("ENTMAXKV_KV_FAST", 1) != 0 && n_part <= 65535) as i32,
                     robust: (o.criterion == Criterion::Robust) as i32,
+                    tstar_n: tstar.as_ref().map_or(0, |t| t.1.nodes.len() as i32),
                 };
                 Some(GaussPlan {
                     params,
@@ -737,6 +760,7 @@ impl GpuDecoder {
                     counts,
                     tau_hat,
                     scratch,
+                    tstar: tstar.map(|t| t.0),
                 })
             }
         };
@@ -1112,6 +1136,7 @@ impl GpuDecoder {
                     + g.lists.bytes()
                     + g.counts.bytes()
                     + g.scratch.iter().map(|b| b.bytes()).sum::<usize>()
+                    + g.tstar.as_ref().map_or(0, |t| t.bytes())
             })
     }
 

@@ -87,6 +87,8 @@ pub(crate) struct GaussParams {
     pub task_bad: u64,
     pub slopes: u64,
     pub tau_mix: u64,
+    /// `[tstar_n, 3]` f64 nodes of t*(c) (tau::TstarTable), or 0: Newton.
+    pub tstar: u64,
     pub a: f64,
     pub beta: f64,
     pub zp_low: f64,
@@ -95,6 +97,8 @@ pub(crate) struct GaussParams {
     pub excess_frac: f64,
     pub clamp_scale: f64,
     pub smz: f64,
+    pub tstar_c0: f64,
+    pub tstar_inv_h: f64,
     pub scale: f32,
     pub kint: i32,
     pub clamp_tau: i32,
@@ -114,6 +118,7 @@ pub(crate) struct GaussParams {
     pub within_page: i32,
     pub kv_fast: i32,
     pub robust: i32,
+    pub tstar_n: i32,
 }
 
 /// `RobustParams` of `kernels/robust.cu` (the robust Gaussian criterion's kernels).

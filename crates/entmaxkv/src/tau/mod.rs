@@ -21,5 +21,5 @@ pub use entmax::{
 };
 pub use gaussian::{
     page_max_quantile_z, tau_hat_mixture, tau_hat_single, trunc_gauss_moments, TauHat, TauHatOpts,
-    TruncGaussMoments, SIGMA_FLOOR,
+    TruncGaussMoments, TstarTable, SIGMA_FLOOR,
 };

@@ -39,6 +39,7 @@ struct GaussParams {
     int* task_bad;       // [tasks] 1: non-finite statistics, every page kept
     const float* slopes; // [H] ALiBi slopes, or null
     double* tau_mix;     // [B, H] τ̂ of the page mixture (ALiBi heads with a nonzero slope)
+    const double* tstar; // [tstar_n, 3] nodes of t*(c) (tau::TstarTable), or null: Newton
     double a;            // α − 1
     double beta;         // β = 1/(α − 1) (= kint when kint > 0)
     double zp_low;       // z of the page-max quantile when σ_g < 1.5
@@ -47,6 +48,8 @@ struct GaussParams {
     double excess_frac;  // threshold_excess_margin_fraction
     double clamp_scale;  // tau_clamp_sigma_scale
     double smz;          // safety_margin_z, < 0: automatic
+    double tstar_c0;     // c of node 0
+    double tstar_inv_h;  // 1 / grid step
     float scale;
     int kint;            // β ∈ {1, 2, 3}: closed forms; 0: any β by quadrature (gauss_beta.cuh)
     int clamp_tau;
@@ -66,6 +69,7 @@ struct GaussParams {
     int within_page;     // GaussianOpts::alibi_within_page
     int kv_fast;         // gauss_moments grid is (B * H_kv, n_part): kv heads of a page range side by side
     int robust;          // robust criterion (robust.cu): chunk 0 publishes τ̂ and task_bad only
+    int tstar_n;         // nodes of tstar
 };
 
 // ALiBi (SPEC §4.4): μ_p is kept unshifted in the workspace; each use adds the bias at the
@@ -328,7 +332,35 @@ __device__ __forceinline__ bool gauss_pair(int k, double beta, double t, double&
 // τ̂ (kernel space) for N(mu, sigma²) over n tokens (gauss_tau_newton), by a whole warp (every
 // lane gets the same bits; the closed forms are evaluated redundantly by each lane); NaN when a
 // generic-β moment fails.
+//
+// With the host's table of the standardised root t*(c) (tau::TstarTable: τ̂ depends on the
+// moments only through c = −ln n − β ln σ_Y), τ̂ is one quintic Hermite interpolation,
+// within ~1e-15 of the root, and the solve runs no special function. After the previous
+// kernels the Newton path's code (erfcx, normcdf, log, exp in f64) is fetched cold, and it
+// was the longest phase of the Gaussian step (session 13: 18–22 µs of `gauss_count`).
+// Outside the table, Newton as before.
 __device__ double gauss_tau_hat(double mu, double sigma, double n, const GaussParams& p, int lane) {
+    if (p.tstar) {
+        const double sy = fmax(p.a * fmax(sigma, 1e-6), 1e-10);
+        const double c = -log(n) - p.beta * log(sy);
+        const double x = (c - p.tstar_c0) * p.tstar_inv_h;
+        if (x >= 0.0 && x < (double)(p.tstar_n - 1)) {
+            const int j = (int)x;
+            const double u = x - (double)j;
+            const double* e = p.tstar + 3 * (size_t)j;
+            const double p0 = e[0], v0 = e[1], a0 = e[2], p1 = e[3], v1 = e[4], a1 = e[5];
+            // TstarTable::eval's arithmetic, term for term.
+            const double u3 = u * u * u;
+            const double d0 = p1 - p0 - v0 - 0.5 * a0;
+            const double d1 = v1 - v0 - a0;
+            const double d2 = a1 - a0;
+            const double ca = 10.0 * d0 - 4.0 * d1 + 0.5 * d2;
+            const double cb = -15.0 * d0 + 7.0 * d1 - d2;
+            const double cc = 6.0 * d0 - 3.0 * d1 + 0.5 * d2;
+            const double t = p0 + u * (v0 + u * (0.5 * a0)) + u3 * (ca + u * (cb + u * cc));
+            return p.a * mu - sy * t;
+        }
+    }
     const int k = p.kint;
     const double beta = p.beta;
     const GbWarp red = {lane};
