@@ -6,7 +6,7 @@
 //   gauss_count    every CTA merges the partials in a fixed order (Chan's formula for the
 //                  variance of the page means: the CPU's two-pass value to rounding), solves
 //                  τ̂ of the single Gaussian (one warp per head; every CTA gets the same
-//                  bits), applies the margins, and counts the kept pages of its chunk and
+//                  bits; from the plan's t*(c) table where it has one, gauss_tau_hat), applies the margins, and counts the kept pages of its chunk and
 //                  their clamp maxima; chunk 0 publishes τ̂ and the per-head floors;
 //   gauss_mix      (ALiBi only, before gauss_count) τ̂ of the per-page mixture of a head with a
 //                  nonzero slope, one CTA per head (selection/gaussian/model.rs: each page's
