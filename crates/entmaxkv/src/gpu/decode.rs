@@ -94,9 +94,12 @@ use std::sync::Arc;
 /// Which part of a step to launch (for stage timings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Page selection (nothing for dense decode).
+    /// Page selection (nothing for dense decode). The fused Gaussian step
+    /// ([`GpuDecoder::fused_gauss`]) scores every page's K here too.
     Selection,
-    /// Attention over the selected pages.
+    /// Attention over the selected pages. After a fused Gaussian selection only the τ solve
+    /// and V remain, and they consume the running maximum and histogram the selection left:
+    /// replayed without it, as stage timings do, they time the same kernels on reset state.
     Attention,
 }
 
