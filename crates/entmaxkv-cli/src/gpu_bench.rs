@@ -308,7 +308,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                     }
                     if let Some(f) = dec.fused_profile()? {
                         eprintln!(
-                            "    fused µs (publish, chunk end, solver waited, solver end, filter keep, filter end; solve, merge): {f:.1?}"
+                            "    fused µs (moments published, solved, chunk scores, chunk waited, chunk candidates, list; solve, merge): {f:.1?}"
                         );
                     }
                     // The stage graphs ran after the full step: run it once more for the report.

@@ -503,7 +503,6 @@ impl ModuleKey {
                 "gauss_count",
                 "gauss_pack",
                 "gauss_fused_scores",
-                "gauss_fused_filter",
                 "attn_entmax_scores",
                 "attn_entmax_filter",
                 "attn_entmax_refilter",

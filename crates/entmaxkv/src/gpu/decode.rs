@@ -14,16 +14,17 @@
 //!   root t*(c) (`tau::TstarTable`), the robust one by Newton on ln M_β —, applies the
 //!   original criterion's margins and counts its kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
 //!   before; chunk 0 appends the last page and applies the τ clamp);
-//! * Gaussian, original criterion, exact τ, no ALiBi, α ≤ 1.5, caches up to 64K tokens
+//! * Gaussian, original criterion, exact τ, no ALiBi, caches up to 64K tokens
 //!   (`ENTMAXKV_GAUSS_FUSED=<tokens>`: up to that length at any α, 0 never): the
 //!   selection fused with the K pass
 //!   (`kernels/gauss_fused.cu`), since there the criterion keeps most pages and the
 //!   separate launches cost more than the K rows they save: `gauss_fused_scores` (per
-//!   chunk: page moments published first, then every K row scored, written as a
-//!   candidate, and each page's largest score; per task one solver CTA merges the
-//!   partials and solves τ̂ while the chunks stream K), `gauss_fused_filter` (the keep
-//!   test of every page, the kept pages' largest score, the kept list, each chunk's
-//!   candidates on kept pages within the entmax range into the histogram), then the
+//!   task, moment CTAs publish the page moments and their partials, the last of them
+//!   merges them, solves τ̂ and writes the keep bits, the kept list and the clamped τ̂;
+//!   meanwhile chunk CTAs score every K row, wait for the keep bits, and write the rows
+//!   of kept pages within the entmax range of the running maximum over kept pages as
+//!   candidates), `attn_entmax_filter` (as in dense entmax: the running maximum is now
+//!   the kept pages' maximum), then the
 //!   attention's tail (and refilter / values) as below;
 //! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
@@ -188,16 +189,14 @@ struct CertPlan {
 
 /// Closed pages per CTA of `gauss_count` / `gauss_pack`.
 const GAUSS_SPC: usize = 2048;
-/// Longest cache (tokens) whose Gaussian step is fused with the K pass by default
-/// (`ENTMAXKV_GAUSS_FUSED=<tokens>` sets it; 0: never); see `kernels/gauss_fused.cu`.
-/// Session 13 run 5 (α = 1.5, ms, fused / separate): 32K 0.0719 / 0.0847, 64K 0.0971 /
-/// 0.0998, 128K 0.1290 / 0.1084.
+/// Longest cache (tokens) whose Gaussian step is fused with the K pass by default, at any
+/// α (`ENTMAXKV_GAUSS_FUSED=<tokens>` sets it; 0: never); see `kernels/gauss_fused.cu`.
+/// Session 14 run 2 (ms, fused / separate or session 13's fused form): α = 1.5 32K 0.0629
+/// / 0.0677, 64K 0.0814 / 0.0998; α = 2 32K 0.0595 / 0.0710, 64K 0.0756 / 0.0763.
+/// Session 14 run 1 (the second form, forced): 128K 0.160 against 0.104 separate.
 const GAUSS_FUSED_MAX: usize = 65536;
-/// Largest α fused by default: at α = 2 the criterion keeps a third of the pages or fewer
-/// and reading every K row does not pay (session 13 run 3: 32K 0.0750 / 0.0757 ms, 64K
-/// 0.0924 / 0.0804).
-const GAUSS_FUSED_ALPHA: f64 = 1.5;
-/// Pages the fused filter's keep bitmask holds (gauss_fused.cu `FUSED_MAX_PAGES`).
+/// Most pages a fused plan takes, whatever `ENTMAXKV_GAUSS_FUSED` asks (reading every K
+/// row stops paying long before: session 14 run 1, forced at 128K, 0.160 against 0.104 ms).
 const GAUSS_FUSED_PAGES: usize = 16384;
 
 /// The fused Gaussian step's launch parameters and workspaces (`kernels/gauss_fused.cu`).
@@ -474,17 +473,12 @@ impl GpuDecoder {
         // The Gaussian step fused with the K pass (kernels/gauss_fused.cu): on short caches
         // the original criterion keeps most pages, and the separate selection's launches
         // cost more than the K rows it lets the attention skip. Exact τ, no ALiBi (the
-        // mixture's τ̂ is a launch of its own), the keep bitmask within its shared memory.
-        // `ENTMAXKV_GAUSS_FUSED=<tokens>`: the longest cache fused at any α > 1 (0: never);
-        // unset, caches up to GAUSS_FUSED_MAX at α ≤ GAUSS_FUSED_ALPHA.
-        let fused_limit = match std::env::var("ENTMAXKV_GAUSS_FUSED")
+        // mixture's τ̂ is a launch of its own). `ENTMAXKV_GAUSS_FUSED=<tokens>`: the
+        // longest cache fused (0: never); unset, GAUSS_FUSED_MAX.
+        let fused_limit = std::env::var("ENTMAXKV_GAUSS_FUSED")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-        {
-            Some(t) => t,
-            None if alpha <= GAUSS_FUSED_ALPHA => GAUSS_FUSED_MAX,
-            None => 0,
-        };
+            .unwrap_or(GAUSS_FUSED_MAX);
         let fused_gauss = gauss_opts.as_ref().is_some_and(|o| {
             o.criterion == Criterion::Original
                 && !softmax
@@ -501,7 +495,7 @@ impl GpuDecoder {
             module.set_max_dynamic_smem("gauss_fused_scores", DYN_LIMIT)?;
             (
                 "gauss_fused_scores",
-                (tg * ppc_lim * ps + tg * d + 2 * tg * ppc_lim) * 4,
+                (tg * ppc_lim * ps).max(tg * d + 2 * tg * PPC_CAP) * 4,
             )
         } else {
             ("attn_entmax_scores", (tg * ppc_lim * ps + red_floats) * 4)
@@ -510,13 +504,17 @@ impl GpuDecoder {
         // `ENTMAXKV_WAVES` (default 1) resident waves of chunks, for experiments.
         let waves = knob("ENTMAXKV_WAVES", 1).clamp(1, 16);
         let target = waves * occ * gpu.info().sm_count;
-        // Fused, each task also has a solver CTA: one wave holds the chunks and solvers
-        // (session 13 run 2: a second wave's chunks published at 22 µs, not 7).
-        // `ENTMAXKV_GAUSS_FUSED_WAVE=0`: the attention's chunks (for comparison).
-        let nch = if fused_gauss && knob("ENTMAXKV_GAUSS_FUSED_WAVE", 1) != 0 {
-            need.max((target / tasks).saturating_sub(1).max(1))
-        } else {
-            need.max(target.div_ceil(tasks))
+        // Fused, each task also has its moment CTAs, one per `ENTMAXKV_GAUSS_FUSED_PPB`
+        // (default 128) closed pages. `ENTMAXKV_GAUSS_FUSED_WAVE`: 1 (default) one wave
+        // holds them and the chunks, 2 one wave of chunks besides them, 0 the attention's
+        // chunks (for comparison).
+        let fused_ppb = knob("ENTMAXKV_GAUSS_FUSED_PPB", 128).clamp(16, PPC_CAP);
+        let nmom = (max_pages.saturating_sub(1)).max(1).div_ceil(fused_ppb);
+        let per_task = (target / tasks).max(1);
+        let nch = match (fused_gauss, knob("ENTMAXKV_GAUSS_FUSED_WAVE", 1)) {
+            (true, 1) => need.max(per_task.saturating_sub(nmom).max(1)),
+            (true, 2) => need.max(per_task),
+            _ => need.max(target.div_ceil(tasks)),
         }
         .min(max_pages)
         .min(NCH_MAX);
@@ -687,14 +685,12 @@ impl GpuDecoder {
                 let (kint, beta) = gauss_beta(alpha);
                 // τ̂ by the tabulated standardised root (any β; `ENTMAXKV_TSTAR=0`: Newton
                 // on the device, for comparison). Softmax modes solve no τ̂. A β whose
-                // table cannot be built (none known) keeps Newton. The original criterion
-                // only: with the table, `gaussian_robust_matches_cpu` did not finish within
-                // 230 s on the device (session 13 run 9; the robust tests with sinks, sketch
-                // widths and long contexts passed), so the robust criterion keeps Newton
-                // until that is understood.
-                let use_tstar = alpha > 1.0
-                    && o.criterion == Criterion::Original
-                    && knob("ENTMAXKV_TSTAR", 1) != 0;
+                // table cannot be built (none known) keeps Newton. Both criteria: session
+                // 13's unfinished `gaussian_robust_matches_cpu` was the JIT of its modules
+                // (session 14 run 1: it passed with the table in 126 s, 17–32 s for each new
+                // configuration); the robust step gains 5–6 µs (run 2: 32K 0.1265 → 0.1199 ms,
+                // 1M 0.7730 → 0.7680).
+                let use_tstar = alpha > 1.0 && knob("ENTMAXKV_TSTAR", 1) != 0;
                 let tstar = match use_tstar.then(|| TstarTable::build(beta)) {
                     Some(Ok(tab)) => {
                         let flat: Vec<f64> = tab.nodes.iter().flatten().copied().collect();
@@ -1018,21 +1014,31 @@ impl GpuDecoder {
         };
         let fused = match &gauss {
             Some(g) if fused_gauss => {
-                let ws = g.params.ws_stride as usize;
+                let keep_stride = max_pages.next_multiple_of(4);
                 let params = FusedGaussParams {
                     a: attn,
                     g: g.params,
-                    part: alloc(batch * heads * nch * 4 * 8, true)?,
-                    pmax: alloc(batch * heads * ws * 4, true)?,
-                    published: alloc(tasks * 4, true)?,
-                    ticket: alloc(4, true)?,
+                    part: alloc(batch * heads * nmom * 4 * 8, true)?,
+                    keep: alloc(tasks * keep_stride, true)?,
+                    ccnt: alloc(tasks * nch * 4, true)?,
+                    ccap: alloc(tasks * nch * tg * 8, true)?,
+                    // The counters only grow (never reset between steps): zeroed once here.
+                    arrived: alloc(tasks * 8, true)?,
+                    ready: alloc(tasks * 8, true)?,
+                    done: alloc(tasks * 8, true)?,
+                    ticket: alloc(8, true)?,
                     prof: if attn.prof != 0 {
                         alloc(16 * 8, true)?
                     } else {
                         0
                     },
+                    nmom: nmom as i32,
+                    ppb: fused_ppb as i32,
+                    keep_stride: keep_stride as i32,
+                    pad_: 0,
                 };
-                let dyn_scores = (tg * caprows + tg * d + tg * 2 * ppc_max) * 4;
+                // A chunk CTA's scores, or a moment CTA's queries and page moments.
+                let dyn_scores = (tg * caprows).max(tg * d + tg * 2 * fused_ppb) * 4;
                 if dyn_scores > DYN_LIMIT {
                     return Err(Error::Unsupported {
                         op: OP,
@@ -1180,9 +1186,9 @@ impl GpuDecoder {
     }
 
     /// Phase times (µs from the first CTA's start) of the last fused Gaussian step: the
-    /// latest chunk publish, chunk end, solver wait done, solver end, filter keep pass,
-    /// filter end, and the longest solve and merge; when `ENTMAXKV_PROFILE_TAIL` was set at plan
-    /// time (development aid).
+    /// latest moment publish, solve end, chunk scores done, chunk wait done, chunk
+    /// candidates out and kept list written, then the longest solve and merge (µs); when
+    /// `ENTMAXKV_PROFILE_TAIL` was set at plan time (development aid).
     pub fn fused_profile(&self) -> Result<Option<Vec<f64>>> {
         let Some(f) = self.fused.as_ref().filter(|f| f.params.prof != 0) else {
             return Ok(None);
@@ -1270,7 +1276,7 @@ impl GpuDecoder {
         match stage {
             Stage::Selection if self.topk.is_some() => &["topk_score", "topk_select"],
             Stage::Selection if self.fused.is_some() => {
-                &["gauss_fused_scores", "gauss_fused_filter"]
+                &["gauss_fused_scores", "attn_entmax_filter"]
             }
             // Robust criterion: the list its plan made.
             Stage::Selection if self.robust.is_some() => {
@@ -1357,13 +1363,10 @@ impl GpuDecoder {
                 }
                 "gauss_fused_scores" => {
                     let f = self.fused.as_ref().expect("fused plan");
-                    // One CTA per chunk and a solver per task, roles by start order.
-                    let g = (((self.nch + 1) * self.tasks) as u32, 1, 1);
+                    // Per task its moment CTAs and one CTA per chunk, roles by start order.
+                    let per_task = self.nch + f.params.nmom as usize;
+                    let g = ((per_task * self.tasks) as u32, 1, 1);
                     launch_ex(m.func(name), g, BLOCK, f.dyn_scores, s, &f.params, self.pdl)
-                }
-                "gauss_fused_filter" => {
-                    let f = self.fused.as_ref().expect("fused plan");
-                    launch_ex(m.func(name), grid8, BLOCK, 0, s, &f.params, self.pdl)
                 }
                 "rob_box" | "rob_bmax" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1"
                 | "rob_cpack1" | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2"

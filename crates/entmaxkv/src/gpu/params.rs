@@ -262,14 +262,29 @@ pub(crate) struct AttnParams {
 pub(crate) struct FusedGaussParams {
     pub a: AttnParams,
     pub g: GaussParams,
-    /// `[B * H, nch, 4]` f64 moment partial sums per chunk.
+    /// `[B * H, nmom, 4]` f64 moment partial sums per moment CTA.
     pub part: u64,
-    /// `[B * H, ws_stride]` f32 largest score of each page.
-    pub pmax: u64,
-    /// `[tasks]` u32 chunks that published their partials (0 between steps).
-    pub published: u64,
-    /// `[1]` u32 CTAs started (0 between steps).
+    /// `[tasks, keep_stride]` u8 keep flag of each page.
+    pub keep: u64,
+    /// `[tasks, nch]` i32 kept pages per chunk.
+    pub ccnt: u64,
+    /// `[tasks, nch, tg]` f64 clamp maximum over a chunk's kept pages.
+    pub ccap: u64,
+    /// `[tasks]` u64 moment CTAs that published, over all steps (only grows).
+    pub arrived: u64,
+    /// `[tasks]` u64 step + 1 of the task's last solve (only grows).
+    pub ready: u64,
+    /// `[tasks]` u64 chunk CTAs that finished, over all steps (only grows).
+    pub done: u64,
+    /// `[1]` u64 CTAs started, over all steps (only grows: role = ticket mod grid).
     pub ticket: u64,
     /// Null, or `[16]` u64 global-timer stamps of the last step (development aid).
     pub prof: u64,
+    /// Moment CTAs per task.
+    pub nmom: i32,
+    /// Closed pages per moment CTA.
+    pub ppb: i32,
+    /// Bytes per task in `keep` (a multiple of 4).
+    pub keep_stride: i32,
+    pub pad_: i32,
 }

@@ -401,6 +401,28 @@ __device__ __forceinline__ GaussTask gauss_task(const GaussParams& p, int task) 
     return t;
 }
 
+// The original criterion's test for head g of task t on closed page i, from its μ_p and
+// σ_p² as loaded: the page's likely maximum (μ_p + bias + the bias's half width + z·σ_p)
+// clears the head's floor. gauss_keep, gauss_count and the fused solver share it.
+__device__ __forceinline__ bool page_keep_head(const GaussParams& p, const GaussTask& t, int g, int i, float mu,
+                                               float var, double z, double floor_) {
+    const double sl = head_slope(p, t.h0 + g);
+    const double m = (double)mu + page_bias(p, sl, i, t.q_pos) + bias_half_width(p, sl);
+    return p.a * (m + z * sqrt((double)var)) > floor_;
+}
+
+// The τ clamp's maximum for head g of task t on kept closed page i: μ_p + bias + zc·σ_p.
+__device__ __forceinline__ double page_clamp_max(const GaussParams& p, const GaussTask& t, int g, int i, float mu,
+                                                 float var, double zc) {
+    return (double)mu + page_bias(p, head_slope(p, t.h0 + g), i, t.q_pos) + zc * sqrt((double)var);
+}
+
+// The τ̂ the selection reports after the clamp over its kept pages (τ ∈ [τ_floor, τ̂]);
+// cmax: the largest page_clamp_max of the kept closed pages (−∞: none).
+__device__ __forceinline__ double clamp_tau_hat(const GaussParams& p, double tau, double cmax, double floor_) {
+    return (p.clamp_tau && cmax > gauss_ninf()) ? fmin(tau, fmax(p.a * cmax - 1e-4, floor_)) : tau;
+}
+
 // Keep test of closed page i: any head of the task clears its floor (always, when the
 // statistics were not finite).
 __device__ __forceinline__ bool gauss_keep(const GaussParams& p, const GaussTask& t, int i, const double* floor_,
@@ -409,10 +431,7 @@ __device__ __forceinline__ bool gauss_keep(const GaussParams& p, const GaussTask
     bool keep = false;
     for (int g = 0; g < p.tg; ++g) {
         const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
-        const double sl = head_slope(p, t.h0 + g);
-        const double m = (double)p.mu[o] + page_bias(p, sl, i, t.q_pos) + bias_half_width(p, sl);
-        const double s = sqrt((double)p.sd[o]);
-        keep |= p.a * (m + z[g] * s) > floor_[g];
+        keep |= page_keep_head(p, t, g, i, p.mu[o], p.sd[o], z[g], floor_[g]);
     }
     return keep;
 }
@@ -736,12 +755,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
                     m[u] = i < end ? p.mu[hb + i] : 0.f;
                     v[u] = i < end ? p.sd[hb + i] : 0.f;
                 }
-                const double sl = head_slope(p, t.h0 + g), bhw = bias_half_width(p, sl);
 #pragma unroll
-                for (int u = 0; u < GU; ++u) {
-                    const double mb = (double)m[u] + page_bias(p, sl, i0 + u * BLOCK + tid, t.q_pos) + bhw;
-                    keep[u] |= p.a * (mb + s_z[g] * sqrt((double)v[u])) > s_floor[g];
-                }
+                for (int u = 0; u < GU; ++u)
+                    keep[u] |= page_keep_head(p, t, g, i0 + u * BLOCK + tid, m[u], v[u], s_z[g], s_floor[g]);
             }
         }
 #pragma unroll
@@ -751,8 +767,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
                 ++cnt;
                 for (int g = 0; g < p.tg; ++g) {
                     const size_t o = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride + i;
-                    const double mb = (double)p.mu[o] + page_bias(p, head_slope(p, t.h0 + g), i, t.q_pos);
-                    cap[g] = fmax(cap[g], mb + zc * sqrt((double)p.sd[o]));
+                    cap[g] = fmax(cap[g], page_clamp_max(p, t, g, i, p.mu[o], p.sd[o], zc));
                 }
             }
         }
@@ -823,8 +838,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams
         double cmax = gauss_ninf();
         for (int j = 0; j < nchunks; ++j) cmax = fmax(cmax, p.chunk_cap[((size_t)task * p.nsel + j) * 8 + tid]);
         const int bh = t.b * p.num_heads + t.h0 + tid;
-        double tau = p.tau_hat[bh];
-        if (p.clamp_tau && cmax > gauss_ninf()) tau = fmin(tau, fmax(p.a * cmax - 1e-4, s_floor[tid]));
-        p.tau_hat[bh] = tau;
+        p.tau_hat[bh] = clamp_tau_hat(p, p.tau_hat[bh], cmax, s_floor[tid]);
     }
 }
