@@ -10,8 +10,8 @@
 //! * Gaussian only: `gauss_moments` (μ_p and σ_p² of every closed page for each query head
 //!   of a kv head's group, one pass over its mean/std rows, plus per-CTA partial sums of the
 //!   head moments), `gauss_count` (every chunk CTA merges the partials, solves τ̂ in
-//!   standardised space — the original criterion by interpolating the plan's table of the
-//!   root t*(c) (`tau::TstarTable`), the robust one by Newton on ln M_β —, applies the
+//!   standardised space by interpolating the plan's table of the root t*(c)
+//!   (`tau::TstarTable`; Newton on ln M_β outside it or with `ENTMAXKV_TSTAR=0`), applies the
 //!   original criterion's margins and counts its kept pages), `gauss_pack` (kept pages written in order after the counts of the chunks
 //!   before; chunk 0 appends the last page and applies the τ clamp);
 //! * Gaussian, original criterion, exact τ, no ALiBi, caches up to 64K tokens
