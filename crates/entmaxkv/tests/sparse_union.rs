@@ -35,7 +35,7 @@ proptest! {
     /// AVX-512 CPUs through its pair kernel for f16 and f32 statistics).
     #[test]
     fn seq_bounds_equal_task_bounds(
-        hkv in 1usize..4,
+        hkv in 1usize..10,
         group in 1usize..4,
         shared in any::<bool>(),
         alibi in any::<bool>(),
