@@ -1165,18 +1165,23 @@ impl GpuDecoder {
         if self.attn.prof == 0 {
             return Ok(None);
         }
+        let raw = self.read_prof("tail_profile", self.attn.prof)?;
+        Ok(Some(raw.iter().map(|&x| x as i64).collect()))
+    }
+
+    /// The 16 u64 words of the development stamp buffer at `ptr` (one of `work`).
+    fn read_prof(&self, op: &'static str, ptr: u64) -> Result<Vec<u64>> {
         let buf = self
             .work
             .iter()
-            .find(|b| b.ptr() == self.attn.prof)
-            .ok_or_else(|| Error::invalid("tail_profile", "prof", "?", "buffer not found"))?;
+            .find(|b| b.ptr() == ptr)
+            .ok_or_else(|| Error::invalid(op, "prof", "?", "buffer not found"))?;
         let mut raw = vec![0u8; 128];
         buf.read_at(&self.stream, 0, &mut raw)?;
-        Ok(Some(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ))
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
     }
 
     /// Whether the plan fuses the Gaussian selection with the K pass (short caches,
@@ -1193,17 +1198,7 @@ impl GpuDecoder {
         let Some(f) = self.fused.as_ref().filter(|f| f.params.prof != 0) else {
             return Ok(None);
         };
-        let buf = self
-            .work
-            .iter()
-            .find(|b| b.ptr() == f.params.prof)
-            .ok_or_else(|| Error::invalid("fused_profile", "prof", "?", "buffer not found"))?;
-        let mut raw = vec![0u8; 128];
-        buf.read_at(&self.stream, 0, &mut raw)?;
-        let t: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let t = self.read_prof("fused_profile", f.params.prof)?;
         let rel = |x: u64| (x as f64 - t[0] as f64) * 1e-3;
         Ok(Some(
             (1..7)
