@@ -19,12 +19,12 @@
 //!   selection fused with the K pass
 //!   (`kernels/gauss_fused.cu`), since there the criterion keeps most pages and the
 //!   separate launches cost more than the K rows they save: `gauss_fused_scores` (per
-//!   task, moment CTAs publish the page moments and their partials, the last of them
-//!   merges them, solves τ̂ and writes the keep bits, the kept list and the clamped τ̂;
-//!   meanwhile chunk CTAs score every K row, wait for the keep bits, and write the rows
-//!   of kept pages within the entmax range of the running maximum over kept pages as
-//!   candidates), `attn_entmax_filter` (as in dense entmax: the running maximum is now
-//!   the kept pages' maximum), then the
+//!   task, moment CTAs publish the page moments and their partials, and the last of
+//!   them merges them and solves τ̂ and the floors; meanwhile chunk CTAs score every K
+//!   row, wait for the solve, keep-test their own pages and write the rows of kept pages
+//!   within the entmax range of the running maximum over kept pages as candidates; the
+//!   last chunk of a task writes the kept list and the τ clamp), `attn_entmax_filter` (as
+//!   in dense entmax: the running maximum is now the kept pages' maximum), then the
 //!   attention's tail (and refilter / values) as below;
 //! * Gaussian with the robust criterion (α > 1): `gauss_moments` (and `gauss_mix` with
 //!   ALiBi), `gauss_count` (`robust = 1`: one CTA per task solves and publishes τ̂, no
