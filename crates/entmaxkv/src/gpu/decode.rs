@@ -56,7 +56,9 @@
 //!   bracket of τ from the histogram, the survivors that can matter into shared memory,
 //!   the exact τ (power sums for β ∈ {1, 2, 3}, else safeguarded Halley), and V for small
 //!   supports; lists of at most 1536 survivors at α ∈ {2, 1.5, 4/3} skip the bracket and
-//!   take safeguarded Halley from t = −1 with one barrier a step, `ENTMAXKV_TAIL_LEAN`),
+//!   take safeguarded Halley from t = −1 with one barrier a step, `ENTMAXKV_TAIL_LEAN`,
+//!   ending as soon as a pass's support is the root's, whose root is then solved in closed
+//!   form, `ENTMAXKV_LEAN_CLOSED`),
 //!   `attn_entmax_values` (V for large supports; exits at once otherwise; not launched at
 //!   all where every list's tokens fit the tail's shared memory, 10240 by default: the tail
 //!   then gathers V for any support itself, `ENTMAXKV_V_IN_TAIL=0` to keep the launch);
@@ -70,10 +72,18 @@
 //! The plan binds a batch of sequences; lengths are read from the device at run time, so
 //! the same graph serves every step while the sequences grow (up to the planned length).
 //!
+//! At α = 1.5 with the exact τ the tail and the fused Gaussian step run as kernels compiled
+//! for that α (`attn_entmax_tail15`, `gauss_fused_scores15`): after an L2 flush a step's
+//! code is cold, and the other α's code cost time even where it did not run
+//! (`ENTMAXKV_TAIL_SPEC=0` for the general ones).
+//!
 //! On sm_90+ the step's kernels are launched with programmatic dependent launch: each may be
-//! scheduled while its predecessor drains and waits for it (`PDL_ENTRY` in common.cuh)
-//! before touching memory, so order is that of the stream and only launch latency overlaps
-//! (`ENTMAXKV_NO_PDL` turns it off). Page-statistics passes dispatch the kv heads of a page
+//! scheduled while its predecessor drains and waits for it (`PDL_ENTRY` in common.cuh), so
+//! order is that of the stream and only launch latency overlaps (`ENTMAXKV_NO_PDL` turns it
+//! off). Before the wait a kernel reads only what the previous launch does not write
+//! (`PDL_PRE`): the tail its task and running maxima, `topk_select` and the scores pass
+//! after a selection the sequence's row and length (`ENTMAXKV_PRE_WAIT=0` for the scores
+//! pass reading them after it). Page-statistics passes dispatch the kv heads of a page
 //! range side by side (`kv_fast`; `ENTMAXKV_KV_FAST=0` for the page-range-major order), and
 //! a selection's kept list is spread over one resident wave of attention chunks rather than
 //! over every planned chunk (`chunk_range` in attn.cu).
@@ -258,6 +268,10 @@ pub struct GpuDecoder {
     /// for full lists of 512K tokens or more; `ENTMAXKV_REFILTER=0` never, `=2` whenever the
     /// τ is exact, `=3` at α < 1.5 only — session 9's rule —, for comparison).
     refilter: bool,
+    /// α = 1.5 with the exact τ: launch the kernels compiled for it (`attn_entmax_tail15`,
+    /// `gauss_fused_scores15`: less code, which is cold after an L2 flush) in place of the
+    /// general ones (`ENTMAXKV_TAIL_SPEC=0`: never).
+    spec15: bool,
 }
 
 /// A development knob read from the environment at plan time (`default` when unset or not a
@@ -445,6 +459,7 @@ impl GpuDecoder {
         // module, which every plan of the process with the same shape shares, so a plan
         // must never lower it under another's launches.
         module.set_max_dynamic_smem("attn_entmax_tail", SOLVE_DYN_MAX)?;
+        module.set_max_dynamic_smem("attn_entmax_tail15", SOLVE_DYN_MAX)?;
         // `ENTMAXKV_SOLVE_DYN_KB` (development knob, default SCORES_DYN): the tail's shared
         // memory for candidates, 8 bytes each; more are streamed from the chunk lists.
         let solve_dyn_knob = (knob("ENTMAXKV_SOLVE_DYN_KB", SCORES_DYN / 1024) * 1024)
@@ -487,12 +502,21 @@ impl GpuDecoder {
                 && max_pages <= GAUSS_FUSED_PAGES
                 && max_tokens <= fused_limit
         });
+        // α = 1.5 with the exact τ: the kernels compiled for it (GpuDecoder::spec15).
+        let spec15 = !softmax
+            && alpha_code(alpha) == 15
+            && cfg.tau_mode == TauMode::Exact
+            && knob("ENTMAXKV_TAIL_SPEC", 1) != 0;
         // One resident wave of attention CTAs when the context is short; more chunks only
         // when a chunk would exceed its shared-memory page budget.
         let (main_kernel, main_smem) = if softmax {
             ("attn_softmax", (tg * ppc_lim * ps + red_floats) * 4)
         } else if fused_gauss {
             module.set_max_dynamic_smem("gauss_fused_scores", DYN_LIMIT)?;
+            module.set_max_dynamic_smem("gauss_fused_scores15", DYN_LIMIT)?;
+            // The grid is sized by the general kernel's occupancy even where the one for
+            // α = 1.5 runs: that one needs fewer registers (64 against 124), and the wider
+            // wave it would allow was slower at 64K (session 15 run 1).
             (
                 "gauss_fused_scores",
                 (tg * ppc_lim * ps).max(tg * d + 2 * tg * PPC_CAP) * 4,
@@ -1011,6 +1035,13 @@ impl GpuDecoder {
             // the limit over 0 / 768 / 1024 / 1536 / 2048 (BENCHMARKS "GPU, session 11").
             // `ENTMAXKV_TAIL_LEAN=<n>` sets the longest list it takes (0: never).
             tail_lean: knob("ENTMAXKV_TAIL_LEAN", TAIL_LEAN_MAX).min(1 << 20) as i32,
+            // `ENTMAXKV_LEAN_CLOSED=0`: Halley to convergence (for comparison).
+            lean_closed: (knob("ENTMAXKV_LEAN_CLOSED", 1) != 0) as i32,
+            // The scores pass follows a selection kernel (top-k, Gaussian, robust); dense
+            // entmax launches it first, and the certified and fused steps do not launch it.
+            // `ENTMAXKV_PRE_WAIT=0`: every read after the wait (for comparison).
+            pre_wait: (topk.is_some() || gauss.is_some()) as i32
+                * (knob("ENTMAXKV_PRE_WAIT", 1) != 0) as i32,
         };
         let fused = match &gauss {
             Some(g) if fused_gauss => {
@@ -1075,6 +1106,7 @@ impl GpuDecoder {
         Ok(GpuDecoder {
             pdl,
             refilter,
+            spec15,
             v_in_tail,
             gpu,
             stream,
@@ -1361,7 +1393,12 @@ impl GpuDecoder {
                     // Per task its moment CTAs and one CTA per chunk, roles by start order.
                     let per_task = self.nch + f.params.nmom as usize;
                     let g = ((per_task * self.tasks) as u32, 1, 1);
-                    launch_ex(m.func(name), g, BLOCK, f.dyn_scores, s, &f.params, self.pdl)
+                    let func = m.func(if self.spec15 {
+                        "gauss_fused_scores15"
+                    } else {
+                        name
+                    });
+                    launch_ex(func, g, BLOCK, f.dyn_scores, s, &f.params, self.pdl)
                 }
                 "rob_box" | "rob_bmax" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1"
                 | "rob_cpack1" | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2"
@@ -1404,7 +1441,11 @@ impl GpuDecoder {
                 "attn_entmax_tail" => {
                     let g = (self.tasks as u32, 1, 1);
                     launch_ex(
-                        m.func(name),
+                        m.func(if self.spec15 {
+                            "attn_entmax_tail15"
+                        } else {
+                            name
+                        }),
                         g,
                         BLOCK,
                         self.dyn_solve,

@@ -253,6 +253,12 @@ pub(crate) struct AttnParams {
     /// The longest survivor list the tail solves by its lean path (attn.cu `lean_solve`);
     /// 0: none.
     pub tail_lean: i32,
+    /// 1: the lean path ends as soon as a pass's support is the root's, with the root of
+    /// that support in closed form (attn.cu `lean_closed`), not after a further pass.
+    pub lean_closed: i32,
+    /// 1: `attn_entmax_scores` follows a selection kernel, so it reads the row and length
+    /// before `griddepcontrol.wait` (common.cuh PDL_PRE); 0: it is the step's first.
+    pub pre_wait: i32,
 }
 
 /// `kernels/gauss_fused.cu`: the Gaussian selection fused with the entmax K pass (short

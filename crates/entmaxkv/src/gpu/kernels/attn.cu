@@ -31,7 +31,10 @@
 //                       from the chunk lists only if even the d > lo set does not fit. No
 //                       cross-CTA handshake. Short lists (exact τ, α ∈ {2, 1.5, 4/3}, at
 //                       most `tail_lean` survivors) skip the histogram bracket and closed
-//                       form: lean_solve, Halley from t = −1 with one barrier a step.
+//                       form: lean_solve, Halley from t = −1 with one barrier a step, which
+//                       stops once a pass's support is the root's (lean_closed: that
+//                       support's root in closed form). attn_entmax_tail15 is the same
+//                       kernel compiled for α = 1.5 and the exact τ (less cold code).
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
 //                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
 //                       otherwise.
@@ -109,6 +112,9 @@ struct AttnParams {
     int wave_chunks;         // chunks per task that fill one resident wave of CTAs
     int tau_closed;          // 1: exact τ by power sums for β ∈ {1, 2, 3} (solve_closed)
     int tail_lean;           // longest list the lean path (lean_solve) takes; 0: none
+    int lean_closed;         // 1: lean_solve ends with the closed-form root of its support (lean_closed)
+    int pre_wait;            // 1: attn_entmax_scores follows a selection kernel and reads its
+                             // row and length before griddepcontrol.wait (PDL_PRE)
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -128,6 +134,23 @@ __device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task) {
     t.len = p.seq_lens[t.row];
     t.npages = (t.len + p.page_size - 1) / p.page_size;
     t.n = p.lists ? p.list_counts[task] : t.npages;
+    return t;
+}
+
+// task_info before griddepcontrol.wait, for a kernel that is not the step's first: through
+// L2 (ld.cg), since these words were written by launches that have completed (the previous
+// launch waited for them) but not by the previous launch itself (see PDL_PRE in common.cuh).
+// `with_n`: also the list count (not where the previous launch is the selection writing it).
+__device__ __forceinline__ TaskInfo task_info_pre(const AttnParams& p, int task, bool with_n = true) {
+    TaskInfo t;
+    t.b = task / p.tasks_per_b;
+    const int j = task - t.b * p.tasks_per_b;
+    t.h0 = j * TG;
+    t.kvh = t.h0 / p.group;
+    t.row = __ldcg(p.rows + t.b);
+    t.len = __ldcg(p.seq_lens + t.row);
+    t.npages = (t.len + p.page_size - 1) / p.page_size;
+    t.n = p.lists && with_n ? __ldcg(p.list_counts + task) : t.npages;
     return t;
 }
 
@@ -872,15 +895,20 @@ __device__ void hist_bracket_poly(const int* h, int beta, float* br) {
 // j + BLOCK, … (halley_sums' order), block-reduced in warp order through `part`/`cpart` (one
 // barrier; the results in every thread). `pre`: the count of the threads before this one
 // (its offset in a support list in that order).
+// `lo_in` / `hi_out`: the smallest survivor in the support at t (d − t > 0 in f32) and the
+// largest outside it (+inf / −inf where there is none), for lean_closed.
 template <int B>
 __device__ __forceinline__ void lean_sums(const float* d, int n, double t, double (*part)[BLOCK / 32], int* cpart,
-                                          double& A0, double& A1, double& A2, int& cnt_all, int* pre = nullptr) {
+                                          float (*fpart)[BLOCK / 32], double& A0, double& A1, double& A2,
+                                          int& cnt_all, float& lo_in, float& hi_out, int* pre = nullptr) {
     const float tf = (float)t;
     double s0 = 0.0, s1 = 0.0, s2 = 0.0;
     int cnt = 0;
+    float din = pos_inf(), dout = neg_inf();
 #pragma unroll 4
     for (int j = threadIdx.x; j < n; j += BLOCK) {
-        const float x = d[j] - tf;
+        const float dj = d[j];
+        const float x = dj - tf;
         if (x > 0.f) {
             float p0, p1, p2;
             powers3_poly<B>(x, p0, p1, p2);
@@ -888,6 +916,9 @@ __device__ __forceinline__ void lean_sums(const float* d, int n, double t, doubl
             s1 += p1;
             s2 += p2;
             ++cnt;
+            din = fminf(din, dj);
+        } else {
+            dout = fmaxf(dout, dj);
         }
     }
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
@@ -902,18 +933,24 @@ __device__ __forceinline__ void lean_sums(const float* d, int n, double t, doubl
         s0 += __shfl_xor_sync(FULL_MASK, s0, off);
         s1 += __shfl_xor_sync(FULL_MASK, s1, off);
         s2 += __shfl_xor_sync(FULL_MASK, s2, off);
+        din = fminf(din, __shfl_xor_sync(FULL_MASK, din, off));
+        dout = fmaxf(dout, __shfl_xor_sync(FULL_MASK, dout, off));
     }
     if (lane == 31) {
         part[0][w] = s0;
         part[1][w] = s1;
         part[2][w] = s2;
         cpart[w] = inc;
+        fpart[0][w] = din;
+        fpart[1][w] = dout;
     }
     __syncthreads();
     A0 = part[0][0];
     A1 = part[1][0];
     A2 = part[2][0];
     cnt_all = cpart[0];
+    lo_in = fpart[0][0];
+    hi_out = fpart[1][0];
     int before = 0;
 #pragma unroll
     for (int i = 1; i < BLOCK / 32; ++i) {
@@ -922,6 +959,8 @@ __device__ __forceinline__ void lean_sums(const float* d, int n, double t, doubl
         A2 += part[2][i];
         if (i <= w) before += cpart[i - 1];
         cnt_all += cpart[i];
+        lo_in = fminf(lo_in, fpart[0][i]);
+        hi_out = fmaxf(hi_out, fpart[1][i]);
     }
     if (pre) *pre = before + inc - cnt;
 }
@@ -929,23 +968,75 @@ __device__ __forceinline__ void lean_sums(const float* d, int n, double t, doubl
 // The exact relative threshold t of the n > 0 survivors d[0..n) by the lean path (the root
 // lies in [−1, hi]); the mass at t and the support size go to mass and support, the thread's
 // offset in the strided support list (survivors tid, tid + BLOCK, …) to pre.
+// The root of F restricted to the support S of a pass at tf (f32, as the pass): F_S(u) =
+// Σ_S (x_i − δ)^B with x_i = d_i − tf and u = tf + δ is a polynomial in δ whose
+// coefficients are the pass's power sums (powers3_poly: B = 1: A0 = Σx, A1 = |S|; B = 2: A0 =
+// Σx², A1 = Σx, A2 = |S|; B = 3: A0 = Σx³, A1 = Σx², A2 = Σx). Its root δ* (closed form for
+// B ≤ 2, Newton on the cubic for B = 3; F_S is convex and decreasing left of min x) is F's
+// own root exactly when S is the support there: every d_i of S above tf + δ* and every other
+// survivor at or below it, tested in f32 as the support list will be (d − (float)u > 0).
+// Returns false otherwise (the pass's Halley step goes on). mass: F_S(δ*) (≈ 1).
+template <int B>
+__device__ __forceinline__ bool lean_closed(float tf, double A0, double A1, double A2, int cnt, float lo_in,
+                                           float hi_out, double& u, double& mass) {
+    if (cnt <= 0) return false;
+    const double N = (double)cnt;
+    double dl;
+    if (B == 1) {
+        dl = (A0 - 1.0) / N;
+        mass = A0 - N * dl;
+    } else if (B == 2) {
+        const double disc = A1 * A1 - N * (A0 - 1.0);
+        if (!(disc >= 0.0)) return false;
+        dl = (A0 - 1.0) / (A1 + sqrt(disc));  // the smaller root, without cancellation
+        mass = A0 - dl * (2.0 * A1 - dl * N);
+    } else {
+        // h(δ) = A0 − 3δ·A1 + 3δ²·A2 − δ³·N, h' = −3 Σ(x − δ)²: Newton from δ = 0.
+        dl = 0.0;
+        for (int k = 0; k < 40; ++k) {
+            const double h = A0 - dl * (3.0 * A1 - dl * (3.0 * A2 - dl * N)) - 1.0;
+            const double dh = -3.0 * (A1 - dl * (2.0 * A2 - dl * N));
+            if (!(dh < 0.0)) return false;
+            const double step = h / dh;
+            dl -= step;
+            if (fabs(step) <= 1e-15 * (1.0 + fabs(dl))) break;
+        }
+        mass = A0 - dl * (3.0 * A1 - dl * (3.0 * A2 - dl * N));
+    }
+    if (!isfinite(dl)) return false;
+    u = (double)tf + dl;
+    const float uf = (float)u;
+    return lo_in - uf > 0.f && !(hi_out - uf > 0.f);
+}
+
 template <int B>
 __device__ double lean_solve(const AttnParams& p, const float* d, int n, double hi, double& mass, int& support,
                              int& pre) {
     __shared__ double s_part[2][3][BLOCK / 32];
     __shared__ int s_cpart[2][BLOCK / 32];
+    __shared__ float s_fpart[2][2][BLOCK / 32];
     constexpr double beta = (double)B;
     // Safeguarded Halley on G in [lo, hi] (solve_t's rule) from lo; hi = −n^{−(α−1)}.
     double lo = -1.0;
     double t = lo, A0, A1, A2;
     int sup, buf = 0, it = 0;
+    float lo_in, hi_out;
     bool at_t = false;  // A0 and sup are those at t
     for (; it < 60; ++it) {
-        lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], A0, A1, A2, sup, &pre);
+        lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], s_fpart[buf], A0, A1, A2, sup, lo_in, hi_out, &pre);
         buf ^= 1;
         at_t = true;
         const double f = A0 - 1.0;
         if (f == 0.0) break;
+        // The support of this pass may already be the root's (lean_closed): then the root
+        // in closed form ends the solve a pass early; this pass's support offsets hold.
+        double u, m;
+        if (p.lean_closed && lean_closed<B>((float)t, A0, A1, A2, sup, lo_in, hi_out, u, m)) {
+            if (p.prof && blockIdx.x == 0 && threadIdx.x == 0) p.prof[13] = it + 100;
+            mass = m;
+            support = sup;
+            return u;
+        }
         if (f > 0.0) lo = t;
         else hi = t;
         const double next = g_halley_step_t<B>(t, A0, A1, A2, beta);
@@ -959,7 +1050,7 @@ __device__ double lean_solve(const AttnParams& p, const float* d, int n, double 
         if (conv) break;
     }
     if (p.prof && blockIdx.x == 0 && threadIdx.x == 0) p.prof[13] = it;
-    if (!at_t) lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], A0, A1, A2, sup, &pre);
+    if (!at_t) lean_sums<B>(d, n, t, s_part[buf], s_cpart[buf], s_fpart[buf], A0, A1, A2, sup, lo_in, hi_out, &pre);
     mass = A0;
     support = sup;
     return t;
@@ -968,26 +1059,35 @@ __device__ double lean_solve(const AttnParams& p, const float* d, int n, double 
 // Per head of the task (after attn_entmax_filter): the survivors into shared memory (or,
 // when they do not fit, streamed from the chunk lists), bracket from their histogram, τ,
 // then V for small supports.
-__device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, unsigned char* dyn, int caprows) {
-    __shared__ int s_off[NCH_MAX + 1];
-    __shared__ int s_hist[HIST_BINS];
-    __shared__ float s_br[2];
-    __shared__ int s_small;
-    __shared__ double s_pw[HIST_BINS + 1];
-    float* d_buf = reinterpret_cast<float*>(dyn);
-    u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
-    // The (k/HIST_BINS)^β table of the general bracket (the integer one needs none).
+// Before griddepcontrol.wait (overlapping the filter, see PDL_PRE): the task, its heads'
+// running maxima (final since the scores pass, two or more launches back) into s_m, and the
+// (k/HIST_BINS)^β table of the general bracket (the integer one needs none) into s_pw.
+__device__ __forceinline__ TaskInfo tail_pre(const AttnParams& p, int task, float* s_m, double* s_pw) {
+    const TaskInfo ti = task_info_pre(p, task);
+    if (threadIdx.x < TG) s_m[threadIdx.x] = key_to_float(__ldcg(p.gmax + (size_t)task * TG + threadIdx.x));
     const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
     if (!poly)
         for (int k = threadIdx.x; k <= HIST_BINS; k += BLOCK)
             s_pw[k] = pow_beta_d((double)k * (1.0 / HIST_BINS), p.alpha_code, p.beta_d);
+    return ti;
+}
+
+__device__ __forceinline__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, const float* s_m, const double* s_pw,
+                          unsigned char* dyn, int caprows) {
+    __shared__ int s_off[NCH_MAX + 1];
+    __shared__ int s_hist[HIST_BINS];
+    __shared__ float s_br[2];
+    __shared__ int s_small;
+    float* d_buf = reinterpret_cast<float*>(dyn);
+    u32* pos_buf = reinterpret_cast<u32*>(dyn) + p.cap;
+    const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
     const bool prof = p.prof && task == 0 && threadIdx.x == 0;
 #define TAIL_STAMP(k) \
     if (prof && g == 0) p.prof[k] = clock64();
     for (int g = 0; g < TG; ++g) {
         TAIL_STAMP(0)
         const int bh = ti.b * p.num_heads + ti.h0 + g;
-        const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
+        const float M = s_m[g];
         // Survivor counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
@@ -1257,14 +1357,23 @@ __device__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, uns
 
 // grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
-    PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
     __shared__ u32 s_slot[PPC_CAP];
     __shared__ float s_run;
     float* sc = reinterpret_cast<float*>(dyn);
     const int task = blockIdx.y, c = blockIdx.x;
-    const TaskInfo ti = task_info(p, task);
+    // After a selection (pre_wait): the row and length before the wait (PDL_PRE), the list
+    // count, which the selection writes, after it.
+    // (The queries read there too made this kernel slower on long lists, e.g. top-k 512K
+    // 0.113 → 0.125 ms: session 15 run 2.)
+    TaskInfo ti;
+    if (p.pre_wait) ti = task_info_pre(p, task, false);
+    PDL_ENTRY();
+    if (!p.pre_wait) ti = task_info(p, task);
+    else if (p.lists) ti.n = p.list_counts[task];
+    float qr[TG][COLS];
+    load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
     const int caprows = p.ppc_max * p.page_size;
     int pbeg, pend;
     chunk_range(p, ti.n, c, pbeg, pend);
@@ -1272,8 +1381,6 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
         const int npg = pend - pbeg;
         const int nrows = npg * p.page_size;
         load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
-        float qr[TG][COLS];
-        load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
         __syncthreads();
         score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
         __syncthreads();
@@ -1331,8 +1438,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
             const size_t idx = slot_index(p, task, c, g);
             const float M = key_to_float(p.gmax[(size_t)task * TG + g]);
             // cert_phase 1: the lower ends only (their candidate list has no positions).
+            const int b = task / p.tasks_per_b;
             const int kept = warp_compact(p, idx, caprows, M, -1.0f, s_hist[g], p.cert_phase == 0,
-                                          z_floor(p, task_info(p, task).b * p.num_heads + task_info(p, task).h0 + g));
+                                          z_floor(p, b * p.num_heads + (task - b * p.tasks_per_b) * TG + g));
             if ((threadIdx.x & 31) == 0) p.cand_cnt[idx] = kept;
         }
     }
@@ -1380,12 +1488,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_refilter(const A
 // grid (tasks), block BLOCK, dynamic smem 2 * cap * 4. Runs after attn_entmax_filter (kernel
 // boundaries make every chunk's survivors and the final maxima visible); resets the running
 // maxima for the next step.
-extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnParams p) {
-    PDL_ENTRY();
-    extern __shared__ __align__(16) unsigned char dyn[];
+__device__ __forceinline__ void tail_kernel(const AttnParams& p, unsigned char* dyn) {
+    __shared__ float s_m[TG];
+    __shared__ double s_pw[HIST_BINS + 1];
     const int task = blockIdx.x;
-    const TaskInfo ti = task_info(p, task);
-    tail_task(p, task, ti, dyn, p.ppc_max * p.page_size);
+    const TaskInfo ti = tail_pre(p, task, s_m, s_pw);
+    PDL_ENTRY();
+    __syncthreads();
+    tail_task(p, task, ti, s_m, s_pw, dyn, p.ppc_max * p.page_size);
     __syncthreads();
     if (threadIdx.x < TG) {
         p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
@@ -1395,6 +1505,33 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnP
             p.gslack[(size_t)task * TG + threadIdx.x] = 0u;
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnParams p) {
+    extern __shared__ __align__(16) unsigned char dyn[];
+    tail_kernel(p, dyn);
+}
+
+// The tail for the default α = 1.5 with the exact τ, outside the certificate's τ_lb phase:
+// α's fields become compile-time constants, so the code of every other α, τ mode and the
+// τ_lb phase drops out (SASS 286 → 128 KB at D = 64, f16, TG = 1). After the benchmark's L2
+// flush a step's code is cold, and code that does not even run was measured to cost time
+// (BENCHMARKS "GPU, session 12": the select compiled into a kernel, +7 µs; "GPU, session 6"
+// run 22: the quadrature compiled into gauss_count, +5 µs; this kernel: 1–5 µs a step,
+// "GPU, session 15"). The plan launches it where it applies (`ENTMAXKV_TAIL_SPEC=0`:
+// never). One CTA per task, so no occupancy to keep: without the `1` ptxas held it to 80
+// registers and spilled.
+extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const AttnParams p) {
+    AttnParams c = p;
+    c.alpha_code = 15;
+    c.a = 0.5f;
+    c.beta = 2.0f;
+    c.a_d = 0.5;
+    c.beta_d = 2.0;
+    c.tau_mode = 0;
+    c.cert_phase = 0;
+    extern __shared__ __align__(16) unsigned char dyn[];
+    tail_kernel(c, dyn);
 }
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *

@@ -276,6 +276,14 @@ __device__ bool last_block_of(u32* counter, int expected) {
 // global memory), then lets its own successor launch. Semantics are exactly those of plain
 // stream order; what overlaps is launch latency and CTA ramp-up. Both instructions are no-ops
 // for a kernel launched without the attribute.
+//
+// PDL_PRE: a kernel that is not the step's first may read, before its wait, what the previous
+// launch does not write. Every step kernel waits before it triggers, and no CTA exits before
+// waiting, so launch N starts only once every CTA of N − 1 passed its wait, that is once N − 2
+// and everything before it completed. Such reads go through L2 (ld.cg): the words were
+// written by grids that have completed, and this SM's L1 holds nothing of this launch yet
+// that could be stale. They overlap the previous launch: its dependent global loads leave
+// the critical path (row → length → list count are three in a row).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define PDL_ENTRY()                                              \
     do {                                                         \

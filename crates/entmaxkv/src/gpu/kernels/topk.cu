@@ -396,7 +396,6 @@ template <class P> __device__ int compact_keys(const u32* K, int beg, int end, u
 
 // grid (tasks), block SEL_THREADS.
 extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const TopkParams p) {
-    PDL_ENTRY();
     __shared__ int hist[2048];
     __shared__ int s_digit, s_cum;
     __shared__ u32 s_idx;
@@ -404,8 +403,10 @@ extern "C" __global__ void __launch_bounds__(SEL_THREADS) topk_select(const Topk
     const int task = blockIdx.x;
     const int tpb = p.per_head ? p.num_heads : p.num_kv_heads;
     const int b = task / tpb;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
+    // The length before the wait (PDL_PRE: topk_score, the previous launch, writes only keys).
+    const int row = __ldcg(p.rows + b);
+    const int len = __ldcg(p.seq_lens + row);
+    PDL_ENTRY();
     const int ps = p.page_size;
     const int npages = (len + ps - 1) / ps;
     const int closed = npages - 1;
