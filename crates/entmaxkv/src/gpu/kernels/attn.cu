@@ -1521,8 +1521,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnP
 // "GPU, session 15"). The plan launches it where it applies (`ENTMAXKV_TAIL_SPEC=0`:
 // never). One CTA per task, so no occupancy to keep: without the `1` ptxas held it to 80
 // registers and spilled.
-extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const AttnParams p) {
-    AttnParams c = p;
+__device__ __forceinline__ void set_alpha15(AttnParams& c) {
     c.alpha_code = 15;
     c.a = 0.5f;
     c.beta = 2.0f;
@@ -1530,6 +1529,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const 
     c.beta_d = 2.0;
     c.tau_mode = 0;
     c.cert_phase = 0;
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const AttnParams p) {
+    AttnParams c = p;
+    set_alpha15(c);
     extern __shared__ __align__(16) unsigned char dyn[];
     tail_kernel(c, dyn);
 }

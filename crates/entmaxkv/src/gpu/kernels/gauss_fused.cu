@@ -361,13 +361,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_fused_scores(const Fus
 // TG = 1). The plan launches it where it applies (`ENTMAXKV_TAIL_SPEC=0`: never).
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_fused_scores15(const FusedGaussParams P) {
     FusedGaussParams c = P;
-    c.a.alpha_code = 15;
-    c.a.a = 0.5f;
-    c.a.beta = 2.0f;
-    c.a.a_d = 0.5;
-    c.a.beta_d = 2.0;
-    c.a.tau_mode = 0;
-    c.a.cert_phase = 0;
+    set_alpha15(c.a);
     c.a.has_alibi = 0;
     c.g.kint = 2;
     c.g.beta = 2.0;
