@@ -253,6 +253,24 @@ template <int NT> __device__ int block_sum_int(int v) {
     return total;
 }
 
+// A page-statistics pass's CTA (gauss_moments, topk_score, topk_sketch_score): grid (page
+// ranges, B · H_kv), or its transpose where `kv_fast` (CTAs dispatched in x order then read
+// the kv heads of one page range side by side); its sequence's row, length and closed pages.
+struct StatCta {
+    int part, b, kvh, row, len, closed;
+};
+template <class P> __device__ __forceinline__ StatCta stat_cta(const P& p) {
+    StatCta c;
+    c.part = p.kv_fast ? blockIdx.y : blockIdx.x;
+    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
+    c.b = by / p.num_kv_heads;
+    c.kvh = by - c.b * p.num_kv_heads;
+    c.row = p.rows[c.b];
+    c.len = p.seq_lens[c.row];
+    c.closed = (c.len + p.page_size - 1) / p.page_size - 1;
+    return c;
+}
+
 // The "last CTA" pattern: every CTA of a group bumps `counter` after its writes; the one
 // that sees `expected - 1` reads everybody's results and resets the counter for the next
 // launch. Returns true in that CTA.

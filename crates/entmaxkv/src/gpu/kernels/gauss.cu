@@ -197,14 +197,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
     PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
     float* s_mv = qs + p.group * HEAD_DIM;       // [group, 2, ppb] this CTA's μ_p, σ_p²
-    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
-    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
-    const int b = by / p.num_kv_heads;
-    const int kvh = by - b * p.num_kv_heads;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
-    const int ps = p.page_size;
-    const int closed = (len + ps - 1) / ps - 1;
+    const StatCta sc = stat_cta(p);
+    const int part = sc.part, b = sc.b, kvh = sc.kvh, row = sc.row, len = sc.len, closed = sc.closed;
     const int p0 = part * p.ppb;
     if (p0 >= closed) return;
     const int p1 = min(closed, p0 + p.ppb);

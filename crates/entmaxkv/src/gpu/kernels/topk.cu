@@ -66,15 +66,9 @@ __device__ __forceinline__ u32 pinned_key(const TopkParams& p, int pi, int close
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_score(const TopkParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
-    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
-    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
-    const int b = by / p.num_kv_heads;
-    const int kvh = by - b * p.num_kv_heads;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
+    const StatCta sc = stat_cta(p);
+    const int part = sc.part, b = sc.b, kvh = sc.kvh, row = sc.row, len = sc.len, closed = sc.closed;
     const int ps = p.page_size;
-    const int npages = (len + ps - 1) / ps;
-    const int closed = npages - 1;
     const int k = topk_budget_pages(p, closed);
     if (k >= closed) return;
     const int p0 = part * p.ppb;
@@ -227,14 +221,9 @@ __device__ __forceinline__ void lse_add(float& m, float& s, float x) {
 extern "C" __global__ void __launch_bounds__(BLOCK) topk_sketch_score(const TopkParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM] scaled, then [warps, HEAD_DIM]
-    const int part = p.kv_fast ? blockIdx.y : blockIdx.x;
-    const int by = p.kv_fast ? blockIdx.x : blockIdx.y;
-    const int b = by / p.num_kv_heads;
-    const int kvh = by - b * p.num_kv_heads;
-    const int row = p.rows[b];
-    const int len = p.seq_lens[row];
+    const StatCta sc = stat_cta(p);
+    const int part = sc.part, b = sc.b, kvh = sc.kvh, row = sc.row, len = sc.len, closed = sc.closed;
     const int ps = p.page_size;
-    const int closed = (len + ps - 1) / ps - 1;
     const int k = topk_budget_pages(p, closed);
     if (k >= closed) return;
     const int p0 = part * p.ppb;
