@@ -1,5 +1,6 @@
-//! Device, context, streams, events, device buffers and the NVRTC module cache: thin,
-//! typed wrappers over the CUDA driver API (through cudarc's `result`/`sys` layers).
+//! Device, context, streams, events, device buffers and the NVRTC module cache (in memory,
+//! and the PTX on disk: `ptx_cache.rs`): thin, typed wrappers over the CUDA driver API
+//! (through cudarc's `result`/`sys` layers).
 //!
 //! Nothing here panics when CUDA is missing: the driver library, a device and NVRTC are
 //! probed first and their absence is [`Error::NoCuda`].
@@ -124,8 +125,17 @@ impl Gpu {
             return Ok(m.clone());
         }
         self.bind()?;
-        let ptx = compile(&key, self.info.cc)?;
-        let m = Arc::new(Module::load(&ptx, key.kernel_names())?);
+        let (ptx, cached) = compile_cached(&key, self.info.cc, false)?;
+        let m = match Module::load(&ptx, key.kernel_names()) {
+            Ok(m) => Arc::new(m),
+            // A stored entry the driver refuses (damaged on disk): compile afresh and store
+            // that in its place.
+            Err(_) if cached => {
+                let (ptx, _) = compile_cached(&key, self.info.cc, true)?;
+                Arc::new(Module::load(&ptx, key.kernel_names())?)
+            }
+            Err(e) => return Err(e),
+        };
         *cell = Some(m.clone());
         Ok(m)
     }
@@ -624,6 +634,52 @@ pub(crate) fn compile(key: &ModuleKey, cc: (i32, i32)) -> Result<String> {
     Ok(ptx.to_src())
 }
 
+/// NVRTC's version (major, minor); NVRTC must be present.
+fn nvrtc_version() -> Result<(i32, i32)> {
+    let (mut major, mut minor) = (0, 0);
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if r != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(Error::Cuda {
+            op: "nvrtc",
+            msg: format!("nvrtcVersion: {r:?}"),
+        });
+    }
+    Ok((major, minor))
+}
+
+/// [`compile`] through the on-disk PTX cache (`ptx_cache.rs`) where one is configured: a
+/// module another process compiled from the same source, options and NVRTC is read back.
+/// Also says whether the PTX came from the cache; `fresh`: compile, and store the result.
+pub(crate) fn compile_cached(
+    key: &ModuleKey,
+    cc: (i32, i32),
+    fresh: bool,
+) -> Result<(String, bool)> {
+    compile_cached_in(key, cc, super::ptx_cache::dir_from_env(), fresh)
+}
+
+fn compile_cached_in(
+    key: &ModuleKey,
+    cc: (i32, i32),
+    dir: Option<std::path::PathBuf>,
+    fresh: bool,
+) -> Result<(String, bool)> {
+    let Some(dir) = dir else {
+        return Ok((compile(key, cc)?, false));
+    };
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Ok((compile(key, cc)?, false)); // the typed NoCuda error
+    }
+    let (src, options) = key.source_and_options(cc);
+    let name = super::ptx_cache::entry_name(&src, &options, nvrtc_version()?);
+    if let Some(ptx) = super::ptx_cache::get(&dir, &name).filter(|_| !fresh) {
+        return Ok((ptx, true));
+    }
+    let ptx = compile(key, cc)?;
+    super::ptx_cache::put(&dir, &name, &ptx);
+    Ok((ptx, false))
+}
+
 /// A loaded module and its kernels.
 pub(crate) struct Module {
     raw: sys::CUmodule,
@@ -756,6 +812,37 @@ pub(crate) unsafe fn launch_ex<P>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The PTX cache end to end with the real NVRTC, where one is found (skips otherwise):
+    /// a miss compiles and stores, a hit returns the same text without compiling.
+    #[test]
+    fn cached_compile_matches_and_is_read_back() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("SKIP cached_compile_matches_and_is_read_back: no NVRTC on this machine");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("entmaxkv-ptx-e2e-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = ModuleKey::Probe;
+        let fresh = compile(&key, (9, 0)).expect("compile");
+        let first = compile_cached_in(&key, (9, 0), Some(dir.clone()), false).expect("miss");
+        assert_eq!(first, (fresh.clone(), false));
+        let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+        // A hit: the stored text, even if the entry were edited (shows it is read back).
+        let path = entries[0].as_ref().unwrap().path();
+        std::fs::write(&path, format!("{fresh}// read back\n")).unwrap();
+        let second = compile_cached_in(&key, (9, 0), Some(dir.clone()), false).expect("hit");
+        assert_eq!(second, (format!("{fresh}// read back\n"), true));
+        // `fresh` compiles and puts the compiled text back in place of the stored one.
+        let third = compile_cached_in(&key, (9, 0), Some(dir.clone()), true).expect("fresh");
+        assert_eq!(third, (fresh.clone(), false));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), fresh);
+        // Another architecture is another entry.
+        compile_cached_in(&key, (8, 0), Some(dir.clone()), false).expect("miss");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The `extern "C" __global__` kernels a source defines, in order.
     fn kernels_defined(src: &str) -> Vec<String> {

@@ -20,6 +20,7 @@ mod ctx;
 pub mod decode;
 mod params;
 pub mod probe;
+mod ptx_cache;
 
 pub use cache::{DeviceCacheOptions, DeviceKvCache};
 pub use ctx::{DevBuf, DeviceInfo, Event, Gpu, Graph, Stream};
