@@ -124,33 +124,26 @@ struct TaskInfo {
     int b, h0, kvh, row, len, npages, n;
 };
 
-__device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task) {
-    TaskInfo t;
-    t.b = task / p.tasks_per_b;
-    const int j = task - t.b * p.tasks_per_b;
-    t.h0 = j * TG;
-    t.kvh = t.h0 / p.group;
-    t.row = p.rows[t.b];
-    t.len = p.seq_lens[t.row];
-    t.npages = (t.len + p.page_size - 1) / p.page_size;
-    t.n = p.lists ? p.list_counts[task] : t.npages;
-    return t;
-}
-
-// task_info before griddepcontrol.wait, for a kernel that is not the step's first: through
+// `PRE`: read before griddepcontrol.wait, by a kernel that is not the step's first: through
 // L2 (ld.cg), since these words were written by launches that have completed (the previous
 // launch waited for them) but not by the previous launch itself (see PDL_PRE in common.cuh).
-// `with_n`: also the list count (not where the previous launch is the selection writing it).
-__device__ __forceinline__ TaskInfo task_info_pre(const AttnParams& p, int task, bool with_n = true) {
+// `with_n`: also the list count (not where the previous launch is the selection writing it;
+// t.n is then the page count).
+template <bool PRE> __device__ __forceinline__ int task_ld(const int* x) {
+    if constexpr (PRE) return __ldcg(x);
+    else return *x;
+}
+template <bool PRE = false>
+__device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task, bool with_n = true) {
     TaskInfo t;
     t.b = task / p.tasks_per_b;
     const int j = task - t.b * p.tasks_per_b;
     t.h0 = j * TG;
     t.kvh = t.h0 / p.group;
-    t.row = __ldcg(p.rows + t.b);
-    t.len = __ldcg(p.seq_lens + t.row);
+    t.row = task_ld<PRE>(p.rows + t.b);
+    t.len = task_ld<PRE>(p.seq_lens + t.row);
     t.npages = (t.len + p.page_size - 1) / p.page_size;
-    t.n = p.lists && with_n ? __ldcg(p.list_counts + task) : t.npages;
+    t.n = p.lists && with_n ? task_ld<PRE>(p.list_counts + task) : t.npages;
     return t;
 }
 
@@ -965,9 +958,6 @@ __device__ __forceinline__ void lean_sums(const float* d, int n, double t, doubl
     if (pre) *pre = before + inc - cnt;
 }
 
-// The exact relative threshold t of the n > 0 survivors d[0..n) by the lean path (the root
-// lies in [−1, hi]); the mass at t and the support size go to mass and support, the thread's
-// offset in the strided support list (survivors tid, tid + BLOCK, …) to pre.
 // The root of F restricted to the support S of a pass at tf (f32, as the pass): F_S(u) =
 // Σ_S (x_i − δ)^B with x_i = d_i − tf and u = tf + δ is a polynomial in δ whose
 // coefficients are the pass's power sums (powers3_poly: B = 1: A0 = Σx, A1 = |S|; B = 2: A0 =
@@ -1009,6 +999,9 @@ __device__ __forceinline__ bool lean_closed(float tf, double A0, double A1, doub
     return lo_in - uf > 0.f && !(hi_out - uf > 0.f);
 }
 
+// The exact relative threshold t of the n > 0 survivors d[0..n) by the lean path (the root
+// lies in [−1, hi]); the mass at t and the support size go to mass and support, the thread's
+// offset in the strided support list (survivors tid, tid + BLOCK, …) to pre.
 template <int B>
 __device__ double lean_solve(const AttnParams& p, const float* d, int n, double hi, double& mass, int& support,
                              int& pre) {
@@ -1063,7 +1056,7 @@ __device__ double lean_solve(const AttnParams& p, const float* d, int n, double 
 // running maxima (final since the scores pass, two or more launches back) into s_m, and the
 // (k/HIST_BINS)^β table of the general bracket (the integer one needs none) into s_pw.
 __device__ __forceinline__ TaskInfo tail_pre(const AttnParams& p, int task, float* s_m, double* s_pw) {
-    const TaskInfo ti = task_info_pre(p, task);
+    const TaskInfo ti = task_info<true>(p, task);
     if (threadIdx.x < TG) s_m[threadIdx.x] = key_to_float(__ldcg(p.gmax + (size_t)task * TG + threadIdx.x));
     const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
     if (!poly)
@@ -1368,7 +1361,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
     // (The queries read there too made this kernel slower on long lists, e.g. top-k 512K
     // 0.113 → 0.125 ms: session 15 run 2.)
     TaskInfo ti;
-    if (p.pre_wait) ti = task_info_pre(p, task, false);
+    if (p.pre_wait) ti = task_info<true>(p, task, false);
     PDL_ENTRY();
     if (!p.pre_wait) ti = task_info(p, task);
     else if (p.lists) ti.n = p.list_counts[task];
