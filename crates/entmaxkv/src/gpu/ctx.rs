@@ -604,6 +604,13 @@ impl ModuleKey {
 
 /// Compiles a module's source to PTX with NVRTC (no device needed).
 pub(crate) fn compile(key: &ModuleKey, cc: (i32, i32)) -> Result<String> {
+    nvrtc_present()?;
+    let (src, options) = key.source_and_options(cc);
+    nvrtc_compile(key, src, options)
+}
+
+/// NVRTC is loadable, or the typed NoCuda error.
+fn nvrtc_present() -> Result<()> {
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(Error::NoCuda {
             op: "nvrtc",
@@ -612,7 +619,11 @@ pub(crate) fn compile(key: &ModuleKey, cc: (i32, i32)) -> Result<String> {
                     .into(),
         });
     }
-    let (src, options) = key.source_and_options(cc);
+    Ok(())
+}
+
+/// `key`'s source and options (`ModuleKey::source_and_options`) to PTX; NVRTC is present.
+fn nvrtc_compile(key: &ModuleKey, src: String, options: Vec<String>) -> Result<String> {
     let opts = cudarc::nvrtc::CompileOptions {
         options,
         name: Some("entmaxkv.cu".into()),
@@ -667,15 +678,13 @@ fn compile_cached_in(
     let Some(dir) = dir else {
         return Ok((compile(key, cc)?, false));
     };
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Ok((compile(key, cc)?, false)); // the typed NoCuda error
-    }
+    nvrtc_present()?;
     let (src, options) = key.source_and_options(cc);
     let name = super::ptx_cache::entry_name(&src, &options, nvrtc_version()?);
     if let Some(ptx) = super::ptx_cache::get(&dir, &name).filter(|_| !fresh) {
         return Ok((ptx, true));
     }
-    let ptx = compile(key, cc)?;
+    let ptx = nvrtc_compile(key, src, options)?;
     super::ptx_cache::put(&dir, &name, &ptx);
     Ok((ptx, false))
 }
