@@ -12,32 +12,20 @@ Why it matters: after the benchmark's L2 flush a step's code is cold, and the on
 instruction fetch (BENCHMARKS dev log run 15), so their size is part of their latency.
 """
 import argparse
-import ctypes
 import pathlib
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from nvrtc_check import KDIR, compile_src, decode_source  # noqa: E402
+from nvrtc_check import add_config_args, compile_config_cubin  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
-    ap.add_argument("--kernels", default=str(KDIR))
-    ap.add_argument("--kv", type=int, default=1, help="KV_T: 0 f32, 1 f16, 2 bf16")
-    ap.add_argument("--st", type=int, default=1, help="ST_T (statistics dtype)")
-    ap.add_argument("--d", type=int, default=64, help="HEAD_DIM")
-    ap.add_argument("--tg", type=int, default=1, help="query heads per task")
-    ap.add_argument("--arch", default="sm_90")
-    ap.add_argument("--generic", type=int, default=0, help="GAUSS_GENERIC: 1 compiles the quadrature τ̂ in")
+    add_config_args(ap)
     a = ap.parse_args()
-    lib = ctypes.CDLL(a.lib)
-    unroll = 4 if a.tg > 1 else 8
-    opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
-            f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={a.generic}"]
-    r, log, code = compile_src(lib, decode_source(a.kernels), opts, cubin=True)
+    r, log, code = compile_config_cubin(a)
     if r != 0:
         print(log)
         return 1

@@ -27,6 +27,26 @@ def decode_source(kdir=KDIR):
     return "\n".join((pathlib.Path(kdir) / p).read_text() for p in PARTS) + "\n"
 
 
+def add_config_args(ap):
+    """The one decode configuration kernel_sizes.py and kernel_sass.py compile (argparse)."""
+    ap.add_argument("--lib", required=True, help="path to libnvrtc.so")
+    ap.add_argument("--kernels", default=str(KDIR))
+    ap.add_argument("--kv", type=int, default=1, help="KV_T: 0 f32, 1 f16, 2 bf16")
+    ap.add_argument("--st", type=int, default=1, help="ST_T (statistics dtype)")
+    ap.add_argument("--d", type=int, default=64, help="HEAD_DIM")
+    ap.add_argument("--tg", type=int, default=1, help="query heads per task")
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--generic", type=int, default=0, help="GAUSS_GENERIC: 1 compiles the quadrature τ̂ in")
+
+
+def compile_config_cubin(a):
+    """NVRTC status, log and cubin of the configuration add_config_args parsed into `a`."""
+    unroll = 4 if a.tg > 1 else 8
+    opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
+            f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={a.generic}"]
+    return compile_src(ctypes.CDLL(a.lib), decode_source(a.kernels), opts, cubin=True)
+
+
 def compile_src(lib, src, opts, cubin=False):
     """NVRTC status and log; with `cubin`, also the cubin bytes (None on failure)."""
     prog = ctypes.c_void_p()
