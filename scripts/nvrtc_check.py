@@ -37,6 +37,8 @@ def add_config_args(ap):
     ap.add_argument("--tg", type=int, default=1, help="query heads per task")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--generic", type=int, default=0, help="GAUSS_GENERIC: 1 compiles the quadrature τ̂ in")
+    ap.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME=VALUE",
+                    help="a further -D option (development knobs such as SEL_UNROLL=8)")
 
 
 def compile_config_cubin(a):
@@ -44,6 +46,7 @@ def compile_config_cubin(a):
     unroll = 4 if a.tg > 1 else 8
     opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
             f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={a.generic}"]
+    opts += [f"-D{d}" for d in a.defines]
     return compile_src(ctypes.CDLL(a.lib), decode_source(a.kernels), opts, cubin=True)
 
 

@@ -519,6 +519,7 @@ impl ModuleKey {
                 "attn_entmax_refilter",
                 "attn_entmax_tail",
                 "attn_entmax_tail15",
+                "attn_entmax_tail15_lean",
                 "attn_entmax_values",
                 "attn_softmax",
                 "cert_bounds",
@@ -568,6 +569,20 @@ impl ModuleKey {
                 opts.push(format!("-DTG={tg}"));
                 opts.push(format!("-DUNROLL_ROWS={unroll}"));
                 opts.push(format!("-DGAUSS_GENERIC={}", u8::from(gauss_generic)));
+                // `ENTMAXKV_DEFINES="NAME=VALUE ..."` (development knob): further -D options,
+                // so that kernel variants behind #if switches can be timed from one binary
+                // (session 16 timed topk_select's this way). They are part of the PTX cache
+                // key; words with other characters than [A-Za-z0-9_=] are ignored.
+                if let Ok(defs) = std::env::var("ENTMAXKV_DEFINES") {
+                    opts.extend(
+                        defs.split_whitespace()
+                            .filter(|d| {
+                                d.chars()
+                                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '=')
+                            })
+                            .map(|d| format!("-D{d}")),
+                    );
+                }
                 opts.push(format!(
                     "-DEXPECT_ATTN_SIZE={}",
                     std::mem::size_of::<super::params::AttnParams>()

@@ -75,7 +75,10 @@
 //! At α = 1.5 with the exact τ the tail and the fused Gaussian step run as kernels compiled
 //! for that α (`attn_entmax_tail15`, `gauss_fused_scores15`): after an L2 flush a step's
 //! code is cold, and the other α's code cost time even where it did not run
-//! (`ENTMAXKV_TAIL_SPEC=0` for the general ones).
+//! (`ENTMAXKV_TAIL_SPEC=0` for the general ones). Where every list's tokens fit the tail's
+//! shared memory (top-k with short lists), the tail is `attn_entmax_tail15_lean`, with only
+//! the lean τ solve compiled in (64 KB of SASS instead of 128; top-k 1/8 at 32K 0.0495 →
+//! 0.0437 ms, session 16; `ENTMAXKV_TAIL_LEAN_KERNEL=0` for `attn_entmax_tail15`).
 //!
 //! On sm_90+ the step's kernels are launched with programmatic dependent launch: each may be
 //! scheduled while its predecessor drains and waits for it (`PDL_ENTRY` in common.cuh), so
@@ -272,6 +275,11 @@ pub struct GpuDecoder {
     /// `gauss_fused_scores15`: less code, which is cold after an L2 flush) in place of the
     /// general ones (`ENTMAXKV_TAIL_SPEC=0`: never).
     spec15: bool,
+    /// The tail kernel the plan launches: `attn_entmax_tail`, `attn_entmax_tail15`, or,
+    /// where every list's candidates fit its shared memory (`v_in_tail`),
+    /// `attn_entmax_tail15_lean` (only the lean τ solve compiled in;
+    /// `ENTMAXKV_TAIL_LEAN_KERNEL=0`: never).
+    tail_kernel: &'static str,
 }
 
 /// A development knob read from the environment at plan time (`default` when unset or not a
@@ -460,6 +468,7 @@ impl GpuDecoder {
         // must never lower it under another's launches.
         module.set_max_dynamic_smem("attn_entmax_tail", SOLVE_DYN_MAX)?;
         module.set_max_dynamic_smem("attn_entmax_tail15", SOLVE_DYN_MAX)?;
+        module.set_max_dynamic_smem("attn_entmax_tail15_lean", SOLVE_DYN_MAX)?;
         // `ENTMAXKV_SOLVE_DYN_KB` (development knob, default SCORES_DYN): the tail's shared
         // memory for candidates, 8 bytes each; more are streamed from the chunk lists.
         let solve_dyn_knob = (knob("ENTMAXKV_SOLVE_DYN_KB", SCORES_DYN / 1024) * 1024)
@@ -1107,6 +1116,13 @@ impl GpuDecoder {
             pdl,
             refilter,
             spec15,
+            tail_kernel: match (spec15, v_in_tail && attn.tail_lean > 0) {
+                (true, true) if knob("ENTMAXKV_TAIL_LEAN_KERNEL", 1) != 0 => {
+                    "attn_entmax_tail15_lean"
+                }
+                (true, _) => "attn_entmax_tail15",
+                _ => "attn_entmax_tail",
+            },
             v_in_tail,
             gpu,
             stream,
@@ -1441,11 +1457,7 @@ impl GpuDecoder {
                 "attn_entmax_tail" => {
                     let g = (self.tasks as u32, 1, 1);
                     launch_ex(
-                        m.func(if self.spec15 {
-                            "attn_entmax_tail15"
-                        } else {
-                            name
-                        }),
+                        m.func(self.tail_kernel),
                         g,
                         BLOCK,
                         self.dyn_solve,

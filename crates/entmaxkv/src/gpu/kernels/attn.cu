@@ -34,7 +34,9 @@
 //                       form: lean_solve, Halley from t = −1 with one barrier a step, which
 //                       stops once a pass's support is the root's (lean_closed: that
 //                       support's root in closed form). attn_entmax_tail15 is the same
-//                       kernel compiled for α = 1.5 and the exact τ (less cold code).
+//                       kernel compiled for α = 1.5 and the exact τ (less cold code), and
+//                       attn_entmax_tail15_lean that one with only the lean path, for plans
+//                       whose every list fits shared memory (half its code).
 //   attn_entmax_values  only for heads whose support was large: V for the support, split over
 //                       chunks, plain-sum combine (τ is global), last CTA sums. Exits at once
 //                       otherwise.
@@ -1065,6 +1067,10 @@ __device__ __forceinline__ TaskInfo tail_pre(const AttnParams& p, int task, floa
     return ti;
 }
 
+// LEAN: every list's candidates fit shared memory (the plan's v_in_tail), so the lean path
+// takes every list, whatever its length; the other paths are not compiled in (less code,
+// which is cold after an L2 flush; attn_entmax_tail15_lean).
+template <bool LEAN = false>
 __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const TaskInfo& ti, const float* s_m, const double* s_pw,
                           unsigned char* dyn, int caprows) {
     __shared__ int s_off[NCH_MAX + 1];
@@ -1109,8 +1115,8 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         TAIL_STAMP(1)
         // The lean path (lean_solve): exact τ, α ∈ {2, 1.5, 4/3}, every survivor in
         // shared memory. It needs no histogram bracket.
-        const bool lean =
-            poly && p.cert_phase == 0 && p.tau_mode == 0 && n_c > 0 && n_c <= min(p.cap, p.tail_lean);
+        const bool lean = LEAN || (poly && p.cert_phase == 0 && p.tau_mode == 0 && n_c > 0 &&
+                                   n_c <= min(p.cap, p.tail_lean));
         // Bracket from the filter's histogram (reset for the next step once read).
         int* gh = p.hist + ((size_t)task * TG + g) * HIST_BINS;
         if (lean) {
@@ -1148,7 +1154,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         // Survivors to shared memory: all of them if they fit, else those above the bracket
         // (ordered rounds).
         int n_s = 0;
-        if (n_c <= p.cap) {
+        if (LEAN || n_c <= p.cap) {
             __syncthreads();  // the chunk map is complete
             // Flattened: survivor j of the task from the chunk the map names; CU loads in
             // flight per thread, consecutive threads on consecutive survivors.
@@ -1180,7 +1186,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         // Fixed τ: every survivor (τ̂ may lie below the bracket).
         const float keep_above = p.tau_mode == 1 ? neg_inf() : s_br[0];
         constexpr int GU = 8;
-        for (int j0 = 0; n_c > p.cap && j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
+        for (int j0 = 0; !LEAN && n_c > p.cap && j0 < n_c && n_s <= p.cap; j0 += BLOCK * GU) {
             size_t src[GU];
 #pragma unroll
             for (int u = 0; u < GU; ++u) {
@@ -1222,7 +1228,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         sc.task = task;
         sc.g = g;
         sc.M = M;
-        sc.in_smem = n_s <= p.cap;
+        sc.in_smem = LEAN || n_s <= p.cap;
         sc.n = sc.in_smem ? n_s : n_c;  // streamed: every survivor from the chunk lists
         sc.d = d_buf;
         sc.off = s_off;
@@ -1233,7 +1239,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         const double hi_n = -exp(-p.a_d * log((double)(n_c > 0 ? n_c : 1)));
         double t = 0.0;
         bool solved = false;
-        if (p.tau_mode != 0 && p.cert_phase == 0 && p.tau_hat) {
+        if (!LEAN && p.tau_mode != 0 && p.cert_phase == 0 && p.tau_hat) {
             // attention/cpu.rs: τ̂ as is (fixed) or refined by tau_iters safeguarded Halley
             // steps in [−1, −n^{−(α−1)}] (n the tokens read); an empty support at the result
             // falls back to the exact τ.
@@ -1290,7 +1296,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
             else t = lean_solve<3>(p, d_buf, n_c, hi_n, mass, sup, lean_pre);
             solved = true;
         }
-        if (!solved) t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
+        if (!LEAN && !solved) t = solve_t(p, sc, caprows, (double)s_br[0], fmin((double)s_br[1], hi_n), mass, sup);
         const float inv = (float)(1.0 / mass);
         TAIL_STAMP(5)
         if (prof && g == 0) {
@@ -1481,14 +1487,14 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_refilter(const A
 // grid (tasks), block BLOCK, dynamic smem 2 * cap * 4. Runs after attn_entmax_filter (kernel
 // boundaries make every chunk's survivors and the final maxima visible); resets the running
 // maxima for the next step.
-__device__ __forceinline__ void tail_kernel(const AttnParams& p, unsigned char* dyn) {
+template <bool LEAN = false> __device__ __forceinline__ void tail_kernel(const AttnParams& p, unsigned char* dyn) {
     __shared__ float s_m[TG];
     __shared__ double s_pw[HIST_BINS + 1];
     const int task = blockIdx.x;
     const TaskInfo ti = tail_pre(p, task, s_m, s_pw);
     PDL_ENTRY();
     __syncthreads();
-    tail_task(p, task, ti, s_m, s_pw, dyn, p.ppc_max * p.page_size);
+    tail_task<LEAN>(p, task, ti, s_m, s_pw, dyn, p.ppc_max * p.page_size);
     __syncthreads();
     if (threadIdx.x < TG) {
         p.gmax[(size_t)task * TG + threadIdx.x] = 0u;
@@ -1529,6 +1535,21 @@ extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const 
     set_alpha15(c);
     extern __shared__ __align__(16) unsigned char dyn[];
     tail_kernel(c, dyn);
+}
+
+// attn_entmax_tail15 where every list's candidates fit shared memory (the plan's v_in_tail:
+// a list holds at most p.cap tokens): the lean path takes every list, whatever its length,
+// and the histogram bracket, the streamed and the bracketed solves are not compiled in
+// (SASS 128 → 64 KB at D = 64, f16, TG = 1). Code that never runs still costs time after
+// an L2 flush: a second, never-run copy of topk_select's body (+77 KB) made that kernel
+// 6.4 µs slower (BENCHMARKS "GPU, session 16"). This kernel made top-k 1/8 at 32K 5.8 µs
+// faster. The plan launches it in place of attn_entmax_tail15 there
+// (`ENTMAXKV_TAIL_LEAN_KERNEL=0`: never).
+extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15_lean(const AttnParams p) {
+    AttnParams c = p;
+    set_alpha15(c);
+    extern __shared__ __align__(16) unsigned char dyn[];
+    tail_kernel<true>(c, dyn);
 }
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
