@@ -13,6 +13,7 @@ instruction fetch (BENCHMARKS dev log run 15), so their size is part of their la
 """
 import argparse
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,22 +26,38 @@ def main():
     ap = argparse.ArgumentParser()
     add_config_args(ap)
     a = ap.parse_args()
-    r, log, code = compile_config_cubin(a)
+    # ptxas' resource report (registers, spills, shared memory) comes with the sizes.
+    r, log, code = compile_config_cubin(a, ["--ptxas-options=-v"])
     if r != 0:
         print(log)
         return 1
+    res, cur = {}, None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            cur = m.group(1)
+            res[cur] = {}
+        elif cur:
+            m = re.search(r"Used (\d+) registers", line)
+            if m:
+                res[cur]["regs"] = int(m.group(1))
+            m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+            if m:
+                res[cur]["spill"] = int(m.group(1)) + int(m.group(2))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(code)
         f.flush()
         out = subprocess.run(["readelf", "-S", "-W", f.name], capture_output=True, text=True).stdout
     total = 0
-    print(f"{'kernel':24s} {'bytes':>8s} {'instrs':>7s}   ({a.arch}, KV_T={a.kv} ST_T={a.st} D={a.d} TG={a.tg})")
+    print(f"{'kernel':24s} {'bytes':>8s} {'instrs':>7s} {'regs':>5s} {'spill':>6s}   "
+          f"({a.arch}, KV_T={a.kv} ST_T={a.st} D={a.d} TG={a.tg})")
     for line in out.splitlines():
         f = line.replace("[ ", "[").split()
         if len(f) > 6 and f[1].startswith(".text.") and f[2] == "PROGBITS":
             size = int(f[5], 16)
             total += size
-            print(f"{f[1][6:]:24s} {size:8d} {size // 16:7d}")
+            k = res.get(f[1][6:], {})
+            print(f"{f[1][6:]:24s} {size:8d} {size // 16:7d} {k.get('regs', '?'):>5} {k.get('spill', '?'):>6}")
     print(f"{'total':24s} {total:8d} {total // 16:7d}")
     return 0
 

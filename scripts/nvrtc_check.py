@@ -41,12 +41,13 @@ def add_config_args(ap):
                     help="a further -D option (development knobs such as SEL_UNROLL=8)")
 
 
-def compile_config_cubin(a):
-    """NVRTC status, log and cubin of the configuration add_config_args parsed into `a`."""
+def compile_config_cubin(a, extra=()):
+    """NVRTC status, log and cubin of the configuration add_config_args parsed into `a`
+    (`extra`: further NVRTC options, e.g. --ptxas-options=-v for ptxas' resource report)."""
     unroll = 4 if a.tg > 1 else 8
     opts = [f"--gpu-architecture={a.arch}", "--std=c++17", f"-DKV_T={a.kv}", f"-DST_T={a.st}",
             f"-DHEAD_DIM={a.d}", f"-DTG={a.tg}", f"-DUNROLL_ROWS={unroll}", f"-DGAUSS_GENERIC={a.generic}"]
-    opts += [f"-D{d}" for d in a.defines]
+    opts += [f"-D{d}" for d in a.defines] + list(extra)
     return compile_src(ctypes.CDLL(a.lib), decode_source(a.kernels), opts, cubin=True)
 
 
