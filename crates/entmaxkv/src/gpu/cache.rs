@@ -9,7 +9,7 @@
 //! the lengths, which the host always knows without reading the device); only the new block
 //! table entries travel.
 
-use super::ctx::{DevBuf, Gpu, Module, ModuleKey, Stream};
+use super::ctx::{DevBuf, Family, Gpu, Module, ModuleKey, Stream};
 use super::params::AppendParams;
 use crate::cache::{CacheConfig, KvStorage, PagedKvCache, SeqId};
 use crate::error::{check_finite, check_len, Error, Result};
@@ -112,6 +112,7 @@ impl DeviceKvCache {
         let gpu = Gpu::get()?;
         let stream = gpu.stream()?;
         let module = gpu.module(ModuleKey::Decode {
+            family: Family::Cache.or_all(),
             kv: cfg.kv_dtype,
             stats: cfg.resolved_stats_dtype(),
             head_dim: cfg.head_dim,

@@ -126,13 +126,13 @@ impl Gpu {
         }
         self.bind()?;
         let (ptx, cached) = compile_cached(&key, self.info.cc, false)?;
-        let m = match Module::load(&ptx, key.kernel_names()) {
+        let m = match Module::load(&ptx, &key.kernel_names()) {
             Ok(m) => Arc::new(m),
             // A stored entry the driver refuses (damaged on disk): compile afresh and store
             // that in its place.
             Err(_) if cached => {
                 let (ptx, _) = compile_cached(&key, self.info.cc, true)?;
-                Arc::new(Module::load(&ptx, key.kernel_names())?)
+                Arc::new(Module::load(&ptx, &key.kernel_names())?)
             }
             Err(e) => return Err(e),
         };
@@ -469,11 +469,124 @@ const ROBUST_BOUND_SRC: &str = include_str!("kernels/robust_bound.cuh");
 const ROBUST_SRC: &str = include_str!("kernels/robust.cu");
 const PROBE_SRC: &str = include_str!("kernels/probe.cu");
 
+/// Which decode kernels a module holds. A plan loads the families it can launch, so a
+/// process compiles (NVRTC, then the driver's JIT) only those: with NVRTC to an sm_90
+/// cubin on the 2-core development machine, the whole decode source took 34 s, attention
+/// 8 s, top-k 2 s, the Gaussian statistics 7 s (session 16). A family's source is the
+/// common header plus the files its kernels need; where those files define kernels of
+/// another family (the fused step, the certified and robust strategies all build on
+/// `attn.cu`), the family lists them too and its plans launch them from it.
+/// `ENTMAXKV_ONE_MODULE=1` loads everything as one module ([`Family::All`]), as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Family {
+    /// `cache.cu`: the append kernels.
+    Cache,
+    /// `topk.cu`: page scores and the radix select.
+    Topk,
+    /// `attn.cu`: the attention kernels.
+    Attn,
+    /// `gauss.cu`: the Gaussian statistics, τ̂ and packing.
+    Gauss,
+    /// `gauss_fused.cu` with the Gaussian and attention kernels it builds on.
+    Fused,
+    /// `cert.cu` with the attention kernels.
+    Cert,
+    /// `robust.cu` with the Gaussian and attention kernels.
+    Robust,
+    /// Every decode kernel in one module.
+    All,
+}
+
+impl Family {
+    /// The families plans load (every kernel is in at least one).
+    pub(crate) const SPLIT: [Family; 7] = [
+        Family::Cache,
+        Family::Topk,
+        Family::Attn,
+        Family::Gauss,
+        Family::Fused,
+        Family::Cert,
+        Family::Robust,
+    ];
+
+    /// The family a plan's kernels come from, or `All` where `ENTMAXKV_ONE_MODULE` is set.
+    pub(crate) fn or_all(self) -> Family {
+        if std::env::var("ENTMAXKV_ONE_MODULE").is_ok_and(|v| v != "0") {
+            Family::All
+        } else {
+            self
+        }
+    }
+
+    /// The kernel sources after the common header, in order.
+    fn sources(self) -> &'static [&'static str] {
+        match self {
+            Family::Cache => &[CACHE_SRC],
+            Family::Topk => &[TOPK_SRC],
+            Family::Attn => &[ATTN_SRC],
+            Family::Gauss => &[GAUSS_BETA_SRC, GAUSS_SRC],
+            Family::Fused => &[GAUSS_BETA_SRC, GAUSS_SRC, ATTN_SRC, GAUSS_FUSED_SRC],
+            Family::Cert => &[ATTN_SRC, CERT_SRC],
+            Family::Robust => &[
+                GAUSS_BETA_SRC,
+                GAUSS_SRC,
+                ATTN_SRC,
+                ROBUST_BOUND_SRC,
+                ROBUST_SRC,
+            ],
+            Family::All => &[
+                CACHE_SRC,
+                TOPK_SRC,
+                GAUSS_BETA_SRC,
+                GAUSS_SRC,
+                ATTN_SRC,
+                CERT_SRC,
+                GAUSS_FUSED_SRC,
+                ROBUST_BOUND_SRC,
+                ROBUST_SRC,
+            ],
+        }
+    }
+}
+
+const CACHE_KERNELS: &[&str] = &["cache_append", "cache_advance"];
+const TOPK_KERNELS: &[&str] = &["topk_score", "topk_sketch_score", "topk_select"];
+const GAUSS_KERNELS: &[&str] = &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"];
+const ATTN_KERNELS: &[&str] = &[
+    "attn_entmax_scores",
+    "attn_entmax_filter",
+    "attn_entmax_refilter",
+    "attn_entmax_tail",
+    "attn_entmax_tail15",
+    "attn_entmax_tail15_lean",
+    "attn_entmax_values",
+    "attn_softmax",
+];
+const FUSED_KERNELS: &[&str] = &["gauss_fused_scores", "gauss_fused_scores15"];
+const CERT_KERNELS: &[&str] = &["cert_bounds", "cert_exact"];
+const ROBUST_KERNELS: &[&str] = &[
+    "rob_box",
+    "rob_bmax",
+    "rob_tok1",
+    "rob_tok2",
+    "rob_cmax1",
+    "rob_ccnt1",
+    "rob_cpack1",
+    "rob_solve1",
+    "rob_cmax2",
+    "rob_ccnt2",
+    "rob_cpack2",
+    "rob_solve2",
+    "rob_pcnt",
+    "rob_pack",
+];
+
 /// Which compiled module: the decode kernels are specialised on the element types, the
-/// head dimension and the query heads per attention task.
+/// head dimension and the query heads per attention task, and split by [`Family`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ModuleKey {
     Decode {
+        family: Family,
         kv: DType,
         stats: DType,
         head_dim: usize,
@@ -500,46 +613,31 @@ pub(crate) fn unroll_rows(tg: usize) -> usize {
 }
 
 impl ModuleKey {
-    pub(crate) fn kernel_names(&self) -> &'static [&'static str] {
+    /// The kernels a module's functions are looked up for (every kernel its source defines).
+    pub(crate) fn kernel_names(&self) -> Vec<&'static str> {
         match self {
-            ModuleKey::Decode { .. } => &[
-                "cache_append",
-                "cache_advance",
-                "topk_score",
-                "topk_sketch_score",
-                "topk_select",
-                "gauss_moments",
-                "gauss_mix",
-                "gauss_count",
-                "gauss_pack",
-                "gauss_fused_scores",
-                "gauss_fused_scores15",
-                "attn_entmax_scores",
-                "attn_entmax_filter",
-                "attn_entmax_refilter",
-                "attn_entmax_tail",
-                "attn_entmax_tail15",
-                "attn_entmax_tail15_lean",
-                "attn_entmax_values",
-                "attn_softmax",
-                "cert_bounds",
-                "cert_exact",
-                "rob_box",
-                "rob_bmax",
-                "rob_tok1",
-                "rob_tok2",
-                "rob_cmax1",
-                "rob_ccnt1",
-                "rob_cpack1",
-                "rob_solve1",
-                "rob_cmax2",
-                "rob_ccnt2",
-                "rob_cpack2",
-                "rob_solve2",
-                "rob_pcnt",
-                "rob_pack",
-            ],
-            ModuleKey::Probe => &["probe_read", "probe_copy", "probe_fill"],
+            ModuleKey::Decode { family, .. } => {
+                let parts: &[&[&'static str]] = match family {
+                    Family::Cache => &[CACHE_KERNELS],
+                    Family::Topk => &[TOPK_KERNELS],
+                    Family::Attn => &[ATTN_KERNELS],
+                    Family::Gauss => &[GAUSS_KERNELS],
+                    Family::Fused => &[GAUSS_KERNELS, ATTN_KERNELS, FUSED_KERNELS],
+                    Family::Cert => &[ATTN_KERNELS, CERT_KERNELS],
+                    Family::Robust => &[GAUSS_KERNELS, ATTN_KERNELS, ROBUST_KERNELS],
+                    Family::All => &[
+                        CACHE_KERNELS,
+                        TOPK_KERNELS,
+                        GAUSS_KERNELS,
+                        ATTN_KERNELS,
+                        FUSED_KERNELS,
+                        CERT_KERNELS,
+                        ROBUST_KERNELS,
+                    ],
+                };
+                parts.concat()
+            }
+            ModuleKey::Probe => vec!["probe_read", "probe_copy", "probe_fill"],
         }
     }
 
@@ -551,6 +649,7 @@ impl ModuleKey {
         ];
         let src = match *self {
             ModuleKey::Decode {
+                family,
                 kv,
                 stats,
                 head_dim,
@@ -607,9 +706,12 @@ impl ModuleKey {
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
-                format!(
-                    "{COMMON_SRC}\n{CACHE_SRC}\n{TOPK_SRC}\n{GAUSS_BETA_SRC}\n{GAUSS_SRC}\n{ATTN_SRC}\n{CERT_SRC}\n{GAUSS_FUSED_SRC}\n{ROBUST_BOUND_SRC}\n{ROBUST_SRC}\n"
-                )
+                let mut src = format!("{COMMON_SRC}\n");
+                for part in family.sources() {
+                    src.push_str(part);
+                    src.push('\n');
+                }
+                src
             }
             ModuleKey::Probe => PROBE_SRC.to_string(),
         };
@@ -704,6 +806,82 @@ fn compile_cached_in(
     Ok((ptx, false))
 }
 
+/// The modules of a plan ([`Family`]): a kernel is taken from the first module that holds
+/// it, so the plan's own family comes first and serves the kernels it shares with others.
+pub(crate) struct Kernels {
+    mods: Vec<Arc<Module>>,
+}
+
+impl Kernels {
+    /// The modules of `families` for one shape (`key` gives the shape; its family is
+    /// replaced), in that order, each compiled once per process.
+    pub(crate) fn load(gpu: &Gpu, key: ModuleKey, families: &[Family]) -> Result<Kernels> {
+        let mut mods = Vec::with_capacity(families.len());
+        let mut seen = Vec::new();
+        for &f in families {
+            let f = f.or_all();
+            if seen.contains(&f) {
+                continue;
+            }
+            seen.push(f);
+            let k = match key {
+                ModuleKey::Decode {
+                    kv,
+                    stats,
+                    head_dim,
+                    tg,
+                    unroll,
+                    gauss_generic,
+                    ..
+                } => ModuleKey::Decode {
+                    family: f,
+                    kv,
+                    stats,
+                    head_dim,
+                    tg,
+                    unroll,
+                    // Only the Gaussian code has a quadrature variant: the other families'
+                    // modules are the same either way (one compile for both).
+                    gauss_generic: gauss_generic
+                        && matches!(
+                            f,
+                            Family::Gauss | Family::Fused | Family::Robust | Family::All
+                        ),
+                },
+                ModuleKey::Probe => ModuleKey::Probe,
+            };
+            mods.push(gpu.module(k)?);
+        }
+        Ok(Kernels { mods })
+    }
+
+    fn module_of(&self, name: &'static str) -> &Module {
+        self.mods
+            .iter()
+            .find(|m| m.has(name))
+            .unwrap_or_else(|| panic!("kernel {name} is in none of the plan's modules"))
+    }
+
+    pub(crate) fn func(&self, name: &'static str) -> sys::CUfunction {
+        self.module_of(name).func(name)
+    }
+
+    /// Resident CTAs per multiprocessor for a launch shape.
+    pub(crate) fn occupancy(&self, name: &'static str, block: u32, smem: usize) -> Result<usize> {
+        self.module_of(name).occupancy(name, block, smem)
+    }
+
+    /// Allows a kernel more than 48 KB of dynamic shared memory, in every module that
+    /// holds it (a module is shared by the plans of its shape, so each such limit is the
+    /// largest any plan sets); kernels of families the plan did not load are skipped.
+    pub(crate) fn set_max_dynamic_smem(&self, name: &'static str, bytes: usize) -> Result<()> {
+        for m in self.mods.iter().filter(|m| m.has(name)) {
+            m.set_max_dynamic_smem(name, bytes)?;
+        }
+        Ok(())
+    }
+}
+
 /// A loaded module and its kernels.
 pub(crate) struct Module {
     raw: sys::CUmodule,
@@ -714,7 +892,7 @@ unsafe impl Send for Module {}
 unsafe impl Sync for Module {}
 
 impl Module {
-    fn load(ptx: &str, names: &'static [&'static str]) -> Result<Module> {
+    fn load(ptx: &str, names: &[&'static str]) -> Result<Module> {
         let image = CString::new(ptx).map_err(|_| Error::Cuda {
             op: "module load",
             msg: "PTX holds a NUL byte".into(),
@@ -733,6 +911,11 @@ impl Module {
 
     pub(crate) fn func(&self, name: &'static str) -> sys::CUfunction {
         self.funcs[name]
+    }
+
+    /// Whether the module holds the kernel.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.funcs.contains_key(name)
     }
 
     /// Resident CTAs per multiprocessor for a launch shape.
@@ -886,7 +1069,8 @@ mod tests {
     /// a kernel missing from the list fails only on a GPU), and every listed name is defined.
     #[test]
     fn kernel_lists_match_the_sources() {
-        let decode = ModuleKey::Decode {
+        let decode = |family| ModuleKey::Decode {
+            family,
             kv: DType::F16,
             stats: DType::F16,
             head_dim: 64,
@@ -894,21 +1078,21 @@ mod tests {
             unroll: 8,
             gauss_generic: false,
         };
-        for (key, srcs) in [
-            (
-                decode,
-                vec![
-                    CACHE_SRC,
-                    TOPK_SRC,
-                    GAUSS_SRC,
-                    ATTN_SRC,
-                    CERT_SRC,
-                    GAUSS_FUSED_SRC,
-                    ROBUST_SRC,
-                ],
-            ),
-            (ModuleKey::Probe, vec![PROBE_SRC]),
-        ] {
+        let mut cases: Vec<(ModuleKey, Vec<&str>)> = Family::SPLIT
+            .iter()
+            .chain([Family::All].iter())
+            .map(|&f| (decode(f), f.sources().to_vec()))
+            .collect();
+        cases.push((ModuleKey::Probe, vec![PROBE_SRC]));
+        // Every kernel is in some family plans load.
+        let split: Vec<&str> = Family::SPLIT
+            .iter()
+            .flat_map(|&f| decode(f).kernel_names())
+            .collect();
+        for k in decode(Family::All).kernel_names() {
+            assert!(split.contains(&k), "{k} is in no family");
+        }
+        for (key, srcs) in cases {
             let mut defined: Vec<String> = srcs.iter().flat_map(|s| kernels_defined(s)).collect();
             let mut listed: Vec<String> =
                 key.kernel_names().iter().map(|s| s.to_string()).collect();

@@ -92,7 +92,7 @@
 //! over every planned chunk (`chunk_range` in attn.cu).
 
 use super::cache::{check_gpu_config, CacheBufs, DeviceKvCache};
-use super::ctx::{launch_ex, DevBuf, Event, Gpu, Graph, Module, ModuleKey, Stream};
+use super::ctx::{launch_ex, DevBuf, Event, Family, Gpu, Graph, Kernels, ModuleKey, Stream};
 use super::params::{AttnParams, FusedGaussParams, GaussParams, RobustParams, TopkParams};
 use crate::attention::cpu::TauMode;
 use crate::cache::SeqId;
@@ -224,7 +224,7 @@ pub struct GpuDecoder {
     gpu: Arc<Gpu>,
     stream: Arc<Stream>,
     bufs: Arc<CacheBufs>,
-    module: Arc<Module>,
+    module: Kernels,
     cfg: DecodeConfig,
     seqs: Vec<SeqId>,
     rows_host: Vec<usize>,
@@ -445,15 +445,55 @@ impl GpuDecoder {
                 ),
             });
         }
-        let module = gpu.module(ModuleKey::Decode {
-            kv: ccfg.kv_dtype,
-            stats: ccfg.resolved_stats_dtype(),
-            head_dim: d,
-            tg,
-            unroll: super::ctx::unroll_rows(tg),
-            // The quadrature only where the Gaussian τ̂ needs it (kint = 0).
-            gauss_generic: gauss_opts.is_some() && alpha > 1.0 && gauss_beta(alpha).0 == 0,
-        })?;
+        let max_pages = max_tokens.div_ceil(ps).max(1);
+        // The Gaussian step fused with the K pass (kernels/gauss_fused.cu): on short caches
+        // the original criterion keeps most pages, and the separate selection's launches
+        // cost more than the K rows it lets the attention skip. Exact τ, no ALiBi (the
+        // mixture's τ̂ is a launch of its own). `ENTMAXKV_GAUSS_FUSED=<tokens>`: the
+        // longest cache fused (0: never); unset, GAUSS_FUSED_MAX.
+        let fused_limit = std::env::var("ENTMAXKV_GAUSS_FUSED")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(GAUSS_FUSED_MAX);
+        let fused_gauss = gauss_opts.as_ref().is_some_and(|o| {
+            o.criterion == Criterion::Original
+                && !softmax
+                && cfg.tau_mode == TauMode::Exact
+                && cfg.attention.alibi_slopes.is_none()
+                && max_pages <= GAUSS_FUSED_PAGES
+                && max_tokens <= fused_limit
+        });
+        // The kernel families the plan can launch (ctx::Family), its own first.
+        let families: &[Family] = if certified {
+            &[Family::Cert]
+        } else if fused_gauss {
+            &[Family::Fused]
+        } else if gauss_opts
+            .as_ref()
+            .is_some_and(|o| o.criterion == Criterion::Robust)
+        {
+            &[Family::Robust]
+        } else if gauss_opts.is_some() {
+            &[Family::Gauss, Family::Attn]
+        } else if budget.is_some() {
+            &[Family::Topk, Family::Attn]
+        } else {
+            &[Family::Attn]
+        };
+        let module = Kernels::load(
+            &gpu,
+            ModuleKey::Decode {
+                family: Family::All,
+                kv: ccfg.kv_dtype,
+                stats: ccfg.resolved_stats_dtype(),
+                head_dim: d,
+                tg,
+                unroll: super::ctx::unroll_rows(tg),
+                // The quadrature only where the Gaussian τ̂ needs it (kint = 0).
+                gauss_generic: gauss_opts.is_some() && alpha > 1.0 && gauss_beta(alpha).0 == 0,
+            },
+            families,
+        )?;
         for k in [
             "attn_entmax_scores",
             "attn_entmax_filter",
@@ -477,7 +517,6 @@ impl GpuDecoder {
         // Launch shapes.
         let lanes = (d * kv_size / 16).next_power_of_two().min(32);
         let red_floats = (BLOCK as usize / lanes) * d;
-        let max_pages = max_tokens.div_ceil(ps).max(1);
         let ppc_lim = (32768 / (tg * ps * 4)).min(128);
         if ppc_lim == 0 {
             return Err(Error::Unsupported {
@@ -494,23 +533,6 @@ impl GpuDecoder {
                 ),
             });
         }
-        // The Gaussian step fused with the K pass (kernels/gauss_fused.cu): on short caches
-        // the original criterion keeps most pages, and the separate selection's launches
-        // cost more than the K rows it lets the attention skip. Exact τ, no ALiBi (the
-        // mixture's τ̂ is a launch of its own). `ENTMAXKV_GAUSS_FUSED=<tokens>`: the
-        // longest cache fused (0: never); unset, GAUSS_FUSED_MAX.
-        let fused_limit = std::env::var("ENTMAXKV_GAUSS_FUSED")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(GAUSS_FUSED_MAX);
-        let fused_gauss = gauss_opts.as_ref().is_some_and(|o| {
-            o.criterion == Criterion::Original
-                && !softmax
-                && cfg.tau_mode == TauMode::Exact
-                && cfg.attention.alibi_slopes.is_none()
-                && max_pages <= GAUSS_FUSED_PAGES
-                && max_tokens <= fused_limit
-        });
         // α = 1.5 with the exact τ: the kernels compiled for it (GpuDecoder::spec15).
         let spec15 = !softmax
             && alpha_code(alpha) == 15

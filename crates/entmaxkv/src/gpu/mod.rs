@@ -28,25 +28,38 @@ pub use decode::{GpuDecoder, Stage};
 
 /// Compiles every kernel module a configuration set needs to PTX for compute capability
 /// `cc`, without a device (needs NVRTC only), each with and without the Gaussian quadrature.
-/// Returns the PTX sizes (the probe first). Used by tests to catch
+/// Returns the PTX sizes (the probe first; then, for the first configuration, each family's
+/// module). Used by tests to catch
 /// kernel compile errors on machines without a GPU.
 pub fn compile_check(
     configs: &[(crate::DType, crate::DType, usize, usize)],
     cc: (i32, i32),
 ) -> crate::Result<Vec<usize>> {
+    let key = |family,
+               (kv, stats, head_dim, tg): (crate::DType, crate::DType, usize, usize),
+               gauss_generic| {
+        ctx::ModuleKey::Decode {
+            family,
+            kv,
+            stats,
+            head_dim,
+            tg,
+            unroll: ctx::unroll_rows(tg),
+            gauss_generic,
+        }
+    };
     let mut sizes = vec![ctx::compile(&ctx::ModuleKey::Probe, cc)?.len()];
-    for &(kv, stats, head_dim, tg) in configs {
+    for &c in configs {
         // Both variants: closed-form Gaussian τ̂ only, and with the quadrature compiled in.
         for gauss_generic in [false, true] {
-            let key = ctx::ModuleKey::Decode {
-                kv,
-                stats,
-                head_dim,
-                tg,
-                unroll: ctx::unroll_rows(tg),
-                gauss_generic,
-            };
-            sizes.push(ctx::compile(&key, cc)?.len());
+            sizes.push(ctx::compile(&key(ctx::Family::All, c, gauss_generic), cc)?.len());
+        }
+    }
+    // Each family's own module (the ones plans load), for the first configuration: a
+    // family whose files miss a definition from another file fails here.
+    if let Some(&c) = configs.first() {
+        for family in ctx::Family::SPLIT {
+            sizes.push(ctx::compile(&key(family, c, false), cc)?.len());
         }
     }
     Ok(sizes)
