@@ -518,68 +518,108 @@ impl Family {
         }
     }
 
-    /// The kernel sources after the common header, in order.
-    fn sources(self) -> &'static [&'static str] {
+    /// The source files after the common header, in order, each with the kernels it
+    /// defines: a family's sources and its kernel list both come from here.
+    fn parts(self) -> &'static [Part] {
         match self {
-            Family::Cache => &[CACHE_SRC],
-            Family::Topk => &[TOPK_SRC],
-            Family::Attn => &[ATTN_SRC],
-            Family::Gauss => &[GAUSS_BETA_SRC, GAUSS_SRC],
-            Family::Fused => &[GAUSS_BETA_SRC, GAUSS_SRC, ATTN_SRC, GAUSS_FUSED_SRC],
-            Family::Cert => &[ATTN_SRC, CERT_SRC],
-            Family::Robust => &[
-                GAUSS_BETA_SRC,
-                GAUSS_SRC,
-                ATTN_SRC,
-                ROBUST_BOUND_SRC,
-                ROBUST_SRC,
-            ],
+            Family::Cache => &[CACHE],
+            Family::Topk => &[TOPK],
+            Family::Attn => &[ATTN],
+            Family::Gauss => &[GAUSS_BETA, GAUSS],
+            Family::Fused => &[GAUSS_BETA, GAUSS, ATTN, GAUSS_FUSED],
+            Family::Cert => &[ATTN, CERT],
+            Family::Robust => &[GAUSS_BETA, GAUSS, ATTN, ROBUST_BOUND, ROBUST],
             Family::All => &[
-                CACHE_SRC,
-                TOPK_SRC,
-                GAUSS_BETA_SRC,
-                GAUSS_SRC,
-                ATTN_SRC,
-                CERT_SRC,
-                GAUSS_FUSED_SRC,
-                ROBUST_BOUND_SRC,
-                ROBUST_SRC,
+                CACHE,
+                TOPK,
+                GAUSS_BETA,
+                GAUSS,
+                ATTN,
+                CERT,
+                GAUSS_FUSED,
+                ROBUST_BOUND,
+                ROBUST,
             ],
         }
     }
+
+    /// The kernel sources after the common header, in order.
+    fn sources(self) -> impl Iterator<Item = &'static str> {
+        self.parts().iter().map(|p| p.src)
+    }
+
+    /// Whether the family holds the Gaussian code (the only code with a quadrature variant).
+    fn has_gauss(self) -> bool {
+        self.parts().iter().any(|p| p.src == GAUSS_SRC)
+    }
 }
 
-const CACHE_KERNELS: &[&str] = &["cache_append", "cache_advance"];
-const TOPK_KERNELS: &[&str] = &["topk_score", "topk_sketch_score", "topk_select"];
-const GAUSS_KERNELS: &[&str] = &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"];
-const ATTN_KERNELS: &[&str] = &[
-    "attn_entmax_scores",
-    "attn_entmax_filter",
-    "attn_entmax_refilter",
-    "attn_entmax_tail",
-    "attn_entmax_tail15",
-    "attn_entmax_tail15_lean",
-    "attn_entmax_values",
-    "attn_softmax",
-];
-const FUSED_KERNELS: &[&str] = &["gauss_fused_scores", "gauss_fused_scores15"];
-const CERT_KERNELS: &[&str] = &["cert_bounds", "cert_exact"];
-const ROBUST_KERNELS: &[&str] = &[
-    "rob_box",
-    "rob_bmax",
-    "rob_tok1",
-    "rob_tok2",
-    "rob_cmax1",
-    "rob_ccnt1",
-    "rob_cpack1",
-    "rob_solve1",
-    "rob_cmax2",
-    "rob_ccnt2",
-    "rob_cpack2",
-    "rob_solve2",
-    "rob_pcnt",
-    "rob_pack",
-];
+/// A kernel source file and the kernels it defines.
+struct Part {
+    src: &'static str,
+    kernels: &'static [&'static str],
+}
+
+const CACHE: Part = Part {
+    src: CACHE_SRC,
+    kernels: &["cache_append", "cache_advance"],
+};
+const TOPK: Part = Part {
+    src: TOPK_SRC,
+    kernels: &["topk_score", "topk_sketch_score", "topk_select"],
+};
+const GAUSS_BETA: Part = Part {
+    src: GAUSS_BETA_SRC,
+    kernels: &[],
+};
+const GAUSS: Part = Part {
+    src: GAUSS_SRC,
+    kernels: &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"],
+};
+const ATTN: Part = Part {
+    src: ATTN_SRC,
+    kernels: &[
+        "attn_entmax_scores",
+        "attn_entmax_filter",
+        "attn_entmax_refilter",
+        "attn_entmax_tail",
+        "attn_entmax_tail15",
+        "attn_entmax_tail15_lean",
+        "attn_entmax_values",
+        "attn_softmax",
+    ],
+};
+const CERT: Part = Part {
+    src: CERT_SRC,
+    kernels: &["cert_bounds", "cert_exact"],
+};
+const GAUSS_FUSED: Part = Part {
+    src: GAUSS_FUSED_SRC,
+    kernels: &["gauss_fused_scores", "gauss_fused_scores15"],
+};
+const ROBUST_BOUND: Part = Part {
+    src: ROBUST_BOUND_SRC,
+    kernels: &[],
+};
+const ROBUST: Part = Part {
+    src: ROBUST_SRC,
+    kernels: &[
+        "rob_box",
+        "rob_bmax",
+        "rob_tok1",
+        "rob_tok2",
+        "rob_cmax1",
+        "rob_ccnt1",
+        "rob_cpack1",
+        "rob_solve1",
+        "rob_cmax2",
+        "rob_ccnt2",
+        "rob_cpack2",
+        "rob_solve2",
+        "rob_pcnt",
+        "rob_pack",
+    ],
+};
 
 /// Which compiled module: the decode kernels are specialised on the element types, the
 /// head dimension and the query heads per attention task, and split by [`Family`].
@@ -616,27 +656,11 @@ impl ModuleKey {
     /// The kernels a module's functions are looked up for (every kernel its source defines).
     pub(crate) fn kernel_names(&self) -> Vec<&'static str> {
         match self {
-            ModuleKey::Decode { family, .. } => {
-                let parts: &[&[&'static str]] = match family {
-                    Family::Cache => &[CACHE_KERNELS],
-                    Family::Topk => &[TOPK_KERNELS],
-                    Family::Attn => &[ATTN_KERNELS],
-                    Family::Gauss => &[GAUSS_KERNELS],
-                    Family::Fused => &[GAUSS_KERNELS, ATTN_KERNELS, FUSED_KERNELS],
-                    Family::Cert => &[ATTN_KERNELS, CERT_KERNELS],
-                    Family::Robust => &[GAUSS_KERNELS, ATTN_KERNELS, ROBUST_KERNELS],
-                    Family::All => &[
-                        CACHE_KERNELS,
-                        TOPK_KERNELS,
-                        GAUSS_KERNELS,
-                        ATTN_KERNELS,
-                        FUSED_KERNELS,
-                        CERT_KERNELS,
-                        ROBUST_KERNELS,
-                    ],
-                };
-                parts.concat()
-            }
+            ModuleKey::Decode { family, .. } => family
+                .parts()
+                .iter()
+                .flat_map(|p| p.kernels.iter().copied())
+                .collect(),
             ModuleKey::Probe => vec!["probe_read", "probe_copy", "probe_fill"],
         }
     }
@@ -824,32 +848,18 @@ impl Kernels {
                 continue;
             }
             seen.push(f);
-            let k = match key {
-                ModuleKey::Decode {
-                    kv,
-                    stats,
-                    head_dim,
-                    tg,
-                    unroll,
-                    gauss_generic,
-                    ..
-                } => ModuleKey::Decode {
-                    family: f,
-                    kv,
-                    stats,
-                    head_dim,
-                    tg,
-                    unroll,
-                    // Only the Gaussian code has a quadrature variant: the other families'
-                    // modules are the same either way (one compile for both).
-                    gauss_generic: gauss_generic
-                        && matches!(
-                            f,
-                            Family::Gauss | Family::Fused | Family::Robust | Family::All
-                        ),
-                },
-                ModuleKey::Probe => ModuleKey::Probe,
-            };
+            let mut k = key;
+            if let ModuleKey::Decode {
+                family,
+                gauss_generic,
+                ..
+            } = &mut k
+            {
+                *family = f;
+                // Only the Gaussian code has a quadrature variant: the other families'
+                // modules are the same either way (one compile for both).
+                *gauss_generic &= f.has_gauss();
+            }
             mods.push(gpu.module(k)?);
         }
         Ok(Kernels { mods })
@@ -1081,9 +1091,17 @@ mod tests {
         let mut cases: Vec<(ModuleKey, Vec<&str>)> = Family::SPLIT
             .iter()
             .chain([Family::All].iter())
-            .map(|&f| (decode(f), f.sources().to_vec()))
+            .map(|&f| (decode(f), f.sources().collect()))
             .collect();
         cases.push((ModuleKey::Probe, vec![PROBE_SRC]));
+        // The quadrature variant exists only for the families with the Gaussian code.
+        for f in Family::SPLIT.iter().chain([Family::All].iter()) {
+            let gauss = matches!(
+                f,
+                Family::Gauss | Family::Fused | Family::Robust | Family::All
+            );
+            assert_eq!(f.has_gauss(), gauss, "{f:?}");
+        }
         // Every kernel is in some family plans load.
         let split: Vec<&str> = Family::SPLIT
             .iter()
