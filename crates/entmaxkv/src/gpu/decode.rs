@@ -271,10 +271,10 @@ pub struct GpuDecoder {
     /// for full lists of 512K tokens or more; `ENTMAXKV_REFILTER=0` never, `=2` whenever the
     /// τ is exact, `=3` at α < 1.5 only — session 9's rule —, for comparison).
     refilter: bool,
-    /// α = 1.5 with the exact τ: launch the kernels compiled for it (`attn_entmax_tail15`,
-    /// `gauss_fused_scores15`: less code, which is cold after an L2 flush) in place of the
-    /// general ones (`ENTMAXKV_TAIL_SPEC=0`: never).
-    spec15: bool,
+    /// The fused Gaussian kernel the plan launches: at α = 1.5 with the exact τ the one
+    /// compiled for it, `gauss_fused_scores15` (less code, which is cold after an L2 flush;
+    /// `ENTMAXKV_TAIL_SPEC=0`: never), else `gauss_fused_scores`.
+    fused_kernel: &'static str,
     /// The tail kernel the plan launches: `attn_entmax_tail`, `attn_entmax_tail15`, or,
     /// where every list's candidates fit its shared memory (`v_in_tail`),
     /// `attn_entmax_tail15_lean` (only the lean τ solve compiled in;
@@ -533,7 +533,8 @@ impl GpuDecoder {
                 ),
             });
         }
-        // α = 1.5 with the exact τ: the kernels compiled for it (GpuDecoder::spec15).
+        // α = 1.5 with the exact τ: the kernels compiled for it (GpuDecoder::fused_kernel,
+        // GpuDecoder::tail_kernel).
         let spec15 = !softmax
             && alpha_code(alpha) == 15
             && cfg.tau_mode == TauMode::Exact
@@ -1137,7 +1138,11 @@ impl GpuDecoder {
         Ok(GpuDecoder {
             pdl,
             refilter,
-            spec15,
+            fused_kernel: if spec15 {
+                "gauss_fused_scores15"
+            } else {
+                "gauss_fused_scores"
+            },
             tail_kernel: match (spec15, v_in_tail && attn.tail_lean > 0) {
                 (true, true) if knob("ENTMAXKV_TAIL_LEAN_KERNEL", 1) != 0 => {
                     "attn_entmax_tail15_lean"
@@ -1431,12 +1436,15 @@ impl GpuDecoder {
                     // Per task its moment CTAs and one CTA per chunk, roles by start order.
                     let per_task = self.nch + f.params.nmom as usize;
                     let g = ((per_task * self.tasks) as u32, 1, 1);
-                    let func = m.func(if self.spec15 {
-                        "gauss_fused_scores15"
-                    } else {
-                        name
-                    });
-                    launch_ex(func, g, BLOCK, f.dyn_scores, s, &f.params, self.pdl)
+                    launch_ex(
+                        m.func(self.fused_kernel),
+                        g,
+                        BLOCK,
+                        f.dyn_scores,
+                        s,
+                        &f.params,
+                        self.pdl,
+                    )
                 }
                 "rob_box" | "rob_bmax" | "rob_tok1" | "rob_tok2" | "rob_cmax1" | "rob_ccnt1"
                 | "rob_cpack1" | "rob_solve1" | "rob_cmax2" | "rob_ccnt2" | "rob_cpack2"
