@@ -618,6 +618,7 @@ fn every_method_alpha_and_dtype_matches_cpu() {
     if common::gpu_or_skip("every_method_alpha_and_dtype_matches_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 100;
     let mut worst = (0.0f64, 0.0f64);
     for kv in [DType::F16, DType::Bf16, DType::F32] {
@@ -626,10 +627,13 @@ fn every_method_alpha_and_dtype_matches_cpu() {
                 seed += 1;
                 let mut c = Case::new(kv, alpha, m);
                 c.seed = seed;
-                let w = check(&c);
-                worst = (worst.0.max(w.0), worst.1.max(w.1));
+                cases.push(c);
             }
         }
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, check) {
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -644,6 +648,7 @@ fn gqa_alibi_variable_lengths_and_page_boundaries() {
     if common::gpu_or_skip("gqa_alibi_variable_lengths_and_page_boundaries").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let lens = vec![1, 15, 16, 17, 32, 33, 160, 1000, 4096];
     let mut seed = 200;
     for alpha in [1.0, 1.5, 2.0, 1.25] {
@@ -662,10 +667,12 @@ fn gqa_alibi_variable_lengths_and_page_boundaries() {
                 c.gqa = gqa;
                 c.alibi = alibi;
                 c.seed = seed;
-                check(&c);
+                cases.push(c);
             }
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 #[test]
@@ -693,6 +700,7 @@ fn structured_workload_stats_f32_and_other_page_sizes() {
     if common::gpu_or_skip("structured_workload_stats_f32_and_other_page_sizes").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 400;
     for ps in [16, 7, 1, 64] {
         for m in methods() {
@@ -704,10 +712,12 @@ fn structured_workload_stats_f32_and_other_page_sizes() {
                 c.workload = Workload::Structured;
                 c.lens = vec![3, 250, 777];
                 c.seed = seed;
-                check(&c);
+                cases.push(c);
             }
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 #[test]
@@ -715,10 +725,11 @@ fn long_contexts_large_supports_and_ties() {
     if common::gpu_or_skip("long_contexts_large_supports_and_ties").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     // Many chunks; α = 4/3 has too many candidates for shared memory (the streaming solve)
     // and a support above the in-CTA V gather (the values kernel); flat keys tie everything;
     // from 512K tokens full lists at α = 1.5 go through the refilter too.
-    let cases = [
+    let shapes = [
         (1.5, Method::Dense, false, 65_536 + 5),
         (1.5, Method::Dense, false, 524_288 + 7),
         (1.5, Method::Certified, false, 524_288 + 7),
@@ -728,15 +739,17 @@ fn long_contexts_large_supports_and_ties() {
         (1.5, Method::Dense, true, 20_000),
         (2.0, Method::TopK(Budget::Fraction(0.5)), true, 20_000),
     ];
-    for (i, (alpha, m, flat, len)) in cases.into_iter().enumerate() {
+    for (i, (alpha, m, flat, len)) in shapes.into_iter().enumerate() {
         let mut c = Case::new(DType::F16, alpha, m);
         c.hkv = 2;
         c.heads = 4;
         c.lens = vec![len, 3000];
         c.flat = flat;
         c.seed = 500 + i as u64;
-        check(&c);
+        cases.push(c);
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 #[test]
@@ -839,6 +852,7 @@ fn gaussian_selection_matches_cpu() {
     if common::gpu_or_skip("gaussian_selection_matches_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let g = Method::Gaussian(GaussianOpts::default());
     let mut worst = (0.0f64, 0.0f64);
     for alpha in [1.5, 2.0, 4.0 / 3.0, 3.0, 1.25, 1.7] {
@@ -857,16 +871,14 @@ fn gaussian_selection_matches_cpu() {
             c.alibi = alibi;
             c.lens = vec![1, 16, 17, 32, 300, 1000, 4096, 20_000];
             c.seed = 11;
-            let w = check(&c);
-            worst = (worst.0.max(w.0), worst.1.max(w.1));
+            cases.push(c);
         }
     }
     let mut c = Case::new(DType::F32, 1.5, g.clone());
     c.stats = StatsDType::F32;
     c.workload = Workload::Structured;
     c.lens = vec![5000, 777];
-    let w = check(&c);
-    worst = (worst.0.max(w.0), worst.1.max(w.1));
+    cases.push(c);
     // Several selection chunks (2048 closed pages each) per task: gauss_select's ordered
     // offsets across chunks, with sequences of one, two and three chunks in one batch.
     for alibi in [false, true] {
@@ -877,7 +889,10 @@ fn gaussian_selection_matches_cpu() {
         c.alibi = alibi;
         c.lens = vec![70_000, 33_000, 40];
         c.seed = 12;
-        let w = check(&c);
+        cases.push(c);
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, check) {
         worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     // Written to the process stderr directly so the harness does not capture it.
@@ -899,8 +914,7 @@ fn gaussian_fused_and_separate_steps_agree() {
     if common::gpu_or_skip("gaussian_fused_and_separate_steps_agree").is_none() {
         return;
     }
-    let knob_unset = std::env::var_os("ENTMAXKV_GAUSS_FUSED").is_none();
-    let mut worst = 0.0f64;
+    let mut cases = Vec::new();
     // Closed-form and generic α (the fused plan takes caches up to 64K at any α).
     for alpha in [1.5, 1.4, 4.0 / 3.0, 1.25, 2.0, 3.0] {
         for (hkv, heads, gqa, kv) in [
@@ -914,67 +928,79 @@ fn gaussian_fused_and_separate_steps_agree() {
             c.gqa = gqa;
             c.lens = vec![1, 16, 17, 300, 4096, 20_000];
             c.seed = 21;
-            let bt = build(&c);
-            let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
-            let run = |max_tokens: usize| {
-                let mut gd = GpuDecoder::new(&dev, &bt.ids, max_tokens, bt.cfg.clone()).unwrap();
-                gd.poison_output().unwrap();
-                let mut out = vec![0.0f32; bt.q.len()];
-                let rep = gd.step(&dev, &bt.q, &mut out).unwrap().clone();
-                // Later steps (the fused kernel's counters only grow) give the same bits.
-                for _ in 0..2 {
-                    let mut again = vec![0.0f32; bt.q.len()];
-                    gd.step(&dev, &bt.q, &mut again).unwrap();
-                    assert!(
-                        again
-                            .iter()
-                            .zip(&out)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{c:?}: a later step differs"
-                    );
-                }
-                let (_, tasks) = gd.grid();
-                let lists: Vec<Vec<u32>> = (0..tasks)
-                    .map(|t| gd.kept_slots(&dev, t).unwrap())
-                    .collect();
-                (gd.fused_gauss(), out, rep, lists)
-            };
-            let (ff, fo, frep, fl) = run(bt.max_tokens);
-            let (sf, so, srep, sl) = run(200_000);
-            if knob_unset {
-                assert!(ff && !sf, "{c:?}: fused {ff}, separate plan fused {sf}");
-            }
-            assert_eq!(fl, sl, "{c:?}: kept pages differ");
-            for (i, (a, b)) in frep.heads.iter().zip(&srep.heads).enumerate() {
-                assert_eq!(a.pages_kept, b.pages_kept, "{c:?}: head {i}");
-                let same_nan = a.tau_hat.is_nan() && b.tau_hat.is_nan();
-                assert!(
-                    same_nan || (a.tau_hat - b.tau_hat).abs() <= 1e-12 * b.tau_hat.abs().max(1.0),
-                    "{c:?}: head {i} tau_hat {} vs {}",
-                    a.tau_hat,
-                    b.tau_hat
-                );
-                assert!(
-                    (a.tau - b.tau).abs() <= 1e-6 * b.tau.abs().max(1.0),
-                    "{c:?}: head {i} tau {} vs {}",
-                    a.tau,
-                    b.tau
-                );
-            }
-            for (hi, (x, y)) in fo.chunks(c.d).zip(so.chunks(c.d)).enumerate() {
-                assert!(x.iter().all(|v| v.is_finite()), "{c:?}: head {hi} output");
-                let num: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-                let den: f64 = y.iter().map(|b| (*b as f64).powi(2)).sum();
-                let rel = (num / den.max(1e-30)).sqrt();
-                worst = worst.max(rel);
-                assert!(rel <= 1e-6, "{c:?}: head {hi} output rel {rel:.2e}");
-            }
+            cases.push(c);
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    let worst = common::par_cases(&cases, fused_and_separate_agree)
+        .into_iter()
+        .fold(0.0f64, f64::max);
     let _ = writeln!(
         std::io::stderr(),
         "gaussian fused vs separate: worst output rel {worst:.2e}"
     );
+}
+
+/// One case of `gaussian_fused_and_separate_steps_agree`: its worst output rel.
+fn fused_and_separate_agree(c: &Case) -> f64 {
+    let knob_unset = std::env::var_os("ENTMAXKV_GAUSS_FUSED").is_none();
+    let mut worst = 0.0f64;
+    let bt = build(c);
+    let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
+    let run = |max_tokens: usize| {
+        let mut gd = GpuDecoder::new(&dev, &bt.ids, max_tokens, bt.cfg.clone()).unwrap();
+        gd.poison_output().unwrap();
+        let mut out = vec![0.0f32; bt.q.len()];
+        let rep = gd.step(&dev, &bt.q, &mut out).unwrap().clone();
+        // Later steps (the fused kernel's counters only grow) give the same bits.
+        for _ in 0..2 {
+            let mut again = vec![0.0f32; bt.q.len()];
+            gd.step(&dev, &bt.q, &mut again).unwrap();
+            assert!(
+                again
+                    .iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{c:?}: a later step differs"
+            );
+        }
+        let (_, tasks) = gd.grid();
+        let lists: Vec<Vec<u32>> = (0..tasks)
+            .map(|t| gd.kept_slots(&dev, t).unwrap())
+            .collect();
+        (gd.fused_gauss(), out, rep, lists)
+    };
+    let (ff, fo, frep, fl) = run(bt.max_tokens);
+    let (sf, so, srep, sl) = run(200_000);
+    if knob_unset {
+        assert!(ff && !sf, "{c:?}: fused {ff}, separate plan fused {sf}");
+    }
+    assert_eq!(fl, sl, "{c:?}: kept pages differ");
+    for (i, (a, b)) in frep.heads.iter().zip(&srep.heads).enumerate() {
+        assert_eq!(a.pages_kept, b.pages_kept, "{c:?}: head {i}");
+        let same_nan = a.tau_hat.is_nan() && b.tau_hat.is_nan();
+        assert!(
+            same_nan || (a.tau_hat - b.tau_hat).abs() <= 1e-12 * b.tau_hat.abs().max(1.0),
+            "{c:?}: head {i} tau_hat {} vs {}",
+            a.tau_hat,
+            b.tau_hat
+        );
+        assert!(
+            (a.tau - b.tau).abs() <= 1e-6 * b.tau.abs().max(1.0),
+            "{c:?}: head {i} tau {} vs {}",
+            a.tau,
+            b.tau
+        );
+    }
+    for (hi, (x, y)) in fo.chunks(c.d).zip(so.chunks(c.d)).enumerate() {
+        assert!(x.iter().all(|v| v.is_finite()), "{c:?}: head {hi} output");
+        let num: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let den: f64 = y.iter().map(|b| (*b as f64).powi(2)).sum();
+        let rel = (num / den.max(1e-30)).sqrt();
+        worst = worst.max(rel);
+        assert!(rel <= 1e-6, "{c:?}: head {hi} output rel {rel:.2e}");
+    }
+    worst
 }
 
 /// The certified strategy on the GPU equals dense α-entmax (the CPU pipeline's `certified`,
@@ -987,18 +1013,15 @@ fn certified_matches_dense_short() {
     if common::gpu_or_skip("certified_matches_dense_short").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 700;
     let mut worst = (0.0f64, 0.0f64);
-    let mut run = |c: Case| {
-        let w = check(&c);
-        worst = (worst.0.max(w.0), worst.1.max(w.1));
-    };
     for kv in [DType::F16, DType::Bf16, DType::F32] {
         for alpha in [4.0 / 3.0, 1.5, 2.0, 1.25] {
             seed += 1;
             let mut c = Case::new(kv, alpha, Method::Certified);
             c.seed = seed;
-            run(c);
+            cases.push(c);
         }
     }
     for alpha in [1.5, 2.0, 1.7] {
@@ -1011,8 +1034,12 @@ fn certified_matches_dense_short() {
             c.lens = vec![1, 15, 16, 17, 32, 33, 160, 1000, 4096];
             c.alibi = alibi;
             c.seed = seed;
-            run(c);
+            cases.push(c);
         }
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, check) {
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -1030,12 +1057,9 @@ fn certified_matches_dense_sketch_widths_and_long() {
     if common::gpu_or_skip("certified_matches_dense_sketch_widths_and_long").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 800;
     let mut worst = (0.0f64, 0.0f64);
-    let mut run = |c: Case| {
-        let w = check(&c);
-        worst = (worst.0.max(w.0), worst.1.max(w.1));
-    };
     for bits in [0, 1, 2, 3, 5, 8] {
         for ps in [16, 7, 64] {
             seed += 1;
@@ -1046,7 +1070,7 @@ fn certified_matches_dense_sketch_widths_and_long() {
             c.ps = ps;
             c.lens = vec![3, 250, 777];
             c.seed = seed;
-            run(c);
+            cases.push(c);
         }
     }
     for (alpha, flat, len) in [
@@ -1061,7 +1085,11 @@ fn certified_matches_dense_sketch_widths_and_long() {
         c.lens = vec![len, 3000];
         c.flat = flat;
         c.seed = seed;
-        run(c);
+        cases.push(c);
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, check) {
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -1095,6 +1123,7 @@ fn gaussian_fixed_and_corrected_tau_match_cpu() {
     if common::gpu_or_skip("gaussian_fixed_and_corrected_tau_match_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     use entmaxkv::attention::cpu::TauMode;
     let g = Method::Gaussian(GaussianOpts::default());
     let mut seed = 900;
@@ -1117,9 +1146,11 @@ fn gaussian_fixed_and_corrected_tau_match_cpu() {
             c.tau_mode = mode;
             c.lens = vec![1, 16, 17, 300, 1000, 4096, 20_000];
             c.seed = seed;
-            check(&c);
+            cases.push(c);
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 /// Top-k with pinned sink and recent pages keeps the CPU selector's pages (sinks and recent
@@ -1129,6 +1160,7 @@ fn topk_pinned_sink_and_recent_pages_match_cpu() {
     if common::gpu_or_skip("topk_pinned_sink_and_recent_pages_match_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 1000;
     for (sinks, recent, budget) in [
         (1, 0, Budget::Fraction(0.125)),
@@ -1146,9 +1178,11 @@ fn topk_pinned_sink_and_recent_pages_match_cpu() {
             c.workload = Workload::Structured;
             c.lens = vec![1, 16, 17, 300, 1000, 4096];
             c.seed = seed;
-            check(&c);
+            cases.push(c);
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 /// Top-k ranked by sketch page scores (`-sketch`: best token upper end; `-sketchmass`: the
@@ -1160,6 +1194,7 @@ fn topk_sketch_scores_match_cpu() {
     if common::gpu_or_skip("topk_sketch_scores_match_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 1100;
     for scoring in [TopkScoring::Sketch, TopkScoring::SketchMass] {
         for (alpha, heads, gqa, alibi, bits, sinks) in [
@@ -1180,9 +1215,11 @@ fn topk_sketch_scores_match_cpu() {
             c.workload = Workload::Structured;
             c.lens = vec![1, 16, 17, 300, 1000, 4096];
             c.seed = seed;
-            check(&c);
+            cases.push(c);
         }
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 fn robust_method(sink_pages: usize) -> Method {
@@ -1204,6 +1241,7 @@ fn gaussian_robust_matches_cpu() {
     }
     let mut worst = (0.0f64, 0.0f64);
     let mut seed = 1100;
+    let mut cases = Vec::new();
     for alpha in [1.5, 2.0, 4.0 / 3.0, 1.7] {
         for (hkv, heads, gqa, alibi) in [
             (2, 2, GqaMode::PerHead, false),
@@ -1220,15 +1258,10 @@ fn gaussian_robust_matches_cpu() {
             c.alibi = alibi;
             c.lens = vec![1, 5, 16, 17, 32, 48, 300, 1000, 4096];
             c.seed = seed;
-            let t = std::time::Instant::now();
-            let w = check(&c);
-            // Progress (long on a cold machine: a module per configuration).
-            let _ = writeln!(
-                std::io::stderr(),
-                "  robust α {alpha:.3} hkv {hkv} heads {heads} {gqa:?} alibi {alibi}: {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
-            worst = (worst.0.max(w.0), worst.1.max(w.1));
+            cases.push((
+                format!("α {alpha:.3} hkv {hkv} heads {heads} {gqa:?} alibi {alibi}"),
+                c,
+            ));
         }
     }
     for kv in [DType::Bf16, DType::F32] {
@@ -1245,16 +1278,22 @@ fn gaussian_robust_matches_cpu() {
             c.gqa = gqa;
             c.lens = vec![3, 16, 33, 640, 2500];
             c.seed = seed;
-            let t = std::time::Instant::now();
-            let w = check(&c);
-            // Progress (long on a cold machine: a module per configuration).
-            let _ = writeln!(
-                std::io::stderr(),
-                "  robust {kv:?} α {alpha:.3} {gqa:?} sinks {sinks}: {:.1} s",
-                t.elapsed().as_secs_f64()
-            );
-            worst = (worst.0.max(w.0), worst.1.max(w.1));
+            cases.push((format!("{kv:?} α {alpha:.3} {gqa:?} sinks {sinks}"), c));
         }
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, |(label, c)| {
+        let t = std::time::Instant::now();
+        let w = check(c);
+        // Progress.
+        let _ = writeln!(
+            std::io::stderr(),
+            "  robust {label}: {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        w
+    }) {
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -1273,6 +1312,7 @@ fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
     if common::gpu_or_skip("gaussian_robust_sink_sketch_widths_and_tau_modes").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     use entmaxkv::attention::cpu::TauMode;
     let mut seed = 1200;
     for (alpha, gqa, alibi) in [
@@ -1291,7 +1331,7 @@ fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
         c.plant_sink = true;
         c.lens = vec![20, 700, 3000];
         c.seed = seed;
-        check(&c);
+        cases.push(c);
     }
     for bits in [0u32, 2, 8] {
         seed += 1;
@@ -1300,7 +1340,7 @@ fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
         c.heads = 4;
         c.lens = vec![17, 500, 2000];
         c.seed = seed;
-        check(&c);
+        cases.push(c);
     }
     seed += 1;
     let mut c = Case::new(DType::F16, 2.0, robust_method(1));
@@ -1310,7 +1350,7 @@ fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
     c.workload = Workload::Structured;
     c.lens = vec![31, 32, 33, 1500];
     c.seed = seed;
-    check(&c);
+    cases.push(c);
     for (mode, alpha, gqa) in [
         (TauMode::Fixed, 1.5, GqaMode::PerHead),
         (TauMode::Corrected(2), 2.0, GqaMode::Shared),
@@ -1323,8 +1363,10 @@ fn gaussian_robust_sink_sketch_widths_and_tau_modes() {
         c.tau_mode = mode;
         c.lens = vec![1, 16, 17, 300, 2000];
         c.seed = seed;
-        check(&c);
+        cases.push(c);
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 /// Robust selection on long contexts (33K–70K tokens: two to four thousand closed pages per
@@ -1335,6 +1377,7 @@ fn gaussian_robust_long_contexts() {
     if common::gpu_or_skip("gaussian_robust_long_contexts").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     for (alpha, alibi, gqa) in [(1.5, false, GqaMode::PerHead), (2.0, true, GqaMode::Shared)] {
         let mut c = Case::new(DType::F16, alpha, robust_method(1));
         c.hkv = 2;
@@ -1343,8 +1386,10 @@ fn gaussian_robust_long_contexts() {
         c.alibi = alibi;
         c.lens = vec![70_000, 33_000, 40];
         c.seed = 1300 + alibi as u64;
-        check(&c);
+        cases.push(c);
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
 }
 
 /// Pages kept and closed-or-last pages in total over every head of the CPU pipeline's step
@@ -1370,6 +1415,7 @@ fn gaussian_robust_softmax_matches_cpu() {
     if common::gpu_or_skip("gaussian_robust_softmax_matches_cpu").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut worst = (0.0f64, 0.0f64);
     let mut seed = 1400;
     for sinks in [1, 0] {
@@ -1388,8 +1434,7 @@ fn gaussian_robust_softmax_matches_cpu() {
             c.alibi = alibi;
             c.lens = vec![1, 5, 16, 17, 32, 48, 300, 1000, 4096];
             c.seed = seed;
-            let w = check(&c);
-            worst = (worst.0.max(w.0), worst.1.max(w.1));
+            cases.push(c);
         }
     }
     for kv in [DType::Bf16, DType::F32] {
@@ -1407,9 +1452,12 @@ fn gaussian_robust_softmax_matches_cpu() {
             c.alibi = alibi;
             c.lens = vec![3, 16, 33, 640, 2500];
             c.seed = seed;
-            let w = check(&c);
-            worst = (worst.0.max(w.0), worst.1.max(w.1));
+            cases.push(c);
         }
+    }
+    // In parallel: a cold machine compiles a module per configuration.
+    for w in common::par_cases(&cases, check) {
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
     }
     let _ = writeln!(
         std::io::stderr(),
@@ -1431,6 +1479,7 @@ fn gaussian_robust_softmax_sink_widths_and_long() {
     if common::gpu_or_skip("gaussian_robust_softmax_sink_widths_and_long").is_none() {
         return;
     }
+    let mut cases = Vec::new();
     let mut seed = 1500;
     let mut dropping = Vec::new();
     for (gqa, alibi, plant) in [
@@ -1449,8 +1498,8 @@ fn gaussian_robust_softmax_sink_widths_and_long() {
         c.plant_sink = plant;
         c.lens = vec![20, 700, 3000];
         c.seed = seed;
-        check(&c);
         dropping.push((c.clone(), cpu_pages_kept(&c)));
+        cases.push(c);
     }
     for bits in [0u32, 2, 8] {
         seed += 1;
@@ -1460,7 +1509,7 @@ fn gaussian_robust_softmax_sink_widths_and_long() {
         c.alibi = true;
         c.lens = vec![17, 500, 2000];
         c.seed = seed;
-        check(&c);
+        cases.push(c);
     }
     seed += 1;
     let mut c = Case::new(DType::F16, 1.0, robust_method(1));
@@ -1471,7 +1520,7 @@ fn gaussian_robust_softmax_sink_widths_and_long() {
     c.plant_sink = true;
     c.lens = vec![31, 32, 33, 1500];
     c.seed = seed;
-    check(&c);
+    cases.push(c);
     for (gqa, alibi) in [(GqaMode::PerHead, false), (GqaMode::Shared, true)] {
         seed += 1;
         let mut c = Case::new(DType::F16, 1.0, robust_method(1));
@@ -1481,8 +1530,10 @@ fn gaussian_robust_softmax_sink_widths_and_long() {
         c.alibi = alibi;
         c.lens = vec![70_000, 33_000, 40];
         c.seed = seed;
-        check(&c);
+        cases.push(c);
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
     for (c, (kept, total)) in &dropping {
         if c.alibi || c.gqa == GqaMode::PerHead {
             assert!(

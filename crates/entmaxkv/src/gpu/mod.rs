@@ -49,19 +49,23 @@ pub fn compile_check(
             gauss_generic,
         }
     };
-    let mut sizes = vec![ctx::compile(&ctx::ModuleKey::Probe, cc)?.len()];
+    let mut keys = vec![ctx::ModuleKey::Probe];
     for &c in configs {
         // Both variants: closed-form Gaussian τ̂ only, and with the quadrature compiled in.
         for gauss_generic in [false, true] {
-            sizes.push(ctx::compile(&key(ctx::Family::All, c, gauss_generic), cc)?.len());
+            keys.push(key(ctx::Family::All, c, gauss_generic));
         }
     }
     // Each family's own module (the ones plans load), for the first configuration: a
     // family whose files miss a definition from another file fails here.
     if let Some(&c) = configs.first() {
         for family in ctx::Family::SPLIT {
-            sizes.push(ctx::compile(&key(family, c, false), cc)?.len());
+            keys.push(key(family, c, false));
         }
     }
-    Ok(sizes)
+    // In parallel (each compile takes NVRTC seconds; NVRTC compiles programs concurrently).
+    use rayon::prelude::*;
+    keys.par_iter()
+        .map(|k| ctx::compile(k, cc).map(|ptx| ptx.len()))
+        .collect()
 }

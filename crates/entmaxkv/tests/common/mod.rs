@@ -21,3 +21,36 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
         }
     }
 }
+
+/// `f` over every case on up to as many threads as the machine has cores, results in the
+/// cases' order. A cold GPU test is bound by compiling its module configurations (NVRTC and
+/// the driver's PTX JIT, tens of seconds each); the crate compiles different configurations
+/// in parallel, so cases that need different ones should not wait for one another. A
+/// panicking case fails the test with its own message.
+pub fn par_cases<T: Sync, R: Send>(cases: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(cases.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..cases.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(c) = cases.get(i) else { break };
+                let r = f(c);
+                results.lock().unwrap()[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every case ran"))
+        .collect()
+}
