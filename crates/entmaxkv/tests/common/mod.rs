@@ -27,6 +27,8 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
 /// the driver's PTX JIT, tens of seconds each); the crate compiles different configurations
 /// in parallel, so cases that need different ones should not wait for one another. A
 /// panicking case fails the test with its own message.
+// Not every test file that includes this module uses it.
+#[allow(dead_code)]
 pub fn par_cases<T: Sync, R: Send>(cases: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
