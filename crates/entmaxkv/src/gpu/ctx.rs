@@ -125,7 +125,9 @@ impl Gpu {
             return Ok(m.clone());
         }
         self.bind()?;
+        let t0 = std::time::Instant::now();
         let (ptx, cached) = compile_cached(&key, self.info.cc, false)?;
+        let t1 = std::time::Instant::now();
         let m = match Module::load(&ptx, &key.kernel_names()) {
             Ok(m) => Arc::new(m),
             // A stored entry the driver refuses (damaged on disk): compile afresh and store
@@ -136,6 +138,19 @@ impl Gpu {
             }
             Err(e) => return Err(e),
         };
+        // `ENTMAXKV_LOG_COMPILE=1`: where a cold process spends its first-use time.
+        if std::env::var("ENTMAXKV_LOG_COMPILE").is_ok_and(|v| v != "0") {
+            eprintln!(
+                "entmaxkv: module {key:?}: NVRTC {:.1} s{}, load (driver JIT) {:.1} s",
+                (t1 - t0).as_secs_f64(),
+                if cached {
+                    " (PTX from the disk cache)"
+                } else {
+                    ""
+                },
+                t1.elapsed().as_secs_f64()
+            );
+        }
         *cell = Some(m.clone());
         Ok(m)
     }
@@ -475,7 +490,10 @@ const PROBE_SRC: &str = include_str!("kernels/probe.cu");
 /// 8 s, top-k 2 s, the Gaussian statistics 7 s (session 16). A family's source is the
 /// common header plus the files its kernels need; where those files define kernels of
 /// another family (the fused step, the certified and robust strategies all build on
-/// `attn.cu`), the family lists them too and its plans launch them from it.
+/// `attn.cu`'s device code), they are compiled without them (their `*_KERNELS` guard is 0)
+/// and the plan loads that family's own module for them: every kernel is compiled in one
+/// family only, and one attention module per shape serves every plan of that shape (session
+/// 17: a cold GPU test run was bound by compiling the attention kernels into four families).
 /// `ENTMAXKV_ONE_MODULE=1` loads everything as one module ([`Family::All`]), as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Family {
@@ -487,11 +505,11 @@ pub(crate) enum Family {
     Attn,
     /// `gauss.cu`: the Gaussian statistics, τ̂ and packing.
     Gauss,
-    /// `gauss_fused.cu` with the Gaussian and attention kernels it builds on.
+    /// `gauss_fused.cu` (built on the Gaussian and attention device code).
     Fused,
-    /// `cert.cu` with the attention kernels.
+    /// `cert.cu` (built on the attention device code).
     Cert,
-    /// `robust.cu` with the Gaussian and attention kernels.
+    /// `robust.cu` (built on the Gaussian and attention device code).
     Robust,
     /// Every decode kernel in one module.
     All,
@@ -518,63 +536,96 @@ impl Family {
         }
     }
 
-    /// The source files after the common header, in order, each with the kernels it
-    /// defines: a family's sources and its kernel list both come from here.
-    fn parts(self) -> &'static [Part] {
+    /// The source files after the common header, in order, each with whether the family
+    /// defines its kernels (`false`: only its device code, which the family's own kernels
+    /// build on): a family's sources, options and kernel list all come from here.
+    fn parts(self) -> &'static [(Part, bool)] {
         match self {
-            Family::Cache => &[CACHE],
-            Family::Topk => &[TOPK],
-            Family::Attn => &[ATTN],
-            Family::Gauss => &[GAUSS_BETA, GAUSS],
-            Family::Fused => &[GAUSS_BETA, GAUSS, ATTN, GAUSS_FUSED],
-            Family::Cert => &[ATTN, CERT],
-            Family::Robust => &[GAUSS_BETA, GAUSS, ATTN, ROBUST_BOUND, ROBUST],
+            Family::Cache => &[(CACHE, true)],
+            Family::Topk => &[(TOPK, true)],
+            Family::Attn => &[(ATTN, true)],
+            Family::Gauss => &[(GAUSS_BETA, true), (GAUSS, true)],
+            Family::Fused => &[
+                (GAUSS_BETA, true),
+                (GAUSS, false),
+                (ATTN, false),
+                (GAUSS_FUSED, true),
+            ],
+            Family::Cert => &[(ATTN, false), (CERT, true)],
+            Family::Robust => &[
+                (GAUSS_BETA, true),
+                (GAUSS, false),
+                (ATTN, false),
+                (ROBUST_BOUND, true),
+                (ROBUST, true),
+            ],
             Family::All => &[
-                CACHE,
-                TOPK,
-                GAUSS_BETA,
-                GAUSS,
-                ATTN,
-                CERT,
-                GAUSS_FUSED,
-                ROBUST_BOUND,
-                ROBUST,
+                (CACHE, true),
+                (TOPK, true),
+                (GAUSS_BETA, true),
+                (GAUSS, true),
+                (ATTN, true),
+                (CERT, true),
+                (GAUSS_FUSED, true),
+                (ROBUST_BOUND, true),
+                (ROBUST, true),
             ],
         }
     }
 
     /// The kernel sources after the common header, in order.
     fn sources(self) -> impl Iterator<Item = &'static str> {
-        self.parts().iter().map(|p| p.src)
+        self.parts().iter().map(|(p, _)| p.src)
+    }
+
+    /// The kernels the family's module defines.
+    fn kernels(self) -> impl Iterator<Item = &'static str> {
+        self.parts()
+            .iter()
+            .filter(|(_, own)| *own)
+            .flat_map(|(p, _)| p.kernels.iter().copied())
+    }
+
+    /// `-D` options switching off the kernels of the parts the family only builds on.
+    fn guard_options(self) -> impl Iterator<Item = String> {
+        self.parts()
+            .iter()
+            .filter_map(|(p, own)| p.guard.map(|g| format!("-D{g}={}", u8::from(*own))))
     }
 
     /// Whether the family holds the Gaussian code (the only code with a quadrature variant).
     fn has_gauss(self) -> bool {
-        self.parts().iter().any(|p| p.src == GAUSS_SRC)
+        self.parts().iter().any(|(p, _)| p.src == GAUSS_SRC)
     }
 }
 
-/// A kernel source file and the kernels it defines.
+/// A kernel source file, the kernels it defines and the macro that, set to 0, leaves them
+/// out (only files whose device code other families build on have one).
 struct Part {
     src: &'static str,
     kernels: &'static [&'static str],
+    guard: Option<&'static str>,
 }
 
 const CACHE: Part = Part {
     src: CACHE_SRC,
     kernels: &["cache_append", "cache_advance"],
+    guard: None,
 };
 const TOPK: Part = Part {
     src: TOPK_SRC,
     kernels: &["topk_score", "topk_sketch_score", "topk_select"],
+    guard: None,
 };
 const GAUSS_BETA: Part = Part {
     src: GAUSS_BETA_SRC,
     kernels: &[],
+    guard: None,
 };
 const GAUSS: Part = Part {
     src: GAUSS_SRC,
     kernels: &["gauss_moments", "gauss_mix", "gauss_count", "gauss_pack"],
+    guard: Some("GAUSS_KERNELS"),
 };
 const ATTN: Part = Part {
     src: ATTN_SRC,
@@ -588,18 +639,22 @@ const ATTN: Part = Part {
         "attn_entmax_values",
         "attn_softmax",
     ],
+    guard: Some("ATTN_KERNELS"),
 };
 const CERT: Part = Part {
     src: CERT_SRC,
     kernels: &["cert_bounds", "cert_exact"],
+    guard: None,
 };
 const GAUSS_FUSED: Part = Part {
     src: GAUSS_FUSED_SRC,
     kernels: &["gauss_fused_scores", "gauss_fused_scores15"],
+    guard: None,
 };
 const ROBUST_BOUND: Part = Part {
     src: ROBUST_BOUND_SRC,
     kernels: &[],
+    guard: None,
 };
 const ROBUST: Part = Part {
     src: ROBUST_SRC,
@@ -619,6 +674,7 @@ const ROBUST: Part = Part {
         "rob_pcnt",
         "rob_pack",
     ],
+    guard: None,
 };
 
 /// Which compiled module: the decode kernels are specialised on the element types, the
@@ -656,11 +712,7 @@ impl ModuleKey {
     /// The kernels a module's functions are looked up for (every kernel its source defines).
     pub(crate) fn kernel_names(&self) -> Vec<&'static str> {
         match self {
-            ModuleKey::Decode { family, .. } => family
-                .parts()
-                .iter()
-                .flat_map(|p| p.kernels.iter().copied())
-                .collect(),
+            ModuleKey::Decode { family, .. } => family.kernels().collect(),
             ModuleKey::Probe => vec!["probe_read", "probe_copy", "probe_fill"],
         }
     }
@@ -730,6 +782,7 @@ impl ModuleKey {
                     "-DEXPECT_APPEND_SIZE={}",
                     std::mem::size_of::<super::params::AppendParams>()
                 ));
+                opts.extend(family.guard_options());
                 let mut src = format!("{COMMON_SRC}\n");
                 for part in family.sources() {
                     src.push_str(part);
@@ -1091,7 +1144,10 @@ mod tests {
         let mut cases: Vec<(ModuleKey, Vec<&str>)> = Family::SPLIT
             .iter()
             .chain([Family::All].iter())
-            .map(|&f| (decode(f), f.sources().collect()))
+            .map(|&f| {
+                let own = f.parts().iter().filter(|(_, own)| *own).map(|(p, _)| p.src);
+                (decode(f), own.collect())
+            })
             .collect();
         cases.push((ModuleKey::Probe, vec![PROBE_SRC]));
         // The quadrature variant exists only for the families with the Gaussian code.
@@ -1102,6 +1158,18 @@ mod tests {
             );
             assert_eq!(f.has_gauss(), gauss, "{f:?}");
         }
+        // A part a family only builds on can leave its kernels out.
+        for f in Family::SPLIT {
+            for (p, own) in f.parts() {
+                assert!(*own || p.guard.is_some() || p.kernels.is_empty(), "{f:?}");
+            }
+        }
+        // Every kernel is in exactly one family plans load.
+        let mut all: Vec<&str> = Family::SPLIT.iter().flat_map(|f| f.kernels()).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a kernel is in two families");
         // Every kernel is in some family plans load.
         let split: Vec<&str> = Family::SPLIT
             .iter()

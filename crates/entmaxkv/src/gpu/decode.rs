@@ -465,14 +465,14 @@ impl GpuDecoder {
         });
         // The kernel families the plan can launch (ctx::Family), its own first.
         let families: &[Family] = if certified {
-            &[Family::Cert]
+            &[Family::Cert, Family::Attn]
         } else if fused_gauss {
-            &[Family::Fused]
+            &[Family::Fused, Family::Attn]
         } else if gauss_opts
             .as_ref()
             .is_some_and(|o| o.criterion == Criterion::Robust)
         {
-            &[Family::Robust]
+            &[Family::Robust, Family::Gauss, Family::Attn]
         } else if gauss_opts.is_some() {
             &[Family::Gauss, Family::Attn]
         } else if budget.is_some() {

@@ -22,7 +22,7 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
     }
 }
 
-/// `f` over every case on up to as many threads as the machine has cores, results in the
+/// `f` over every case on up to 4 threads (fewer where the machine has fewer cores), results in the
 /// cases' order. A cold GPU test is bound by compiling its module configurations (NVRTC and
 /// the driver's PTX JIT, tens of seconds each); the crate compiles different configurations
 /// in parallel, so cases that need different ones should not wait for one another. A
@@ -32,9 +32,13 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
 pub fn par_cases<T: Sync, R: Send>(cases: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+    // At most 4 threads a test: the tests themselves run in parallel, and on an H200
+    // machine's 16 cores one thread per core and case made the whole suite slower (session
+    // 17 run 2: 10 of 20 tests done in 330 s, against 18 with one thread a test).
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
+        .min(4)
         .min(cases.len())
         .max(1);
     let next = AtomicUsize::new(0);

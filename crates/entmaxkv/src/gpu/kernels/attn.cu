@@ -45,6 +45,12 @@
 //                       chunks by log-sum-exp.
 // Every sum has a fixed order (no float atomics): results are deterministic.
 
+// Whether this compile defines the file's kernels: 0 where another family's kernels only use
+// its device code (ctx.rs, Family); every kernel unless told otherwise.
+#ifndef ATTN_KERNELS
+#define ATTN_KERNELS 1
+#endif
+
 struct AttnParams {
     const kv_t* k;
     const kv_t* v;
@@ -1355,6 +1361,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
 }
 
 // grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
@@ -1421,9 +1428,11 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const Att
         p.cand_cnt[slot_index(p, task, c, threadIdx.x)] = 0;
     }
 }
+#endif  // ATTN_KERNELS
 
 // grid (ceil(nch / CPB), tasks), block BLOCK: warp w filters chunk blockIdx.x·CPB + w
 // against the final maximum, in place, and counts the survivors into the histogram.
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const AttnParams p) {
     PDL_ENTRY();
     __shared__ int s_hist[TG][HIST_BINS];
@@ -1449,10 +1458,12 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_filter(const Att
         if (v) atomicAdd(p.hist + (size_t)task * TG * HIST_BINS + i, v);
     }
 }
+#endif  // ATTN_KERNELS
 
 // grid (ceil(nch / CPB), tasks), block BLOCK: after attn_entmax_filter, warp w keeps chunk
 // blockIdx.x·CPB + w's survivors above the bracket's lower end (see the header). The
 // histogram is only read: the tail computes the same bracket from it.
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_refilter(const AttnParams p) {
     PDL_ENTRY();
     __shared__ int s_hist[HIST_BINS];
@@ -1483,6 +1494,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_refilter(const A
         __syncthreads();
     }
 }
+#endif  // ATTN_KERNELS
 
 // grid (tasks), block BLOCK, dynamic smem 2 * cap * 4. Runs after attn_entmax_filter (kernel
 // boundaries make every chunk's survivors and the final maxima visible); resets the running
@@ -1506,10 +1518,12 @@ template <bool LEAN = false> __device__ __forceinline__ void tail_kernel(const A
     }
 }
 
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_tail(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     tail_kernel(p, dyn);
 }
+#endif  // ATTN_KERNELS
 
 // The tail for the default α = 1.5 with the exact τ, outside the certificate's τ_lb phase:
 // α's fields become compile-time constants, so the code of every other α, τ mode and the
@@ -1530,12 +1544,14 @@ __device__ __forceinline__ void set_alpha15(AttnParams& c) {
     c.cert_phase = 0;
 }
 
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const AttnParams p) {
     AttnParams c = p;
     set_alpha15(c);
     extern __shared__ __align__(16) unsigned char dyn[];
     tail_kernel(c, dyn);
 }
+#endif  // ATTN_KERNELS
 
 // attn_entmax_tail15 where every list's candidates fit shared memory (the plan's v_in_tail:
 // a list holds at most p.cap tokens): the lean path takes every list, whatever its length,
@@ -1545,15 +1561,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15(const 
 // 6.4 µs slower (BENCHMARKS "GPU, session 16"). This kernel made top-k 1/8 at 32K 5.8 µs
 // faster. The plan launches it in place of attn_entmax_tail15 there
 // (`ENTMAXKV_TAIL_LEAN_KERNEL=0`: never).
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK, 1) attn_entmax_tail15_lean(const AttnParams p) {
     AttnParams c = p;
     set_alpha15(c);
     extern __shared__ __align__(16) unsigned char dyn[];
     tail_kernel<true>(c, dyn);
 }
+#endif  // ATTN_KERNELS
 
 // grid (ceil(nch / CPB), tasks), block BLOCK, dynamic smem (2 * caprows + ROWGROUPS *
 // HEAD_DIM) * 4. CTA x handles chunks x·CPB .. x·CPB + CPB − 1.
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const AttnParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
@@ -1612,8 +1631,10 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
     }
     if (threadIdx.x == 0) p.vcounters[task] = 0;
 }
+#endif  // ATTN_KERNELS
 
 // grid (nch, tasks), block BLOCK, dynamic smem (TG * caprows + ROWGROUPS * HEAD_DIM) * 4.
+#if ATTN_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
@@ -1775,3 +1796,4 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParam
     }
     if (threadIdx.x == 0) p.counters[task] = 0;
 }
+#endif  // ATTN_KERNELS

@@ -19,6 +19,12 @@
 // β = 1/(α−1) ∈ {1, 2, 3} uses the closed forms below; any other β > 0 (kint = 0) the
 // quadrature of gauss_beta.cuh (concatenated before this file), in τ̂ and in the mixture.
 
+// Whether this compile defines the file's kernels: 0 where another family's kernels only use
+// its device code (ctx.rs, Family); every kernel unless told otherwise.
+#ifndef GAUSS_KERNELS
+#define GAUSS_KERNELS 1
+#endif
+
 struct GaussParams {
     const st_t* smean;
     const st_t* sstd;
@@ -193,6 +199,7 @@ __device__ void moments_partial(const GaussParams& p, int h0, int G, int p0, int
 }
 
 // grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
+#if GAUSS_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) float qs[];  // [group, HEAD_DIM], scaled
@@ -214,6 +221,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_moments(const GaussPar
     moments_partial(p, h0, G, p0, p1 - p0, (double)(len - 1), s_mv, p.ppb,
                     p.part + (((size_t)b * p.num_heads + h0) * p.n_part + part) * 4, (size_t)p.n_part * 4);
 }
+#endif  // GAUSS_KERNELS
 
 __device__ __forceinline__ double gauss_ninf() { return __longlong_as_double((long long)0xfff0000000000000ULL); }
 
@@ -525,6 +533,7 @@ __device__ void mix_eval(const GaussParams& p, const float* mu, const float* var
 // largest page centre a·max μ_p by r0 = σ_Y,max·(√(2 ln(n_tok + 1)) + 8) (the CPU's),
 // regula falsi start, then Newton safeguarded by bisection inside the bracket, to a step of
 // 1e-14 relative (the CPU stops at |Σp − 1| ≤ tau_tol: the same root to that tolerance).
+#if GAUSS_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams p) {
     PDL_ENTRY();
     __shared__ double s_red[2][BLOCK / 32];
@@ -626,6 +635,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_mix(const GaussParams 
     }
     if (threadIdx.x == 0) p.tau_mix[bh] = tau;
 }
+#endif  // GAUSS_KERNELS
 
 // Head moment sums from np partials (4 doubles each, part i over nc(i) closed pages; parts
 // with none are skipped) over n pages, in a fixed order: (Σμ_p, Σσ_p², Σ(μ_p + bias +
@@ -692,6 +702,7 @@ __device__ void gauss_head(const GaussParams& p, const GaussTask& t, int hg, int
 }
 
 // grid (nsel, tasks), block BLOCK.
+#if GAUSS_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParams p) {
     PDL_ENTRY();
     __shared__ double s_sum[8][4];
@@ -773,8 +784,10 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
         if (tid == 0) p.chunk_cap[((size_t)task * p.nsel + c) * 8 + g] = m;
     }
 }
+#endif  // GAUSS_KERNELS
 
 // grid (nsel, tasks), block BLOCK.
+#if GAUSS_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams p) {
     PDL_ENTRY();
     __shared__ double s_floor[8], s_z[8];
@@ -835,3 +848,4 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams
         p.tau_hat[bh] = clamp_tau_hat(p, p.tau_hat[bh], cmax, s_floor[tid]);
     }
 }
+#endif  // GAUSS_KERNELS
