@@ -8,7 +8,7 @@
 //! * [`probe`] — device bandwidth probes for benchmarks.
 //!
 //! Kernels are CUDA C sources in `gpu/kernels/`, compiled by NVRTC at first use for the
-//! device's compute capability, in modules per kernel family (a plan loads only the
+//! device's compute capability, in modules per kernel family, each kernel in one (a plan loads only the
 //! families it can launch), cached per process and their PTX on disk. The crate builds and
 //! runs without CUDA: [`Gpu::get`] then returns [`crate::Error::NoCuda`].
 //!
