@@ -138,9 +138,12 @@ impl Gpu {
             }
             Err(e) => return Err(e),
         };
-        // `ENTMAXKV_LOG_COMPILE=1`: where a cold process spends its first-use time.
+        // `ENTMAXKV_LOG_COMPILE=1`: where a cold process spends its first-use time. Written
+        // to the process stderr directly (`eprintln!` is captured by a test harness).
         if std::env::var("ENTMAXKV_LOG_COMPILE").is_ok_and(|v| v != "0") {
-            eprintln!(
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "entmaxkv: module {key:?}: NVRTC {:.1} s{}, load (driver JIT) {:.1} s",
                 (t1 - t0).as_secs_f64(),
                 if cached {
