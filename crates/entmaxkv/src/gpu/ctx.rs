@@ -332,6 +332,14 @@ unsafe impl Send for Stream {}
 unsafe impl Sync for Stream {}
 
 impl Stream {
+    /// The driver's handle (`cudarc::driver::sys::CUstream`, cudarc 0.19), for an engine to
+    /// order its own work against this stream: record an event on one and make the other
+    /// wait for it (`cuEventRecord`, `cuStreamWaitEvent`), or queue its copies here.
+    /// The stream stays owned by this value.
+    pub fn raw(&self) -> sys::CUstream {
+        self.raw
+    }
+
     /// Waits for everything queued on the stream; reports asynchronous kernel faults.
     pub fn sync(&self) -> Result<()> {
         self.gpu.bind()?;
