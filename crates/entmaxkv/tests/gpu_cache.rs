@@ -180,7 +180,7 @@ fn device_appends_match_host_appends() {
 }
 
 /// The same appends with K/V from device memory (`append_device`, for engines): the same
-/// bytes as the host cache, with no host wait between appends but where a page opens.
+/// bytes as the host cache, with no host wait between the appends.
 #[test]
 fn device_pointer_appends_match_host_appends() {
     if common::gpu_or_skip("device_pointer_appends_match_host_appends").is_none() {

@@ -61,9 +61,6 @@ pub struct DeviceKvCache {
     free_rows: Vec<usize>,
     next_id: u64,
     staging: Option<Staging>,
-    /// The rows the staging buffer holds from the last device append (skips rewriting them,
-    /// and the stream synchronisation that write costs, while the batch stays the same).
-    staged_rows: Vec<i32>,
     /// Whether an append left work queued on the stream (`append_device`): steps then order
     /// themselves against the cache's stream on the device (`GpuDecoder::replay`).
     async_appends: bool,
@@ -233,7 +230,6 @@ impl DeviceKvCache {
             free_rows: (live.len()..max_rows).rev().collect(),
             next_id: host.next_seq_id(),
             staging: None,
-            staged_rows: Vec::new(),
             async_appends: false,
         })
     }
@@ -344,10 +340,10 @@ impl DeviceKvCache {
     /// [`Self::append`] with the new keys and values already on the device, for engines
     /// whose K/V are device tensors: `k`, `v` are the device addresses of `[B, H_kv, D]`
     /// f32 values (rounded to the cache dtype on the device), read by the append kernel on
-    /// [`Self::stream`]. Nothing is copied through the host, and the host does not wait:
-    /// the stream is synchronised only where a sequence opens a page (every `page_size`
-    /// tokens, for its new block-table entry) or the batch differs from the previous device
-    /// append's. Steps order themselves after it on the device (`GpuDecoder::replay`,
+    /// [`Self::stream`]. Nothing is copied through the host and the host does not wait
+    /// (new block-table entries and the batch's rows go by driver memsets on the stream;
+    /// only growing the staging for a larger batch allocates). Steps order themselves
+    /// after it on the device (`GpuDecoder::replay`,
     /// `GpuDecoder::step_async`). The sequences are validated as for `append`; the values
     /// are not checked for NaN/Inf (that would need them on the host): a non-finite key
     /// makes its page's statistics non-finite.
@@ -422,9 +418,11 @@ impl DeviceKvCache {
                 v: self.gpu.alloc(cap * hkv * d)?,
                 rows: self.gpu.alloc(cap)?,
             });
-            self.staged_rows.clear();
         }
         // Validated: allocate pages on the mirror and publish new block-table entries.
+        // From device K/V, the small host-side values go by driver memsets (stream-ordered,
+        // nothing for the host to wait for); from host K/V, by copies.
+        let device_kv = matches!(new, NewKv::Device(..));
         let stride = self.bufs.bt_stride;
         let mut rows = Vec::with_capacity(b);
         for id in seqs {
@@ -433,9 +431,14 @@ impl DeviceKvCache {
                 let page = self.free.pop().expect("page count checked");
                 let slot = s.pages.len();
                 s.pages.push(page);
-                self.bufs
-                    .block_tables
-                    .write_at(&self.stream, s.row * stride + slot, &[page])?;
+                let at = s.row * stride + slot;
+                if device_kv {
+                    self.bufs
+                        .block_tables
+                        .set_word_async(&self.stream, at, page)?;
+                } else {
+                    self.bufs.block_tables.write_at(&self.stream, at, &[page])?;
+                }
             }
             rows.push(s.row as i32);
         }
@@ -445,13 +448,11 @@ impl DeviceKvCache {
                 st.k.write_at(&self.stream, 0, k)?;
                 st.v.write_at(&self.stream, 0, v)?;
                 st.rows.write_at(&self.stream, 0, &rows)?;
-                self.staged_rows.clear();
                 (st.k.ptr(), st.v.ptr())
             }
             NewKv::Device(k, v) => {
-                if self.staged_rows != rows {
-                    st.rows.write_at(&self.stream, 0, &rows)?;
-                    self.staged_rows = rows;
+                for (i, &r) in rows.iter().enumerate() {
+                    st.rows.set_word_async(&self.stream, i, r as u32)?;
                 }
                 (k, v)
             }

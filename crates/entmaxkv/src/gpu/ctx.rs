@@ -270,6 +270,26 @@ impl<T: Copy> DevBuf<T> {
         stream.sync()
     }
 
+    /// Sets the 32-bit element `at` to `bits` on `stream` (asynchronous: a driver memset,
+    /// no host memory to wait for; capturable). For 4-byte element types.
+    pub(crate) fn set_word_async(&self, stream: &Stream, at: usize, bits: u32) -> Result<()> {
+        if std::mem::size_of::<T>() != 4 || at >= self.len {
+            return Err(Error::invalid(
+                "DevBuf::set_word_async",
+                "at",
+                at,
+                format!(
+                    "a 4-byte element of the buffer of {} (elements of {} bytes)",
+                    self.len,
+                    std::mem::size_of::<T>()
+                ),
+            ));
+        }
+        self.gpu.bind()?;
+        unsafe { sys::cuMemsetD32Async(self.ptr_at(at), bits, 1, stream.raw).result() }
+            .map_err(|e| cuda_err("memset", e))
+    }
+
     /// Copies elements `at..at + dst.len()` out (synchronous).
     pub fn read_at(&self, stream: &Stream, at: usize, dst: &mut [T]) -> Result<()> {
         if at + dst.len() > self.len {
