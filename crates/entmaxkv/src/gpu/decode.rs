@@ -463,7 +463,7 @@ impl GpuDecoder {
                 && max_pages <= GAUSS_FUSED_PAGES
                 && max_tokens <= fused_limit
         });
-        // The kernel families the plan can launch (ctx::Family), its own first.
+        // The kernel families the plan can launch from (ctx::Family; each kernel is in one).
         let families: &[Family] = if certified {
             &[Family::Cert, Family::Attn]
         } else if fused_gauss {

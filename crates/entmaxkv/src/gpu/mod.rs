@@ -8,9 +8,9 @@
 //! * [`probe`] — device bandwidth probes for benchmarks.
 //!
 //! Kernels are CUDA C sources in `gpu/kernels/`, compiled by NVRTC at first use for the
-//! device's compute capability, in modules per kernel family, each kernel in one (a plan loads only the
-//! families it can launch), cached per process and their PTX on disk. The crate builds and
-//! runs without CUDA: [`Gpu::get`] then returns [`crate::Error::NoCuda`].
+//! device's compute capability, in modules per kernel family, each kernel in one (a plan
+//! loads only the families it can launch), cached per process and their PTX on disk. The
+//! crate builds and runs without CUDA: [`Gpu::get`] then returns [`crate::Error::NoCuda`].
 //!
 //! The GPU path matches the CPU pipeline: the same pages kept (ties aside), τ to ~1e-7, and
 //! outputs to f32 accumulation-order rounding. Every reduction has a fixed order, so a step

@@ -22,8 +22,8 @@ pub fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
     }
 }
 
-/// `f` over every case on up to 4 threads (fewer where the machine has fewer cores), results in the
-/// cases' order. A cold GPU test is bound by compiling its module configurations (NVRTC and
+/// `f` over every case on up to 4 threads (fewer where the machine has fewer cores),
+/// results in the cases' order. A cold GPU test is bound by compiling its module configurations (NVRTC and
 /// the driver's PTX JIT, tens of seconds each); the crate compiles different configurations
 /// in parallel, so cases that need different ones should not wait for one another. A
 /// panicking case fails the test with its own message.
