@@ -58,7 +58,17 @@ fn assert_same(host: &PagedKvCache, dev: &DeviceKvCache, what: &str) {
     }
 }
 
-fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, seed: u64) {
+/// `via_device`: the device cache's appends take their K/V from device memory
+/// (`append_device`, no host wait between them), kept alive until the comparison.
+fn check_appends(
+    kv: DType,
+    stats: StatsDType,
+    ps: usize,
+    bits: u32,
+    d: usize,
+    seed: u64,
+    via_device: bool,
+) {
     let hkv = 2;
     let lens = [0usize, 5, 16, 37];
     let cfg = CacheConfig::new(hkv, d, 256)
@@ -104,6 +114,16 @@ fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, s
     )
     .unwrap();
     assert_same(&host, &dev, &format!("upload {what}"));
+    let mut on_device = Vec::new();
+    let mut append = |dev: &mut DeviceKvCache, batch: &[SeqId], k: &[f32], v: &[f32]| {
+        if via_device {
+            let (kd, vd) = (common::DevF32::new(k), common::DevF32::new(v));
+            unsafe { dev.append_device(batch, kd.ptr, vd.ptr) }.unwrap();
+            on_device.push((kd, vd));
+        } else {
+            dev.append(batch, k, v).unwrap();
+        }
+    };
     let steps = 2 * ps + 3;
     for step in 0..steps {
         // All sequences but, every third step, the last one.
@@ -123,7 +143,7 @@ fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, s
             host.append(*id, &k[r.clone()], &v[r], ChunkLayout::TokenMajor)
                 .unwrap();
         }
-        dev.append(&batch, &k, &v).unwrap();
+        append(&mut dev, &batch, &k, &v);
     }
     assert_same(&host, &dev, &format!("after {steps} appends, {what}"));
     // Release one sequence, add a new one on both sides, append to it.
@@ -136,9 +156,11 @@ fn check_appends(kv: DType, stats: StatsDType, ps: usize, bits: u32, d: usize, s
         let k = syn.normals(hkv * d);
         let v = syn.normals(hkv * d);
         host.append(nh, &k, &v, ChunkLayout::TokenMajor).unwrap();
-        dev.append(&[nd], &k, &v).unwrap();
+        append(&mut dev, &[nd], &k, &v);
     }
     assert_same(&host, &dev, &format!("after release/add, {what}"));
+    dev.stream().sync().unwrap();
+    drop(on_device);
 }
 
 #[test]
@@ -151,10 +173,65 @@ fn device_appends_match_host_appends() {
         for stats in [StatsDType::Kv, StatsDType::F32] {
             for (ps, bits, d) in [(16, 4, 64), (7, 3, 64), (16, 0, 128), (1, 8, 64)] {
                 seed += 1;
-                check_appends(kv, stats, ps, bits, d, seed);
+                check_appends(kv, stats, ps, bits, d, seed, false);
             }
         }
     }
+}
+
+/// The same appends with K/V from device memory (`append_device`, for engines): the same
+/// bytes as the host cache, with no host wait between the appends.
+#[test]
+fn device_pointer_appends_match_host_appends() {
+    if common::gpu_or_skip("device_pointer_appends_match_host_appends").is_none() {
+        return;
+    }
+    let mut seed = 70;
+    for kv in [DType::F16, DType::Bf16, DType::F32] {
+        for (stats, ps, bits, d) in [(StatsDType::Kv, 16, 4, 64), (StatsDType::F32, 7, 3, 128)] {
+            seed += 1;
+            check_appends(kv, stats, ps, bits, d, seed, true);
+        }
+    }
+}
+
+#[test]
+fn device_pointer_append_rejects_bad_arguments_without_changes() {
+    if common::gpu_or_skip("device_pointer_append_rejects_bad_arguments_without_changes").is_none()
+    {
+        return;
+    }
+    let cfg = CacheConfig::new(1, 64, 2).with_page_size(4);
+    let mut host = PagedKvCache::new(cfg).unwrap();
+    let id = host.add_sequence();
+    let mut dev = DeviceKvCache::upload(&host, DeviceCacheOptions::default()).unwrap();
+    let ok = common::DevF32::new(&[0.5f32; 64]);
+    assert!(matches!(
+        unsafe { dev.append_device(&[SeqId(99)], ok.ptr, ok.ptr) },
+        Err(Error::UnknownSequence { .. })
+    ));
+    assert!(matches!(
+        unsafe { dev.append_device(&[id], 0, ok.ptr) },
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        unsafe { dev.append_device(&[], ok.ptr, ok.ptr) },
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        unsafe { dev.append_device(&[id, id], ok.ptr, ok.ptr) },
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(dev.seq_len(id).unwrap(), 0);
+    for _ in 0..8 {
+        unsafe { dev.append_device(&[id], ok.ptr, ok.ptr) }.unwrap();
+    }
+    assert!(matches!(
+        unsafe { dev.append_device(&[id], ok.ptr, ok.ptr) },
+        Err(Error::OutOfPages { .. })
+    ));
+    assert_eq!(dev.seq_len(id).unwrap(), 8);
+    assert_eq!(dev.download_len(id).unwrap(), 8);
 }
 
 #[test]

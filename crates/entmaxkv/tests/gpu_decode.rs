@@ -811,6 +811,77 @@ fn graph_replays_follow_device_appends() {
     }
 }
 
+/// Device input and output for engines: queries copied device-to-device into
+/// `query_ptr`, `step_async` (graph replay, ordered on the device after `append_device`'s
+/// queued appends, no host wait), output copied out of `output_ptr` on the plan's stream.
+/// Bit for bit the host path's output (host appends, `step`), step after step, for top-k,
+/// dense softmax, dense entmax and the Gaussian selection.
+#[test]
+fn device_io_steps_match_host_steps() {
+    if common::gpu_or_skip("device_io_steps_match_host_steps").is_none() {
+        return;
+    }
+    use cudarc::driver::result::memcpy_dtod_async;
+    for (alpha, method) in [
+        (1.5, Method::TopK(Budget::Fraction(0.25))),
+        (1.0, Method::Dense),
+        (2.0, Method::Dense),
+        (1.5, Method::Gaussian(GaussianOpts::default())),
+    ] {
+        let mut c = Case::new(DType::F16, alpha, method);
+        c.lens = vec![30, 200, 15];
+        c.heads = 4;
+        let bt = build(&c);
+        let steps = 20;
+        let max_tokens = bt.max_tokens + steps;
+        let opts = DeviceCacheOptions::default();
+        let mut dev_a = DeviceKvCache::upload(&bt.host, opts).unwrap();
+        let mut dev_b = DeviceKvCache::upload(&bt.host, opts).unwrap();
+        let mut ga = GpuDecoder::new(&dev_a, &bt.ids, max_tokens, bt.cfg.clone()).unwrap();
+        let mut gb = GpuDecoder::new(&dev_b, &bt.ids, max_tokens, bt.cfg.clone()).unwrap();
+        gb.capture(&dev_b).unwrap();
+        let mut syn = Synth::new(78);
+        let b = bt.ids.len();
+        let hd = c.hkv * c.d;
+        // Device buffers stay alive until the end (nothing waits for the appends' reads).
+        let mut keep = Vec::new();
+        for step in 0..steps {
+            let k = syn.normals(b * hd);
+            let v = syn.normals(b * hd);
+            dev_a.append(&bt.ids, &k, &v).unwrap();
+            let (kd, vd) = (common::DevF32::new(&k), common::DevF32::new(&v));
+            unsafe { dev_b.append_device(&bt.ids, kd.ptr, vd.ptr) }.unwrap();
+            let q = syn.normals(b * c.heads * c.d);
+            let mut want = vec![0.0f32; q.len()];
+            ga.step(&dev_a, &q, &mut want).unwrap();
+            let qd = common::DevF32::new(&q);
+            let od = common::DevF32::new(&vec![f32::NAN; q.len()]);
+            let s = gb.stream().raw();
+            unsafe { memcpy_dtod_async(gb.query_ptr(), qd.ptr, qd.bytes(), s) }.unwrap();
+            gb.step_async(&dev_b).unwrap();
+            unsafe { memcpy_dtod_async(od.ptr, gb.output_ptr(), od.bytes(), s) }.unwrap();
+            gb.stream().sync().unwrap();
+            let got = od.read();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "alpha {alpha} {:?} step {step}: device I/O output differs",
+                c.method
+            );
+            keep.push((kd, vd, qd, od));
+        }
+        dev_b.stream().sync().unwrap();
+        // The host path on the device-appended cache: the same output again.
+        let q = syn.normals(b * c.heads * c.d);
+        let (mut oa, mut ob) = (vec![0.0f32; q.len()], vec![0.0f32; q.len()]);
+        ga.step(&dev_a, &q, &mut oa).unwrap();
+        gb.step(&dev_b, &q, &mut ob).unwrap();
+        assert!(oa.iter().zip(&ob).all(|(a, b)| a.to_bits() == b.to_bits()));
+        drop(keep);
+    }
+}
+
 #[test]
 fn unsupported_and_bad_arguments_are_typed_errors() {
     if common::gpu_or_skip("unsupported_and_bad_arguments_are_typed_errors").is_none() {

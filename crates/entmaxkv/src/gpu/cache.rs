@@ -61,6 +61,15 @@ pub struct DeviceKvCache {
     free_rows: Vec<usize>,
     next_id: u64,
     staging: Option<Staging>,
+    /// Whether an append left work queued on the stream (`append_device`): steps then order
+    /// themselves against the cache's stream on the device (`GpuDecoder::replay`).
+    async_appends: bool,
+}
+
+/// Where an append's new keys and values are.
+enum NewKv<'a> {
+    Host(&'a [f32], &'a [f32]),
+    Device(u64, u64),
 }
 
 struct Staging {
@@ -221,6 +230,7 @@ impl DeviceKvCache {
             free_rows: (live.len()..max_rows).rev().collect(),
             next_id: host.next_seq_id(),
             staging: None,
+            async_appends: false,
         })
     }
 
@@ -315,7 +325,7 @@ impl DeviceKvCache {
     /// the device. Validates everything before changing anything.
     pub fn append(&mut self, seqs: &[SeqId], k: &[f32], v: &[f32]) -> Result<()> {
         const OP: &str = "DeviceKvCache::append";
-        let (hkv, d, ps) = (self.cfg.num_kv_heads, self.cfg.head_dim, self.cfg.page_size);
+        let (hkv, d) = (self.cfg.num_kv_heads, self.cfg.head_dim);
         let b = seqs.len();
         if b == 0 {
             return Err(Error::invalid(OP, "seqs", "[]", "at least one sequence"));
@@ -324,32 +334,71 @@ impl DeviceKvCache {
         check_len(OP, "v", v.len(), &[b, hkv, d])?;
         check_finite(OP, "k", k)?;
         check_finite(OP, "v", v)?;
+        self.append_from(OP, seqs, NewKv::Host(k, v))
+    }
+
+    /// [`Self::append`] with the new keys and values already on the device, for engines
+    /// whose K/V are device tensors: `k`, `v` are the device addresses of `[B, H_kv, D]`
+    /// f32 values (rounded to the cache dtype on the device), read by the append kernel on
+    /// [`Self::stream`]. Nothing is copied through the host and the host does not wait
+    /// (new block-table entries and the batch's rows go by driver memsets on the stream;
+    /// only growing the staging for a larger batch allocates). Steps order themselves
+    /// after it on the device (`GpuDecoder::replay`,
+    /// `GpuDecoder::step_async`). The sequences are validated as for `append`; the values
+    /// are not checked for NaN/Inf (that would need them on the host): a non-finite key
+    /// makes its page's statistics non-finite.
+    ///
+    /// # Safety
+    /// `k` and `v` must each address `B·H_kv·D` f32 values in device memory of this
+    /// context, written before the append in the stream's order (queued on
+    /// [`Self::stream`], or ordered before it by an event the stream waits for), and left
+    /// unchanged until the append kernel has read them.
+    pub unsafe fn append_device(&mut self, seqs: &[SeqId], k: u64, v: u64) -> Result<()> {
+        const OP: &str = "DeviceKvCache::append_device";
+        if seqs.is_empty() {
+            return Err(Error::invalid(OP, "seqs", "[]", "at least one sequence"));
+        }
+        if k == 0 || v == 0 {
+            return Err(Error::invalid(OP, "k / v", "null", "device addresses"));
+        }
+        self.append_from(OP, seqs, NewKv::Device(k, v))
+    }
+
+    /// Whether steps must order themselves against this cache's stream on the device (an
+    /// append left work queued there).
+    pub(crate) fn has_async_appends(&self) -> bool {
+        self.async_appends
+    }
+
+    fn append_from(&mut self, op: &'static str, seqs: &[SeqId], new: NewKv<'_>) -> Result<()> {
+        let (hkv, d, ps) = (self.cfg.num_kv_heads, self.cfg.head_dim, self.cfg.page_size);
+        let b = seqs.len();
         let mut needed = 0;
         for (i, id) in seqs.iter().enumerate() {
-            let s = self.seq(OP, *id)?;
+            let s = self.seq(op, *id)?;
             if seqs[..i].contains(id) {
-                return Err(Error::invalid(OP, "seqs", id, "sequence listed twice"));
+                return Err(Error::invalid(op, "seqs", id, "sequence listed twice"));
             }
             if s.len.is_multiple_of(ps) {
                 needed += 1;
             }
             if s.len + 1 > i32::MAX as usize {
-                return Err(Error::invalid(OP, "seqs", id, "sequence at 2^31 tokens"));
+                return Err(Error::invalid(op, "seqs", id, "sequence at 2^31 tokens"));
             }
         }
         if needed > self.free.len() {
             return Err(Error::OutOfPages {
-                op: OP,
+                op,
                 needed,
                 free: self.free.len(),
                 capacity: self.cfg.num_pages,
             });
         }
         for id in seqs {
-            let s = self.seq(OP, *id)?;
+            let s = self.seq(op, *id)?;
             if s.len.is_multiple_of(ps) && s.pages.len() >= self.bufs.bt_stride {
                 return Err(Error::invalid(
-                    OP,
+                    op,
                     "seqs",
                     id,
                     format!(
@@ -371,6 +420,9 @@ impl DeviceKvCache {
             });
         }
         // Validated: allocate pages on the mirror and publish new block-table entries.
+        // From device K/V, the small host-side values go by driver memsets (stream-ordered,
+        // nothing for the host to wait for); from host K/V, by copies.
+        let device_kv = matches!(new, NewKv::Device(..));
         let stride = self.bufs.bt_stride;
         let mut rows = Vec::with_capacity(b);
         for id in seqs {
@@ -379,16 +431,32 @@ impl DeviceKvCache {
                 let page = self.free.pop().expect("page count checked");
                 let slot = s.pages.len();
                 s.pages.push(page);
-                self.bufs
-                    .block_tables
-                    .write_at(&self.stream, s.row * stride + slot, &[page])?;
+                let at = s.row * stride + slot;
+                if device_kv {
+                    self.bufs
+                        .block_tables
+                        .set_word_async(&self.stream, at, page)?;
+                } else {
+                    self.bufs.block_tables.write_at(&self.stream, at, &[page])?;
+                }
             }
             rows.push(s.row as i32);
         }
         let st = self.staging.as_ref().expect("allocated above");
-        st.k.write_at(&self.stream, 0, k)?;
-        st.v.write_at(&self.stream, 0, v)?;
-        st.rows.write_at(&self.stream, 0, &rows)?;
+        let (k_new, v_new) = match new {
+            NewKv::Host(k, v) => {
+                st.k.write_at(&self.stream, 0, k)?;
+                st.v.write_at(&self.stream, 0, v)?;
+                st.rows.write_at(&self.stream, 0, &rows)?;
+                (st.k.ptr(), st.v.ptr())
+            }
+            NewKv::Device(k, v) => {
+                for (i, &r) in rows.iter().enumerate() {
+                    st.rows.set_word_async(&self.stream, i, r as u32)?;
+                }
+                (k, v)
+            }
+        };
         let bf = &self.bufs;
         let p = AppendParams {
             k: bf.k.ptr(),
@@ -401,8 +469,8 @@ impl DeviceKvCache {
             block_tables: bf.block_tables.ptr(),
             seq_lens: bf.lens.ptr(),
             rows: st.rows.ptr(),
-            k_new: st.k.ptr(),
-            v_new: st.v.ptr(),
+            k_new,
+            v_new,
             acc_mean: bf.acc_mean.ptr(),
             acc_m2: bf.acc_m2.ptr(),
             acc_min: bf.acc_min.ptr(),
@@ -435,6 +503,10 @@ impl DeviceKvCache {
         }
         for id in seqs {
             self.seqs.get_mut(&id.0).expect("checked above").len += 1;
+        }
+        if matches!(new, NewKv::Device(..)) {
+            self.async_appends = true;
+            return Ok(());
         }
         self.stream.sync()
     }

@@ -138,9 +138,12 @@ impl Gpu {
             }
             Err(e) => return Err(e),
         };
-        // `ENTMAXKV_LOG_COMPILE=1`: where a cold process spends its first-use time.
+        // `ENTMAXKV_LOG_COMPILE=1`: where a cold process spends its first-use time. Written
+        // to the process stderr directly (`eprintln!` is captured by a test harness).
         if std::env::var("ENTMAXKV_LOG_COMPILE").is_ok_and(|v| v != "0") {
-            eprintln!(
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "entmaxkv: module {key:?}: NVRTC {:.1} s{}, load (driver JIT) {:.1} s",
                 (t1 - t0).as_secs_f64(),
                 if cached {
@@ -267,6 +270,26 @@ impl<T: Copy> DevBuf<T> {
         stream.sync()
     }
 
+    /// Sets the 32-bit element `at` to `bits` on `stream` (asynchronous: a driver memset,
+    /// no host memory to wait for; capturable). For 4-byte element types.
+    pub(crate) fn set_word_async(&self, stream: &Stream, at: usize, bits: u32) -> Result<()> {
+        if std::mem::size_of::<T>() != 4 || at >= self.len {
+            return Err(Error::invalid(
+                "DevBuf::set_word_async",
+                "at",
+                at,
+                format!(
+                    "a 4-byte element of the buffer of {} (elements of {} bytes)",
+                    self.len,
+                    std::mem::size_of::<T>()
+                ),
+            ));
+        }
+        self.gpu.bind()?;
+        unsafe { sys::cuMemsetD32Async(self.ptr_at(at), bits, 1, stream.raw).result() }
+            .map_err(|e| cuda_err("memset", e))
+    }
+
     /// Copies elements `at..at + dst.len()` out (synchronous).
     pub fn read_at(&self, stream: &Stream, at: usize, dst: &mut [T]) -> Result<()> {
         if at + dst.len() > self.len {
@@ -329,6 +352,14 @@ unsafe impl Send for Stream {}
 unsafe impl Sync for Stream {}
 
 impl Stream {
+    /// The driver's handle (`cudarc::driver::sys::CUstream`, cudarc 0.19), for an engine to
+    /// order its own work against this stream: record an event on one and make the other
+    /// wait for it (`cuEventRecord`, `cuStreamWaitEvent`), or queue its copies here.
+    /// The stream stays owned by this value.
+    pub fn raw(&self) -> sys::CUstream {
+        self.raw
+    }
+
     /// Waits for everything queued on the stream; reports asynchronous kernel faults.
     pub fn sync(&self) -> Result<()> {
         self.gpu.bind()?;

@@ -261,6 +261,10 @@ pub struct GpuDecoder {
     support: DevBuf<i32>,
     work: Vec<DevBuf<u8>>,
     graph: Option<Graph>,
+    /// Recorded on the cache's stream before a step that must follow its queued appends,
+    /// and on the plan's stream after it (`launch_step`).
+    order_in: Event,
+    order_out: Event,
     report: StepReport,
     /// Launch the step's kernels with programmatic dependent launch (sm_90+, unless
     /// `ENTMAXKV_NO_PDL` is set): each may be scheduled while its predecessor drains.
@@ -1135,6 +1139,7 @@ impl GpuDecoder {
             3 => exact_tau && alpha < 1.5,
             _ => exact_tau && (alpha < 1.5 || (full_lists && max_tokens >= 1 << 19)),
         };
+        let (order_in, order_out) = (Event::new(&gpu)?, Event::new(&gpu)?);
         Ok(GpuDecoder {
             pdl,
             refilter,
@@ -1187,6 +1192,8 @@ impl GpuDecoder {
             support,
             work,
             graph: None,
+            order_in,
+            order_out,
             report: StepReport {
                 heads: vec![HeadReport::default(); batch * heads],
                 ..Default::default()
@@ -1576,8 +1583,53 @@ impl GpuDecoder {
     /// Queues a whole step (asynchronous).
     pub fn enqueue(&self, cache: &DeviceKvCache) -> Result<()> {
         self.check("GpuDecoder::enqueue", cache)?;
-        self.launch_stage(Stage::Selection)?;
-        self.launch_stage(Stage::Attention)
+        self.launch_step(cache, cache.has_async_appends(), false)
+    }
+
+    /// The step's launches (the captured graph where `graph`), ordered on the device after
+    /// the work queued on the cache's stream and before the cache's later work where
+    /// `ordered` (events; the host does not wait).
+    fn launch_step(&self, cache: &DeviceKvCache, ordered: bool, graph: bool) -> Result<()> {
+        if ordered {
+            self.order_in.record(cache.stream())?;
+            self.stream.wait(&self.order_in)?;
+        }
+        match self.graph.as_ref().filter(|_| graph) {
+            Some(g) => g.launch()?,
+            None => {
+                self.launch_stage(Stage::Selection)?;
+                self.launch_stage(Stage::Attention)?;
+            }
+        }
+        if ordered {
+            self.order_out.record(&self.stream)?;
+            cache.stream().wait(&self.order_out)?;
+        }
+        Ok(())
+    }
+
+    /// One step with its input and output on the device, for engines: the queries are read
+    /// from [`Self::query_ptr`] and the output written to [`Self::output_ptr`], on
+    /// [`Self::stream`]; the step runs after every append queued on the cache
+    /// ([`DeviceKvCache::append_device`]) and before every later one, ordered on the device
+    /// (the host does not wait). Replays the captured graph where there is one.
+    pub fn step_async(&self, cache: &DeviceKvCache) -> Result<()> {
+        self.check("GpuDecoder::step_async", cache)?;
+        self.launch_step(cache, true, true)
+    }
+
+    /// Device address of the plan's query buffer, `[B, H, D]` f32 (unscaled), which every
+    /// step reads: an engine writes its queries there (on [`Self::stream`], or ordered
+    /// before the step by an event that stream waits for) instead of calling
+    /// [`Self::set_query`]. Values written there are not checked for NaN/Inf.
+    pub fn query_ptr(&self) -> u64 {
+        self.q.ptr()
+    }
+
+    /// Device address of the plan's output buffer, `[B, H, D]` f32, written by every step
+    /// (read it on [`Self::stream`] or after an event recorded there).
+    pub fn output_ptr(&self) -> u64 {
+        self.out.ptr()
     }
 
     /// Captures a step into a CUDA graph kept by the plan; [`Self::replay`] runs it.
@@ -1599,15 +1651,11 @@ impl GpuDecoder {
     }
 
     /// Replays the captured step (asynchronous); plain launches if none was captured.
+    /// After [`DeviceKvCache::append_device`] it is ordered on the device against the
+    /// cache's stream, as [`Self::step_async`] is.
     pub fn replay(&self, cache: &DeviceKvCache) -> Result<()> {
         self.check("GpuDecoder::replay", cache)?;
-        match &self.graph {
-            Some(g) => g.launch(),
-            None => {
-                self.launch_stage(Stage::Selection)?;
-                self.launch_stage(Stage::Attention)
-            }
-        }
+        self.launch_step(cache, cache.has_async_appends(), true)
     }
 
     /// Waits for the queued work and copies the output `[B, H, D]` out.

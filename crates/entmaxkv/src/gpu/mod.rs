@@ -7,6 +7,11 @@
 //!   sequence of kernel launches with caller-owned workspaces, capturable in a CUDA graph;
 //! * [`probe`] — device bandwidth probes for benchmarks.
 //!
+//! Engines whose queries and K/V are device tensors keep them on the device:
+//! [`DeviceKvCache::append_device`], [`GpuDecoder::query_ptr`] / [`GpuDecoder::output_ptr`]
+//! and [`GpuDecoder::step_async`] (ordered against the cache's appends by events, no host
+//! wait per step); [`Stream::raw`] gives the streams to order the engine's own work.
+//!
 //! Kernels are CUDA C sources in `gpu/kernels/`, compiled by NVRTC at first use for the
 //! device's compute capability, in modules per kernel family, each kernel in one (a plan
 //! loads only the families it can launch), cached per process and their PTX on disk. The

@@ -30,7 +30,18 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
     let n16 = (bytes / 16) as u64;
     let src: DevBuf<u8> = gpu.alloc(n16 as usize * 16)?;
     let dst: DevBuf<u8> = gpu.alloc(n16 as usize * 16)?;
-    let blocks = (gpu.info().sm_count * 8) as u32;
+    // Launch shape: 8 CTAs of 512 threads per SM unless `ENTMAXKV_PROBE_CTAS` /
+    // `ENTMAXKV_PROBE_THREADS` say otherwise (development: on an H200 SDPA moved K/V at
+    // 4555 GB/s where this probe read 4328, session 17).
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&v| v > 0)
+            .unwrap_or(default)
+    };
+    let blocks = (gpu.info().sm_count * env("ENTMAXKV_PROBE_CTAS", 8).min(64)) as u32;
+    let threads = (env("ENTMAXKV_PROBE_THREADS", 512).min(1024) / 32).max(1) as u32 * 32;
     let partial: DevBuf<u32> = gpu.alloc(blocks as usize)?;
     // Kernels with several arguments take them as consecutive pointers.
     let fill = |buf: &DevBuf<u8>, seed: u32| -> Result<()> {
@@ -73,7 +84,7 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
             cudarc::driver::result::launch_kernel(
                 m.func("probe_read"),
                 (blocks, 1, 1),
-                (512, 1, 1),
+                (threads, 1, 1),
                 0,
                 stream.raw,
                 &mut args,
@@ -93,7 +104,7 @@ pub fn measure(gpu: &Arc<Gpu>, stream: &Stream, bytes: usize, reps: usize) -> Re
             cudarc::driver::result::launch_kernel(
                 m.func("probe_copy"),
                 (blocks, 1, 1),
-                (512, 1, 1),
+                (threads, 1, 1),
                 0,
                 stream.raw,
                 &mut args,

@@ -60,3 +60,42 @@ pub fn par_cases<T: Sync, R: Send>(cases: &[T], f: impl Fn(&T) -> R + Sync) -> V
         .map(|r| r.expect("every case ran"))
         .collect()
 }
+
+/// f32 values in device memory allocated outside the crate (through cudarc, as an engine's
+/// tensors are), for the device-pointer APIs. The crate's context must be current on the
+/// calling thread (any crate call that touched the GPU on this thread made it so).
+#[allow(dead_code)]
+pub struct DevF32 {
+    pub ptr: u64,
+    pub len: usize,
+}
+
+#[allow(dead_code)]
+impl DevF32 {
+    pub fn new(src: &[f32]) -> DevF32 {
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(src.len().max(1) * 4) }.unwrap();
+        unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.unwrap();
+        DevF32 {
+            ptr,
+            len: src.len(),
+        }
+    }
+
+    /// The values (synchronous: waits for all work on the context's null stream only, so
+    /// callers order it after their own streams first).
+    pub fn read(&self) -> Vec<f32> {
+        let mut v = vec![0.0f32; self.len];
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut v, self.ptr) }.unwrap();
+        v
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.len * 4
+    }
+}
+
+impl Drop for DevF32 {
+    fn drop(&mut self) {
+        let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
+    }
+}

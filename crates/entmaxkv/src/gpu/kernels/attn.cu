@@ -51,6 +51,14 @@
 #define ATTN_KERNELS 1
 #endif
 
+// Development switch (`ENTMAXKV_DEFINES="TAU_CLOSED_CODE=0"`): compiles the exact τ's ranked
+// closed form (solve_closed) out of the tails, to time what its code costs where it does
+// not run (session 16: code that never runs costs time after an L2 flush). The default
+// keeps it; `ENTMAXKV_TAU_CLOSED=0` skips it at run time with the code still there.
+#ifndef TAU_CLOSED_CODE
+#define TAU_CLOSED_CODE 1
+#endif
+
 struct AttnParams {
     const kv_t* k;
     const kv_t* v;
@@ -742,6 +750,7 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
     int sup;
     int it = 0;
     const bool poly = p.alpha_code == 2 || p.alpha_code == 15 || p.alpha_code == 13;
+#if TAU_CLOSED_CODE
     if (p.tau_closed && poly && sc.in_smem && hi > lo) {
         double tc;
         if (solve_closed(p, sc, lo, hi, tc)) {
@@ -755,6 +764,9 @@ __device__ double solve_t(const AttnParams& p, const SolveCtx& sc, int caprows, 
             }
         }
     }
+#else
+    (void)poly;
+#endif
     if (hi > lo) {
         for (; it < 60; ++it) {
             halley_sums(p, sc, caprows, t, A0, A1, A2, nullptr);
