@@ -715,6 +715,24 @@ fn structured_workload_stats_f32_and_other_page_sizes() {
                 cases.push(c);
             }
         }
+        // f16 with two heads a kv head (shared selection): the tensor-core K and V passes,
+        // whose 16-row tiles cross page boundaries at these page sizes.
+        for (m, alpha) in [
+            (Method::Dense, 1.0),
+            (Method::Dense, 1.5),
+            (Method::TopK(Budget::Fraction(0.25)), 1.5),
+        ] {
+            seed += 1;
+            let mut c = Case::new(DType::F16, alpha, m);
+            c.ps = ps;
+            c.hkv = 2;
+            c.heads = 4;
+            c.gqa = GqaMode::Shared;
+            c.workload = Workload::Structured;
+            c.lens = vec![3, 250, 777];
+            c.seed = seed;
+            cases.push(c);
+        }
     }
     // In parallel: a cold machine compiles a module per configuration.
     common::par_cases(&cases, check);

@@ -293,10 +293,10 @@ template <int N, int L> __device__ __forceinline__ int reduce_scatter(float (&v)
 constexpr int RS_KEEP = UNROLL >= LANES ? UNROLL / LANES : 1;
 constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
 
-// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
-// sequence end). s_page / s_slot hold the chunk's page ids and slots.
-__device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
-                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
+// score_rows by FMA: LANES lanes a row, UNROLL rows a lane in flight, one reduce-scatter of
+// the partial sums. s_page / s_slot hold the chunk's page ids and slots.
+__device__ __forceinline__ void score_rows_fma(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                                               const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
     const int ps = p.page_size;
     const float qpos = (float)ti.len - 1.0f;
@@ -356,6 +356,123 @@ __device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, c
             }
         }
     }
+}
+
+#if MMA_SCORES
+// Tensor-core scoring (mma.m16n8k16: f16 in, f32 accumulate), for f16 K and 2–4 heads a task,
+// where the FMA loop above is bound by issue, not memory (session 18: the GQA shape issued
+// 0.72 warp instructions a cycle per scheduler at 56% of DRAM throughput on an H200).
+// A warp takes 16-row tiles; lane (g = lane/4, c = lane%4) reads rows g and g + 8, dims
+// [32b + 8c, +8) of each 32-dim block b: one 16-byte load a row and block. A dot product sums
+// its dims in any order, so those 8 dims serve as the fragment's k pairs (2c, 2c+1) and
+// (2c+8, 2c+9) of k-steps 2b and 2b+1, and q's B fragment takes the same dims. q (scaled, f32)
+// is split in f16 as hi + lo: column h holds hi of head h, column 4 + h its lo, so one mma
+// gives both and the score is their sum (q to ~2^-22 relative; k is exact in f16, products
+// are exact and summed in f32). A power-of-two factor keeps hi in f16 range.
+__device__ __forceinline__ void mma16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// x as f16 hi (lo_part = false) or its f16 remainder x − hi (lo_part = true).
+__device__ __forceinline__ u32 f16_part(float x, bool lo_part) {
+    const u16 hi = f2h(x);
+    return lo_part ? (u32)f2h(x - h2f(hi)) : (u32)hi;
+}
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+    u32 d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
+__device__ __forceinline__ void score_rows_mma(const AttnParams& p, const TaskInfo& ti, int nrows,
+                                               const u32* s_page, const u32* s_slot, float* sc, int caprows) {
+    constexpr int NB = HEAD_DIM / 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int ps = p.page_size;
+    // B fragments of q: bq[b][0..1] for k-step 2b, bq[b][2..3] for 2b + 1.
+    u32 bq[NB][4];
+    float up;
+    {
+        const int h = g & 3;
+        float x[NB][8];
+        float mx = 0.f;
+        const float* qh = p.q + ((size_t)ti.b * p.num_heads + ti.h0 + h) * HEAD_DIM;
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                x[b][j] = h < TG ? qh[32 * b + 8 * c + j] * p.scale : 0.f;
+                mx = fmaxf(mx, fabsf(x[b][j]));
+            }
+        // 2^-shift brings max |q| under 2^14 (hi and hi + lo then stay finite in f16).
+        const u32 mb = __reduce_max_sync(FULL_MASK, __float_as_uint(mx));
+        const int ex = (int)((mb >> 23) & 0xff) - 127;
+        const int shift = ex >= 14 ? min(ex - 13, 120) : 0;
+        const float down = __int_as_float((127 - shift) << 23);
+        up = __int_as_float((127 + shift) << 23);
+        const bool lo_part = g >= 4;
+#pragma unroll
+        for (int b = 0; b < NB; ++b)
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                bq[b][j] = f16_part(x[b][2 * j] * down, lo_part) | (f16_part(x[b][2 * j + 1] * down, lo_part) << 16);
+    }
+    const float qpos = (float)ti.len - 1.0f;
+    const int ntiles = (nrows + 15) >> 4;
+    for (int t = warp; t < ntiles; t += BLOCK / 32) {
+        const int r0 = t * 16 + g, r1 = r0 + 8;
+        uint4 X[NB], Y[NB];
+        {
+            const int pi0 = r0 / ps, pi1 = r1 / ps;
+            const kv_t* row0 = r0 < nrows ? kv_row(p.k, p, s_page[pi0], ti.kvh, r0 - pi0 * ps) : nullptr;
+            const kv_t* row1 = r1 < nrows ? kv_row(p.k, p, s_page[pi1], ti.kvh, r1 - pi1 * ps) : nullptr;
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                X[b] = row0 ? ld_stream16(row0, 4 * b + c) : zero4();
+                Y[b] = row1 ? ld_stream16(row1, 4 * b + c) : zero4();
+            }
+        }
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            mma16816(d, X[b].x, Y[b].x, X[b].y, Y[b].y, bq[b][0], bq[b][1]);
+            mma16816(d, X[b].z, Y[b].z, X[b].w, Y[b].w, bq[b][2], bq[b][3]);
+        }
+        // d: rows (r0, r0, r1, r1) × columns (2c, 2c + 1): lanes c < 2 hold hi, c + 2 the lo.
+        float o[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[i] = __shfl_xor_sync(FULL_MASK, d[i], 2);
+        if (c < 2) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = i < 2 ? r0 : r1;
+                const int h = 2 * c + (i & 1);
+                if (h < TG && r < nrows) {
+                    const int pi = r / ps;
+                    const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
+                    float s = (d[i] + o[i]) * up;
+                    if (p.has_alibi) s += p.slopes[ti.h0 + h] * ((float)pos - qpos);
+                    sc[h * caprows + r] = pos < ti.len ? s : neg_inf();
+                }
+            }
+        }
+    }
+}
+#endif
+
+// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
+// sequence end); qr is unused by the tensor-core path.
+__device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
+#if MMA_SCORES
+    score_rows_mma(p, ti, nrows, s_page, s_slot, sc, caprows);
+#else
+    score_rows_fma(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
+#endif
 }
 
 // Loads the chunk's page ids and slots into shared memory.
@@ -1647,7 +1764,102 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
 
 // grid (nch, tasks), block BLOCK, dynamic smem (TG * caprows + ROWGROUPS * HEAD_DIM) * 4.
 #if ATTN_KERNELS
-extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParams p) {
+#if MMA_VALUES
+// attn_softmax's V pass by tensor cores: out^T[dims, heads] += V^T[dims, rows] · W^T[rows,
+// heads] for each 16-row tile (a warp's), the weights w = exp(s − m) split in f16 as hi (column
+// h) + lo (column 4 + h) as q is in score_rows_mma. Lane (g, c) reads rows 4c..4c+3 of the
+// tile at dims [8s, 8s + 8), s = g + 8σ: k pairs (2c, 2c+1) and (2c+8, 2c+9) are rows
+// (4c, 4c+1) and (4c+2, 4c+3), and m = g, g + 8 of mma (σ, j) the dims 8s + 2j and 8s + 2j + 1,
+// paired across two rows by byte permutes. The warps' partial sums are added in warp order.
+__device__ __forceinline__ void softmax_values_mma(const AttnParams& p, const TaskInfo& ti, int task, int chunk,
+                                                   int nrows, const u32* s_page, const u32* s_slot,
+                                                   const float* sc, float* red, int caprows) {
+    constexpr int NS = HEAD_DIM / 64;
+    constexpr int NWARPS = BLOCK / 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, c = lane & 3;
+    const int h = g & 3;
+    const bool lo_part = g >= 4;
+    const int ps = p.page_size;
+    float acc[NS][4][4];
+#pragma unroll
+    for (int s = 0; s < NS; ++s)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[s][j][i] = 0.f;
+    const int ntiles = (nrows + 15) >> 4;
+    for (int t = warp; t < ntiles; t += NWARPS) {
+        uint4 xv[4][NS];
+        float w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = t * 16 + 4 * c + i;
+            bool ok = false;
+            int pi = 0;
+            if (r < nrows) {
+                pi = r / ps;
+                ok = (int)s_slot[pi] * ps + (r - pi * ps) < ti.len;
+            }
+            // Rows past the sequence end are never read: their bytes may be anything.
+            const kv_t* rowp = ok ? kv_row(p.v, p, s_page[pi], ti.kvh, r - pi * ps) : nullptr;
+#pragma unroll
+            for (int s = 0; s < NS; ++s) xv[i][s] = ok ? ld_stream16(rowp, g + 8 * s) : zero4();
+            w[i] = ok && h < TG ? sc[h * caprows + r] : 0.f;
+        }
+        const u32 b0 = f16_part(w[0], lo_part) | (f16_part(w[1], lo_part) << 16);
+        const u32 b1 = f16_part(w[2], lo_part) | (f16_part(w[3], lo_part) << 16);
+#pragma unroll
+        for (int s = 0; s < NS; ++s) {
+            const u32 x0[4] = {xv[0][s].x, xv[0][s].y, xv[0][s].z, xv[0][s].w};
+            const u32 x1[4] = {xv[1][s].x, xv[1][s].y, xv[1][s].z, xv[1][s].w};
+            const u32 x2[4] = {xv[2][s].x, xv[2][s].y, xv[2][s].z, xv[2][s].w};
+            const u32 x3[4] = {xv[3][s].x, xv[3][s].y, xv[3][s].z, xv[3][s].w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                mma16816(acc[s][j], prmt(x0[j], x1[j], 0x5410), prmt(x0[j], x1[j], 0x7632),
+                         prmt(x2[j], x3[j], 0x5410), prmt(x2[j], x3[j], 0x7632), b0, b1);
+        }
+    }
+    // acc[s][j]: (dim 8(g + 8s) + 2j, columns 2c, 2c + 1), then (that dim + 1, same columns);
+    // lanes c < 2 hold hi columns, c + 2 the matching lo.
+#pragma unroll
+    for (int s = 0; s < NS; ++s)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[s][j][i] += __shfl_xor_sync(FULL_MASK, acc[s][j][i], 2);
+    for (int hh = 0; hh < TG; ++hh) {
+        if (c == (hh >> 1)) {
+            const int col = hh & 1;
+#pragma unroll
+            for (int s = 0; s < NS; ++s)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int dim = 8 * (g + 8 * s) + 2 * j;
+                    red[warp * HEAD_DIM + dim] = acc[s][j][col];
+                    red[warp * HEAD_DIM + dim + 1] = acc[s][j][2 + col];
+                }
+        }
+        __syncthreads();
+        const size_t idx = slot_index(p, task, chunk, hh);
+        for (int col = threadIdx.x; col < HEAD_DIM; col += BLOCK) {
+            float s = 0.f;
+            for (int w = 0; w < NWARPS; ++w) s += red[w * HEAD_DIM + col];
+            p.part_o[idx * HEAD_DIM + col] = s;
+        }
+        __syncthreads();
+    }
+}
+#endif
+
+// With the tensor-core V pass, at most 80 registers: three CTAs an SM, as shared memory allows
+// on the long-context shapes (95 unbounded, session 18). `SOFTMAX_MIN_CTAS` (development
+// define) overrides.
+#ifndef SOFTMAX_MIN_CTAS
+#define SOFTMAX_MIN_CTAS (MMA_VALUES ? 3 : 1)
+#endif
+extern "C" __global__ void __launch_bounds__(BLOCK, SOFTMAX_MIN_CTAS) attn_softmax(const AttnParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
@@ -1691,6 +1903,9 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParam
             }
         }
         __syncthreads();
+#if MMA_VALUES
+        softmax_values_mma(p, ti, task, c, nrows, s_page, s_slot, sc, red, caprows);
+#else
         // V for every row, all TG heads at once.
         const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
         const int ps = p.page_size;
@@ -1761,6 +1976,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_softmax(const AttnParam
             }
             __syncthreads();
         }
+#endif
     } else if (threadIdx.x < TG) {
         const size_t idx = slot_index(p, task, c, threadIdx.x);
         p.part_m[idx] = neg_inf();

@@ -136,6 +136,26 @@ constexpr int ROWGROUPS = BLOCK / LANES;           // rows a CTA reads at once
 constexpr int UNROLL = UNROLL_ROWS;                // rows per thread in flight
 static_assert(HEAD_DIM * KV::BYTES % 16 == 0, "HEAD_DIM * sizeof(kv) must be a multiple of 16");
 
+// Tensor-core paths (attn.cu: score_rows_mma, the V pass of attn_softmax) for f16 K/V with
+// 2–4 query heads a task and D a multiple of 64, on sm_80 and later; the FMA loops otherwise.
+// `ENTMAXKV_DEFINES="MMA_SCORES=0"` / `"MMA_VALUES=0"` turn them off and `"MMA_MIN_TG=1"` on
+// for one head a task (development, for timing).
+#ifndef MMA_MIN_TG
+#define MMA_MIN_TG 2
+#endif
+#ifndef MMA_SCORES
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define MMA_SCORES 0
+#else
+#define MMA_SCORES (KV_T == 1 && TG >= MMA_MIN_TG && TG <= 4 && HEAD_DIM % 64 == 0)
+#endif
+#endif
+#ifndef MMA_VALUES
+#define MMA_VALUES MMA_SCORES
+#endif
+static_assert(!MMA_SCORES || (KV_T == 1 && TG <= 4 && HEAD_DIM % 32 == 0), "MMA_SCORES: f16, TG <= 4, D % 32 == 0");
+static_assert(!MMA_VALUES || (KV_T == 1 && TG <= 4 && HEAD_DIM % 64 == 0), "MMA_VALUES: f16, TG <= 4, D % 64 == 0");
+
 // Statistics rows, same scheme.
 constexpr int ST_VEC = 16 / ST::BYTES;
 constexpr int ST_CHUNKS = HEAD_DIM * ST::BYTES / 16;
