@@ -284,15 +284,19 @@ fn check(c: &Case) -> (f64, f64) {
         // root. x^(β−2) is singular at the threshold, so the f32 rounding that separates the
         // GPU's scores and sums from the CPU's f64 ones can flip a branch (bisect or step)
         // and leave the truncated iterate elsewhere in the bracket: seen on an H100 at
-        // α = 3, Corrected(3), rel 9e-3 in one head of 14. Such a head is held to the
-        // mode's own scale (5%) and its output, computed at that other τ, not compared;
+        // α = 3, Corrected(3), rel 9e-3 in one head of 14; on an H200 with the tensor-core
+        // scores, rel 6.1e-2 (τ 2.4497 against 2.3084), where the CPU pipeline itself gives
+        // 2.3084, 2.4339 or 2.4497 for q scaled by 1 − 1e-7, 1 + 1e-7 or 1 + 1e-6 (session
+        // 18). Every iterate lies in the corrections' bracket [z_max − 1, z_max − n^−(α−1)],
+        // so two paths differ by at most 1 in z-space (and the maxima by rounding): such a
+        // head is held to that, and its output, computed at that other τ, is not compared;
         // at most a quarter of a case's heads may do this.
         let truncated_beta_lt_1 =
             matches!(c.tau_mode, entmaxkv::attention::cpu::TauMode::Corrected(_)) && c.alpha > 2.0;
         if truncated_beta_lt_1 && terr > 1e-5 {
             assert!(
-                terr <= 5e-2,
-                "{c:?}: head {i}: corrected tau gpu {} cpu {} (rel {terr:.2e})",
+                (g.tau - r.tau).abs() <= 1.0 + 1e-5 * r.tau.abs().max(1.0),
+                "{c:?}: head {i}: corrected tau gpu {} cpu {} (rel {terr:.2e}), farther apart than the bracket allows",
                 g.tau,
                 r.tau
             );

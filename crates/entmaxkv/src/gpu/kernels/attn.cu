@@ -293,10 +293,14 @@ template <int N, int L> __device__ __forceinline__ int reduce_scatter(float (&v)
 constexpr int RS_KEEP = UNROLL >= LANES ? UNROLL / LANES : 1;
 constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
 
-// score_rows by FMA: LANES lanes a row, UNROLL rows a lane in flight, one reduce-scatter of
-// the partial sums. s_page / s_slot hold the chunk's page ids and slots.
-__device__ __forceinline__ void score_rows_fma(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
-                                               const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
+// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
+// sequence end). s_page / s_slot hold the chunk's page ids and slots.
+#if !MMA_SCORES
+// By FMA: LANES lanes a row, UNROLL rows a lane in flight, one reduce-scatter of the partial
+// sums. Left to the compiler to inline or not, as before the tensor-core path (forced
+// inline, attn_softmax took 0.0883 → 0.1049 ms at 128K, B = 1, on an H200: session 18).
+__device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
     const int ps = p.page_size;
     const float qpos = (float)ti.len - 1.0f;
@@ -357,18 +361,10 @@ __device__ __forceinline__ void score_rows_fma(const AttnParams& p, const TaskIn
         }
     }
 }
+#endif
 
-#if MMA_SCORES
-// Tensor-core scoring (mma.m16n8k16: f16 in, f32 accumulate), for f16 K and 2–4 heads a task,
-// where the FMA loop above is bound by issue, not memory (session 18: the GQA shape issued
-// 0.72 warp instructions a cycle per scheduler at 56% of DRAM throughput on an H200).
-// A warp takes 16-row tiles; lane (g = lane/4, c = lane%4) reads rows g and g + 8, dims
-// [32b + 8c, +8) of each 32-dim block b: one 16-byte load a row and block. A dot product sums
-// its dims in any order, so those 8 dims serve as the fragment's k pairs (2c, 2c+1) and
-// (2c+8, 2c+9) of k-steps 2b and 2b+1, and q's B fragment takes the same dims. q (scaled, f32)
-// is split in f16 as hi + lo: column h holds hi of head h, column 4 + h its lo, so one mma
-// gives both and the score is their sum (q to ~2^-22 relative; k is exact in f16, products
-// are exact and summed in f32). A power-of-two factor keeps hi in f16 range.
+#if MMA_SCORES || MMA_VALUES
+// mma.m16n8k16 (f16 in, f32 accumulate; fragment layouts as in the PTX ISA).
 __device__ __forceinline__ void mma16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -387,8 +383,22 @@ __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
     return d;
 }
 
-__device__ __forceinline__ void score_rows_mma(const AttnParams& p, const TaskInfo& ti, int nrows,
-                                               const u32* s_page, const u32* s_slot, float* sc, int caprows) {
+#endif
+
+#if MMA_SCORES
+// Tensor-core scoring (mma.m16n8k16: f16 in, f32 accumulate), for f16 K and 2–4 heads a task,
+// where the FMA loop above is bound by issue, not memory (session 18: the GQA shape issued
+// 0.72 warp instructions a cycle per scheduler at 56% of DRAM throughput on an H200).
+// A warp takes 16-row tiles; lane (g = lane/4, c = lane%4) reads rows g and g + 8, dims
+// [32b + 8c, +8) of each 32-dim block b: one 16-byte load a row and block. A dot product sums
+// its dims in any order, so those 8 dims serve as the fragment's k pairs (2c, 2c+1) and
+// (2c+8, 2c+9) of k-steps 2b and 2b+1, and q's B fragment takes the same dims. q (scaled, f32)
+// is split in f16 as hi + lo: column h holds hi of head h, column 4 + h its lo, so one mma
+// gives both and the score is their sum (q to ~2^-22 relative; k is exact in f16, products
+// are exact and summed in f32). A power-of-two factor keeps hi in f16 range.
+// (qr, the FMA path's q, is unused here.)
+__device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+                                           const u32* s_slot, const float (&)[TG][COLS], float* sc, int caprows) {
     constexpr int NB = HEAD_DIM / 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, c = lane & 3;
@@ -464,16 +474,6 @@ __device__ __forceinline__ void score_rows_mma(const AttnParams& p, const TaskIn
 }
 #endif
 
-// Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
-// sequence end); qr is unused by the tensor-core path.
-__device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
-                                           const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
-#if MMA_SCORES
-    score_rows_mma(p, ti, nrows, s_page, s_slot, sc, caprows);
-#else
-    score_rows_fma(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
-#endif
-}
 
 // Loads the chunk's page ids and slots into shared memory.
 __device__ __forceinline__ void load_chunk_pages(const AttnParams& p, int task, const TaskInfo& ti, int pbeg,
@@ -1767,7 +1767,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
 #if MMA_VALUES
 // attn_softmax's V pass by tensor cores: out^T[dims, heads] += V^T[dims, rows] · W^T[rows,
 // heads] for each 16-row tile (a warp's), the weights w = exp(s − m) split in f16 as hi (column
-// h) + lo (column 4 + h) as q is in score_rows_mma. Lane (g, c) reads rows 4c..4c+3 of the
+// h) + lo (column 4 + h) as q is in the tensor-core score_rows. Lane (g, c) reads rows 4c..4c+3 of the
 // tile at dims [8s, 8s + 8), s = g + 8σ: k pairs (2c, 2c+1) and (2c+8, 2c+9) are rows
 // (4c, 4c+1) and (4c+2, 4c+3), and m = g, g + 8 of mma (σ, j) the dims 8s + 2j and 8s + 2j + 1,
 // paired across two rows by byte permutes. The warps' partial sums are added in warp order.
@@ -1854,12 +1854,17 @@ __device__ __forceinline__ void softmax_values_mma(const AttnParams& p, const Ta
 #endif
 
 // With the tensor-core V pass, at most 80 registers: three CTAs an SM, as shared memory allows
-// on the long-context shapes (95 unbounded, session 18). `SOFTMAX_MIN_CTAS` (development
-// define) overrides.
-#ifndef SOFTMAX_MIN_CTAS
-#define SOFTMAX_MIN_CTAS (MMA_VALUES ? 3 : 1)
+// on the long-context shapes (95 unbounded: GQA 128K 1.0745 → 1.1729 ms, session 18).
+// `SOFTMAX_MIN_CTAS` (development define) overrides.
+#if MMA_VALUES && !defined(SOFTMAX_MIN_CTAS)
+#define SOFTMAX_MIN_CTAS 3
 #endif
-extern "C" __global__ void __launch_bounds__(BLOCK, SOFTMAX_MIN_CTAS) attn_softmax(const AttnParams p) {
+#ifdef SOFTMAX_MIN_CTAS
+#define SOFTMAX_BOUNDS __launch_bounds__(BLOCK, SOFTMAX_MIN_CTAS)
+#else
+#define SOFTMAX_BOUNDS __launch_bounds__(BLOCK)
+#endif
+extern "C" __global__ void SOFTMAX_BOUNDS attn_softmax(const AttnParams p) {
     PDL_ENTRY();
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
