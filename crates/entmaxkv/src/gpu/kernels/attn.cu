@@ -43,6 +43,9 @@
 // α = 1 (softmax), one kernel:
 //   attn_softmax        scores, chunk max, exp, V for every token; the last CTA merges the
 //                       chunks by log-sum-exp.
+// For f16 K/V with 2–4 query heads a task (GQA groups) the K pass of every kernel that scores
+// rows (score_rows) and attn_softmax's V pass run on tensor cores (MMA_SCORES / MMA_VALUES in
+// common.cuh); elsewhere by FMA.
 // Every sum has a fixed order (no float atomics): results are deterministic.
 
 // Whether this compile defines the file's kernels: 0 where another family's kernels only use
