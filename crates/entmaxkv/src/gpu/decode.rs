@@ -721,7 +721,10 @@ impl GpuDecoder {
                 let lists = gpu.alloc::<u32>(tasks * stride)?;
                 let counts = gpu.zeros::<i32>(tasks)?;
                 let tau_hat = gpu.zeros::<f64>(batch * heads)?;
-                let per_b = ((8 * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
+                // `ENTMAXKV_STAT_CTAS` (development, default 8): gauss_moments CTAs per SM
+                // the page ranges aim at (at most 256 pages a CTA).
+                let stat_ctas = knob("ENTMAXKV_STAT_CTAS", 8).clamp(1, 64);
+                let per_b = ((stat_ctas * gpu.info().sm_count).div_ceil(batch * hkv)).max(1);
                 let ppb = max_pages.div_ceil(per_b).clamp(16, 256);
                 let n_part = max_pages.div_ceil(ppb);
                 let nsel = max_pages.div_ceil(GAUSS_SPC);

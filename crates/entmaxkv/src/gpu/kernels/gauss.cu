@@ -97,11 +97,15 @@ static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout diff
 // μ_p, σ_p² of closed pages [p0, p1) (physical ids s_pages[i − p0]) for the G query heads
 // h0 .. h0 + G − 1 of kv head kvh, from their scaled queries qs [G, HEAD_DIM]: into p.mu /
 // p.sd and s_mv [G, 2, ppb]. One pass over the pages' mean and std rows.
+// Pages in flight per row group (`ENTMAXKV_DEFINES="MOM_PU=8"`, development: session 18).
+#ifndef MOM_PU
+#define MOM_PU 4
+#endif
 __device__ void page_moments(const GaussParams& p, int b, int kvh, int h0, int G, const float* qs,
                              const u32* s_pages, int p0, int p1, float* s_mv, int ppb) {
     const int lane = threadIdx.x % ST_LANES;
     const int rg = threadIdx.x / ST_LANES;
-    constexpr int PU = 4;  // pages in flight per row group
+    constexpr int PU = MOM_PU;  // pages in flight per row group
     for (int pi0 = p0; pi0 < p1; pi0 += PU * ST_ROWGROUPS) {
         uint4 mn[PU][ST_CPL], sv[PU][ST_CPL];
 #pragma unroll
