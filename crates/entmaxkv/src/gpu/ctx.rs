@@ -1154,7 +1154,10 @@ mod tests {
                     Some(r) => r.split_once(')').map(|(_, r)| r.trim_start()).unwrap_or(r),
                     None => rest,
                 };
-                rest.split('(').next().unwrap_or("").trim().to_string()
+                // The name is the last word before its parameters (a launch-bounds macro,
+                // e.g. SOFTMAX_BOUNDS, may precede it).
+                let head = rest.split('(').next().unwrap_or("");
+                head.split_whitespace().last().unwrap_or("").to_string()
             })
             .collect()
     }
