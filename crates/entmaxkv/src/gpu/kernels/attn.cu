@@ -1494,7 +1494,15 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
 
 // grid (nch, tasks), block BLOCK, dynamic smem TG * caprows * 4 bytes.
 #if ATTN_KERNELS
-extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_scores(const AttnParams p) {
+// `ENTMAXKV_DEFINES="SCORES_MIN_CTAS=5"` (development): a register bound for more resident
+// CTAs (ncu, session 18 run 5: 64 registers, 4 CTAs an SM, 53% of DRAM throughput on the
+// Gaussian step's kept pages at 1M).
+#ifdef SCORES_MIN_CTAS
+#define SCORES_BOUNDS __launch_bounds__(BLOCK, SCORES_MIN_CTAS)
+#else
+#define SCORES_BOUNDS __launch_bounds__(BLOCK)
+#endif
+extern "C" __global__ void SCORES_BOUNDS attn_entmax_scores(const AttnParams p) {
     extern __shared__ __align__(16) unsigned char dyn[];
     __shared__ u32 s_page[PPC_CAP];
     __shared__ u32 s_slot[PPC_CAP];
