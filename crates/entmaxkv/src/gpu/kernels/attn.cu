@@ -298,11 +298,20 @@ constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
 
 // Scores of the chunk's rows for the TG heads into sc[g * caprows + r] (−inf past the
 // sequence end). s_page / s_slot hold the chunk's page ids and slots.
-#if !MMA_SCORES
 // By FMA: LANES lanes a row, UNROLL rows a lane in flight, one reduce-scatter of the partial
 // sums. Left to the compiler to inline or not, as before the tensor-core path (forced
 // inline, attn_softmax took 0.0883 → 0.1049 ms at 128K, B = 1, on an H200: session 18).
-__device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
+// Always compiled: where the tensor-core score_rows below serves the attention, the
+// certificate still scores its open page here (FMA_SCORER), since its bounds rest on this
+// f32 dot's error bound (γ_D·Σ|q_d||k_d|); the tensor-core scores have none as tight
+// (q's f16 lo part is subnormal for small elements, and the tensor core's f32 accumulation
+// order is the hardware's).
+#if MMA_SCORES
+#define FMA_SCORER score_rows_fma
+#else
+#define FMA_SCORER score_rows
+#endif
+__device__ void FMA_SCORER(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
                            const u32* s_slot, const float (&qr)[TG][COLS], float* sc, int caprows) {
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
     const int ps = p.page_size;
@@ -364,7 +373,6 @@ __device__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, c
         }
     }
 }
-#endif
 
 #if MMA_SCORES || MMA_VALUES
 // mma.m16n8k16 (f16 in, f32 accumulate; fragment layouts as in the PTX ISA).
@@ -397,8 +405,12 @@ __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
 // its dims in any order, so those 8 dims serve as the fragment's k pairs (2c, 2c+1) and
 // (2c+8, 2c+9) of k-steps 2b and 2b+1, and q's B fragment takes the same dims. q (scaled, f32)
 // is split in f16 as hi + lo: column h holds hi of head h, column 4 + h its lo, so one mma
-// gives both and the score is their sum (q to ~2^-22 relative; k is exact in f16, products
-// are exact and summed in f32). A power-of-two factor keeps hi in f16 range.
+// gives both and the score is their sum. k is exact in f16 and the products are exact; q is
+// kept to 2^-22 of an element where its lo part is a normal f16 (elements from ~2^-2), to
+// f16's subnormal spacing (2^-25) below, and the sums are the tensor core's f32: scores to
+// f32 rounding level in practice (session 18: worst output rel 9.6e-7 against the CPU), with
+// no bound as tight as the FMA dot's (the certificate keeps FMA_SCORER). A power-of-two
+// factor keeps hi in f16 range.
 // (qr, the FMA path's q, is unused here.)
 __device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
                                            const u32* s_slot, const float (&)[TG][COLS], float* sc, int caprows) {

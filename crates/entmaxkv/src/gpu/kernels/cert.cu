@@ -379,7 +379,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK, 3) cert_bounds(const AttnPar
     if ((int)s_slot[npg - 1] == open_slot) {
         float qr[TG][COLS];
         load_q(p, ti.b, ti.h0, threadIdx.x % LANES, qr);
-        score_rows(p, ti, ps, s_page + (npg - 1), s_slot + (npg - 1), qr, sl + (npg - 1) * ps, caprows);
+        // By FMA: the widening below is that dot's error bound (attn.cu, FMA_SCORER).
+        FMA_SCORER(p, ti, ps, s_page + (npg - 1), s_slot + (npg - 1), qr, sl + (npg - 1) * ps, caprows);
         __syncthreads();
         for (int i = threadIdx.x; i < TG * ps; i += BLOCK) {
             const int g = i / ps, t = i - g * ps;
