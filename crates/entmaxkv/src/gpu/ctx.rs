@@ -1162,6 +1162,26 @@ mod tests {
             .collect()
     }
 
+    /// The certificate's bounds rest on the FMA dot's error bound: cert.cu scores K rows only
+    /// through `FMA_SCORER` (the FMA `score_rows` of attn.cu), never through the tensor-core
+    /// `score_rows` that serves the attention for GQA groups (session 18).
+    #[test]
+    fn certificate_scores_by_fma() {
+        let calls = |name: &str| {
+            CERT_SRC
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .filter(|l| l.contains(&format!("{name}(")))
+                .count()
+        };
+        assert_eq!(calls("score_rows"), 0, "cert.cu calls score_rows");
+        assert!(
+            calls("FMA_SCORER") >= 1,
+            "cert.cu scores its open page by FMA_SCORER"
+        );
+        assert!(ATTN_SRC.contains("#define FMA_SCORER score_rows_fma"));
+    }
+
     /// Every kernel the sources define is listed (a launch looks its function up by name, so
     /// a kernel missing from the list fails only on a GPU), and every listed name is defined.
     #[test]
