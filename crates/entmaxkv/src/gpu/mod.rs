@@ -17,6 +17,10 @@
 //! loads only the families it can launch), cached per process and their PTX on disk. The
 //! crate builds and runs without CUDA: [`Gpu::get`] then returns [`crate::Error::NoCuda`].
 //!
+//! For f16 K/V with 2–4 query heads per kv head (GQA groups), the attention's K pass and the
+//! softmax V pass run on tensor cores (`mma.m16n8k16`, q and the weights split in f16 as
+//! hi + lo, f32 accumulation); everything else, and the certificate's bounds, use f32 FMA.
+//!
 //! The GPU path matches the CPU pipeline: the same pages kept (ties aside), τ to ~1e-7, and
 //! outputs to f32 accumulation-order rounding. Every reduction has a fixed order, so a step
 //! is bitwise deterministic.
