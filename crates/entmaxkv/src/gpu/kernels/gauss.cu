@@ -97,32 +97,15 @@ static_assert(sizeof(GaussParams) == EXPECT_GAUSS_SIZE, "GaussParams layout diff
 // μ_p, σ_p² of closed pages [p0, p1) (physical ids s_pages[i − p0]) for the G query heads
 // h0 .. h0 + G − 1 of kv head kvh, from their scaled queries qs [G, HEAD_DIM]: into p.mu /
 // p.sd and s_mv [G, 2, ppb]. One pass over the pages' mean and std rows.
-// Pages in flight per row group (`ENTMAXKV_DEFINES="MOM_PU=8"`, development: session 18);
-// MOM_QREG=1: q in registers when G = 1 (development, not yet timed).
+// Pages in flight per row group (`ENTMAXKV_DEFINES="MOM_PU=8"`, development: session 18).
 #ifndef MOM_PU
 #define MOM_PU 4
-#endif
-#ifndef MOM_QREG
-#define MOM_QREG 0
 #endif
 __device__ void page_moments(const GaussParams& p, int b, int kvh, int h0, int G, const float* qs,
                              const u32* s_pages, int p0, int p1, float* s_mv, int ppb) {
     const int lane = threadIdx.x % ST_LANES;
     const int rg = threadIdx.x / ST_LANES;
     constexpr int PU = MOM_PU;  // pages in flight per row group
-#if MOM_QREG
-    // One head a kv head: the lane's q in registers rather than re-read from shared memory
-    // for every page (a third of gauss_moments' stall cycles were on shared-memory loads'
-    // results or global loads; ncu, session 18 run 5).
-    float q1[ST_CPL][ST_VEC];
-#pragma unroll
-    for (int i = 0; i < ST_CPL; ++i)
-#pragma unroll
-        for (int j = 0; j < ST_VEC; ++j) {
-            const int ch = lane + i * ST_LANES;
-            q1[i][j] = ch < ST_CHUNKS ? qs[ch * ST_VEC + j] : 0.f;
-        }
-#endif
     for (int pi0 = p0; pi0 < p1; pi0 += PU * ST_ROWGROUPS) {
         uint4 mn[PU][ST_CPL], sv[PU][ST_CPL];
 #pragma unroll
@@ -162,11 +145,7 @@ __device__ void page_moments(const GaussParams& p, int b, int kvh, int h0, int G
                     if (ch < ST_CHUNKS) {
 #pragma unroll
                         for (int j = 0; j < ST_VEC; ++j) {
-#if MOM_QREG
-                            const float qv = G == 1 ? q1[i][j] : qg[ch * ST_VEC + j];
-#else
                             const float qv = qg[ch * ST_VEC + j];
-#endif
                             am = fmaf(qv, m[i][j], am);
                             const float x = qv * s[i][j];
                             av = fmaf(x, x, av);
