@@ -67,7 +67,8 @@ fn check_appends(
     bits: u32,
     d: usize,
     seed: u64,
-    via_device: bool,
+    // None: `append` from host f32; Some(t): `append_device_as` from device values of type t.
+    via_device: Option<DType>,
 ) {
     let hkv = 2;
     let lens = [0usize, 5, 16, 37];
@@ -115,13 +116,39 @@ fn check_appends(
     .unwrap();
     assert_same(&host, &dev, &format!("upload {what}"));
     let mut on_device = Vec::new();
-    let mut append = |dev: &mut DeviceKvCache, batch: &[SeqId], k: &[f32], v: &[f32]| {
-        if via_device {
-            let (kd, vd) = (common::DevF32::new(k), common::DevF32::new(v));
-            unsafe { dev.append_device(batch, kd.ptr, vd.ptr) }.unwrap();
-            on_device.push((kd, vd));
-        } else {
-            dev.append(batch, k, v).unwrap();
+    let mut on_device16 = Vec::new();
+    let mut append =
+        |dev: &mut DeviceKvCache, batch: &[SeqId], k: &[f32], v: &[f32]| match via_device {
+            None => dev.append(batch, k, v).unwrap(),
+            Some(DType::F32) => {
+                let (kd, vd) = (common::DevF32::new(k), common::DevF32::new(v));
+                unsafe { dev.append_device(batch, kd.ptr, vd.ptr) }.unwrap();
+                on_device.push((kd, vd));
+            }
+            Some(t) => {
+                // The values are exact in t (rounded by `exact_in` below).
+                let bits = |x: &[f32]| -> Vec<u16> {
+                    x.iter()
+                        .map(|&x| match t {
+                            DType::F16 => half::f16::from_f32(x).to_bits(),
+                            _ => half::bf16::from_f32(x).to_bits(),
+                        })
+                        .collect()
+                };
+                let (kd, vd) = (common::DevU16::new(&bits(k)), common::DevU16::new(&bits(v)));
+                unsafe { dev.append_device_as(batch, kd.ptr, vd.ptr, t) }.unwrap();
+                on_device16.push((kd, vd));
+            }
+        };
+    // The appended values as a 16-bit source holds them (identity for host and f32).
+    let exact_in = |x: Vec<f32>| -> Vec<f32> {
+        match via_device {
+            Some(DType::F16) => x.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+            Some(DType::Bf16) => x
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect(),
+            _ => x,
         }
     };
     let steps = 2 * ps + 3;
@@ -132,12 +159,13 @@ fn check_appends(
         } else {
             ids.clone()
         };
-        let k: Vec<f32> = syn
-            .normals(batch.len() * hkv * d)
-            .iter()
-            .map(|x| x * 2.0 - 0.25)
-            .collect();
-        let v = syn.normals(batch.len() * hkv * d);
+        let k: Vec<f32> = exact_in(
+            syn.normals(batch.len() * hkv * d)
+                .iter()
+                .map(|x| x * 2.0 - 0.25)
+                .collect(),
+        );
+        let v = exact_in(syn.normals(batch.len() * hkv * d));
         for (b, id) in batch.iter().enumerate() {
             let r = b * hkv * d..(b + 1) * hkv * d;
             host.append(*id, &k[r.clone()], &v[r], ChunkLayout::TokenMajor)
@@ -153,14 +181,15 @@ fn check_appends(
     let nd = dev.add_sequence().unwrap();
     assert_eq!(nh, nd);
     for _ in 0..ps + 2 {
-        let k = syn.normals(hkv * d);
-        let v = syn.normals(hkv * d);
+        let k = exact_in(syn.normals(hkv * d));
+        let v = exact_in(syn.normals(hkv * d));
         host.append(nh, &k, &v, ChunkLayout::TokenMajor).unwrap();
         append(&mut dev, &[nd], &k, &v);
     }
     assert_same(&host, &dev, &format!("after release/add, {what}"));
     dev.stream().sync().unwrap();
     drop(on_device);
+    drop(on_device16);
 }
 
 #[test]
@@ -173,14 +202,15 @@ fn device_appends_match_host_appends() {
         for stats in [StatsDType::Kv, StatsDType::F32] {
             for (ps, bits, d) in [(16, 4, 64), (7, 3, 64), (16, 0, 128), (1, 8, 64)] {
                 seed += 1;
-                check_appends(kv, stats, ps, bits, d, seed, false);
+                check_appends(kv, stats, ps, bits, d, seed, None);
             }
         }
     }
 }
 
-/// The same appends with K/V from device memory (`append_device`, for engines): the same
-/// bytes as the host cache, with no host wait between the appends.
+/// The same appends with K/V from device memory (`append_device`, for engines; in f32, f16
+/// or bf16 by `append_device_as`): the same bytes as the host cache, with no host wait
+/// between the appends.
 #[test]
 fn device_pointer_appends_match_host_appends() {
     if common::gpu_or_skip("device_pointer_appends_match_host_appends").is_none() {
@@ -189,8 +219,11 @@ fn device_pointer_appends_match_host_appends() {
     let mut seed = 70;
     for kv in [DType::F16, DType::Bf16, DType::F32] {
         for (stats, ps, bits, d) in [(StatsDType::Kv, 16, 4, 64), (StatsDType::F32, 7, 3, 128)] {
-            seed += 1;
-            check_appends(kv, stats, ps, bits, d, seed, true);
+            // f32 sources, and the f16 / bf16 tensors engines keep (`append_device_as`).
+            for src in [DType::F32, DType::F16, DType::Bf16] {
+                seed += 1;
+                check_appends(kv, stats, ps, bits, d, seed, Some(src));
+            }
         }
     }
 }

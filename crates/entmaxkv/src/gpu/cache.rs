@@ -12,6 +12,7 @@
 use super::ctx::{DevBuf, Family, Gpu, Module, ModuleKey, Stream};
 use super::params::AppendParams;
 use crate::cache::{CacheConfig, KvStorage, PagedKvCache, SeqId};
+use crate::dtype::DType;
 use crate::error::{check_finite, check_len, Error, Result};
 use crate::stats::{sketch, StatsStorage};
 use std::collections::BTreeMap;
@@ -69,7 +70,8 @@ pub struct DeviceKvCache {
 /// Where an append's new keys and values are.
 enum NewKv<'a> {
     Host(&'a [f32], &'a [f32]),
-    Device(u64, u64),
+    /// Device addresses and their element type.
+    Device(u64, u64, DType),
 }
 
 struct Staging {
@@ -354,6 +356,23 @@ impl DeviceKvCache {
     /// [`Self::stream`], or ordered before it by an event the stream waits for), and left
     /// unchanged until the append kernel has read them.
     pub unsafe fn append_device(&mut self, seqs: &[SeqId], k: u64, v: u64) -> Result<()> {
+        unsafe { self.append_device_as(seqs, k, v, DType::F32) }
+    }
+
+    /// [`Self::append_device`] with the new keys and values in `dtype` (f32, f16 or bf16),
+    /// as engines keep them: `k`, `v` address `B·H_kv·D` elements of that type. An f16 or
+    /// bf16 value is exact in f32, so the cache stores what [`Self::append`] stores for
+    /// that value converted to f32 (bit for bit the same pool).
+    ///
+    /// # Safety
+    /// As [`Self::append_device`], with `B·H_kv·D` elements of `dtype` at each address.
+    pub unsafe fn append_device_as(
+        &mut self,
+        seqs: &[SeqId],
+        k: u64,
+        v: u64,
+        dtype: DType,
+    ) -> Result<()> {
         const OP: &str = "DeviceKvCache::append_device";
         if seqs.is_empty() {
             return Err(Error::invalid(OP, "seqs", "[]", "at least one sequence"));
@@ -361,7 +380,7 @@ impl DeviceKvCache {
         if k == 0 || v == 0 {
             return Err(Error::invalid(OP, "k / v", "null", "device addresses"));
         }
-        self.append_from(OP, seqs, NewKv::Device(k, v))
+        self.append_from(OP, seqs, NewKv::Device(k, v, dtype))
     }
 
     /// Whether steps must order themselves against this cache's stream on the device (an
@@ -443,18 +462,23 @@ impl DeviceKvCache {
             rows.push(s.row as i32);
         }
         let st = self.staging.as_ref().expect("allocated above");
-        let (k_new, v_new) = match new {
+        let (k_new, v_new, src_dtype) = match new {
             NewKv::Host(k, v) => {
                 st.k.write_at(&self.stream, 0, k)?;
                 st.v.write_at(&self.stream, 0, v)?;
                 st.rows.write_at(&self.stream, 0, &rows)?;
-                (st.k.ptr(), st.v.ptr())
+                (st.k.ptr(), st.v.ptr(), 0)
             }
-            NewKv::Device(k, v) => {
+            NewKv::Device(k, v, dtype) => {
                 for (i, &r) in rows.iter().enumerate() {
                     st.rows.set_word_async(&self.stream, i, r as u32)?;
                 }
-                (k, v)
+                let code = match dtype {
+                    DType::F32 => 0,
+                    DType::F16 => 1,
+                    DType::Bf16 => 2,
+                };
+                (k, v, code)
             }
         };
         let bf = &self.bufs;
@@ -481,6 +505,7 @@ impl DeviceKvCache {
             sketch_bits: self.cfg.sketch_bits as i32,
             row_bytes: sketch::row_bytes(d, self.cfg.sketch_bits) as i32,
             batch: b as i32,
+            src_dtype,
         };
         self.gpu.bind()?;
         unsafe {

@@ -28,6 +28,8 @@ pub(crate) struct AppendParams {
     pub sketch_bits: i32,
     pub row_bytes: i32,
     pub batch: i32,
+    /// `k_new` / `v_new` elements: 0 f32, 1 f16, 2 bf16.
+    pub src_dtype: i32,
 }
 
 #[repr(C)]

@@ -99,3 +99,23 @@ impl Drop for DevF32 {
         let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
     }
 }
+
+/// 16-bit values (f16 or bf16 bits) in device memory, as an engine's K/V tensors are.
+pub struct DevU16 {
+    pub ptr: u64,
+}
+
+#[allow(dead_code)]
+impl DevU16 {
+    pub fn new(src: &[u16]) -> DevU16 {
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(src.len().max(1) * 2) }.unwrap();
+        unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.unwrap();
+        DevU16 { ptr }
+    }
+}
+
+impl Drop for DevU16 {
+    fn drop(&mut self) {
+        let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
+    }
+}

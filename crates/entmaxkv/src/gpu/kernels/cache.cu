@@ -13,8 +13,8 @@ struct AppendParams {
     const u32* block_tables;
     int* seq_lens;
     const int* rows;      // [B] cache row of each appended sequence
-    const float* k_new;   // [B, H_kv, D]
-    const float* v_new;   // [B, H_kv, D]
+    const void* k_new;    // [B, H_kv, D], element type src_dtype
+    const void* v_new;
     double* acc_mean;     // [rows, H_kv * D] open-page accumulators
     double* acc_m2;
     float* acc_min;
@@ -25,10 +25,18 @@ struct AppendParams {
     int sketch_bits;
     int row_bytes;
     int batch;
+    int src_dtype;        // k_new / v_new elements: 0 f32, 1 f16, 2 bf16
 };
 #ifdef EXPECT_APPEND_SIZE
 static_assert(sizeof(AppendParams) == EXPECT_APPEND_SIZE, "AppendParams layout differs from Rust");
 #endif
+
+// Element i of an append's new keys or values as f32 (exact for f16 / bf16 sources).
+__device__ __forceinline__ float load_new(const void* x, size_t i, int dtype) {
+    if (dtype == 1) return h2f(static_cast<const u16*>(x)[i]);
+    if (dtype == 2) return bf2f(static_cast<const u16*>(x)[i]);
+    return static_cast<const float*>(x)[i];
+}
 
 // grid (B, H_kv), block 128.
 extern "C" __global__ void cache_append(const AppendParams p) {
@@ -46,8 +54,8 @@ extern "C" __global__ void cache_append(const AppendParams p) {
     const double nt = (double)(tt + 1);
     for (int c = threadIdx.x; c < HEAD_DIM; c += blockDim.x) {
         const size_t src = ((size_t)b * p.num_kv_heads + kvh) * HEAD_DIM + c;
-        const kv_t kq = KV::from_f(p.k_new[src]);
-        const kv_t vq = KV::from_f(p.v_new[src]);
+        const kv_t kq = KV::from_f(load_new(p.k_new, src, p.src_dtype));
+        const kv_t vq = KV::from_f(load_new(p.v_new, src, p.src_dtype));
         p.k[kv_base + (size_t)tt * HEAD_DIM + c] = kq;
         p.v[kv_base + (size_t)tt * HEAD_DIM + c] = vq;
         const float x = KV::to_f(kq);
