@@ -47,6 +47,8 @@ struct Case {
     /// A coherent sink key (aligned with the group's first query head, score ≈ +12 above
     /// the rest) planted at token 3 of every sequence of at least 4 tokens.
     plant_sink: bool,
+    /// Factor on every query (tiny or large q: the tensor-core scores normalise q).
+    q_scale: f32,
     seed: u64,
 }
 
@@ -72,6 +74,7 @@ impl Case {
             recent: 0,
             scoring: TopkScoring::Box,
             plant_sink: false,
+            q_scale: 1.0,
             seed: 1,
         }
     }
@@ -88,6 +91,9 @@ struct Built {
 fn build(c: &Case) -> Built {
     let mut syn = Synth::new(c.seed);
     let mut prob = syn.problem(c.workload, &c.lens, c.heads, c.hkv, c.d);
+    for x in prob.q.iter_mut() {
+        *x *= c.q_scale;
+    }
     if c.flat {
         let hd = c.hkv * c.d;
         for k in prob.k.iter_mut() {
@@ -674,6 +680,19 @@ fn gqa_alibi_variable_lengths_and_page_boundaries() {
                 cases.push(c);
             }
         }
+    }
+    // Tiny and large queries through the tensor-core scores (q normalised before its f16
+    // split) and V pass.
+    for (alpha, q_scale) in [(1.5, 1e-4f32), (1.0, 1e-4), (1.5, 300.0), (1.0, 300.0)] {
+        seed += 1;
+        let mut c = Case::new(DType::F16, alpha, Method::Dense);
+        c.hkv = 2;
+        c.heads = 8;
+        c.d = 128;
+        c.lens = lens.clone();
+        c.q_scale = q_scale;
+        c.seed = seed;
+        cases.push(c);
     }
     // In parallel: a cold machine compiles a module per configuration.
     common::par_cases(&cases, check);

@@ -406,11 +406,10 @@ __device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
 // (2c+8, 2c+9) of k-steps 2b and 2b+1, and q's B fragment takes the same dims. q (scaled, f32)
 // is split in f16 as hi + lo: column h holds hi of head h, column 4 + h its lo, so one mma
 // gives both and the score is their sum. k is exact in f16 and the products are exact; q is
-// kept to 2^-22 of an element where its lo part is a normal f16 (elements from ~2^-2), to
-// f16's subnormal spacing (2^-25) below, and the sums are the tensor core's f32: scores to
+// normalised (a power of two) and kept to 2^-22 of each element down to 2^-27 of its largest,
+// to 2^-38 of the largest below, and the sums are the tensor core's f32: scores to
 // f32 rounding level in practice (session 18: worst output rel 9.6e-7 against the CPU), with
-// no bound as tight as the FMA dot's (the certificate keeps FMA_SCORER). A power-of-two
-// factor keeps hi in f16 range.
+// no bound as tight as the FMA dot's (the certificate keeps FMA_SCORER).
 // (qr, the FMA path's q, is unused here.)
 __device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& ti, int nrows, const u32* s_page,
                                            const u32* s_slot, const float (&)[TG][COLS], float* sc, int caprows) {
@@ -433,10 +432,12 @@ __device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& 
                 x[b][j] = h < TG ? qh[32 * b + 8 * c + j] * p.scale : 0.f;
                 mx = fmaxf(mx, fabsf(x[b][j]));
             }
-        // 2^-shift brings max |q| under 2^14 (hi and hi + lo then stay finite in f16).
+        // 2^-shift brings max |q| into [2^13, 2^14): hi stays finite in f16, and elements
+        // down to 2^-27 of the largest keep normal f16 lo parts (2^-22 relative), however
+        // small q is.
         const u32 mb = __reduce_max_sync(FULL_MASK, __float_as_uint(mx));
         const int ex = (int)((mb >> 23) & 0xff) - 127;
-        const int shift = ex >= 14 ? min(ex - 13, 120) : 0;
+        const int shift = max(-100, min(ex - 13, 120));
         const float down = __int_as_float((127 - shift) << 23);
         up = __int_as_float((127 + shift) << 23);
         const bool lo_part = g >= 4;
