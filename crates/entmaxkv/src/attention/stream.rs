@@ -12,14 +12,16 @@
 //! page) and of each (head, block). Softmax (α = 1) keeps a block's scores in a scratch its
 //! thread reuses block after block, exponentiates them against the block's own maximum,
 //! and reads the block's V right away (one walk, K then V per block); the blocks are
-//! rescaled to the global maximum when combined. Entmax writes the scores to `[H, n]`,
-//! gathers the τ candidates (`(α−1)(s − s_max) > −1`, an exact f32 cut) block by block in
-//! parallel, from the pages whose maximum reaches the cut, and solves τ per head on them
-//! (the same solve, so the same τ as [`crate::tau::entmax_threshold_f32`] on all the
-//! scores); the weights' sum and support come from the candidates too. Pass 2 (entmax)
-//! reads V only for the (page, kv head) pairs where some head of the group has weight,
-//! with weights formed from the cached scores on the fly, exactly as the group kernel
-//! forms them.
+//! rescaled to the global maximum when combined. Entmax writes the scores to `[H, n]` and,
+//! right after scoring a page (its scores still in L1), keeps as candidates with their
+//! tokens those at or above the cut of a running maximum the blocks share; the final
+//! candidates (`(α−1)(s − s_max) > −1`, an exact f32 cut) are filtered from those, so the
+//! scores are never read back from memory. τ is solved per head on them (the same solve,
+//! so the same τ as [`crate::tau::entmax_threshold_f32`] on all the scores); the weights'
+//! sum and support come from the candidates too. Pass 2 (entmax) reads V only for the
+//! support's rows, head by head in token order, weights formed exactly as the group
+//! kernel forms them. (2-core development machine, 128K, 8/8 heads: the scores' second
+//! read and the V pass over whole pages took 1.3 of 6.5 ms; now 0.35.)
 //!
 //! Scores are bit-identical to the group kernel's (`dot` then the ALiBi term): where AVX2,
 //! FMA and F16C are compiled in and `D` is a multiple of 16, the inner loops convert f16
@@ -38,6 +40,7 @@ use crate::error::Result;
 use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
 use crate::workspace::grow;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How far ahead of the rows being read the dense entmax passes prefetch (rounded up to
 /// pages).
@@ -47,8 +50,8 @@ pub const PREFETCH_BYTES: usize = 16 * 1024;
 /// evicted: 2 KiB 10.8–10.9 ms, 4 KiB 11.2, 16 KiB 11.3–11.4).
 pub const SOFTMAX_PREFETCH_BYTES: usize = 2 * 1024;
 
-/// Entmax V pass: pages ahead whose needed V rows are prefetched.
-const V_AHEAD: usize = 4;
+/// Entmax V pass: support candidates ahead whose V rows are prefetched.
+const V_AHEAD_ROWS: usize = 8;
 
 /// Pages per block of the parallel passes (fixed: the summation order depends on it, never
 /// on the thread count). 64 pages of 8 kv heads × 16 tokens × 64 f16 = 1 MiB of K.
@@ -70,10 +73,32 @@ struct BlockPart {
     rows: Vec<f32>,
     /// `[G, page_size]` weights of one page.
     w: Vec<f32>,
-    /// Entmax: `[H, STREAM_BLOCK_PAGES · page_size]` the block's τ candidates per head,
-    /// and their counts `[H]`. Softmax: a run's first block lends it as the run's scores.
+    /// Entmax: `[H, STREAM_BLOCK_PAGES · page_size]` the block's τ candidates per head
+    /// against the running cut (a superset of the final ones), their tokens
+    /// (`page index · page_size + row`), and their counts `[H]`. Softmax: a run's first
+    /// block lends `cand` as the run's scores.
     cand: Vec<f32>,
+    cand_tok: Vec<u32>,
     ncand: Vec<usize>,
+    /// Entmax: `[H]` the running maximum this block has seen (its own pages' and what other
+    /// blocks published before) and its candidate cut.
+    rmax: Vec<f32>,
+    rcut: Vec<f32>,
+}
+
+/// Per-head running maxima shared by the K pass's blocks (cloned by value).
+#[derive(Debug, Default)]
+struct RunMax(Vec<AtomicU32>);
+
+impl Clone for RunMax {
+    fn clone(&self) -> Self {
+        RunMax(
+            self.0
+                .iter()
+                .map(|x| AtomicU32::new(x.load(Ordering::Relaxed)))
+                .collect(),
+        )
+    }
 }
 
 /// Per-sequence scratch of [`attend_dense_seq`], sized once by the plan (grows only when a
@@ -85,8 +110,18 @@ pub struct StreamWorkspace {
     scores: Vec<f32>,
     /// `[H, pages]` maximum score of each (head, page); NaN if a score is not finite.
     page_max: Vec<f32>,
-    /// Per head: τ candidates.
+    /// Per head: τ candidates in token order, their tokens (`page index · page_size + row`),
+    /// and a copy the τ solve reorders.
     cand: Vec<Vec<f32>>,
+    cand_tok: Vec<Vec<u32>>,
+    solve: Vec<Vec<f32>>,
+    /// `[H]` the largest page maximum any block has published so far in this call
+    /// (`ordered_key` of an f32): blocks start their candidate cut from it.
+    run_max: RunMax,
+    /// `[H_kv, D]` widened V rows (paths without the f16 register conversion).
+    vbuf: Vec<f32>,
+    /// `[G]` merge cursors (V rows read by a group).
+    cursor: Vec<usize>,
     /// Per head: τ (z-space; softmax: log-sum-exp), maximum score, candidate cut.
     tau: Vec<f64>,
     smax: Vec<f64>,
@@ -122,12 +157,24 @@ impl StreamWorkspace {
         grow(&mut self.page_max, h * np);
         if self.cand.len() < h {
             self.cand.resize_with(h, Vec::new);
+            self.cand_tok.resize_with(h, Vec::new);
+            self.solve.resize_with(h, Vec::new);
         }
-        for c in &mut self.cand {
+        for c in self.cand.iter_mut().chain(&mut self.solve) {
             if c.capacity() < n {
                 c.reserve(n - c.len());
             }
         }
+        for c in &mut self.cand_tok {
+            if c.capacity() < n {
+                c.reserve(n - c.len());
+            }
+        }
+        if self.run_max.0.len() < h {
+            self.run_max.0.resize_with(h, || AtomicU32::new(0));
+        }
+        grow(&mut self.vbuf, hkv * d);
+        grow(&mut self.cursor, g);
         grow(&mut self.tau, h);
         grow(&mut self.smax, h);
         grow(&mut self.cut, h);
@@ -144,7 +191,10 @@ impl StreamWorkspace {
             grow(&mut p.rows, ps * d);
             grow(&mut p.w, g * ps);
             grow(&mut p.cand, h * STREAM_BLOCK_PAGES * ps);
+            grow(&mut p.cand_tok, h * STREAM_BLOCK_PAGES * ps);
             grow(&mut p.ncand, h);
+            grow(&mut p.rmax, h);
+            grow(&mut p.rcut, h);
         }
         grow(&mut self.block_start, nb + 1);
         grow(&mut self.out, h * d);
@@ -158,13 +208,17 @@ impl StreamWorkspace {
             .parts
             .iter()
             .map(|p| {
-                4 * (p.acc.len() + p.max.len() + p.scale.len())
-                    + 4 * (p.rows.len() + p.w.len() + p.cand.len())
+                4 * (p.acc.len() + p.max.len() + p.scale.len() + p.rmax.len() + p.rcut.len())
+                    + 4 * (p.rows.len() + p.w.len() + p.cand.len() + p.cand_tok.len())
                     + 8 * (p.mass.len() + p.v_rows.len() + p.ncand.len())
             })
             .sum();
         4 * (self.scores.len() + self.page_max.len() + self.out.len())
             + 4 * self.cand.iter().map(|c| c.capacity()).sum::<usize>()
+            + 4 * self.cand_tok.iter().map(|c| c.capacity()).sum::<usize>()
+            + 4 * self.solve.iter().map(|c| c.capacity()).sum::<usize>()
+            + 4 * (self.run_max.0.len() + self.vbuf.len())
+            + 8 * self.cursor.len()
             + 8 * (self.tau.len() + self.smax.len() + self.block_start.len() + self.v_rows.len())
             + 4 * self.cut.len()
             + std::mem::size_of::<HeadResult>() * self.res.len()
@@ -774,6 +828,79 @@ fn weight(s: f32, a: f64, tau: f64, beta: f64, code: u8) -> f64 {
     }
 }
 
+/// An f32's bits as a u32 whose unsigned order is the numbers' order (NaN aside), so a
+/// running maximum can be an atomic `fetch_max`.
+#[inline(always)]
+fn ordered_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Inverse of [`ordered_key`].
+#[inline(always)]
+fn from_ordered_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
+}
+
+/// The smallest f32 `s` with `(α−1)(s − m) > −1` in f64, as the τ solve tests candidates
+/// (`a` = α − 1, `m` finite). Rounding is monotone, so a smaller `m` never gives a larger
+/// cut: a cut from a running maximum keeps every final candidate.
+fn entmax_cut(m: f64, a: f64) -> f32 {
+    let pass = |s: f32| a * (f64::from(s) - m) > -1.0;
+    let mut cut = (m - 1.0 / a) as f32;
+    while !pass(cut) {
+        cut = cut.next_up();
+    }
+    while pass(cut.next_down()) {
+        cut = cut.next_down();
+    }
+    cut
+}
+
+/// Whether score `s` has entmax weight at τ (`a` = α − 1): the support's test.
+#[inline(always)]
+fn has_weight(s: f32, a: f64, tau: f64) -> bool {
+    a * s as f64 - tau > 0.0
+}
+
+/// Distinct tokens in the supports of a group's heads (`a·s − τ > 0`), from their
+/// token-ordered candidate lists: a merge, `cur` one cursor per head.
+fn union_support(
+    cands: &[Vec<f32>],
+    toks: &[Vec<u32>],
+    taus: &[f64],
+    a: f64,
+    cur: &mut [usize],
+) -> u64 {
+    let next = |hg: usize, mut k: usize| {
+        while k < cands[hg].len() && !has_weight(cands[hg][k], a, taus[hg]) {
+            k += 1;
+        }
+        k
+    };
+    for (hg, c) in cur.iter_mut().enumerate() {
+        *c = next(hg, 0);
+    }
+    let mut rows = 0u64;
+    loop {
+        let m = (0..cur.len())
+            .filter(|&hg| cur[hg] < toks[hg].len())
+            .map(|hg| toks[hg][cur[hg]])
+            .min();
+        let Some(m) = m else { return rows };
+        rows += 1;
+        for hg in 0..cur.len() {
+            if cur[hg] < toks[hg].len() && toks[hg][cur[hg]] == m {
+                cur[hg] = next(hg, cur[hg] + 1);
+            }
+        }
+    }
+}
+
 /// Dense decode of one sequence over all its heads, page-major (see the module docs).
 /// `q_scaled` is `[H, D]` (scale applied), `slopes` `[H]` (zeros without ALiBi), `pages`
 /// the sequence's pages in token order, `q_pos` the query's position. Results land in
@@ -829,11 +956,32 @@ pub fn attend_dense_seq<T: KvElem>(
         })
     };
 
+    // Entmax gathers the τ candidates of each page right after scoring it (its scores are
+    // in L1): those at or above the cut of a running maximum, which blocks share through
+    // `run_max` (any value a block sees is at most the final maximum, so its cut keeps
+    // every final candidate; the final cut filters them, so which superset a block kept
+    // does not reach the results).
+    let a = alpha - 1.0;
+    let cap = STREAM_BLOCK_PAGES * ps;
+    if !softmax {
+        if np * ps > u32::MAX as usize {
+            return Err(crate::error::Error::invalid(
+                "attention::attend_dense_seq",
+                "pages",
+                np,
+                format!("pages of {ps} tokens: candidate token ids exceed u32"),
+            ));
+        }
+        for r in &ws.run_max.0[..h] {
+            r.store(ordered_key(f32::NEG_INFINITY), Ordering::Relaxed);
+        }
+    }
     // Pass 1: K, page-major, blocks in parallel.
     {
         let scores = SharedMut::new(&mut ws.scores[..h * n]);
         let pmax = SharedMut::new(&mut ws.page_max[..h * np]);
         let starts = &ws.block_start[..=nb];
+        let run_max = &ws.run_max.0[..h];
         // Softmax writes a block's scores into `hot` (page-major within the block: the
         // block's j-th page's head hh at (j·H + hh)·page_size, the layout `accum_page` reads
         // its weights in), scratch one thread reuses block after block, and reads the
@@ -841,6 +989,17 @@ pub fn attend_dense_seq<T: KvElem>(
         let k_block = |b: usize, part: &mut BlockPart, hot: *mut f32| {
             let mut idx = starts[b];
             let range = pages_of(b);
+            if !softmax {
+                for hh in 0..h {
+                    part.ncand[hh] = 0;
+                    part.rmax[hh] = from_ordered_key(run_max[hh].load(Ordering::Relaxed));
+                    part.rcut[hh] = if part.rmax[hh].is_finite() {
+                        entmax_cut(part.rmax[hh] as f64, a)
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+            }
             for i in range.clone() {
                 let p = pages[i];
                 let len = p.len as usize;
@@ -873,6 +1032,35 @@ pub fn attend_dense_seq<T: KvElem>(
                                 pm_stride: np,
                             },
                         );
+                    }
+                }
+                if !softmax {
+                    for hh in 0..h {
+                        // SAFETY: this page's maximum and scores of head hh, written above.
+                        let pm = unsafe { *pmax.at(hh * np + i) };
+                        // NaN (a score not finite) fails every test: the τ stage reports it.
+                        if pm.is_nan() || pm < part.rcut[hh] {
+                            continue;
+                        }
+                        let m = pm.max(from_ordered_key(run_max[hh].load(Ordering::Relaxed)));
+                        if m > part.rmax[hh] {
+                            run_max[hh].fetch_max(ordered_key(m), Ordering::Relaxed);
+                            part.rmax[hh] = m;
+                            part.rcut[hh] = entmax_cut(m as f64, a);
+                        }
+                        let cut = part.rcut[hh];
+                        let sc =
+                            unsafe { std::slice::from_raw_parts(scores.at(hh * n + idx), len) };
+                        let (dst, tok) =
+                            (&mut part.cand[hh * cap..], &mut part.cand_tok[hh * cap..]);
+                        let mut c = part.ncand[hh];
+                        for (j, &s) in sc.iter().enumerate() {
+                            // c ≤ the block's tokens before this one < cap
+                            dst[c] = s;
+                            tok[c] = (i * ps + j) as u32;
+                            c += (s >= cut) as usize;
+                        }
+                        part.ncand[hh] = c;
                     }
                 }
                 idx += len;
@@ -957,7 +1145,6 @@ pub fn attend_dense_seq<T: KvElem>(
     }
 
     // τ per head.
-    let a = alpha - 1.0;
     if softmax {
         for hh in 0..h {
             let m = ws.parts[..nb]
@@ -978,80 +1165,46 @@ pub fn attend_dense_seq<T: KvElem>(
             };
         }
     } else {
-        // s_max per head from the block maxima; candidates are (α−1)(s − s_max) > −1,
-        // monotone in s, so exactly the f32 scores at or above the smallest f32 that
-        // passes (`cut`): compared in f32, branch-free.
+        // s_max per head from the block maxima; the final candidates are the blocks'
+        // candidates at or above the exact f32 cut of s_max, compared in f32.
         for hh in 0..h {
             let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
             if bm.clone().any(|x| x.is_nan()) {
                 // A score is not finite: the full solve names it (typed error).
-                entmax_threshold_f32(&ws.scores[hh * n..(hh + 1) * n], alpha, &mut ws.cand[hh])?;
+                entmax_threshold_f32(&ws.scores[hh * n..(hh + 1) * n], alpha, &mut ws.solve[hh])?;
             }
             let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
-            let pass = |s: f32| a * (f64::from(s) - smax) > -1.0;
-            let mut cut = (smax - 1.0 / a) as f32;
-            while !pass(cut) {
-                cut = cut.next_up();
-            }
-            while pass(cut.next_down()) {
-                cut = cut.next_down();
-            }
             ws.smax[hh] = smax;
-            ws.cut[hh] = cut;
-        }
-        // Gather, blocks in parallel: each block's candidates of each head, in token order,
-        // from the pages whose maximum reaches the cut (the block's scores are contiguous).
-        let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
-        let (cuts, starts) = (&ws.cut[..h], &ws.block_start[..=nb]);
-        let cap = STREAM_BLOCK_PAGES * ps;
-        let gather = |b: usize, part: &mut BlockPart| {
-            for hh in 0..h {
-                let cut = cuts[hh];
-                // No page of the block reaches the cut when its maximum does not.
-                if part.max[hh] < cut {
-                    part.ncand[hh] = 0;
-                    continue;
-                }
-                let dst = &mut part.cand[hh * cap..(hh + 1) * cap];
-                let (mut len_c, mut idx) = (0, starts[b]);
-                for i in pages_of(b) {
-                    let len = pages[i].len as usize;
-                    if page_max[hh * np + i] >= cut {
-                        for &s in &scores[hh * n + idx..hh * n + idx + len] {
-                            // len_c ≤ tokens of the block gathered so far < cap
-                            dst[len_c] = s;
-                            len_c += (s >= cut) as usize;
-                        }
-                    }
-                    idx += len;
-                }
-                part.ncand[hh] = len_c;
-            }
-        };
-        let parts = &mut ws.parts[..nb];
-        if nb > 1 {
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(b, part)| gather(b, part));
-        } else {
-            gather(0, &mut parts[0]);
+            ws.cut[hh] = entmax_cut(smax, a);
         }
         let parts = &ws.parts[..nb];
-        let smaxs = &ws.smax[..h];
+        let (smaxs, cuts) = (&ws.smax[..h], &ws.cut[..h]);
         let code = alpha_code(alpha);
         let beta = 1.0 / a;
         ws.cand[..h]
             .par_iter_mut()
+            .zip(ws.cand_tok[..h].par_iter_mut())
+            .zip(ws.solve[..h].par_iter_mut())
             .zip(ws.tau[..h].par_iter_mut())
             .zip(ws.res[..h].par_iter_mut())
             .enumerate()
-            .for_each(|(hh, ((cand, tau), res))| {
+            .for_each(|(hh, ((((cand, tok), solve), tau), res))| {
                 cand.clear();
+                tok.clear();
+                let cut = cuts[hh];
                 for p in parts {
-                    cand.extend_from_slice(&p.cand[hh * cap..hh * cap + p.ncand[hh]]);
+                    let r = hh * cap..hh * cap + p.ncand[hh];
+                    for (&s, &t) in p.cand[r.clone()].iter().zip(&p.cand_tok[r]) {
+                        if s >= cut {
+                            cand.push(s);
+                            tok.push(t);
+                        }
+                    }
                 }
-                *tau = entmax_threshold_candidates(cand, smaxs[hh], alpha);
+                // The solve reorders its input: the token-ordered list stays for V.
+                solve.clear();
+                solve.extend_from_slice(cand);
+                *tau = entmax_threshold_candidates(solve, smaxs[hh], alpha);
                 // Every token with weight is a candidate: Σ weights and support from them.
                 let (mut mass, mut support) = (0.0f64, 0u32);
                 for &s in cand.iter() {
@@ -1065,127 +1218,83 @@ pub fn attend_dense_seq<T: KvElem>(
                     mass,
                 };
             });
-    }
 
-    // Pass 2 (entmax): V, page-major, blocks in parallel; weights formed on the fly.
-    if !softmax {
-        let (scores, page_max) = (&ws.scores[..h * n], &ws.page_max[..h * np]);
-        let starts = &ws.block_start[..=nb];
-        let taus = &ws.tau[..h];
-        let code = alpha_code(alpha);
-        let beta = if alpha > 1.0 { 1.0 / a } else { 1.0 };
-        let res = &ws.res[..h];
-        let v_block = |b: usize, part: &mut BlockPart| {
-            part.acc[..h * d].fill(0.0);
-            part.v_rows[..hkv].fill(0);
-            // A block whose maximum gives no head weight has no page that does: most
-            // blocks, the support being a few pages.
-            if (0..h).all(|hh| a * part.max[hh] as f64 - taus[hh] <= 0.0) {
-                return;
-            }
-            let mut idx = starts[b];
-            let range = pages_of(b);
-            for i in range.clone() {
-                let p = pages[i];
-                let len = p.len as usize;
-                let base = p.page as usize * page_elems;
-                // Entmax reads V of scattered (page, kv head) pairs: prefetch those of the
-                // page V_AHEAD pages on (softmax streams whole pages in order).
-                if !softmax && i + V_AHEAD < range.end {
-                    let j = i + V_AHEAD;
-                    let nb = pages[j].page as usize * page_elems;
-                    let lj = pages[j].len as usize;
-                    for kvh in 0..hkv {
-                        if (kvh * g..(kvh + 1) * g)
-                            .any(|hh| a * page_max[hh * np + j] as f64 - taus[hh] > 0.0)
-                        {
-                            let off = nb + kvh * ps * d;
-                            super::cpu::prefetch(&v[off..off + lj * d]);
-                        }
-                    }
-                }
-                for kvh in 0..hkv {
-                    let h0 = kvh * g;
-                    let mut any = false;
-                    for hg in 0..g {
-                        let hh = h0 + hg;
-                        let sc = &scores[hh * n + idx..hh * n + idx + len];
-                        let w = &mut part.w[hg * ps..hg * ps + len];
-                        if softmax {
-                            let c = part.scale[hh];
-                            for (w, &s) in w.iter_mut().zip(sc) {
-                                *w = s * c;
-                            }
-                            any = true;
-                        } else if a * page_max[hh * np + i] as f64 - taus[hh] > 0.0 {
-                            // As the group kernel: the f32 weight times the f32 norm.
-                            let (tau, norm) = (taus[hh], (1.0 / res[hh].mass) as f32);
-                            for (w, &s) in w.iter_mut().zip(sc) {
-                                *w = weight(s, a, tau, beta, code) as f32 * norm;
-                            }
-                            any = true;
-                        } else {
-                            w.fill(0.0);
-                        }
-                    }
-                    if !any {
-                        continue;
-                    }
-                    part.v_rows[kvh] += len as u64;
-                    let off = base + kvh * ps * d;
-                    let w = &part.w;
-                    accum_page(
-                        &v[off..off + len * d],
-                        if softmax {
-                            ahead(v, i, kvh)
-                        } else {
-                            std::ptr::null()
-                        },
-                        len,
-                        d,
-                        w,
-                        ps,
-                        |hg| softmax || w[hg * ps..hg * ps + len].iter().any(|&x| x != 0.0),
-                        g,
-                        &mut part.rows,
-                        &mut part.acc[h0 * d..(h0 + g) * d],
-                    );
-                }
-                idx += len;
-            }
+        // Pass 2: V of the support rows only, head by head in token order (the candidates
+        // carry their tokens), each kv head's group on one thread; rows are prefetched
+        // V_AHEAD_ROWS support candidates ahead.
+        let (cands, toks, taus, res) =
+            (&ws.cand[..h], &ws.cand_tok[..h], &ws.tau[..h], &ws.res[..h]);
+        let row = |kvh: usize, x: u32| {
+            let x = x as usize;
+            let off = pages[x / ps].page as usize * page_elems + kvh * slice + (x % ps) * d;
+            &v[off..off + d]
         };
-        let parts = &mut ws.parts[..nb];
-        if nb > 1 {
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(b, part)| v_block(b, part));
-        } else {
-            v_block(0, &mut parts[0]);
+        ws.out[..h * d]
+            .par_chunks_mut(g * d)
+            .zip(ws.vbuf[..hkv * d].par_chunks_mut(d))
+            .enumerate()
+            .for_each(|(kvh, (out_g, buf))| {
+                for hg in 0..g {
+                    let hh = kvh * g + hg;
+                    let acc = &mut out_g[hg * d..(hg + 1) * d];
+                    acc.fill(0.0);
+                    // As the group kernel: the f32 weight times the f32 norm.
+                    let (tau, norm) = (taus[hh], (1.0 / res[hh].mass) as f32);
+                    let (c, t) = (&cands[hh], &toks[hh]);
+                    for k in 0..c.len() {
+                        if let Some(&s) = c.get(k + V_AHEAD_ROWS) {
+                            if has_weight(s, a, tau) {
+                                super::cpu::prefetch(row(kvh, t[k + V_AHEAD_ROWS]));
+                            }
+                        }
+                        if !has_weight(c[k], a, tau) {
+                            continue;
+                        }
+                        let w = weight(c[k], a, tau, beta, code) as f32 * norm;
+                        accum_page(
+                            row(kvh, t[k]),
+                            std::ptr::null(),
+                            1,
+                            d,
+                            std::slice::from_ref(&w),
+                            1,
+                            |_| true,
+                            1,
+                            buf,
+                            acc,
+                        );
+                    }
+                }
+            });
+        // V rows read: the union of the group's supports (token-ordered lists).
+        for kvh in 0..hkv {
+            ws.v_rows[kvh] = if g == 1 {
+                res[kvh].support as u64
+            } else {
+                union_support(
+                    &cands[kvh * g..(kvh + 1) * g],
+                    &toks[kvh * g..(kvh + 1) * g],
+                    &taus[kvh * g..(kvh + 1) * g],
+                    a,
+                    &mut ws.cursor[..g],
+                )
+            };
         }
+        return Ok(());
     }
 
-    // Combine the blocks in block order (softmax: each block's sums times its factor
-    // exp(m_b − M)/S).
+    // Softmax: combine the blocks in block order, each block's sums times its factor
+    // exp(m_b − M)/S.
     let out = &mut ws.out[..h * d];
-    if softmax {
-        out.fill(0.0);
-        for part in &ws.parts[..nb] {
-            for hh in 0..h {
-                let c = part.scale[hh];
-                for (o, &x) in out[hh * d..(hh + 1) * d]
-                    .iter_mut()
-                    .zip(&part.acc[hh * d..(hh + 1) * d])
-                {
-                    *o += c * x;
-                }
-            }
-        }
-    } else {
-        out.copy_from_slice(&ws.parts[0].acc[..h * d]);
-        for part in &ws.parts[1..nb] {
-            for (o, &x) in out.iter_mut().zip(&part.acc[..h * d]) {
-                *o += x;
+    out.fill(0.0);
+    for part in &ws.parts[..nb] {
+        for hh in 0..h {
+            let c = part.scale[hh];
+            for (o, &x) in out[hh * d..(hh + 1) * d]
+                .iter_mut()
+                .zip(&part.acc[hh * d..(hh + 1) * d])
+            {
+                *o += c * x;
             }
         }
     }
@@ -1206,6 +1315,147 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((*seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    }
+
+    /// Dense entmax against brute force over its own f32 scores, across many blocks and
+    /// thread counts, scattered pages, a short last page, GQA: the candidates the K pass
+    /// keeps against its running cut, filtered, are exactly the scores at or above the
+    /// final cut, in token order; τ is the full solve's; V rows read are the union of each
+    /// group's supports; the output is Σ w·v over the support (f64 reference).
+    #[test]
+    fn dense_entmax_candidates_rows_and_output_match_brute_force() {
+        let mut seed = 17u64;
+        let (hkv, ps, d) = (2usize, 16usize, 32usize);
+        for (g, alpha, np, threads) in [
+            (1usize, 1.5, 300usize, 2usize),
+            (3, 1.5, 200, 3),
+            (2, 2.0, 150, 1),
+            (2, 4.0 / 3.0, 131, 2),
+        ] {
+            let h = hkv * g;
+            // Pool pages in a shuffled order; the last page holds 5 tokens.
+            let pool_pages = np + 7;
+            let mut order: Vec<u32> = (0..pool_pages as u32).collect();
+            for i in (1..order.len()).rev() {
+                let j = ((rnd(&mut seed) * 0.5 + 0.5) * i as f32) as usize % (i + 1);
+                order.swap(i, j);
+            }
+            let pages: Vec<PageRef> = (0..np)
+                .map(|i| PageRef {
+                    page: order[i],
+                    len: if i + 1 == np { 5 } else { ps as u32 },
+                    start: (i * ps) as u32,
+                })
+                .collect();
+            let n: usize = pages.iter().map(|p| p.len as usize).sum();
+            // Keys drift upwards so that later blocks raise the running maximum.
+            let k: Vec<f16> = (0..pool_pages * hkv * ps * d)
+                .map(|i| {
+                    f16::from_f32(
+                        rnd(&mut seed) * 2.0 + (i as f32 / (pool_pages * hkv * ps * d) as f32),
+                    )
+                })
+                .collect();
+            let v: Vec<f16> = (0..k.len())
+                .map(|_| f16::from_f32(rnd(&mut seed)))
+                .collect();
+            let q: Vec<f32> = (0..h * d).map(|_| rnd(&mut seed) * 0.6).collect();
+            let slopes = vec![0.0f32; h];
+            let geom = PoolGeometry {
+                num_kv_heads: hkv,
+                page_size: ps,
+                head_dim: d,
+            };
+            let mut ws = StreamWorkspace::new(h, hkv, n, ps, d);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                attend_dense_seq(
+                    &k,
+                    &v,
+                    geom,
+                    &pages,
+                    &q,
+                    &slopes,
+                    (n - 1) as f32,
+                    alpha,
+                    &mut ws,
+                )
+            })
+            .unwrap();
+            let a = alpha - 1.0;
+            let tok_of = |t: usize| {
+                let (mut i, mut j) = (0, t);
+                while j >= pages[i].len as usize {
+                    j -= pages[i].len as usize;
+                    i += 1;
+                }
+                (i, j)
+            };
+            let mut scratch = Vec::new();
+            let mut want_rows = vec![0u64; hkv];
+            for kvh in 0..hkv {
+                let mut rows = std::collections::BTreeSet::new();
+                for hg in 0..g {
+                    let hh = kvh * g + hg;
+                    let sc = &ws.scores[hh * n..(hh + 1) * n];
+                    let tau = crate::tau::entmax_threshold_f32(sc, alpha, &mut scratch).unwrap();
+                    assert_eq!(
+                        ws.tau[hh].to_bits(),
+                        tau.to_bits(),
+                        "tau g {g} alpha {alpha} head {hh}"
+                    );
+                    let smax = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+                    let cut = entmax_cut(smax, a);
+                    let want: Vec<(f32, u32)> = (0..n)
+                        .filter(|&t| sc[t] >= cut)
+                        .map(|t| {
+                            let (i, j) = tok_of(t);
+                            (sc[t], (i * ps + j) as u32)
+                        })
+                        .collect();
+                    let got: Vec<(f32, u32)> = ws.cand[hh]
+                        .iter()
+                        .copied()
+                        .zip(ws.cand_tok[hh].iter().copied())
+                        .collect();
+                    assert_eq!(got, want, "candidates g {g} alpha {alpha} head {hh}");
+                    // Output: Σ w_t v_t / Σ w_t over the support, in f64.
+                    let mut acc = vec![0.0f64; d];
+                    let mut mass = 0.0f64;
+                    for t in 0..n {
+                        let y = a * sc[t] as f64 - tau;
+                        if y <= 0.0 {
+                            continue;
+                        }
+                        rows.insert(t);
+                        let w = y.powf(1.0 / a);
+                        mass += w;
+                        let (i, j) = tok_of(t);
+                        let off = pages[i].page as usize * hkv * ps * d + kvh * ps * d + j * d;
+                        for (x, r) in acc.iter_mut().zip(&v[off..off + d]) {
+                            *x += w * r.to_f64();
+                        }
+                    }
+                    for (c, (x, &o)) in acc.iter().zip(&ws.out[hh * d..(hh + 1) * d]).enumerate() {
+                        let want = x / mass;
+                        assert!(
+                            (want - o as f64).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "out g {g} alpha {alpha} head {hh} dim {c}: {o} vs {want}"
+                        );
+                    }
+                }
+                want_rows[kvh] = rows.len() as u64;
+            }
+            assert_eq!(
+                &ws.v_rows[..hkv],
+                &want_rows[..],
+                "V rows g {g} alpha {alpha}"
+            );
+            assert!(want_rows.iter().all(|&r| r > 0));
+        }
     }
 
     /// Page scores equal the group kernel's `dot` (+ ALiBi) bit for bit, f16 and f32 rows,
