@@ -12,16 +12,17 @@
 //! page) and of each (head, block). Softmax (α = 1) keeps a block's scores in a scratch its
 //! thread reuses block after block, exponentiates them against the block's own maximum,
 //! and reads the block's V right away (one walk, K then V per block); the blocks are
-//! rescaled to the global maximum when combined. Entmax writes the scores to `[H, n]` and,
-//! right after scoring a page (its scores still in L1), keeps as candidates with their
-//! tokens those at or above the cut of a running maximum the blocks share; the final
-//! candidates (`(α−1)(s − s_max) > −1`, an exact f32 cut) are filtered from those, so the
-//! scores are never read back from memory. τ is solved per head on them (the same solve,
+//! rescaled to the global maximum when combined. Entmax scores a page into an L1-resident
+//! `[H, page_size]` scratch and keeps as candidates, with their tokens, the scores at or
+//! above the cut of a running maximum the blocks share; the final candidates
+//! (`(α−1)(s − s_max) > −1`, an exact f32 cut) are filtered from those, so no score
+//! buffer is written to memory or read back. τ is solved per head on them (the same solve,
 //! so the same τ as [`crate::tau::entmax_threshold_f32`] on all the scores); the weights'
 //! sum and support come from the candidates too. Pass 2 (entmax) reads V only for the
 //! support's rows, head by head in token order, weights formed exactly as the group
 //! kernel forms them. (2-core development machine, 128K, 8/8 heads: the scores' second
-//! read and the V pass over whole pages took 1.3 of 6.5 ms; now 0.35.)
+//! read and the V pass over whole pages took 1.3 of 6.5 ms, now 0.35; the `[H, n]` score
+//! buffer's 8 MB of write traffic cost another ~0.2 ms.)
 //!
 //! Scores are bit-identical to the group kernel's (`dot` then the ALiBi term): where AVX2,
 //! FMA and F16C are compiled in and `D` is a multiple of 16, the inner loops convert f16
@@ -36,8 +37,8 @@
 
 use super::cpu::{alpha_code, dot, exp_f32, HeadResult, PageRef, PoolGeometry, SharedMut};
 use crate::dtype::{DType, KvElem};
-use crate::error::Result;
-use crate::tau::{entmax_threshold_candidates, entmax_threshold_f32};
+use crate::error::{Error, Result};
+use crate::tau::entmax_threshold_candidates;
 use crate::workspace::grow;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -80,6 +81,10 @@ struct BlockPart {
     cand: Vec<f32>,
     cand_tok: Vec<u32>,
     ncand: Vec<usize>,
+    /// Entmax: `[H, page_size]` the scores of the page being read (L1-resident), and the
+    /// block's first non-finite score (head, token, value).
+    page_sc: Vec<f32>,
+    bad: Option<(usize, usize, f32)>,
     /// Entmax: `[H]` the running maximum this block has seen (its own pages' and what other
     /// blocks published before) and its candidate cut.
     rmax: Vec<f32>,
@@ -106,8 +111,6 @@ impl Clone for RunMax {
 /// [`Self::res`] and [`Self::v_rows`].
 #[derive(Debug, Clone, Default)]
 pub struct StreamWorkspace {
-    /// `[H, n]` scores (softmax: exp against the block maximum).
-    scores: Vec<f32>,
     /// `[H, pages]` maximum score of each (head, page); NaN if a score is not finite.
     page_max: Vec<f32>,
     /// Per head: τ candidates in token order, their tokens (`page index · page_size + row`),
@@ -153,7 +156,6 @@ impl StreamWorkspace {
 
     fn reserve(&mut self, h: usize, hkv: usize, n: usize, np: usize, ps: usize, d: usize) {
         let g = h / hkv.max(1);
-        grow(&mut self.scores, h * n);
         grow(&mut self.page_max, h * np);
         if self.cand.len() < h {
             self.cand.resize_with(h, Vec::new);
@@ -194,6 +196,7 @@ impl StreamWorkspace {
             grow(&mut p.cand_tok, h * STREAM_BLOCK_PAGES * ps);
             grow(&mut p.ncand, h);
             grow(&mut p.rmax, h);
+            grow(&mut p.page_sc, h * ps);
             grow(&mut p.rcut, h);
         }
         grow(&mut self.block_start, nb + 1);
@@ -209,11 +212,12 @@ impl StreamWorkspace {
             .iter()
             .map(|p| {
                 4 * (p.acc.len() + p.max.len() + p.scale.len() + p.rmax.len() + p.rcut.len())
+                    + 4 * p.page_sc.len()
                     + 4 * (p.rows.len() + p.w.len() + p.cand.len() + p.cand_tok.len())
                     + 8 * (p.mass.len() + p.v_rows.len() + p.ncand.len())
             })
             .sum();
-        4 * (self.scores.len() + self.page_max.len() + self.out.len())
+        4 * (self.page_max.len() + self.out.len())
             + 4 * self.cand.iter().map(|c| c.capacity()).sum::<usize>()
             + 4 * self.cand_tok.iter().map(|c| c.capacity()).sum::<usize>()
             + 4 * self.solve.iter().map(|c| c.capacity()).sum::<usize>()
@@ -978,7 +982,6 @@ pub fn attend_dense_seq<T: KvElem>(
     }
     // Pass 1: K, page-major, blocks in parallel.
     {
-        let scores = SharedMut::new(&mut ws.scores[..h * n]);
         let pmax = SharedMut::new(&mut ws.page_max[..h * np]);
         let starts = &ws.block_start[..=nb];
         let run_max = &ws.run_max.0[..h];
@@ -989,7 +992,9 @@ pub fn attend_dense_seq<T: KvElem>(
         let k_block = |b: usize, part: &mut BlockPart, hot: *mut f32| {
             let mut idx = starts[b];
             let range = pages_of(b);
+            let page_sc = part.page_sc.as_mut_ptr();
             if !softmax {
+                part.bad = None;
                 for hh in 0..h {
                     part.ncand[hh] = 0;
                     part.rmax[hh] = from_ordered_key(run_max[hh].load(Ordering::Relaxed));
@@ -1007,9 +1012,10 @@ pub fn attend_dense_seq<T: KvElem>(
                 for kvh in 0..hkv {
                     let off = base + kvh * ps * d;
                     let h0 = kvh * g;
-                    // SAFETY: heads h0..h0+G, tokens idx..idx+len: inside `[H, n]`, and
-                    // (head, page i) inside `[H, pages]`; blocks write disjoint token and
-                    // page ranges, nothing reads either buffer during this pass.
+                    // SAFETY: heads h0..h0+G, rows 0..len of this block's `[H, page_size]`
+                    // page scores (softmax: of the run's hot scratch), and (head, page i)
+                    // inside `[H, pages]`; blocks write disjoint page ranges, nothing reads
+                    // `page_max` during this pass.
                     unsafe {
                         score_page(
                             &k[off..off + len * d],
@@ -1025,9 +1031,9 @@ pub fn attend_dense_seq<T: KvElem>(
                                 scores: if softmax {
                                     hot.add(((i - range.start) * h + h0) * ps)
                                 } else {
-                                    scores.at(h0 * n + idx)
+                                    page_sc.add(h0 * ps)
                                 },
-                                stride: if softmax { ps } else { n },
+                                stride: ps,
                                 page_max: pmax.at(h0 * np + i),
                                 pm_stride: np,
                             },
@@ -1038,8 +1044,17 @@ pub fn attend_dense_seq<T: KvElem>(
                     for hh in 0..h {
                         // SAFETY: this page's maximum and scores of head hh, written above.
                         let pm = unsafe { *pmax.at(hh * np + i) };
-                        // NaN (a score not finite) fails every test: the τ stage reports it.
-                        if pm.is_nan() || pm < part.rcut[hh] {
+                        let sc = unsafe { std::slice::from_raw_parts(page_sc.add(hh * ps), len) };
+                        if pm.is_nan() {
+                            // A score is not finite: the τ stage reports the block's first.
+                            if part.bad.is_none() {
+                                if let Some(j) = sc.iter().position(|x| !x.is_finite()) {
+                                    part.bad = Some((hh, idx + j, sc[j]));
+                                }
+                            }
+                            continue;
+                        }
+                        if pm < part.rcut[hh] {
                             continue;
                         }
                         let m = pm.max(from_ordered_key(run_max[hh].load(Ordering::Relaxed)));
@@ -1049,8 +1064,6 @@ pub fn attend_dense_seq<T: KvElem>(
                             part.rcut[hh] = entmax_cut(m as f64, a);
                         }
                         let cut = part.rcut[hh];
-                        let sc =
-                            unsafe { std::slice::from_raw_parts(scores.at(hh * n + idx), len) };
                         let (dst, tok) =
                             (&mut part.cand[hh * cap..], &mut part.cand_tok[hh * cap..]);
                         let mut c = part.ncand[hh];
@@ -1167,12 +1180,17 @@ pub fn attend_dense_seq<T: KvElem>(
     } else {
         // s_max per head from the block maxima; the final candidates are the blocks'
         // candidates at or above the exact f32 cut of s_max, compared in f32.
+        // A score not finite (q·k overflowed): the first block's first, as a typed error.
+        if let Some((hh, t, x)) = ws.parts[..nb].iter().find_map(|p| p.bad) {
+            return Err(Error::NonFinite {
+                op: "attention::attend_dense_seq",
+                arg: "scores",
+                index: hh * n + t,
+                value: x as f64,
+            });
+        }
         for hh in 0..h {
             let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
-            if bm.clone().any(|x| x.is_nan()) {
-                // A score is not finite: the full solve names it (typed error).
-                entmax_threshold_f32(&ws.scores[hh * n..(hh + 1) * n], alpha, &mut ws.solve[hh])?;
-            }
             let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
             ws.smax[hh] = smax;
             ws.cut[hh] = entmax_cut(smax, a);
@@ -1400,7 +1418,17 @@ mod tests {
                 let mut rows = std::collections::BTreeSet::new();
                 for hg in 0..g {
                     let hh = kvh * g + hg;
-                    let sc = &ws.scores[hh * n..(hh + 1) * n];
+                    // The step's scores: `dot` bit for bit (page_scores_equal_dot_bitwise).
+                    let sc: Vec<f32> = (0..n)
+                        .map(|t| {
+                            let (i, j) = tok_of(t);
+                            let off = pages[i].page as usize * hkv * ps * d + kvh * ps * d + j * d;
+                            let row: Vec<f32> =
+                                k[off..off + d].iter().map(|x| x.to_f32()).collect();
+                            dot(&q[hh * d..(hh + 1) * d], &row)
+                        })
+                        .collect();
+                    let sc = &sc[..];
                     let tau = crate::tau::entmax_threshold_f32(sc, alpha, &mut scratch).unwrap();
                     assert_eq!(
                         ws.tau[hh].to_bits(),
@@ -1455,6 +1483,60 @@ mod tests {
                 "V rows g {g} alpha {alpha}"
             );
             assert!(want_rows.iter().all(|&r| r > 0));
+        }
+    }
+
+    /// A score that overflows (finite q and K) is a typed error naming it, at every α and
+    /// thread count, not a NaN output.
+    #[test]
+    fn dense_non_finite_score_is_a_typed_error() {
+        let (hkv, ps, d, np) = (2usize, 16usize, 16usize, 200usize);
+        let pages: Vec<PageRef> = (0..np)
+            .map(|i| PageRef {
+                page: i as u32,
+                len: ps as u32,
+                start: (i * ps) as u32,
+            })
+            .collect();
+        let n = np * ps;
+        let mut k = vec![f16::from_f32(0.5); np * hkv * ps * d];
+        // Head 1 (kv head 1), token 150·16 + 3: its row is large, q·k overflows f32.
+        let t_bad = 150 * ps + 3;
+        let off = 150 * hkv * ps * d + ps * d + 3 * d;
+        k[off..off + d].fill(f16::from_f32(60000.0));
+        let v = vec![f16::from_f32(0.25); k.len()];
+        let mut q = vec![0.1f32; 2 * d];
+        q[d..].fill(1e35);
+        let geom = PoolGeometry {
+            num_kv_heads: hkv,
+            page_size: ps,
+            head_dim: d,
+        };
+        for alpha in [1.5, 2.0] {
+            for threads in [1, 2] {
+                let mut ws = StreamWorkspace::new(2, hkv, n, ps, d);
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let r = pool.install(|| {
+                    attend_dense_seq(
+                        &k,
+                        &v,
+                        geom,
+                        &pages,
+                        &q,
+                        &[0.0; 2],
+                        (n - 1) as f32,
+                        alpha,
+                        &mut ws,
+                    )
+                });
+                assert!(
+                    matches!(r, Err(Error::NonFinite { arg: "scores", index, .. }) if index == n + t_bad),
+                    "alpha {alpha} threads {threads}: {r:?}"
+                );
+            }
         }
     }
 
