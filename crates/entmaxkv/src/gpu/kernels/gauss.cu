@@ -204,9 +204,14 @@ __device__ void moments_partial(const GaussParams& p, int h0, int G, int p0, int
 
 // grid (n_part, B * H_kv), block BLOCK. Dynamic smem: group * (HEAD_DIM + 2 * ppb) floats.
 #if GAUSS_KERNELS
-// `ENTMAXKV_DEFINES="MOM_MIN_CTAS=4"` (development): a register bound for more resident
-// CTAs (78 registers hold it to 3 an SM; ncu, session 18 run 5).
-#ifdef MOM_MIN_CTAS
+// A register bound for 4 resident CTAs an SM: unbounded, 78 registers held it to 3, short of
+// loads in flight (ncu, session 18 run 5). With the bound: 64 registers, no spills (D 64
+// and 128, 1–4 heads a task); 0.0195 → 0.0173 ms at 128K, 0.0536 → 0.0518 at 1M (H200,
+// session 19 run 1). `ENTMAXKV_DEFINES="MOM_MIN_CTAS=0"` (development): no bound.
+#ifndef MOM_MIN_CTAS
+#define MOM_MIN_CTAS 4
+#endif
+#if MOM_MIN_CTAS > 0
 #define MOM_BOUNDS __launch_bounds__(BLOCK, MOM_MIN_CTAS)
 #else
 #define MOM_BOUNDS __launch_bounds__(BLOCK)
