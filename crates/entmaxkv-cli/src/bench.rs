@@ -66,6 +66,8 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Seed of the synthetic data: a context's cache and queries depend only on it and the
+    /// context length ([`context_seed`]), not on the other contexts of the sweep.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Check every step's kept pages with a certificate: off, page or token (CPU).
@@ -366,7 +368,6 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
             .expect("static template"),
     );
-    let mut syn = Synth::new(a.seed);
     let mut current: Option<(
         usize,
         entmaxkv::cache::PagedKvCache,
@@ -378,6 +379,7 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         if current.as_ref().map(|c| c.0) != Some(ctx) {
             drop(current.take()); // free the previous cache first
             let lens = vec![ctx; sw.batch];
+            let mut syn = Synth::new(context_seed(a.seed, ctx));
             let prob = syn.problem(sw.workload, &lens, sw.heads, sw.kv_heads, sw.head_dim);
             let pages = sw.batch * ctx.div_ceil(sw.page_size);
             let cfg = CacheConfig::new(sw.kv_heads, sw.head_dim, pages)
@@ -579,4 +581,32 @@ pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
         );
     }
     std::fs::write(path, s).context(format!("writing {path}"))
+}
+
+/// The seed of one context's synthetic data: the sweep's seed and the context length mixed
+/// (splitmix64), so a context's instance is the same whichever contexts run beside it.
+pub fn context_seed(seed: u64, ctx: usize) -> u64 {
+    let mut z = seed ^ (ctx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::context_seed;
+
+    #[test]
+    fn context_seeds_differ_by_context_and_seed() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..4u64 {
+            for ctx in [1usize, 2, 16, 32768, 65536, 131072, 1 << 20] {
+                assert!(
+                    seen.insert(context_seed(seed, ctx)),
+                    "seed {seed} ctx {ctx}"
+                );
+            }
+        }
+        assert_eq!(context_seed(7, 4096), context_seed(7, 4096));
+    }
 }

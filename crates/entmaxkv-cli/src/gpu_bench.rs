@@ -190,11 +190,11 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
     );
     drop(probe_stream);
     let mut cells = Vec::new();
-    for (ci, &ctx) in sw.contexts.iter().enumerate() {
+    for &ctx in &sw.contexts {
         // The dense f64 reference depends on the context and α only: computed once each.
         let mut oracles: Vec<(f64, Vec<f64>)> = Vec::new();
         let t0 = std::time::Instant::now();
-        let prob = build(&sw, ctx, a.seed + ci as u64)?;
+        let prob = build(&sw, ctx, crate::bench::context_seed(a.seed, ctx))?;
         let dev = DeviceKvCache::upload(&prob.host, DeviceCacheOptions::default())?;
         let flush_buf = L2Flush::new(&gpu)?;
         let flush = (!a.warm_l2).then_some(&flush_buf);
