@@ -67,7 +67,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Seed of the synthetic data: a context's cache and queries depend only on it and the
-    /// context length ([`context_seed`]), not on the other contexts of the sweep.
+    /// context length, not on the other contexts of the sweep.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Check every step's kept pages with a certificate: off, page or token (CPU).
