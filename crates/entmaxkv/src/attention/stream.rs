@@ -51,6 +51,9 @@ pub const PREFETCH_BYTES: usize = 16 * 1024;
 /// evicted: 2 KiB 10.8–10.9 ms, 4 KiB 11.2, 16 KiB 11.3–11.4).
 pub const SOFTMAX_PREFETCH_BYTES: usize = 2 * 1024;
 
+/// Entmax τ stage: blocks ahead whose candidate lists are prefetched.
+const FILTER_AHEAD: usize = 4;
+
 /// Entmax V pass: support candidates ahead whose V rows are prefetched.
 const V_AHEAD_ROWS: usize = 8;
 
@@ -1210,7 +1213,14 @@ pub fn attend_dense_seq<T: KvElem>(
                 cand.clear();
                 tok.clear();
                 let cut = cuts[hh];
-                for p in parts {
+                for (bi, p) in parts.iter().enumerate() {
+                    // The blocks' lists lie in as many buffers, written by other threads:
+                    // their lines are fetched a few blocks ahead.
+                    if let Some(q) = parts.get(bi + FILTER_AHEAD) {
+                        let r = hh * cap..hh * cap + q.ncand[hh];
+                        super::cpu::prefetch(&q.cand[r.clone()]);
+                        super::cpu::prefetch(&q.cand_tok[r]);
+                    }
                     let r = hh * cap..hh * cap + p.ncand[hh];
                     for (&s, &t) in p.cand[r.clone()].iter().zip(&p.cand_tok[r]) {
                         if s >= cut {
