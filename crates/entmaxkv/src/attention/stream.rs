@@ -972,7 +972,7 @@ pub fn attend_dense_seq<T: KvElem>(
     let cap = STREAM_BLOCK_PAGES * ps;
     if !softmax {
         if np * ps > u32::MAX as usize {
-            return Err(crate::error::Error::invalid(
+            return Err(Error::invalid(
                 "attention::attend_dense_seq",
                 "pages",
                 np,
@@ -991,7 +991,8 @@ pub fn attend_dense_seq<T: KvElem>(
         // Softmax writes a block's scores into `hot` (page-major within the block: the
         // block's j-th page's head hh at (j·H + hh)·page_size, the layout `accum_page` reads
         // its weights in), scratch one thread reuses block after block, and reads the
-        // block's V right after its K; entmax writes `[H, n]`.
+        // block's V right after its K; entmax scores each page into the block's
+        // `[H, page_size]` scratch and keeps its candidates from there.
         let k_block = |b: usize, part: &mut BlockPart, hot: *mut f32| {
             let mut idx = starts[b];
             let range = pages_of(b);
