@@ -1347,7 +1347,7 @@ mod tests {
     }
 
     /// Dense entmax against brute force over its own f32 scores, across many blocks and
-    /// thread counts, scattered pages, a short last page, GQA: the candidates the K pass
+    /// thread counts, scattered pages, a short last page, GQA, ALiBi: the candidates the K pass
     /// keeps against its running cut, filtered, are exactly the scores at or above the
     /// final cut, in token order; τ is the full solve's; V rows read are the union of each
     /// group's supports; the output is Σ w·v over the support (f64 reference).
@@ -1355,11 +1355,13 @@ mod tests {
     fn dense_entmax_candidates_rows_and_output_match_brute_force() {
         let mut seed = 17u64;
         let (hkv, ps, d) = (2usize, 16usize, 32usize);
-        for (g, alpha, np, threads) in [
-            (1usize, 1.5, 300usize, 2usize),
-            (3, 1.5, 200, 3),
-            (2, 2.0, 150, 1),
-            (2, 4.0 / 3.0, 131, 2),
+        for (g, alpha, np, threads, alibi) in [
+            (1usize, 1.5, 300usize, 2usize, false),
+            (3, 1.5, 200, 3, false),
+            (2, 2.0, 150, 1, false),
+            (2, 4.0 / 3.0, 131, 2, false),
+            (2, 1.5, 260, 2, true),
+            (1, 3.0, 140, 3, true),
         ] {
             let h = hkv * g;
             // Pool pages in a shuffled order; the last page holds 5 tokens.
@@ -1389,7 +1391,11 @@ mod tests {
                 .map(|_| f16::from_f32(rnd(&mut seed)))
                 .collect();
             let q: Vec<f32> = (0..h * d).map(|_| rnd(&mut seed) * 0.6).collect();
-            let slopes = vec![0.0f32; h];
+            // ALiBi: slopes that move the maximum towards the recent tokens.
+            let slopes: Vec<f32> = (0..h)
+                .map(|hh| if alibi { 0.002 * (hh + 1) as f32 } else { 0.0 })
+                .collect();
+            let q_pos = (n - 1) as f32;
             let geom = PoolGeometry {
                 num_kv_heads: hkv,
                 page_size: ps,
@@ -1401,17 +1407,7 @@ mod tests {
                 .build()
                 .unwrap();
             pool.install(|| {
-                attend_dense_seq(
-                    &k,
-                    &v,
-                    geom,
-                    &pages,
-                    &q,
-                    &slopes,
-                    (n - 1) as f32,
-                    alpha,
-                    &mut ws,
-                )
+                attend_dense_seq(&k, &v, geom, &pages, &q, &slopes, q_pos, alpha, &mut ws)
             })
             .unwrap();
             let a = alpha - 1.0;
@@ -1436,7 +1432,12 @@ mod tests {
                             let off = pages[i].page as usize * hkv * ps * d + kvh * ps * d + j * d;
                             let row: Vec<f32> =
                                 k[off..off + d].iter().map(|x| x.to_f32()).collect();
-                            dot(&q[hh * d..(hh + 1) * d], &row)
+                            let s = dot(&q[hh * d..(hh + 1) * d], &row);
+                            if alibi {
+                                s + slopes[hh] * ((pages[i].start as usize + j) as f32 - q_pos)
+                            } else {
+                                s
+                            }
                         })
                         .collect();
                     let sc = &sc[..];
