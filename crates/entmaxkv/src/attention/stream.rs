@@ -84,7 +84,7 @@ struct BlockPart {
     cand: Vec<f32>,
     cand_tok: Vec<u32>,
     ncand: Vec<usize>,
-    /// Entmax: `[H, page_size]` the scores of the page being read (L1-resident), and the
+    /// Entmax: `[H, page_size]` the scores of the page being read (L1-resident). Both: the
     /// block's first non-finite score (head, token, value).
     page_sc: Vec<f32>,
     bad: Option<(usize, usize, f32)>,
@@ -997,8 +997,8 @@ pub fn attend_dense_seq<T: KvElem>(
             let mut idx = starts[b];
             let range = pages_of(b);
             let page_sc = part.page_sc.as_mut_ptr();
+            part.bad = None;
             if !softmax {
-                part.bad = None;
                 for hh in 0..h {
                     part.ncand[hh] = 0;
                     part.rmax[hh] = from_ordered_key(run_max[hh].load(Ordering::Relaxed));
@@ -1042,6 +1042,20 @@ pub fn attend_dense_seq<T: KvElem>(
                                 pm_stride: np,
                             },
                         );
+                    }
+                }
+                if softmax && part.bad.is_none() {
+                    for hh in 0..h {
+                        // SAFETY: this page's maximum, and head hh's scores of it in the
+                        // run's scratch, written above (not yet exponentiated).
+                        if unsafe { *pmax.at(hh * np + i) }.is_nan() {
+                            let at = ((i - range.start) * h + hh) * ps;
+                            let sc = unsafe { std::slice::from_raw_parts(hot.add(at), len) };
+                            if let Some(j) = sc.iter().position(|x| !x.is_finite()) {
+                                part.bad = Some((hh, idx + j, sc[j]));
+                                break;
+                            }
+                        }
                     }
                 }
                 if !softmax {
@@ -1161,6 +1175,15 @@ pub fn attend_dense_seq<T: KvElem>(
         }
     }
 
+    // A score not finite (q·k overflowed): the first block's first, as a typed error.
+    if let Some((hh, t, x)) = ws.parts[..nb].iter().find_map(|p| p.bad) {
+        return Err(Error::NonFinite {
+            op: "attention::attend_dense_seq",
+            arg: "scores",
+            index: hh * n + t,
+            value: x as f64,
+        });
+    }
     // τ per head.
     if softmax {
         for hh in 0..h {
@@ -1184,15 +1207,6 @@ pub fn attend_dense_seq<T: KvElem>(
     } else {
         // s_max per head from the block maxima; the final candidates are the blocks'
         // candidates at or above the exact f32 cut of s_max, compared in f32.
-        // A score not finite (q·k overflowed): the first block's first, as a typed error.
-        if let Some((hh, t, x)) = ws.parts[..nb].iter().find_map(|p| p.bad) {
-            return Err(Error::NonFinite {
-                op: "attention::attend_dense_seq",
-                arg: "scores",
-                index: hh * n + t,
-                value: x as f64,
-            });
-        }
         for hh in 0..h {
             let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
             let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -1524,7 +1538,7 @@ mod tests {
             page_size: ps,
             head_dim: d,
         };
-        for alpha in [1.5, 2.0] {
+        for alpha in [1.0, 1.5, 2.0] {
             for threads in [1, 2] {
                 let mut ws = StreamWorkspace::new(2, hkv, n, ps, d);
                 let pool = rayon::ThreadPoolBuilder::new()
