@@ -586,10 +586,7 @@ pub fn write_csv(r: &BenchResult, path: &str) -> Res<()> {
 /// The seed of one context's synthetic data: the sweep's seed and the context length mixed
 /// (splitmix64), so a context's instance is the same whichever contexts run beside it.
 pub fn context_seed(seed: u64, ctx: usize) -> u64 {
-    let mut z = seed ^ (ctx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    entmaxkv::synth::mix64(seed ^ (ctx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]

@@ -37,12 +37,7 @@ struct SdpaRow {
 
 /// Deterministic N(0,1) values from a counter (splitmix64 + Box–Muller), filled in parallel.
 fn normals(seed: u64, n: usize) -> Vec<f32> {
-    fn mix(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+    use entmaxkv::synth::splitmix64 as mix;
     let mut v = vec![0.0f32; n];
     v.par_chunks_mut(1 << 16)
         .enumerate()

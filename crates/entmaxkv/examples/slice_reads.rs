@@ -15,6 +15,7 @@
 //! bytes against 26–28 GB/s streaming (one thread: 6.9–7.7 against 18–20). So on this
 //! machine a top-k 1/8 step's kept K alone takes ~1.3 ms against the 1.0 ms byte floor of
 //! the whole step, before any score is computed.
+use entmaxkv::synth::splitmix64;
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -42,11 +43,8 @@ fn main() {
             // Kept slices: a fixed pseudo-random draw per fraction (splitmix64).
             let keep: Vec<usize> = (0..ns)
                 .filter(|&i| {
-                    let mut z = (i as u64) ^ ((fi as u64 + 1) << 40);
-                    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 <= f
+                    let z = splitmix64((i as u64) ^ ((fi as u64 + 1) << 40));
+                    (z >> 11) as f64 / (1u64 << 53) as f64 <= f
                 })
                 .collect();
             pool.install(|| evict.evict());

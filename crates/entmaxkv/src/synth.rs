@@ -207,6 +207,18 @@ impl Synth {
     }
 }
 
+/// The splitmix64 output function (Steele, Lea, Flood): a bijective 64-bit mix.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The splitmix64 value of counter `z`: [`mix64`] of `z` plus the golden-ratio increment.
+pub fn splitmix64(z: u64) -> u64 {
+    mix64(z.wrapping_add(0x9e37_79b9_7f4a_7c15))
+}
+
 /// A generated problem: q `[B, H, D]`, per-sequence k/v `[len, H_kv, D]` (token-major).
 #[derive(Debug, Clone)]
 pub struct Problem {
