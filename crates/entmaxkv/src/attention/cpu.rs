@@ -238,6 +238,22 @@ const PREFETCH_PAGES: usize = 6;
 /// single long sequence streams from every core.
 const BLOCK_PAGES: usize = 128;
 
+/// The smallest f32 `c` with `(α−1)(c − smax) > −1` in f64 (`a = α − 1 > 0`, `smax`
+/// finite): the exact τ's candidates are exactly the scores ≥ c (the test is monotone in the
+/// score). Rounding is monotone too, so a smaller `smax` never gives a larger cut: a cut from
+/// a running maximum keeps every final candidate.
+pub(crate) fn candidate_cut(smax: f64, a: f64) -> f32 {
+    let pass = |s: f32| a * (f64::from(s) - smax) > -1.0;
+    let mut cut = (smax - 1.0 / a) as f32;
+    while !pass(cut) {
+        cut = cut.next_up();
+    }
+    while pass(cut.next_down()) {
+        cut = cut.next_down();
+    }
+    cut
+}
+
 /// A raw pointer the K pass's blocks share to write disjoint ranges of the score buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut(*mut f32);

@@ -26,7 +26,9 @@
 //! The kernel needs one task per kv head (per-query-head selection with G = 1, or shared
 //! GQA page sets) and at most 64 kv heads (the mask is a `u64`).
 
-use super::cpu::{alpha_code, head_weights, HeadResult, PageRef, PoolGeometry, SharedMut, TauMode};
+use super::cpu::{
+    alpha_code, candidate_cut, head_weights, HeadResult, PageRef, PoolGeometry, SharedMut, TauMode,
+};
 use super::stream::{accum_page, score_page, PageOut};
 use crate::dtype::KvElem;
 use crate::error::Result;
@@ -324,20 +326,6 @@ fn gather_pages(
     });
     // SAFETY: the first `n` elements of the spare capacity were written above.
     unsafe { cand.set_len(n) };
-}
-
-/// The smallest f32 `c` with `(α−1)(c − smax) > −1` (`a = α − 1 > 0`, `smax` finite): the
-/// exact τ's candidates are exactly the scores ≥ c (the test is monotone in the score).
-fn candidate_cut(smax: f64, a: f64) -> f32 {
-    let pass = |s: f32| a * (f64::from(s) - smax) > -1.0;
-    let mut cut = (smax - 1.0 / a) as f32;
-    while !pass(cut) {
-        cut = cut.next_up();
-    }
-    while pass(cut.next_down()) {
-        cut = cut.next_down();
-    }
-    cut
 }
 
 /// [`head_weights`] for α > 1 on the scores `sc` (`[ntok]`, token order over the head's kept

@@ -35,7 +35,9 @@
 //! development machine, dense entmax at 128K: 9.0 ms without, 5.6 ms with, in one
 //! `examples/step_prof` round).
 
-use super::cpu::{alpha_code, dot, exp_f32, HeadResult, PageRef, PoolGeometry, SharedMut};
+use super::cpu::{
+    alpha_code, candidate_cut, dot, exp_f32, HeadResult, PageRef, PoolGeometry, SharedMut,
+};
 use crate::dtype::{DType, KvElem};
 use crate::error::{Error, Result};
 use crate::tau::entmax_threshold_candidates;
@@ -853,21 +855,6 @@ fn from_ordered_key(k: u32) -> f32 {
     f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
 }
 
-/// The smallest f32 `s` with `(α−1)(s − m) > −1` in f64, as the τ solve tests candidates
-/// (`a` = α − 1, `m` finite). Rounding is monotone, so a smaller `m` never gives a larger
-/// cut: a cut from a running maximum keeps every final candidate.
-fn entmax_cut(m: f64, a: f64) -> f32 {
-    let pass = |s: f32| a * (f64::from(s) - m) > -1.0;
-    let mut cut = (m - 1.0 / a) as f32;
-    while !pass(cut) {
-        cut = cut.next_up();
-    }
-    while pass(cut.next_down()) {
-        cut = cut.next_down();
-    }
-    cut
-}
-
 /// Whether score `s` has entmax weight at τ (`a` = α − 1): the support's test.
 #[inline(always)]
 fn has_weight(s: f32, a: f64, tau: f64) -> bool {
@@ -1004,7 +991,7 @@ pub fn attend_dense_seq<T: KvElem>(
                     part.ncand[hh] = 0;
                     part.rmax[hh] = from_ordered_key(run_max[hh].load(Ordering::Relaxed));
                     part.rcut[hh] = if part.rmax[hh].is_finite() {
-                        entmax_cut(part.rmax[hh] as f64, a)
+                        candidate_cut(part.rmax[hh] as f64, a)
                     } else {
                         f32::NEG_INFINITY
                     };
@@ -1080,7 +1067,7 @@ pub fn attend_dense_seq<T: KvElem>(
                         if m > part.rmax[hh] {
                             run_max[hh].fetch_max(ordered_key(m), Ordering::Relaxed);
                             part.rmax[hh] = m;
-                            part.rcut[hh] = entmax_cut(m as f64, a);
+                            part.rcut[hh] = candidate_cut(m as f64, a);
                         }
                         let cut = part.rcut[hh];
                         let (dst, tok) =
@@ -1212,7 +1199,7 @@ pub fn attend_dense_seq<T: KvElem>(
             let bm = ws.parts[..nb].iter().map(|p| p.max[hh]);
             let smax = bm.fold(f32::NEG_INFINITY, f32::max) as f64;
             ws.smax[hh] = smax;
-            ws.cut[hh] = entmax_cut(smax, a);
+            ws.cut[hh] = candidate_cut(smax, a);
         }
         let parts = &ws.parts[..nb];
         let (smaxs, cuts) = (&ws.smax[..h], &ws.cut[..h]);
@@ -1463,7 +1450,7 @@ mod tests {
                         "tau g {g} alpha {alpha} head {hh}"
                     );
                     let smax = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-                    let cut = entmax_cut(smax, a);
+                    let cut = candidate_cut(smax, a);
                     let want: Vec<(f32, u32)> = (0..n)
                         .filter(|&t| sc[t] >= cut)
                         .map(|t| {
