@@ -61,60 +61,51 @@ pub fn par_cases<T: Sync, R: Send>(cases: &[T], f: impl Fn(&T) -> R + Sync) -> V
         .collect()
 }
 
-/// f32 values in device memory allocated outside the crate (through cudarc, as an engine's
-/// tensors are), for the device-pointer APIs. The crate's context must be current on the
-/// calling thread (any crate call that touched the GPU on this thread made it so).
+/// Values in device memory allocated outside the crate (through cudarc, as an engine's
+/// tensors are), for the device-pointer APIs; freed on drop. The crate's context must be
+/// current on the calling thread (any crate call that touched the GPU on this thread made it
+/// so).
 #[allow(dead_code)]
-pub struct DevF32 {
+pub struct DevVec<T> {
     pub ptr: u64,
     pub len: usize,
+    _t: std::marker::PhantomData<T>,
 }
 
+/// f32 values (q, K/V, outputs) in device memory.
 #[allow(dead_code)]
-impl DevF32 {
-    pub fn new(src: &[f32]) -> DevF32 {
-        let ptr = unsafe { cudarc::driver::result::malloc_sync(src.len().max(1) * 4) }.unwrap();
+pub type DevF32 = DevVec<f32>;
+/// 16-bit values (f16 or bf16 bits) in device memory, as an engine's K/V tensors are.
+#[allow(dead_code)]
+pub type DevU16 = DevVec<u16>;
+
+#[allow(dead_code)]
+impl<T: Copy + Default> DevVec<T> {
+    pub fn new(src: &[T]) -> DevVec<T> {
+        let bytes = src.len().max(1) * std::mem::size_of::<T>();
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(bytes) }.unwrap();
         unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.unwrap();
-        DevF32 {
+        DevVec {
             ptr,
             len: src.len(),
+            _t: std::marker::PhantomData,
         }
     }
 
     /// The values (synchronous: waits for all work on the context's null stream only, so
     /// callers order it after their own streams first).
-    pub fn read(&self) -> Vec<f32> {
-        let mut v = vec![0.0f32; self.len];
+    pub fn read(&self) -> Vec<T> {
+        let mut v = vec![T::default(); self.len];
         unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut v, self.ptr) }.unwrap();
         v
     }
 
     pub fn bytes(&self) -> usize {
-        self.len * 4
+        self.len * std::mem::size_of::<T>()
     }
 }
 
-impl Drop for DevF32 {
-    fn drop(&mut self) {
-        let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
-    }
-}
-
-/// 16-bit values (f16 or bf16 bits) in device memory, as an engine's K/V tensors are.
-pub struct DevU16 {
-    pub ptr: u64,
-}
-
-#[allow(dead_code)]
-impl DevU16 {
-    pub fn new(src: &[u16]) -> DevU16 {
-        let ptr = unsafe { cudarc::driver::result::malloc_sync(src.len().max(1) * 2) }.unwrap();
-        unsafe { cudarc::driver::result::memcpy_htod_sync(ptr, src) }.unwrap();
-        DevU16 { ptr }
-    }
-}
-
-impl Drop for DevU16 {
+impl<T> Drop for DevVec<T> {
     fn drop(&mut self) {
         let _ = unsafe { cudarc::driver::result::free_sync(self.ptr) };
     }
