@@ -49,6 +49,9 @@ struct Case {
     plant_sink: bool,
     /// Factor on every query (tiny or large q: the tensor-core scores normalise q).
     q_scale: f32,
+    /// (sequence, token, query head): that head's query set to 1e37 in every dimension and
+    /// the key of its kv head at that token to 1000: that one score overflows f32.
+    big_key: Option<(usize, usize, usize)>,
     seed: u64,
 }
 
@@ -75,6 +78,7 @@ impl Case {
             scoring: TopkScoring::Box,
             plant_sink: false,
             q_scale: 1.0,
+            big_key: None,
             seed: 1,
         }
     }
@@ -120,6 +124,11 @@ fn build(c: &Case) -> Built {
                 }
             }
         }
+    }
+    if let Some((b, t, h)) = c.big_key {
+        let j = h / (c.heads / c.hkv);
+        prob.k[b][(t * c.hkv + j) * c.d..][..c.d].fill(1000.0);
+        prob.q[(b * c.heads + h) * c.d..][..c.d].fill(1e37);
     }
     let pages: usize = c.lens.iter().map(|l| l.div_ceil(c.ps)).sum();
     let cfg = CacheConfig::new(c.hkv, c.d, pages + 64)
@@ -952,6 +961,124 @@ fn unsupported_and_bad_arguments_are_typed_errors() {
         Err(Error::Length { .. })
     ));
     assert!(GpuDecoder::new(&dev, &[SeqId(1234)], 10, bt.cfg.clone()).is_err());
+}
+
+/// A score beyond f32's range (finite q and K whose product overflows) is reported as the
+/// CPU reports it, `Error::NonFinite` naming the head, by `read_output` (and so `step`) and
+/// `check_finite`; the head's output is NaN, the other heads' outputs are those of the same
+/// step without the overflow, and the next step is unaffected (bit for bit a fresh plan's).
+/// A NaN key or value appended from device memory (not checked on the host) is reported
+/// too. Every method, α 1 / 1.5 / 2, the FMA and tensor-core score paths, graph or not.
+#[test]
+fn non_finite_scores_are_reported_and_do_not_persist() {
+    if common::gpu_or_skip("non_finite_scores_are_reported_and_do_not_persist").is_none() {
+        return;
+    }
+    let mut cases = Vec::new();
+    for (alpha, method) in [
+        (1.5, Method::Dense),
+        (1.0, Method::Dense),
+        (2.0, Method::Dense),
+        (1.5, Method::TopK(Budget::Fraction(0.25))),
+        (1.0, Method::TopK(Budget::Fraction(0.25))),
+        (1.5, Method::Gaussian(GaussianOpts::default())),
+        (1.5, Method::Certified),
+    ] {
+        let mut c = Case::new(DType::F16, alpha, method);
+        c.big_key = Some((2, 150, 1));
+        cases.push(c);
+    }
+    // GQA, 4 heads a kv head: the tensor-core scores (f16, shared selection).
+    for method in [Method::Dense, Method::TopK(Budget::Fraction(0.25))] {
+        let mut c = Case::new(DType::F16, 1.5, method);
+        c.heads = 8;
+        c.gqa = GqaMode::Shared;
+        c.big_key = Some((2, 150, 5));
+        cases.push(c);
+    }
+    let mut c = Case::new(DType::F32, 1.5, Method::Dense);
+    c.big_key = Some((3, 999, 0));
+    cases.push(c);
+    for (i, c) in cases.iter().enumerate() {
+        let bt = build(c);
+        let (b_bad, _, h_bad) = c.big_key.unwrap();
+        let bh_bad = b_bad * c.heads + h_bad;
+        let mut good = bt.q.clone();
+        let mut syn = Synth::new(900 + i as u64);
+        good[bh_bad * c.d..][..c.d].copy_from_slice(&syn.normals(c.d));
+        let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
+        let what = format!("case {i}: alpha {} {:?} heads {}", c.alpha, c.method, c.heads);
+        let mut gd = GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()).unwrap();
+        if i % 2 == 1 {
+            gd.capture(&dev).unwrap();
+        }
+        let mut bad_out = vec![0.0f32; bt.q.len()];
+        let r = gd.step(&dev, &bt.q, &mut bad_out).map(|_| ());
+        assert!(
+            matches!(r, Err(Error::NonFinite { arg: "scores", index, .. }) if index == bh_bad),
+            "{what}: {r:?}"
+        );
+        // Reported once: the record is cleared.
+        gd.check_finite().unwrap();
+        assert!(
+            bad_out[bh_bad * c.d..][..c.d].iter().all(|x| x.is_nan()),
+            "{what}: the head's output is not NaN"
+        );
+        let mut out = vec![0.0f32; bt.q.len()];
+        gd.step(&dev, &good, &mut out).unwrap();
+        let mut fresh = GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()).unwrap();
+        let mut want = vec![0.0f32; bt.q.len()];
+        fresh.step(&dev, &good, &mut want).unwrap();
+        assert!(
+            out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{what}: the step after the overflow differs from a fresh plan's"
+        );
+        assert!(out.iter().all(|x| x.is_finite()), "{what}");
+        // Heads with their own task (no shared selection) are untouched by the overflow.
+        if c.gqa == GqaMode::PerHead {
+            for bh in (0..bt.q.len() / c.d).filter(|&bh| bh != bh_bad) {
+                let (x, y) = (&bad_out[bh * c.d..][..c.d], &want[bh * c.d..][..c.d]);
+                assert!(
+                    x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what}: head {bh} differs beside the overflowing head"
+                );
+            }
+        }
+    }
+    // NaN keys / values appended from device memory: reported at the next step's read.
+    for (alpha, nan_k) in [(1.5, true), (1.0, true), (1.0, false), (2.0, false)] {
+        let c = Case::new(DType::F16, alpha, Method::Dense);
+        let bt = build(&c);
+        let mut dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
+        let mut gd = GpuDecoder::new(&dev, &bt.ids, bt.max_tokens + 1, bt.cfg.clone()).unwrap();
+        let b = bt.ids.len();
+        let hd = c.hkv * c.d;
+        let mut syn = Synth::new(77);
+        let mut k = syn.normals(b * hd);
+        let mut v = syn.normals(b * hd);
+        // Sequence 1, kv head 1 (query head 1: b·H + h = 3).
+        let row = &mut (if nan_k { &mut k } else { &mut v })[hd + c.d..][..c.d];
+        row[5] = f32::NAN;
+        let (kd, vd) = (common::DevF32::new(&k), common::DevF32::new(&v));
+        unsafe { dev.append_device(&bt.ids, kd.ptr, vd.ptr) }.unwrap();
+        let mut out = vec![0.0f32; bt.q.len()];
+        // A NaN value shows in the output where its token carries weight: the softmax
+        // weighs every token; at α = 2 the appended token's query is made to select it.
+        let mut q = bt.q.clone();
+        if !nan_k && alpha > 1.0 {
+            let qh = &mut q[3 * c.d..][..c.d];
+            for (x, kx) in qh.iter_mut().zip(&k[hd + c.d..][..c.d]) {
+                *x = 4.0 * kx;
+            }
+        }
+        let r = gd.step(&dev, &q, &mut out).map(|_| ());
+        let arg = if nan_k { "scores" } else { "output" };
+        assert!(
+            matches!(r, Err(Error::NonFinite { arg: a, index: 3, .. }) if a == arg),
+            "alpha {alpha} nan_k {nan_k}: {r:?}"
+        );
+        drop((kd, vd));
+    }
 }
 
 /// Gaussian-aware selection (original criterion, exact τ) on the GPU against the CPU

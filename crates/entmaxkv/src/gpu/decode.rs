@@ -259,6 +259,9 @@ pub struct GpuDecoder {
     _slopes: Option<DevBuf<f32>>,
     tau: DevBuf<f64>,
     support: DevBuf<i32>,
+    /// Raised by the kernels when a score or an output element is not finite: `[flags,
+    /// !(first b·H + h)]` (flags: 1 score, 2 output); read and cleared by `check_finite`.
+    status: DevBuf<u32>,
     work: Vec<DevBuf<u8>>,
     graph: Option<Graph>,
     /// Recorded on the cache's stream before a step that must follow its queued appends,
@@ -636,6 +639,7 @@ impl GpuDecoder {
         };
         let tau = gpu.zeros::<f64>(batch * heads)?;
         let support = gpu.zeros::<i32>(batch * heads)?;
+        let status = gpu.zeros::<u32>(2)?;
         let slot_n = tasks * nch * tg;
         let mut work: Vec<DevBuf<u8>> = Vec::new();
         let mut alloc = |bytes: usize, zero: bool| -> Result<u64> {
@@ -1030,6 +1034,7 @@ impl GpuDecoder {
             // τ̂ for the fixed / corrected τ modes (Gaussian selection only; elsewhere there is
             // no τ̂ and τ is exact, as on the CPU).
             tau_hat: gauss.as_ref().map_or(0, |g| g.tau_hat.ptr()),
+            status: status.ptr(),
             a_d: a,
             beta_d: if softmax { 1.0 } else { 1.0 / a },
             scale: cfg.attention.scale_for(d),
@@ -1193,6 +1198,7 @@ impl GpuDecoder {
             _slopes: slopes,
             tau,
             support,
+            status,
             work,
             graph: None,
             order_in,
@@ -1661,15 +1667,44 @@ impl GpuDecoder {
         self.launch_step(cache, cache.has_async_appends(), true)
     }
 
-    /// Waits for the queued work and copies the output `[B, H, D]` out.
+    /// Waits for the queued work and copies the output `[B, H, D]` out; then reports, as
+    /// [`Self::check_finite`] does, a score or output element that was not finite in the
+    /// steps since the last check (the output is copied out all the same: such a head's
+    /// output is NaN).
     pub fn read_output(&self, out: &mut [f32]) -> Result<()> {
-        check_len(
-            "GpuDecoder::read_output",
-            "out",
-            out.len(),
-            &[self.seqs.len(), self.heads, self.d],
-        )?;
-        self.out.read_at(&self.stream, 0, out)
+        const OP: &str = "GpuDecoder::read_output";
+        check_len(OP, "out", out.len(), &[self.seqs.len(), self.heads, self.d])?;
+        self.out.read_at(&self.stream, 0, out)?;
+        self.finite_status(OP)
+    }
+
+    /// Waits for the queued steps and reports whether any of them, since the last check,
+    /// met a score that was not finite (q·k beyond f32's range, or a NaN/Inf key or value
+    /// written by [`DeviceKvCache::append_device`], which is not checked on the host) or
+    /// wrote an output element that was not finite: `Error::NonFinite` with `arg` "scores"
+    /// (or "output" when only an output element was) and `index` the first such head,
+    /// b·H + h. Clears the record. Such a head's output is NaN and its τ NaN, as the CPU
+    /// pipeline returns `Error::NonFinite` for it; the other heads are unaffected, and the
+    /// next step is not (the plan's running state is reset as on any step). For engines
+    /// that run [`Self::step_async`] and read [`Self::output_ptr`] themselves;
+    /// [`Self::read_output`] checks it too.
+    pub fn check_finite(&self) -> Result<()> {
+        self.finite_status("GpuDecoder::check_finite")
+    }
+
+    fn finite_status(&self, op: &'static str) -> Result<()> {
+        let mut st = [0u32; 2];
+        self.status.read_at(&self.stream, 0, &mut st)?;
+        if st[0] == 0 {
+            return Ok(());
+        }
+        self.status.write_at(&self.stream, 0, &[0u32; 2])?;
+        Err(Error::NonFinite {
+            op,
+            arg: if st[0] & 1 != 0 { "scores" } else { "output" },
+            index: !st[1] as usize,
+            value: f64::NAN,
+        })
     }
 
     /// The kept page slots of task `task` after a top-k step (token order, last page last);

@@ -225,6 +225,8 @@ pub(crate) struct AttnParams {
     pub smax: u64,
     pub sketch: u64,
     pub tau_hat: u64,
+    /// `[2]` u32: non-finite flags and `!(first b·H + h)` (`GpuDecoder::check_finite`).
+    pub status: u64,
     pub a_d: f64,
     pub beta_d: f64,
     pub scale: f32,

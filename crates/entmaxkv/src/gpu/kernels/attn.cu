@@ -104,6 +104,8 @@ struct AttnParams {
     const st_t* smax;
     const unsigned char* sketch;  // [num_pages, H_kv, page_size, row_bytes]
     const double* tau_hat;   // [B, H] τ̂ of the selection (fixed / corrected τ modes), or null
+    u32* status;             // [2]: flags (1 a score, 2 an output not finite), ~(first b·H + h)
+                             // (atomicMax); read and cleared by the host (GpuDecoder::check_finite)
     double a_d;              // α − 1
     double beta_d;           // 1 / (α − 1)
     float scale;
@@ -306,6 +308,21 @@ constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
 // f32 dot's error bound (γ_D·Σ|q_d||k_d|); the tensor-core scores have none as tight
 // (q's f16 lo part is subnormal for small elements, and the tensor core's f32 accumulation
 // order is the hardware's).
+// A score that is not finite (q·k overflowed f32, or a NaN/Inf key or bias) becomes +inf:
+// the head's maximum is then +inf, which the tail reports (status) instead of solving τ on
+// it, as the CPU returns Error::NonFinite for it. Positions past the sequence end stay −inf.
+__device__ __forceinline__ float finite_or_inf(float s) {
+    return fabsf(s) < pos_inf() ? s : pos_inf();
+}
+// Raises `flag` in the step's status word and keeps the smallest head index that raised one.
+// Out of line: it never runs on valid input, and the tails' code is cold after an L2 flush.
+// (Plain arguments: a kernel parameter's address would copy the struct to local memory.)
+__device__ __noinline__ void report_non_finite(u32* status, int bh, u32 flag) {
+    if (!status) return;
+    atomicOr(status, flag);
+    atomicMax(status + 1, ~(u32)bh);
+}
+
 #if MMA_SCORES
 #define FMA_SCORER score_rows_fma
 #else
@@ -366,7 +383,7 @@ __device__ void FMA_SCORER(const AttnParams& p, const TaskInfo& ti, int nrows, c
                     for (int g = 0; g < TG; ++g) {
                         float s = acc[g][i];
                         if (p.has_alibi) s += p.slopes[ti.h0 + g] * ((float)pos - qpos);
-                        sc[g * caprows + r] = valid ? s : neg_inf();
+                        sc[g * caprows + r] = valid ? finite_or_inf(s) : neg_inf();
                     }
                 }
             }
@@ -482,7 +499,7 @@ __device__ __forceinline__ void score_rows(const AttnParams& p, const TaskInfo& 
                     const int pos = (int)s_slot[pi] * ps + (r - pi * ps);
                     float s = (d[i] + o[i]) * up;
                     if (p.has_alibi) s += p.slopes[ti.h0 + h] * ((float)pos - qpos);
-                    sc[h * caprows + r] = pos < ti.len ? s : neg_inf();
+                    sc[h * caprows + r] = pos < ti.len ? finite_or_inf(s) : neg_inf();
                 }
             }
         }
@@ -507,7 +524,7 @@ __device__ __forceinline__ void load_chunk_pages(const AttnParams& p, int task, 
 // `mul`) to dst[0..D) by the first threads. Rows are assigned to thread groups by index and
 // every sum has a fixed order: deterministic.
 __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpos, const float* lw, int nsup,
-                         float* red, float mul, float* dst) {
+                         float* red, float mul, float* dst, int bh = -1) {
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
     const int ps = p.page_size;
     float acc[COLS];
@@ -570,6 +587,9 @@ __device__ void gather_v(const AttnParams& p, const TaskInfo& ti, const u32* lpo
 #pragma unroll
         for (int r = 0; r < BLOCK / 32; ++r) s += red[r * HEAD_DIM + c];
         dst[c] = s * mul;
+        // An output (bh ≥ 0) not finite: a NaN/Inf V row in the support (device appends
+        // are not checked on the host).
+        if (bh >= 0 && !isfinite(s * mul)) report_non_finite(p.status, bh, 2u);
     }
     __syncthreads();
 }
@@ -1218,6 +1238,44 @@ __device__ __forceinline__ TaskInfo tail_pre(const AttnParams& p, int task, floa
     return ti;
 }
 
+// A head whose maximum is not finite (a score was not: finite_or_inf): no τ. Reported in
+// the status word; the head's output and τ are NaN; the histogram is reset as a solve would.
+// Every thread calls it (one barrier). Out of line, as report_non_finite.
+// The struct's fields by value (a kernel parameter's address would copy it to local memory).
+struct NonFiniteHead {
+    int* hist;      // the head's histogram
+    float* out;     // the head's output row, or null (the certificate's τ_lb phase)
+    u32* status;
+    double* tau_lb; // the τ_lb phase: its τ_lb and certificate flag, else null
+    int* cert_flag;
+    float* head_m;  // the attention phase: the head's fields, else unused
+    float* head_t;
+    float* head_inv;
+    double* tau;
+    int* support;
+    int* vflag;
+};
+__device__ __noinline__ void tail_non_finite(NonFiniteHead h, int bh, float M) {
+    for (int i = threadIdx.x; i < HIST_BINS; i += BLOCK) h.hist[i] = 0;
+    if (h.out)
+        for (int c = threadIdx.x; c < HEAD_DIM; c += BLOCK) h.out[c] = __int_as_float(0x7fc00000);
+    if (threadIdx.x == 0) {
+        report_non_finite(h.status, bh, 1u);
+        if (h.tau_lb) {
+            h.tau_lb[bh] = -__longlong_as_double(0x7ff0000000000000LL);
+            h.cert_flag[bh] = 0;
+        } else {
+            h.head_m[bh] = M;
+            h.head_t[bh] = 0.f;
+            h.head_inv[bh] = 0.f;
+            h.tau[bh] = __longlong_as_double(0x7ff8000000000000LL);
+            h.support[bh] = 0;
+            h.vflag[bh] = 0;
+        }
+    }
+    __syncthreads();
+}
+
 // LEAN: every list's candidates fit shared memory (the plan's v_in_tail), so the lean path
 // takes every list, whatever its length; the other paths are not compiled in (less code,
 // which is cold after an L2 flush; attn_entmax_tail15_lean).
@@ -1238,6 +1296,14 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
         TAIL_STAMP(0)
         const int bh = ti.b * p.num_heads + ti.h0 + g;
         const float M = s_m[g];
+        if (!(M < pos_inf())) {
+            const bool lb = p.cert_phase == 1;
+            tail_non_finite({p.hist + ((size_t)task * TG + g) * HIST_BINS, lb ? nullptr : p.out + (size_t)bh * HEAD_DIM,
+                             p.status, lb ? p.tau_lb : nullptr, p.cert_flag, p.head_m, p.head_t, p.head_inv, p.tau,
+                             p.support, p.vflag},
+                            bh, M);
+            continue;
+        }
         // Survivor counts per chunk (loaded in parallel), then their offsets.
         const int per = (p.nch + BLOCK - 1) / BLOCK;
         const int cb = threadIdx.x * per, ce = min(cb + per, p.nch);
@@ -1497,7 +1563,7 @@ __device__ __forceinline__ void tail_task(const AttnParams& p, int task, const T
                 for (int i = ib; i < ie; ++i) put(i);
             }
             __syncthreads();
-            gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM);
+            gather_v(p, ti, lpos, lw, tot, d_buf, inv, p.out + (size_t)bh * HEAD_DIM, bh);
         }
         __syncthreads();
         TAIL_STAMP(6)
@@ -1780,6 +1846,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) attn_entmax_values(const Att
                 if (__ldcg(p.part_flag + idx)) s += __ldcg(p.part_o + idx * HEAD_DIM + col);
             }
             p.out[(size_t)bh * HEAD_DIM + col] = s * inv;
+            if (!isfinite(s * inv)) report_non_finite(p.status, bh, 2u);
         }
     }
     if (threadIdx.x == 0) p.vcounters[task] = 0;
@@ -2039,8 +2106,10 @@ extern "C" __global__ void SOFTMAX_BOUNDS attn_softmax(const AttnParams p) {
                 if (e > 0.f) s = fmaf(__ldcg(p.part_o + slot_index(p, task, ci, g) * HEAD_DIM + col), e, s);
             }
             p.out[(size_t)bh * HEAD_DIM + col] = s * invL;
+            if (!isfinite(s * invL)) report_non_finite(p.status, bh, 2u);
         }
         if (threadIdx.x == 0) {
+            if (!(M < pos_inf())) report_non_finite(p.status, bh, 1u);  // a score not finite
             p.tau[bh] = (double)M + log(L);
             p.head_m[bh] = M;
             p.head_t[bh] = 0.f;

@@ -561,6 +561,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) cert_exact(const AttnParams 
                 if (k < kept && sub == 0) {
                     float sc = acc;
                     if (cl) sc += p.slopes[ti.h0 + g] * ((float)cl[k] - qpos);
+                    sc = finite_or_inf(sc);  // reported by the tail (attn.cu)
                     cs[k] = sc;
                     mx = fmaxf(mx, sc);
                 }
