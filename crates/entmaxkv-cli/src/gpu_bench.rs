@@ -301,6 +301,9 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                             pr[10], pr[11], pr[12], pr[13]
                         );
                     }
+                    if let Some(sp) = dec.scores_profile()? {
+                        eprintln!("    {}", scores_profile_line(&sp));
+                    }
                     if let Some(f) = dec.fused_profile()? {
                         eprintln!(
                             "    fused µs (moments published, solved, chunk scores, chunk waited, chunk candidates, list; solve, merge): {f:.1?}"
@@ -417,4 +420,45 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
         ),
         cells,
     })
+}
+
+/// One line summarising the K pass's CTA phases (`GpuDecoder::scores_profile`): how long the
+/// CTAs took to load their page lists, read K and write candidates (p10 / median / p90, µs),
+/// when they started and ended relative to the first start, and the share of the kernel's
+/// span during which at least half of the CTAs were reading K.
+fn scores_profile_line(sp: &[[u64; 4]]) -> String {
+    if sp.is_empty() {
+        return "scores profile: no stamps (module built without SCORES_PROF=1?)".into();
+    }
+    let t0 = sp.iter().map(|s| s[0]).min().unwrap_or(0);
+    let us = |x: u64| x as f64 * 1e-3;
+    let stat = |mut v: Vec<f64>| -> String {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+        format!("{:.2}/{:.2}/{:.2}", q(0.1), q(0.5), q(0.9))
+    };
+    let pro = stat(sp.iter().map(|s| us(s[1].saturating_sub(s[0]))).collect());
+    let kp = stat(sp.iter().map(|s| us(s[2].saturating_sub(s[1]))).collect());
+    let epi = stat(sp.iter().map(|s| us(s[3].saturating_sub(s[2]))).collect());
+    let start = stat(sp.iter().map(|s| us(s[0] - t0)).collect());
+    let end = stat(sp.iter().map(|s| us(s[3] - t0)).collect());
+    let span = sp.iter().map(|s| s[3]).max().unwrap_or(t0) - t0;
+    // Time with at least half of the CTAs inside their K phase, by a sweep over the events.
+    let mut ev: Vec<(u64, i64)> = sp.iter().flat_map(|s| [(s[1], 1), (s[2], -1)]).collect();
+    ev.sort();
+    let (mut live, mut last, mut busy) = (0i64, t0, 0u64);
+    let half = (sp.len() as i64 + 1) / 2;
+    for (t, d) in ev {
+        if live >= half {
+            busy += t - last;
+        }
+        live += d;
+        last = t;
+    }
+    format!(
+        "scores profile ({} CTAs, µs p10/p50/p90): pages {pro}, K {kp}, candidates {epi}; start {start}, end {end}; span {:.2}, ≥ half the CTAs in K for {:.0}% of it",
+        sp.len(),
+        us(span),
+        100.0 * busy as f64 / span.max(1) as f64
+    )
 }

@@ -1001,8 +1001,12 @@ impl GpuDecoder {
             cand_cnt: alloc(slot_n * 4, false)?,
             gmax: alloc(tasks * tg * 4, true)?,
             hist: alloc(tasks * tg * 256 * 4, true)?,
-            // `ENTMAXKV_PROFILE_TAIL`: clocks of the tail's phases (development aid).
-            prof: if std::env::var_os("ENTMAXKV_PROFILE_TAIL").is_some() {
+            // `ENTMAXKV_PROFILE_TAIL`: clocks of the tail's phases; `ENTMAXKV_PROFILE_SCORES`
+            // (with a module built with `SCORES_PROF=1`): also four global-timer stamps per
+            // K-pass CTA after them (development aids).
+            prof: if std::env::var_os("ENTMAXKV_PROFILE_SCORES").is_some() {
+                alloc((16 + 4 * tasks * nch) * 8, true)?
+            } else if std::env::var_os("ENTMAXKV_PROFILE_TAIL").is_some() {
                 alloc(16 * 8, true)?
             } else {
                 0
@@ -1258,6 +1262,34 @@ impl GpuDecoder {
         }
         let raw = self.read_prof("tail_profile", self.attn.prof)?;
         Ok(Some(raw.iter().map(|&x| x as i64).collect()))
+    }
+
+    /// Global-timer stamps (ns) of every `attn_entmax_scores` CTA that had pages in the
+    /// last step: (start, pages loaded, K summed, end), in (task, chunk) order; when
+    /// `ENTMAXKV_PROFILE_SCORES` was set at plan time and the module was built with
+    /// `ENTMAXKV_DEFINES="SCORES_PROF=1"` (development aid; empty otherwise).
+    pub fn scores_profile(&self) -> Result<Option<Vec<[u64; 4]>>> {
+        if self.attn.prof == 0 || std::env::var_os("ENTMAXKV_PROFILE_SCORES").is_none() {
+            return Ok(None);
+        }
+        let buf = self
+            .work
+            .iter()
+            .find(|b| b.ptr() == self.attn.prof)
+            .ok_or_else(|| Error::invalid("scores_profile", "prof", "?", "buffer not found"))?;
+        let n = 4 * self.tasks * self.nch;
+        let mut raw = vec![0u8; n * 8];
+        buf.read_at(&self.stream, 16 * 8, &mut raw)?;
+        let w: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Ok(Some(
+            w.chunks_exact(4)
+                .filter(|c| c[0] != 0 && c[3] != 0)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect(),
+        ))
     }
 
     /// The 16 u64 words of the development stamp buffer at `ptr` (one of `work`).

@@ -62,6 +62,28 @@
 #define TAU_CLOSED_CODE 1
 #endif
 
+// Development switches of the K pass (attn_entmax_scores), off by default:
+// SCORES_L2PF=<n> bulk L2 prefetches n batches ahead (FMA scorer); SCORES_PROF=1 global-timer
+// stamps of every CTA's phases into prof[16 + 4·(task·nch + chunk) + k] (start, pages
+// loaded, K summed, end; GpuDecoder::scores_profile, `ENTMAXKV_PROFILE_SCORES`).
+#ifndef SCORES_L2PF
+#define SCORES_L2PF 0
+#endif
+#ifndef SCORES_PROF
+#define SCORES_PROF 0
+#endif
+#if SCORES_PROF
+__device__ __forceinline__ unsigned long long scores_gtimer() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define SCORES_STAMP(k) \
+    if (p.prof && threadIdx.x == 0) p.prof[16 + ((size_t)task * p.nch + c) * 4 + (k)] = (long long)scores_gtimer();
+#else
+#define SCORES_STAMP(k)
+#endif
+
 struct AttnParams {
     const kv_t* k;
     const kv_t* v;
@@ -166,6 +188,26 @@ __device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task, boo
     t.npages = (t.len + p.page_size - 1) / p.page_size;
     t.n = p.lists && with_n ? task_ld<PRE>(p.list_counts + task) : t.npages;
     return t;
+}
+
+// The (task, chunk) of a CTA of a (nch, tasks) grid, chunk-major: the hardware dispatches
+// CTAs in linear order (x fastest), and a selection's short lists leave a task's later chunks
+// empty (chunk_range), so task-major order filled each resident wave mostly with empty CTAs
+// (session 20 run 1, Gaussian 1M: the kept-page K pass in three generations of starts,
+// 15 µs apart, 48 µs in all). Chunk-major, the first wave holds every task's first chunks.
+// `ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=0"`: the old order (development).
+#ifndef CTA_CHUNK_MAJOR
+#define CTA_CHUNK_MAJOR 1
+#endif
+__device__ __forceinline__ void cta_task_chunk(int& task, int& c) {
+#if CTA_CHUNK_MAJOR
+    const int lin = blockIdx.y * gridDim.x + blockIdx.x;
+    task = lin % gridDim.y;
+    c = lin / gridDim.y;
+#else
+    task = blockIdx.y;
+    c = blockIdx.x;
+#endif
 }
 
 // Pages [pbeg, pend) of the task's list go to chunk c. A short list (a selection's kept
@@ -333,7 +375,25 @@ __device__ void FMA_SCORER(const AttnParams& p, const TaskInfo& ti, int nrows, c
     const int lane = threadIdx.x % LANES, rg = threadIdx.x / LANES;
     const int ps = p.page_size;
     const float qpos = (float)ti.len - 1.0f;
+#if SCORES_L2PF
+    // Development (`ENTMAXKV_DEFINES="SCORES_L2PF=<batches>"`): bulk L2 prefetches of the
+    // pages SCORES_L2PF batches ahead (one instruction a page), so DRAM stays busy while a
+    // batch is summed and its loads then meet L2.
+    const u32 pg_bytes = (u32)(ps * HEAD_DIM * KV::BYTES);
+    auto l2_prefetch = [&](int r0) {
+        const int pg0 = r0 / ps, pg1 = min(nrows, r0 + ROWGROUPS * UNROLL + ps - 1) / ps;
+        const int pi = pg0 + (int)threadIdx.x;
+        if (r0 < nrows && pi < pg1) {
+            const kv_t* at = kv_row(p.k, p, s_page[pi], ti.kvh, 0);
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(at), "r"(pg_bytes) : "memory");
+        }
+    };
+    for (int a = 1; a <= SCORES_L2PF; ++a) l2_prefetch(a * ROWGROUPS * UNROLL);
+#endif
     for (int base = 0; base < nrows; base += ROWGROUPS * UNROLL) {
+#if SCORES_L2PF
+        l2_prefetch(base + (SCORES_L2PF + 1) * ROWGROUPS * UNROLL);
+#endif
         uint4 buf[UNROLL][CPL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
@@ -1587,7 +1647,8 @@ extern "C" __global__ void SCORES_BOUNDS attn_entmax_scores(const AttnParams p) 
     __shared__ u32 s_slot[PPC_CAP];
     __shared__ float s_run;
     float* sc = reinterpret_cast<float*>(dyn);
-    const int task = blockIdx.y, c = blockIdx.x;
+    int task, c;
+    cta_task_chunk(task, c);
     // After a selection (pre_wait): the row and length before the wait (PDL_PRE), the list
     // count, which the selection writes, after it.
     // (The queries read there too made this kernel slower on long lists, e.g. top-k 512K
@@ -1603,12 +1664,15 @@ extern "C" __global__ void SCORES_BOUNDS attn_entmax_scores(const AttnParams p) 
     int pbeg, pend;
     chunk_range(p, ti.n, c, pbeg, pend);
     if (pbeg < pend) {
+        SCORES_STAMP(0)
         const int npg = pend - pbeg;
         const int nrows = npg * p.page_size;
         load_chunk_pages(p, task, ti, pbeg, npg, s_page, s_slot);
         __syncthreads();
+        SCORES_STAMP(1)
         score_rows(p, ti, nrows, s_page, s_slot, qr, sc, caprows);
         __syncthreads();
+        SCORES_STAMP(2)
         for (int g = 0; g < TG; ++g) {
             const float* sg = sc + g * caprows;
             float m = neg_inf();
@@ -1643,6 +1707,7 @@ extern "C" __global__ void SCORES_BOUNDS attn_entmax_scores(const AttnParams p) 
             }
             if (threadIdx.x == 0) p.cand_cnt[idx] = total;
         }
+        SCORES_STAMP(3)
     } else if (threadIdx.x < TG) {
         p.cand_cnt[slot_index(p, task, c, threadIdx.x)] = 0;
     }
@@ -1963,7 +2028,8 @@ extern "C" __global__ void SOFTMAX_BOUNDS attn_softmax(const AttnParams p) {
     const int caprows = p.ppc_max * p.page_size;
     float* sc = reinterpret_cast<float*>(dyn);
     float* red = sc + TG * caprows;
-    const int task = blockIdx.y, c = blockIdx.x;
+    int task, c;
+    cta_task_chunk(task, c);
     const TaskInfo ti = task_info(p, task);
     int pbeg, pend;
     chunk_range(p, ti.n, c, pbeg, pend);
