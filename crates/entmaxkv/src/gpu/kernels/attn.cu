@@ -214,7 +214,10 @@ __device__ __forceinline__ void cta_task_chunk(int& task, int& c) {
 // pages) is spread over one resident wave of chunks, up to PPC_SPREAD pages each, rather than
 // over all nch chunks: short CTAs that read a few pages each leave the bandwidth unused
 // (dev log run 18: Gaussian 1M scores 62 → 54 µs). Chunks past the list's end stay empty.
+// `ENTMAXKV_DEFINES="PPC_SPREAD=<n>"` (development) sets the cap.
+#ifndef PPC_SPREAD
 #define PPC_SPREAD 64
+#endif
 __device__ __forceinline__ void chunk_range(const AttnParams& p, int n, int c, int& pbeg, int& pend) {
     int ppc = (n + p.nch - 1) / p.nch;
     const int spread = min(PPC_SPREAD, (n + p.wave_chunks - 1) / p.wave_chunks);
