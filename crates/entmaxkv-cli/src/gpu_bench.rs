@@ -318,6 +318,13 @@ pub fn run(a: &BenchArgs) -> Res<BenchResult> {
                         );
                     }
                     // The stage graphs ran after the full step: run it once more for the report.
+                    // A stage replayed alone is not a step (an attention stage after no
+                    // selection takes the state the last step left), so what it raised in the
+                    // status word is cleared first; the step below reports its own.
+                    match dec.check_finite() {
+                        Ok(()) | Err(entmaxkv::Error::NonFinite { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                     dec.replay(&dev)?;
                     let mut out = vec![0.0f32; prob.q.len()];
                     dec.read_output(&mut out)?;

@@ -1007,7 +1007,10 @@ fn non_finite_scores_are_reported_and_do_not_persist() {
         let mut syn = Synth::new(900 + i as u64);
         good[bh_bad * c.d..][..c.d].copy_from_slice(&syn.normals(c.d));
         let dev = DeviceKvCache::upload(&bt.host, DeviceCacheOptions::default()).unwrap();
-        let what = format!("case {i}: alpha {} {:?} heads {}", c.alpha, c.method, c.heads);
+        let what = format!(
+            "case {i}: alpha {} {:?} heads {}",
+            c.alpha, c.method, c.heads
+        );
         let mut gd = GpuDecoder::new(&dev, &bt.ids, bt.max_tokens, bt.cfg.clone()).unwrap();
         if i % 2 == 1 {
             gd.capture(&dev).unwrap();
@@ -1030,7 +1033,9 @@ fn non_finite_scores_are_reported_and_do_not_persist() {
         let mut want = vec![0.0f32; bt.q.len()];
         fresh.step(&dev, &good, &mut want).unwrap();
         assert!(
-            out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+            out.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{what}: the step after the overflow differs from a fresh plan's"
         );
         assert!(out.iter().all(|x| x.is_finite()), "{what}");

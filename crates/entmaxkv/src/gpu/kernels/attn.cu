@@ -197,7 +197,7 @@ __device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task, boo
 // 15 µs apart, 48 µs in all). Chunk-major, the first wave holds every task's first chunks.
 // `ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=0"`: the old order (development).
 #ifndef CTA_CHUNK_MAJOR
-#define CTA_CHUNK_MAJOR 1
+#define CTA_CHUNK_MAJOR 0
 #endif
 __device__ __forceinline__ void cta_task_chunk(int& task, int& c) {
 #if CTA_CHUNK_MAJOR
@@ -356,8 +356,16 @@ constexpr int RS_DUP = UNROLL >= LANES ? 0 : (LANES / UNROLL - 1);
 // A score that is not finite (q·k overflowed f32, or a NaN/Inf key or bias) becomes +inf:
 // the head's maximum is then +inf, which the tail reports (status) instead of solving τ on
 // it, as the CPU returns Error::NonFinite for it. Positions past the sequence end stay −inf.
+// `ENTMAXKV_DEFINES="SCORE_FINITE_CHECK=0"` leaves scores as they are (development, timing).
+#ifndef SCORE_FINITE_CHECK
+#define SCORE_FINITE_CHECK 1
+#endif
 __device__ __forceinline__ float finite_or_inf(float s) {
+#if SCORE_FINITE_CHECK
     return fabsf(s) < pos_inf() ? s : pos_inf();
+#else
+    return s;
+#endif
 }
 // Raises `flag` in the step's status word and keeps the smallest head index that raised one.
 // Out of line: it never runs on valid input, and the tails' code is cold after an L2 flush.
