@@ -47,6 +47,9 @@
 // rows (score_rows) and attn_softmax's V pass run on tensor cores (MMA_SCORES / MMA_VALUES in
 // common.cuh); elsewhere by FMA.
 // Every sum has a fixed order (no float atomics): results are deterministic.
+// A score that is not finite is written as +inf (finite_or_inf), so its head's maximum is
+// +inf: the tail skips that head (output and τ NaN) and raises the status word the host
+// reads (GpuDecoder::check_finite); an output element that is not finite raises it too.
 
 // Whether this compile defines the file's kernels: 0 where another family's kernels only use
 // its device code (ctx.rs, Family); every kernel unless told otherwise.
@@ -195,7 +198,9 @@ __device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task, boo
 // empty (chunk_range), so task-major order filled each resident wave mostly with empty CTAs
 // (session 20 run 1, Gaussian 1M: the kept-page K pass in three generations of starts,
 // 15 µs apart, 48 µs in all). Chunk-major, the first wave holds every task's first chunks.
-// `ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=0"`: the old order (development).
+// Off by default (`ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=1"` turns it on, development): it
+// gained 1–4% at B = 1 with one head a task, but the GQA shape's tensor-core K pass was 27%
+// slower with it (session 20 runs 4–5).
 #ifndef CTA_CHUNK_MAJOR
 #define CTA_CHUNK_MAJOR 0
 #endif
