@@ -477,3 +477,33 @@ fn scores_profile_line(sp: &[[u64; 4]]) -> String {
         100.0 * busy as f64 / span.max(1) as f64
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::scores_profile_line;
+
+    #[test]
+    fn scores_profile_line_summarises_the_phases() {
+        // Two CTAs (ns): A reads K over 1–11 µs, B over 1.5–21.5 µs; at least one of them
+        // (half of two) is in its K phase from 1 to 21.5 µs of a 22 µs span: 93%.
+        let line = scores_profile_line(&[[0, 1000, 11000, 12000], [500, 1500, 21500, 22000]]);
+        assert_eq!(
+            line,
+            "scores profile (2 CTAs, µs p10/p50/p90): pages 1.00/1.00/1.00, K 10.00/20.00/20.00, \
+             candidates 0.50/1.00/1.00; start 0.00/0.50/0.50, end 12.00/22.00/22.00; span 22.00, \
+             ≥ half the CTAs in K for 93% of it"
+        );
+        // Four CTAs, K phases 0–10 µs twice and 10–20 µs twice: two (half) in K throughout.
+        let line = scores_profile_line(&[
+            [0, 0, 10000, 10000],
+            [0, 0, 10000, 10000],
+            [10000, 10000, 20000, 20000],
+            [10000, 10000, 20000, 20000],
+        ]);
+        assert!(
+            line.ends_with("span 20.00, ≥ half the CTAs in K for 100% of it"),
+            "{line}"
+        );
+        assert!(scores_profile_line(&[]).contains("no stamps"));
+    }
+}
