@@ -449,7 +449,7 @@ fn scores_profile_line(sp: &[[u64; 4]]) -> String {
     let us = |x: u64| x as f64 * 1e-3;
     let stat = |mut v: Vec<f64>| -> String {
         v.sort_by(|a, b| a.total_cmp(b));
-        let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+        let q = |f| quantile(&v, f);
         format!("{:.2}/{:.2}/{:.2}", q(0.1), q(0.5), q(0.9))
     };
     let pro = stat(sp.iter().map(|s| us(s[1].saturating_sub(s[0]))).collect());

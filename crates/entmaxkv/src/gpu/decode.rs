@@ -1260,7 +1260,7 @@ impl GpuDecoder {
         if self.attn.prof == 0 {
             return Ok(None);
         }
-        let raw = self.read_prof("tail_profile", self.attn.prof)?;
+        let raw = self.read_prof("tail_profile", self.attn.prof, 0, 16)?;
         Ok(Some(raw.iter().map(|&x| x as i64).collect()))
     }
 
@@ -1272,18 +1272,12 @@ impl GpuDecoder {
         if self.attn.prof == 0 || std::env::var_os("ENTMAXKV_PROFILE_SCORES").is_none() {
             return Ok(None);
         }
-        let buf = self
-            .work
-            .iter()
-            .find(|b| b.ptr() == self.attn.prof)
-            .ok_or_else(|| Error::invalid("scores_profile", "prof", "?", "buffer not found"))?;
-        let n = 4 * self.tasks * self.nch;
-        let mut raw = vec![0u8; n * 8];
-        buf.read_at(&self.stream, 16 * 8, &mut raw)?;
-        let w: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let w = self.read_prof(
+            "scores_profile",
+            self.attn.prof,
+            16,
+            4 * self.tasks * self.nch,
+        )?;
         Ok(Some(
             w.chunks_exact(4)
                 .filter(|c| c[0] != 0 && c[3] != 0)
@@ -1292,15 +1286,15 @@ impl GpuDecoder {
         ))
     }
 
-    /// The 16 u64 words of the development stamp buffer at `ptr` (one of `work`).
-    fn read_prof(&self, op: &'static str, ptr: u64) -> Result<Vec<u64>> {
+    /// `n` u64 words from word `at` of the development stamp buffer at `ptr` (one of `work`).
+    fn read_prof(&self, op: &'static str, ptr: u64, at: usize, n: usize) -> Result<Vec<u64>> {
         let buf = self
             .work
             .iter()
             .find(|b| b.ptr() == ptr)
             .ok_or_else(|| Error::invalid(op, "prof", "?", "buffer not found"))?;
-        let mut raw = vec![0u8; 128];
-        buf.read_at(&self.stream, 0, &mut raw)?;
+        let mut raw = vec![0u8; 8 * n];
+        buf.read_at(&self.stream, 8 * at, &mut raw)?;
         Ok(raw
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
@@ -1321,7 +1315,7 @@ impl GpuDecoder {
         let Some(f) = self.fused.as_ref().filter(|f| f.params.prof != 0) else {
             return Ok(None);
         };
-        let t = self.read_prof("fused_profile", f.params.prof)?;
+        let t = self.read_prof("fused_profile", f.params.prof, 0, 16)?;
         let rel = |x: u64| (x as f64 - t[0] as f64) * 1e-3;
         Ok(Some(
             (1..7)
