@@ -1090,6 +1090,13 @@ impl GpuDecoder {
             // `ENTMAXKV_PRE_WAIT=0`: every read after the wait (for comparison).
             pre_wait: (topk.is_some() || gauss.is_some()) as i32
                 * (knob("ENTMAXKV_PRE_WAIT", 1) != 0) as i32,
+            // After a selection, with one head a task (the modules of 2–4 heads a task do
+            // not compile the order in: attn.cu `cta_task_chunk`), where the grid is more
+            // than one resident wave: within one wave the order decides no dispatch, and at
+            // 128K it was 1% slower (session 21 run 1). `ENTMAXKV_CHUNK_MAJOR=0`: task-major
+            // always (for comparison).
+            chunk_major: (sel_lists != 0 && tg == 1 && nch > target.div_ceil(tasks)) as i32
+                * (knob("ENTMAXKV_CHUNK_MAJOR", 1) != 0) as i32,
         };
         let fused = match &gauss {
             Some(g) if fused_gauss => {

@@ -263,6 +263,9 @@ pub(crate) struct AttnParams {
     /// 1: `attn_entmax_scores` follows a selection kernel, so it reads the row and length
     /// before `griddepcontrol.wait` (common.cuh PDL_PRE); 0: it is the step's first.
     pub pre_wait: i32,
+    /// 1: the K pass's CTAs take their (task, chunk) chunk-major, so a selection's short
+    /// lists fill the first resident wave (attn.cu `cta_task_chunk`; one head a task only).
+    pub chunk_major: i32,
 }
 
 /// `kernels/gauss_fused.cu`: the Gaussian selection fused with the entmax K pass (short

@@ -161,6 +161,7 @@ struct AttnParams {
     int lean_closed;         // 1: lean_solve ends with the closed-form root of its support (lean_closed)
     int pre_wait;            // 1: attn_entmax_scores follows a selection kernel and reads its
                              // row and length before griddepcontrol.wait (PDL_PRE)
+    int chunk_major;         // 1: CTAs take (task, chunk) chunk-major (cta_task_chunk)
 };
 #ifdef EXPECT_ATTN_SIZE
 static_assert(sizeof(AttnParams) == EXPECT_ATTN_SIZE, "AttnParams layout differs from Rust");
@@ -193,26 +194,30 @@ __device__ __forceinline__ TaskInfo task_info(const AttnParams& p, int task, boo
     return t;
 }
 
-// The (task, chunk) of a CTA of a (nch, tasks) grid, chunk-major: the hardware dispatches
-// CTAs in linear order (x fastest), and a selection's short lists leave a task's later chunks
-// empty (chunk_range), so task-major order filled each resident wave mostly with empty CTAs
-// (session 20 run 1, Gaussian 1M: the kept-page K pass in three generations of starts,
-// 15 µs apart, 48 µs in all). Chunk-major, the first wave holds every task's first chunks.
-// Off by default (`ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=1"` turns it on, development): it
-// gained 1–4% at B = 1 with one head a task, but the GQA shape's tensor-core K pass was 27%
-// slower with it (session 20 runs 4–5).
+// The (task, chunk) of a CTA of a (nch, tasks) grid. The hardware dispatches CTAs in linear
+// order (x fastest), and a selection's short lists leave a task's later chunks empty
+// (chunk_range), so task-major order fills each resident wave mostly with empty CTAs of one
+// task (session 20 run 1, Gaussian 1M: the kept-page K pass started in three generations,
+// 15 µs apart). Chunk-major (`p.chunk_major`: the CTA of linear index L takes task L mod
+// tasks, chunk L div tasks), the first wave holds every task's first chunks: 1–4% at B = 1
+// after a selection (session 20 runs 2, 4). The plan asks for it with one head a task after
+// a selection; modules of 2–4 heads a task do not compile it in, since its index arithmetic
+// cost the GQA shape's tensor-core K pass registers and 27% (session 20 runs 4–5).
+// `ENTMAXKV_DEFINES="CTA_CHUNK_MAJOR=0"` (development) leaves it out everywhere.
 #ifndef CTA_CHUNK_MAJOR
-#define CTA_CHUNK_MAJOR 0
+#define CTA_CHUNK_MAJOR (TG == 1)
 #endif
-__device__ __forceinline__ void cta_task_chunk(int& task, int& c) {
+__device__ __forceinline__ void cta_task_chunk(const AttnParams& p, int& task, int& c) {
 #if CTA_CHUNK_MAJOR
-    const int lin = blockIdx.y * gridDim.x + blockIdx.x;
-    task = lin % gridDim.y;
-    c = lin / gridDim.y;
-#else
+    if (p.chunk_major) {
+        const int lin = blockIdx.y * gridDim.x + blockIdx.x;
+        task = lin % gridDim.y;
+        c = lin / gridDim.y;
+        return;
+    }
+#endif
     task = blockIdx.y;
     c = blockIdx.x;
-#endif
 }
 
 // Pages [pbeg, pend) of the task's list go to chunk c. A short list (a selection's kept
@@ -1664,7 +1669,7 @@ extern "C" __global__ void SCORES_BOUNDS attn_entmax_scores(const AttnParams p) 
     __shared__ float s_run;
     float* sc = reinterpret_cast<float*>(dyn);
     int task, c;
-    cta_task_chunk(task, c);
+    cta_task_chunk(p, task, c);
     // After a selection (pre_wait): the row and length before the wait (PDL_PRE), the list
     // count, which the selection writes, after it.
     // (The queries read there too made this kernel slower on long lists, e.g. top-k 512K
@@ -2045,7 +2050,7 @@ extern "C" __global__ void SOFTMAX_BOUNDS attn_softmax(const AttnParams p) {
     float* sc = reinterpret_cast<float*>(dyn);
     float* red = sc + TG * caprows;
     int task, c;
-    cta_task_chunk(task, c);
+    cta_task_chunk(p, task, c);
     const TaskInfo ti = task_info(p, task);
     int pbeg, pend;
     chunk_range(p, ti.n, c, pbeg, pend);
