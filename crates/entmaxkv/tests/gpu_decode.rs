@@ -52,6 +52,8 @@ struct Case {
     /// (sequence, token, query head): that head's query set to 1e37 in every dimension and
     /// the key of its kv head at that token to 1000: that one score overflows f32.
     big_key: Option<(usize, usize, usize)>,
+    /// The plan's K-pass order must be chunk-major (true) or task-major (false).
+    chunk_major: Option<bool>,
     seed: u64,
 }
 
@@ -79,6 +81,7 @@ impl Case {
             plant_sink: false,
             q_scale: 1.0,
             big_key: None,
+            chunk_major: None,
             seed: 1,
         }
     }
@@ -174,6 +177,9 @@ fn check(c: &Case) -> (f64, f64) {
     let rep = gd.step(&dev, &bt.q, &mut out).unwrap().clone();
     for (i, x) in out.iter().enumerate() {
         assert!(x.is_finite(), "{c:?}: output {i} not written/finite: {x}");
+    }
+    if let Some(want) = c.chunk_major {
+        assert_eq!(gd.chunk_major(), want, "{c:?}: K-pass order");
     }
 
     // Tasks whose kept pages differ from the CPU's by a near-tie are not compared further.
@@ -798,6 +804,42 @@ fn long_contexts_large_supports_and_ties() {
         c.seed = 500 + i as u64;
         cases.push(c);
     }
+    // In parallel: a cold machine compiles a module per configuration.
+    common::par_cases(&cases, check);
+}
+
+/// The kept-page K pass in chunk-major CTA order (one head a task after a selection, where
+/// the grid is more than one resident wave: 32 tasks, lists of up to 4375 pages, 35+ chunks
+/// a task against a wave of ~17), and a shared selection (4 heads a task) that keeps the
+/// task-major order; a sequence of one partial page in the batch.
+#[test]
+fn chunk_major_grids_match_cpu() {
+    if common::gpu_or_skip("chunk_major_grids_match_cpu").is_none() {
+        return;
+    }
+    let topk = |f| Method::TopK(Budget::Fraction(f));
+    let gauss = Method::Gaussian(GaussianOpts::default());
+    let (per_head, shared) = (GqaMode::PerHead, GqaMode::Shared);
+    let cases: Vec<Case> = [
+        (1.5, topk(0.125), per_head, true),
+        (1.0, topk(0.125), per_head, true),
+        (1.5, gauss, per_head, true),
+        (1.5, robust_method(1), per_head, true),
+        (1.5, topk(0.25), shared, false),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (alpha, m, gqa, cm))| {
+        let mut c = Case::new(DType::F16, alpha, m);
+        c.hkv = 2;
+        c.heads = 8;
+        c.gqa = gqa;
+        c.lens = vec![70_000, 65_536, 3000, 9];
+        c.chunk_major = Some(cm);
+        c.seed = 2100 + i as u64;
+        c
+    })
+    .collect();
     // In parallel: a cold machine compiles a module per configuration.
     common::par_cases(&cases, check);
 }

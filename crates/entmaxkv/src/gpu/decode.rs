@@ -1332,6 +1332,13 @@ impl GpuDecoder {
         ))
     }
 
+    /// Whether the attention's CTAs take their (task, chunk) chunk-major (one head a task
+    /// after a selection, on a grid of more than one resident wave: attn.cu
+    /// `cta_task_chunk`).
+    pub fn chunk_major(&self) -> bool {
+        self.attn.chunk_major != 0
+    }
+
     /// Chunks per task and tasks: the attention grid.
     pub fn grid(&self) -> (usize, usize) {
         (self.nch, self.tasks)
