@@ -202,6 +202,8 @@ struct CertPlan {
 
 /// Closed pages per CTA of `gauss_count` / `gauss_pack`.
 const GAUSS_SPC: usize = 2048;
+// gauss_pack gives each thread PACK_PPT = 8 consecutive pages of its chunk (gauss.cu).
+const _: () = assert!(GAUSS_SPC <= 8 * BLOCK as usize);
 /// Longest cache (tokens) whose Gaussian step is fused with the K pass by default, at any
 /// α (`ENTMAXKV_GAUSS_FUSED=<tokens>` sets it; 0: never); see `kernels/gauss_fused.cu`.
 /// Session 14 run 2 (ms, fused / separate or session 13's fused form): α = 1.5 32K 0.0629

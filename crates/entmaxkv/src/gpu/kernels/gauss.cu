@@ -803,6 +803,13 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_count(const GaussParam
 #endif  // GAUSS_KERNELS
 
 // grid (nsel, tasks), block BLOCK.
+// PACK_BITS (default 1): the ordered write from per-thread keep bits of PACK_PPT pages;
+// `ENTMAXKV_DEFINES="PACK_BITS=0"` (development): one block scan per BLOCK pages, as before
+// session 21.
+#ifndef PACK_BITS
+#define PACK_BITS 1
+#endif
+#define PACK_PPT 8
 #if GAUSS_KERNELS
 extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams p) {
     PDL_ENTRY();
@@ -841,6 +848,40 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams
     }
     __syncthreads();
     const bool bad = p.task_bad[task] != 0;
+#if PACK_BITS
+    // Ordered write from keep bits: thread tid takes pages beg + tid·PACK_PPT .. + PACK_PPT
+    // (spc ≤ BLOCK · PACK_PPT, checked by the plan), all their moments loaded before any
+    // test, so one L2 round trip a head and one block scan, where the loop below paid a
+    // dependent load, test and scan for each BLOCK pages (8 rounds a chunk).
+    {
+        const int tb = beg + tid * PACK_PPT;
+        u32 bits = 0;
+        if (bad) {
+#pragma unroll
+            for (int u = 0; u < PACK_PPT; ++u) bits |= (tb + u < end ? 1u : 0u) << u;
+        } else {
+            for (int g = 0; g < p.tg; ++g) {
+                const size_t hb = ((size_t)t.b * p.num_heads + t.h0 + g) * p.ws_stride;
+                float m[PACK_PPT], v[PACK_PPT];
+#pragma unroll
+                for (int u = 0; u < PACK_PPT; ++u) {
+                    const int i = tb + u;
+                    m[u] = i < end ? p.mu[hb + i] : 0.f;
+                    v[u] = i < end ? p.sd[hb + i] : 0.f;
+                }
+#pragma unroll
+                for (int u = 0; u < PACK_PPT; ++u)
+                    bits |= (tb + u < end && page_keep_head(p, t, g, tb + u, m[u], v[u], s_z[g], s_floor[g]) ? 1u : 0u)
+                            << u;
+            }
+        }
+        int round;
+        int o = before + block_excl_scan<BLOCK>(__popc(bits), &round);
+#pragma unroll
+        for (int u = 0; u < PACK_PPT; ++u)
+            if (bits >> u & 1u) L[o++] = (u32)(tb + u);
+    }
+#else
     // Ordered write: one block scan per BLOCK pages.
     int o = before;
     for (int i0 = beg; i0 < end; i0 += BLOCK) {
@@ -851,6 +892,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK) gauss_pack(const GaussParams
         if (keep) L[o + at] = (u32)i;
         o += round;
     }
+#endif
     if (c != 0) return;
     if (tid == 0) {
         L[all] = (u32)t.closed;
