@@ -1,27 +1,23 @@
 #!/bin/bash
-# Session 21 run 5 (H200, the last ~240 s of device time): the τ clamp loads side by side
-# (gauss_pack, fused_finish) and fused_finish's list in one scan (FIN_BITS=1). (1) the
-# Gaussian tests that cover them: fused vs separate, fixed/corrected τ (the clamped τ̂ is
-# the threshold there), chunk-major grids; (2) what time is left: default vs the old loops.
+# Prepared in session 21 for clamp_fin.patch (not run: no device time left). Stage next to
+# it: entmaxkv and the gpu_decode test binary built with the patch applied, sdpa_baseline.py
+# and bench/dev_lib.sh. (1) The Gaussian tests that cover the change: fused vs separate,
+# fixed/corrected τ (the clamped τ̂ is the threshold there), the CPU comparison, chunk-major
+# grids; (2) Gaussian 32K / 64K / 1M against the old loops, alternated.
 cd "$(dirname "$0")"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export ENTMAXKV_PTX_CACHE=/tmp/entmaxkv_ptx
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
-left() { echo $(( $1 - $(date +%s) + T0 )); }
-{ date -u; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader; } > $OUT/card.txt; cat $OUT/card.txt
+. ./dev_lib.sh
+card
+timeout 60 python3 sdpa_baseline.py --contexts 32K,64K,1M --batch 1 --heads 8 --head-dim 64 --iters 50 --json $OUT/sdpa.json > $OUT/sdpa.log 2>&1
 el tests
-for t in gaussian_fused_and_separate_steps_agree gaussian_fixed_and_corrected_tau_match_cpu chunk_major_grids_match_cpu; do
-  ( timeout $(left 150) ./gpu_decode --exact $t 2>&1; echo "rc=$?" ) > $OUT/test_$t.log &
+for t in gaussian_fused_and_separate_steps_agree gaussian_fixed_and_corrected_tau_match_cpu gaussian_selection_matches_cpu chunk_major_grids_match_cpu; do
+  ( timeout $(left 240) ./gpu_decode --exact $t 2>&1; echo "rc=$?" ) > $OUT/test_$t.log &
 done
 wait
 grep -hE "^test |test result|rc=|panicked" $OUT/test_*.log | cut -c1-200
 el ab
-B="--device cuda --preset figure --iters 20 --warmup 3 --no-accuracy"
-for r in N O; do
-  L=$(left 205); [ $L -lt 10 ] && break
-  if [ $r = O ]; then export ENTMAXKV_DEFINES="PACK_BITS=0 FIN_BITS=0"; fi
-  timeout $L ./entmaxkv bench $B --contexts 32K,128K --methods gaussian-exact --json $OUT/b_$r.json > $OUT/b_$r.log 2>&1
-  echo "$r rc=$? | $(grep -E '^  gauss' $OUT/b_$r.log | cut -c1-250)"
+for r in a b; do
+  bench N$r 500 32K,64K,1M gaussian-exact
+  bench O$r 500 32K,64K,1M gaussian-exact ENTMAXKV_DEFINES="PACK_BITS=0 FIN_BITS=0"
 done
 el done
-cd $OUT && tar czf ../r.tgz . && find . -type f -delete && mv ../r.tgz .
+pack_out
