@@ -576,10 +576,12 @@ impl GpuDecoder {
         let fused_ppb = knob("ENTMAXKV_GAUSS_FUSED_PPB", 128).clamp(16, PPC_CAP);
         let nmom = (max_pages.saturating_sub(1)).max(1).div_ceil(fused_ppb);
         let per_task = (target / tasks).max(1);
+        // Chunks per task that fill one resident wave of CTAs.
+        let wave_chunks = target.div_ceil(tasks).max(1);
         let nch = match (fused_gauss, knob("ENTMAXKV_GAUSS_FUSED_WAVE", 1)) {
             (true, 1) => need.max(per_task.saturating_sub(nmom).max(1)),
             (true, 2) => need.max(per_task),
-            _ => need.max(target.div_ceil(tasks)),
+            _ => need.max(wave_chunks),
         }
         .min(max_pages)
         .min(NCH_MAX);
@@ -1077,7 +1079,7 @@ impl GpuDecoder {
                 TauMode::Corrected(n) => n.min(1000) as i32,
                 _ => 0,
             },
-            wave_chunks: target.div_ceil(tasks).max(1) as i32,
+            wave_chunks: wave_chunks as i32,
             // `ENTMAXKV_TAU_CLOSED=0`: Halley steps only (for comparison).
             tau_closed: (knob("ENTMAXKV_TAU_CLOSED", 1) != 0) as i32,
             // The lean path's passes walk every survivor (3–4 of them against the full
@@ -1097,7 +1099,7 @@ impl GpuDecoder {
             // than one resident wave: within one wave the order decides no dispatch, and at
             // 128K it was 1% slower (session 21 run 1). `ENTMAXKV_CHUNK_MAJOR=0`: task-major
             // always (for comparison).
-            chunk_major: (sel_lists != 0 && tg == 1 && nch > target.div_ceil(tasks)) as i32
+            chunk_major: (sel_lists != 0 && tg == 1 && nch > wave_chunks) as i32
                 * (knob("ENTMAXKV_CHUNK_MAJOR", 1) != 0) as i32,
         };
         let fused = match &gauss {
